@@ -1,0 +1,48 @@
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { startEtcd } from '../src/index.ts';
+
+function etcdctl(endpoint: string, ...args: string[]): string {
+  return execFileSync('etcdctl', ['--endpoints', endpoint, ...args], { env: { ...process.env, ETCDCTL_API: '3' } }).toString();
+}
+
+describe('startEtcd', () => {
+  it('runs a real etcd on a free loopback port, keeps data across pause/resume and cleans up on stop', async () => {
+    const etcd = await startEtcd({ maxTxnOps: 256, quotaBackendBytes: 64 * 1024 * 1024 });
+    try {
+      expect(etcd.endpoint).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+      expect(existsSync(etcd.dataDir)).toBe(true);
+      etcdctl(etcd.endpoint, 'put', 'k', 'v1');
+      expect(etcdctl(etcd.endpoint, 'get', 'k', '--print-value-only').trim()).toBe('v1');
+
+      const pid = etcd.pid!;
+      await etcd.pause();
+      expect(etcd.running).toBe(false);
+      expect(() => process.kill(pid, 0)).toThrow();
+      await etcd.resume();
+      expect(etcd.running).toBe(true);
+      expect(etcdctl(etcd.endpoint, 'get', 'k', '--print-value-only').trim()).toBe('v1');
+    } finally {
+      const pid = etcd.pid!;
+      await etcd.stop();
+      expect(existsSync(etcd.dataDir)).toBe(false);
+      expect(() => process.kill(pid, 0)).toThrow();
+    }
+  });
+
+  it('gives two servers their own ports and data', async () => {
+    const [a, b] = await Promise.all([startEtcd(), startEtcd()]);
+    try {
+      expect(a.endpoint).not.toBe(b.endpoint);
+      etcdctl(a.endpoint, 'put', 'only-a', '1');
+      expect(etcdctl(b.endpoint, 'get', 'only-a', '--print-value-only').trim()).toBe('');
+    } finally {
+      await Promise.all([a.stop(), b.stop()]);
+    }
+  });
+
+  it('fails clearly when the binary is missing', async () => {
+    await expect(startEtcd({ binary: '/nonexistent/etcd', startTimeoutMs: 2000 })).rejects.toThrow(/etcd did not start/);
+  });
+});

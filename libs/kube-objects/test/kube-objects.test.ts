@@ -1,0 +1,31 @@
+import { describe, expect, it } from 'vitest';
+import { heartbeat, realisticNode, realisticPod } from '../src/index.ts';
+
+describe('realistic objects', () => {
+  it('makes a Node of 10–20 KB of JSON, the same for the same input', () => {
+    const node = realisticNode({ name: 'node-1', internalIP: '10.0.0.1', podCIDR: '10.244.1.0/24' });
+    const size = JSON.stringify(node).length;
+    expect(size).toBeGreaterThanOrEqual(10_000);
+    expect(size).toBeLessThanOrEqual(20_000);
+    expect(JSON.stringify(realisticNode({ name: 'node-1', internalIP: '10.0.0.1', podCIDR: '10.244.1.0/24' }))).toBe(JSON.stringify(node));
+    expect(node.status?.images?.length).toBeGreaterThan(10);
+    expect(node.status?.conditions?.find((c) => c.type === 'Ready')?.status).toBe('True');
+  });
+
+  it('heartbeat changes only heartbeat and managedFields times', () => {
+    const node = realisticNode({ name: 'node-2', internalIP: '10.0.0.2', podCIDR: '10.244.2.0/24' });
+    const later = new Date('2026-01-01T00:00:10Z');
+    const beaten = heartbeat(node, later);
+    expect(beaten.status?.conditions?.every((c) => c.lastHeartbeatTime === later)).toBe(true);
+    expect(beaten.metadata?.managedFields?.every((f) => f.time === later)).toBe(true);
+    expect(beaten.spec).toEqual(node.spec);
+    expect(beaten.metadata?.labels).toEqual(node.metadata?.labels);
+  });
+
+  it('makes a running pod with its IP', () => {
+    const pod = realisticPod({ namespace: 'default', name: 'web-abc-123', nodeName: 'node-1', hostIP: '10.0.0.1', podIP: '10.244.1.5' });
+    expect(pod.status?.phase).toBe('Running');
+    expect(pod.status?.podIPs).toEqual([{ ip: '10.244.1.5' }]);
+    expect(pod.metadata?.labels?.app).toBe('web');
+  });
+});

@@ -1,0 +1,73 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export { Counter, Gauge, Histogram, Registry } from 'prom-client';
+
+/** A registry per process (or per simulated agent), with Node's default process metrics when asked. */
+export function createRegistry(options: { defaultMetrics?: boolean; labels?: Record<string, string> } = {}): Registry {
+  const registry = new Registry();
+  if (options.labels) registry.setDefaultLabels(options.labels);
+  if (options.defaultMetrics) collectDefaultMetrics({ register: registry, prefix: 'sluice_' });
+  return registry;
+}
+
+/** Latency buckets in seconds from 100 µs to 10 s: etcd transactions and BPF map batches both land in this range. */
+export const LATENCY_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+export interface StatusServerOptions {
+  registry: Registry;
+  host?: string;
+  port?: number;
+  /** Liveness: the process is not wedged. */
+  healthy?: () => boolean;
+  /** Readiness: the component has finished its initial sync and can serve. */
+  ready?: () => boolean;
+  /** Extra JSON routes, e.g. an agent's /status. */
+  routes?: Record<string, () => unknown | Promise<unknown>>;
+}
+
+export interface StatusServer {
+  server: Server;
+  url: string;
+  close(): Promise<void>;
+}
+
+/** Serves /metrics, /healthz, /readyz and any extra JSON routes on one small HTTP listener. */
+export async function startStatusServer(options: StatusServerOptions): Promise<StatusServer> {
+  const server = createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0] ?? '/';
+    const reply = (code: number, type: string, body: string) => {
+      res.writeHead(code, { 'content-type': type });
+      res.end(body);
+    };
+    void (async () => {
+      try {
+        if (path === '/metrics') return reply(200, options.registry.contentType, await options.registry.metrics());
+        if (path === '/healthz') {
+          const ok = options.healthy?.() ?? true;
+          return reply(ok ? 200 : 503, 'text/plain', ok ? 'ok\n' : 'unhealthy\n');
+        }
+        if (path === '/readyz') {
+          const ok = options.ready?.() ?? true;
+          return reply(ok ? 200 : 503, 'text/plain', ok ? 'ok\n' : 'not ready\n');
+        }
+        const route = options.routes?.[path];
+        if (route) return reply(200, 'application/json', JSON.stringify(await route()));
+        return reply(404, 'text/plain', 'not found\n');
+      } catch (err) {
+        return reply(500, 'text/plain', `${(err as Error).message}\n`);
+      }
+    })();
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port ?? 0, options.host ?? '127.0.0.1', () => resolve());
+  });
+  const address = server.address() as AddressInfo;
+  return {
+    server,
+    url: `http://${address.address}:${address.port}`,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Installs what Sluice needs on a fresh machine, once and quietly: Debian packages, node_modules, the bpffs and the
+# BPF objects. Run by `npm start`, `npm test`, `npm run bench` and `.ci/run`; under 2 s when everything is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(clang llvm libbpf-dev bpftool etcd-server etcd-client iptables iputils-ping iproute2 curl make linux-libc-dev)
+say() { printf 'bootstrap: %s\n' "$*" >&2; }
+
+missing=()
+while read -r name status; do
+  [[ "$status" == ii* ]] || missing+=("$name")
+done < <(dpkg-query -W -f='${Package} ${db:Status-Abbrev}\n' "${PACKAGES[@]}" 2>/dev/null || true)
+for pkg in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${db:Status-Abbrev}' "$pkg" 2>/dev/null | grep -q '^ii' || [[ " ${missing[*]:-} " == *" $pkg "* ]] || missing+=("$pkg")
+done
+
+if ((${#missing[@]})); then
+  if ((EUID != 0)); then
+    say "missing Debian packages: ${missing[*]}"
+    say "run as root, or install them: sudo apt-get install -y ${missing[*]}"
+    exit 1
+  fi
+  say "installing ${missing[*]} (apt-get)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+lock_hash=$(sha256sum package-lock.json | cut -d' ' -f1)
+stamp=node_modules/.sluice-lock.sha256
+if [[ ! -d node_modules || ! -f "$stamp" || "$(cat "$stamp")" != "$lock_hash" ]]; then
+  say "installing npm dependencies"
+  # Not `npm ci`: nx lists every platform's binary as an optional dependency, the registry reachable here serves only
+  # this platform's, and npm ci refuses a lockfile without the others. `npm install` installs the locked versions.
+  npm install --no-audit --no-fund --loglevel=error >/dev/null
+  echo "$lock_hash" >"$stamp"
+fi
+
+if ! mountpoint -q /sys/fs/bpf 2>/dev/null; then
+  if ((EUID != 0)); then
+    say "the bpffs is not mounted at /sys/fs/bpf; as root: mount -t bpf bpf /sys/fs/bpf"
+    exit 1
+  fi
+  mount -t bpf bpf /sys/fs/bpf
+fi
+
+if [[ -f bpf/Makefile ]]; then
+  make -s -C bpf >/dev/null
+fi
