@@ -1,0 +1,4 @@
+export * from './proto.ts';
+export * from './types.ts';
+export * from './client.ts';
+export * from './format.ts';

@@ -1,0 +1,4 @@
+export * from './plan.ts';
+export * from './probes.ts';
+export * from './responder.ts';
+export * from './prober.ts';

@@ -1,0 +1,289 @@
+/**
+ * The cluster view: merges the agents' probe reports into one reachability verdict per node.
+ *
+ * A node is UNREACHABLE only on confirmed evidence: at least `quorum` distinct reporters failed to reach its host
+ * (every host probe they sent failed) after the newest success anyone reported. Fewer failing reporters make it
+ * SUSPECT; a fresh success makes it REACHABLE; nothing fresher than the staleness window makes it UNKNOWN.
+ *
+ * Everything here is derived from reports younger than the staleness window plus the node list, so a restarted
+ * service rebuilds the same view within one probing round; nothing is persisted.
+ */
+import { probePlan, type PlanOptions } from '@sluice/prober';
+import {
+  emptyProbeStatus,
+  type ClusterHealth,
+  type ClusterSummary,
+  type HealthChange,
+  type NodeHealth,
+  type ProbeKind,
+  type ProbeResult,
+  type ProbeStatus,
+  type Reachability,
+} from '@sluice/health-api';
+
+export interface NodeInfo {
+  name: string;
+  /** The node's IP as the probers use it (InternalIP), or '' if unknown. */
+  hostIP: string;
+  endpointIP: string;
+}
+
+export interface AggregatorOptions {
+  /** Reports older than this are forgotten. */
+  staleMs?: number;
+  /** Distinct failing reporters needed (capped at the fanout at the current cluster size). */
+  confirmations?: number;
+  /** The probing plan's parameters, so the quorum matches what the agents do. */
+  plan?: PlanOptions;
+  now?: () => number;
+}
+
+interface Witness {
+  lastOk: number;
+  lastFail: number;
+}
+
+interface TargetState {
+  witnesses: Map<string, Witness>;
+  latest: Map<ProbeKind, ProbeStatus>;
+  reachability: Reachability;
+  failing: number;
+  reporters: number;
+  lastProbe: number;
+  /** The NodeHealth handed out, rebuilt only when something changed. */
+  view: NodeHealth | undefined;
+}
+
+const HOST_KINDS: ReadonlySet<ProbeKind> = new Set(['PROBE_KIND_HOST_ICMP', 'PROBE_KIND_HOST_HTTP']);
+
+export type ChangeListener = (change: HealthChange) => void;
+
+export class Aggregator {
+  readonly staleMs: number;
+  private readonly confirmations: number;
+  private readonly planOptions: PlanOptions;
+  private readonly now: () => number;
+  private nodes = new Map<string, NodeInfo>();
+  private sortedNames: string[] = [];
+  private readonly targets = new Map<string, TargetState>();
+  private readonly dirty = new Set<string>();
+  private readonly listeners = new Set<ChangeListener>();
+  private newestProbe = 0;
+  private nodesKnown = false;
+  private summaryCache: ClusterSummary | undefined;
+  /** Bumped on every change to anything GetClusterHealth returns; lets the server reuse an encoded answer. */
+  version = 0;
+
+  constructor(options: AggregatorOptions = {}) {
+    this.staleMs = options.staleMs ?? 20_000;
+    this.confirmations = options.confirmations ?? 3;
+    this.planOptions = { ...options.plan, confirmations: options.confirmations ?? options.plan?.confirmations ?? 3 };
+    this.now = options.now ?? Date.now;
+  }
+
+  /** The failing reporters needed at the current cluster size. */
+  get quorum(): number {
+    return Math.max(1, Math.min(this.confirmations, probePlan(this.nodes.size, this.planOptions).quorum));
+  }
+
+  /** Replaces the node list (from etcd). Nodes that left are forgotten with everything reported about them. */
+  setNodes(nodes: Iterable<NodeInfo>): void {
+    const next = new Map<string, NodeInfo>();
+    for (const node of nodes) next.set(node.name, node);
+    for (const name of this.targets.keys()) if (!next.has(name)) this.targets.delete(name);
+    for (const [name, info] of next) {
+      const before = this.nodes.get(name);
+      if (!before || before.hostIP !== info.hostIP || before.endpointIP !== info.endpointIP) this.dirty.add(name);
+    }
+    const membershipChanged = next.size !== this.nodes.size || [...next.keys()].some((n) => !this.nodes.has(n));
+    this.nodes = next;
+    this.nodesKnown = true;
+    if (membershipChanged) {
+      this.sortedNames = [...next.keys()].sort();
+      // The quorum depends on the cluster size: every verdict may move.
+      for (const name of next.keys()) this.dirty.add(name);
+    }
+    this.bump();
+    this.settle();
+  }
+
+  hasNode(name: string): boolean {
+    return this.nodes.has(name);
+  }
+
+  /**
+   * Takes one batch from `reporter`. Results about unknown nodes are ignored once the node list is known; times in
+   * the future (a skewed reporter clock) count as now, results older than the staleness window are dropped.
+   */
+  ingest(reporter: string, results: readonly ProbeResult[]): { accepted: number; ignored: number } {
+    const now = this.now();
+    const fresh = now - this.staleMs;
+    let accepted = 0;
+    let ignored = 0;
+    for (const r of results) {
+      if ((this.nodesKnown && !this.nodes.has(r.target)) || r.target === reporter) {
+        ignored++;
+        continue;
+      }
+      const time = Math.min(r.timeUnixMs, now);
+      if (time < fresh) {
+        ignored++;
+        continue;
+      }
+      accepted++;
+      const state = this.target(r.target);
+      const previous = state.latest.get(r.kind);
+      if (!previous || previous.timeUnixMs <= time) {
+        state.latest.set(r.kind, { probed: true, ok: r.ok, rttUs: r.rttUs, error: r.error, timeUnixMs: time, reporter });
+      }
+      if (HOST_KINDS.has(r.kind)) {
+        let witness = state.witnesses.get(reporter);
+        if (!witness) state.witnesses.set(reporter, (witness = { lastOk: 0, lastFail: 0 }));
+        if (r.ok) witness.lastOk = Math.max(witness.lastOk, time);
+        else witness.lastFail = Math.max(witness.lastFail, time);
+      }
+      if (time > state.lastProbe) state.lastProbe = time;
+      if (time > this.newestProbe) this.newestProbe = time;
+      this.dirty.add(r.target);
+    }
+    if (accepted) this.settle();
+    return { accepted, ignored };
+  }
+
+  /** Re-evaluates every node, so that verdicts age out without new reports; the server calls it every second. */
+  sweep(): void {
+    for (const name of this.nodes.keys()) this.dirty.add(name);
+    this.settle();
+  }
+
+  private target(name: string): TargetState {
+    let state = this.targets.get(name);
+    if (!state) {
+      state = { witnesses: new Map(), latest: new Map(), reachability: 'REACHABILITY_UNKNOWN', failing: 0, reporters: 0, lastProbe: 0, view: undefined };
+      this.targets.set(name, state);
+    }
+    return state;
+  }
+
+  private bump(): void {
+    this.version++;
+    this.summaryCache = undefined;
+  }
+
+  private settle(): void {
+    if (this.dirty.size === 0) return;
+    const now = this.now();
+    const fresh = now - this.staleMs;
+    const quorum = this.quorum;
+    const changes: HealthChange[] = [];
+    for (const name of this.dirty) {
+      if (!this.nodes.has(name) && this.nodesKnown) continue;
+      const state = this.target(name);
+      let newestOk = 0;
+      let reporters = 0;
+      for (const [reporter, w] of state.witnesses) {
+        if (Math.max(w.lastOk, w.lastFail) < fresh) {
+          state.witnesses.delete(reporter);
+          continue;
+        }
+        reporters++;
+        if (w.lastOk >= fresh && w.lastOk > newestOk) newestOk = w.lastOk;
+      }
+      let failing = 0;
+      for (const w of state.witnesses.values()) if (w.lastFail >= fresh && w.lastFail > newestOk) failing++;
+      for (const [kind, status] of state.latest) if (status.timeUnixMs < fresh) state.latest.delete(kind);
+      if (state.lastProbe < fresh) state.lastProbe = 0;
+      const reachability: Reachability =
+        failing >= quorum ? 'REACHABILITY_UNREACHABLE'
+        : failing > 0 ? 'REACHABILITY_SUSPECT'
+        : newestOk > 0 ? 'REACHABILITY_REACHABLE'
+        : 'REACHABILITY_UNKNOWN';
+      const previous = state.reachability;
+      const before = state.view;
+      state.failing = failing;
+      state.reporters = reporters;
+      state.reachability = reachability;
+      state.view = this.buildView(name, state);
+      if (!before || !sameView(before, state.view)) this.bump();
+      if (previous !== reachability) changes.push({ node: name, previous, current: reachability, timeUnixMs: now, health: state.view });
+    }
+    this.dirty.clear();
+    for (const change of changes) for (const listener of this.listeners) listener(change);
+  }
+
+  private buildView(name: string, state: TargetState | undefined): NodeHealth {
+    const info = this.nodes.get(name);
+    const status = (kind: ProbeKind) => state?.latest.get(kind) ?? emptyProbeStatus();
+    return {
+      name,
+      reachability: state?.reachability ?? 'REACHABILITY_UNKNOWN',
+      host: { ip: info?.hostIP ?? '', icmp: status('PROBE_KIND_HOST_ICMP'), http: status('PROBE_KIND_HOST_HTTP') },
+      endpoint: { ip: info?.endpointIP ?? '', icmp: status('PROBE_KIND_ENDPOINT_ICMP'), http: status('PROBE_KIND_ENDPOINT_HTTP') },
+      lastProbeUnixMs: state?.lastProbe ?? 0,
+      failingReporters: state?.failing ?? 0,
+      reporters: state?.reporters ?? 0,
+    };
+  }
+
+  nodeHealth(name: string): NodeHealth | undefined {
+    if (!this.nodes.has(name)) return undefined;
+    const state = this.targets.get(name);
+    return state?.view ?? this.buildView(name, state);
+  }
+
+  summary(): ClusterSummary {
+    if (this.summaryCache) return this.summaryCache;
+    let reachable = 0;
+    const unreachable: string[] = [];
+    const unknown: string[] = [];
+    for (const name of this.sortedNames) {
+      const r = this.targets.get(name)?.reachability ?? 'REACHABILITY_UNKNOWN';
+      if (r === 'REACHABILITY_REACHABLE' || r === 'REACHABILITY_SUSPECT') reachable++;
+      else if (r === 'REACHABILITY_UNREACHABLE') unreachable.push(name);
+      else unknown.push(name);
+    }
+    this.summaryCache = { reachable, total: this.sortedNames.length, probeTimeUnixMs: this.newestProbe, unreachable, unknown, quorum: this.quorum };
+    return this.summaryCache;
+  }
+
+  clusterHealth(summaryOnly = false): ClusterHealth {
+    return { summary: this.summary(), nodes: summaryOnly ? [] : this.sortedNames.map((name) => this.nodeHealth(name)!) };
+  }
+
+  /** Every node's current state as a change from UNSPECIFIED (for a watcher's initial snapshot). */
+  snapshot(): HealthChange[] {
+    const now = this.now();
+    return this.sortedNames.map((name) => {
+      const health = this.nodeHealth(name)!;
+      return { node: name, previous: 'REACHABILITY_UNSPECIFIED', current: health.reachability, timeUnixMs: now, health };
+    });
+  }
+
+  subscribe(listener: ChangeListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  get watcherCount(): number {
+    return this.listeners.size;
+  }
+}
+
+function sameStatus(a: ProbeStatus, b: ProbeStatus): boolean {
+  return a.probed === b.probed && a.ok === b.ok && a.rttUs === b.rttUs && a.error === b.error && a.timeUnixMs === b.timeUnixMs && a.reporter === b.reporter;
+}
+
+function sameView(a: NodeHealth, b: NodeHealth): boolean {
+  return (
+    a.reachability === b.reachability &&
+    a.lastProbeUnixMs === b.lastProbeUnixMs &&
+    a.failingReporters === b.failingReporters &&
+    a.reporters === b.reporters &&
+    a.host.ip === b.host.ip &&
+    a.endpoint.ip === b.endpoint.ip &&
+    sameStatus(a.host.icmp, b.host.icmp) &&
+    sameStatus(a.host.http, b.host.http) &&
+    sameStatus(a.endpoint.icmp, b.endpoint.icmp) &&
+    sameStatus(a.endpoint.http, b.endpoint.http)
+  );
+}

@@ -1,0 +1,230 @@
+/**
+ * The gRPC face of the aggregator: sluice.health.v1.ClusterHealth, the standard grpc.health.v1.Health and server
+ * reflection, all from the one package definition in @sluice/health-api.
+ */
+import type { PeerCertificate } from 'node:tls';
+import * as grpc from '@grpc/grpc-js';
+import { ReflectionService } from '@grpc/reflection';
+import { HealthImplementation } from 'grpc-health-check';
+import {
+  GRPC_HEALTH_SERVICE,
+  SERVICE_NAME,
+  clusterHealthService,
+  getClusterHealthRequestSchema,
+  getNodeHealthRequestSchema,
+  HealthApiError,
+  packageDefinition,
+  parseMessage,
+  reportProbesRequestSchema,
+  watchClusterHealthRequestSchema,
+  type HealthChange,
+} from '@sluice/health-api';
+import { createLogger, type Logger } from '@sluice/log';
+import type { Aggregator } from './aggregator.ts';
+
+export interface ServerTls {
+  cert: Buffer;
+  key: Buffer;
+  /** With a CA, clients must present a certificate it signed (mutual TLS), and reporters are held to its name. */
+  ca?: Buffer;
+}
+
+export interface HealthServerOptions {
+  aggregator: Aggregator;
+  /** host:port (port 0 picks one) or unix:///path. */
+  address: string;
+  tls?: ServerTls;
+  logger?: Logger;
+  /** How often verdicts are re-evaluated without new reports (staleness). */
+  sweepMs?: number;
+}
+
+export interface HealthServerStats {
+  watchers: number;
+  /** Times a watch stream's write returned false and the server waited for 'drain'. */
+  backpressureWaits: number;
+  /** Most changes ever queued for one watcher (bounded by the node count: changes coalesce per node). */
+  maxPending: number;
+  reports: number;
+  deniedReports: number;
+}
+
+export interface HealthServer {
+  readonly port: number;
+  readonly address: string;
+  readonly grpcHealth: HealthImplementation;
+  /** SERVING or NOT_SERVING for the ClusterHealth service in grpc.health.v1 (e.g. until the node list is loaded). */
+  setServing(serving: boolean): void;
+  stats(): HealthServerStats;
+  stop(graceMs?: number): Promise<void>;
+}
+
+/** The names a client certificate vouches for: its subject CN and its DNS subject alternative names. */
+export function certificateNames(cert: PeerCertificate | undefined): string[] {
+  if (!cert || Object.keys(cert).length === 0) return [];
+  const names = new Set<string>();
+  const cn = cert.subject?.CN;
+  if (typeof cn === 'string') names.add(cn);
+  else if (Array.isArray(cn)) for (const c of cn as string[]) names.add(c);
+  for (const entry of (cert.subjectaltname ?? '').split(',')) {
+    const match = /^\s*DNS:(.+)$/.exec(entry);
+    if (match) names.add(match[1]!.trim());
+  }
+  return [...names];
+}
+
+function invalid(err: unknown): Partial<grpc.StatusObject> {
+  return { code: grpc.status.INVALID_ARGUMENT, details: err instanceof HealthApiError ? err.message : String(err) };
+}
+
+export async function startHealthServer(options: HealthServerOptions): Promise<HealthServer> {
+  const { aggregator } = options;
+  const log = options.logger ?? createLogger({ component: 'health-server' });
+  const mutual = !!options.tls?.ca;
+  const counters = { backpressureWaits: 0, maxPending: 0, reports: 0, deniedReports: 0 };
+  const watches = new Set<grpc.ServerWritableStream<unknown, HealthChange>>();
+
+  const server = new grpc.Server({ 'grpc.max_receive_message_length': 16 * 1024 * 1024 });
+  const grpcHealth = new HealthImplementation({ '': 'SERVING', [SERVICE_NAME]: 'SERVING' });
+  grpcHealth.addToServer(server);
+  new ReflectionService(packageDefinition).addToServer(server);
+
+  server.addService(clusterHealthService, {
+    GetClusterHealth(call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) {
+      let request;
+      try {
+        request = parseMessage(getClusterHealthRequestSchema, call.request, 'GetClusterHealthRequest');
+      } catch (err) {
+        return callback(invalid(err));
+      }
+      callback(null, aggregator.clusterHealth(request.summaryOnly));
+    },
+
+    GetNodeHealth(call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) {
+      let request;
+      try {
+        request = parseMessage(getNodeHealthRequestSchema, call.request, 'GetNodeHealthRequest');
+      } catch (err) {
+        return callback(invalid(err));
+      }
+      const node = aggregator.nodeHealth(request.node);
+      if (!node) return callback({ code: grpc.status.NOT_FOUND, details: `node ${request.node} is not known` });
+      callback(null, { node });
+    },
+
+    ReportProbes(call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) {
+      let request;
+      try {
+        request = parseMessage(reportProbesRequestSchema, call.request, 'ReportProbesRequest');
+      } catch (err) {
+        return callback(invalid(err));
+      }
+      if (mutual) {
+        const names = certificateNames(call.getAuthContext()?.sslPeerCertificate);
+        if (!names.includes(request.reporter)) {
+          counters.deniedReports++;
+          return callback({
+            code: grpc.status.PERMISSION_DENIED,
+            details: `the client certificate names ${names.join(', ') || 'no node'}, not reporter ${request.reporter}`,
+          });
+        }
+      }
+      counters.reports++;
+      callback(null, aggregator.ingest(request.reporter, request.results));
+    },
+
+    WatchClusterHealth(call: grpc.ServerWritableStream<unknown, HealthChange>) {
+      let request;
+      try {
+        request = parseMessage(watchClusterHealthRequestSchema, call.request, 'WatchClusterHealthRequest');
+      } catch (err) {
+        call.emit('error', invalid(err));
+        return;
+      }
+      // Changes queue per node while the client is slow: a node that flapped while the client was not reading shows
+      // up once with its end state, so a slow client costs at most one entry per node, never an unbounded backlog.
+      const pending = new Map<string, HealthChange>();
+      let waiting = false;
+      let closed = false;
+      const pump = () => {
+        while (!closed && !waiting && pending.size > 0) {
+          const [node, change] = pending.entries().next().value as [string, HealthChange];
+          pending.delete(node);
+          if (!call.write(change)) {
+            waiting = true;
+            counters.backpressureWaits++;
+            call.once('drain', () => {
+              waiting = false;
+              pump();
+            });
+          }
+        }
+      };
+      const enqueue = (change: HealthChange) => {
+        if (closed) return;
+        const queued = pending.get(change.node);
+        if (queued) {
+          pending.delete(change.node);
+          if (queued.previous !== change.current) pending.set(change.node, { ...change, previous: queued.previous });
+        } else {
+          pending.set(change.node, change);
+        }
+        if (pending.size > counters.maxPending) counters.maxPending = pending.size;
+        pump();
+      };
+      const unsubscribe = aggregator.subscribe(enqueue);
+      const finish = () => {
+        if (closed) return;
+        closed = true;
+        unsubscribe();
+        pending.clear();
+        watches.delete(call);
+      };
+      watches.add(call);
+      call.on('cancelled', finish);
+      call.on('error', finish);
+      call.on('close', finish);
+      call.on('finish', finish);
+      if (request.sendInitial) for (const change of aggregator.snapshot()) enqueue(change);
+    },
+  });
+
+  const credentials = options.tls
+    ? grpc.ServerCredentials.createSsl(options.tls.ca ?? null, [{ cert_chain: options.tls.cert, private_key: options.tls.key }], mutual)
+    : grpc.ServerCredentials.createInsecure();
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(options.address, credentials, (err, bound) => (err ? reject(err) : resolve(bound))),
+  );
+  const sweeper = setInterval(() => aggregator.sweep(), options.sweepMs ?? 1000);
+  sweeper.unref();
+  log.info({ address: options.address, port, tls: !!options.tls, mutualTls: mutual }, 'health service listening');
+
+  return {
+    port,
+    address: options.address.startsWith('unix:') ? options.address : options.address.replace(/:0$/, `:${port}`),
+    grpcHealth,
+    setServing(serving) {
+      grpcHealth.setStatus(SERVICE_NAME, serving ? 'SERVING' : 'NOT_SERVING');
+    },
+    stats: () => ({ watchers: watches.size, ...counters }),
+    async stop(graceMs = 2000) {
+      clearInterval(sweeper);
+      grpcHealth.setStatus('', 'NOT_SERVING');
+      grpcHealth.setStatus(SERVICE_NAME, 'NOT_SERVING');
+      // Watch streams never end on their own; end them so that a graceful shutdown can finish.
+      for (const call of watches) call.end();
+      await new Promise<void>((resolve) => {
+        const force = setTimeout(() => {
+          server.forceShutdown();
+          resolve();
+        }, graceMs);
+        server.tryShutdown(() => {
+          clearTimeout(force);
+          resolve();
+        });
+      });
+    },
+  };
+}
+
+export { GRPC_HEALTH_SERVICE, SERVICE_NAME };
