@@ -10,12 +10,16 @@
  * | <root>v1/pods/<namespace>/<pod>               | SlimPod, endpoints only (see slim)  | operator        |
  * | <root>v1/services/<namespace>/<service>       | SlimService                         | operator        |
  * | <root>v1/endpointslices/<namespace>/<slice>   | SlimEndpointSlice                   | operator        |
- * | <root>v1/synced/<kind>                        | SyncedMarker: when the initial sync of that kind finished | operator |
+ * | <root>v1/synced/<kind>                        | SyncedMarker `{"kind","schema"}` (see syncedMarkerValue): present once the operator's initial sync of that kind finished | operator |
  * | <root>v1/operator/heartbeat                   | OperatorHeartbeat, on the leader's lease | operator   |
  * | <root>v1/operator/leader/<lease id>           | the candidate's identity (etcd3 election) | operator  |
  * | <root>v1/nodeconfig/<node>                    | NodeConfig: per-node datapath settings | an admin or the demo |
  * | <root>v1/agents/<node>                        | AgentStatus, on the agent's lease   | agent           |
  * | <root>v1/health/<node>                        | HealthEndpoint: where a node's health endpoint and agent listen, on the agent's lease | agent |
+ *
+ * The synced marker's value is deliberately stable (no timestamp): an operator restart that finds nothing changed
+ * must write nothing at all, marker included. Candidate keys under operator/leader are created once and never
+ * rewritten (their modRevision is their create revision; the lowest leads).
  *
  * Names in Kubernetes are DNS subdomains (no `/`), so `namespace/name` splits unambiguously.
  */
@@ -68,4 +72,9 @@ export function keySchema(root = DEFAULT_ROOT): KeySchema {
       return parts.every((part) => part.length > 0) ? parts : undefined;
     },
   };
+}
+
+/** The value of the `synced/<kind>` marker (stable bytes, so that rewriting it after an unchanged resync is skipped). */
+export function syncedMarkerValue(kind: ResourceKind): string {
+  return JSON.stringify({ kind, schema: SCHEMA });
 }

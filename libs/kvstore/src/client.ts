@@ -1,0 +1,48 @@
+import { ConstantBackoff, handleWhen, noop, retry } from 'cockatiel';
+import { Etcd3, isRecoverableError } from 'etcd3';
+
+export type { Etcd3 } from 'etcd3';
+
+export interface KvClientOptions {
+  /** etcd client URLs, e.g. `http://127.0.0.1:2379`. */
+  endpoints: string[];
+  /** Deadline of each unary call (get, put, txn…), in ms; streams (watch, lease keep-alive) have none. Default 10 s. */
+  callTimeoutMs?: number;
+  /** How long to wait for a connection before a call fails, in ms. Default 5 s. */
+  dialTimeoutMs?: number;
+}
+
+/**
+ * The one etcd client of a process: every writer, watcher and election of the process shares it, so that 1,000
+ * watchers ride one HTTP/2 connection and one watch stream instead of opening 1,000 of each.
+ *
+ * Defaults, and why:
+ * - No circuit breaker per host: with one endpoint it only delays recovery by its half-open time after etcd comes
+ *   back; the writer and the watcher have their own jittered backoff, which is what must spread retries.
+ * - The global retry only moves a failed call to another endpoint (one try per extra endpoint), never hammers one.
+ * - gRPC keep-alive pings every 10 s with a 5 s timeout detect a dead connection that TCP would not report for
+ *   minutes; etcd's server rejects pings more frequent than 5 s (--grpc-keepalive-min-time), so we stay above.
+ */
+export function createKvClient(options: KvClientOptions): Etcd3 {
+  if (options.endpoints.length === 0) throw new Error('createKvClient needs at least one etcd endpoint');
+  const callTimeoutMs = options.callTimeoutMs ?? 10_000;
+  const extraHosts = options.endpoints.length - 1;
+  return new Etcd3({
+    hosts: options.endpoints,
+    dialTimeout: options.dialTimeoutMs ?? 5_000,
+    defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + callTimeoutMs }),
+    grpcOptions: {
+      'grpc.keepalive_time_ms': 10_000,
+      'grpc.keepalive_timeout_ms': 5_000,
+      // Large lists (100,000 pods in pages) and 128-op transactions exceed gRPC's 4 MiB default on receive.
+      'grpc.max_receive_message_length': 64 * 1024 * 1024,
+    },
+    faultHandling: {
+      host: () => noop,
+      global:
+        extraHosts > 0
+          ? retry(handleWhen(isRecoverableError), { maxAttempts: extraHosts, backoff: new ConstantBackoff(0) })
+          : noop,
+    },
+  });
+}

@@ -1,0 +1,417 @@
+import { createHash } from 'node:crypto';
+import { Backoff, RateLimiter } from '@sluice/backoff';
+import { RepeatSuppressor, createLogger, type Logger } from '@sluice/log';
+import { Counter, Histogram, LATENCY_BUCKETS, type Registry } from '@sluice/metrics';
+import type { Etcd3, ICompare, IRequestOp } from 'etcd3';
+import { errorMessage, isRetryableEtcdError } from './errors.ts';
+import { prefixRangeEnd } from './watcher.ts';
+
+/** The proof of leadership a write carries: it only applies while this key still has this create revision. */
+export interface Fence {
+  key: string;
+  createRevision: string;
+}
+
+/** Decides whether the writer may write now (only the leader writes). LeaderElection implements it. */
+export interface WriteGuard {
+  /** The current fence, or undefined when this process must not write. */
+  fence(): Fence | undefined;
+  /** Resolves when fence() becomes defined (at once if it is); rejects if the signal aborts. */
+  whenLeader(signal?: AbortSignal): Promise<void>;
+}
+
+export interface KvWriterOptions {
+  client: Etcd3;
+  /** Only the holder of the fence writes; every transaction compares the fence key, so a deposed leader cannot. */
+  guard?: WriteGuard;
+  /** Operations per transaction; etcd's --max-txn-ops defaults to 128. */
+  maxTxnOps?: number;
+  /** Transactions in flight at once. Default 4. */
+  maxInFlight?: number;
+  /** Transactions started per second on average, and in a burst. Default 400/s (≈ 51,000 keys/s), burst 40. */
+  qps?: number;
+  burst?: number;
+  /** Retry backoff of a failed transaction, in ms. Default 50 ms … 5 s. */
+  backoff?: { minMs: number; maxMs: number };
+  registry?: Registry;
+  log?: Logger;
+}
+
+type Op = { kind: 'put'; value: Buffer; hash: string } | { kind: 'delete' };
+
+interface WriterMetrics {
+  writes: Counter;
+  skipped: Counter;
+  deletes: Counter;
+  retries: Counter;
+  fenced: Counter;
+  txnOps: Histogram;
+  latency: Histogram;
+}
+
+export interface WriterStats {
+  writes: number;
+  skipped: number;
+  deletes: number;
+  retries: number;
+  transactions: number;
+  /** Writes refused because leadership was lost (re-queued, not dropped). */
+  fenced: number;
+  /** Keys waiting to be written, and transactions in flight. */
+  pending: number;
+  inFlight: number;
+}
+
+/** A sync of one prefix in progress (see KvWriter.beginSync). */
+export interface PrefixSync {
+  readonly prefix: string;
+  /** Keys found under the prefix when the sync began. */
+  readonly existing: number;
+}
+
+function hashOf(value: Buffer): string {
+  return createHash('sha1').update(value).digest('base64');
+}
+
+function toBuffer(value: string | Uint8Array): Buffer {
+  return typeof value === 'string' ? Buffer.from(value) : Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+}
+
+class FencedError extends Error {
+  constructor() {
+    super('leadership lost: the fence key changed');
+  }
+}
+
+/**
+ * Writes keys to etcd for the operator: batched, coalesced, deduplicated, rate-limited, retried, fenced.
+ *
+ * - `upsert`/`delete` only queue. A key queued twice is written once with its latest value; a value equal (by hash)
+ *   to what etcd is known to hold is not written at all, so a resync that changes nothing costs nothing.
+ * - A pump takes up to `maxTxnOps` keys per transaction, at most `maxInFlight` transactions at once and `qps` per
+ *   second; a key is never in two transactions at once, so writes of one key apply in order.
+ * - A failed transaction is retried with jittered backoff until it succeeds ("too many requests", unavailable, …);
+ *   no write is ever dropped. A transaction refused by the fence (leadership lost) is re-queued and the writer waits
+ *   to lead again, forgetting what it knew of etcd (the next leader term must resync).
+ */
+export class KvWriter {
+  private readonly client: Etcd3;
+  private readonly guard: WriteGuard | undefined;
+  private readonly maxTxnOps: number;
+  private readonly maxInFlight: number;
+  private readonly limiter: RateLimiter;
+  private readonly backoffOptions: { minMs: number; maxMs: number };
+  private readonly log: Logger;
+  private readonly metrics: WriterMetrics | undefined;
+  private readonly repeats = new RepeatSuppressor(30_000);
+  /** key → hash of the value etcd holds (or will hold once the transaction in flight lands). */
+  private readonly known = new Map<string, string>();
+  /** Prefixes whose whole content is in `known`: a key under them that is not in `known` is absent from etcd. */
+  private readonly loadedPrefixes = new Set<string>();
+  private readonly syncs = new Map<string, Set<string>>();
+  private pending = new Map<string, Op>();
+  private readonly inFlightKeys = new Set<string>();
+  private inFlight = 0;
+  private waitingForLeader = false;
+  private idleWaiters: Array<() => void> = [];
+  private readonly abort = new AbortController();
+  private readonly stats = { writes: 0, skipped: 0, deletes: 0, retries: 0, transactions: 0, fenced: 0 };
+
+  constructor(options: KvWriterOptions) {
+    this.client = options.client;
+    this.guard = options.guard;
+    this.maxTxnOps = options.maxTxnOps ?? 128;
+    this.maxInFlight = options.maxInFlight ?? 4;
+    this.limiter = new RateLimiter({ qps: options.qps ?? 400, burst: options.burst ?? 40, maxInFlight: this.maxInFlight });
+    this.backoffOptions = options.backoff ?? { minMs: 50, maxMs: 5_000 };
+    this.log = options.log ?? createLogger({ component: 'kvstore-writer' });
+    this.metrics = options.registry ? writerMetrics(options.registry) : undefined;
+  }
+
+  /** Queues a write of `value` at `key`, unless etcd already holds exactly these bytes. */
+  upsert(key: string, value: string | Uint8Array): void {
+    this.assertOpen();
+    for (const [prefix, asserted] of this.syncs) if (key.startsWith(prefix)) asserted.add(key);
+    const bytes = toBuffer(value);
+    const hash = hashOf(bytes);
+    if (this.known.get(key) === hash) {
+      // etcd holds these bytes (or will, once the transaction in flight lands, which is retried until it does);
+      // a queued different value, if any, is superseded by this one.
+      this.pending.delete(key);
+      this.stats.skipped++;
+      this.metrics?.skipped.inc();
+      this.settleIfIdle();
+      return;
+    }
+    this.pending.set(key, { kind: 'put', value: bytes, hash });
+    this.pump();
+  }
+
+  /** Queues a delete of `key`, unless etcd is known not to hold it. */
+  delete(key: string): void {
+    this.assertOpen();
+    for (const asserted of this.syncs.values()) asserted.delete(key);
+    if (this.knownAbsent(key)) {
+      this.pending.delete(key);
+      this.settleIfIdle();
+      return;
+    }
+    this.pending.set(key, { kind: 'delete' });
+    this.pump();
+  }
+
+  /**
+   * Mark: loads what etcd holds under `prefix` into the writer's knowledge (so that re-asserting an unchanged value
+   * writes nothing) and starts recording which keys under it the caller upserts. Call it before upserting the
+   * desired state of the prefix, then call `finishSync`.
+   */
+  async beginSync(prefix: string): Promise<PrefixSync> {
+    this.assertOpen();
+    const existing = await this.load(prefix);
+    this.syncs.set(prefix, new Set());
+    return { prefix, existing };
+  }
+
+  /**
+   * Sweep: deletes the keys under `prefix` that were not upserted since `beginSync`, waits until everything queued
+   * is written, then writes the synced marker (if given) and waits for it too. The marker value should be stable
+   * (see `syncedMarkerValue`) so that a restart that changes nothing writes nothing at all.
+   */
+  async finishSync(prefix: string, marker?: { key: string; value: string | Uint8Array }): Promise<{ deleted: number }> {
+    const asserted = this.syncs.get(prefix);
+    if (!asserted) throw new Error(`finishSync(${prefix}) without beginSync`);
+    this.syncs.delete(prefix);
+    let deleted = 0;
+    for (const key of [...this.known.keys()]) {
+      if (key.startsWith(prefix) && !asserted.has(key) && this.pending.get(key)?.kind !== 'put') {
+        this.delete(key);
+        deleted++;
+      }
+    }
+    await this.flush();
+    if (marker) {
+      this.upsert(marker.key, marker.value);
+      await this.flush();
+    }
+    return { deleted };
+  }
+
+  /** Resolves once every write queued so far (and since) has landed in etcd: the writer is idle. */
+  flush(): Promise<void> {
+    if (this.isIdle()) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  getStats(): WriterStats {
+    return { ...this.stats, pending: this.pending.size, inFlight: this.inFlight };
+  }
+
+  /** Stops writing; what is still queued is abandoned (call flush first to keep it). */
+  close(): void {
+    this.abort.abort();
+    for (const resolve of this.idleWaiters.splice(0)) resolve();
+  }
+
+  private assertOpen(): void {
+    if (this.abort.signal.aborted) throw new Error('KvWriter is closed');
+  }
+
+  private knownAbsent(key: string): boolean {
+    if (this.known.has(key)) return false;
+    for (const prefix of this.loadedPrefixes) if (key.startsWith(prefix)) return true;
+    return false;
+  }
+
+  private isIdle(): boolean {
+    return this.pending.size === 0 && this.inFlight === 0;
+  }
+
+  private settleIfIdle(): void {
+    if (this.isIdle()) for (const resolve of this.idleWaiters.splice(0)) resolve();
+  }
+
+  /** Reads every key under `prefix` (paginated, at one revision) into `known`. */
+  private async load(prefix: string): Promise<number> {
+    const key = Buffer.from(prefix);
+    const rangeEnd = prefixRangeEnd(key);
+    let start = key;
+    let revision = 0;
+    let count = 0;
+    const backoff = new Backoff(this.backoffOptions);
+    for (;;) {
+      let page;
+      try {
+        page = await this.client.kv.range({ key: start, range_end: rangeEnd, limit: 1000, revision });
+      } catch (err) {
+        if (!isRetryableEtcdError(err) && !/compacted/.test(errorMessage(err))) throw err;
+        this.repeats.warn(this.log, `load:${prefix}`, { prefix, error: errorMessage(err) }, 'loading prefix failed, retrying');
+        if (/compacted/.test(errorMessage(err))) [start, revision] = [key, 0];
+        await backoff.wait(this.abort.signal);
+        continue;
+      }
+      if (revision === 0) revision = Number(page.header.revision);
+      for (const kv of page.kvs) {
+        const k = kv.key.toString();
+        if (!this.pending.has(k) && !this.inFlightKeys.has(k)) this.known.set(k, hashOf(kv.value));
+        count++;
+      }
+      const last = page.kvs[page.kvs.length - 1];
+      if (!page.more || !last) break;
+      start = Buffer.concat([last.key, Buffer.from([0])]);
+    }
+    this.loadedPrefixes.add(prefix);
+    return count;
+  }
+
+  /** Starts as many transactions as the limits allow. */
+  private pump(): void {
+    if (this.abort.signal.aborted) return;
+    if (this.guard && !this.guard.fence()) {
+      this.waitForLeadership();
+      return;
+    }
+    while (this.inFlight < this.maxInFlight && this.hasWritableKey()) {
+      this.inFlight++;
+      // The batch is cut when the limiter lets the transaction start, not now, so that updates arriving while it
+      // waits for its slot are still coalesced.
+      this.limiter
+        .run(() => this.runBatch())
+        .catch((err: unknown) => this.log.error({ error: errorMessage(err) }, 'writer batch failed unexpectedly'))
+        .finally(() => {
+          this.inFlight--;
+          this.pump();
+          this.settleIfIdle();
+        });
+    }
+  }
+
+  private hasWritableKey(): boolean {
+    if (this.pending.size === 0) return false;
+    if (this.inFlightKeys.size === 0) return true;
+    for (const key of this.pending.keys()) if (!this.inFlightKeys.has(key)) return true;
+    return false;
+  }
+
+  private waitForLeadership(): void {
+    if (this.waitingForLeader || !this.guard) return;
+    this.waitingForLeader = true;
+    this.guard
+      .whenLeader(this.abort.signal)
+      .then(
+        () => {
+          this.waitingForLeader = false;
+          this.pump();
+        },
+        () => {
+          this.waitingForLeader = false;
+        },
+      );
+  }
+
+  private takeBatch(): Array<[string, Op]> {
+    const batch: Array<[string, Op]> = [];
+    for (const [key, op] of this.pending) {
+      if (batch.length >= this.maxTxnOps) break;
+      if (this.inFlightKeys.has(key)) continue;
+      batch.push([key, op]);
+    }
+    for (const [key, op] of batch) {
+      this.pending.delete(key);
+      this.inFlightKeys.add(key);
+      // Optimistic: the transaction is retried until it lands, so etcd will hold this.
+      if (op.kind === 'put') this.known.set(key, op.hash);
+      else this.known.delete(key);
+    }
+    return batch;
+  }
+
+  private async runBatch(): Promise<void> {
+    if (this.abort.signal.aborted) return;
+    const fence = this.guard?.fence();
+    if (this.guard && !fence) return; // lost leadership while queued; pump() waits for it again
+    const batch = this.takeBatch();
+    if (batch.length === 0) return;
+    const success: IRequestOp[] = batch.map(([key, op]) =>
+      op.kind === 'put'
+        ? { request_put: { key: Buffer.from(key), value: op.value } }
+        : { request_delete_range: { key: Buffer.from(key) } },
+    );
+    const compare: ICompare[] = fence
+      ? [{ key: Buffer.from(fence.key), target: 'Create', result: 'Equal', create_revision: fence.createRevision }]
+      : [];
+    const backoff = new Backoff({ ...this.backoffOptions });
+    try {
+      for (;;) {
+        const started = performance.now();
+        try {
+          const response = await this.client.kv.txn({ compare, success, failure: [] });
+          this.metrics?.latency.observe((performance.now() - started) / 1000);
+          if (!response.succeeded) throw new FencedError();
+          break;
+        } catch (err) {
+          if (err instanceof FencedError) throw err;
+          if (this.abort.signal.aborted) return;
+          this.stats.retries++;
+          this.metrics?.retries.inc();
+          if (!isRetryableEtcdError(err)) {
+            // Never drop a write: an unexpected error is logged loudly and retried like the others.
+            this.repeats.warn(this.log, `txn:${errorMessage(err)}`, { error: errorMessage(err), ops: batch.length }, 'etcd transaction failed with a non-retryable error; retrying anyway');
+          } else {
+            this.repeats.warn(this.log, 'txn-retry', { error: errorMessage(err), ops: batch.length }, 'etcd transaction failed, retrying with backoff');
+          }
+          await backoff.wait(this.abort.signal).catch(() => undefined);
+          if (this.abort.signal.aborted) return;
+        }
+      }
+    } catch (err) {
+      if (!(err instanceof FencedError)) throw err;
+      this.onFenced(batch);
+      return;
+    } finally {
+      for (const [key] of batch) this.inFlightKeys.delete(key);
+    }
+    this.stats.transactions++;
+    this.metrics?.txnOps.observe(batch.length);
+    for (const [, op] of batch) {
+      if (op.kind === 'put') {
+        this.stats.writes++;
+        this.metrics?.writes.inc();
+      } else {
+        this.stats.deletes++;
+        this.metrics?.deletes.inc();
+      }
+    }
+  }
+
+  /** Leadership was lost under a transaction: keep its writes (unless superseded) and forget what etcd holds. */
+  private onFenced(batch: Array<[string, Op]>): void {
+    this.stats.fenced += batch.length;
+    this.metrics?.fenced.inc(batch.length);
+    this.log.warn({ ops: batch.length }, 'write refused by the leadership fence: not leader any more, pausing writes');
+    const requeued = new Map<string, Op>();
+    for (const [key, op] of batch) if (!this.pending.has(key)) requeued.set(key, op);
+    this.pending = new Map([...requeued, ...this.pending]);
+    this.known.clear();
+    this.loadedPrefixes.clear();
+  }
+}
+
+const metricsByRegistry = new WeakMap<Registry, WriterMetrics>();
+
+function writerMetrics(registry: Registry): WriterMetrics {
+  let metrics = metricsByRegistry.get(registry);
+  if (!metrics) {
+    const registers = [registry];
+    metrics = {
+      writes: new Counter({ name: 'sluice_kv_writes_total', help: 'Keys written to etcd', registers }),
+      skipped: new Counter({ name: 'sluice_kv_writes_skipped_total', help: 'Upserts skipped because etcd already held the same bytes', registers }),
+      deletes: new Counter({ name: 'sluice_kv_deletes_total', help: 'Keys deleted from etcd', registers }),
+      retries: new Counter({ name: 'sluice_kv_write_retries_total', help: 'Transactions retried after an etcd error', registers }),
+      fenced: new Counter({ name: 'sluice_kv_writes_fenced_total', help: 'Writes refused because leadership was lost (re-queued)', registers }),
+      txnOps: new Histogram({ name: 'sluice_kv_txn_ops', help: 'Operations per etcd transaction', buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256], registers }),
+      latency: new Histogram({ name: 'sluice_kv_txn_duration_seconds', help: 'Latency of etcd write transactions', buckets: LATENCY_BUCKETS, registers }),
+    };
+    metricsByRegistry.set(registry, metrics);
+  }
+  return metrics;
+}
