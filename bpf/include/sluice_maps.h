@@ -1,0 +1,98 @@
+/*
+ * Every map's key and value struct. The TypeScript codecs in ../src/maps.ts mirror these byte for byte; the test
+ * bpf/test/btf.test.ts compares both against the BTF that clang emits, so change them together.
+ *
+ * Byte order: IPv4 addresses are stored as they appear on the wire (network order), so the programs compare them
+ * with the packet without swapping. LPM trie prefix lengths are host order, as the kernel requires.
+ *
+ * Sizes (100,000 pods per cluster, 5,000 nodes):
+ *   sl_endpoints  hash,   131,072 entries  local endpoints; a node has ~110, the headroom lets benchmarks load 100k
+ *   sl_ipcache    LPM,    262,144 entries  every pod IP in the cluster (100k) + node podCIDRs/node IPs (10k) + slack
+ *   sl_tunnel     LPM,     16,384 entries  one podCIDR per remote node (5,000) with room for several CIDRs per node
+ *   sl_config     array,        1 entry    this node's datapath settings
+ *   sl_counters   percpu array, 32 slots  packet/byte counters per program decision (enum sl_counter_index)
+ */
+#ifndef SLUICE_MAPS_H
+#define SLUICE_MAPS_H
+
+#include <linux/types.h>
+
+#define SL_MAX_ENDPOINTS 131072
+#define SL_MAX_IPCACHE 262144
+#define SL_MAX_TUNNEL 16384
+#define SL_NUM_COUNTERS 32
+
+/* sl_endpoints: pod IPv4 -> where its host-side veth is. */
+struct sl_endpoint_key {
+	__u32 ip; /* network order */
+};
+
+struct sl_endpoint_value {
+	__u32 ifindex;    /* host-side veth ifindex, in the node's network namespace */
+	__u32 flags;      /* SL_EP_F_* */
+	__u8 mac[6];      /* the pod's eth0 MAC: destination MAC when delivering to it */
+	__u8 node_mac[6]; /* the host-side veth MAC: source MAC when delivering to the pod */
+};
+
+#define SL_EP_F_HOST 0x1 /* reserved: the endpoint is the node itself */
+
+/* sl_ipcache and sl_tunnel: longest-prefix-match keys. */
+struct sl_lpm_key {
+	__u32 prefixlen; /* host order, 0..32 */
+	__u32 ip;        /* network order */
+};
+
+/* sl_ipcache: pod IPs and CIDRs -> the node that owns them. */
+struct sl_ipcache_value {
+	__u32 node_ip; /* network order; the owning node's underlay IP */
+	__u32 flags;   /* SL_IPCACHE_F_* */
+};
+
+#define SL_IPCACHE_F_LOCAL 0x1 /* owned by this node */
+
+/* sl_tunnel: remote podCIDR -> VXLAN endpoint. */
+struct sl_tunnel_value {
+	__u32 node_ip; /* network order */
+	__u32 vni;     /* host order; 0 means the node's configured VNI */
+};
+
+/* sl_config: one entry, key 0. */
+struct sl_config {
+	__u32 flags;          /* SL_CFG_F_* */
+	__u32 node_ip;        /* network order */
+	__u32 uplink_ifindex; /* the underlay device, target of bpf_redirect_neigh in native routing */
+	__u32 tunnel_ifindex; /* the collect_md VXLAN device in tunnel mode */
+	__u32 vni;            /* host order */
+	__u8 uplink_mac[6];
+	__u8 pad[2];
+};
+
+#define SL_CFG_F_BPF_HOST_ROUTING 0x1 /* redirect in BPF; otherwise TC_ACT_OK and the kernel stack forwards */
+#define SL_CFG_F_TUNNEL 0x2           /* VXLAN tunnel mode; otherwise native routing */
+
+/* sl_counters: per-CPU, indexed by enum sl_counter_index. */
+struct sl_counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+enum sl_counter_index {
+	SL_CNT_FROM_CONTAINER = 0,
+	SL_CNT_FROM_CONTAINER_LOCAL = 1,  /* bpf_redirect_peer to a local pod */
+	SL_CNT_FROM_CONTAINER_NEIGH = 2,  /* bpf_redirect_neigh to the uplink (native routing) */
+	SL_CNT_FROM_CONTAINER_TUNNEL = 3, /* bpf_skb_set_tunnel_key + redirect to the VXLAN device */
+	SL_CNT_FROM_CONTAINER_PASS = 4,   /* handed to the kernel stack */
+	SL_CNT_FROM_NETDEV = 5,
+	SL_CNT_FROM_NETDEV_LOCAL = 6,
+	SL_CNT_FROM_NETDEV_PASS = 7,
+	SL_CNT_FROM_OVERLAY = 8,
+	SL_CNT_FROM_OVERLAY_LOCAL = 9,
+	SL_CNT_FROM_OVERLAY_PASS = 10,
+	SL_CNT_TO_OVERLAY = 11,
+	SL_CNT_TO_OVERLAY_ENCAP = 12,
+	SL_CNT_TO_OVERLAY_NO_ROUTE = 13,
+	SL_CNT_DROP_MALFORMED = 14,
+	SL_CNT_LEGACY = 15, /* BPF host routing off: every program passes */
+};
+
+#endif

@@ -1,0 +1,357 @@
+/**
+ * The TypeScript side of bpf/include/sluice_maps.h: one codec per key/value struct, and one spec per map. This is
+ * the only place the layouts are written down in TypeScript; bpf/test/btf.test.ts checks every `fields` list against
+ * the BTF clang emits for the C structs, and the datapath tests check the programs read what these codecs write.
+ */
+import { fileURLToPath } from 'node:url';
+
+/** Where `make -C bpf` puts the object. */
+export const OBJECT_PATH = fileURLToPath(new URL('../build/sluice.bpf.o', import.meta.url));
+
+export interface Field {
+  name: string;
+  offset: number;
+  size: number;
+}
+
+export interface Codec<T> {
+  /** The C struct (or scalar type) this codec mirrors, as named in BTF. */
+  readonly cType: string;
+  readonly size: number;
+  /** The C struct's members, in order, with byte offsets and sizes. */
+  readonly fields: readonly Field[];
+  encode(value: T, buf: Buffer, offset: number): void;
+  decode(buf: Buffer, offset: number): T;
+}
+
+export type MapType = 'hash' | 'lpm_trie' | 'array' | 'percpu_array';
+
+export interface MapSpec<K, V> {
+  /** The map's name in the object (≤ 15 chars) and its pin file name. */
+  readonly name: string;
+  readonly type: MapType;
+  readonly maxEntries: number;
+  readonly key: Codec<K>;
+  readonly value: Codec<V>;
+}
+
+export class CodecError extends Error {
+  override name = 'CodecError';
+}
+
+// ---- scalars -------------------------------------------------------------------------------------------------
+
+/** Dotted IPv4 → the 4 wire-order bytes at buf[offset..]. Throws CodecError on anything else. */
+export function writeIpv4(ip: string, buf: Buffer, offset: number): void {
+  let octet = 0;
+  let digits = 0;
+  let index = 0;
+  for (let i = 0; i <= ip.length; i++) {
+    const c = i < ip.length ? ip.charCodeAt(i) : 46;
+    if (c === 46) {
+      if (digits === 0 || index > 3 || octet > 255) throw new CodecError(`invalid IPv4 address ${JSON.stringify(ip)}`);
+      buf[offset + index++] = octet;
+      octet = 0;
+      digits = 0;
+    } else if (c >= 48 && c <= 57 && digits < 3) {
+      octet = octet * 10 + (c - 48);
+      digits++;
+    } else {
+      throw new CodecError(`invalid IPv4 address ${JSON.stringify(ip)}`);
+    }
+  }
+  if (index !== 4) throw new CodecError(`invalid IPv4 address ${JSON.stringify(ip)}`);
+}
+
+export function readIpv4(buf: Buffer, offset: number): string {
+  return `${buf[offset]}.${buf[offset + 1]}.${buf[offset + 2]}.${buf[offset + 3]}`;
+}
+
+/** "aa:bb:cc:dd:ee:ff" → 6 bytes. */
+export function writeMac(mac: string, buf: Buffer, offset: number): void {
+  if (!/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/.test(mac)) throw new CodecError(`invalid MAC address ${JSON.stringify(mac)}`);
+  for (let i = 0; i < 6; i++) buf[offset + i] = parseInt(mac.slice(i * 3, i * 3 + 2), 16);
+}
+
+export function readMac(buf: Buffer, offset: number): string {
+  const parts: string[] = [];
+  for (let i = 0; i < 6; i++) parts.push((buf[offset + i] ?? 0).toString(16).padStart(2, '0'));
+  return parts.join(':');
+}
+
+function u32(value: number, what: string): number {
+  if (!Number.isInteger(value) || value < 0 || value > 0xffffffff) throw new CodecError(`${what} must be a u32, got ${value}`);
+  return value;
+}
+
+export const u32Codec: Codec<number> = {
+  cType: '__u32',
+  size: 4,
+  fields: [],
+  encode: (v, buf, off) => void buf.writeUInt32LE(u32(v, 'key'), off),
+  decode: (buf, off) => buf.readUInt32LE(off),
+};
+
+// ---- sl_endpoints --------------------------------------------------------------------------------------------
+
+export interface EndpointKey {
+  ip: string;
+}
+export const endpointKey: Codec<EndpointKey> = {
+  cType: 'sl_endpoint_key',
+  size: 4,
+  fields: [{ name: 'ip', offset: 0, size: 4 }],
+  encode: (v, buf, off) => writeIpv4(v.ip, buf, off),
+  decode: (buf, off) => ({ ip: readIpv4(buf, off) }),
+};
+
+export const EP_F_HOST = 0x1;
+export interface EndpointValue {
+  /** Host-side veth ifindex, in the node's network namespace. */
+  ifindex: number;
+  flags: number;
+  /** The pod's eth0 MAC. */
+  mac: string;
+  /** The host-side veth's MAC. */
+  nodeMac: string;
+}
+export const endpointValue: Codec<EndpointValue> = {
+  cType: 'sl_endpoint_value',
+  size: 20,
+  fields: [
+    { name: 'ifindex', offset: 0, size: 4 },
+    { name: 'flags', offset: 4, size: 4 },
+    { name: 'mac', offset: 8, size: 6 },
+    { name: 'node_mac', offset: 14, size: 6 },
+  ],
+  encode: (v, buf, off) => {
+    buf.writeUInt32LE(u32(v.ifindex, 'ifindex'), off);
+    buf.writeUInt32LE(u32(v.flags, 'flags'), off + 4);
+    writeMac(v.mac, buf, off + 8);
+    writeMac(v.nodeMac, buf, off + 14);
+  },
+  decode: (buf, off) => ({
+    ifindex: buf.readUInt32LE(off),
+    flags: buf.readUInt32LE(off + 4),
+    mac: readMac(buf, off + 8),
+    nodeMac: readMac(buf, off + 14),
+  }),
+};
+
+// ---- LPM keys (sl_ipcache, sl_tunnel) ------------------------------------------------------------------------
+
+/** "10.0.1.0/24" or a bare address (a /32). Host bits are cleared on encode, as the trie ignores them anyway. */
+export interface LpmKey {
+  cidr: string;
+}
+export const lpmKey: Codec<LpmKey> = {
+  cType: 'sl_lpm_key',
+  size: 8,
+  fields: [
+    { name: 'prefixlen', offset: 0, size: 4 },
+    { name: 'ip', offset: 4, size: 4 },
+  ],
+  encode: (v, buf, off) => {
+    const slash = v.cidr.indexOf('/');
+    const ip = slash < 0 ? v.cidr : v.cidr.slice(0, slash);
+    const len = slash < 0 ? 32 : Number(v.cidr.slice(slash + 1));
+    if (!Number.isInteger(len) || len < 0 || len > 32 || (slash >= 0 && !/^\d{1,2}$/.test(v.cidr.slice(slash + 1)))) {
+      throw new CodecError(`invalid IPv4 CIDR ${JSON.stringify(v.cidr)}`);
+    }
+    buf.writeUInt32LE(len, off);
+    writeIpv4(ip, buf, off + 4);
+    if (len < 32) {
+      const mask = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
+      buf.writeUInt32BE((buf.readUInt32BE(off + 4) & mask) >>> 0, off + 4);
+    }
+  },
+  decode: (buf, off) => ({ cidr: `${readIpv4(buf, off + 4)}/${buf.readUInt32LE(off)}` }),
+};
+
+// ---- sl_ipcache ----------------------------------------------------------------------------------------------
+
+export const IPCACHE_F_LOCAL = 0x1;
+export interface IpcacheValue {
+  nodeIp: string;
+  flags: number;
+}
+export const ipcacheValue: Codec<IpcacheValue> = {
+  cType: 'sl_ipcache_value',
+  size: 8,
+  fields: [
+    { name: 'node_ip', offset: 0, size: 4 },
+    { name: 'flags', offset: 4, size: 4 },
+  ],
+  encode: (v, buf, off) => {
+    writeIpv4(v.nodeIp, buf, off);
+    buf.writeUInt32LE(u32(v.flags, 'flags'), off + 4);
+  },
+  decode: (buf, off) => ({ nodeIp: readIpv4(buf, off), flags: buf.readUInt32LE(off + 4) }),
+};
+
+// ---- sl_tunnel -----------------------------------------------------------------------------------------------
+
+export interface TunnelValue {
+  nodeIp: string;
+  /** 0: the node's configured VNI. */
+  vni: number;
+}
+export const tunnelValue: Codec<TunnelValue> = {
+  cType: 'sl_tunnel_value',
+  size: 8,
+  fields: [
+    { name: 'node_ip', offset: 0, size: 4 },
+    { name: 'vni', offset: 4, size: 4 },
+  ],
+  encode: (v, buf, off) => {
+    writeIpv4(v.nodeIp, buf, off);
+    buf.writeUInt32LE(u32(v.vni, 'vni'), off + 4);
+  },
+  decode: (buf, off) => ({ nodeIp: readIpv4(buf, off), vni: buf.readUInt32LE(off + 4) }),
+};
+
+// ---- sl_config -----------------------------------------------------------------------------------------------
+
+export const CFG_F_BPF_HOST_ROUTING = 0x1;
+export const CFG_F_TUNNEL = 0x2;
+export interface NodeConfig {
+  /** Redirect in BPF (bpf_redirect_peer/neigh); false = legacy host routing, the kernel stack forwards. */
+  bpfHostRouting: boolean;
+  /** VXLAN tunnel mode; false = native routing. */
+  tunnel: boolean;
+  nodeIp: string;
+  uplinkIfindex: number;
+  tunnelIfindex: number;
+  vni: number;
+  uplinkMac: string;
+}
+export const nodeConfig: Codec<NodeConfig> = {
+  cType: 'sl_config',
+  size: 28,
+  fields: [
+    { name: 'flags', offset: 0, size: 4 },
+    { name: 'node_ip', offset: 4, size: 4 },
+    { name: 'uplink_ifindex', offset: 8, size: 4 },
+    { name: 'tunnel_ifindex', offset: 12, size: 4 },
+    { name: 'vni', offset: 16, size: 4 },
+    { name: 'uplink_mac', offset: 20, size: 6 },
+    { name: 'pad', offset: 26, size: 2 },
+  ],
+  encode: (v, buf, off) => {
+    buf.writeUInt32LE((v.bpfHostRouting ? CFG_F_BPF_HOST_ROUTING : 0) | (v.tunnel ? CFG_F_TUNNEL : 0), off);
+    writeIpv4(v.nodeIp, buf, off + 4);
+    buf.writeUInt32LE(u32(v.uplinkIfindex, 'uplinkIfindex'), off + 8);
+    buf.writeUInt32LE(u32(v.tunnelIfindex, 'tunnelIfindex'), off + 12);
+    buf.writeUInt32LE(u32(v.vni, 'vni'), off + 16);
+    writeMac(v.uplinkMac, buf, off + 20);
+    buf.writeUInt16LE(0, off + 26);
+  },
+  decode: (buf, off) => {
+    const flags = buf.readUInt32LE(off);
+    return {
+      bpfHostRouting: (flags & CFG_F_BPF_HOST_ROUTING) !== 0,
+      tunnel: (flags & CFG_F_TUNNEL) !== 0,
+      nodeIp: readIpv4(buf, off + 4),
+      uplinkIfindex: buf.readUInt32LE(off + 8),
+      tunnelIfindex: buf.readUInt32LE(off + 12),
+      vni: buf.readUInt32LE(off + 16),
+      uplinkMac: readMac(buf, off + 20),
+    };
+  },
+};
+
+// ---- sl_counters ---------------------------------------------------------------------------------------------
+
+export interface Counter {
+  packets: bigint;
+  bytes: bigint;
+}
+export const counterValue: Codec<Counter> = {
+  cType: 'sl_counter',
+  size: 16,
+  fields: [
+    { name: 'packets', offset: 0, size: 8 },
+    { name: 'bytes', offset: 8, size: 8 },
+  ],
+  encode: (v, buf, off) => {
+    buf.writeBigUInt64LE(v.packets, off);
+    buf.writeBigUInt64LE(v.bytes, off + 8);
+  },
+  decode: (buf, off) => ({ packets: buf.readBigUInt64LE(off), bytes: buf.readBigUInt64LE(off + 8) }),
+};
+
+/** enum sl_counter_index. */
+export const COUNTERS = {
+  fromContainer: 0,
+  fromContainerLocal: 1,
+  fromContainerNeigh: 2,
+  fromContainerTunnel: 3,
+  fromContainerPass: 4,
+  fromNetdev: 5,
+  fromNetdevLocal: 6,
+  fromNetdevPass: 7,
+  fromOverlay: 8,
+  fromOverlayLocal: 9,
+  fromOverlayPass: 10,
+  toOverlay: 11,
+  toOverlayEncap: 12,
+  toOverlayNoRoute: 13,
+  dropMalformed: 14,
+  legacy: 15,
+} as const;
+export type CounterName = keyof typeof COUNTERS;
+
+// ---- the maps ------------------------------------------------------------------------------------------------
+
+/** Sizes: see the table in bpf/include/sluice_maps.h (100,000 pods, 5,000 nodes). */
+export const MAX_ENDPOINTS = 131_072;
+export const MAX_IPCACHE = 262_144;
+export const MAX_TUNNEL = 16_384;
+export const NUM_COUNTERS = 32;
+
+export const endpointsMap: MapSpec<EndpointKey, EndpointValue> = {
+  name: 'sl_endpoints',
+  type: 'hash',
+  maxEntries: MAX_ENDPOINTS,
+  key: endpointKey,
+  value: endpointValue,
+};
+export const ipcacheMap: MapSpec<LpmKey, IpcacheValue> = {
+  name: 'sl_ipcache',
+  type: 'lpm_trie',
+  maxEntries: MAX_IPCACHE,
+  key: lpmKey,
+  value: ipcacheValue,
+};
+export const tunnelMap: MapSpec<LpmKey, TunnelValue> = {
+  name: 'sl_tunnel',
+  type: 'lpm_trie',
+  maxEntries: MAX_TUNNEL,
+  key: lpmKey,
+  value: tunnelValue,
+};
+export const configMap: MapSpec<number, NodeConfig> = {
+  name: 'sl_config',
+  type: 'array',
+  maxEntries: 1,
+  key: u32Codec,
+  value: nodeConfig,
+};
+export const countersMap: MapSpec<number, Counter> = {
+  name: 'sl_counters',
+  type: 'percpu_array',
+  maxEntries: NUM_COUNTERS,
+  key: u32Codec,
+  value: counterValue,
+};
+
+export const MAPS = [endpointsMap, ipcacheMap, tunnelMap, configMap, countersMap] as const;
+
+/** The programs in the object and where they go. */
+export const PROGRAMS = {
+  fromContainer: { name: 'from_container', attach: 'ingress', on: "a pod's host-side veth" },
+  fromNetdev: { name: 'from_netdev', attach: 'ingress', on: "the node's uplink" },
+  fromOverlay: { name: 'from_overlay', attach: 'ingress', on: 'the VXLAN device' },
+  toOverlay: { name: 'to_overlay', attach: 'egress', on: 'the VXLAN device' },
+} as const;
+export type ProgramName = (typeof PROGRAMS)[keyof typeof PROGRAMS]['name'];

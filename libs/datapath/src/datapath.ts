@@ -1,0 +1,187 @@
+/**
+ * One node's datapath: the object loaded once per agent start, its maps pinned under the node's own directory
+ * (default /sys/fs/bpf/sluice/<node>/) and reused across restarts, its programs pinned beside them so that other
+ * processes (the CNI plugin, tests) can attach them by path.
+ */
+import { existsSync, mkdirSync, rmSync, unlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  COUNTERS,
+  OBJECT_PATH,
+  PROGRAMS,
+  configMap,
+  countersMap,
+  counterValue,
+  endpointsMap,
+  ipcacheMap,
+  tunnelMap,
+  type Counter,
+  type CounterName,
+  type MapSpec,
+  type NodeConfig,
+  type ProgramName,
+} from '@sluice/bpf';
+import type { Registry } from '@sluice/metrics';
+import { CodecMap, type RawMap } from './backend.ts';
+import { BpfRawMap } from './bpf-map.ts';
+import { bpf, check, checkPtr, closeFd } from './libbpf.ts';
+import { MemoryRawMap } from './memory-map.ts';
+import { mapMetrics } from './metrics.ts';
+
+export const BPFFS_ROOT = '/sys/fs/bpf/sluice';
+
+export function defaultPinDir(node: string): string {
+  return join(BPFFS_ROOT, node);
+}
+
+export function programPinPath(pinDir: string, program: ProgramName): string {
+  return join(pinDir, `prog_${program}`);
+}
+
+export interface DatapathMaps {
+  endpoints: CodecMap<KeyOf<typeof endpointsMap>, NodeValue<typeof endpointsMap>>;
+  ipcache: CodecMap<KeyOf<typeof ipcacheMap>, NodeValue<typeof ipcacheMap>>;
+  tunnel: CodecMap<KeyOf<typeof tunnelMap>, NodeValue<typeof tunnelMap>>;
+  config: CodecMap<number, NodeConfig>;
+  counters: CodecMap<number, Counter>;
+}
+type KeyOf<S> = S extends MapSpec<infer K, unknown> ? K : never;
+type NodeValue<S> = S extends MapSpec<unknown, infer V> ? V : never;
+
+export interface Datapath {
+  pinDir: string;
+  maps: DatapathMaps;
+  /** Program fds (valid until close()). Only set when the object was loaded, not for openPinnedMaps(). */
+  programs: Partial<Record<ProgramName, number>>;
+  /** True when every map came from an existing pin (a restart), false when at least one was created. */
+  reusedMaps: boolean;
+  setConfig(config: NodeConfig): void;
+  getConfig(): NodeConfig | undefined;
+  /** Every counter summed over CPUs. */
+  readCounters(): Record<CounterName, Counter>;
+  close(): void;
+}
+
+export interface LoadOptions {
+  /** bpffs directory for this node's pins, e.g. defaultPinDir('node-1'). */
+  pinDir: string;
+  objectPath?: string;
+  /** Map metrics (operation durations, errors, full maps, fill levels) go here. */
+  registry?: Registry;
+}
+
+const MAP_SPECS = { endpoints: endpointsMap, ipcache: ipcacheMap, tunnel: tunnelMap, config: configMap, counters: countersMap } as const;
+
+function buildDatapath(pinDir: string, raws: Record<keyof DatapathMaps, RawMap>, registry: Registry | undefined, programs: Datapath['programs'], reusedMaps: boolean, onClose: () => void): Datapath {
+  const metrics = registry ? mapMetrics(registry) : undefined;
+  const maps: DatapathMaps = {
+    endpoints: new CodecMap(endpointsMap, raws.endpoints, metrics),
+    ipcache: new CodecMap(ipcacheMap, raws.ipcache, metrics),
+    tunnel: new CodecMap(tunnelMap, raws.tunnel, metrics),
+    config: new CodecMap(configMap, raws.config, metrics),
+    counters: new CodecMap(countersMap, raws.counters, metrics),
+  };
+  if (metrics) for (const m of Object.values(maps)) metrics.capacity.set({ map: m.name }, m.capacity);
+  return {
+    pinDir,
+    maps,
+    programs,
+    reusedMaps,
+    setConfig: (config) => maps.config.upsertBatch([[0, config]]),
+    getConfig: () => {
+      const c = maps.config.lookup(0);
+      return c && c.nodeIp !== '0.0.0.0' ? c : undefined;
+    },
+    readCounters: () => sumCounters(maps.counters.raw),
+    close: () => {
+      for (const m of Object.values(maps)) m.close();
+      onClose();
+    },
+  };
+}
+
+export function sumCounters(raw: RawMap): Record<CounterName, Counter> {
+  const slot = Math.ceil(counterValue.size / 8) * 8;
+  const cpus = raw.valueSize / slot;
+  const out = {} as Record<CounterName, Counter>;
+  for (const [name, index] of Object.entries(COUNTERS) as Array<[CounterName, number]>) {
+    const key = Buffer.alloc(4);
+    key.writeUInt32LE(index, 0);
+    const value = raw.lookupRaw(key);
+    const total: Counter = { packets: 0n, bytes: 0n };
+    for (let c = 0; value && c < cpus; c++) {
+      const v = counterValue.decode(value, c * slot);
+      total.packets += v.packets;
+      total.bytes += v.bytes;
+    }
+    out[name] = total;
+  }
+  return out;
+}
+
+/**
+ * Loads the BPF object for a node: maps pinned in `pinDir` are reused as they are (contents kept, so a restarting
+ * agent never flushes the datapath), missing ones are created and pinned; programs are (re)pinned as
+ * `prog_<name>`. Attach them with attachTc()/attachTcInNetns(); tc keeps them attached after this process exits.
+ */
+export function loadDatapath(options: LoadOptions): Datapath {
+  const { pinDir } = options;
+  mkdirSync(pinDir, { recursive: true });
+  const reusedMaps = Object.values(MAP_SPECS).every((s) => existsSync(join(pinDir, s.name)));
+  const path = options.objectPath ?? OBJECT_PATH;
+  const obj = checkPtr('bpf_object__open_file', bpf.objectOpenFile(path, null), path);
+  try {
+    for (const spec of Object.values(MAP_SPECS)) {
+      const map = checkPtr('bpf_object__find_map_by_name', bpf.findMap(obj, spec.name), spec.name);
+      check('bpf_map__set_pin_path', bpf.mapSetPinPath(map, join(pinDir, spec.name)));
+    }
+    check('bpf_object__load', bpf.objectLoad(obj), `${path}; a pinned map with a different layout makes libbpf refuse to reuse it`);
+    const raws = {} as Record<keyof DatapathMaps, RawMap>;
+    for (const [key, spec] of Object.entries(MAP_SPECS) as Array<[keyof DatapathMaps, MapSpec<unknown, unknown>]>) {
+      const map = checkPtr('bpf_object__find_map_by_name', bpf.findMap(obj, spec.name), spec.name);
+      // Our own fd (the object's goes away with bpf_object__close).
+      raws[key] = BpfRawMap.openPinned(join(pinDir, spec.name), spec.name);
+      void map;
+    }
+    const programs: Datapath['programs'] = {};
+    for (const p of Object.values(PROGRAMS)) {
+      const prog = checkPtr('bpf_object__find_program_by_name', bpf.findProgram(obj, p.name), p.name);
+      const pinPath = programPinPath(pinDir, p.name);
+      if (existsSync(pinPath)) unlinkSync(pinPath);
+      check('bpf_program__pin', bpf.programPin(prog, pinPath), pinPath);
+      programs[p.name] = check('bpf_obj_get', bpf.objGet(pinPath), pinPath);
+    }
+    bpf.objectClose(obj);
+    return buildDatapath(pinDir, raws, options.registry, programs, reusedMaps, () => {
+      for (const fd of Object.values(programs)) closeFd(fd);
+    });
+  } catch (err) {
+    bpf.objectClose(obj);
+    throw err;
+  }
+}
+
+/** Opens a node's pinned maps without loading programs (tests, status tools, a second reader). */
+export function openPinnedMaps(pinDir: string, registry?: Registry): Datapath {
+  const raws = {} as Record<keyof DatapathMaps, RawMap>;
+  for (const [key, spec] of Object.entries(MAP_SPECS) as Array<[keyof DatapathMaps, MapSpec<unknown, unknown>]>) {
+    raws[key] = BpfRawMap.openPinned(join(pinDir, spec.name), spec.name);
+  }
+  return buildDatapath(pinDir, raws, registry, {}, true, () => {});
+}
+
+/** The same maps in process memory, same codecs and capacities (the scale harness's backend). */
+export function memoryDatapath(options: { registry?: Registry; capacities?: Partial<Record<keyof DatapathMaps, number>> } = {}): Datapath {
+  const raws = {} as Record<keyof DatapathMaps, RawMap>;
+  for (const [key, spec] of Object.entries(MAP_SPECS) as Array<[keyof DatapathMaps, MapSpec<unknown, unknown>]>) {
+    const capacity = options.capacities?.[key];
+    raws[key] = new MemoryRawMap(spec, capacity === undefined ? {} : { capacity });
+  }
+  return buildDatapath('memory', raws, options.registry, {}, false, () => {});
+}
+
+/** Removes a node's pins (maps and programs; attached programs stay attached until detached). */
+export function removePins(pinDir: string): void {
+  if (!pinDir.startsWith('/sys/fs/bpf/')) throw new Error(`refusing to remove ${pinDir}: not under /sys/fs/bpf`);
+  rmSync(pinDir, { recursive: true, force: true });
+}

@@ -1,0 +1,11 @@
+export * from './backend.ts';
+export * from './bpf-map.ts';
+export * from './datapath.ts';
+export * from './errors.ts';
+export { BpfError, errnoName } from './libbpf.ts';
+export * from './memory-map.ts';
+export * from './metrics.ts';
+export * from './probe.ts';
+export * from './reconcile.ts';
+export * from './tc.ts';
+export * from './test-run.ts';

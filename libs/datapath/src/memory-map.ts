@@ -1,0 +1,73 @@
+import type { MapSpec } from '@sluice/bpf';
+import { MapFullError } from './errors.ts';
+import { BpfError } from './libbpf.ts';
+import type { RawEntries, RawMap } from './backend.ts';
+
+/**
+ * A userspace stand-in for a kernel map with the same byte layout and capacity rules: hash and LPM maps refuse a
+ * new key once `capacity` keys are present (E2BIG / ENOSPC, like the kernel), arrays hold every index from the
+ * start and refuse deletes (EINVAL). Keys are stored by their exact bytes, as the kernel does.
+ */
+export class MemoryRawMap implements RawMap {
+  readonly name: string;
+  readonly keySize: number;
+  readonly valueSize: number;
+  readonly capacity: number;
+  private readonly entries = new Map<string, Buffer>();
+  private readonly array: boolean;
+  private readonly fullCode: string;
+
+  constructor(spec: MapSpec<unknown, unknown>, options: { capacity?: number; cpus?: number } = {}) {
+    this.name = spec.name;
+    this.keySize = spec.key.size;
+    const perCpu = spec.type === 'percpu_array';
+    this.valueSize = perCpu ? Math.ceil(spec.value.size / 8) * 8 * (options.cpus ?? 1) : spec.value.size;
+    this.capacity = options.capacity ?? spec.maxEntries;
+    this.array = spec.type === 'array' || spec.type === 'percpu_array';
+    this.fullCode = spec.type === 'lpm_trie' ? 'ENOSPC' : 'E2BIG';
+    if (this.array) {
+      for (let i = 0; i < this.capacity; i++) {
+        const key = Buffer.alloc(this.keySize);
+        key.writeUInt32LE(i, 0);
+        this.entries.set(key.toString('latin1'), Buffer.alloc(this.valueSize));
+      }
+    }
+  }
+
+  updateRaw(keys: Buffer, values: Buffer, count: number): void {
+    for (let i = 0; i < count; i++) {
+      const id = keys.toString('latin1', i * this.keySize, (i + 1) * this.keySize);
+      if (!this.entries.has(id)) {
+        if (this.array || this.entries.size >= this.capacity) {
+          throw new MapFullError(this.name, this.capacity, i, count, this.fullCode);
+        }
+      }
+      this.entries.set(id, Buffer.from(values.subarray(i * this.valueSize, (i + 1) * this.valueSize)));
+    }
+  }
+
+  deleteRaw(keys: Buffer, count: number): void {
+    if (this.array) throw new BpfError('bpf_map_delete_batch', 22, this.name);
+    for (let i = 0; i < count; i++) this.entries.delete(keys.toString('latin1', i * this.keySize, (i + 1) * this.keySize));
+  }
+
+  lookupRaw(key: Buffer): Buffer | undefined {
+    const value = this.entries.get(key.toString('latin1', 0, this.keySize));
+    return value ? Buffer.from(value) : undefined;
+  }
+
+  dumpRaw(): RawEntries {
+    const count = this.entries.size;
+    const keys = Buffer.alloc(count * this.keySize);
+    const values = Buffer.alloc(count * this.valueSize);
+    let i = 0;
+    for (const [id, value] of this.entries) {
+      keys.write(id, i * this.keySize, 'latin1');
+      value.copy(values, i * this.valueSize);
+      i++;
+    }
+    return { keys, values, count };
+  }
+
+  close(): void {}
+}
