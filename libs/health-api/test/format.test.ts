@@ -1,0 +1,78 @@
+import { describe, expect, it } from 'vitest';
+import {
+  clusterHealthSchema,
+  emptyProbeStatus,
+  formatClusterSummary,
+  formatHealthJson,
+  formatHealthStatus,
+  formatRtt,
+  HealthApiError,
+  parseMessage,
+  reportProbesRequestSchema,
+  type ClusterHealth,
+  type NodeHealth,
+} from '../src/index.ts';
+
+const ok = (rttUs: number) => ({ probed: true, ok: true, rttUs, error: '', timeUnixMs: 1_790_000_000_000, reporter: 'node-b' });
+const node = (name: string, reachability: NodeHealth['reachability'], overrides: Partial<NodeHealth> = {}): NodeHealth => ({
+  name,
+  reachability,
+  host: { ip: '10.0.0.1', icmp: ok(412), http: ok(1208) },
+  endpoint: { ip: '10.200.0.1', icmp: ok(398), http: emptyProbeStatus() },
+  lastProbeUnixMs: 1_790_000_000_000,
+  failingReporters: 0,
+  reporters: 3,
+  ...overrides,
+});
+
+const health: ClusterHealth = {
+  summary: { reachable: 1, total: 2, probeTimeUnixMs: 1_790_000_000_000, unreachable: ['node-2'], unknown: [], quorum: 3 },
+  nodes: [
+    node('node-1', 'REACHABILITY_REACHABLE'),
+    node('node-2', 'REACHABILITY_UNREACHABLE', {
+      host: { ip: '10.0.0.2', icmp: { ...ok(0), ok: false, error: 'Connection timed out' }, http: { ...ok(0), ok: false, error: 'Connection refused' } },
+    }),
+  ],
+};
+
+describe('formatters', () => {
+  it('prints RTTs the way Go prints durations', () => {
+    expect(formatRtt(412)).toBe('412µs');
+    expect(formatRtt(1208)).toBe('1.208ms');
+    expect(formatRtt(1_500_000)).toBe('1.5s');
+  });
+
+  it('prints the cilium-health shape', () => {
+    const text = formatHealthStatus(health);
+    expect(text).toContain('Probe time:   2026-09-21T');
+    expect(text).toContain('Nodes:\n  node-1: reachable\n    Host connectivity to 10.0.0.1:\n      ICMP to stack:   OK, RTT=412µs\n      HTTP to agent:   OK, RTT=1.208ms\n');
+    expect(text).toContain('    Endpoint connectivity to 10.200.0.1:\n      ICMP to stack:   OK, RTT=398µs\n      HTTP to agent:   not probed yet\n');
+    expect(text).toContain('  node-2: unreachable\n    Host connectivity to 10.0.0.2:\n      ICMP to stack:   Connection timed out\n      HTTP to agent:   Connection refused\n');
+    expect(text.trimEnd().split('\n').pop()).toBe('Cluster health: 1/2 reachable (unreachable: node-2)');
+  });
+
+  it('prints the one-line summary', () => {
+    expect(formatClusterSummary({ reachable: 5, total: 5, probeTimeUnixMs: 0, unreachable: [], unknown: [], quorum: 3 })).toBe('Cluster health: 5/5 reachable');
+    expect(formatClusterSummary({ reachable: 3, total: 5, probeTimeUnixMs: 0, unreachable: ['b'], unknown: ['e'], quorum: 3 })).toBe(
+      'Cluster health: 3/5 reachable (unreachable: b; unknown: e)',
+    );
+  });
+
+  it('prints JSON with stable names', () => {
+    const json = JSON.parse(formatHealthJson(health));
+    expect(json).toMatchObject({ reachable: 1, total: 2, unreachable: ['node-2'] });
+    expect(json.nodes[0]).toMatchObject({ name: 'node-1', reachability: 'reachable', host: { ip: '10.0.0.1', icmp: { status: 'OK', rttUs: 412 } } });
+    expect(json.nodes[0].endpoint.http).toEqual({ status: 'not probed' });
+    expect(json.nodes[1].host.icmp.status).toBe('Connection timed out');
+  });
+});
+
+describe('message validation', () => {
+  it('accepts a valid message and names the first bad field of an invalid one', () => {
+    expect(parseMessage(clusterHealthSchema, health, 'GetClusterHealthResponse')).toEqual(health);
+    const bad = { reporter: 'node-1', results: [{ target: 'Bad_Name', kind: 'PROBE_KIND_HOST_ICMP', ip: '', ok: true, rttUs: 1, error: '', timeUnixMs: 1 }] };
+    expect(() => parseMessage(reportProbesRequestSchema, bad, 'ReportProbesRequest')).toThrow(HealthApiError);
+    expect(() => parseMessage(reportProbesRequestSchema, bad, 'ReportProbesRequest')).toThrow(/results\.0\.target/);
+    expect(() => parseMessage(reportProbesRequestSchema, { reporter: 'n', results: [{ ...bad.results[0], target: 'x', kind: 'PROBE_KIND_UNSPECIFIED' }] }, 'r')).toThrow(/kind/);
+  });
+});

@@ -1,0 +1,92 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ReportProbesRequest } from '@sluice/health-api';
+import { httpProbe, parsePingRtt, ping, Prober, startHealthResponder, type HealthResponder } from '../src/index.ts';
+
+let responder: HealthResponder;
+beforeAll(async () => {
+  responder = await startHealthResponder({ node: 'node-a', host: '127.0.0.1' });
+});
+afterAll(async () => {
+  await responder.close();
+});
+
+describe('probes', () => {
+  it('parses the RTT out of iputils ping output', () => {
+    expect(parsePingRtt('64 bytes from 10.0.0.2: icmp_seq=1 ttl=64 time=0.045 ms')).toBe(45);
+    expect(parsePingRtt('64 bytes from 10.0.0.2: icmp_seq=1 ttl=64 time=12.5 ms')).toBe(12500);
+    expect(parsePingRtt('1 packets transmitted, 0 received, 100% packet loss')).toBeUndefined();
+  });
+
+  it('pings the loopback address', async () => {
+    const outcome = await ping('127.0.0.1');
+    expect(outcome.ok).toBe(true);
+    expect(outcome.error).toBe('');
+  });
+
+  it('refuses to ping something that is not an IP', async () => {
+    expect((await ping('localhost; rm -rf /')).ok).toBe(false);
+  });
+
+  it('gets 200 from a health responder and fails on a closed port or a wrong path', async () => {
+    const ok = await httpProbe('127.0.0.1', responder.port);
+    expect(ok).toMatchObject({ ok: true, error: '' });
+    expect(ok.rttUs).toBeGreaterThan(0);
+    const closed = await startHealthResponder({ node: 'gone', host: '127.0.0.1' });
+    const port = closed.port;
+    await closed.close();
+    expect(await httpProbe('127.0.0.1', port)).toMatchObject({ ok: false, error: 'Connection refused' });
+    expect(await httpProbe('127.0.0.1', responder.port, { path: '/nope' })).toMatchObject({ ok: false, error: 'HTTP 404' });
+  });
+});
+
+describe('Prober', () => {
+  it('probes its peers on every advertised path and reports the results through the sink', async () => {
+    const reports: ReportProbesRequest[] = [];
+    // The whole of 127.0.0.0/8 is local: one responder per "node" address, like an agent and its health endpoint.
+    const host = await startHealthResponder({ node: 'node-b', host: '127.0.0.2' });
+    const endpoint = await startHealthResponder({ node: 'node-b', host: '127.0.0.3' });
+    const prober = new Prober({
+      node: 'node-a',
+      peers: () => [
+        { name: 'node-a', hostIP: '127.0.0.1', agentPort: responder.port },
+        { name: 'node-b', hostIP: '127.0.0.2', agentPort: host.port, endpointIP: '127.0.0.3', endpointPort: endpoint.port },
+      ],
+      sink: async (report) => void reports.push(report),
+      minIntervalMs: 200,
+      flushMs: 20,
+    });
+    prober.start();
+    await expect.poll(() => reports.flatMap((r) => r.results).length, { timeout: 10_000 }).toBeGreaterThanOrEqual(4);
+    await prober.stop();
+    await host.close();
+    await endpoint.close();
+    const results = reports.flatMap((r) => r.results);
+    expect(new Set(reports.map((r) => r.reporter))).toEqual(new Set(['node-a']));
+    expect(new Set(results.map((r) => r.target))).toEqual(new Set(['node-b']));
+    expect(new Set(results.map((r) => r.kind))).toEqual(new Set(['PROBE_KIND_HOST_ICMP', 'PROBE_KIND_HOST_HTTP', 'PROBE_KIND_ENDPOINT_ICMP', 'PROBE_KIND_ENDPOINT_HTTP']));
+    expect(results.every((r) => r.ok)).toBe(true);
+    expect(prober.currentPlan.fanout).toBe(1);
+  });
+
+  it('keeps results while the sink fails and delivers them once it recovers', async () => {
+    let failing = true;
+    const delivered: ReportProbesRequest[] = [];
+    const prober = new Prober({
+      node: 'node-a',
+      peers: () => [{ name: 'node-b', hostIP: '127.0.0.2' }],
+      sink: async (report) => {
+        if (failing) throw new Error('service down');
+        delivered.push(report);
+      },
+      minIntervalMs: 100,
+      flushMs: 10,
+      logger: (await import('@sluice/log')).createLogger({ component: 'test', level: 'silent' }),
+    });
+    prober.start();
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    failing = false;
+    await expect.poll(() => delivered.length, { timeout: 10_000 }).toBeGreaterThan(0);
+    await prober.stop();
+    expect(delivered[0]!.results.length).toBeGreaterThan(1);
+  });
+});

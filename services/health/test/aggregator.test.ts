@@ -1,0 +1,128 @@
+import { describe, expect, it } from 'vitest';
+import type { HealthChange, ProbeResult } from '@sluice/health-api';
+import { Aggregator, type NodeInfo } from '../src/index.ts';
+
+const nodes = (n: number): NodeInfo[] =>
+  Array.from({ length: n }, (_, i) => ({ name: `node-${i}`, hostIP: `10.0.0.${i + 1}`, endpointIP: `10.200.0.${i + 1}` }));
+
+const host = (target: string, ok: boolean, time: number): ProbeResult[] => [
+  { target, kind: 'PROBE_KIND_HOST_ICMP', ip: '10.0.0.9', ok, rttUs: ok ? 300 : 0, error: ok ? '' : 'Connection timed out', timeUnixMs: time },
+  { target, kind: 'PROBE_KIND_HOST_HTTP', ip: '10.0.0.9', ok, rttUs: ok ? 900 : 0, error: ok ? '' : 'Connection refused', timeUnixMs: time },
+];
+
+function setup(n = 10, options: { staleMs?: number; confirmations?: number } = {}) {
+  let now = 1_800_000_000_000;
+  const aggregator = new Aggregator({ now: () => now, staleMs: options.staleMs ?? 10_000, confirmations: options.confirmations });
+  aggregator.setNodes(nodes(n));
+  const changes: HealthChange[] = [];
+  aggregator.subscribe((c) => changes.push(c));
+  return { aggregator, changes, advance: (ms: number) => (now += ms), now: () => now };
+}
+
+describe('Aggregator', () => {
+  it('knows nothing until the first report, then takes a success as reachable', () => {
+    const { aggregator, now } = setup();
+    expect(aggregator.nodeHealth('node-3')?.reachability).toBe('REACHABILITY_UNKNOWN');
+    expect(aggregator.summary()).toMatchObject({ reachable: 0, total: 10, unknown: nodes(10).map((n) => n.name).sort() });
+    aggregator.ingest('node-1', host('node-3', true, now()));
+    const health = aggregator.nodeHealth('node-3')!;
+    expect(health).toMatchObject({ reachability: 'REACHABILITY_REACHABLE', reporters: 1, host: { ip: '10.0.0.4', icmp: { probed: true, ok: true, rttUs: 300, reporter: 'node-1' } } });
+    expect(health.endpoint.icmp.probed).toBe(false);
+  });
+
+  it('declares a node unreachable only when a quorum of distinct reporters failed after its last success', () => {
+    const { aggregator, changes, advance, now } = setup();
+    expect(aggregator.quorum).toBe(3);
+    aggregator.ingest('node-1', host('node-3', true, now()));
+    advance(1000);
+    aggregator.ingest('node-1', host('node-3', false, now()));
+    expect(aggregator.nodeHealth('node-3')?.reachability).toBe('REACHABILITY_SUSPECT');
+    // The same reporter failing again is not a confirmation.
+    advance(100);
+    aggregator.ingest('node-1', host('node-3', false, now()));
+    expect(aggregator.nodeHealth('node-3')?.reachability).toBe('REACHABILITY_SUSPECT');
+    aggregator.ingest('node-2', host('node-3', false, now()));
+    expect(aggregator.nodeHealth('node-3')?.reachability).toBe('REACHABILITY_SUSPECT');
+    aggregator.ingest('node-4', host('node-3', false, now()));
+    expect(aggregator.nodeHealth('node-3')).toMatchObject({ reachability: 'REACHABILITY_UNREACHABLE', failingReporters: 3 });
+    expect(aggregator.summary()).toMatchObject({ unreachable: ['node-3'] });
+    expect(changes.filter((c) => c.node === 'node-3').map((c) => c.current)).toEqual([
+      'REACHABILITY_REACHABLE',
+      'REACHABILITY_SUSPECT',
+      'REACHABILITY_UNREACHABLE',
+    ]);
+    // One success (the node is back) clears every earlier failure.
+    advance(500);
+    aggregator.ingest('node-5', host('node-3', true, now()));
+    expect(aggregator.nodeHealth('node-3')?.reachability).toBe('REACHABILITY_REACHABLE');
+    expect(changes.at(-1)).toMatchObject({ node: 'node-3', previous: 'REACHABILITY_UNREACHABLE', current: 'REACHABILITY_REACHABLE' });
+  });
+
+  it('does not count a failure older than the newest success (a lone failing reporter cannot take a node down)', () => {
+    const { aggregator, advance, now } = setup();
+    const t0 = now();
+    advance(1000);
+    aggregator.ingest('node-1', host('node-3', true, now()));
+    for (const reporter of ['node-2', 'node-4', 'node-5']) aggregator.ingest(reporter, host('node-3', false, t0));
+    expect(aggregator.nodeHealth('node-3')?.reachability).toBe('REACHABILITY_REACHABLE');
+  });
+
+  it('counts a path as up when either host probe succeeds', () => {
+    const { aggregator, now } = setup();
+    for (const reporter of ['node-1', 'node-2', 'node-4']) {
+      const [icmp, http] = host('node-3', false, now());
+      aggregator.ingest(reporter, [icmp!, { ...http!, ok: true, error: '' }]);
+    }
+    expect(aggregator.nodeHealth('node-3')?.reachability).toBe('REACHABILITY_REACHABLE');
+  });
+
+  it('caps the quorum at the fanout in a small cluster', () => {
+    const { aggregator, now } = setup(3);
+    expect(aggregator.quorum).toBe(2);
+    aggregator.ingest('node-0', host('node-2', false, now()));
+    aggregator.ingest('node-1', host('node-2', false, now()));
+    expect(aggregator.nodeHealth('node-2')?.reachability).toBe('REACHABILITY_UNREACHABLE');
+  });
+
+  it('forgets reports older than the staleness window', () => {
+    const { aggregator, changes, advance, now } = setup(10, { staleMs: 5000 });
+    aggregator.ingest('node-1', host('node-3', true, now()));
+    advance(4000);
+    aggregator.sweep();
+    expect(aggregator.nodeHealth('node-3')?.reachability).toBe('REACHABILITY_REACHABLE');
+    advance(2000);
+    aggregator.sweep();
+    expect(aggregator.nodeHealth('node-3')).toMatchObject({ reachability: 'REACHABILITY_UNKNOWN', reporters: 0, host: { icmp: { probed: false } } });
+    expect(changes.at(-1)).toMatchObject({ node: 'node-3', previous: 'REACHABILITY_REACHABLE', current: 'REACHABILITY_UNKNOWN' });
+    // A report that arrives already stale is dropped; one from the future counts as now.
+    expect(aggregator.ingest('node-1', host('node-3', true, now() - 6000))).toEqual({ accepted: 0, ignored: 2 });
+    expect(aggregator.ingest('node-1', host('node-3', true, now() + 60_000))).toEqual({ accepted: 2, ignored: 0 });
+    expect(aggregator.nodeHealth('node-3')?.lastProbeUnixMs).toBe(now());
+  });
+
+  it('ignores reports about unknown nodes and about the reporter itself, and forgets nodes that left', () => {
+    const { aggregator, now } = setup(4);
+    expect(aggregator.ingest('node-1', [...host('node-99', true, now()), ...host('node-1', true, now())])).toEqual({ accepted: 0, ignored: 4 });
+    aggregator.ingest('node-1', host('node-3', true, now()));
+    aggregator.setNodes(nodes(3));
+    expect(aggregator.nodeHealth('node-3')).toBeUndefined();
+    expect(aggregator.summary().total).toBe(3);
+  });
+
+  it('rebuilds the same view after a restart from the reports that follow', () => {
+    const reports: Array<[string, ProbeResult[]]> = [];
+    const { aggregator, now } = setup();
+    for (let i = 0; i < 10; i++) {
+      for (let j = 1; j <= 3; j++) {
+        const target = `node-${(i + j) % 10}`;
+        reports.push([`node-${i}`, host(target, target !== 'node-7', now())]);
+      }
+    }
+    for (const [reporter, results] of reports) aggregator.ingest(reporter, results);
+    const restarted = new Aggregator({ now, staleMs: 10_000 });
+    restarted.setNodes(nodes(10));
+    for (const [reporter, results] of reports) restarted.ingest(reporter, results);
+    expect(restarted.clusterHealth()).toEqual(aggregator.clusterHealth());
+    expect(restarted.summary()).toMatchObject({ reachable: 9, unreachable: ['node-7'] });
+  });
+});
