@@ -14,6 +14,7 @@
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/ip.h>
+#include <linux/if_packet.h>
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
@@ -153,18 +154,25 @@ pass:
 	return TC_ACT_OK;
 }
 
-static __always_inline int ingress_to_local(struct __sk_buff *skb, __u32 seen, __u32 local, __u32 pass)
+static __always_inline int ingress_to_local(struct __sk_buff *skb, __u32 seen, __u32 local, __u32 pass, int overlay)
 {
 	struct sl_config *cfg = config();
 	struct sl_endpoint_value *ep;
 	__u32 daddr;
 
 	count(seen, skb);
+	if (overlay && skb->pkt_type == PACKET_OTHERHOST) {
+		/* The outer header was addressed to this node, so the inner frame is ours whatever its MACs say: the
+		 * sender's inner destination MAC is its own gateway's (BPF mode) or its VXLAN device's (legacy, NOARP).
+		 * Without this the stack (legacy) or the pod after bpf_redirect_peer would drop it as PACKET_OTHERHOST. */
+		bpf_skb_change_type(skb, PACKET_HOST);
+	}
 	if (!cfg || !(cfg->flags & SL_CFG_F_BPF_HOST_ROUTING)) {
 		count(SL_CNT_LEGACY, skb);
 		return TC_ACT_OK;
 	}
-	daddr = ipv4_daddr(skb);
+	/* A frame the underlay bridge flooded to us for another node is not ours to deliver. */
+	daddr = skb->pkt_type == PACKET_HOST ? ipv4_daddr(skb) : 0;
 	if (daddr) {
 		ep = bpf_map_lookup_elem(&sl_endpoints, &daddr);
 		if (ep) {
@@ -179,13 +187,13 @@ static __always_inline int ingress_to_local(struct __sk_buff *skb, __u32 seen, _
 SEC("tc")
 int from_netdev(struct __sk_buff *skb)
 {
-	return ingress_to_local(skb, SL_CNT_FROM_NETDEV, SL_CNT_FROM_NETDEV_LOCAL, SL_CNT_FROM_NETDEV_PASS);
+	return ingress_to_local(skb, SL_CNT_FROM_NETDEV, SL_CNT_FROM_NETDEV_LOCAL, SL_CNT_FROM_NETDEV_PASS, 0);
 }
 
 SEC("tc")
 int from_overlay(struct __sk_buff *skb)
 {
-	return ingress_to_local(skb, SL_CNT_FROM_OVERLAY, SL_CNT_FROM_OVERLAY_LOCAL, SL_CNT_FROM_OVERLAY_PASS);
+	return ingress_to_local(skb, SL_CNT_FROM_OVERLAY, SL_CNT_FROM_OVERLAY_LOCAL, SL_CNT_FROM_OVERLAY_PASS, 1);
 }
 
 SEC("tc")

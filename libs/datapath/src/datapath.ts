@@ -68,6 +68,8 @@ export interface LoadOptions {
   objectPath?: string;
   /** Map metrics (operation durations, errors, full maps, fill levels) go here. */
   registry?: Registry;
+  /** Overrides max_entries (tests of full maps). A pinned map with a different size is refused by libbpf. */
+  maxEntries?: Partial<Record<keyof DatapathMaps, number>>;
 }
 
 const MAP_SPECS = { endpoints: endpointsMap, ipcache: ipcacheMap, tunnel: tunnelMap, config: configMap, counters: countersMap } as const;
@@ -131,17 +133,17 @@ export function loadDatapath(options: LoadOptions): Datapath {
   const path = options.objectPath ?? OBJECT_PATH;
   const obj = checkPtr('bpf_object__open_file', bpf.objectOpenFile(path, null), path);
   try {
-    for (const spec of Object.values(MAP_SPECS)) {
+    for (const [key, spec] of Object.entries(MAP_SPECS) as Array<[keyof DatapathMaps, MapSpec<unknown, unknown>]>) {
       const map = checkPtr('bpf_object__find_map_by_name', bpf.findMap(obj, spec.name), spec.name);
       check('bpf_map__set_pin_path', bpf.mapSetPinPath(map, join(pinDir, spec.name)));
+      const max = options.maxEntries?.[key];
+      if (max !== undefined) check('bpf_map__set_max_entries', bpf.mapSetMaxEntries(map, max), spec.name);
     }
     check('bpf_object__load', bpf.objectLoad(obj), `${path}; a pinned map with a different layout makes libbpf refuse to reuse it`);
     const raws = {} as Record<keyof DatapathMaps, RawMap>;
     for (const [key, spec] of Object.entries(MAP_SPECS) as Array<[keyof DatapathMaps, MapSpec<unknown, unknown>]>) {
-      const map = checkPtr('bpf_object__find_map_by_name', bpf.findMap(obj, spec.name), spec.name);
-      // Our own fd (the object's goes away with bpf_object__close).
+      // Our own fd from the pin (the object's goes away with bpf_object__close).
       raws[key] = BpfRawMap.openPinned(join(pinDir, spec.name), spec.name);
-      void map;
     }
     const programs: Datapath['programs'] = {};
     for (const p of Object.values(PROGRAMS)) {
