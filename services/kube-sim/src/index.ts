@@ -1,0 +1,132 @@
+/**
+ * kube-sim as a library: a Kubernetes API server simulator that runs in-process (tests, the demo, the scale harness)
+ * or behind src/main.ts.
+ */
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createLogger, type Logger } from '@sluice/log';
+import { Faults, type RateLimitOptions } from './faults.ts';
+import { writeKubeconfig, kubeconfigFor } from './kubeconfig.ts';
+import type { Scenario } from './scenario.ts';
+import { ApiServer, type ServerStats } from './server.ts';
+import { DEFAULT_SIMULATION, Simulation, type SimulationOptions } from './simulation.ts';
+import { Store, type WatcherInfo } from './store.ts';
+
+export interface KubeSimOptions extends Partial<SimulationOptions> {
+  /** 0 (default) picks a free port. */
+  port?: number;
+  host?: string;
+  /** Where to write the kubeconfig (default: a fresh temporary directory). */
+  kubeconfigPath?: string;
+  /** Start kubelet heartbeats for the simulated nodes (default true). */
+  heartbeats?: boolean;
+  /** Events kept per resource type for watch resumption (older resourceVersions get 410). */
+  windowEvents?: number;
+  windowBytes?: number;
+  /** Interval of BOOKMARK events to watchers that allow them. */
+  bookmarkIntervalMs?: number;
+  /** A watcher whose unsent backlog passes this is closed. */
+  maxWatcherBacklogBytes?: number;
+  snapshotTtlMs?: number;
+  rateLimit?: RateLimitOptions;
+  failureRate?: number;
+  /** Explicit nodes and services on top of the generated ones (what a scenario file lists). */
+  nodeList?: Scenario['nodeList'];
+  serviceList?: Scenario['serviceList'];
+  log?: Logger;
+}
+
+export interface KubeSimStats {
+  resourceVersion: number;
+  objects: Record<string, number>;
+  requests: Record<string, number>;
+  bytesWritten: number;
+  watchEventsSent: number;
+  watchBytesSent: number;
+  eventsPublished: number;
+  droppedWatchers: number;
+  expiredWatches: number;
+  heartbeats: number;
+  podsCreated: number;
+  podsDeleted: number;
+  injectedFailures: number;
+  rateLimited: number;
+  watchers: WatcherInfo[];
+  windows: ReturnType<Store['windowStats']>;
+  memory: NodeJS.MemoryUsage;
+}
+
+export interface KubeSim {
+  url: string;
+  port: number;
+  kubeconfigPath: string;
+  /** The kubeconfig's text. */
+  kubeconfig: string;
+  store: Store;
+  cluster: Simulation;
+  faults: Faults;
+  server: ApiServer;
+  stats(): KubeSimStats;
+  close(): Promise<void>;
+}
+
+export async function startKubeSim(options: KubeSimOptions = {}): Promise<KubeSim> {
+  const log = options.log ?? createLogger({ component: 'kube-sim' });
+  const store = new Store({
+    windowEvents: options.windowEvents, windowBytes: options.windowBytes, maxWatcherBacklogBytes: options.maxWatcherBacklogBytes,
+    snapshotTtlMs: options.snapshotTtlMs,
+  });
+  const simOptions: Partial<SimulationOptions> = {};
+  for (const key of Object.keys(DEFAULT_SIMULATION) as (keyof SimulationOptions)[]) {
+    if (options[key] !== undefined) (simOptions as Record<string, unknown>)[key] = options[key];
+  }
+  const cluster = new Simulation(store, simOptions);
+  cluster.populate();
+  for (const n of options.nodeList ?? []) {
+    cluster.addNode({ name: n.name, labels: n.labels, pods: n.pods ?? 0, heartbeat: n.heartbeat ?? true });
+  }
+  for (const s of options.serviceList ?? []) cluster.createService(s);
+  const faults = new Faults();
+  if (options.rateLimit) faults.setRateLimit(options.rateLimit);
+  if (options.failureRate) faults.setFailureRate(options.failureRate);
+  const server = new ApiServer({ store, faults, log, bookmarkIntervalMs: options.bookmarkIntervalMs });
+  const port = await server.listen(options.port ?? 0, options.host ?? '127.0.0.1');
+  const url = `http://${options.host ?? '127.0.0.1'}:${port}`;
+  const kubeconfigPath = options.kubeconfigPath ?? join(await mkdtemp(join(tmpdir(), 'kube-sim-')), 'kubeconfig');
+  await writeKubeconfig(kubeconfigPath, url);
+  if (options.heartbeats ?? true) cluster.startHeartbeats();
+  if (cluster.options.churnPerSecond > 0) cluster.startChurn();
+
+  const stats = (): KubeSimStats => {
+    const s: ServerStats = server.stats;
+    const objects: Record<string, number> = {};
+    for (const plural of ['nodes', 'pods', 'services', 'endpointslices', 'namespaces']) objects[plural] = store.count(plural);
+    return {
+      resourceVersion: store.resourceVersion, objects, requests: { ...s.requests }, bytesWritten: s.bytesWritten,
+      ...store.counters, heartbeats: cluster.heartbeats.beats, ...cluster.counters, ...faults.counters,
+      watchers: store.watchers(), windows: store.windowStats(), memory: process.memoryUsage(),
+    };
+  };
+  return {
+    url, port, kubeconfigPath, kubeconfig: kubeconfigFor(url), store, cluster, faults, server, stats,
+    async close() {
+      cluster.stop();
+      await server.close();
+    },
+  };
+}
+
+export { Store } from './store.ts';
+export type { StoredObject, StoreEvent, WatcherInfo, ListQuery, WatchQuery, WatchSink } from './store.ts';
+export { Simulation, HeartbeatGenerator, DEFAULT_SIMULATION, parseCIDR, ipv4ToInt, intToIpv4 } from './simulation.ts';
+export type { SimulationOptions, AddNodeOptions, CreatePodOptions } from './simulation.ts';
+export { EndpointSliceController, endpointOf } from './endpoints.ts';
+export { Faults } from './faults.ts';
+export type { FailureOptions, RateLimitOptions, Verb } from './faults.ts';
+export { ApiError } from './status.ts';
+export { kubeconfigFor, writeKubeconfig } from './kubeconfig.ts';
+export { loadScenario, scenarioSchema, ScenarioError } from './scenario.ts';
+export type { Scenario } from './scenario.ts';
+export { RESOURCES } from './resources.ts';
+export type { KubeObject, ResourceType } from './resources.ts';

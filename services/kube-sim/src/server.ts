@@ -1,0 +1,478 @@
+/**
+ * The Kubernetes REST API over HTTP: discovery, the resource verbs, chunked watch streams and Status errors. A bad
+ * request is a Status answer; nothing a client sends can throw past the handler.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Logger } from '@sluice/log';
+import { Faults, type Verb } from './faults.ts';
+import { applyPatch, patchTypeOf } from './patch.ts';
+import { apiVersionOf, findResource, RESOURCES, type KubeObject, type ResourceType } from './resources.ts';
+import { ApiError, badRequest, conflict, notFound } from './status.ts';
+import { timestamp, type Store, type StoredObject } from './store.ts';
+import { tableFor, wantsTable } from './table.ts';
+
+const MAX_BODY = 3 * 1024 * 1024;
+
+const includeOf = (req: IncomingMessage) => new URL(req.url ?? '/', 'http://kube-sim').searchParams.get('includeObject') ?? 'PartialObjectMetadata';
+
+export interface ServerStats {
+  requests: Record<string, number>;
+  bytesWritten: number;
+}
+
+export interface ApiServerOptions {
+  store: Store;
+  faults: Faults;
+  log?: Logger;
+  /** How often watchers that asked for bookmarks get one. */
+  bookmarkIntervalMs?: number;
+}
+
+interface Route {
+  resource: ResourceType;
+  namespace: string;
+  name?: string;
+  subresource?: string;
+  watchPath: boolean;
+}
+
+function send(res: ServerResponse, stats: ServerStats, code: number, body: unknown, headers: Record<string, string> = {}): void {
+  const text = typeof body === 'string' ? body : JSON.stringify(body);
+  const bytes = Buffer.byteLength(text);
+  stats.bytesWritten += bytes;
+  res.writeHead(code, { 'Content-Type': 'application/json', 'Content-Length': String(bytes), ...headers });
+  res.end(text);
+}
+
+async function readBody(req: IncomingMessage): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > MAX_BODY) throw new ApiError(413, 'RequestEntityTooLarge', 'Request entity too large: limit is 3145728');
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+function parseJson(text: string): unknown {
+  if (!text.trim()) throw badRequest('the request body is empty');
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw badRequest(`the request body is not valid JSON: ${(err as Error).message}`);
+  }
+}
+
+function asObject(value: unknown): KubeObject {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw badRequest('the request body must be a JSON object');
+  const obj = value as KubeObject;
+  if (obj.metadata !== undefined && (typeof obj.metadata !== 'object' || obj.metadata === null || Array.isArray(obj.metadata))) {
+    throw badRequest('metadata must be an object');
+  }
+  return obj;
+}
+
+const VERBS = ['create', 'delete', 'deletecollection', 'get', 'list', 'patch', 'update', 'watch'];
+
+function resourceList(group: string, version: string) {
+  const resources = RESOURCES.filter((r) => r.group === group && r.version === version).flatMap((r) => [
+    {
+      name: r.plural, singularName: r.singular, namespaced: r.namespaced, kind: r.kind, verbs: VERBS,
+      ...(r.shortNames.length ? { shortNames: r.shortNames } : {}), ...(r.categories ? { categories: r.categories } : {}),
+    },
+    ...r.subresources.map((s) => s === 'binding'
+      ? { name: `${r.plural}/binding`, singularName: '', namespaced: r.namespaced, kind: 'Binding', verbs: ['create'] }
+      : { name: `${r.plural}/${s}`, singularName: '', namespaced: r.namespaced, kind: r.kind, verbs: ['get', 'patch', 'update'] }),
+  ]);
+  return { kind: 'APIResourceList', apiVersion: 'v1', groupVersion: group ? `${group}/${version}` : version, resources };
+}
+
+function groups() {
+  const names = [...new Set(RESOURCES.map((r) => r.group).filter((g) => g !== ''))];
+  return names.map((name) => {
+    const versions = [...new Set(RESOURCES.filter((r) => r.group === name).map((r) => r.version))].map((v) => ({ groupVersion: `${name}/${v}`, version: v }));
+    return { name, versions, preferredVersion: versions[0]! };
+  });
+}
+
+/**
+ * Just enough OpenAPI v3 for kubectl: each kind's PATCH operation declares the fieldValidation parameter, so kubectl
+ * create/apply validate on the server (which accepts what it can store) instead of needing full schemas; without a
+ * schema for a kind, kubectl apply computes strategic merge patches from its compiled-in types.
+ */
+function openapiRoot() {
+  const paths: Record<string, { serverRelativeURL: string }> = {};
+  for (const gv of new Set(RESOURCES.map((r) => (r.group ? `apis/${r.group}/${r.version}` : `api/${r.version}`)))) {
+    paths[gv] = { serverRelativeURL: `/openapi/v3/${gv}?hash=kube-sim-1` };
+  }
+  return { paths };
+}
+
+function openapiGroupVersion(rest: string[]): unknown {
+  const [kind, g, v] = rest[0] === 'api' ? ['api', '', rest[1]] : [rest[0], rest[1], rest[2]];
+  const resources = RESOURCES.filter((r) => r.group === g && r.version === v && (kind === 'api') === (g === ''));
+  if (resources.length === 0) return null;
+  const paths: Record<string, unknown> = {};
+  for (const r of resources) {
+    const prefix = r.group ? `/apis/${r.group}/${r.version}` : `/api/${r.version}`;
+    const path = r.namespaced ? `${prefix}/namespaces/{namespace}/${r.plural}/{name}` : `${prefix}/${r.plural}/{name}`;
+    paths[path] = {
+      patch: {
+        operationId: `patch${r.kind}`,
+        'x-kubernetes-action': 'patch',
+        'x-kubernetes-group-version-kind': { group: r.group, version: r.version, kind: r.kind },
+        parameters: [
+          { name: 'fieldValidation', in: 'query', schema: { type: 'string', uniqueItems: true } },
+          { name: 'dryRun', in: 'query', schema: { type: 'string', uniqueItems: true } },
+          { name: 'fieldManager', in: 'query', schema: { type: 'string', uniqueItems: true } },
+        ],
+        responses: { '200': { description: 'OK' } },
+      },
+    };
+  }
+  return { openapi: '3.0.0', info: { title: 'Kubernetes', version: 'v1.31.4' }, paths, components: { schemas: {} } };
+}
+
+export class ApiServer {
+  readonly server: Server;
+  readonly stats: ServerStats = { requests: {}, bytesWritten: 0 };
+  private readonly bookmarkTimer: NodeJS.Timeout;
+  private readonly openWatches = new Set<ServerResponse>();
+
+  constructor(private readonly options: ApiServerOptions) {
+    this.server = createServer((req, res) => {
+      this.handle(req, res).catch((err: unknown) => this.fail(res, 'get', err));
+    });
+    this.server.keepAliveTimeout = 65_000;
+    this.bookmarkTimer = setInterval(() => options.store.sendBookmarks(), options.bookmarkIntervalMs ?? 10_000);
+    this.bookmarkTimer.unref();
+  }
+
+  private count(verb: Verb | 'other', code: number): void {
+    const key = `${verb} ${code}`;
+    this.stats.requests[key] = (this.stats.requests[key] ?? 0) + 1;
+  }
+
+  private fail(res: ServerResponse, verb: Verb | 'other', err: unknown): void {
+    const apiError = err instanceof ApiError ? err : new ApiError(500, 'InternalError', `Internal error occurred: ${(err as Error)?.message ?? String(err)}`);
+    if (!(err instanceof ApiError)) this.options.log?.error({ err }, 'unexpected error');
+    this.count(verb, apiError.code);
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    const headers: Record<string, string> = {};
+    if (apiError.details?.retryAfterSeconds !== undefined) headers['Retry-After'] = String(apiError.details.retryAfterSeconds);
+    send(res, this.stats, apiError.code, apiError.toStatus(), headers);
+  }
+
+  private ok(res: ServerResponse, verb: Verb, code: number, body: unknown): void {
+    this.count(verb, code);
+    send(res, this.stats, code, body);
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://kube-sim');
+    const parts = url.pathname.split('/').filter(Boolean);
+    const method = req.method ?? 'GET';
+    const q = url.searchParams;
+
+    if (parts.length === 1 && ['healthz', 'livez', 'readyz'].includes(parts[0]!)) {
+      this.count('discovery', 200);
+      res.writeHead(200, { 'Content-Type': 'text/plain' }).end('ok');
+      return;
+    }
+    const discovery = this.discovery(parts);
+    if (discovery !== undefined) {
+      const fault = this.options.faults.check('discovery', undefined);
+      if (fault) return this.fail(res, 'discovery', fault);
+      if (method !== 'GET') return this.fail(res, 'discovery', new ApiError(405, 'MethodNotAllowed', `the server does not allow this method on the requested resource`));
+      if (discovery === null) return this.fail(res, 'discovery', new ApiError(404, 'NotFound', 'the server could not find the requested resource'));
+      return this.ok(res, 'discovery', 200, discovery);
+    }
+
+    const route = this.route(parts);
+    if (!route) return this.fail(res, 'other', new ApiError(404, 'NotFound', 'the server could not find the requested resource'));
+    const { resource: r } = route;
+    const isWatch = route.watchPath || q.get('watch') === 'true' || q.get('watch') === '1';
+    const verb: Verb =
+      method === 'GET' ? (isWatch ? 'watch' : route.name ? 'get' : 'list')
+      : method === 'POST' ? 'create'
+      : method === 'PUT' ? 'update'
+      : method === 'PATCH' ? 'patch'
+      : method === 'DELETE' ? (route.name ? 'delete' : 'deletecollection')
+      : 'get';
+    try {
+      const fault = this.options.faults.check(verb, r.plural);
+      if (fault) throw fault;
+      if (route.subresource && !r.subresources.includes(route.subresource)) {
+        throw new ApiError(404, 'NotFound', 'the server could not find the requested resource');
+      }
+      const dryRun = q.getAll('dryRun').includes('All');
+      switch (method) {
+        case 'GET':
+          if (isWatch) return this.watch(req, res, route, q);
+          if (route.name) {
+            const obj = this.options.store.get(r.plural, route.namespace, route.name);
+            if (!obj) throw notFound(r.plural, route.name, r.group);
+            return this.sendObject(req, res, verb, 200, r, obj);
+          }
+          return await this.list(req, res, route, q);
+        case 'POST': {
+          const body = asObject(parseJson(await readBody(req)));
+          if (route.subresource === 'binding' && route.name) return this.bind(res, route, body);
+          if (route.name) throw new ApiError(405, 'MethodNotAllowed', 'POST is not allowed on a named resource');
+          if (r.namespaced && !route.namespace) throw badRequest(`the server could not find the requested resource: POST needs a namespace for ${r.plural}`);
+          const meta = body.metadata ?? {};
+          if (r.namespaced && meta.namespace !== undefined && meta.namespace !== route.namespace) {
+            throw badRequest('the namespace of the provided object does not match the namespace sent on the request');
+          }
+          if (r.namespaced) body.metadata = { ...meta, namespace: route.namespace };
+          const created = this.options.store.create(r.plural, body, { dryRun });
+          return this.sendObject(req, res, verb, 201, r, created);
+        }
+        case 'PUT': {
+          if (!route.name) throw new ApiError(405, 'MethodNotAllowed', 'PUT needs a named resource');
+          const body = asObject(parseJson(await readBody(req)));
+          const updated = this.options.store.update(r.plural, route.namespace, route.name, body, {
+            dryRun, ...(route.subresource === 'status' ? { subresource: 'status' as const } : {}),
+          });
+          return this.sendObject(req, res, verb, 200, r, updated);
+        }
+        case 'PATCH': {
+          if (!route.name) throw new ApiError(405, 'MethodNotAllowed', 'PATCH needs a named resource');
+          const type = patchTypeOf(req.headers['content-type']);
+          if (!type) {
+            throw new ApiError(415, 'UnsupportedMediaType', `the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json`);
+          }
+          const patch = parseJson(await readBody(req));
+          const current = this.options.store.get(r.plural, route.namespace, route.name);
+          if (!current) throw notFound(r.plural, route.name, r.group);
+          const patched = applyPatch(type, JSON.parse(current.json), patch, r.atomicLists ?? false);
+          const obj = asObject(patched);
+          const rv = obj.metadata?.resourceVersion;
+          // A patch that names a resourceVersion is a precondition (kubectl label --resource-version).
+          if (rv !== undefined && rv !== String(current.rv)) throw conflict(r.plural, route.name, r.group);
+          const updated = this.options.store.update(r.plural, route.namespace, route.name, obj, {
+            dryRun, ...(route.subresource === 'status' ? { subresource: 'status' as const } : {}),
+          });
+          return this.sendObject(req, res, verb, 200, r, updated);
+        }
+        case 'DELETE': {
+          const text = await readBody(req);
+          const options = text.trim() ? asObject(parseJson(text)) : {};
+          const pre = (options as { preconditions?: { uid?: string; resourceVersion?: string } }).preconditions ?? {};
+          const deleteDryRun = dryRun || ((options as { dryRun?: string[] }).dryRun ?? []).includes('All');
+          if (route.name) {
+            const deleted = this.options.store.delete(r.plural, route.namespace, route.name, { ...pre, dryRun: deleteDryRun });
+            return this.sendObject(req, res, verb, 200, r, deleted);
+          }
+          const victims = this.options.store.list(r.plural, {
+            namespace: route.namespace, labelSelector: q.get('labelSelector') ?? undefined, fieldSelector: q.get('fieldSelector') ?? undefined,
+          });
+          const deleted = victims.items.map((o) => this.options.store.delete(r.plural, o.namespace, o.name, { dryRun: deleteDryRun }));
+          this.count(verb, 200);
+          return this.writeList(res, r, this.options.store.resourceVersion, deleted, {});
+        }
+        default:
+          throw new ApiError(405, 'MethodNotAllowed', `method ${method} is not allowed`);
+      }
+    } catch (err) {
+      this.fail(res, verb, err);
+    }
+  }
+
+  private sendObject(req: IncomingMessage, res: ServerResponse, verb: Verb, code: number, r: ResourceType, obj: StoredObject): void {
+    if (wantsTable(req.headers.accept)) return this.ok(res, verb, code, tableFor(r, [obj], String(obj.rv), undefined, includeOf(req)));
+    this.count(verb, code);
+    send(res, this.stats, code, obj.json);
+  }
+
+  /** Answers discovery paths (null: a discovery path that does not exist; undefined: not a discovery path). */
+  private discovery(parts: string[]): unknown {
+    const [a, b, c, d] = parts;
+    if (a === 'version' && parts.length === 1) {
+      return {
+        major: '1', minor: '31', gitVersion: 'v1.31.4-kube-sim', gitCommit: '0000000000000000000000000000000000000000', gitTreeState: 'clean',
+        buildDate: '2026-01-01T00:00:00Z', goVersion: 'go1.22.10', compiler: 'gc', platform: 'linux/amd64',
+      };
+    }
+    if (a === 'api' && parts.length === 1) return { kind: 'APIVersions', versions: ['v1'], serverAddressByClientCIDRs: [{ clientCIDR: '0.0.0.0/0', serverAddress: '127.0.0.1' }] };
+    if (a === 'api' && b === 'v1' && parts.length === 2) return resourceList('', 'v1');
+    if (a === 'apis' && parts.length === 1) return { kind: 'APIGroupList', apiVersion: 'v1', groups: groups() };
+    if (a === 'apis' && parts.length === 2) return groups().find((g) => g.name === b) ? { kind: 'APIGroup', apiVersion: 'v1', ...groups().find((g) => g.name === b) } : null;
+    if (a === 'apis' && parts.length === 3) return RESOURCES.some((r) => r.group === b && r.version === c) ? resourceList(b!, c!) : null;
+    if (a === 'openapi' && b === 'v3') return parts.length === 2 ? openapiRoot() : openapiGroupVersion(parts.slice(2));
+    if (a === 'openapi') return null;
+    void d;
+    return undefined;
+  }
+
+  private route(parts: string[]): Route | undefined {
+    let group: string;
+    let version: string;
+    let rest: string[];
+    if (parts[0] === 'api' && parts[1]) [group, version, rest] = ['', parts[1], parts.slice(2)];
+    else if (parts[0] === 'apis' && parts[1] && parts[2]) [group, version, rest] = [parts[1], parts[2], parts.slice(3)];
+    else return undefined;
+    let watchPath = false;
+    if (rest[0] === 'watch') {
+      watchPath = true;
+      rest = rest.slice(1);
+    }
+    if (rest[0] === 'namespaces' && rest.length >= 3) {
+      const resource = findResource(group, version, rest[2]!);
+      if (resource?.namespaced && rest.length <= 5) return { resource, namespace: rest[1]!, name: rest[3], subresource: rest[4], watchPath };
+      if (group === '' && rest.length === 3) {
+        const ns = findResource('', version, 'namespaces');
+        if (ns) return { resource: ns, namespace: '', name: rest[1], subresource: rest[2], watchPath };
+      }
+      return undefined;
+    }
+    const resource = rest[0] ? findResource(group, version, rest[0]) : undefined;
+    if (!resource || rest.length > 3) return undefined;
+    return { resource, namespace: '', name: rest[1], subresource: rest[2], watchPath };
+  }
+
+  private async list(req: IncomingMessage, res: ServerResponse, route: Route, q: URLSearchParams): Promise<void> {
+    const limitText = q.get('limit');
+    const limit = limitText ? Number(limitText) : undefined;
+    if (limit !== undefined && (!Number.isInteger(limit) || limit < 0)) throw badRequest(`invalid limit: ${limitText}`);
+    const result = this.options.store.list(route.resource.plural, {
+      namespace: route.namespace, labelSelector: q.get('labelSelector') ?? undefined, fieldSelector: q.get('fieldSelector') ?? undefined,
+      limit, continue: q.get('continue') ?? undefined, resourceVersion: q.get('resourceVersion') ?? undefined,
+      resourceVersionMatch: q.get('resourceVersionMatch') ?? undefined,
+    });
+    if (wantsTable(req.headers.accept)) {
+      return this.ok(res, 'list', 200, tableFor(route.resource, result.items, String(result.rv), result.continue, includeOf(req)));
+    }
+    this.count('list', 200);
+    await this.writeList(res, route.resource, result.rv, result.items, { continue: result.continue, remainingItemCount: result.remainingItemCount });
+  }
+
+  /** Streams a list, respecting the socket's backpressure (100,000 pods are hundreds of MB). */
+  private async writeList(res: ServerResponse, r: ResourceType, rv: number, items: StoredObject[], meta: { continue?: string; remainingItemCount?: number }): Promise<void> {
+    res.writeHead(200, { 'Content-Type': 'application/json' });
+    const metadata: Record<string, unknown> = { resourceVersion: String(rv) };
+    if (meta.continue) metadata.continue = meta.continue;
+    if (meta.remainingItemCount !== undefined) metadata.remainingItemCount = meta.remainingItemCount;
+    let chunk = `{"kind":"${r.kind}List","apiVersion":"${apiVersionOf(r)}","metadata":${JSON.stringify(metadata)},"items":[`;
+    for (let i = 0; i < items.length; i++) {
+      chunk += (i ? ',' : '') + items[i]!.json;
+      if (chunk.length > 1 << 20) {
+        this.stats.bytesWritten += chunk.length;
+        const more = res.write(chunk);
+        chunk = '';
+        if (!more) {
+          await new Promise<void>((resolve) => {
+            const done = () => { res.off('drain', done); res.off('close', done); resolve(); };
+            res.on('drain', done);
+            res.on('close', done);
+          });
+          if (res.destroyed) return;
+        }
+      }
+    }
+    chunk += ']}';
+    this.stats.bytesWritten += chunk.length;
+    res.end(chunk);
+  }
+
+  private watch(req: IncomingMessage, res: ServerResponse, route: Route, q: URLSearchParams): void {
+    const store = this.options.store;
+    let fieldSelector = q.get('fieldSelector') ?? undefined;
+    if (route.name) fieldSelector = [fieldSelector, `metadata.name=${route.name}`].filter(Boolean).join(',');
+    const timeoutText = q.get('timeoutSeconds');
+    const timeout = timeoutText ? Number(timeoutText) : undefined;
+    if (timeout !== undefined && (!Number.isFinite(timeout) || timeout < 0)) throw badRequest(`invalid timeoutSeconds: ${timeoutText}`);
+    let started = false;
+    const start = () => {
+      if (started) return;
+      started = true;
+      res.writeHead(200, { 'Content-Type': 'application/json', 'Transfer-Encoding': 'chunked', 'Cache-Control': 'no-cache, private' });
+      res.flushHeaders();
+    };
+    const stats = this.stats;
+    // kubectl get -w asks for Table rows: translate this watcher's events (the shared bytes stay plain objects).
+    const table = wantsTable(req.headers.accept);
+    const include = includeOf(req);
+    const toTable = (chunk: Buffer): Buffer => {
+      const event = JSON.parse(chunk.toString('utf8')) as { type: string; object: KubeObject };
+      if (event.type === 'BOOKMARK' || event.type === 'ERROR') return chunk;
+      const t = tableFor(route.resource, [event.object], event.object.metadata?.resourceVersion ?? '', undefined, include);
+      return Buffer.from(`${JSON.stringify({ type: event.type, object: t })}\n`);
+    };
+    const watcher = store.watch(route.resource.plural, {
+      namespace: route.namespace, labelSelector: q.get('labelSelector') ?? undefined, fieldSelector,
+      resourceVersion: q.get('resourceVersion') ?? undefined, allowWatchBookmarks: q.get('allowWatchBookmarks') === 'true',
+      sendInitialEvents: q.get('sendInitialEvents') === 'true',
+    }, {
+      write(chunk) {
+        start();
+        const out = table ? toTable(chunk) : chunk;
+        stats.bytesWritten += out.length;
+        res.write(out);
+      },
+      backlog: () => res.writableLength,
+      end: () => {
+        start();
+        res.end();
+        // A client that stopped reading never drains the backlog: let it go after a grace period.
+        setTimeout(() => res.destroy(), 30_000).unref();
+      },
+    });
+    this.count('watch', 200);
+    start();
+    if (watcher.closed) return;
+    this.openWatches.add(res);
+    const timer = timeout ? setTimeout(() => watcher.close('timeoutSeconds elapsed'), timeout * 1000) : undefined;
+    timer?.unref();
+    const cleanup = () => {
+      clearTimeout(timer);
+      this.openWatches.delete(res);
+      watcher.close('client went away');
+    };
+    req.on('close', cleanup);
+    res.on('close', cleanup);
+  }
+
+  private bind(res: ServerResponse, route: Route, body: KubeObject): void {
+    const target = (body as { target?: { name?: string; kind?: string } }).target;
+    if (!target?.name) throw new ApiError(422, 'Invalid', 'Binding.target.name: Required value');
+    const store = this.options.store;
+    const current = store.getParsed('pods', route.namespace, route.name!);
+    if (!current) throw notFound('pods', route.name!);
+    const nodeName = (current.spec as { nodeName?: string } | undefined)?.nodeName;
+    if (nodeName) throw new ApiError(409, 'Conflict', `Operation cannot be fulfilled on pods/binding "${route.name}": pod ${route.name} is already assigned to node "${nodeName}"`);
+    store.mutate('pods', route.namespace, route.name!, (obj) => {
+      (obj.spec as Record<string, unknown>).nodeName = target.name;
+      const status = ((obj.status as Record<string, unknown> | undefined) ??= {});
+      const conditions = (status.conditions as { type: string }[] | undefined) ?? [];
+      if (!conditions.some((c) => c.type === 'PodScheduled')) conditions.push({ type: 'PodScheduled', status: 'True', lastTransitionTime: timestamp(new Date()) } as { type: string });
+      status.conditions = conditions;
+    });
+    this.ok(res, 'create', 201, { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Success', code: 201 });
+  }
+
+  listen(port: number, host: string): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject);
+        const address = this.server.address();
+        resolve(typeof address === 'object' && address ? address.port : port);
+      });
+    });
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.bookmarkTimer);
+    this.options.store.closeAllWatches('server shutting down');
+    for (const res of this.openWatches) res.destroy();
+    this.server.closeAllConnections();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+}
+
+export { Faults };

@@ -1,0 +1,473 @@
+/**
+ * The simulated cluster: nodes with podCIDRs carved from a cluster CIDR, pods with IPs from their node's podCIDR,
+ * services, kubelet-like heartbeats and pod churn, all reproducible from a seed. It writes through the Store like
+ * any client, so every change is a watch event with a fresh resourceVersion.
+ */
+import { seededRandom } from '@sluice/backoff';
+import { heartbeat, realisticNode, realisticPod, realisticService } from '@sluice/kube-objects';
+import type { V1Node } from '@kubernetes/client-node';
+import { EndpointSliceController } from './endpoints.ts';
+import type { KubeObject } from './resources.ts';
+import type { Store, StoredObject } from './store.ts';
+
+export interface SimulationOptions {
+  nodes: number;
+  podsPerNode: number;
+  services: number;
+  namespaces: number;
+  /** Nodes registered without pods, for an external kubelet (the datapath lab) to bind pods to. */
+  emptyNodes: number;
+  /** Where node podCIDRs come from. */
+  clusterCIDR: string;
+  /** Prefix length of each node's podCIDR. */
+  nodeCIDRMaskSize: number;
+  /** Where node InternalIPs come from. */
+  nodeIPCIDR: string;
+  heartbeatIntervalMs: number;
+  /** Each heartbeat interval is drawn uniformly from interval·[1-jitter, 1+jitter]. */
+  heartbeatJitter: number;
+  /** Pod creates plus deletes per second. */
+  churnPerSecond: number;
+  seed: number;
+}
+
+export const DEFAULT_SIMULATION: SimulationOptions = {
+  nodes: 10, podsPerNode: 5, services: 5, namespaces: 3, emptyNodes: 0, clusterCIDR: '10.128.0.0/9', nodeCIDRMaskSize: 24,
+  nodeIPCIDR: '172.20.0.0/16', heartbeatIntervalMs: 10_000, heartbeatJitter: 0.1, churnPerSecond: 0, seed: 1,
+};
+
+export function ipv4ToInt(ip: string): number {
+  const parts = ip.split('.');
+  if (parts.length !== 4 || parts.some((p) => !/^\d{1,3}$/.test(p) || Number(p) > 255)) throw new Error(`not an IPv4 address: ${ip}`);
+  return parts.reduce((acc, part) => acc * 256 + Number(part), 0);
+}
+
+export const intToIpv4 = (n: number) => [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
+
+export function parseCIDR(cidr: string): { base: number; bits: number } {
+  const [ip, bits] = cidr.split('/');
+  const prefix = Number(bits);
+  if (!ip || !Number.isInteger(prefix) || prefix < 0 || prefix > 32) throw new Error(`not an IPv4 CIDR: ${cidr}`);
+  const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
+  return { base: (ipv4ToInt(ip) & mask) >>> 0, bits: prefix };
+}
+
+/** A min-heap of (due time, node name): a heartbeat schedule for thousands of nodes, each on its own jittered clock. */
+class Schedule {
+  private heap: { due: number; name: string }[] = [];
+
+  push(due: number, name: string): void {
+    const h = this.heap;
+    h.push({ due, name });
+    let i = h.length - 1;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (h[p]!.due <= h[i]!.due) break;
+      [h[p], h[i]] = [h[i]!, h[p]!];
+      i = p;
+    }
+  }
+
+  peek(): { due: number; name: string } | undefined {
+    return this.heap[0];
+  }
+
+  pop(): { due: number; name: string } | undefined {
+    const h = this.heap;
+    const top = h[0];
+    const last = h.pop();
+    if (h.length > 0 && last) {
+      h[0] = last;
+      let i = 0;
+      for (;;) {
+        const l = 2 * i + 1;
+        const r = l + 1;
+        let m = i;
+        if (l < h.length && h[l]!.due < h[m]!.due) m = l;
+        if (r < h.length && h[r]!.due < h[m]!.due) m = r;
+        if (m === i) break;
+        [h[m], h[i]] = [h[i]!, h[m]!];
+        i = m;
+      }
+    }
+    return top;
+  }
+
+  get size(): number {
+    return this.heap.length;
+  }
+}
+
+/**
+ * Kubelet-like node status updates: each node beats every interval ± jitter. Driven by tick(now) so that tests can
+ * run it on an injected clock; the Simulation ticks it from a timer.
+ */
+export class HeartbeatGenerator {
+  private readonly schedule = new Schedule();
+  private readonly members = new Set<string>();
+  beats = 0;
+
+  constructor(
+    private readonly options: { intervalMs: number; jitter: number; random: () => number },
+    private readonly beat: (name: string, now: number) => boolean,
+  ) {}
+
+  private nextInterval(): number {
+    const { intervalMs, jitter } = this.options;
+    return intervalMs * (1 - jitter + 2 * jitter * this.options.random());
+  }
+
+  /** Adds a node; its first beat falls somewhere in the first interval, so that nodes do not beat in lockstep. */
+  add(name: string, now: number): void {
+    if (this.members.has(name)) return;
+    this.members.add(name);
+    this.schedule.push(now + this.options.intervalMs * this.options.random(), name);
+  }
+
+  remove(name: string): void {
+    this.members.delete(name);
+  }
+
+  /** Performs every beat due by `now`; returns how many. */
+  tick(now: number): number {
+    let n = 0;
+    for (let top = this.schedule.peek(); top && top.due <= now; top = this.schedule.peek()) {
+      this.schedule.pop();
+      if (!this.members.has(top.name)) continue;
+      if (!this.beat(top.name, now)) {
+        this.members.delete(top.name);
+        continue;
+      }
+      n++;
+      // Scheduled from the due time, not from now: a late tick does not slow the rate down.
+      this.schedule.push(Math.max(top.due + this.nextInterval(), now - this.options.intervalMs), top.name);
+    }
+    this.beats += n;
+    return n;
+  }
+
+  get size(): number {
+    return this.members.size;
+  }
+}
+
+interface NodeState {
+  name: string;
+  internalIP: string;
+  podCIDR: string;
+  podBase: number;
+  podSize: number;
+  used: Set<number>;
+  cursor: number;
+}
+
+export interface AddNodeOptions {
+  name?: string;
+  labels?: Record<string, string>;
+  /** Pods to place on it (default: none). */
+  pods?: number;
+  /** Whether the simulator beats for it (default true). */
+  heartbeat?: boolean;
+}
+
+export interface CreatePodOptions {
+  namespace?: string;
+  name?: string;
+  nodeName?: string;
+  labels?: Record<string, string>;
+  phase?: 'Pending' | 'Running' | 'Succeeded' | 'Failed' | 'Unknown';
+  /** Give it an IP from its node's podCIDR (default: when it is Running on a known node). */
+  assignIP?: boolean;
+}
+
+export class Simulation {
+  readonly options: SimulationOptions;
+  readonly heartbeats: HeartbeatGenerator;
+  readonly endpoints: EndpointSliceController;
+  private readonly random: () => number;
+  private readonly nodes = new Map<string, NodeState>();
+  private nodeSeq = 0;
+  private podSeq = 0;
+  private readonly cluster: { base: number; bits: number };
+  private readonly nodeNet: { base: number; bits: number };
+  /** Pods the churn may delete: an array for O(1) random choice plus positions for O(1) removal. */
+  private readonly churnable: string[] = [];
+  private readonly churnIndex = new Map<string, number>();
+  private readonly apps: { namespace: string; app: string }[] = [];
+  private heartbeatTimer?: NodeJS.Timeout;
+  private churnTimer?: NodeJS.Timeout;
+  private churnCarry = 0;
+  private churnLast = 0;
+  private unsubscribe?: () => void;
+  readonly counters = { podsCreated: 0, podsDeleted: 0 };
+
+  constructor(readonly store: Store, options: Partial<SimulationOptions> = {}) {
+    this.options = { ...DEFAULT_SIMULATION, ...options };
+    this.random = seededRandom(this.options.seed);
+    this.cluster = parseCIDR(this.options.clusterCIDR);
+    this.nodeNet = parseCIDR(this.options.nodeIPCIDR);
+    if (this.options.nodeCIDRMaskSize < this.cluster.bits || this.options.nodeCIDRMaskSize > 30) {
+      throw new Error(`node CIDR mask size /${this.options.nodeCIDRMaskSize} does not fit in cluster CIDR ${this.options.clusterCIDR}`);
+    }
+    this.heartbeats = new HeartbeatGenerator(
+      { intervalMs: this.options.heartbeatIntervalMs, jitter: this.options.heartbeatJitter, random: seededRandom(this.options.seed + 1) },
+      (name, now) => this.beat(name, now),
+    );
+    this.endpoints = new EndpointSliceController(store, seededRandom(this.options.seed + 2));
+  }
+
+  /** Builds the initial cluster without watch events (nobody is watching yet), then starts the slice controller. */
+  populate(now = new Date()): void {
+    const o = this.options;
+    for (let i = 0; i < o.namespaces; i++) {
+      const name = `ns-${i}`;
+      if (!this.store.get('namespaces', '', name)) this.store.create('namespaces', { metadata: { name } }, { quiet: true });
+    }
+    for (let i = 0; i < o.services; i++) {
+      const namespace = `ns-${i % Math.max(1, o.namespaces)}`;
+      const name = `svc-${i}`;
+      this.apps.push({ namespace, app: name });
+      const svc = realisticService({ namespace, name, clusterIP: this.serviceIP(i), selector: { app: name }, now, seed: o.seed * 7919 + i });
+      this.store.create('services', svc as KubeObject, { quiet: true, owned: true });
+    }
+    if (this.apps.length === 0) for (let i = 0; i < Math.max(1, o.namespaces); i++) this.apps.push({ namespace: `ns-${i}`, app: `app-${i}` });
+    const t = now.getTime();
+    for (let i = 0; i < o.nodes; i++) this.addNode({ pods: o.podsPerNode }, { quiet: true, now: t });
+    for (let i = 0; i < o.emptyNodes; i++) this.addNode({ pods: 0 }, { quiet: true, now: t });
+    this.endpoints.resyncAll(true);
+    this.endpoints.start();
+    this.store.resetWindows();
+    this.unsubscribe ??= this.store.onChange((r, e) => {
+      if (r.plural === 'pods' && e.type === 'DELETED') this.forgetPod(e.object);
+      if (r.plural === 'nodes' && e.type === 'DELETED') {
+        this.heartbeats.remove(e.object.name);
+        this.nodes.delete(e.object.name);
+      }
+    });
+  }
+
+  private serviceIP(i: number): string {
+    return intToIpv4((ipv4ToInt('10.96.0.0') + 1000 + i) >>> 0);
+  }
+
+  private nodeName(): string {
+    for (;;) {
+      const name = `node-${String(++this.nodeSeq).padStart(5, '0')}`;
+      if (!this.store.get('nodes', '', name)) return name;
+    }
+  }
+
+  /** Registers a node (podCIDR from the cluster CIDR, InternalIP from the node range) with optional pods. */
+  addNode(options: AddNodeOptions = {}, internal: { quiet?: boolean; now?: number } = {}): string {
+    const name = options.name ?? this.nodeName();
+    const index = this.nodes.size + this.nodeSeqOffset(name);
+    const podBits = this.options.nodeCIDRMaskSize;
+    const capacity = 2 ** (podBits - this.cluster.bits);
+    const slot = this.freeSlot(capacity, index);
+    const podBase = (this.cluster.base + slot * 2 ** (32 - podBits)) >>> 0;
+    const podCIDR = `${intToIpv4(podBase)}/${podBits}`;
+    const internalIP = intToIpv4((this.nodeNet.base + 10 + slot) >>> 0);
+    const state: NodeState = { name, internalIP, podCIDR, podBase, podSize: 2 ** (32 - podBits), used: new Set(), cursor: 2 };
+    this.nodes.set(name, state);
+    const now = new Date(internal.now ?? Date.now());
+    const node = realisticNode({ name, internalIP, podCIDR, labels: options.labels, seed: this.options.seed * 1_000_003 + slot, now });
+    this.store.create('nodes', node as KubeObject, { quiet: internal.quiet ?? false, owned: true });
+    if (options.heartbeat ?? true) this.heartbeats.add(name, internal.now ?? Date.now());
+    for (let i = 0; i < (options.pods ?? 0); i++) this.createPod({ nodeName: name }, internal.quiet ?? false);
+    return name;
+  }
+
+  private usedSlots = new Set<number>();
+
+  private nodeSeqOffset(_name: string): number {
+    return 0;
+  }
+
+  private freeSlot(capacity: number, hint: number): number {
+    for (let i = 0; i < capacity; i++) {
+      const slot = (hint + i) % capacity;
+      if (!this.usedSlots.has(slot)) {
+        this.usedSlots.add(slot);
+        return slot;
+      }
+    }
+    throw new Error(`cluster CIDR ${this.options.clusterCIDR} has no free /${this.options.nodeCIDRMaskSize} left`);
+  }
+
+  nodeInfo(name: string): { name: string; internalIP: string; podCIDR: string } | undefined {
+    const n = this.nodes.get(name);
+    return n ? { name: n.name, internalIP: n.internalIP, podCIDR: n.podCIDR } : undefined;
+  }
+
+  /** The next free address of a node's podCIDR (skipping network, gateway and broadcast). */
+  allocatePodIP(nodeName: string): string | undefined {
+    const n = this.nodes.get(nodeName);
+    if (!n) return undefined;
+    for (let i = 0; i < n.podSize - 3; i++) {
+      const offset = n.cursor;
+      n.cursor = offset + 1 >= n.podSize - 1 ? 2 : offset + 1;
+      if (!n.used.has(offset)) {
+        n.used.add(offset);
+        return intToIpv4((n.podBase + offset) >>> 0);
+      }
+    }
+    return undefined;
+  }
+
+  private releasePodIP(nodeName: string, ip: string): void {
+    const n = this.nodes.get(nodeName);
+    if (!n || !ip) return;
+    n.used.delete(ipv4ToInt(ip) - n.podBase);
+  }
+
+  private randomName(length: number): string {
+    const chars = 'bcdfghjklmnpqrstvwxz2456789';
+    let out = '';
+    for (let i = 0; i < length; i++) out += chars[Math.floor(this.random() * chars.length)];
+    return out;
+  }
+
+  /** Creates a pod (by default Running, with an IP from its node's podCIDR, labelled for one of the services). */
+  createPod(options: CreatePodOptions = {}, quiet = false): StoredObject {
+    const app = this.apps[this.podSeq++ % this.apps.length]!;
+    const namespace = options.namespace ?? app.namespace;
+    const labelApp = options.labels?.app ?? app.app;
+    const name = options.name ?? `${labelApp}-${this.randomName(10)}-${this.randomName(5)}`;
+    const phase = options.phase ?? (options.nodeName ? 'Running' : 'Pending');
+    const node = options.nodeName ? this.nodes.get(options.nodeName) : undefined;
+    const assign = options.assignIP ?? (phase === 'Running' && !!node);
+    const podIP = assign && options.nodeName ? this.allocatePodIP(options.nodeName) : undefined;
+    const pod = realisticPod({
+      namespace, name, nodeName: options.nodeName, hostIP: node?.internalIP, podIP, phase,
+      labels: { app: labelApp, ...options.labels }, seed: this.options.seed * 31 + this.podSeq,
+    });
+    try {
+      const stored = this.store.create('pods', pod as KubeObject, { quiet, owned: true });
+      this.counters.podsCreated++;
+      if (options.name === undefined) {
+        this.churnIndex.set(stored.key, this.churnable.length);
+        this.churnable.push(stored.key);
+      }
+      return stored;
+    } catch (err) {
+      if (podIP && options.nodeName) this.releasePodIP(options.nodeName, podIP);
+      throw err;
+    }
+  }
+
+  deletePod(namespace: string, name: string): boolean {
+    if (!this.store.get('pods', namespace, name)) return false;
+    this.store.delete('pods', namespace, name);
+    return true;
+  }
+
+  private forgetPod(obj: StoredObject): void {
+    const i = this.churnIndex.get(obj.key);
+    if (i !== undefined) {
+      const last = this.churnable.pop()!;
+      if (last !== obj.key) {
+        this.churnable[i] = last;
+        this.churnIndex.set(last, i);
+      }
+      this.churnIndex.delete(obj.key);
+    }
+    this.counters.podsDeleted++;
+    const pod = JSON.parse(obj.json) as { spec?: { nodeName?: string }; status?: { podIP?: string } };
+    if (pod.spec?.nodeName && pod.status?.podIP) this.releasePodIP(pod.spec.nodeName, pod.status.podIP);
+  }
+
+  /** Sets a pod's phase through the status subresource path (Running gets an IP when it has none). */
+  setPodPhase(namespace: string, name: string, phase: string): StoredObject | undefined {
+    return this.store.mutate('pods', namespace, name, (obj) => {
+      const status = ((obj.status as Record<string, unknown> | undefined) ??= {});
+      status.phase = phase;
+      const nodeName = (obj.spec as { nodeName?: string } | undefined)?.nodeName;
+      if (phase === 'Running' && !status.podIP && nodeName) {
+        const ip = this.allocatePodIP(nodeName);
+        if (ip) {
+          status.podIP = ip;
+          status.podIPs = [{ ip }];
+        }
+      }
+      const ready = phase === 'Running' ? 'True' : 'False';
+      const conditions = status.conditions as { type: string; status: string }[] | undefined;
+      for (const c of conditions ?? []) if (c.type === 'Ready' || c.type === 'ContainersReady') c.status = ready;
+    });
+  }
+
+  labelNode(name: string, labels: Record<string, string | null>): StoredObject | undefined {
+    return this.store.mutate('nodes', '', name, (obj) => {
+      const meta = obj.metadata!;
+      const next = { ...meta.labels };
+      for (const [k, v] of Object.entries(labels)) {
+        if (v === null) delete next[k];
+        else next[k] = v;
+      }
+      meta.labels = next;
+    });
+  }
+
+  createService(input: { namespace?: string; name: string; selector?: Record<string, string>; ports?: { name?: string; port: number; targetPort?: number }[]; clusterIP?: string }): StoredObject {
+    const svc = realisticService({
+      namespace: input.namespace ?? 'default', name: input.name, clusterIP: input.clusterIP ?? '', selector: input.selector, ports: input.ports,
+    });
+    if (!input.clusterIP) delete svc.spec!.clusterIP, delete svc.spec!.clusterIPs;
+    return this.store.create('services', svc as KubeObject, { owned: true });
+  }
+
+  private beat(name: string, now: number): boolean {
+    const updated = this.store.mutate('nodes', '', name, (obj) => heartbeat(obj as V1Node, new Date(now)) as KubeObject);
+    return updated !== undefined;
+  }
+
+  startHeartbeats(tickMs = 20): void {
+    if (this.heartbeatTimer) return;
+    this.heartbeatTimer = setInterval(() => this.heartbeats.tick(Date.now()), tickMs);
+    this.heartbeatTimer.unref();
+  }
+
+  stopHeartbeats(): void {
+    clearInterval(this.heartbeatTimer);
+    this.heartbeatTimer = undefined;
+  }
+
+  /** One churn step: alternately creates a pod on a random node and deletes a random simulated pod. */
+  churnOnce(): void {
+    const nodeNames = [...this.nodes.keys()];
+    const create = this.churnable.length === 0 || (this.counters.podsCreated + this.counters.podsDeleted) % 2 === 0;
+    if (create && nodeNames.length > 0) {
+      this.createPod({ nodeName: nodeNames[Math.floor(this.random() * nodeNames.length)]! });
+    } else if (this.churnable.length > 0) {
+      const key = this.churnable[Math.floor(this.random() * this.churnable.length)]!;
+      const [namespace, name] = key.split('/') as [string, string];
+      this.deletePod(namespace, name);
+    }
+  }
+
+  /** Pod creates plus deletes per second (0 stops). */
+  startChurn(perSecond = this.options.churnPerSecond, tickMs = 50): void {
+    this.stopChurn();
+    if (perSecond <= 0) return;
+    this.churnLast = Date.now();
+    this.churnTimer = setInterval(() => {
+      const now = Date.now();
+      this.churnCarry += ((now - this.churnLast) / 1000) * perSecond;
+      this.churnLast = now;
+      for (; this.churnCarry >= 1; this.churnCarry--) this.churnOnce();
+    }, tickMs);
+    this.churnTimer.unref();
+  }
+
+  stopChurn(): void {
+    clearInterval(this.churnTimer);
+    this.churnTimer = undefined;
+    this.churnCarry = 0;
+  }
+
+  stop(): void {
+    this.stopHeartbeats();
+    this.stopChurn();
+    this.endpoints.stop();
+    this.unsubscribe?.();
+  }
+}
