@@ -79,18 +79,11 @@ if (options.statusPort > 0) {
   status = await startStatusServer({ registry, port: options.statusPort, ready: () => nodesLoaded, routes: { '/status': () => aggregator.summary() } });
 }
 
-// The node list is retried until etcd answers: the service serves (NOT_SERVING in grpc.health.v1) meanwhile.
-for (let attempt = 1; !nodesLoaded; attempt++) {
-  try {
-    await source.start((nodes) => aggregator.setNodes(nodes));
-    nodesLoaded = true;
-    server.setServing(true);
-    log.info({ nodes: aggregator.summary().total }, 'node list loaded from etcd');
-  } catch (err) {
-    log.warn({ err: (err as Error).message, attempt }, 'cannot load the node list from etcd yet; retrying');
-    await new Promise((resolve) => setTimeout(resolve, Math.min(10_000, 500 * attempt)));
-  }
-}
+// The watches retry on their own until etcd answers; meanwhile the service answers NOT_SERVING in grpc.health.v1.
+await source.start((nodes) => aggregator.setNodes(nodes));
+nodesLoaded = true;
+server.setServing(true);
+log.info({ nodes: aggregator.summary().total }, 'node list loaded from etcd');
 
 async function shutdown(): Promise<void> {
   log.info('shutting down');

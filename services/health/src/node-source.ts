@@ -1,14 +1,12 @@
 /**
  * Where the aggregator learns which nodes exist: the SlimNode records under keySchema().prefix('nodes') (written by
  * the operator), plus the agents' health registrations under prefix('health') for the health endpoint's address.
- *
- * This is a small adapter over etcd3's own watcher; when @sluice/kvstore exports its resumable watcher, an
- * implementation of NodeSource over it can replace this one without touching the aggregator.
+ * Both come through @sluice/kvstore's resumable prefix watcher.
  */
-import { Etcd3, type IKeyValue, type Watcher } from 'etcd3';
-import { healthRegistrationSchema, type HealthRegistration } from '@sluice/health-api';
-import { keySchema, type KeySchema } from '@sluice/kvstore';
-import { createLogger, RepeatSuppressor, type Logger } from '@sluice/log';
+import type { HealthRegistration } from '@sluice/health-api';
+import { healthRegistrationSchema } from '@sluice/health-api';
+import { createKvClient, keySchema, watchPrefix, type Etcd3, type KeySchema, type PrefixWatch, type WatchEvent } from '@sluice/kvstore';
+import { createLogger, type Logger } from '@sluice/log';
 import { decodeSlim, type SlimNode } from '@sluice/slim';
 import type { NodeInfo } from './aggregator.ts';
 
@@ -26,62 +24,58 @@ export function nodeInfo(node: SlimNode, registration: HealthRegistration | unde
 }
 
 export interface EtcdNodeSourceOptions {
-  endpoints: string[];
+  /** etcd client URLs; or pass an existing client. */
+  endpoints?: string[];
+  client?: Etcd3;
   root?: string;
   debounceMs?: number;
   logger?: Logger;
-  /** TLS to etcd, as etcd3 takes it. */
-  credentials?: { rootCertificate: Buffer; privateKey?: Buffer; certChain?: Buffer };
 }
 
 export class EtcdNodeSource implements NodeSource {
   private readonly client: Etcd3;
+  private readonly ownClient: boolean;
   private readonly keys: KeySchema;
   private readonly log: Logger;
-  private readonly badRecords = new RepeatSuppressor(60_000);
   private readonly nodes = new Map<string, SlimNode>();
   private readonly registrations = new Map<string, HealthRegistration>();
-  private watchers: Watcher[] = [];
+  private watches: PrefixWatch[] = [];
   private timer: NodeJS.Timeout | undefined;
   private onChange: (nodes: NodeInfo[]) => void = () => {};
 
   constructor(private readonly options: EtcdNodeSourceOptions) {
-    this.client = new Etcd3({ hosts: options.endpoints, credentials: options.credentials });
+    if (!options.client && !options.endpoints?.length) throw new Error('EtcdNodeSource needs etcd endpoints or a client');
+    this.ownClient = !options.client;
+    this.client = options.client ?? createKvClient({ endpoints: options.endpoints! });
     this.keys = keySchema(options.root);
     this.log = options.logger ?? createLogger({ component: 'health-nodes' });
   }
 
+  /** Resolves once both prefixes are listed (the watches then keep going, retrying on their own). */
   async start(onChange: (nodes: NodeInfo[]) => void): Promise<void> {
     this.onChange = onChange;
-    for (const collection of ['nodes', 'health'] as const) {
-      const prefix = this.keys.prefix(collection);
-      const response = await this.client.getAll().prefix(prefix).exec();
-      for (const kv of response.kvs) this.apply(collection, kv, false);
-      const watcher = await this.client.watch().prefix(prefix).startRevision(String(Number(response.header.revision) + 1)).create();
-      watcher.on('put', (kv) => this.apply(collection, kv, false));
-      watcher.on('delete', (kv) => this.apply(collection, kv, true));
-      watcher.on('error', (err) => this.log.warn({ err: (err as Error).message, collection }, 'etcd watch failed; etcd3 retries'));
-      this.watchers.push(watcher);
-    }
+    const nameOf = (collection: 'nodes' | 'health', key: string) => this.keys.parse(collection, key)?.join('/') ?? key;
+    const follow = <T>(collection: 'nodes' | 'health', map: Map<string, T>, decode: (bytes: Buffer) => T) =>
+      watchPrefix<T>(this.client, this.keys.prefix(collection), {
+        name: `health-${collection}`,
+        log: this.log,
+        decode: (_key, bytes) => decode(bytes),
+        onEvent: (event: WatchEvent<T>) => {
+          if (event.type === 'upsert') map.set(nameOf(collection, event.key), event.value);
+          else if (event.type === 'delete') map.delete(nameOf(collection, event.key));
+          else return;
+          this.schedule();
+        },
+      });
+    this.watches = [
+      follow('nodes', this.nodes, (bytes) => decodeSlim('node', bytes)),
+      follow('health', this.registrations, (bytes) => healthRegistrationSchema.parse(JSON.parse(bytes.toString()))),
+    ];
+    await Promise.all(this.watches.map((w) => w.synced));
     this.emit();
   }
 
-  private apply(collection: 'nodes' | 'health', kv: IKeyValue, deleted: boolean): void {
-    const key = kv.key.toString();
-    const name = this.keys.parse(collection, key)?.join('/');
-    if (!name) return;
-    const map: Map<string, unknown> = collection === 'nodes' ? this.nodes : this.registrations;
-    if (deleted) {
-      map.delete(name);
-    } else {
-      try {
-        if (collection === 'nodes') this.nodes.set(name, decodeSlim('node', kv.value));
-        else this.registrations.set(name, healthRegistrationSchema.parse(JSON.parse(kv.value.toString())));
-      } catch (err) {
-        this.badRecords.warn(this.log, key, { key, err: (err as Error).message }, 'ignoring a record that does not validate');
-        return;
-      }
-    }
+  private schedule(): void {
     clearTimeout(this.timer);
     this.timer = setTimeout(() => this.emit(), this.options.debounceMs ?? 100);
   }
@@ -93,8 +87,8 @@ export class EtcdNodeSource implements NodeSource {
 
   async stop(): Promise<void> {
     clearTimeout(this.timer);
-    await Promise.all(this.watchers.map((w) => w.cancel()));
-    this.client.close();
+    await Promise.all(this.watches.map((w) => w.stop()));
+    if (this.ownClient) this.client.close();
   }
 }
 

@@ -61,7 +61,7 @@ describe('health gRPC service', () => {
     const reflection = new loaded.grpc.reflection.v1.ServerReflection(address, grpc.credentials.createInsecure());
     const call = (reflection as unknown as { ServerReflectionInfo(): grpc.ClientDuplexStream<unknown, { listServicesResponse?: { service: { name: string }[] } }> }).ServerReflectionInfo();
     const response = new Promise<string[]>((resolve, reject) => {
-      call.on('data', (message) => resolve((message.listServicesResponse?.service ?? []).map((s) => s.name)));
+      call.on('data', (message) => resolve((message.listServicesResponse?.service ?? []).map((s: { name: string }) => s.name)));
       call.on('error', reject);
     });
     call.write({ listServices: '*' });
