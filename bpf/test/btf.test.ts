@@ -1,0 +1,139 @@
+/**
+ * The TypeScript codecs against the C structs, through the BTF clang put in the object: every struct's size and
+ * every member's name, offset and size must match, and every map's key/value types and max_entries must be the
+ * ones the map specs name. Then round trips and rejects of the codecs themselves.
+ */
+import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { beforeAll, describe, expect, it } from 'vitest';
+import {
+  CodecError,
+  MAPS,
+  OBJECT_PATH,
+  endpointKey,
+  endpointValue,
+  lpmKey,
+  nodeConfig,
+  counterValue,
+  ipcacheValue,
+  tunnelValue,
+  type Codec,
+} from '../src/index.ts';
+
+interface BtfType {
+  id: number;
+  kind: string;
+  name: string;
+  size?: number;
+  type_id?: number;
+  nr_elems?: number;
+  members?: Array<{ name: string; type_id: number; bits_offset: number }>;
+}
+
+let types = new Map<number, BtfType>();
+
+function sizeOf(id: number): number {
+  const t = types.get(id);
+  if (!t) throw new Error(`no BTF type ${id}`);
+  if (t.kind === 'TYPEDEF' || t.kind === 'CONST' || t.kind === 'VOLATILE') return sizeOf(t.type_id!);
+  if (t.kind === 'ARRAY') return sizeOf(t.type_id!) * t.nr_elems!;
+  if (t.size !== undefined) return t.size;
+  throw new Error(`no size for BTF ${t.kind} ${t.name}`);
+}
+
+function byName(kind: string, name: string): BtfType {
+  const t = [...types.values()].find((x) => x.kind === kind && x.name === name);
+  if (!t) throw new Error(`BTF has no ${kind} ${name}`);
+  return t;
+}
+
+function layoutOf(name: string): { size: number; fields: Array<{ name: string; offset: number; size: number }> } {
+  const t = byName('STRUCT', name);
+  return { size: t.size!, fields: t.members!.map((m) => ({ name: m.name, offset: m.bits_offset / 8, size: sizeOf(m.type_id) })) };
+}
+
+beforeAll(() => {
+  execFileSync('make', ['-s', '-C', fileURLToPath(new URL('..', import.meta.url))]);
+  const json = JSON.parse(execFileSync('bpftool', ['-j', 'btf', 'dump', 'file', OBJECT_PATH, 'format', 'raw'], { encoding: 'utf8' })) as { types: BtfType[] };
+  types = new Map(json.types.map((t) => [t.id, t]));
+});
+
+describe('codecs agree with the C structs (BTF)', () => {
+  const codecs: Array<Codec<never>> = [endpointKey, endpointValue, lpmKey, ipcacheValue, tunnelValue, nodeConfig, counterValue] as Array<Codec<never>>;
+  for (const codec of codecs) {
+    it(`struct ${codec.cType}`, () => {
+      const c = layoutOf(codec.cType);
+      expect({ size: codec.size, fields: codec.fields }).toEqual(c);
+    });
+  }
+
+  it('every map in the object has the key/value structs, type and max_entries of its spec', () => {
+    const mapTypes: Record<string, number> = { hash: 1, array: 2, percpu_array: 6, lpm_trie: 11 };
+    const section = byName('DATASEC', '.maps') as BtfType & { vars?: unknown };
+    expect(section).toBeTruthy();
+    for (const spec of MAPS) {
+      const variable = byName('VAR', spec.name);
+      const def = types.get(variable.type_id!)!;
+      const member = (n: string) => def.members!.find((m) => m.name === n)!;
+      // __uint(name, N) is `int (*name)[N]`; __type(name, T) is `T *name`.
+      const arrayLen = (n: string) => types.get(types.get(member(n).type_id)!.type_id!)!.nr_elems;
+      const pointee = (n: string) => {
+        let t = types.get(types.get(member(n).type_id)!.type_id!)!;
+        while (t.kind === 'TYPEDEF' && t.name !== spec.key.cType && t.name !== spec.value.cType) t = types.get(t.type_id!)!;
+        return t;
+      };
+      expect(arrayLen('type'), spec.name).toBe(mapTypes[spec.type]);
+      expect(arrayLen('max_entries'), spec.name).toBe(spec.maxEntries);
+      expect(pointee('key').name, spec.name).toBe(spec.key.cType);
+      expect(pointee('value').name, spec.name).toBe(spec.value.cType);
+      expect(sizeOf(types.get(member('key').type_id)!.type_id!), spec.name).toBe(spec.key.size);
+      expect(sizeOf(types.get(member('value').type_id)!.type_id!), spec.name).toBe(spec.value.size);
+    }
+  });
+});
+
+describe('codecs', () => {
+  function roundTrip<T>(codec: Codec<T>, value: T): Buffer {
+    const buf = Buffer.alloc(codec.size + 3, 0xaa);
+    codec.encode(value, buf, 3);
+    expect(codec.decode(buf, 3)).toEqual(value);
+    return buf.subarray(3);
+  }
+
+  it('round-trips every struct, with addresses in wire order and integers little-endian', () => {
+    expect(roundTrip(endpointKey, { ip: '10.1.2.3' }).toString('hex')).toBe('0a010203');
+    expect(roundTrip(endpointValue, { ifindex: 258, flags: 1, mac: '02:00:00:aa:bb:cc', nodeMac: 'fe:ff:ff:ff:ff:ff' }).toString('hex')).toBe(
+      '02010000' + '01000000' + '020000aabbcc' + 'feffffffffff',
+    );
+    expect(roundTrip(lpmKey, { cidr: '10.1.0.0/16' }).toString('hex')).toBe('100000000a010000');
+    roundTrip(ipcacheValue, { nodeIp: '192.168.0.1', flags: 1 });
+    roundTrip(tunnelValue, { nodeIp: '192.168.0.2', vni: 42 });
+    roundTrip(nodeConfig, { bpfHostRouting: true, tunnel: false, nodeIp: '1.2.3.4', uplinkIfindex: 2, tunnelIfindex: 3, vni: 7, uplinkMac: '02:00:00:00:00:01' });
+    roundTrip(counterValue, { packets: 5n, bytes: 2n ** 40n });
+  });
+
+  it('clears host bits of a CIDR, so equal prefixes are equal keys', () => {
+    const a = Buffer.alloc(8);
+    const b = Buffer.alloc(8);
+    lpmKey.encode({ cidr: '10.1.2.3/16' }, a, 0);
+    lpmKey.encode({ cidr: '10.1.0.0/16' }, b, 0);
+    expect(a.equals(b)).toBe(true);
+    lpmKey.encode({ cidr: '10.9.9.9' }, a, 0);
+    expect(lpmKey.decode(a, 0)).toEqual({ cidr: '10.9.9.9/32' });
+    lpmKey.encode({ cidr: '0.0.0.0/0' }, a, 0);
+    expect(lpmKey.decode(a, 0)).toEqual({ cidr: '0.0.0.0/0' });
+  });
+
+  it('rejects bad addresses, CIDRs, MACs and out-of-range integers with a CodecError', () => {
+    const buf = Buffer.alloc(32);
+    for (const ip of ['10.1.2', '10.1.2.256', '1.2.3.4.5', 'a.b.c.d', '', '10..1.2', '1.2.3.4 ']) {
+      expect(() => endpointKey.encode({ ip }, buf, 0), ip).toThrow(CodecError);
+    }
+    for (const cidr of ['10.0.0.0/33', '10.0.0.0/', '10.0.0.0/-1', '10.0.0.0/8x', 'fd00::/64']) {
+      expect(() => lpmKey.encode({ cidr }, buf, 0), cidr).toThrow(CodecError);
+    }
+    expect(() => endpointValue.encode({ ifindex: 1, flags: 0, mac: '02:00:00:00:00', nodeMac: '02:00:00:00:00:01' }, buf, 0)).toThrow(CodecError);
+    expect(() => endpointValue.encode({ ifindex: -1, flags: 0, mac: '02:00:00:00:00:01', nodeMac: '02:00:00:00:00:01' }, buf, 0)).toThrow(CodecError);
+    expect(() => tunnelValue.encode({ nodeIp: '1.2.3.4', vni: 2 ** 32 }, buf, 0)).toThrow(CodecError);
+  });
+});
