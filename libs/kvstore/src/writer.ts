@@ -113,6 +113,7 @@ export class KvWriter {
   private readonly inFlightKeys = new Set<string>();
   private inFlight = 0;
   private waitingForLeader = false;
+  private pumpScheduled = false;
   private idleWaiters: Array<() => void> = [];
   private readonly abort = new AbortController();
   private readonly stats = { writes: 0, skipped: 0, deletes: 0, retries: 0, transactions: 0, fenced: 0 };
@@ -144,7 +145,7 @@ export class KvWriter {
       return;
     }
     this.pending.set(key, { kind: 'put', value: bytes, hash });
-    this.pump();
+    this.schedulePump();
   }
 
   /** Queues a delete of `key`, unless etcd is known not to hold it. */
@@ -157,7 +158,7 @@ export class KvWriter {
       return;
     }
     this.pending.set(key, { kind: 'delete' });
-    this.pump();
+    this.schedulePump();
   }
 
   /**
@@ -190,6 +191,7 @@ export class KvWriter {
     }
     await this.flush();
     if (marker) {
+      if (!this.known.has(marker.key)) await this.loadKey(marker.key);
       this.upsert(marker.key, marker.value);
       await this.flush();
     }
@@ -230,6 +232,22 @@ export class KvWriter {
     if (this.isIdle()) for (const resolve of this.idleWaiters.splice(0)) resolve();
   }
 
+  /** Learns what etcd holds at one key (outside any loaded prefix), so that rewriting the same bytes is skipped. */
+  private async loadKey(key: string): Promise<void> {
+    const backoff = new Backoff(this.backoffOptions);
+    for (;;) {
+      try {
+        const response = await this.client.kv.range({ key: Buffer.from(key) });
+        const kv = response.kvs[0];
+        if (kv && !this.pending.has(key) && !this.inFlightKeys.has(key)) this.known.set(key, hashOf(kv.value));
+        return;
+      } catch (err) {
+        if (!isRetryableEtcdError(err)) throw err;
+        await backoff.wait(this.abort.signal);
+      }
+    }
+  }
+
   /** Reads every key under `prefix` (paginated, at one revision) into `known`. */
   private async load(prefix: string): Promise<number> {
     const key = Buffer.from(prefix);
@@ -261,6 +279,19 @@ export class KvWriter {
     }
     this.loadedPrefixes.add(prefix);
     return count;
+  }
+
+  /**
+   * Pumps on the next turn of the event loop rather than at once: a caller that queues a burst synchronously gets it
+   * coalesced and cut into full transactions, instead of the first few keys going out alone.
+   */
+  private schedulePump(): void {
+    if (this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    setImmediate(() => {
+      this.pumpScheduled = false;
+      this.pump();
+    });
   }
 
   /** Starts as many transactions as the limits allow. */
