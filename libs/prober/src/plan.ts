@@ -28,6 +28,9 @@ export const PLAN_DEFAULTS: Required<PlanOptions> = {
   flushMs: 250,
 };
 
+/** Timers, spawning ping, the gRPC report and the aggregator's work, end to end. */
+export const PROCESSING_MARGIN_MS = 250;
+
 export interface ProbePlan {
   n: number;
   /** Peers probed by each node per round, and (by construction) probers of each node per round: ⌈log2 n⌉, ≤ n−1. */
@@ -64,10 +67,11 @@ export function probePlan(n: number, options: PlanOptions = {}): ProbePlan {
     slotMs,
     quorum,
     probesPerSecond: k > 0 ? (k * o.probesPerPeer * 1000) / intervalMs : 0,
-    // The probes of one target are evenly spaced slotMs apart, each by a different prober (see README), so the quorum
-    // of failures arrives within (quorum + 1) slots of the failure (one extra for a round boundary where the same
-    // prober can come twice), plus the probe's timeout and the reporter's flush delay.
-    detectionMs: Math.ceil((quorum + 1) * slotMs + o.probeTimeoutMs + o.flushMs),
+    // The probes of one target are evenly spaced slotMs apart and, within a round, come from distinct probers (see
+    // README). A round boundary may repeat up to quorum−1 probers, so quorum distinct failures arrive within
+    // 2·quorum−1 slots of the failure; then the probe's timeout, the reporter's flush and a margin for timers,
+    // process spawning and transport.
+    detectionMs: Math.ceil((2 * quorum - 1) * slotMs + o.probeTimeoutMs + o.flushMs + PROCESSING_MARGIN_MS),
     pairCoverageRounds: k > 0 ? (n - 1) / k : 0,
   };
 }
