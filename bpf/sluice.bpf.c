@@ -28,6 +28,14 @@ struct {
 } sl_endpoints SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SL_MAX_IPCACHE_HOST);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct sl_endpoint_key);
+	__type(value, struct sl_ipcache_value);
+} sl_ipcache_host SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, SL_MAX_IPCACHE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -132,8 +140,11 @@ int from_container(struct __sk_buff *skb)
 		return deliver_local(skb, ep);
 	}
 
-	lpm.ip = daddr;
-	remote = bpf_map_lookup_elem(&sl_ipcache, &lpm);
+	remote = bpf_map_lookup_elem(&sl_ipcache_host, &daddr);
+	if (!remote) {
+		lpm.ip = daddr;
+		remote = bpf_map_lookup_elem(&sl_ipcache, &lpm);
+	}
 	if (!remote || (remote->flags & SL_IPCACHE_F_LOCAL) || remote->node_ip == cfg->node_ip)
 		goto pass;
 

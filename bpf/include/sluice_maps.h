@@ -7,7 +7,8 @@
  *
  * Sizes (100,000 pods per cluster, 5,000 nodes):
  *   sl_endpoints  hash,   131,072 entries  local endpoints; a node has ~110, the headroom lets benchmarks load 100k
- *   sl_ipcache    LPM,    262,144 entries  every pod IP in the cluster (100k) + node podCIDRs/node IPs (10k) + slack
+ *   sl_ipcache_host hash, 262,144 entries  every pod IP in the cluster (100k) and node IPs (5k), as exact /32s, + slack
+ *   sl_ipcache    LPM,     65,536 entries  CIDRs: one podCIDR per node (5,000) and other prefixes
  *   sl_tunnel     LPM,     16,384 entries  one podCIDR per remote node (5,000) with room for several CIDRs per node
  *   sl_config     array,        1 entry    this node's datapath settings
  *   sl_counters   percpu array, 32 slots  packet/byte counters per program decision (enum sl_counter_index)
@@ -18,7 +19,8 @@
 #include <linux/types.h>
 
 #define SL_MAX_ENDPOINTS 131072
-#define SL_MAX_IPCACHE 262144
+#define SL_MAX_IPCACHE_HOST 262144
+#define SL_MAX_IPCACHE 65536
 #define SL_MAX_TUNNEL 16384
 #define SL_NUM_COUNTERS 32
 
@@ -42,7 +44,11 @@ struct sl_lpm_key {
 	__u32 ip;        /* network order */
 };
 
-/* sl_ipcache: pod IPs and CIDRs -> the node that owns them. */
+/*
+ * The ipcache: pod IPs and CIDRs -> the node that owns them. Split in two so the per-packet cost stays flat at
+ * 100,000 pods: single addresses live in the sl_ipcache_host hash (key: struct sl_endpoint_key), looked up first;
+ * prefixes shorter than /32 live in the sl_ipcache LPM trie, whose lookup cost grows with its depth.
+ */
 struct sl_ipcache_value {
 	__u32 node_ip; /* network order; the owning node's underlay IP */
 	__u32 flags;   /* SL_IPCACHE_F_* */

@@ -13,6 +13,7 @@ import {
   countersMap,
   counterValue,
   endpointsMap,
+  ipcacheHostMap,
   ipcacheMap,
   tunnelMap,
   type Counter,
@@ -40,6 +41,9 @@ export function programPinPath(pinDir: string, program: ProgramName): string {
 
 export interface DatapathMaps {
   endpoints: CodecMap<KeyOf<typeof endpointsMap>, NodeValue<typeof endpointsMap>>;
+  /** The ipcache's /32s (hash); use upsertIpcache/reconcileIpcache to address both halves by CIDR. */
+  ipcacheHost: CodecMap<KeyOf<typeof ipcacheHostMap>, NodeValue<typeof ipcacheHostMap>>;
+  /** The ipcache's shorter prefixes (LPM trie). */
   ipcache: CodecMap<KeyOf<typeof ipcacheMap>, NodeValue<typeof ipcacheMap>>;
   tunnel: CodecMap<KeyOf<typeof tunnelMap>, NodeValue<typeof tunnelMap>>;
   config: CodecMap<number, NodeConfig>;
@@ -72,12 +76,13 @@ export interface LoadOptions {
   maxEntries?: Partial<Record<keyof DatapathMaps, number>>;
 }
 
-const MAP_SPECS = { endpoints: endpointsMap, ipcache: ipcacheMap, tunnel: tunnelMap, config: configMap, counters: countersMap } as const;
+const MAP_SPECS = { endpoints: endpointsMap, ipcacheHost: ipcacheHostMap, ipcache: ipcacheMap, tunnel: tunnelMap, config: configMap, counters: countersMap } as const;
 
 function buildDatapath(pinDir: string, raws: Record<keyof DatapathMaps, RawMap>, registry: Registry | undefined, programs: Datapath['programs'], reusedMaps: boolean, onClose: () => void): Datapath {
   const metrics = registry ? mapMetrics(registry) : undefined;
   const maps: DatapathMaps = {
     endpoints: new CodecMap(endpointsMap, raws.endpoints, metrics),
+    ipcacheHost: new CodecMap(ipcacheHostMap, raws.ipcacheHost, metrics),
     ipcache: new CodecMap(ipcacheMap, raws.ipcache, metrics),
     tunnel: new CodecMap(tunnelMap, raws.tunnel, metrics),
     config: new CodecMap(configMap, raws.config, metrics),

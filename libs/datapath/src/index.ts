@@ -2,6 +2,7 @@ export * from './backend.ts';
 export * from './bpf-map.ts';
 export * from './datapath.ts';
 export * from './errors.ts';
+export * from './ipcache.ts';
 export { BpfError, errnoName } from './libbpf.ts';
 export * from './memory-map.ts';
 export * from './metrics.ts';

@@ -16,6 +16,7 @@ export class MemoryRawMap implements RawMap {
   private readonly entries = new Map<string, Buffer>();
   private readonly array: boolean;
   private readonly fullCode: string;
+  private readonly lpm: boolean;
 
   constructor(spec: MapSpec<unknown, unknown>, options: { capacity?: number; cpus?: number } = {}) {
     this.name = spec.name;
@@ -24,7 +25,8 @@ export class MemoryRawMap implements RawMap {
     this.valueSize = perCpu ? Math.ceil(spec.value.size / 8) * 8 * (options.cpus ?? 1) : spec.value.size;
     this.capacity = options.capacity ?? spec.maxEntries;
     this.array = spec.type === 'array' || spec.type === 'percpu_array';
-    this.fullCode = spec.type === 'lpm_trie' ? 'ENOSPC' : 'E2BIG';
+    this.lpm = spec.type === 'lpm_trie';
+    this.fullCode = this.lpm ? 'ENOSPC' : 'E2BIG';
     if (this.array) {
       for (let i = 0; i < this.capacity; i++) {
         const key = Buffer.alloc(this.keySize);
@@ -52,8 +54,22 @@ export class MemoryRawMap implements RawMap {
   }
 
   lookupRaw(key: Buffer): Buffer | undefined {
+    if (this.lpm) return this.lookupLongestPrefix(key);
     const value = this.entries.get(key.toString('latin1', 0, this.keySize));
     return value ? Buffer.from(value) : undefined;
+  }
+
+  /** Like the kernel's LPM trie: a lookup returns the longest stored prefix that covers the key's address. */
+  private lookupLongestPrefix(key: Buffer): Buffer | undefined {
+    const addr = key.readUInt32BE(4);
+    const probe = Buffer.alloc(8);
+    for (let len = Math.min(key.readUInt32LE(0), 32); len >= 0; len--) {
+      probe.writeUInt32LE(len, 0);
+      probe.writeUInt32BE(len === 0 ? 0 : (addr & ((0xffffffff << (32 - len)) >>> 0)) >>> 0, 4);
+      const value = this.entries.get(probe.toString('latin1'));
+      if (value) return Buffer.from(value);
+    }
+    return undefined;
   }
 
   dumpRaw(): RawEntries {

@@ -23,7 +23,9 @@ import {
   probeKernel,
   reconcile,
   removePins,
+  reconcileIpcache,
   testRun,
+  upsertIpcache,
   type Datapath,
 } from '../src/index.ts';
 
@@ -67,8 +69,24 @@ for (const [name, make] of backends) {
         ]);
         expect(dp.maps.ipcache.lookup({ cidr: '10.1.0.0/16' })).toEqual({ nodeIp: '192.168.0.2', flags: 0 });
         expect(dp.maps.ipcache.entries().map(([k]) => k.cidr).sort()).toEqual(['10.1.0.0/16', '10.1.2.3/32']);
+        // Lookups in a trie match the longest covering prefix, in the kernel and in memory alike.
+        expect(dp.maps.ipcache.lookup({ cidr: '10.1.9.9/32' })).toEqual({ nodeIp: '192.168.0.2', flags: 0 });
+        expect(dp.maps.ipcache.lookup({ cidr: '10.1.2.3/32' })).toEqual({ nodeIp: '192.168.0.3', flags: IPCACHE_F_LOCAL });
+        expect(dp.maps.ipcache.lookup({ cidr: '10.2.0.0/32' })).toBeUndefined();
         dp.maps.ipcache.deleteBatch([{ cidr: '10.1.0.0/16' }]);
         expect(dp.maps.ipcache.count()).toBe(1);
+
+        // The ipcache facade: /32s to the hash, prefixes to the trie, reconciled together.
+        const results = reconcileIpcache(dp, [
+          [{ cidr: '10.7.0.1/32' }, { nodeIp: '192.168.0.7', flags: 0 }],
+          [{ cidr: '10.7.0.2' }, { nodeIp: '192.168.0.7', flags: 0 }],
+          [{ cidr: '10.7.0.0/24' }, { nodeIp: '192.168.0.7', flags: 0 }],
+        ]);
+        expect(results.map((r) => [r.map, r.updated, r.deleted])).toEqual([
+          ['sl_ipcache_host', 2, 0],
+          ['sl_ipcache', 1, 1],
+        ]);
+        expect(dp.maps.ipcacheHost.entries().map(([k]) => k.ip).sort()).toEqual(['10.7.0.1', '10.7.0.2']);
       } finally {
         dp.close();
       }
@@ -181,9 +199,15 @@ describe('the kernel reads what the codecs write (BPF_PROG_TEST_RUN)', () => {
       dp.maps.ipcache.upsertBatch([[{ cidr: '10.5.0.0/24' }, { nodeIp: '192.168.0.5', flags: IPCACHE_F_LOCAL }]]);
       expect(testRun(fd, ipv4Frame('10.0.0.1', '10.5.0.77')).retval).toBe(TC_ACT_OK);
       const after = dp.readCounters();
+      // A /32 through the ipcache facade lands in the hash half, which the program consults first.
+      upsertIpcache(dp, [[{ cidr: '10.5.0.78/32' }, { nodeIp: '192.168.0.6', flags: 0 }]]);
+      expect(dp.maps.ipcacheHost.lookup({ ip: '10.5.0.78' })).toEqual({ nodeIp: '192.168.0.6', flags: 0 });
+      // (Looking a /32 up in the trie gives the longest covering prefix: the /24 above.)
+      expect(dp.maps.ipcache.lookup({ cidr: '10.5.0.78/32' })).toEqual({ nodeIp: '192.168.0.5', flags: IPCACHE_F_LOCAL });
+      expect(testRun(fd, ipv4Frame('10.0.0.1', '10.5.0.78')).retval).toBe(TC_ACT_REDIRECT);
       expect(after.legacy.packets - before.legacy.packets).toBe(1n);
       expect(after.fromContainerLocal.packets - before.fromContainerLocal.packets).toBe(1n);
-      expect(after.fromContainerNeigh.packets - before.fromContainerNeigh.packets).toBe(1n);
+      expect(dp.readCounters().fromContainerNeigh.packets - before.fromContainerNeigh.packets).toBe(2n);
       expect(after.fromContainerPass.packets - before.fromContainerPass.packets).toBe(2n);
       expect(after.fromContainer.bytes - before.fromContainer.bytes).toBe(5n * BigInt(ipv4Frame('1.1.1.1', '1.1.1.1').length));
       expect(COUNTERS.fromContainer).toBe(0);

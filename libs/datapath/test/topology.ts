@@ -4,7 +4,7 @@
  */
 import { IPCACHE_F_LOCAL, type NodeConfig } from '@sluice/bpf';
 import { NetLab, linkInfo } from '@sluice/netns';
-import { attachTcInNetns, defaultPinDir, loadDatapath, type Datapath } from '../src/index.ts';
+import { attachTcInNetns, defaultPinDir, loadDatapath, upsertIpcache, type Datapath } from '../src/index.ts';
 
 export interface Pod {
   name: string;
@@ -80,7 +80,7 @@ export function programMaps(nodes: Node[]): void {
       [{ cidr: owner.podCidr }, { nodeIp: owner.ip, flags: owner === node ? IPCACHE_F_LOCAL : 0 }] as const,
       ...owner.pods.map((p) => [{ cidr: `${p.ip}/32` }, { nodeIp: owner.ip, flags: owner === node ? IPCACHE_F_LOCAL : 0 }] as const),
     ]);
-    node.dp.maps.ipcache.upsertBatch(ipcache);
+    upsertIpcache(node.dp, ipcache);
     node.dp.maps.tunnel.upsertBatch(nodes.filter((o) => o !== node).map((o) => [{ cidr: o.podCidr }, { nodeIp: o.ip, vni: 0 }] as const));
   }
 }
