@@ -164,6 +164,8 @@ export class ApiServer {
     }
     const headers: Record<string, string> = {};
     if (apiError.details?.retryAfterSeconds !== undefined) headers['Retry-After'] = String(apiError.details.retryAfterSeconds);
+    // The rest of an oversized body is still on the wire: this connection cannot carry another request.
+    if (apiError.code === 413) headers.Connection = 'close';
     send(res, this.stats, apiError.code, apiError.toStatus(), headers);
   }
 

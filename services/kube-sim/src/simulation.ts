@@ -139,8 +139,11 @@ export class HeartbeatGenerator {
         continue;
       }
       n++;
-      // Scheduled from the due time, not from now: a late tick does not slow the rate down.
-      this.schedule.push(Math.max(top.due + this.nextInterval(), now - this.options.intervalMs), top.name);
+      // Scheduled from the due time, not from now, so that tick granularity does not slow the rate down; after a
+      // stall (a late tick) a node beats once and is spread again rather than firing its whole backlog.
+      let next = top.due + this.nextInterval();
+      if (next <= now) next = now + this.options.intervalMs * this.options.random();
+      this.schedule.push(next, top.name);
     }
     this.beats += n;
     return n;
@@ -159,6 +162,9 @@ interface NodeState {
   podSize: number;
   used: Set<number>;
   cursor: number;
+  /** Nodes registered empty, for an external kubelet: the churn leaves them alone. */
+  external: boolean;
+  slot: number;
 }
 
 export interface AddNodeOptions {
@@ -241,6 +247,8 @@ export class Simulation {
       if (r.plural === 'pods' && e.type === 'DELETED') this.forgetPod(e.object);
       if (r.plural === 'nodes' && e.type === 'DELETED') {
         this.heartbeats.remove(e.object.name);
+        const n = this.nodes.get(e.object.name);
+        if (n) this.usedSlots.delete(n.slot);
         this.nodes.delete(e.object.name);
       }
     });
@@ -260,14 +268,14 @@ export class Simulation {
   /** Registers a node (podCIDR from the cluster CIDR, InternalIP from the node range) with optional pods. */
   addNode(options: AddNodeOptions = {}, internal: { quiet?: boolean; now?: number } = {}): string {
     const name = options.name ?? this.nodeName();
-    const index = this.nodes.size + this.nodeSeqOffset(name);
+    const index = this.nodes.size;
     const podBits = this.options.nodeCIDRMaskSize;
     const capacity = 2 ** (podBits - this.cluster.bits);
     const slot = this.freeSlot(capacity, index);
     const podBase = (this.cluster.base + slot * 2 ** (32 - podBits)) >>> 0;
     const podCIDR = `${intToIpv4(podBase)}/${podBits}`;
     const internalIP = intToIpv4((this.nodeNet.base + 10 + slot) >>> 0);
-    const state: NodeState = { name, internalIP, podCIDR, podBase, podSize: 2 ** (32 - podBits), used: new Set(), cursor: 2 };
+    const state: NodeState = { name, internalIP, podCIDR, podBase, podSize: 2 ** (32 - podBits), used: new Set(), cursor: 2, slot, external: (options.pods ?? 0) === 0 };
     this.nodes.set(name, state);
     const now = new Date(internal.now ?? Date.now());
     const node = realisticNode({ name, internalIP, podCIDR, labels: options.labels, seed: this.options.seed * 1_000_003 + slot, now });
@@ -278,10 +286,6 @@ export class Simulation {
   }
 
   private usedSlots = new Set<number>();
-
-  private nodeSeqOffset(_name: string): number {
-    return 0;
-  }
 
   private freeSlot(capacity: number, hint: number): number {
     for (let i = 0; i < capacity; i++) {
@@ -339,7 +343,7 @@ export class Simulation {
     const podIP = assign && options.nodeName ? this.allocatePodIP(options.nodeName) : undefined;
     const pod = realisticPod({
       namespace, name, nodeName: options.nodeName, hostIP: node?.internalIP, podIP, phase,
-      labels: { app: labelApp, ...options.labels }, seed: this.options.seed * 31 + this.podSeq,
+      labels: { app: labelApp, ...options.labels }, seed: this.options.seed * 31 + this.podSeq, now: new Date(),
     });
     try {
       const stored = this.store.create('pods', pod as KubeObject, { quiet, owned: true });
@@ -433,7 +437,7 @@ export class Simulation {
 
   /** One churn step: alternately creates a pod on a random node and deletes a random simulated pod. */
   churnOnce(): void {
-    const nodeNames = [...this.nodes.keys()];
+    const nodeNames = [...this.nodes.values()].filter((n) => !n.external).map((n) => n.name);
     const create = this.churnable.length === 0 || (this.counters.podsCreated + this.counters.podsDeleted) % 2 === 0;
     if (create && nodeNames.length > 0) {
       this.createPod({ nodeName: nodeNames[Math.floor(this.random() * nodeNames.length)]! });

@@ -1,0 +1,158 @@
+import { seededRandom } from '@sluice/backoff';
+import { describe, expect, it } from 'vitest';
+import { HeartbeatGenerator, Simulation, Store, parseCIDR, intToIpv4 } from '../src/index.ts';
+
+describe('heartbeat generator', () => {
+  it('beats each node once per interval ± jitter, driven by an injected clock', () => {
+    const beats = new Map<string, number[]>();
+    const gen = new HeartbeatGenerator({ intervalMs: 10_000, jitter: 0.1, random: seededRandom(7) }, (name, now) => {
+      beats.set(name, [...(beats.get(name) ?? []), now]);
+      return true;
+    });
+    for (let i = 0; i < 500; i++) gen.add(`node-${i}`, 0);
+    let total = 0;
+    for (let now = 0; now <= 100_000; now += 50) total += gen.tick(now);
+    // 500 nodes at one beat per ~10 s over 100 s: about 5,000 beats, i.e. 50 per second.
+    expect(total).toBeGreaterThan(4_500);
+    expect(total).toBeLessThan(5_600);
+    for (const times of beats.values()) {
+      for (let i = 1; i < times.length; i++) {
+        const gap = times[i]! - times[i - 1]!;
+        expect(gap).toBeGreaterThanOrEqual(9_000 - 50);
+        expect(gap).toBeLessThanOrEqual(11_000 + 50);
+      }
+    }
+    // Spread over the interval, not in lockstep: the first second holds about a tenth of the first beats.
+    const firsts = [...beats.values()].map((t) => t[0]!);
+    const early = firsts.filter((t) => t < 1_000).length;
+    expect(early).toBeGreaterThan(20);
+    expect(early).toBeLessThan(90);
+  });
+
+  it('keeps the rate after a late tick and stops beating removed nodes', () => {
+    let count = 0;
+    const gen = new HeartbeatGenerator({ intervalMs: 1_000, jitter: 0, random: () => 0.5 }, () => {
+      count++;
+      return true;
+    });
+    gen.add('a', 0);
+    gen.add('b', 0);
+    gen.tick(10_250); // one very late tick: catches up only one interval, not ten.
+    expect(count).toBeLessThanOrEqual(4);
+    count = 0;
+    for (let now = 10_300; now <= 20_250; now += 100) gen.tick(now);
+    expect(count).toBeGreaterThanOrEqual(18);
+    expect(count).toBeLessThanOrEqual(22);
+    gen.remove('a');
+    count = 0;
+    for (let now = 20_300; now <= 30_250; now += 100) gen.tick(now);
+    expect(count).toBeGreaterThanOrEqual(9);
+    expect(count).toBeLessThanOrEqual(11);
+  });
+
+  it('bumps the node resourceVersion and heartbeat times through the store', () => {
+    const store = new Store();
+    const sim = new Simulation(store, { nodes: 2, podsPerNode: 0, services: 0, heartbeatIntervalMs: 1_000 });
+    sim.populate(new Date(0));
+    const before = store.get('nodes', '', 'node-00001')!;
+    sim.heartbeats.tick(5_000);
+    const after = store.getParsed('nodes', '', 'node-00001')!;
+    expect(Number(after.metadata!.resourceVersion)).toBeGreaterThan(before.rv);
+    const ready = (after.status as { conditions: { type: string; lastHeartbeatTime: string }[] }).conditions.find((c) => c.type === 'Ready')!;
+    expect(Date.parse(ready.lastHeartbeatTime)).toBeGreaterThan(0);
+    sim.stop();
+  });
+});
+
+describe('simulated cluster', () => {
+  it('carves podCIDRs from the cluster CIDR and gives pods IPs from their node podCIDR, deterministically', () => {
+    const build = () => {
+      const store = new Store();
+      const sim = new Simulation(store, { nodes: 5, podsPerNode: 6, services: 3, namespaces: 2, clusterCIDR: '10.200.0.0/16', nodeCIDRMaskSize: 26, seed: 42 });
+      sim.populate(new Date('2026-01-01T00:00:00Z'));
+      return { store, sim };
+    };
+    const { store, sim } = build();
+    const cidrs = new Set<string>();
+    for (const n of store.objectsIn('nodes')) {
+      const node = JSON.parse(n.json) as { spec: { podCIDR: string }; status: { addresses: { type: string; address: string }[] } };
+      expect(node.spec.podCIDR).toMatch(/^10\.200\.\d+\.\d+\/26$/);
+      cidrs.add(node.spec.podCIDR);
+      expect(n.json.length).toBeGreaterThan(10_000);
+      expect(n.json.length).toBeLessThan(20_000);
+      const { base } = parseCIDR(node.spec.podCIDR);
+      for (const p of store.podsOnNode(n.name)) {
+        const ip = (JSON.parse(p.json) as { status: { podIP: string } }).status.podIP;
+        const n32 = ip.split('.').reduce((a, x) => a * 256 + Number(x), 0);
+        expect(n32 - base).toBeGreaterThan(1);
+        expect(n32 - base).toBeLessThan(63);
+      }
+    }
+    expect(cidrs.size).toBe(5);
+    expect(store.count('pods')).toBe(30);
+    const again = build();
+    expect(again.store.objectsIn('pods').map((p) => p.key).sort()).toEqual(store.objectsIn('pods').map((p) => p.key).sort());
+    expect(intToIpv4(parseCIDR('10.200.0.77/16').base)).toBe('10.200.0.0');
+    sim.stop();
+    again.sim.stop();
+  });
+
+  it('keeps EndpointSlices consistent with pods under churn', () => {
+    const store = new Store();
+    const sim = new Simulation(store, { nodes: 6, podsPerNode: 40, services: 2, namespaces: 1, emptyNodes: 2, seed: 3 });
+    sim.populate();
+    for (let i = 0; i < 400; i++) sim.churnOnce();
+    const p = store.objectsIn('pods')[0]!;
+    sim.setPodPhase(p.namespace, p.name, 'Failed');
+    for (const svc of ['svc-0', 'svc-1']) {
+      const expected = store.objectsIn('pods', 'ns-0')
+        .map((o) => JSON.parse(o.json) as { metadata: { labels: { app: string } }; status: { podIP?: string; phase: string } })
+        .filter((o) => o.metadata.labels.app === svc && o.status.podIP && o.status.phase === 'Running')
+        .map((o) => o.status.podIP!).sort();
+      const slices = store.objectsIn('endpointslices', 'ns-0').map((s) => JSON.parse(s.json) as {
+        metadata: { labels: Record<string, string> }; endpoints: { addresses: string[] }[];
+      }).filter((s) => s.metadata.labels['kubernetes.io/service-name'] === svc);
+      expect(slices.every((s) => s.endpoints.length <= 100)).toBe(true);
+      expect(slices.flatMap((s) => s.endpoints.flatMap((e) => e.addresses)).sort()).toEqual(expected);
+      expect(expected.length).toBeGreaterThan(100);
+    }
+    // Empty nodes carry no pods until something binds to them.
+    expect(store.podsOnNode('node-00007')).toHaveLength(0);
+    sim.stop();
+  });
+
+  it('keeps a watch window bounded and answers 410 for resourceVersions that left it', () => {
+    const store = new Store({ windowEvents: 10 });
+    const sim = new Simulation(store, { nodes: 1, podsPerNode: 0, services: 0 });
+    sim.populate();
+    const start = store.resourceVersion;
+    for (let i = 0; i < 30; i++) sim.labelNode('node-00001', { i: String(i) });
+    expect(store.windowStats().nodes!.events).toBe(10);
+    const chunks: string[] = [];
+    const sink = { write: (b: Buffer) => chunks.push(b.toString()), backlog: () => 0, end: () => undefined };
+    const w = store.watch('nodes', { resourceVersion: String(start) }, sink);
+    expect(w.closed).toBe(true);
+    expect(JSON.parse(chunks[0]!)).toMatchObject({ type: 'ERROR', object: { code: 410 } });
+    chunks.length = 0;
+    store.watch('nodes', { resourceVersion: String(store.resourceVersion - 5) }, sink);
+    expect(chunks).toHaveLength(5);
+    sim.stop();
+  });
+
+  it('closes a watcher that falls too far behind instead of buffering without bound', () => {
+    const store = new Store({ maxWatcherBacklogBytes: 100_000 });
+    const sim = new Simulation(store, { nodes: 3, podsPerNode: 0, services: 0 });
+    sim.populate();
+    let buffered = 0;
+    let ended = false;
+    const slow = store.watch('nodes', { resourceVersion: String(store.resourceVersion) }, {
+      write: (b) => (buffered += b.length), backlog: () => buffered, end: () => (ended = true),
+    });
+    for (let i = 0; i < 30; i++) sim.labelNode('node-00001', { i: String(i) });
+    expect(slow.closed).toBe(true);
+    expect(ended).toBe(true);
+    expect(buffered).toBeLessThan(100_000 + 20_000);
+    expect(store.counters.droppedWatchers).toBe(1);
+    sim.stop();
+  });
+});
