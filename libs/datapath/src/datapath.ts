@@ -28,6 +28,7 @@ import { BpfRawMap } from './bpf-map.ts';
 import { bpf, check, checkPtr, closeFd } from './libbpf.ts';
 import { MemoryRawMap } from './memory-map.ts';
 import { mapMetrics } from './metrics.ts';
+import { attachTc, ifindex, inNetns, type NodeAttachments, type TcDirection } from './tc.ts';
 
 export const BPFFS_ROOT = '/sys/fs/bpf/sluice';
 
@@ -191,4 +192,42 @@ export function memoryDatapath(options: { registry?: Registry; capacities?: Part
 export function removePins(pinDir: string): void {
   if (!pinDir.startsWith('/sys/fs/bpf/')) throw new Error(`refusing to remove ${pinDir}: not under /sys/fs/bpf`);
   rmSync(pinDir, { recursive: true, force: true });
+}
+
+/**
+ * Attaches a node's programs (atomically replacing what is there, so a restarting agent causes no gap): from_netdev
+ * on the uplink, from_overlay/to_overlay on the VXLAN device, from_container on each pod veth. With `netns`, the
+ * devices are looked up and attached inside that namespace (see inNetns); without it, in the current one.
+ */
+export function attachNode(dp: Pick<Datapath, 'programs'>, devices: NodeAttachments, netns?: string): void {
+  const fd = (name: ProgramName) => {
+    const value = dp.programs[name];
+    if (value === undefined) throw new Error(`program ${name} is not loaded (use loadDatapath, not openPinnedMaps)`);
+    return value;
+  };
+  const work = () => {
+    attachTc({ ifindex: ifindex(devices.uplink), direction: 'ingress', progFd: fd('from_netdev') });
+    if (devices.vxlan) {
+      attachTc({ ifindex: ifindex(devices.vxlan), direction: 'ingress', progFd: fd('from_overlay') });
+      attachTc({ ifindex: ifindex(devices.vxlan), direction: 'egress', progFd: fd('to_overlay') });
+    }
+    for (const pod of devices.pods ?? []) attachTc({ ifindex: ifindex(pod), direction: 'ingress', progFd: fd('from_container') });
+  };
+  if (netns) inNetns(netns, work);
+  else work();
+}
+
+/**
+ * Attaches a pinned program by path, for processes that did not load the object (the CNI plugin attaching
+ * from_container to a new pod's host-side veth). `ifname` is looked up in `netns` (or the current namespace).
+ */
+export function attachPinnedProgram(pinDir: string, program: ProgramName, ifname: string, direction: TcDirection, netns?: string): number {
+  const path = programPinPath(pinDir, program);
+  const progFd = check('bpf_obj_get', bpf.objGet(path), path);
+  try {
+    const work = () => attachTc({ ifindex: ifindex(ifname), direction, progFd });
+    return netns ? inNetns(netns, work) : work();
+  } finally {
+    closeFd(progFd);
+  }
 }

@@ -150,6 +150,7 @@ export const bpf = {
     helperId: number,
     opts: null,
   ) => number,
+  setPrint: lib.func('void *libbpf_set_print(void *fn)') as (fn: unknown) => unknown,
   numPossibleCpus: lib.func('int libbpf_num_possible_cpus(void)') as () => number,
 };
 

@@ -33,7 +33,10 @@ function hook(ifindex: number, direction: TcDirection) {
 /** Creates the clsact qdisc if missing and attaches (or atomically replaces) the program. Returns its prog id. */
 export function attachTc(att: TcAttachment & { progFd: number }): number {
   const h = hook(att.ifindex, att.direction);
+  // An existing clsact qdisc is the normal case (EEXIST); keep libbpf from printing the kernel's complaint about it.
+  const print = bpf.setPrint(null);
   const ret = bpf.tcHookCreate(h);
+  bpf.setPrint(print);
   if (ret < 0 && ret !== -17) check('bpf_tc_hook_create', ret, `ifindex ${att.ifindex}`);
   const opts = { sz: optsSize, prog_fd: att.progFd, flags: TC_F_REPLACE, prog_id: 0, handle: att.handle ?? 1, priority: att.priority ?? 1 };
   check('bpf_tc_attach', bpf.tcAttach(h, opts), `ifindex ${att.ifindex} ${att.direction}`);
@@ -43,14 +46,18 @@ export function attachTc(att: TcAttachment & { progFd: number }): number {
 /** Detaches; a filter that is not there is not an error. */
 export function detachTc(att: TcAttachment): void {
   const opts = { sz: optsSize, prog_fd: 0, flags: 0, prog_id: 0, handle: att.handle ?? 1, priority: att.priority ?? 1 };
+  const print = bpf.setPrint(null);
   const ret = bpf.tcDetach(hook(att.ifindex, att.direction), opts);
+  bpf.setPrint(print);
   if (ret < 0 && ret !== -2 && ret !== -22) check('bpf_tc_detach', ret, `ifindex ${att.ifindex} ${att.direction}`);
 }
 
 /** The attached program's id, or undefined when nothing is attached there. */
 export function queryTc(att: TcAttachment): number | undefined {
   const opts = { sz: optsSize, prog_fd: 0, flags: 0, prog_id: 0, handle: att.handle ?? 1, priority: att.priority ?? 1 };
+  const print = bpf.setPrint(null);
   const ret = bpf.tcQuery(hook(att.ifindex, att.direction), opts);
+  bpf.setPrint(print);
   if (ret === -2 || ret === -22) return undefined;
   check('bpf_tc_query', ret, `ifindex ${att.ifindex} ${att.direction}`);
   return opts.prog_id;
@@ -108,4 +115,14 @@ export function attachTcInNetns(netns: string, ifname: string, direction: TcDire
 
 export function detachTcInNetns(netns: string, ifname: string, direction: TcDirection, opts: { priority?: number; handle?: number } = {}): void {
   inNetns(netns, () => detachTc({ ifindex: ifindex(ifname), direction, ...opts }));
+}
+
+/** Where Sluice's programs go on a node. */
+export interface NodeAttachments {
+  /** The node's uplink (from_netdev on its ingress). */
+  uplink: string;
+  /** The collect_md VXLAN device, in tunnel mode (from_overlay on ingress, to_overlay on egress). */
+  vxlan?: string;
+  /** Host-side veths of pods (from_container on ingress). */
+  pods?: string[];
 }

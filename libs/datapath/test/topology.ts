@@ -4,7 +4,7 @@
  */
 import { IPCACHE_F_LOCAL, type NodeConfig } from '@sluice/bpf';
 import { NetLab, linkInfo } from '@sluice/netns';
-import { attachTcInNetns, defaultPinDir, loadDatapath, upsertIpcache, type Datapath } from '../src/index.ts';
+import { attachNode, attachPinnedProgram, attachTcInNetns, defaultPinDir, loadDatapath, upsertIpcache, type Datapath } from '../src/index.ts';
 
 export interface Pod {
   name: string;
@@ -48,9 +48,7 @@ export async function buildTopology(lab: NetLab, nodeCount = 2, podsPerNode = 2)
     const dp = loadDatapath({ pinDir });
     lab.defer(`close datapath ${ns}`, () => dp.close());
     const node: Node = { name: `n${n}`, ns, ip, podCidr: `10.1.${n}.0/24`, pods: [], dp, uplinkIfindex: uplink.ifindex, uplinkMac: uplink.mac, vxIfindex: vx.ifindex };
-    attachTcInNetns(ns, 'eth0', 'ingress', dp.programs.from_netdev!);
-    attachTcInNetns(ns, 'vx0', 'ingress', dp.programs.from_overlay!);
-    attachTcInNetns(ns, 'vx0', 'egress', dp.programs.to_overlay!);
+    attachNode(dp, { uplink: 'eth0', vxlan: 'vx0' }, ns);
     for (let p = 1; p <= podsPerNode; p++) {
       const podNs = await lab.addNetns(lab.name(`p${n}${p}`));
       const hostIf = `lxc${n}${p}`;
@@ -64,7 +62,9 @@ export async function buildTopology(lab: NetLab, nodeCount = 2, podsPerNode = 2)
       await lab.neigh(podNs, GATEWAY, host.mac, 'eth0');
       // The route legacy host routing needs; BPF host routing never looks at it.
       await lab.route(ns, [`${podIp}/32`, 'dev', hostIf, 'scope', 'link']);
-      attachTcInNetns(ns, hostIf, 'ingress', dp.programs.from_container!);
+      // The second pod the way a CNI plugin would: by the pinned program's path.
+      if (p === 1) attachTcInNetns(ns, hostIf, 'ingress', dp.programs.from_container!);
+      else attachPinnedProgram(pinDir, 'from_container', hostIf, 'ingress', ns);
       node.pods.push({ name: `p${n}${p}`, ns: podNs, ip: podIp, hostIf, hostIfindex: host.ifindex, mac: inPod.mac, hostMac: host.mac });
     }
     nodes.push(node);
