@@ -193,7 +193,12 @@ export class BpfRawMap implements RawMap {
     return { keys: Buffer.concat(keyChunks), values: Buffer.concat(valueChunks), count: keyChunks.length };
   }
 
+  private closed = false;
+
+  /** Idempotent: a second close must not close an fd number the process has since reused. */
   close(): void {
+    if (this.closed) return;
+    this.closed = true;
     closeFd(this.fd);
   }
 

@@ -81,6 +81,7 @@ const MAP_SPECS = { endpoints: endpointsMap, ipcacheHost: ipcacheHostMap, ipcach
 
 function buildDatapath(pinDir: string, raws: Record<keyof DatapathMaps, RawMap>, registry: Registry | undefined, programs: Datapath['programs'], reusedMaps: boolean, onClose: () => void): Datapath {
   const metrics = registry ? mapMetrics(registry) : undefined;
+  let closed = false;
   const maps: DatapathMaps = {
     endpoints: new CodecMap(endpointsMap, raws.endpoints, metrics),
     ipcacheHost: new CodecMap(ipcacheHostMap, raws.ipcacheHost, metrics),
@@ -102,6 +103,8 @@ function buildDatapath(pinDir: string, raws: Record<keyof DatapathMaps, RawMap>,
     },
     readCounters: () => sumCounters(maps.counters.raw),
     close: () => {
+      if (closed) return;
+      closed = true;
       for (const m of Object.values(maps)) m.close();
       onClose();
     },

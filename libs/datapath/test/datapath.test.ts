@@ -6,7 +6,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NetLab, ping, run, nsenterArgs } from '@sluice/netns';
-import { detachTcInNetns, queryTc, inNetns, ifindex, type Datapath } from '../src/index.ts';
+import { attachNode, detachTcInNetns, queryTc, inNetns, ifindex, loadDatapath, type Datapath } from '../src/index.ts';
 import { buildTopology, programMaps, setMode, type Node, type Pod } from './topology.ts';
 
 const PORT = 7070;
@@ -123,6 +123,31 @@ describe('datapath between pods (real kernel, real packets)', () => {
     n2.dp.maps.endpoints.upsertBatch([[{ ip: target.ip }, { ifindex: target.hostIfindex, flags: 0, mac: target.mac, nodeMac: target.hostMac }]]);
     await lab.route(n2.ns, [`${target.ip}/32`, 'dev', target.hostIf, 'scope', 'link']);
     expect(await ping(from.ns, target.ip)).toBe(true);
+  });
+
+  it('an agent restart (reload the object, reuse the pinned maps, re-attach) loses no packets', async () => {
+    await setMode(lab, nodes, { bpfHostRouting: true, tunnel: false });
+    const [n1, n2] = nodes as [Node, Node];
+    const from = n1.pods[0]!;
+    const to = n2.pods[0]!;
+    const pinger = run('nsenter', [`--net=/run/netns/${from.ns}`, 'ping', '-n', '-q', '-c', '60', '-i', '0.02', '-W', '1', to.ip], { timeoutMs: 20_000 });
+    await new Promise((r) => setTimeout(r, 300));
+    for (const node of nodes) {
+      const before = node.dp.maps.endpoints.entries();
+      node.dp.close(); // the old agent goes away; tc keeps its programs attached
+      const dp = loadDatapath({ pinDir: node.dp.pinDir });
+      expect(dp.reusedMaps).toBe(true);
+      expect(dp.maps.endpoints.entries()).toEqual(before);
+      attachNode(dp, { uplink: 'eth0', vxlan: 'vx0', pods: node.pods.map((p) => p.hostIf) }, node.ns);
+      lab.defer(`close reloaded datapath ${node.ns}`, () => dp.close());
+      node.dp = dp;
+    }
+    const result = await pinger;
+    expect(result.stdout).toMatch(/60 packets transmitted, 60 received, 0% packet loss/);
+    // The reloaded programs carry the traffic now.
+    const c1 = n1.dp.readCounters();
+    expect(await ping(from.ns, to.ip)).toBe(true);
+    expect(n1.dp.readCounters().fromContainerNeigh.packets).toBeGreaterThan(c1.fromContainerNeigh.packets);
   });
 
   it('tc attachments can be queried and detached inside a node namespace', () => {
