@@ -90,7 +90,10 @@ export async function startKubeSim(options: KubeSimOptions = {}): Promise<KubeSi
   const faults = new Faults();
   if (options.rateLimit) faults.setRateLimit(options.rateLimit);
   if (options.failureRate) faults.setFailureRate(options.failureRate);
-  const server = new ApiServer({ store, faults, log, bookmarkIntervalMs: options.bookmarkIntervalMs });
+  let stats: () => KubeSimStats = () => {
+    throw new Error('not started');
+  };
+  const server = new ApiServer({ store, faults, log, bookmarkIntervalMs: options.bookmarkIntervalMs, routes: { '/kube-sim/stats': () => stats() } });
   const port = await server.listen(options.port ?? 0, options.host ?? '127.0.0.1');
   const url = `http://${options.host ?? '127.0.0.1'}:${port}`;
   const kubeconfigPath = options.kubeconfigPath ?? join(await mkdtemp(join(tmpdir(), 'kube-sim-')), 'kubeconfig');
@@ -98,7 +101,7 @@ export async function startKubeSim(options: KubeSimOptions = {}): Promise<KubeSi
   if (options.heartbeats ?? true) cluster.startHeartbeats();
   if (cluster.options.churnPerSecond > 0) cluster.startChurn();
 
-  const stats = (): KubeSimStats => {
+  stats = (): KubeSimStats => {
     const s: ServerStats = server.stats;
     const objects: Record<string, number> = {};
     for (const plural of ['nodes', 'pods', 'services', 'endpointslices', 'namespaces']) objects[plural] = store.count(plural);

@@ -26,6 +26,8 @@ export interface ApiServerOptions {
   log?: Logger;
   /** How often watchers that asked for bookmarks get one. */
   bookmarkIntervalMs?: number;
+  /** Extra GET routes answered with JSON (kube-sim's own /kube-sim/stats). */
+  routes?: Record<string, () => unknown>;
 }
 
 interface Route {
@@ -183,6 +185,12 @@ export class ApiServer {
     if (parts.length === 1 && ['healthz', 'livez', 'readyz'].includes(parts[0]!)) {
       this.count('discovery', 200);
       res.writeHead(200, { 'Content-Type': 'text/plain' }).end('ok');
+      return;
+    }
+    const extra = this.options.routes?.[url.pathname];
+    if (extra && method === 'GET') {
+      this.count('discovery', 200);
+      send(res, this.stats, 200, extra());
       return;
     }
     const discovery = this.discovery(parts);

@@ -545,6 +545,8 @@ export class Store {
     c.published++;
     this.counters.eventsPublished++;
     for (const w of c.watchers) this.deliver(w, event);
+    // The window keeps the object, not its encodings: a replay re-encodes, and the window's memory stays one copy.
+    event.encoded = undefined;
     for (const l of this.listeners) l(c.resource, event);
   }
 
