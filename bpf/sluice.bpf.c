@@ -7,13 +7,18 @@
  *   from_netdev     ingress of the node's uplink (native routing and the underlay side of tunnel mode)
  *   from_overlay    ingress of the node's collect_md VXLAN device (decapsulated traffic)
  *   to_overlay      egress of the VXLAN device: chooses the remote VTEP for packets the kernel routes into it
+ *   to_container    egress of a pod's host-side veth: reverse NAT of service replies the kernel delivers (legacy)
  *
  * With SL_CFG_F_BPF_HOST_ROUTING off every program returns TC_ACT_OK and the kernel forwards (legacy host routing);
  * to_overlay still sets the tunnel key, since a collect_md device cannot send without one.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
+#include <linux/in.h>
 #include <linux/ip.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <stddef.h>
 #include <linux/if_packet.h>
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
@@ -65,6 +70,29 @@ struct {
 	__type(value, struct sl_counter);
 } sl_counters SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SL_MAX_SERVICES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct sl_service_key);
+	__type(value, struct sl_service_value);
+} sl_services SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SL_MAX_BACKENDS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct sl_backend_key);
+	__type(value, struct sl_backend_value);
+} sl_backends SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SL_MAX_LB_CT);
+	__type(key, struct sl_ct_key);
+	__type(value, struct sl_ct_value);
+} sl_lb_ct SEC(".maps");
+
 static __always_inline void count(__u32 index, struct __sk_buff *skb)
 {
 	struct sl_counter *c = bpf_map_lookup_elem(&sl_counters, &index);
@@ -95,9 +123,139 @@ static __always_inline __u32 ipv4_daddr(struct __sk_buff *skb)
 	return ip->daddr;
 }
 
+
+#define IP_OFF ETH_HLEN
+#define IP_CSUM_OFF (IP_OFF + offsetof(struct iphdr, check))
+#define IP_SRC_OFF (IP_OFF + offsetof(struct iphdr, saddr))
+#define IP_DST_OFF (IP_OFF + offsetof(struct iphdr, daddr))
+#define L4_OFF (IP_OFF + sizeof(struct iphdr))
+
+struct l4 {
+	__u32 saddr, daddr;
+	__u16 sport, dport;
+	__u8 proto;
+	__u32 csum_off;
+};
+
+/* TCP or UDP over IPv4 without IP options (the only shape the load balancer rewrites). */
+static __always_inline int parse_l4(struct __sk_buff *skb, struct l4 *out)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = data + sizeof(*eth);
+	__u16 *ports = data + L4_OFF;
+
+	if ((void *)(ports + 2) > data_end || eth->h_proto != bpf_htons(ETH_P_IP) || ip->ihl != 5)
+		return -1;
+	if (ip->frag_off & bpf_htons(0x3fff))
+		return -1;
+	if (ip->protocol == IPPROTO_TCP)
+		out->csum_off = L4_OFF + offsetof(struct tcphdr, check);
+	else if (ip->protocol == IPPROTO_UDP)
+		out->csum_off = L4_OFF + offsetof(struct udphdr, check);
+	else
+		return -1;
+	out->proto = ip->protocol;
+	out->saddr = ip->saddr;
+	out->daddr = ip->daddr;
+	out->sport = ports[0];
+	out->dport = ports[1];
+	return 0;
+}
+
+/* Rewrites one address and port (source or destination) with the IP and L4 checksums fixed up. */
+static __always_inline int rewrite(struct __sk_buff *skb, struct l4 *l4, int dst, __u32 new_ip, __u16 new_port)
+{
+	__u32 old_ip = dst ? l4->daddr : l4->saddr;
+	__u16 old_port = dst ? l4->dport : l4->sport;
+	__u64 mangled = l4->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
+
+	if (bpf_l4_csum_replace(skb, l4->csum_off, old_ip, new_ip, BPF_F_PSEUDO_HDR | mangled | sizeof(new_ip)) < 0 ||
+	    bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_ip, new_ip, sizeof(new_ip)) < 0 ||
+	    bpf_skb_store_bytes(skb, dst ? IP_DST_OFF : IP_SRC_OFF, &new_ip, sizeof(new_ip), 0) < 0 ||
+	    bpf_l4_csum_replace(skb, l4->csum_off, old_port, new_port, mangled | sizeof(new_port)) < 0 ||
+	    bpf_skb_store_bytes(skb, L4_OFF + (dst ? 2 : 0), &new_port, sizeof(new_port), 0) < 0)
+		return -1;
+	return 0;
+}
+
+/* ClusterIP -> backend for a packet leaving a pod. 0: not a service (or done); -1: drop. */
+static __always_inline int lb_dnat(struct __sk_buff *skb)
+{
+	struct sl_service_key svc = {};
+	struct sl_service_value *service;
+	struct sl_backend_key bk = {};
+	struct sl_backend_value *backend;
+	struct sl_ct_key ct = {};
+	struct sl_ct_value rev = {};
+	struct l4 l4;
+	__u32 hash;
+
+	if (parse_l4(skb, &l4) < 0)
+		return 0;
+	svc.vip = l4.daddr;
+	svc.port = l4.dport;
+	svc.proto = l4.proto;
+	service = bpf_map_lookup_elem(&sl_services, &svc);
+	if (!service)
+		return 0;
+	if (!service->count) {
+		count(SL_CNT_LB_NO_BACKEND, skb);
+		return 0;
+	}
+	bk.service_id = service->id;
+	/* Multiply-xorshift so every bit of the client's address and port matters: Linux picks even source ports for
+	 * connect(), so a hash that only looked at low bits would send every flow to the same slot. */
+	hash = (l4.saddr ^ ((__u32)l4.sport << 16) ^ l4.sport) * 2654435761u;
+	hash ^= hash >> 16;
+	hash *= 2246822519u;
+	hash ^= hash >> 13;
+	bk.slot = hash % service->count;
+	backend = bpf_map_lookup_elem(&sl_backends, &bk);
+	if (!backend) {
+		count(SL_CNT_LB_NO_BACKEND, skb);
+		return 0;
+	}
+	ct.client_ip = l4.saddr;
+	ct.client_port = l4.sport;
+	ct.backend_ip = backend->ip;
+	ct.backend_port = backend->port;
+	ct.proto = l4.proto;
+	rev.vip = l4.daddr;
+	rev.vport = l4.dport;
+	bpf_map_update_elem(&sl_lb_ct, &ct, &rev, BPF_ANY);
+	if (rewrite(skb, &l4, 1, backend->ip, backend->port) < 0)
+		return -1;
+	count(SL_CNT_LB_DNAT, skb);
+	return 0;
+}
+
+/* Backend -> service address on a reply about to reach the client pod. */
+static __always_inline void lb_rev_nat(struct __sk_buff *skb)
+{
+	struct sl_ct_key ct = {};
+	struct sl_ct_value *rev;
+	struct l4 l4;
+
+	if (parse_l4(skb, &l4) < 0)
+		return;
+	ct.client_ip = l4.daddr;
+	ct.client_port = l4.dport;
+	ct.backend_ip = l4.saddr;
+	ct.backend_port = l4.sport;
+	ct.proto = l4.proto;
+	rev = bpf_map_lookup_elem(&sl_lb_ct, &ct);
+	if (!rev)
+		return;
+	if (rewrite(skb, &l4, 0, rev->vip, rev->vport) == 0)
+		count(SL_CNT_LB_REV_NAT, skb);
+}
+
 /* Rewrites the MACs for the pod and hands the frame straight to its eth0, skipping the host's stack. */
 static __always_inline int deliver_local(struct __sk_buff *skb, struct sl_endpoint_value *ep)
 {
+	lb_rev_nat(skb);
 	if (bpf_skb_store_bytes(skb, 0, ep->mac, ETH_ALEN, 0) < 0 ||
 	    bpf_skb_store_bytes(skb, ETH_ALEN, ep->node_mac, ETH_ALEN, 0) < 0) {
 		count(SL_CNT_DROP_MALFORMED, skb);
@@ -126,6 +284,11 @@ int from_container(struct __sk_buff *skb)
 	__u32 daddr;
 
 	count(SL_CNT_FROM_CONTAINER, skb);
+	/* Service translation happens in both host-routing modes: legacy only hands the result to the kernel. */
+	if (lb_dnat(skb) < 0) {
+		count(SL_CNT_DROP_MALFORMED, skb);
+		return TC_ACT_SHOT;
+	}
 	if (!cfg || !(cfg->flags & SL_CFG_F_BPF_HOST_ROUTING)) {
 		count(SL_CNT_LEGACY, skb);
 		return TC_ACT_OK;
@@ -230,6 +393,13 @@ int to_overlay(struct __sk_buff *skb)
 no_route:
 	/* A collect_md device drops frames without a tunnel key; counting them here makes that visible. */
 	count(SL_CNT_TO_OVERLAY_NO_ROUTE, skb);
+	return TC_ACT_OK;
+}
+
+SEC("tc")
+int to_container(struct __sk_buff *skb)
+{
+	lb_rev_nat(skb);
 	return TC_ACT_OK;
 }
 

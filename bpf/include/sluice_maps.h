@@ -10,6 +10,9 @@
  *   sl_ipcache_host hash, 262,144 entries  every pod IP in the cluster (100k) and node IPs (5k), as exact /32s, + slack
  *   sl_ipcache    LPM,     65,536 entries  CIDRs: one podCIDR per node (5,000) and other prefixes
  *   sl_tunnel     LPM,     16,384 entries  one podCIDR per remote node (5,000) with room for several CIDRs per node
+ *   sl_services   hash,    65,536 entries  ClusterIP:port/proto -> service id and backend count (stretch: LB)
+ *   sl_backends   hash,   262,144 entries  (service id, slot) -> backend IP:port
+ *   sl_lb_ct      LRU,     65,536 entries  reverse NAT for load-balanced flows of this node's pods
  *   sl_config     array,        1 entry    this node's datapath settings
  *   sl_counters   percpu array, 32 slots  packet/byte counters per program decision (enum sl_counter_index)
  */
@@ -23,6 +26,9 @@
 #define SL_MAX_IPCACHE 65536
 #define SL_MAX_TUNNEL 16384
 #define SL_NUM_COUNTERS 32
+#define SL_MAX_SERVICES 65536
+#define SL_MAX_BACKENDS 262144
+#define SL_MAX_LB_CT 65536
 
 /* sl_endpoints: pod IPv4 -> where its host-side veth is. */
 struct sl_endpoint_key {
@@ -62,6 +68,51 @@ struct sl_tunnel_value {
 	__u32 vni;     /* host order; 0 means the node's configured VNI */
 };
 
+/*
+ * Service load-balancing (ClusterIP DNAT in from_container). Ports are network order, as in the packet. The backend
+ * is chosen by a hash of the client's address and port, so every packet of a flow picks the same one without
+ * forward connection tracking; sl_lb_ct remembers (client, backend) -> service address for the reply's reverse NAT,
+ * done just before delivery to the client (deliver_local or to_container).
+ */
+struct sl_service_key {
+	__u32 vip;   /* network order */
+	__u16 port;  /* network order */
+	__u8 proto;  /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 pad;
+};
+
+struct sl_service_value {
+	__u32 id;    /* service id, chosen by the agent; key of sl_backends */
+	__u16 count; /* backends in slots 0..count-1; 0: no backend, the packet goes on unchanged */
+	__u16 pad;
+};
+
+struct sl_backend_key {
+	__u32 service_id;
+	__u32 slot;
+};
+
+struct sl_backend_value {
+	__u32 ip;   /* network order */
+	__u16 port; /* network order */
+	__u16 pad;
+};
+
+struct sl_ct_key {
+	__u32 client_ip;
+	__u32 backend_ip;
+	__u16 client_port;
+	__u16 backend_port;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct sl_ct_value {
+	__u32 vip;
+	__u16 vport;
+	__u16 pad;
+};
+
 /* sl_config: one entry, key 0. */
 struct sl_config {
 	__u32 flags;          /* SL_CFG_F_* */
@@ -99,6 +150,9 @@ enum sl_counter_index {
 	SL_CNT_TO_OVERLAY_NO_ROUTE = 13,
 	SL_CNT_DROP_MALFORMED = 14,
 	SL_CNT_LEGACY = 15, /* BPF host routing off: every program passes */
+	SL_CNT_LB_DNAT = 16,       /* a service address translated to a backend */
+	SL_CNT_LB_NO_BACKEND = 17, /* a service without backends */
+	SL_CNT_LB_REV_NAT = 18,    /* a reply's source translated back to the service address */
 };
 
 #endif

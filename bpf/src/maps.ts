@@ -24,7 +24,7 @@ export interface Codec<T> {
   decode(buf: Buffer, offset: number): T;
 }
 
-export type MapType = 'hash' | 'lpm_trie' | 'array' | 'percpu_array';
+export type MapType = 'hash' | 'lru_hash' | 'lpm_trie' | 'array' | 'percpu_array';
 
 export interface MapSpec<K, V> {
   /** The map's name in the object (≤ 15 chars) and its pin file name. */
@@ -230,6 +230,160 @@ export const tunnelValue: Codec<TunnelValue> = {
   decode: (buf, off) => ({ nodeIp: readIpv4(buf, off), vni: buf.readUInt32LE(off + 4) }),
 };
 
+// ---- services (sl_services, sl_backends, sl_lb_ct) ----------------------------------------------------------
+
+export const IPPROTO_TCP = 6;
+export const IPPROTO_UDP = 17;
+export type L4Proto = 'tcp' | 'udp';
+const protoNumber = (p: L4Proto) => (p === 'tcp' ? IPPROTO_TCP : p === 'udp' ? IPPROTO_UDP : badProto(p));
+function badProto(p: unknown): never {
+  throw new CodecError(`protocol must be tcp or udp, got ${JSON.stringify(p)}`);
+}
+const protoName = (n: number): L4Proto => (n === IPPROTO_UDP ? 'udp' : 'tcp');
+
+function port(value: number): number {
+  if (!Number.isInteger(value) || value < 0 || value > 65535) throw new CodecError(`port must be 0..65535, got ${value}`);
+  return value;
+}
+
+export interface ServiceKey {
+  vip: string;
+  port: number;
+  proto: L4Proto;
+}
+export const serviceKey: Codec<ServiceKey> = {
+  cType: 'sl_service_key',
+  size: 8,
+  fields: [
+    { name: 'vip', offset: 0, size: 4 },
+    { name: 'port', offset: 4, size: 2 },
+    { name: 'proto', offset: 6, size: 1 },
+    { name: 'pad', offset: 7, size: 1 },
+  ],
+  encode: (v, buf, off) => {
+    writeIpv4(v.vip, buf, off);
+    buf.writeUInt16BE(port(v.port), off + 4);
+    buf[off + 6] = protoNumber(v.proto);
+    buf[off + 7] = 0;
+  },
+  decode: (buf, off) => ({ vip: readIpv4(buf, off), port: buf.readUInt16BE(off + 4), proto: protoName(buf[off + 6] ?? 0) }),
+};
+
+export interface ServiceValue {
+  /** The agent's id for the service: the key of its backends in sl_backends. */
+  id: number;
+  /** Backends in slots 0..count-1. */
+  count: number;
+}
+export const serviceValue: Codec<ServiceValue> = {
+  cType: 'sl_service_value',
+  size: 8,
+  fields: [
+    { name: 'id', offset: 0, size: 4 },
+    { name: 'count', offset: 4, size: 2 },
+    { name: 'pad', offset: 6, size: 2 },
+  ],
+  encode: (v, buf, off) => {
+    buf.writeUInt32LE(u32(v.id, 'service id'), off);
+    buf.writeUInt16LE(port(v.count), off + 4);
+    buf.writeUInt16LE(0, off + 6);
+  },
+  decode: (buf, off) => ({ id: buf.readUInt32LE(off), count: buf.readUInt16LE(off + 4) }),
+};
+
+export interface BackendKey {
+  serviceId: number;
+  slot: number;
+}
+export const backendKey: Codec<BackendKey> = {
+  cType: 'sl_backend_key',
+  size: 8,
+  fields: [
+    { name: 'service_id', offset: 0, size: 4 },
+    { name: 'slot', offset: 4, size: 4 },
+  ],
+  encode: (v, buf, off) => {
+    buf.writeUInt32LE(u32(v.serviceId, 'service id'), off);
+    buf.writeUInt32LE(u32(v.slot, 'slot'), off + 4);
+  },
+  decode: (buf, off) => ({ serviceId: buf.readUInt32LE(off), slot: buf.readUInt32LE(off + 4) }),
+};
+
+export interface BackendValue {
+  ip: string;
+  port: number;
+}
+export const backendValue: Codec<BackendValue> = {
+  cType: 'sl_backend_value',
+  size: 8,
+  fields: [
+    { name: 'ip', offset: 0, size: 4 },
+    { name: 'port', offset: 4, size: 2 },
+    { name: 'pad', offset: 6, size: 2 },
+  ],
+  encode: (v, buf, off) => {
+    writeIpv4(v.ip, buf, off);
+    buf.writeUInt16BE(port(v.port), off + 4);
+    buf.writeUInt16LE(0, off + 6);
+  },
+  decode: (buf, off) => ({ ip: readIpv4(buf, off), port: buf.readUInt16BE(off + 4) }),
+};
+
+export interface LbCtKey {
+  clientIp: string;
+  backendIp: string;
+  clientPort: number;
+  backendPort: number;
+  proto: L4Proto;
+}
+export const lbCtKey: Codec<LbCtKey> = {
+  cType: 'sl_ct_key',
+  size: 16,
+  fields: [
+    { name: 'client_ip', offset: 0, size: 4 },
+    { name: 'backend_ip', offset: 4, size: 4 },
+    { name: 'client_port', offset: 8, size: 2 },
+    { name: 'backend_port', offset: 10, size: 2 },
+    { name: 'proto', offset: 12, size: 1 },
+    { name: 'pad', offset: 13, size: 3 },
+  ],
+  encode: (v, buf, off) => {
+    writeIpv4(v.clientIp, buf, off);
+    writeIpv4(v.backendIp, buf, off + 4);
+    buf.writeUInt16BE(port(v.clientPort), off + 8);
+    buf.writeUInt16BE(port(v.backendPort), off + 10);
+    buf[off + 12] = protoNumber(v.proto);
+    buf.fill(0, off + 13, off + 16);
+  },
+  decode: (buf, off) => ({
+    clientIp: readIpv4(buf, off),
+    backendIp: readIpv4(buf, off + 4),
+    clientPort: buf.readUInt16BE(off + 8),
+    backendPort: buf.readUInt16BE(off + 10),
+    proto: protoName(buf[off + 12] ?? 0),
+  }),
+};
+
+export interface LbCtValue {
+  vip: string;
+  vport: number;
+}
+export const lbCtValue: Codec<LbCtValue> = {
+  cType: 'sl_ct_value',
+  size: 8,
+  fields: [
+    { name: 'vip', offset: 0, size: 4 },
+    { name: 'vport', offset: 4, size: 2 },
+    { name: 'pad', offset: 6, size: 2 },
+  ],
+  encode: (v, buf, off) => {
+    writeIpv4(v.vip, buf, off);
+    buf.writeUInt16BE(port(v.vport), off + 4);
+    buf.writeUInt16LE(0, off + 6);
+  },
+  decode: (buf, off) => ({ vip: readIpv4(buf, off), vport: buf.readUInt16BE(off + 4) }),
+};
+
 // ---- sl_config -----------------------------------------------------------------------------------------------
 
 export const CFG_F_BPF_HOST_ROUTING = 0x1;
@@ -318,6 +472,9 @@ export const COUNTERS = {
   toOverlayNoRoute: 13,
   dropMalformed: 14,
   legacy: 15,
+  lbDnat: 16,
+  lbNoBackend: 17,
+  lbRevNat: 18,
 } as const;
 export type CounterName = keyof typeof COUNTERS;
 
@@ -329,6 +486,9 @@ export const MAX_IPCACHE_HOST = 262_144;
 export const MAX_IPCACHE = 65_536;
 export const MAX_TUNNEL = 16_384;
 export const NUM_COUNTERS = 32;
+export const MAX_SERVICES = 65_536;
+export const MAX_BACKENDS = 262_144;
+export const MAX_LB_CT = 65_536;
 
 export const endpointsMap: MapSpec<EndpointKey, EndpointValue> = {
   name: 'sl_endpoints',
@@ -375,7 +535,30 @@ export const countersMap: MapSpec<number, Counter> = {
   value: counterValue,
 };
 
-export const MAPS = [endpointsMap, ipcacheHostMap, ipcacheMap, tunnelMap, configMap, countersMap] as const;
+export const servicesMap: MapSpec<ServiceKey, ServiceValue> = {
+  name: 'sl_services',
+  type: 'hash',
+  maxEntries: MAX_SERVICES,
+  key: serviceKey,
+  value: serviceValue,
+};
+export const backendsMap: MapSpec<BackendKey, BackendValue> = {
+  name: 'sl_backends',
+  type: 'hash',
+  maxEntries: MAX_BACKENDS,
+  key: backendKey,
+  value: backendValue,
+};
+/** Written by the programs; userspace only reads it (or flushes it when a backend goes away). */
+export const lbCtMap: MapSpec<LbCtKey, LbCtValue> = {
+  name: 'sl_lb_ct',
+  type: 'lru_hash',
+  maxEntries: MAX_LB_CT,
+  key: lbCtKey,
+  value: lbCtValue,
+};
+
+export const MAPS = [endpointsMap, ipcacheHostMap, ipcacheMap, tunnelMap, configMap, countersMap, servicesMap, backendsMap, lbCtMap] as const;
 
 /** The programs in the object and where they go. */
 export const PROGRAMS = {
@@ -383,5 +566,6 @@ export const PROGRAMS = {
   fromNetdev: { name: 'from_netdev', attach: 'ingress', on: "the node's uplink" },
   fromOverlay: { name: 'from_overlay', attach: 'ingress', on: 'the VXLAN device' },
   toOverlay: { name: 'to_overlay', attach: 'egress', on: 'the VXLAN device' },
+  toContainer: { name: 'to_container', attach: 'egress', on: "a pod's host-side veth" },
 } as const;
 export type ProgramName = (typeof PROGRAMS)[keyof typeof PROGRAMS]['name'];

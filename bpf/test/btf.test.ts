@@ -17,6 +17,12 @@ import {
   counterValue,
   ipcacheValue,
   tunnelValue,
+  serviceKey,
+  serviceValue,
+  backendKey,
+  backendValue,
+  lbCtKey,
+  lbCtValue,
   type Codec,
 } from '../src/index.ts';
 
@@ -59,7 +65,21 @@ beforeAll(() => {
 });
 
 describe('codecs agree with the C structs (BTF)', () => {
-  const codecs: Array<Codec<never>> = [endpointKey, endpointValue, lpmKey, ipcacheValue, tunnelValue, nodeConfig, counterValue] as Array<Codec<never>>;
+  const codecs: Array<Codec<never>> = [
+    endpointKey,
+    endpointValue,
+    lpmKey,
+    ipcacheValue,
+    tunnelValue,
+    nodeConfig,
+    counterValue,
+    serviceKey,
+    serviceValue,
+    backendKey,
+    backendValue,
+    lbCtKey,
+    lbCtValue,
+  ] as Array<Codec<never>>;
   for (const codec of codecs) {
     it(`struct ${codec.cType}`, () => {
       const c = layoutOf(codec.cType);
@@ -68,7 +88,7 @@ describe('codecs agree with the C structs (BTF)', () => {
   }
 
   it('every map in the object has the key/value structs, type and max_entries of its spec', () => {
-    const mapTypes: Record<string, number> = { hash: 1, array: 2, percpu_array: 6, lpm_trie: 11 };
+    const mapTypes: Record<string, number> = { hash: 1, array: 2, percpu_array: 6, lru_hash: 9, lpm_trie: 11 };
     const section = byName('DATASEC', '.maps') as BtfType & { vars?: unknown };
     expect(section).toBeTruthy();
     for (const spec of MAPS) {
@@ -110,6 +130,12 @@ describe('codecs', () => {
     roundTrip(tunnelValue, { nodeIp: '192.168.0.2', vni: 42 });
     roundTrip(nodeConfig, { bpfHostRouting: true, tunnel: false, nodeIp: '1.2.3.4', uplinkIfindex: 2, tunnelIfindex: 3, vni: 7, uplinkMac: '02:00:00:00:00:01' });
     roundTrip(counterValue, { packets: 5n, bytes: 2n ** 40n });
+    expect(roundTrip(serviceKey, { vip: '10.96.0.10', port: 80, proto: 'tcp' }).toString('hex')).toBe('0a60000a' + '0050' + '06' + '00');
+    roundTrip(serviceValue, { id: 7, count: 3 });
+    roundTrip(backendKey, { serviceId: 7, slot: 2 });
+    expect(roundTrip(backendValue, { ip: '10.1.1.11', port: 8080 }).toString('hex')).toBe('0a01010b' + '1f90' + '0000');
+    roundTrip(lbCtKey, { clientIp: '10.1.1.11', backendIp: '10.1.2.21', clientPort: 40000, backendPort: 7070, proto: 'udp' });
+    roundTrip(lbCtValue, { vip: '10.96.0.10', vport: 53 });
   });
 
   it('clears host bits of a CIDR, so equal prefixes are equal keys', () => {

@@ -16,6 +16,9 @@ import {
   ipcacheHostMap,
   ipcacheMap,
   tunnelMap,
+  servicesMap,
+  backendsMap,
+  lbCtMap,
   type Counter,
   type CounterName,
   type MapSpec,
@@ -49,6 +52,11 @@ export interface DatapathMaps {
   tunnel: CodecMap<KeyOf<typeof tunnelMap>, NodeValue<typeof tunnelMap>>;
   config: CodecMap<number, NodeConfig>;
   counters: CodecMap<number, Counter>;
+  /** Service load-balancing (see services.ts for reconcileServices). */
+  services: CodecMap<KeyOf<typeof servicesMap>, NodeValue<typeof servicesMap>>;
+  backends: CodecMap<KeyOf<typeof backendsMap>, NodeValue<typeof backendsMap>>;
+  /** Reverse-NAT state written by the programs (LRU). */
+  lbCt: CodecMap<KeyOf<typeof lbCtMap>, NodeValue<typeof lbCtMap>>;
 }
 type KeyOf<S> = S extends MapSpec<infer K, unknown> ? K : never;
 type NodeValue<S> = S extends MapSpec<unknown, infer V> ? V : never;
@@ -77,7 +85,7 @@ export interface LoadOptions {
   maxEntries?: Partial<Record<keyof DatapathMaps, number>>;
 }
 
-const MAP_SPECS = { endpoints: endpointsMap, ipcacheHost: ipcacheHostMap, ipcache: ipcacheMap, tunnel: tunnelMap, config: configMap, counters: countersMap } as const;
+const MAP_SPECS = { endpoints: endpointsMap, ipcacheHost: ipcacheHostMap, ipcache: ipcacheMap, tunnel: tunnelMap, config: configMap, counters: countersMap, services: servicesMap, backends: backendsMap, lbCt: lbCtMap } as const;
 
 function buildDatapath(pinDir: string, raws: Record<keyof DatapathMaps, RawMap>, registry: Registry | undefined, programs: Datapath['programs'], reusedMaps: boolean, onClose: () => void): Datapath {
   const metrics = registry ? mapMetrics(registry) : undefined;
@@ -89,6 +97,9 @@ function buildDatapath(pinDir: string, raws: Record<keyof DatapathMaps, RawMap>,
     tunnel: new CodecMap(tunnelMap, raws.tunnel, metrics),
     config: new CodecMap(configMap, raws.config, metrics),
     counters: new CodecMap(countersMap, raws.counters, metrics),
+    services: new CodecMap(servicesMap, raws.services, metrics),
+    backends: new CodecMap(backendsMap, raws.backends, metrics),
+    lbCt: new CodecMap(lbCtMap, raws.lbCt, metrics),
   };
   if (metrics) for (const m of Object.values(maps)) metrics.capacity.set({ map: m.name }, m.capacity);
   return {
@@ -199,7 +210,8 @@ export function removePins(pinDir: string): void {
 
 /**
  * Attaches a node's programs (atomically replacing what is there, so a restarting agent causes no gap): from_netdev
- * on the uplink, from_overlay/to_overlay on the VXLAN device, from_container on each pod veth. With `netns`, the
+ * on the uplink, from_overlay/to_overlay on the VXLAN device, from_container (ingress) and to_container (egress) on
+ * each pod veth. With `netns`, the
  * devices are looked up and attached inside that namespace (see inNetns); without it, in the current one.
  */
 export function attachNode(dp: Pick<Datapath, 'programs'>, devices: NodeAttachments, netns?: string): void {
@@ -214,7 +226,10 @@ export function attachNode(dp: Pick<Datapath, 'programs'>, devices: NodeAttachme
       attachTc({ ifindex: ifindex(devices.vxlan), direction: 'ingress', progFd: fd('from_overlay') });
       attachTc({ ifindex: ifindex(devices.vxlan), direction: 'egress', progFd: fd('to_overlay') });
     }
-    for (const pod of devices.pods ?? []) attachTc({ ifindex: ifindex(pod), direction: 'ingress', progFd: fd('from_container') });
+    for (const pod of devices.pods ?? []) {
+      attachTc({ ifindex: ifindex(pod), direction: 'ingress', progFd: fd('from_container') });
+      attachTc({ ifindex: ifindex(pod), direction: 'egress', progFd: fd('to_container') });
+    }
   };
   if (netns) inNetns(netns, work);
   else work();
@@ -233,4 +248,10 @@ export function attachPinnedProgram(pinDir: string, program: ProgramName, ifname
   } finally {
     closeFd(progFd);
   }
+}
+
+/** A new pod's host-side veth, from its pinned programs (what a CNI plugin calls): from_container + to_container. */
+export function attachPod(pinDir: string, ifname: string, netns?: string): void {
+  attachPinnedProgram(pinDir, 'from_container', ifname, 'ingress', netns);
+  attachPinnedProgram(pinDir, 'to_container', ifname, 'egress', netns);
 }

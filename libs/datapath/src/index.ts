@@ -8,5 +8,6 @@ export * from './memory-map.ts';
 export * from './metrics.ts';
 export * from './probe.ts';
 export * from './reconcile.ts';
+export * from './services.ts';
 export * from './tc.ts';
 export * from './test-run.ts';

@@ -6,7 +6,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NetLab, ping, run, nsenterArgs } from '@sluice/netns';
-import { attachNode, detachTcInNetns, queryTc, inNetns, ifindex, loadDatapath, type Datapath } from '../src/index.ts';
+import { attachNode, reconcileServices, detachTcInNetns, queryTc, inNetns, ifindex, loadDatapath, type Datapath } from '../src/index.ts';
 import { buildTopology, programMaps, setMode, type Node, type Pod } from './topology.ts';
 
 const PORT = 7070;
@@ -16,15 +16,15 @@ net.createServer((s) => s.on('data', (d) => s.write(d))).listen(${PORT}, '0.0.0.
 `;
 const CLIENT = `
 const net = require('node:net');
-const [host, msg] = process.argv.slice(1);
-const s = net.connect(${PORT}, host, () => s.write(msg));
+const [host, msg, port] = process.argv.slice(1);
+const s = net.connect(Number(port), host, () => s.write(msg));
 s.setTimeout(4000, () => { console.error('timeout'); process.exit(1); });
 s.on('data', (d) => { if (d.toString() === msg) { s.end(); process.exit(0); } });
 s.on('error', (e) => { console.error(e.message); process.exit(1); });
 `;
 
-async function tcp(from: Pod, to: Pod): Promise<boolean> {
-  const [cmd, args] = nsenterArgs(from.ns, process.execPath, ['-e', CLIENT, to.ip, `hello ${from.name}->${to.name}`]);
+async function tcp(from: Pod, to: Pod | { ip: string; name: string }, port = PORT): Promise<boolean> {
+  const [cmd, args] = nsenterArgs(from.ns, process.execPath, ['-e', CLIENT, to.ip, `hello ${from.name}->${to.name}`, String(port)]);
   const r = await run(cmd, args, { timeoutMs: 10_000 });
   return r.code === 0;
 }
@@ -107,6 +107,38 @@ describe('datapath between pods (real kernel, real packets)', () => {
       }
       void n1;
       void n2;
+    });
+  }
+
+  for (const mode of [modes[0]!, modes[3]!]) {
+    it(`service load-balancing (ClusterIP DNAT + reverse NAT), ${mode.name}`, async () => {
+      await setMode(lab, nodes, mode);
+      const [n1, n2] = nodes as [Node, Node];
+      const backends = [n1.pods[1]!, n2.pods[0]!];
+      const vip = { ip: '10.96.0.10', name: 'svc' };
+      for (const node of nodes) {
+        node.dp.maps.lbCt.deleteBatch(node.dp.maps.lbCt.entries().map(([k]) => k));
+        reconcileServices(node.dp, [{ id: 1, vip: vip.ip, port: 80, proto: 'tcp', backends: backends.map((b) => ({ ip: b.ip, port: PORT })) }]);
+      }
+      const before = nodes.map((n) => snapshot(n.dp));
+      const clients = [n1.pods[0]!, n2.pods[1]!];
+      const failures: string[] = [];
+      for (const client of clients) for (let i = 0; i < 6; i++) if (!(await tcp(client, vip, 80))) failures.push(`${client.name} -> ${vip.ip}:80 #${i}`);
+      expect(failures).toEqual([]);
+      for (const [i, node] of nodes.entries()) {
+        expect(snapshot(node.dp).lbDnat - before[i]!.lbDnat).toBeGreaterThan(0n);
+        expect(snapshot(node.dp).lbRevNat - before[i]!.lbRevNat).toBeGreaterThan(0n);
+      }
+      // Source ports vary, so both backends (same node and remote) were chosen.
+      const chosen = new Set(nodes.flatMap((n) => n.dp.maps.lbCt.entries().map(([k]) => k.backendIp)));
+      expect(chosen).toEqual(new Set(backends.map((b) => b.ip)));
+      // No backends: the service address is left alone (nothing listens there, so the connection fails).
+      for (const node of nodes) reconcileServices(node.dp, [{ id: 1, vip: vip.ip, port: 80, proto: 'tcp', backends: [] }]);
+      expect(await tcp(clients[0]!, vip, 80)).toBe(false);
+      for (const node of nodes) {
+        reconcileServices(node.dp, []);
+        expect(node.dp.maps.services.count() + node.dp.maps.backends.count()).toBe(0);
+      }
     });
   }
 

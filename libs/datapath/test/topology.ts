@@ -4,7 +4,7 @@
  */
 import { IPCACHE_F_LOCAL, type NodeConfig } from '@sluice/bpf';
 import { NetLab, linkInfo } from '@sluice/netns';
-import { attachNode, attachPinnedProgram, attachTcInNetns, defaultPinDir, loadDatapath, upsertIpcache, type Datapath } from '../src/index.ts';
+import { attachNode, attachPod, attachTcInNetns, defaultPinDir, loadDatapath, upsertIpcache, type Datapath } from '../src/index.ts';
 
 export interface Pod {
   name: string;
@@ -63,8 +63,12 @@ export async function buildTopology(lab: NetLab, nodeCount = 2, podsPerNode = 2)
       // The route legacy host routing needs; BPF host routing never looks at it.
       await lab.route(ns, [`${podIp}/32`, 'dev', hostIf, 'scope', 'link']);
       // The second pod the way a CNI plugin would: by the pinned program's path.
-      if (p === 1) attachTcInNetns(ns, hostIf, 'ingress', dp.programs.from_container!);
-      else attachPinnedProgram(pinDir, 'from_container', hostIf, 'ingress', ns);
+      if (p === 1) {
+        attachTcInNetns(ns, hostIf, 'ingress', dp.programs.from_container!);
+        attachTcInNetns(ns, hostIf, 'egress', dp.programs.to_container!);
+      } else {
+        attachPod(pinDir, hostIf, ns);
+      }
       node.pods.push({ name: `p${n}${p}`, ns: podNs, ip: podIp, hostIf, hostIfindex: host.ifindex, mac: inPod.mac, hostMac: host.mac });
     }
     nodes.push(node);
