@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import type { EndpointValue } from '@sluice/bpf';
 import type { Figure } from '../../../bench/run.ts';
 import { bpf } from '../src/libbpf.ts';
-import { ipv4Frame, loadDatapath, reconcile, removePins, testRun, upsertIpcache, type Datapath } from '../src/index.ts';
+import { ipv4Frame, loadDatapath, memoryDatapath, reconcile, reconcileIpcache, removePins, testRun, upsertIpcache, type Datapath } from '../src/index.ts';
 
 const N = 100_000;
 const ip = (i: number) => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
@@ -65,6 +65,17 @@ export default async function datapathBench(): Promise<Figure[]> {
     });
     figures.push({ metric: 'reconcile 100k endpoints, nothing to change', value: Math.round(rate(N, () => reconcileNoop(batched, eps))), unit: 'entries/s' });
     batched.close();
+
+    // ---- in-memory backend (the scale harness's) ----------------------------------------------------------------
+    globalThis.gc?.();
+    const heapBefore = process.memoryUsage().heapUsed;
+    const mem = memoryDatapath();
+    const memRate = rate(ipc.length, () => reconcileIpcache(mem, ipc));
+    globalThis.gc?.();
+    const heapAfter = process.memoryUsage().heapUsed;
+    figures.push({ metric: 'in-memory ipcache reconcile from empty (105k)', value: Math.round(memRate), unit: 'entries/s' });
+    figures.push({ metric: 'in-memory backend heap per ipcache entry', value: Math.round((heapAfter - heapBefore) / ipc.length), unit: 'bytes' });
+    mem.close();
 
     // ---- per-packet cost --------------------------------------------------------------------------------------
     // Both node datapaths stay loaded and are measured alternately, so drift on a busy 2-core machine hits both.

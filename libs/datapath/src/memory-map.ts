@@ -13,7 +13,9 @@ export class MemoryRawMap implements RawMap {
   readonly keySize: number;
   readonly valueSize: number;
   readonly capacity: number;
-  private readonly entries = new Map<string, Buffer>();
+  // Keys and values as latin1 strings of their exact bytes: ~3x smaller than a Buffer per entry, which matters when
+  // the scale harness keeps 50 agents' maps of 100k entries in one process.
+  private readonly entries = new Map<string, string>();
   private readonly array: boolean;
   private readonly fullCode: string;
   private readonly lpm: boolean;
@@ -31,7 +33,7 @@ export class MemoryRawMap implements RawMap {
       for (let i = 0; i < this.capacity; i++) {
         const key = Buffer.alloc(this.keySize);
         key.writeUInt32LE(i, 0);
-        this.entries.set(key.toString('latin1'), Buffer.alloc(this.valueSize));
+        this.entries.set(key.toString('latin1'), '\0'.repeat(this.valueSize));
       }
     }
   }
@@ -44,7 +46,7 @@ export class MemoryRawMap implements RawMap {
           throw new MapFullError(this.name, this.capacity, i, count, this.fullCode);
         }
       }
-      this.entries.set(id, Buffer.from(values.subarray(i * this.valueSize, (i + 1) * this.valueSize)));
+      this.entries.set(id, values.toString('latin1', i * this.valueSize, (i + 1) * this.valueSize));
     }
   }
 
@@ -56,7 +58,7 @@ export class MemoryRawMap implements RawMap {
   lookupRaw(key: Buffer): Buffer | undefined {
     if (this.lpm) return this.lookupLongestPrefix(key);
     const value = this.entries.get(key.toString('latin1', 0, this.keySize));
-    return value ? Buffer.from(value) : undefined;
+    return value === undefined ? undefined : Buffer.from(value, 'latin1');
   }
 
   /** Like the kernel's LPM trie: a lookup returns the longest stored prefix that covers the key's address. */
@@ -67,7 +69,7 @@ export class MemoryRawMap implements RawMap {
       probe.writeUInt32LE(len, 0);
       probe.writeUInt32BE(len === 0 ? 0 : (addr & ((0xffffffff << (32 - len)) >>> 0)) >>> 0, 4);
       const value = this.entries.get(probe.toString('latin1'));
-      if (value) return Buffer.from(value);
+      if (value !== undefined) return Buffer.from(value, 'latin1');
     }
     return undefined;
   }
@@ -79,7 +81,7 @@ export class MemoryRawMap implements RawMap {
     let i = 0;
     for (const [id, value] of this.entries) {
       keys.write(id, i * this.keySize, 'latin1');
-      value.copy(values, i * this.valueSize);
+      values.write(value, i * this.valueSize, 'latin1');
       i++;
     }
     return { keys, values, count };
