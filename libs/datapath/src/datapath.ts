@@ -31,7 +31,7 @@ import { BpfRawMap } from './bpf-map.ts';
 import { bpf, check, checkPtr, closeFd } from './libbpf.ts';
 import { MemoryRawMap } from './memory-map.ts';
 import { mapMetrics } from './metrics.ts';
-import { attachTc, ifindex, inNetns, type NodeAttachments, type TcDirection } from './tc.ts';
+import { attachTc, detachTc, ifindex, inNetns, type NodeAttachments, type TcDirection } from './tc.ts';
 
 export const BPFFS_ROOT = '/sys/fs/bpf/sluice';
 
@@ -72,6 +72,8 @@ export interface Datapath {
   getConfig(): NodeConfig | undefined;
   /** Every counter summed over CPUs. */
   readCounters(): Record<CounterName, Counter>;
+  /** Entries and capacity per map, for a status endpoint (counts by dumping: ~tens of ms at 100k entries). */
+  fillLevels(): Record<string, { entries: number; capacity: number }>;
   close(): void;
 }
 
@@ -113,6 +115,15 @@ function buildDatapath(pinDir: string, raws: Record<keyof DatapathMaps, RawMap>,
       return c && c.nodeIp !== '0.0.0.0' ? c : undefined;
     },
     readCounters: () => sumCounters(maps.counters.raw),
+    fillLevels: () => {
+      const out: Record<string, { entries: number; capacity: number }> = {};
+      for (const m of Object.values(maps)) {
+        if (m.spec.type === 'array' || m.spec.type === 'percpu_array') continue;
+        out[m.name] = { entries: m.count(), capacity: m.capacity };
+        metrics?.entries.set({ map: m.name }, out[m.name]!.entries);
+      }
+      return out;
+    },
     close: () => {
       if (closed) return;
       closed = true;
@@ -254,4 +265,30 @@ export function attachPinnedProgram(pinDir: string, program: ProgramName, ifname
 export function attachPod(pinDir: string, ifname: string, netns?: string): void {
   attachPinnedProgram(pinDir, 'from_container', ifname, 'ingress', netns);
   attachPinnedProgram(pinDir, 'to_container', ifname, 'egress', netns);
+}
+
+/** Removes what attachNode attached (uninstall; an agent restart does not need this). Missing devices are skipped. */
+export function detachNode(devices: NodeAttachments, netns?: string): void {
+  const work = () => {
+    const tryDetach = (ifname: string, direction: TcDirection) => {
+      let index: number;
+      try {
+        index = ifindex(ifname);
+      } catch {
+        return;
+      }
+      detachTc({ ifindex: index, direction });
+    };
+    tryDetach(devices.uplink, 'ingress');
+    if (devices.vxlan) {
+      tryDetach(devices.vxlan, 'ingress');
+      tryDetach(devices.vxlan, 'egress');
+    }
+    for (const pod of devices.pods ?? []) {
+      tryDetach(pod, 'ingress');
+      tryDetach(pod, 'egress');
+    }
+  };
+  if (netns) inNetns(netns, work);
+  else work();
 }

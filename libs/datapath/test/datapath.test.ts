@@ -6,7 +6,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NetLab, ping, run, nsenterArgs } from '@sluice/netns';
-import { attachNode, reconcileServices, detachTcInNetns, queryTc, inNetns, ifindex, loadDatapath, type Datapath } from '../src/index.ts';
+import { attachNode, detachNode, reconcileServices, detachTcInNetns, queryTc, inNetns, ifindex, loadDatapath, type Datapath } from '../src/index.ts';
 import { buildTopology, programMaps, setMode, type Node, type Pod } from './topology.ts';
 
 const PORT = 7070;
@@ -182,7 +182,7 @@ describe('datapath between pods (real kernel, real packets)', () => {
     expect(n1.dp.readCounters().fromContainerNeigh.packets).toBeGreaterThan(c1.fromContainerNeigh.packets);
   });
 
-  it('tc attachments can be queried and detached inside a node namespace', () => {
+  it('tc attachments can be queried and detached inside a node namespace (runs last)', () => {
     const n1 = nodes[0]!;
     const pod = n1.pods[1]!;
     const id = inNetns(n1.ns, () => queryTc({ ifindex: ifindex(pod.hostIf), direction: 'ingress' }));
@@ -191,5 +191,9 @@ describe('datapath between pods (real kernel, real packets)', () => {
     expect(inNetns(n1.ns, () => queryTc({ ifindex: ifindex(pod.hostIf), direction: 'ingress' }))).toBeUndefined();
     // Our own namespace is untouched: the interface does not exist here.
     expect(() => ifindex(pod.hostIf)).toThrow(/ENODEV/);
+    expect(n1.dp.fillLevels()).toMatchObject({ sl_endpoints: { entries: 2, capacity: 131072 }, sl_ipcache_host: { entries: 4 }, sl_ipcache: { entries: 2 } });
+    detachNode({ uplink: 'eth0', vxlan: 'vx0', pods: n1.pods.map((p) => p.hostIf) }, n1.ns);
+    expect(inNetns(n1.ns, () => queryTc({ ifindex: ifindex('eth0'), direction: 'ingress' }))).toBeUndefined();
+    expect(inNetns(n1.ns, () => queryTc({ ifindex: ifindex('vx0'), direction: 'egress' }))).toBeUndefined();
   });
 });
