@@ -53,7 +53,7 @@ function watch(url: string, counter: Counter): () => void {
 export default async function bench(): Promise<Figure[]> {
   const dir = await mkdtemp(join(tmpdir(), 'kube-sim-bench-'));
   const started = Date.now();
-  const child = spawn(process.execPath, ['--import', 'tsx', main, '--nodes', String(NODES), '--pods-per-node', String(PODS_PER_NODE),
+  const child = spawn(process.execPath, ['--max-old-space-size=1536', '--import', 'tsx', main, '--nodes', String(NODES), '--pods-per-node', String(PODS_PER_NODE),
     '--services', '500', '--namespaces', '20', '--churn', '20', '--heartbeat-interval', '10s', '--port', '0',
     '--kubeconfig', join(dir, 'kubeconfig'), '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'inherit'] });
   const stops: (() => void)[] = [];
@@ -94,7 +94,7 @@ export default async function bench(): Promise<Figure[]> {
     await new Promise((r) => setTimeout(r, MEASURE_MS));
     const cpu1 = await procStat(pid);
     const seconds = (Date.now() - t0) / 1000;
-    const stats1 = await json<{ heartbeats: number; watchEventsSent: number; eventsPublished: number; droppedWatchers: number; podsCreated: number; podsDeleted: number }>(`${url}/kube-sim/stats`);
+    const stats1 = await json<{ memory: { heapUsed: number }; heartbeats: number; watchEventsSent: number; eventsPublished: number; droppedWatchers: number; podsCreated: number; podsDeleted: number }>(`${url}/kube-sim/stats`);
     const received = counters.reduce((n, c) => n + c.events, 0);
     const bytes = counters.reduce((n, c) => n + c.bytes, 0);
     return [
@@ -110,6 +110,7 @@ export default async function bench(): Promise<Figure[]> {
       { metric: 'simulator CPU under load', value: Math.round(((cpu1.cpuMs - cpu0.cpuMs) / (seconds * 1000)) * 100), unit: '% of one core' },
       { metric: 'simulator RSS under load', value: Math.round(cpu1.rssMiB), unit: 'MiB' },
       { metric: 'simulator peak RSS', value: Math.round(cpu1.hwmMiB), unit: 'MiB' },
+      { metric: 'simulator JS heap used', value: Math.round(stats1.memory.heapUsed / 1024 / 1024), unit: 'MiB' },
       { metric: 'watchers dropped as too slow', value: stats1.droppedWatchers, unit: 'count' },
     ];
   } finally {

@@ -281,8 +281,8 @@ export class Store {
   readonly closedWatchers: WatcherInfo[] = [];
 
   constructor(options: StoreOptions = {}) {
-    const windowEvents = options.windowEvents ?? 20_000;
-    const windowBytes = options.windowBytes ?? 256 * 1024 * 1024;
+    const windowEvents = options.windowEvents ?? 10_000;
+    const windowBytes = options.windowBytes ?? 128 * 1024 * 1024;
     for (const r of RESOURCES) this.collections.set(r.plural, new Collection(r, windowEvents, windowBytes));
     this.maxBacklog = options.maxWatcherBacklogBytes ?? 64 * 1024 * 1024;
     this.snapshotTtl = options.snapshotTtlMs ?? 5 * 60_000;
