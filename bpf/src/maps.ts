@@ -31,6 +31,8 @@ export interface MapSpec<K, V> {
   readonly name: string;
   readonly type: MapType;
   readonly maxEntries: number;
+  /** BPF_F_NO_PREALLOC: memory follows use (LPM tries require it; large, sparsely used hashes choose it). */
+  readonly noPrealloc?: boolean;
   readonly key: Codec<K>;
   readonly value: Codec<V>;
 }
@@ -502,6 +504,7 @@ export const ipcacheHostMap: MapSpec<EndpointKey, IpcacheValue> = {
   name: 'sl_ipcache_host',
   type: 'hash',
   maxEntries: MAX_IPCACHE_HOST,
+  noPrealloc: true,
   key: endpointKey,
   value: ipcacheValue,
 };
@@ -510,6 +513,7 @@ export const ipcacheMap: MapSpec<LpmKey, IpcacheValue> = {
   name: 'sl_ipcache',
   type: 'lpm_trie',
   maxEntries: MAX_IPCACHE,
+  noPrealloc: true,
   key: lpmKey,
   value: ipcacheValue,
 };
@@ -517,6 +521,7 @@ export const tunnelMap: MapSpec<LpmKey, TunnelValue> = {
   name: 'sl_tunnel',
   type: 'lpm_trie',
   maxEntries: MAX_TUNNEL,
+  noPrealloc: true,
   key: lpmKey,
   value: tunnelValue,
 };
@@ -539,6 +544,7 @@ export const servicesMap: MapSpec<ServiceKey, ServiceValue> = {
   name: 'sl_services',
   type: 'hash',
   maxEntries: MAX_SERVICES,
+  noPrealloc: true,
   key: serviceKey,
   value: serviceValue,
 };
@@ -546,6 +552,7 @@ export const backendsMap: MapSpec<BackendKey, BackendValue> = {
   name: 'sl_backends',
   type: 'hash',
   maxEntries: MAX_BACKENDS,
+  noPrealloc: true,
   key: backendKey,
   value: backendValue,
 };

@@ -104,6 +104,7 @@ describe('codecs agree with the C structs (BTF)', () => {
       };
       expect(arrayLen('type'), spec.name).toBe(mapTypes[spec.type]);
       expect(arrayLen('max_entries'), spec.name).toBe(spec.maxEntries);
+      expect(def.members!.some((m) => m.name === 'map_flags') ? arrayLen('map_flags') : 0, spec.name).toBe(spec.noPrealloc ? 1 : 0);
       expect(pointee('key').name, spec.name).toBe(spec.key.cType);
       expect(pointee('value').name, spec.name).toBe(spec.value.cType);
       expect(sizeOf(types.get(member('key').type_id)!.type_id!), spec.name).toBe(spec.key.size);

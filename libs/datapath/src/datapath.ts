@@ -27,7 +27,7 @@ import {
 } from '@sluice/bpf';
 import type { Registry } from '@sluice/metrics';
 import { CodecMap, type RawMap } from './backend.ts';
-import { BpfRawMap } from './bpf-map.ts';
+import { BpfRawMap, mapInfo } from './bpf-map.ts';
 import { bpf, check, checkPtr, closeFd } from './libbpf.ts';
 import { MemoryRawMap } from './memory-map.ts';
 import { mapMetrics } from './metrics.ts';
@@ -68,6 +68,8 @@ export interface Datapath {
   programs: Partial<Record<ProgramName, number>>;
   /** True when every map came from an existing pin (a restart), false when at least one was created. */
   reusedMaps: boolean;
+  /** Pinned maps whose layout no longer matched the object (an upgrade) and were replaced: "<name>: <why>". */
+  replacedMaps: string[];
   setConfig(config: NodeConfig): void;
   getConfig(): NodeConfig | undefined;
   /** Every counter summed over CPUs. */
@@ -83,8 +85,14 @@ export interface LoadOptions {
   objectPath?: string;
   /** Map metrics (operation durations, errors, full maps, fill levels) go here. */
   registry?: Registry;
-  /** Overrides max_entries (tests of full maps). A pinned map with a different size is refused by libbpf. */
+  /** Overrides max_entries (tests of full maps). */
   maxEntries?: Partial<Record<keyof DatapathMaps, number>>;
+  /**
+   * A pinned map whose type, key/value size, max_entries or flags differ from the object's (after an upgrade):
+   * 'error' (default) fails the load, since libbpf refuses to reuse it; 'replace' unpins it and creates a new one
+   * (listed in `replacedMaps`; the old map lives on, still used by the attached programs, until they are replaced).
+   */
+  onIncompatible?: 'error' | 'replace';
 }
 
 const MAP_SPECS = { endpoints: endpointsMap, ipcacheHost: ipcacheHostMap, ipcache: ipcacheMap, tunnel: tunnelMap, config: configMap, counters: countersMap, services: servicesMap, backends: backendsMap, lbCt: lbCtMap } as const;
@@ -109,6 +117,7 @@ function buildDatapath(pinDir: string, raws: Record<keyof DatapathMaps, RawMap>,
     maps,
     programs,
     reusedMaps,
+    replacedMaps: [],
     setConfig: (config) => maps.config.upsertBatch([[0, config]]),
     getConfig: () => {
       const c = maps.config.lookup(0);
@@ -160,6 +169,7 @@ export function sumCounters(raw: RawMap): Record<CounterName, Counter> {
 export function loadDatapath(options: LoadOptions): Datapath {
   const { pinDir } = options;
   mkdirSync(pinDir, { recursive: true });
+  const replacedMaps = checkPinnedLayouts(options);
   const reusedMaps = Object.values(MAP_SPECS).every((s) => existsSync(join(pinDir, s.name)));
   const path = options.objectPath ?? OBJECT_PATH;
   const obj = checkPtr('bpf_object__open_file', bpf.objectOpenFile(path, null), path);
@@ -185,13 +195,51 @@ export function loadDatapath(options: LoadOptions): Datapath {
       programs[p.name] = check('bpf_obj_get', bpf.objGet(pinPath), pinPath);
     }
     bpf.objectClose(obj);
-    return buildDatapath(pinDir, raws, options.registry, programs, reusedMaps, () => {
+    const dp = buildDatapath(pinDir, raws, options.registry, programs, reusedMaps, () => {
       for (const fd of Object.values(programs)) closeFd(fd);
     });
+    dp.replacedMaps = replacedMaps;
+    return dp;
   } catch (err) {
     bpf.objectClose(obj);
     throw err;
   }
+}
+
+const MAP_TYPE_IDS: Record<string, number> = { hash: 1, array: 2, percpu_array: 6, lru_hash: 9, lpm_trie: 11 };
+const NO_PREALLOC = 1;
+
+/** Compares each pinned map with what the object will ask for; unpins mismatches when told to replace them. */
+function checkPinnedLayouts(options: LoadOptions): string[] {
+  const replaced: string[] = [];
+  for (const [key, spec] of Object.entries(MAP_SPECS) as Array<[keyof DatapathMaps, MapSpec<unknown, unknown>]>) {
+    const path = join(options.pinDir, spec.name);
+    if (!existsSync(path)) continue;
+    const fd = check('bpf_obj_get', bpf.objGet(path), path);
+    let info;
+    try {
+      info = mapInfo(fd);
+    } finally {
+      closeFd(fd);
+    }
+    const want = {
+      type: MAP_TYPE_IDS[spec.type],
+      keySize: spec.key.size,
+      valueSize: spec.value.size,
+      maxEntries: options.maxEntries?.[key] ?? spec.maxEntries,
+      noPrealloc: spec.noPrealloc ?? false,
+    };
+    const have = { type: info.type, keySize: info.keySize, valueSize: info.valueSize, maxEntries: info.maxEntries, noPrealloc: (info.flags & NO_PREALLOC) !== 0 };
+    const diffs = (Object.keys(want) as Array<keyof typeof want>).filter((k) => want[k] !== have[k]).map((k) => `${k} ${have[k]} -> ${want[k]}`);
+    if (!diffs.length) continue;
+    const why = `${spec.name}: ${diffs.join(', ')}`;
+    if (options.onIncompatible !== 'replace') {
+      throw new Error(`pinned map ${path} does not match the BPF object (${why}); load with onIncompatible: 'replace' to recreate it`);
+    }
+    unlinkSync(path);
+    replaced.push(why);
+  }
+  return replaced;
 }
 
 /** Opens a node's pinned maps without loading programs (tests, status tools, a second reader). */

@@ -165,6 +165,22 @@ describe('pinned maps', () => {
     }
   });
 
+  it('a pinned map with an old layout is refused, or replaced when asked, keeping the compatible ones', () => {
+    const dir = pinDir();
+    const old = loadDatapath({ pinDir: dir, maxEntries: { tunnel: 128 } });
+    old.maps.endpoints.upsertBatch(eps(0, 10));
+    old.close();
+    expect(() => loadDatapath({ pinDir: dir })).toThrow(/sl_tunnel: maxEntries 128 -> 16384.*onIncompatible/);
+    const upgraded = loadDatapath({ pinDir: dir, onIncompatible: 'replace' });
+    try {
+      expect(upgraded.replacedMaps).toEqual(['sl_tunnel: maxEntries 128 -> 16384']);
+      expect(upgraded.maps.tunnel.capacity).toBe(16384);
+      expect(upgraded.maps.endpoints.count()).toBe(10);
+    } finally {
+      upgraded.close();
+    }
+  });
+
   it('errors carry the errno name', () => {
     let err: unknown;
     try {
