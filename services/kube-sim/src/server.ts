@@ -419,6 +419,7 @@ export class ApiServer {
       sendInitialEvents: q.get('sendInitialEvents') === 'true',
     }, {
       write(chunk) {
+        if (res.destroyed || res.writableEnded) return;
         start();
         const out = table ? toTable(chunk) : chunk;
         stats.bytesWritten += out.length;
@@ -426,6 +427,7 @@ export class ApiServer {
       },
       backlog: () => res.writableLength,
       end: () => {
+        if (res.destroyed || res.writableEnded) return;
         start();
         res.end();
         // A client that stopped reading never drains the backlog: let it go after a grace period.
@@ -445,6 +447,7 @@ export class ApiServer {
     };
     req.on('close', cleanup);
     res.on('close', cleanup);
+    res.on('error', cleanup);
   }
 
   private bind(res: ServerResponse, route: Route, body: KubeObject): void {

@@ -158,4 +158,32 @@ describe('@kubernetes/client-node against kube-sim', () => {
     const events = await readWatch(`${sim.url}/api/v1/pods?watch=1&resourceVersion=${rv}&fieldSelector=spec.nodeName%3Dnode-00004`, (e) => e.length >= 2);
     expect(events.map((e) => e.type)).toEqual(['ADDED', 'DELETED']);
   });
+
+  it('sendInitialEvents streams the state then an initial-events-end bookmark; timeoutSeconds ends the watch', async () => {
+    const events = await readWatch(`${sim.url}/api/v1/nodes?watch=1&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan&timeoutSeconds=1`, () => false);
+    const names = events.filter((e) => e.type === 'ADDED').map((e) => e.object.metadata.name);
+    expect(names).toEqual(['node-00001', 'node-00002', 'node-00003', 'node-00004']);
+    const end = events.find((e) => e.type === 'BOOKMARK' && e.object.metadata.annotations?.['k8s.io/initial-events-end'] === 'true');
+    expect(end).toBeDefined();
+    expect(sim.stats().watchers.filter((w) => w.resource === 'nodes')).toEqual([]);
+  });
+
+  it('an informer whose list fails with a 500 reports the error and stops (the caller restarts it)', async () => {
+    const kc = kubeConfig(sim);
+    const api = kc.makeApiClient(CoreV1Api);
+    const informer = makeInformer<V1Node>(kc, '/api/v1/nodes', () => api.listNode());
+    const errors: unknown[] = [];
+    informer.on('error', (e) => errors.push(e));
+    sim.faults.failNext(1, { verbs: ['list'], resources: ['nodes'] });
+    await informer.start();
+    try {
+      await waitFor(() => errors.length > 0);
+      expect((errors[0] as ApiException<string>).code).toBe(500);
+      await informer.start();
+      await waitFor(() => informer.list().length === 4);
+    } finally {
+      await informer.stop();
+      sim.faults.reset();
+    }
+  });
 });
