@@ -7,6 +7,7 @@
  *   from_netdev     ingress of the node's uplink (native routing and the underlay side of tunnel mode)
  *   from_overlay    ingress of the node's collect_md VXLAN device (decapsulated traffic)
  *   to_overlay      egress of the VXLAN device: chooses the remote VTEP for packets the kernel routes into it
+ *   to_netdev       egress of the node's uplink: masquerade of pods' traffic leaving the cluster
  *   to_container    egress of a pod's host-side veth: reverse NAT of service replies the kernel delivers (legacy)
  *
  * With SL_CFG_F_BPF_HOST_ROUTING off every program returns TC_ACT_OK and the kernel forwards (legacy host routing);
@@ -92,6 +93,20 @@ struct {
 	__type(key, struct sl_ct_key);
 	__type(value, struct sl_ct_value);
 } sl_lb_ct SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SL_MAX_SNAT);
+	__type(key, struct sl_snat_key);
+	__type(value, struct sl_snat_value);
+} sl_snat SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SL_MAX_SNAT);
+	__type(key, struct sl_snat_key);
+	__type(value, struct sl_snat_value);
+} sl_snat_rev SEC(".maps");
 
 static __always_inline void count(__u32 index, struct __sk_buff *skb)
 {
@@ -358,9 +373,30 @@ static __always_inline int ingress_to_local(struct __sk_buff *skb, __u32 seen, _
 	return TC_ACT_OK;
 }
 
+/* A reply to a masqueraded flow: node IP:NAT port -> the pod's address, before anything else looks at it. */
+static __always_inline void snat_rev(struct __sk_buff *skb)
+{
+	struct sl_config *cfg = config();
+	struct sl_snat_key key = {};
+	struct sl_snat_value *pod;
+	struct l4 l4;
+
+	if (!cfg || !(cfg->flags & SL_CFG_F_MASQUERADE) || parse_l4(skb, &l4) < 0 || l4.daddr != cfg->node_ip)
+		return;
+	key.addr = l4.daddr;
+	key.port = l4.dport;
+	key.peer_ip = l4.saddr;
+	key.peer_port = l4.sport;
+	key.proto = l4.proto;
+	pod = bpf_map_lookup_elem(&sl_snat_rev, &key);
+	if (pod && rewrite(skb, &l4, 1, pod->addr, pod->port) == 0)
+		count(SL_CNT_SNAT_REV, skb);
+}
+
 SEC("tc")
 int from_netdev(struct __sk_buff *skb)
 {
+	snat_rev(skb);
 	return ingress_to_local(skb, SL_CNT_FROM_NETDEV, SL_CNT_FROM_NETDEV_LOCAL, SL_CNT_FROM_NETDEV_PASS, 0);
 }
 
@@ -393,6 +429,75 @@ int to_overlay(struct __sk_buff *skb)
 no_route:
 	/* A collect_md device drops frames without a tunnel key; counting them here makes that visible. */
 	count(SL_CNT_TO_OVERLAY_NO_ROUTE, skb);
+	return TC_ACT_OK;
+}
+
+#define NAT_PORT_MIN 32768
+#define NAT_PORT_RANGE 28232 /* 32768..60999 */
+#define NAT_PORT_TRIES 8
+
+/* Masquerade: a local pod's TCP/UDP to a destination outside the cluster leaves with the node's IP. */
+SEC("tc")
+int to_netdev(struct __sk_buff *skb)
+{
+	struct sl_config *cfg = config();
+	struct sl_snat_key fwd = {}, rev = {};
+	struct sl_snat_value *nat, out = {}, back = {};
+	struct sl_lpm_key lpm = { .prefixlen = 32 };
+	struct l4 l4;
+	__u32 hash;
+	int i;
+
+	count(SL_CNT_TO_NETDEV, skb);
+	if (!cfg || !(cfg->flags & SL_CFG_F_MASQUERADE) || parse_l4(skb, &l4) < 0 || l4.saddr == cfg->node_ip)
+		return TC_ACT_OK;
+	if (!bpf_map_lookup_elem(&sl_endpoints, &l4.saddr))
+		return TC_ACT_OK;
+	lpm.ip = l4.daddr;
+	if (bpf_map_lookup_elem(&sl_ipcache_host, &l4.daddr) || bpf_map_lookup_elem(&sl_ipcache, &lpm))
+		return TC_ACT_OK;
+
+	fwd.addr = l4.saddr;
+	fwd.port = l4.sport;
+	fwd.peer_ip = l4.daddr;
+	fwd.peer_port = l4.dport;
+	fwd.proto = l4.proto;
+	nat = bpf_map_lookup_elem(&sl_snat, &fwd);
+	if (nat) {
+		out.addr = nat->addr;
+		out.port = nat->port;
+	} else {
+		rev.addr = cfg->node_ip;
+		rev.peer_ip = l4.daddr;
+		rev.peer_port = l4.dport;
+		rev.proto = l4.proto;
+		hash = (l4.saddr ^ ((__u32)l4.sport << 16) ^ l4.daddr ^ l4.dport) * 2654435761u;
+		hash ^= hash >> 15;
+#pragma unroll
+		for (i = 0; i < NAT_PORT_TRIES; i++) {
+			rev.port = bpf_htons(NAT_PORT_MIN + (hash + i * 7919) % NAT_PORT_RANGE);
+			if (!bpf_map_lookup_elem(&sl_snat_rev, &rev))
+				break;
+		}
+		if (i == NAT_PORT_TRIES) {
+			count(SL_CNT_SNAT_NO_PORT, skb);
+			return TC_ACT_OK;
+		}
+		back.addr = l4.saddr;
+		back.port = l4.sport;
+		out.addr = cfg->node_ip;
+		out.port = rev.port;
+		if (bpf_map_update_elem(&sl_snat_rev, &rev, &back, BPF_NOEXIST) < 0 ||
+		    bpf_map_update_elem(&sl_snat, &fwd, &out, BPF_ANY) < 0) {
+			count(SL_CNT_SNAT_NO_PORT, skb);
+			return TC_ACT_OK;
+		}
+	}
+	if (rewrite(skb, &l4, 0, out.addr, out.port) < 0) {
+		count(SL_CNT_DROP_MALFORMED, skb);
+		return TC_ACT_SHOT;
+	}
+	count(SL_CNT_SNAT, skb);
 	return TC_ACT_OK;
 }
 

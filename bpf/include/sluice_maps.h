@@ -13,6 +13,8 @@
  *   sl_services   hash,    65,536 entries  ClusterIP:port/proto -> service id and backend count (stretch: LB)
  *   sl_backends   hash,   262,144 entries  (service id, slot) -> backend IP:port
  *   sl_lb_ct      LRU,     65,536 entries  reverse NAT for load-balanced flows of this node's pods
+ *   sl_snat       LRU,     65,536 entries  masquerade: (pod, peer) -> node IP and NAT port (stretch)
+ *   sl_snat_rev   LRU,     65,536 entries  masquerade: (node IP, NAT port, peer) -> pod address
  *   sl_config     array,        1 entry    this node's datapath settings
  *   sl_counters   percpu array, 32 slots  packet/byte counters per program decision (enum sl_counter_index)
  */
@@ -29,6 +31,7 @@
 #define SL_MAX_SERVICES 65536
 #define SL_MAX_BACKENDS 262144
 #define SL_MAX_LB_CT 65536
+#define SL_MAX_SNAT 65536
 
 /* sl_endpoints: pod IPv4 -> where its host-side veth is. */
 struct sl_endpoint_key {
@@ -113,6 +116,27 @@ struct sl_ct_value {
 	__u16 pad;
 };
 
+/*
+ * Masquerade (SNAT to the node's IP) for traffic from local pods to destinations outside the cluster (not in the
+ * ipcache), done at the uplink's egress (to_netdev); replies are translated back at its ingress (from_netdev).
+ * The same key shape serves both directions: forward {pod, pod port, peer, peer port}, reverse {node IP, NAT port,
+ * peer, peer port}. Ports network order.
+ */
+struct sl_snat_key {
+	__u32 addr;
+	__u32 peer_ip;
+	__u16 port;
+	__u16 peer_port;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct sl_snat_value {
+	__u32 addr;
+	__u16 port;
+	__u16 pad;
+};
+
 /* sl_config: one entry, key 0. */
 struct sl_config {
 	__u32 flags;          /* SL_CFG_F_* */
@@ -126,6 +150,7 @@ struct sl_config {
 
 #define SL_CFG_F_BPF_HOST_ROUTING 0x1 /* redirect in BPF; otherwise TC_ACT_OK and the kernel stack forwards */
 #define SL_CFG_F_TUNNEL 0x2           /* VXLAN tunnel mode; otherwise native routing */
+#define SL_CFG_F_MASQUERADE 0x4       /* SNAT pods' traffic leaving the cluster to node_ip */
 
 /* sl_counters: per-CPU, indexed by enum sl_counter_index. */
 struct sl_counter {
@@ -153,6 +178,10 @@ enum sl_counter_index {
 	SL_CNT_LB_DNAT = 16,       /* a service address translated to a backend */
 	SL_CNT_LB_NO_BACKEND = 17, /* a service without backends */
 	SL_CNT_LB_REV_NAT = 18,    /* a reply's source translated back to the service address */
+	SL_CNT_SNAT = 19,          /* masqueraded to the node IP */
+	SL_CNT_SNAT_REV = 20,      /* a reply to a masqueraded flow translated back to the pod */
+	SL_CNT_SNAT_NO_PORT = 21,  /* no free NAT port found: sent unmasqueraded */
+	SL_CNT_TO_NETDEV = 22,
 };
 
 #endif

@@ -386,15 +386,76 @@ export const lbCtValue: Codec<LbCtValue> = {
   decode: (buf, off) => ({ vip: readIpv4(buf, off), vport: buf.readUInt16BE(off + 4) }),
 };
 
+// ---- masquerade (sl_snat, sl_snat_rev) -----------------------------------------------------------------------
+
+/** Forward {pod, pod port, peer, peer port}; reverse {node IP, NAT port, peer, peer port}. */
+export interface SnatKey {
+  addr: string;
+  port: number;
+  peerIp: string;
+  peerPort: number;
+  proto: L4Proto;
+}
+export const snatKey: Codec<SnatKey> = {
+  cType: 'sl_snat_key',
+  size: 16,
+  fields: [
+    { name: 'addr', offset: 0, size: 4 },
+    { name: 'peer_ip', offset: 4, size: 4 },
+    { name: 'port', offset: 8, size: 2 },
+    { name: 'peer_port', offset: 10, size: 2 },
+    { name: 'proto', offset: 12, size: 1 },
+    { name: 'pad', offset: 13, size: 3 },
+  ],
+  encode: (v, buf, off) => {
+    writeIpv4(v.addr, buf, off);
+    writeIpv4(v.peerIp, buf, off + 4);
+    buf.writeUInt16BE(port(v.port), off + 8);
+    buf.writeUInt16BE(port(v.peerPort), off + 10);
+    buf[off + 12] = protoNumber(v.proto);
+    buf.fill(0, off + 13, off + 16);
+  },
+  decode: (buf, off) => ({
+    addr: readIpv4(buf, off),
+    peerIp: readIpv4(buf, off + 4),
+    port: buf.readUInt16BE(off + 8),
+    peerPort: buf.readUInt16BE(off + 10),
+    proto: protoName(buf[off + 12] ?? 0),
+  }),
+};
+
+export interface SnatValue {
+  addr: string;
+  port: number;
+}
+export const snatValue: Codec<SnatValue> = {
+  cType: 'sl_snat_value',
+  size: 8,
+  fields: [
+    { name: 'addr', offset: 0, size: 4 },
+    { name: 'port', offset: 4, size: 2 },
+    { name: 'pad', offset: 6, size: 2 },
+  ],
+  encode: (v, buf, off) => {
+    writeIpv4(v.addr, buf, off);
+    buf.writeUInt16BE(port(v.port), off + 4);
+    buf.writeUInt16LE(0, off + 6);
+  },
+  decode: (buf, off) => ({ addr: readIpv4(buf, off), port: buf.readUInt16BE(off + 4) }),
+};
+
 // ---- sl_config -----------------------------------------------------------------------------------------------
 
 export const CFG_F_BPF_HOST_ROUTING = 0x1;
 export const CFG_F_TUNNEL = 0x2;
+export const CFG_F_MASQUERADE = 0x4;
 export interface NodeConfig {
   /** Redirect in BPF (bpf_redirect_peer/neigh); false = legacy host routing, the kernel stack forwards. */
   bpfHostRouting: boolean;
   /** VXLAN tunnel mode; false = native routing. */
   tunnel: boolean;
+  /** SNAT local pods' TCP/UDP to destinations outside the cluster (not in the ipcache) to nodeIp. Default off. */
+  masquerade?: boolean;
   nodeIp: string;
   uplinkIfindex: number;
   tunnelIfindex: number;
@@ -414,7 +475,7 @@ export const nodeConfig: Codec<NodeConfig> = {
     { name: 'pad', offset: 26, size: 2 },
   ],
   encode: (v, buf, off) => {
-    buf.writeUInt32LE((v.bpfHostRouting ? CFG_F_BPF_HOST_ROUTING : 0) | (v.tunnel ? CFG_F_TUNNEL : 0), off);
+    buf.writeUInt32LE((v.bpfHostRouting ? CFG_F_BPF_HOST_ROUTING : 0) | (v.tunnel ? CFG_F_TUNNEL : 0) | (v.masquerade ? CFG_F_MASQUERADE : 0), off);
     writeIpv4(v.nodeIp, buf, off + 4);
     buf.writeUInt32LE(u32(v.uplinkIfindex, 'uplinkIfindex'), off + 8);
     buf.writeUInt32LE(u32(v.tunnelIfindex, 'tunnelIfindex'), off + 12);
@@ -427,6 +488,7 @@ export const nodeConfig: Codec<NodeConfig> = {
     return {
       bpfHostRouting: (flags & CFG_F_BPF_HOST_ROUTING) !== 0,
       tunnel: (flags & CFG_F_TUNNEL) !== 0,
+      masquerade: (flags & CFG_F_MASQUERADE) !== 0,
       nodeIp: readIpv4(buf, off + 4),
       uplinkIfindex: buf.readUInt32LE(off + 8),
       tunnelIfindex: buf.readUInt32LE(off + 12),
@@ -477,6 +539,10 @@ export const COUNTERS = {
   lbDnat: 16,
   lbNoBackend: 17,
   lbRevNat: 18,
+  snat: 19,
+  snatRev: 20,
+  snatNoPort: 21,
+  toNetdev: 22,
 } as const;
 export type CounterName = keyof typeof COUNTERS;
 
@@ -491,6 +557,7 @@ export const NUM_COUNTERS = 32;
 export const MAX_SERVICES = 65_536;
 export const MAX_BACKENDS = 262_144;
 export const MAX_LB_CT = 65_536;
+export const MAX_SNAT = 65_536;
 
 export const endpointsMap: MapSpec<EndpointKey, EndpointValue> = {
   name: 'sl_endpoints',
@@ -565,12 +632,17 @@ export const lbCtMap: MapSpec<LbCtKey, LbCtValue> = {
   value: lbCtValue,
 };
 
-export const MAPS = [endpointsMap, ipcacheHostMap, ipcacheMap, tunnelMap, configMap, countersMap, servicesMap, backendsMap, lbCtMap] as const;
+/** Masquerade state, written by to_netdev (forward) and read by from_netdev (reverse). */
+export const snatMap: MapSpec<SnatKey, SnatValue> = { name: 'sl_snat', type: 'lru_hash', maxEntries: MAX_SNAT, key: snatKey, value: snatValue };
+export const snatRevMap: MapSpec<SnatKey, SnatValue> = { name: 'sl_snat_rev', type: 'lru_hash', maxEntries: MAX_SNAT, key: snatKey, value: snatValue };
+
+export const MAPS = [endpointsMap, ipcacheHostMap, ipcacheMap, tunnelMap, configMap, countersMap, servicesMap, backendsMap, lbCtMap, snatMap, snatRevMap] as const;
 
 /** The programs in the object and where they go. */
 export const PROGRAMS = {
   fromContainer: { name: 'from_container', attach: 'ingress', on: "a pod's host-side veth" },
   fromNetdev: { name: 'from_netdev', attach: 'ingress', on: "the node's uplink" },
+  toNetdev: { name: 'to_netdev', attach: 'egress', on: "the node's uplink" },
   fromOverlay: { name: 'from_overlay', attach: 'ingress', on: 'the VXLAN device' },
   toOverlay: { name: 'to_overlay', attach: 'egress', on: 'the VXLAN device' },
   toContainer: { name: 'to_container', attach: 'egress', on: "a pod's host-side veth" },

@@ -23,6 +23,8 @@ import {
   backendValue,
   lbCtKey,
   lbCtValue,
+  snatKey,
+  snatValue,
   type Codec,
 } from '../src/index.ts';
 
@@ -79,6 +81,8 @@ describe('codecs agree with the C structs (BTF)', () => {
     backendValue,
     lbCtKey,
     lbCtValue,
+    snatKey,
+    snatValue,
   ] as Array<Codec<never>>;
   for (const codec of codecs) {
     it(`struct ${codec.cType}`, () => {
@@ -129,7 +133,9 @@ describe('codecs', () => {
     expect(roundTrip(lpmKey, { cidr: '10.1.0.0/16' }).toString('hex')).toBe('100000000a010000');
     roundTrip(ipcacheValue, { nodeIp: '192.168.0.1', flags: 1 });
     roundTrip(tunnelValue, { nodeIp: '192.168.0.2', vni: 42 });
-    roundTrip(nodeConfig, { bpfHostRouting: true, tunnel: false, nodeIp: '1.2.3.4', uplinkIfindex: 2, tunnelIfindex: 3, vni: 7, uplinkMac: '02:00:00:00:00:01' });
+    roundTrip(snatKey, { addr: '10.1.1.11', port: 40000, peerIp: '8.8.8.8', peerPort: 53, proto: 'udp' });
+    roundTrip(snatValue, { addr: '192.168.0.1', port: 32768 });
+    roundTrip(nodeConfig, { bpfHostRouting: true, tunnel: false, masquerade: true, nodeIp: '1.2.3.4', uplinkIfindex: 2, tunnelIfindex: 3, vni: 7, uplinkMac: '02:00:00:00:00:01' });
     roundTrip(counterValue, { packets: 5n, bytes: 2n ** 40n });
     expect(roundTrip(serviceKey, { vip: '10.96.0.10', port: 80, proto: 'tcp' }).toString('hex')).toBe('0a60000a' + '0050' + '06' + '00');
     roundTrip(serviceValue, { id: 7, count: 3 });

@@ -19,6 +19,8 @@ import {
   servicesMap,
   backendsMap,
   lbCtMap,
+  snatMap,
+  snatRevMap,
   type Counter,
   type CounterName,
   type MapSpec,
@@ -57,6 +59,9 @@ export interface DatapathMaps {
   backends: CodecMap<KeyOf<typeof backendsMap>, NodeValue<typeof backendsMap>>;
   /** Reverse-NAT state written by the programs (LRU). */
   lbCt: CodecMap<KeyOf<typeof lbCtMap>, NodeValue<typeof lbCtMap>>;
+  /** Masquerade state written by the programs (LRU): forward and reverse. */
+  snat: CodecMap<KeyOf<typeof snatMap>, NodeValue<typeof snatMap>>;
+  snatRev: CodecMap<KeyOf<typeof snatRevMap>, NodeValue<typeof snatRevMap>>;
 }
 type KeyOf<S> = S extends MapSpec<infer K, unknown> ? K : never;
 type NodeValue<S> = S extends MapSpec<unknown, infer V> ? V : never;
@@ -95,7 +100,7 @@ export interface LoadOptions {
   onIncompatible?: 'error' | 'replace';
 }
 
-const MAP_SPECS = { endpoints: endpointsMap, ipcacheHost: ipcacheHostMap, ipcache: ipcacheMap, tunnel: tunnelMap, config: configMap, counters: countersMap, services: servicesMap, backends: backendsMap, lbCt: lbCtMap } as const;
+const MAP_SPECS = { endpoints: endpointsMap, ipcacheHost: ipcacheHostMap, ipcache: ipcacheMap, tunnel: tunnelMap, config: configMap, counters: countersMap, services: servicesMap, backends: backendsMap, lbCt: lbCtMap, snat: snatMap, snatRev: snatRevMap } as const;
 
 function buildDatapath(pinDir: string, raws: Record<keyof DatapathMaps, RawMap>, registry: Registry | undefined, programs: Datapath['programs'], reusedMaps: boolean, onClose: () => void): Datapath {
   const metrics = registry ? mapMetrics(registry) : undefined;
@@ -110,6 +115,8 @@ function buildDatapath(pinDir: string, raws: Record<keyof DatapathMaps, RawMap>,
     services: new CodecMap(servicesMap, raws.services, metrics),
     backends: new CodecMap(backendsMap, raws.backends, metrics),
     lbCt: new CodecMap(lbCtMap, raws.lbCt, metrics),
+    snat: new CodecMap(snatMap, raws.snat, metrics),
+    snatRev: new CodecMap(snatRevMap, raws.snatRev, metrics),
   };
   if (metrics) for (const m of Object.values(maps)) metrics.capacity.set({ map: m.name }, m.capacity);
   return {
@@ -180,7 +187,11 @@ export function loadDatapath(options: LoadOptions): Datapath {
       const max = options.maxEntries?.[key];
       if (max !== undefined) check('bpf_map__set_max_entries', bpf.mapSetMaxEntries(map, max), spec.name);
     }
-    check('bpf_object__load', bpf.objectLoad(obj), `${path}; a pinned map with a different layout makes libbpf refuse to reuse it`);
+    const loaded = bpf.objectLoad(obj);
+    if (loaded < 0) {
+      const why = -loaded === 13 ? 'the verifier rejected a program; its log is on stderr' : 'see the libbpf messages on stderr';
+      check('bpf_object__load', loaded, `${path}: ${why}`);
+    }
     const raws = {} as Record<keyof DatapathMaps, RawMap>;
     for (const [key, spec] of Object.entries(MAP_SPECS) as Array<[keyof DatapathMaps, MapSpec<unknown, unknown>]>) {
       // Our own fd from the pin (the object's goes away with bpf_object__close).
@@ -269,7 +280,7 @@ export function removePins(pinDir: string): void {
 
 /**
  * Attaches a node's programs (atomically replacing what is there, so a restarting agent causes no gap): from_netdev
- * on the uplink, from_overlay/to_overlay on the VXLAN device, from_container (ingress) and to_container (egress) on
+ * (ingress) and to_netdev (egress) on the uplink, from_overlay/to_overlay on the VXLAN device, from_container (ingress) and to_container (egress) on
  * each pod veth. With `netns`, the
  * devices are looked up and attached inside that namespace (see inNetns); without it, in the current one.
  */
@@ -281,6 +292,7 @@ export function attachNode(dp: Pick<Datapath, 'programs'>, devices: NodeAttachme
   };
   const work = () => {
     attachTc({ ifindex: ifindex(devices.uplink), direction: 'ingress', progFd: fd('from_netdev') });
+    attachTc({ ifindex: ifindex(devices.uplink), direction: 'egress', progFd: fd('to_netdev') });
     if (devices.vxlan) {
       attachTc({ ifindex: ifindex(devices.vxlan), direction: 'ingress', progFd: fd('from_overlay') });
       attachTc({ ifindex: ifindex(devices.vxlan), direction: 'egress', progFd: fd('to_overlay') });
@@ -328,6 +340,7 @@ export function detachNode(devices: NodeAttachments, netns?: string): void {
       detachTc({ ifindex: index, direction });
     };
     tryDetach(devices.uplink, 'ingress');
+    tryDetach(devices.uplink, 'egress');
     if (devices.vxlan) {
       tryDetach(devices.vxlan, 'ingress');
       tryDetach(devices.vxlan, 'egress');

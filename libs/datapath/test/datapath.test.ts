@@ -23,6 +23,22 @@ s.on('data', (d) => { if (d.toString() === msg) { s.end(); process.exit(0); } })
 s.on('error', (e) => { console.error(e.message); process.exit(1); });
 `;
 
+// Outside the cluster: tells each client the address it sees it coming from.
+const WHO_SERVER = `
+const net = require('node:net');
+net.createServer((s) => s.end(s.remoteAddress.replace('::ffff:', ''))).listen(${PORT}, '0.0.0.0', () => console.log('ready'));
+`;
+const WHO_CLIENT = `
+const net = require('node:net');
+const [host, port] = process.argv.slice(1);
+let got = '';
+const s = net.connect(Number(port), host);
+s.setTimeout(4000, () => { console.error('timeout'); process.exit(1); });
+s.on('data', (d) => (got += d));
+s.on('end', () => { console.log(got); process.exit(0); });
+s.on('error', (e) => { console.error(e.message); process.exit(1); });
+`;
+
 async function tcp(from: Pod, to: Pod | { ip: string; name: string }, port = PORT): Promise<boolean> {
   const [cmd, args] = nsenterArgs(from.ns, process.execPath, ['-e', CLIENT, to.ip, `hello ${from.name}->${to.name}`, String(port)]);
   const r = await run(cmd, args, { timeoutMs: 10_000 });
@@ -141,6 +157,41 @@ describe('datapath between pods (real kernel, real packets)', () => {
       }
     });
   }
+
+  it('masquerade: pods reach a host outside the cluster as their node IP (BPF and legacy host routing)', async () => {
+    const world = await lab.addNetns(lab.name('w'));
+    await lab.addVeth({ ns: lab.name('u'), name: 'uw', mtu: 9000 }, { ns: world, name: 'eth0', mtu: 9000 });
+    await lab.setMaster(lab.name('u'), 'uw', 'br0');
+    await lab.addAddr(world, 'eth0', '192.168.77.100/24');
+    const server = lab.spawnIn(world, process.execPath, ['-e', WHO_SERVER]);
+    await new Promise<void>((resolve, reject) => {
+      server.stdout?.once('data', () => resolve());
+      server.once('exit', (code) => reject(new Error(`world server exited ${code}`)));
+    });
+    const outside = { ip: '192.168.77.100', name: 'world' };
+    for (const bpfHostRouting of [true, false]) {
+      await setMode(lab, nodes, { bpfHostRouting, tunnel: false });
+      for (const node of nodes) node.dp.setConfig({ ...node.dp.getConfig()!, masquerade: true });
+      const before = nodes.map((n) => snapshot(n.dp));
+      for (const [i, node] of nodes.entries()) {
+        for (const pod of node.pods) {
+          const [cmd, args] = nsenterArgs(pod.ns, process.execPath, ['-e', WHO_CLIENT, outside.ip, String(PORT)]);
+          const r = await run(cmd, args, { timeoutMs: 10_000 });
+          expect(r.stdout.trim(), `${pod.name} (bpfHostRouting=${bpfHostRouting}): ${r.stderr}`).toBe(node.ip);
+        }
+        const after = snapshot(node.dp);
+        expect(after.snat - before[i]!.snat).toBeGreaterThan(0n);
+        expect(after.snatRev - before[i]!.snatRev).toBeGreaterThan(0n);
+      }
+      // Cluster traffic is never masqueraded.
+      const [n1, n2] = nodes as [Node, Node];
+      const snat = snapshot(n1.dp).snat;
+      expect(await tcp(n1.pods[0]!, n2.pods[0]!)).toBe(true);
+      expect(snapshot(n1.dp).snat).toBe(snat);
+      expect(n1.dp.maps.snatRev.entries().every(([k, v]) => k.addr === n1.ip && v.addr.startsWith('10.1.1.'))).toBe(true);
+    }
+    for (const node of nodes) node.dp.setConfig({ ...node.dp.getConfig()!, masquerade: false });
+  });
 
   it('a deleted endpoint stops answering in BPF host routing, and comes back when re-added', async () => {
     await setMode(lab, nodes, { bpfHostRouting: true, tunnel: false });
