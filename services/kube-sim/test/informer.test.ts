@@ -165,7 +165,7 @@ describe('@kubernetes/client-node against kube-sim', () => {
     expect(names).toEqual(['node-00001', 'node-00002', 'node-00003', 'node-00004']);
     const end = events.find((e) => e.type === 'BOOKMARK' && e.object.metadata.annotations?.['k8s.io/initial-events-end'] === 'true');
     expect(end).toBeDefined();
-    expect(sim.stats().watchers.filter((w) => w.resource === 'nodes')).toEqual([]);
+    expect(sim.store.closedWatchers.some((w) => w.resource === 'nodes' && w.closeReason === 'timeoutSeconds elapsed')).toBe(true);
   });
 
   it('an informer whose list fails with a 500 reports the error and stops (the caller restarts it)', async () => {
