@@ -225,7 +225,7 @@ export class Simulation {
   /** Builds the initial cluster without watch events (nobody is watching yet), then starts the slice controller. */
   populate(now = new Date()): void {
     const o = this.options;
-    for (let i = 0; i < o.namespaces; i++) {
+    for (let i = 0; i < Math.max(1, o.namespaces); i++) {
       const name = `ns-${i}`;
       if (!this.store.get('namespaces', '', name)) this.store.create('namespaces', { metadata: { name } }, { quiet: true });
     }

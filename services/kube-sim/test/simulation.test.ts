@@ -155,4 +155,26 @@ describe('simulated cluster', () => {
     expect(store.counters.droppedWatchers).toBe(1);
     sim.stop();
   });
+
+  it('creates, updates and deletes EndpointSlices as services and pod labels change', () => {
+    const store = new Store();
+    const sim = new Simulation(store, { nodes: 2, podsPerNode: 0, services: 0, namespaces: 1 });
+    sim.populate();
+    const a = sim.createPod({ namespace: 'default', nodeName: 'node-00001', labels: { app: 'web' } });
+    sim.createPod({ namespace: 'default', nodeName: 'node-00002', labels: { app: 'web' } });
+    sim.createPod({ namespace: 'default', nodeName: 'node-00002', labels: { app: 'db' } });
+    const svc = sim.createService({ namespace: 'default', name: 'web', selector: { app: 'web' } });
+    expect((JSON.parse(svc.json) as { spec: { clusterIP: string } }).spec.clusterIP).toMatch(/^10\.(9[6-9]|1[01]\d)\./);
+    const ips = () => store.objectsIn('endpointslices', 'default')
+      .flatMap((s) => (JSON.parse(s.json) as { endpoints: { addresses: string[] }[] }).endpoints.flatMap((e) => e.addresses)).sort();
+    expect(ips()).toHaveLength(2);
+    expect(sim.endpoints.endpointsOf('default', 'web')).toHaveLength(2);
+    store.mutate('pods', 'default', a.name, (o) => {
+      o.metadata!.labels = { app: 'other' };
+    });
+    expect(ips()).toHaveLength(1);
+    store.delete('services', 'default', 'web');
+    expect(store.objectsIn('endpointslices', 'default')).toHaveLength(0);
+    sim.stop();
+  });
 });
