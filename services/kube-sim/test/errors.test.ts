@@ -119,4 +119,25 @@ describe('bad requests get Status errors and never crash the server', () => {
     const watcher = sim.stats().watchers.find((w) => w.resource === 'nodes');
     expect(watcher).toBeUndefined();
   });
+
+  it('survives a barrage of malformed requests, answering each with a Status', async () => {
+    const paths = [
+      '/api/v1/namespaces/default/pods/x', '/api/v1/nodes/node-00001', '/api/v1/nodes/node-00001/status', '/api/v1/namespaces/default/pods/x/binding',
+      '/api/v1/namespaces//pods', '/api/v1/namespaces/default/services/a/b/c', '/apis/discovery.k8s.io/v1/endpointslices?watch=1&resourceVersion=-1',
+      '/api/v1/pods?continue=%7B', '/api/v1/pods?labelSelector=%28%28%28', '/api/v1/pods?fieldSelector=%3D%3D', '/api/v1/namespaces/default/pods?limit=abc',
+      '/api/v1/nodes/node-00002?watch=true&timeoutSeconds=-5', '/apis/discovery.k8s.io', '/apis//v1/x', '/api/v1/namespaces/default',
+    ];
+    const bodies = ['', 'null', '"str"', '42', '{"metadata":[]}', '{"metadata":{"name":7}}', '{"metadata":{"labels":{"a":5}}}', '[{"op":"nope"}]',
+      '{"status":{"conditions":"x"}}', '{"spec":{"containers":[]}}', '{"kind":"Node","metadata":{"name":"node-00001","resourceVersion":"abc"}}'];
+    const types = ['application/json', 'application/merge-patch+json', 'application/strategic-merge-patch+json', 'application/json-patch+json', 'text/plain'];
+    let seed = 1;
+    const pick = <T,>(xs: T[]) => xs[(seed = (seed * 1103515245 + 12345) % 2 ** 31) % xs.length]!;
+    for (let i = 0; i < 300; i++) {
+      const method = pick(['GET', 'POST', 'PUT', 'PATCH', 'DELETE']);
+      const res = await request(sim, method, pick(paths), method === 'GET' ? undefined : pick(bodies), pick(types));
+      expect(res.status).toBeLessThan(500);
+      if (res.status >= 400) expect(res.json).toMatchObject({ kind: 'Status', code: res.status });
+    }
+    expect((await request(sim, 'GET', '/api/v1/nodes')).json.items.length).toBeGreaterThan(0);
+  });
 });
