@@ -7,6 +7,8 @@ import { fileURLToPath } from 'node:url';
 
 /** Where `make -C bpf` puts the object. */
 export const OBJECT_PATH = fileURLToPath(new URL('../build/sluice.bpf.o', import.meta.url));
+/** The bpf/ folder (its Makefile builds OBJECT_PATH). */
+export const BPF_DIR = fileURLToPath(new URL('..', import.meta.url));
 
 export interface Field {
   name: string;

@@ -4,6 +4,8 @@
  * VXLAN tunnel mode, with BPF host routing (the counters must show the redirects) and legacy (the kernel forwards).
  */
 import type { ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
+import { BPF_DIR } from '@sluice/bpf';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NetLab, ping, run, nsenterArgs } from '@sluice/netns';
 import { attachNode, detachNode, reconcileServices, detachTcInNetns, queryTc, inNetns, ifindex, loadDatapath, type Datapath } from '../src/index.ts';
@@ -56,6 +58,7 @@ describe('datapath between pods (real kernel, real packets)', () => {
   const servers: ChildProcess[] = [];
 
   beforeAll(async () => {
+    execFileSync('make', ['-s', '-C', BPF_DIR]); // a no-op when the object is current
     try {
       nodes = await buildTopology(lab);
       programMaps(nodes);

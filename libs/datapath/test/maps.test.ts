@@ -4,8 +4,9 @@
  * what the codecs wrote (BPF_PROG_TEST_RUN); errno errors; the host-routing probe.
  */
 import { randomBytes } from 'node:crypto';
-import { afterAll, describe, expect, it } from 'vitest';
-import { COUNTERS, IPCACHE_F_LOCAL, type EndpointValue } from '@sluice/bpf';
+import { execFileSync } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BPF_DIR, COUNTERS, IPCACHE_F_LOCAL, type EndpointValue } from '@sluice/bpf';
 import { createRegistry } from '@sluice/metrics';
 import {
   BpfError,
@@ -35,6 +36,9 @@ function pinDir(): string {
   pinDirs.push(dir);
   return dir;
 }
+beforeAll(() => {
+  execFileSync('make', ['-s', '-C', BPF_DIR]); // a no-op when the object is current
+});
 afterAll(() => {
   for (const dir of pinDirs) removePins(dir);
 });
