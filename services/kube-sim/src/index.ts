@@ -128,6 +128,8 @@ export { EndpointSliceController, endpointOf } from './endpoints.ts';
 export { Faults } from './faults.ts';
 export type { FailureOptions, RateLimitOptions, Verb } from './faults.ts';
 export { ApiError } from './status.ts';
+export { applyPatch, mergePatch, strategicMergePatch, jsonPatch, patchTypeOf } from './patch.ts';
+export type { PatchType } from './patch.ts';
 export { kubeconfigFor, writeKubeconfig } from './kubeconfig.ts';
 export { loadScenario, scenarioSchema, ScenarioError } from './scenario.ts';
 export type { Scenario } from './scenario.ts';

@@ -5,9 +5,9 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Logger } from '@sluice/log';
 import { Faults, type Verb } from './faults.ts';
-import { applyPatch, patchTypeOf } from './patch.ts';
+import { patchTypeOf } from './patch.ts';
 import { apiVersionOf, findResource, RESOURCES, type KubeObject, type ResourceType } from './resources.ts';
-import { ApiError, badRequest, conflict, notFound } from './status.ts';
+import { ApiError, badRequest, notFound } from './status.ts';
 import { timestamp, type Store, type StoredObject } from './store.ts';
 import { tableFor, wantsTable } from './table.ts';
 
@@ -257,14 +257,7 @@ export class ApiServer {
             throw new ApiError(415, 'UnsupportedMediaType', `the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json`);
           }
           const patch = parseJson(await readBody(req));
-          const current = this.options.store.get(r.plural, route.namespace, route.name);
-          if (!current) throw notFound(r.plural, route.name, r.group);
-          const patched = applyPatch(type, JSON.parse(current.json), patch, r.atomicLists ?? false);
-          const obj = asObject(patched);
-          const rv = obj.metadata?.resourceVersion;
-          // A patch that names a resourceVersion is a precondition (kubectl label --resource-version).
-          if (rv !== undefined && rv !== String(current.rv)) throw conflict(r.plural, route.name, r.group);
-          const updated = this.options.store.update(r.plural, route.namespace, route.name, obj, {
+          const updated = this.options.store.patch(r.plural, route.namespace, route.name, type, patch, {
             dryRun, ...(route.subresource === 'status' ? { subresource: 'status' as const } : {}),
           });
           return this.sendObject(req, res, verb, 200, r, updated);

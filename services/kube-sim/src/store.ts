@@ -7,6 +7,7 @@
 import { randomUUID } from 'node:crypto';
 import { fieldsOf, resourceByPlural, RESOURCES, supportedFields, apiVersionOf, type KubeObject, type ResourceType } from './resources.ts';
 import { matchesMap, parseFieldSelector, parseLabelSelector, type FieldSelector, type LabelSelector } from './selectors.ts';
+import { applyPatch, type PatchType } from './patch.ts';
 import { alreadyExists, ApiError, badRequest, conflict, expired, invalid, notFound } from './status.ts';
 
 export interface StoredObject {
@@ -409,6 +410,24 @@ export class Store {
     this.defaults(r, next);
     if (options.dryRun) return this.encode(r, next, current.rv);
     return this.commit(c, next, current, false);
+  }
+
+  /**
+   * PATCH semantics: the patch applies to the stored object; a patch that names metadata.resourceVersion is a
+   * precondition (409 when stale), as kubectl label --resource-version relies on.
+   */
+  patch(plural: string, namespace: string, name: string, type: PatchType, patch: unknown, options: { subresource?: 'status'; dryRun?: boolean } = {}): StoredObject {
+    const c = this.coll(plural);
+    const r = c.resource;
+    const current = c.objects.get(keyOf(r, namespace, name));
+    if (!current) throw notFound(r.plural, name, r.group);
+    const patched = applyPatch(type, JSON.parse(current.json), patch, r.atomicLists ?? false);
+    if (typeof patched !== 'object' || patched === null || Array.isArray(patched)) throw badRequest('the patched object is not a JSON object');
+    const obj = patched as KubeObject;
+    if (obj.metadata !== undefined && (typeof obj.metadata !== 'object' || obj.metadata === null || Array.isArray(obj.metadata))) throw badRequest('metadata must be an object');
+    const rv = obj.metadata?.resourceVersion;
+    if (rv !== undefined && rv !== String(current.rv)) throw conflict(r.plural, name, r.group);
+    return this.update(plural, namespace, name, obj, options);
   }
 
   delete(plural: string, namespace: string, name: string, options: { uid?: string; resourceVersion?: string; dryRun?: boolean } = {}): StoredObject {
