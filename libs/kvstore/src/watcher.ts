@@ -339,9 +339,12 @@ class PrefixWatcher<T> implements PrefixWatch {
       });
       watcher.on('data', (response: IWatchResponse) => {
         if (settled) return;
+        // All the events of one transaction share its revision and etcd sends a revision whole in one response, so
+        // duplicates (replayed after a reconnect) are the events at or below what was delivered before this response.
+        const delivered = this.revision;
         for (const event of response.events) {
           const modRevision = Number(event.kv.mod_revision);
-          if (modRevision <= this.revision) continue; // already delivered before a reconnect
+          if (modRevision <= delivered) continue;
           const key = event.kv.key.toString();
           if (event.type === 'Put') {
             this.applyPut(event.kv, modRevision, this.held);

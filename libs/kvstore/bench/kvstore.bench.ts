@@ -1,0 +1,111 @@
+/**
+ * kvstore benchmark: batched writer throughput vs single puts, and watch delivery to 1, 100 and 1,000 watchers of one
+ * prefix sharing one client, against a local etcd 3.4 (data on tmpfs).
+ */
+import { startEtcd } from '@sluice/etcd-runner';
+import { createLogger } from '@sluice/log';
+import type { Figure } from '../../../bench/run.ts';
+import { KvWriter, createKvClient, watchPrefix, type PrefixWatch } from '../src/index.ts';
+
+const log = createLogger({ component: 'bench', level: 'warn' });
+const value = (i: number) => JSON.stringify({ v: 1, name: `pod-${i}`, namespace: 'default', ips: [`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`], node: `node-${i % 5000}`, labels: { app: `app-${i % 100}` } });
+
+async function timed(run: () => Promise<void>): Promise<number> {
+  const started = performance.now();
+  await run();
+  return (performance.now() - started) / 1000;
+}
+
+export default async function bench(): Promise<Figure[]> {
+  const figures: Figure[] = [];
+  const etcd = await startEtcd();
+  const writeClient = createKvClient({ endpoints: [etcd.endpoint] });
+  const watchClient = createKvClient({ endpoints: [etcd.endpoint] });
+  try {
+    // Single puts, 64 in flight (more only adds "too many requests" and latency).
+    const singles = 5_000;
+    let next = 0;
+    const singleSeconds = await timed(async () => {
+      await Promise.all(
+        Array.from({ length: 64 }, async () => {
+          while (next < singles) {
+            const i = next++;
+            await writeClient.kv.put({ key: Buffer.from(`bench/single/${i}`), value: Buffer.from(value(i)) });
+          }
+        }),
+      );
+    });
+    figures.push({ metric: 'single puts (64 in flight)', value: Math.round(singles / singleSeconds), unit: 'keys/s' });
+
+    // The writer with the operator's defaults (128-op transactions, 4 in flight, 400 txn/s).
+    const batched = 100_000;
+    const writer = new KvWriter({ client: writeClient, log });
+    const batchedSeconds = await timed(async () => {
+      for (let i = 0; i < batched; i++) writer.upsert(`bench/batched/${i}`, value(i));
+      await writer.flush();
+    });
+    figures.push({ metric: 'KvWriter batched upserts (defaults)', value: Math.round(batched / batchedSeconds), unit: 'keys/s' });
+    figures.push({ metric: 'KvWriter transactions', value: writer.getStats().transactions, unit: 'txns' });
+
+    // The same without the QPS bound and with more in flight: what etcd itself can take.
+    const open = new KvWriter({ client: writeClient, log, maxInFlight: 8, qps: 100_000, burst: 1_000 });
+    const openSeconds = await timed(async () => {
+      for (let i = 0; i < batched; i++) open.upsert(`bench/open/${i}`, value(i));
+      await open.flush();
+    });
+    figures.push({ metric: 'KvWriter batched upserts (8 in flight, no QPS cap)', value: Math.round(batched / openSeconds), unit: 'keys/s' });
+    open.close();
+
+    // Unchanged resync: everything skipped, nothing sent.
+    const resync = new KvWriter({ client: writeClient, log });
+    const resyncSeconds = await timed(async () => {
+      await resync.beginSync('bench/batched/');
+      for (let i = 0; i < batched; i++) resync.upsert(`bench/batched/${i}`, value(i));
+      await resync.finishSync('bench/batched/');
+    });
+    figures.push({ metric: 'unchanged resync of 100,000 keys (load + skip)', value: Math.round(resyncSeconds * 1000), unit: 'ms' });
+    figures.push({ metric: 'unchanged resync writes', value: resync.getStats().writes, unit: 'writes' });
+    resync.close();
+
+    // Watch delivery: N watchers on one prefix, all on one client; time from the first write until every watcher
+    // has received every event.
+    for (const [watchers, keys] of [[1, 20_000], [100, 2_000], [1_000, 500]] as const) {
+      const prefix = `bench/watch-${watchers}/`;
+      let delivered = 0;
+      const target = watchers * keys;
+      let allDone: () => void = () => undefined;
+      const done = new Promise<void>((resolve) => (allDone = resolve));
+      const handles: PrefixWatch[] = [];
+      const attachSeconds = await timed(async () => {
+        for (let w = 0; w < watchers; w++) {
+          handles.push(
+            watchPrefix(watchClient, prefix, {
+              decode: (_key, bytes) => bytes.length,
+              onEvent: (event) => {
+                if (event.type === 'upsert' && ++delivered === target) allDone();
+              },
+              log,
+            }),
+          );
+        }
+        await Promise.all(handles.map((h) => h.synced));
+      });
+      // Give the watch streams time to attach (etcd3 attaches watchers one at a time) before writing.
+      await new Promise((r) => setTimeout(r, 200 + watchers * 2));
+      const deliverSeconds = await timed(async () => {
+        for (let i = 0; i < keys; i++) writer.upsert(`${prefix}${i}`, value(i));
+        await done;
+      });
+      figures.push({ metric: `watch ${watchers} watcher(s): list + attach`, value: Math.round(attachSeconds * 1000), unit: 'ms' });
+      figures.push({ metric: `watch ${watchers} watcher(s): ${keys} keys delivered to all`, value: Math.round(deliverSeconds * 1000), unit: 'ms' });
+      figures.push({ metric: `watch ${watchers} watcher(s): deliveries`, value: Math.round(target / deliverSeconds), unit: 'events/s' });
+      await Promise.all(handles.map((h) => h.stop()));
+    }
+    writer.close();
+  } finally {
+    writeClient.close();
+    watchClient.close();
+    await etcd.stop();
+  }
+  return figures;
+}
