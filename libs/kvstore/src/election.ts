@@ -54,8 +54,11 @@ export class LeaderElection implements WriteGuard {
     this.ttl = options.ttlSeconds ?? 15;
     if (!(this.ttl >= 2)) throw new RangeError(`lease TTL must be >= 2 s, got ${this.ttl}`);
     this.log = options.log ?? createLogger({ component: 'kvstore-election' });
+    const existing = options.registry?.getSingleMetric('sluice_kv_leader');
     this.gauge = options.registry
-      ? new Gauge({ name: 'sluice_kv_leader', help: '1 while this process leads', registers: [options.registry] })
+      ? existing instanceof Gauge
+        ? existing
+        : new Gauge({ name: 'sluice_kv_leader', help: '1 while this process leads', registers: [options.registry] })
       : undefined;
   }
 

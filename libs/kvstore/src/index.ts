@@ -9,6 +9,7 @@
  *   `listDone`), resumes without loss or duplicates, relists on compaction emitting only differences.
  * - `LeaderElection` (a `WriteGuard` for the writer), `observeLeader`: lease-based leader election.
  * - `LeasedKeys`: keys bound to the process's own lease (heartbeats, agent status/health registration).
+ * - records.ts: zod schemas of NodeConfigRecord, AgentStatusRecord, HealthEndpointRecord (`decodeRecord`).
  */
 export * from './keys.ts';
 export { createKvClient, type Etcd3, type KvClientOptions } from './client.ts';
@@ -24,3 +25,4 @@ export {
 export { watchPrefix, prefixRangeEnd, type WatchEvent, type WatchOptions, type WatchStatus, type PrefixWatch } from './watcher.ts';
 export { LeaderElection, observeLeader, type LeaderElectionOptions } from './election.ts';
 export { LeasedKeys, type LeasedKeysOptions } from './leased.ts';
+export * from './records.ts';

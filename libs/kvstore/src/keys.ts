@@ -13,9 +13,9 @@
  * | <root>v1/synced/<kind>                        | SyncedMarker `{"kind","schema"}` (see syncedMarkerValue): present once the operator's initial sync of that kind finished | operator |
  * | <root>v1/operator/heartbeat                   | OperatorHeartbeat, on the leader's lease | operator   |
  * | <root>v1/operator/leader/<lease id>           | the candidate's identity (etcd3 election) | operator  |
- * | <root>v1/nodeconfig/<node>                    | NodeConfig: per-node datapath settings | an admin or the demo |
- * | <root>v1/agents/<node>                        | AgentStatus, on the agent's lease   | agent           |
- * | <root>v1/health/<node>                        | HealthEndpoint: where a node's health endpoint and agent listen, on the agent's lease | agent |
+ * | <root>v1/nodeconfig/<node>                    | NodeConfigRecord (records.ts): per-node datapath settings | an admin or the demo |
+ * | <root>v1/agents/<node>                        | AgentStatusRecord (records.ts), on the agent's lease | agent           |
+ * | <root>v1/health/<node>                        | HealthEndpointRecord (records.ts): where a node's health endpoint and agent listen, on the agent's lease | agent |
  *
  * The synced marker's value is deliberately stable (no timestamp): an operator restart that finds nothing changed
  * must write nothing at all, marker included. Candidate keys under operator/leader are created once and never

@@ -113,6 +113,7 @@ export class KvWriter {
   private readonly inFlightKeys = new Set<string>();
   private inFlight = 0;
   private waitingForLeader = false;
+  private lastFence: Fence | undefined;
   private pumpScheduled = false;
   private idleWaiters: Array<() => void> = [];
   private readonly abort = new AbortController();
@@ -164,10 +165,16 @@ export class KvWriter {
   /**
    * Mark: loads what etcd holds under `prefix` into the writer's knowledge (so that re-asserting an unchanged value
    * writes nothing) and starts recording which keys under it the caller upserts. Call it before upserting the
-   * desired state of the prefix, then call `finishSync`.
+   * desired state of the prefix, then call `finishSync`. With a guard it first waits to lead; if leadership is lost
+   * before `finishSync`, start the sync again once leading (the sweep of a term must use that term's mark).
    */
   async beginSync(prefix: string): Promise<PrefixSync> {
     this.assertOpen();
+    if (this.guard) {
+      // The mark belongs to the term that will write: wait to lead, and drop what an earlier term knew.
+      await this.guard.whenLeader(this.abort.signal);
+      this.checkTerm(this.guard.fence());
+    }
     const existing = await this.load(prefix);
     this.syncs.set(prefix, new Set());
     return { prefix, existing };
@@ -267,7 +274,11 @@ export class KvWriter {
         await backoff.wait(this.abort.signal);
         continue;
       }
-      if (revision === 0) revision = Number(page.header.revision);
+      if (revision === 0) {
+        revision = Number(page.header.revision);
+        // Entries for keys that vanished since we last looked must not survive the reload.
+        for (const k of [...this.known.keys()]) if (k.startsWith(prefix)) this.known.delete(k);
+      }
       for (const kv of page.kvs) {
         const k = kv.key.toString();
         if (!this.pending.has(k) && !this.inFlightKeys.has(k)) this.known.set(k, hashOf(kv.value));
@@ -360,6 +371,7 @@ export class KvWriter {
     if (this.abort.signal.aborted) return;
     const fence = this.guard?.fence();
     if (this.guard && !fence) return; // lost leadership while queued; pump() waits for it again
+    this.checkTerm(fence);
     const batch = this.takeBatch();
     if (batch.length === 0) return;
     const success: IRequestOp[] = batch.map(([key, op]) =>
@@ -422,6 +434,17 @@ export class KvWriter {
     const requeued = new Map<string, Op>();
     for (const [key, op] of batch) if (!this.pending.has(key)) requeued.set(key, op);
     this.pending = new Map([...requeued, ...this.pending]);
+    this.forgetEtcdState();
+  }
+
+  /** A new leadership term: another leader may have written meanwhile, so what we knew of etcd is stale. */
+  private checkTerm(fence: Fence | undefined): void {
+    if (!fence || (fence.key === this.lastFence?.key && fence.createRevision === this.lastFence.createRevision)) return;
+    if (this.lastFence) this.forgetEtcdState();
+    this.lastFence = fence;
+  }
+
+  private forgetEtcdState(): void {
     this.known.clear();
     this.loadedPrefixes.clear();
   }

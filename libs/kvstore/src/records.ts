@@ -1,0 +1,87 @@
+/**
+ * The records that agents publish about themselves (and that admins write for them), defined once here so that the
+ * agent (writer), the CLI and the health service (readers) validate the same shape. Slim Kubernetes records live in
+ * @sluice/slim; these are Sluice's own.
+ */
+import { SCHEMA_VERSION, ipString } from '@sluice/slim';
+import { z } from 'zod';
+
+export const RECORD_VERSION = SCHEMA_VERSION;
+
+export const routingMode = z.enum(['native', 'tunnel']);
+export type RoutingMode = z.infer<typeof routingMode>;
+export const hostRoutingRequest = z.enum(['auto', 'bpf', 'legacy']);
+export type HostRoutingRequest = z.infer<typeof hostRoutingRequest>;
+
+/**
+ * `<root>v1/nodeconfig/<node>`: per-node datapath settings, written by an admin or the demo; every field optional
+ * (the agent's flags are the defaults). Read by the agent at start.
+ */
+export const nodeConfigRecord = z.strictObject({
+  v: z.literal(RECORD_VERSION).optional(),
+  routing: routingMode.optional(),
+  hostRouting: hostRoutingRequest.optional(),
+  /** SNAT pod traffic leaving the cluster to the node IP, in BPF (to_netdev). */
+  masquerade: z.boolean().optional(),
+});
+export type NodeConfigRecord = z.infer<typeof nodeConfigRecord>;
+
+/** `<root>v1/agents/<node>`: what an agent reports about itself, on its own lease (gone when the agent dies). */
+export const agentStatusRecord = z.strictObject({
+  v: z.literal(RECORD_VERSION),
+  node: z.string().min(1),
+  /** The agent's local status endpoint (/status, /healthz, /readyz, /metrics). */
+  statusUrl: z.string(),
+  version: z.string(),
+  routing: routingMode,
+  hostRouting: z.strictObject({
+    mode: z.enum(['BPF', 'Legacy']),
+    /** Empty for BPF; why legacy otherwise. */
+    reason: z.string(),
+    /** One line, Cilium style: "Host Routing: BPF" or "Host Routing: Legacy (…)". */
+    status: z.string(),
+  }),
+  /** e.g. "BPF [IPv4: Enabled]" or "Disabled". */
+  masquerading: z.string(),
+  /** The agent has programmed its maps from a complete view of etcd. */
+  synced: z.boolean(),
+  endpoints: z.strictObject({
+    /** Pods on this node (in the endpoints map). */
+    local: z.number().int().min(0),
+    /** Pod IPs in the whole cluster this agent has programmed. */
+    cluster: z.number().int().min(0),
+    nodes: z.number().int().min(0),
+  }),
+});
+export type AgentStatusRecord = z.infer<typeof agentStatusRecord>;
+
+/**
+ * `<root>v1/health/<node>`: where peers probe a node (like cilium-health): the node IP (the agent's health HTTP
+ * port listens there) and the health endpoint, a pod-like namespace with an IP from the node's podCIDR.
+ */
+export const healthEndpointRecord = z.strictObject({
+  v: z.literal(RECORD_VERSION),
+  node: z.string().min(1),
+  nodeIP: ipString,
+  /** Absent while the node has no health endpoint. */
+  healthIP: ipString.optional(),
+  /** e.g. http://<nodeIP>:4240 — answers GET /hello with 200 while the agent runs. */
+  agentHealthUrl: z.string(),
+});
+export type HealthEndpointRecord = z.infer<typeof healthEndpointRecord>;
+
+/** Parses one of these records from etcd bytes; throws an Error naming the bad field. */
+export function decodeRecord<S extends z.ZodType>(schema: S, what: string, bytes: Uint8Array | string): z.infer<S> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(typeof bytes === 'string' ? bytes : Buffer.from(bytes).toString('utf8'));
+  } catch (err) {
+    throw new Error(`${what} record is not valid JSON: ${(err as Error).message}`);
+  }
+  const result = schema.safeParse(parsed);
+  if (!result.success) {
+    const issue = result.error.issues[0]!;
+    throw new Error(`bad ${what} record: field ${issue.path.map(String).join('.') || '(record)'} ${issue.message}`);
+  }
+  return result.data;
+}
