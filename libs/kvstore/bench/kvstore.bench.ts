@@ -76,6 +76,9 @@ export default async function bench(): Promise<Figure[]> {
       let allDone: () => void = () => undefined;
       const done = new Promise<void>((resolve) => (allDone = resolve));
       const handles: PrefixWatch[] = [];
+      const gc = (globalThis as { gc?: () => void }).gc;
+      gc?.();
+      const heapBefore = process.memoryUsage().heapUsed;
       const attachSeconds = await timed(async () => {
         for (let w = 0; w < watchers; w++) {
           handles.push(
@@ -99,6 +102,11 @@ export default async function bench(): Promise<Figure[]> {
       figures.push({ metric: `watch ${watchers} watcher(s): list + attach`, value: Math.round(attachSeconds * 1000), unit: 'ms' });
       figures.push({ metric: `watch ${watchers} watcher(s): ${keys} keys delivered to all`, value: Math.round(deliverSeconds * 1000), unit: 'ms' });
       figures.push({ metric: `watch ${watchers} watcher(s): deliveries`, value: Math.round(target / deliverSeconds), unit: 'events/s' });
+      if (watchers === 1_000) {
+        gc?.();
+        const perWatcher = (process.memoryUsage().heapUsed - heapBefore) / watchers;
+        figures.push({ metric: `watch heap per watcher holding ${keys} keys${gc ? '' : ' (no --expose-gc: rough)'}`, value: Math.round(perWatcher / 1024), unit: 'KiB' });
+      }
       await Promise.all(handles.map((h) => h.stop()));
     }
     writer.close();

@@ -1,15 +1,42 @@
 /**
- * @sluice/kvstore: Sluice's etcd layer.
+ * @sluice/kvstore: Sluice's etcd layer. One client per process; everything else shares it.
  *
- * - `keySchema(root)`: every key and value format (keys.ts).
- * - `createKvClient({endpoints})`: the one etcd3 client of a process, shared by everything below.
- * - `KvWriter`: batched, coalesced, deduplicated, rate-limited, retried, leader-fenced writes; mark-and-sweep
- *   (`beginSync` / `finishSync`) and `flush()`.
- * - `watchPrefix(client, prefix, {decode, onEvent})`: list + watch with typed events (`upsert`, `delete`, one
- *   `listDone`), resumes without loss or duplicates, relists on compaction emitting only differences.
- * - `LeaderElection` (a `WriteGuard` for the writer), `observeLeader`: lease-based leader election.
- * - `LeasedKeys`: keys bound to the process's own lease (heartbeats, agent status/health registration).
- * - records.ts: zod schemas of NodeConfigRecord, AgentStatusRecord, HealthEndpointRecord (`decodeRecord`).
+ * Client
+ *   createKvClient({ endpoints, callTimeoutMs?, dialTimeoutMs? }): Etcd3
+ *
+ * Writer (operator)
+ *   const writer = new KvWriter({ client, guard?: election, registry?, log?, maxTxnOps? = 128, maxInFlight? = 4,
+ *                                 qps? = 400, burst? = 40, backoff? })
+ *   writer.upsert(key, value: string | Uint8Array): void   // queued; skipped if etcd holds the same bytes
+ *   writer.delete(key): void                                // queued; skipped if etcd is known not to hold it
+ *   await writer.beginSync(prefix): { prefix, existing }    // mark: loads the prefix, records upserts under it
+ *   await writer.finishSync(prefix, { key: keys.synced(kind), value: syncedMarkerValue(kind) }): { deleted }
+ *                                                           // sweep un-asserted keys, flush, write the marker
+ *   await writer.flush()                                    // everything queued so far has landed
+ *   writer.getStats(): { writes, skipped, deletes, retries, transactions, fenced, pending, inFlight }
+ *   writer.close()
+ *   Metrics: sluice_kv_writes_total, _writes_skipped_total, _deletes_total, _write_retries_total,
+ *   _writes_fenced_total, sluice_kv_txn_ops (histogram), sluice_kv_txn_duration_seconds (histogram).
+ *
+ * Watcher (agents, health service, scale harness)
+ *   const watch = watchPrefix<T>(client, prefix, { decode: (key, bytes: Buffer) => T, onEvent: (e: WatchEvent<T>) => void,
+ *                                                 clusterSize?, backoff?, pageSize?, name?, log?, registry? })
+ *   WatchEvent<T> = { type: 'upsert', key, value: T, modRevision } | { type: 'delete', key, modRevision }
+ *                 | { type: 'listDone', revision }   // exactly once, after the first full list
+ *   await watch.synced; watch.status(): WatchStatus; await watch.stop()
+ *   Metrics: sluice_kv_watch_events_total{watch,type}, _watch_decode_errors_total{watch}, _watch_retries_total{watch},
+ *   _watch_relists_total{watch}, sluice_kv_watches{watch}.
+ *
+ * Leader election (operator)
+ *   const election = new LeaderElection({ client, prefix: keys.operatorElection(), identity, ttlSeconds? = 15, log?,
+ *                                        registry? }).start()
+ *   election.isLeader; election.fence(); await election.whenLeader(signal?); election.onChange((leading) => …);
+ *   election.leaseId(); await election.resign()   // on shutdown: the next candidate leads at once
+ *   observeLeader(client, keys.operatorElection(), (identity | undefined) => …): PrefixWatch
+ *
+ * Keys bound to this process's lease (heartbeat, agent status/health registration)
+ *   const leased = new LeasedKeys({ client, ttlSeconds? = 15 }); await leased.put(key, value); await leased.delete(key);
+ *   await leased.close()   // revokes the lease: the keys vanish at once
  */
 export * from './keys.ts';
 export { createKvClient, type Etcd3, type KvClientOptions } from './client.ts';
