@@ -1,0 +1,182 @@
+/**
+ * The `sluice` command tree. `runCli(argv, io)` returns the exit code instead of exiting, so tests run it in-process:
+ * 0 success, 1 a failure to report (not running, a failed test), 2 a bad flag or argument (one line on stderr).
+ */
+import { Command, CommanderError, Option } from 'commander';
+import { ConfigError, flag, validate, z } from '@sluice/config';
+import { createHealthClient, formatHealthJson, formatHealthStatus } from '@sluice/health-api';
+import { BPF_MAPS, openNodeMaps, pinDirFor, readBpfMap, renderBpf, type BpfMapName } from './bpf.ts';
+import { planTests, readHealthRecords, renderResult, renderSummary, runTests, type ProbeRunner } from './connectivity.ts';
+import { CliError, oneLine } from './errors.ts';
+import { listEndpoints, listNodes, renderEndpoints, renderNodes } from './inventory.ts';
+import { renderStatus } from './render.ts';
+import { failed, gatherStatus } from './status.ts';
+import { globalOptionsSchema, requireDemo, resolveTarget, type Target } from './target.ts';
+
+export interface Io {
+  stdout: (text: string) => void;
+  stderr: (text: string) => void;
+  env: NodeJS.ProcessEnv;
+  cwd: string;
+  /** Replaces the real probes (unit tests of the connectivity command's rendering and exit code). */
+  probeRunner?: ProbeRunner;
+}
+
+export const processIo = (): Io => ({
+  stdout: (t) => process.stdout.write(t),
+  stderr: (t) => process.stderr.write(t),
+  env: process.env,
+  cwd: process.cwd(),
+});
+
+const json = (value: unknown) => `${JSON.stringify(value, null, 2)}\n`;
+
+export function buildProgram(io: Io, setExit: (code: number) => void): Command {
+  const program = new Command('sluice')
+    .description('Inspect and test a Sluice cluster (by default the demo started with npm start, found through .sluice/demo.json)')
+    .configureOutput({ writeOut: io.stdout, writeErr: io.stderr, outputError: (text, write) => write(text.split('\n')[0] + '\n') })
+    .showSuggestionAfterError(true)
+    .exitOverride()
+    .addOption(flag('--etcd <urls>', 'etcd client URLs, comma-separated (default: the demo\'s)'))
+    .addOption(flag('--health <address>', 'health service gRPC address host:port (default: the demo\'s)'))
+    .addOption(flag('--kubeconfig <file>', 'kubeconfig of the Kubernetes API server (default: the demo\'s)'))
+    .addOption(flag('--state <file>', 'the demo state file (default: .sluice/demo.json up from the cwd, or $SLUICE_DEMO_STATE)'))
+    .addOption(flag('--etcd-root <prefix>', 'root prefix of Sluice\'s keys in etcd', 'sluice/'));
+
+  const target = async (cmd: Command): Promise<Target> => {
+    const globals = validate(globalOptionsSchema, {
+      ...cmd.optsWithGlobals(),
+      etcd: cmd.optsWithGlobals().etcd,
+    });
+    return resolveTarget(globals, io.env, io.cwd);
+  };
+  const opts = <S extends z.ZodType>(cmd: Command, schema: S): z.infer<S> => validate(schema, cmd.opts());
+
+  program
+    .command('status')
+    .description('One screen on the cluster: KVStore, Kubernetes, operator, agents, host routing, masquerading, endpoints, controllers, cluster health')
+    .option('--json', 'print the report as JSON')
+    .addOption(new Option('--node <name>', 'the agent-side lines for this node only'))
+    .action(async (_o, cmd: Command) => {
+      const o = opts(cmd, z.object({ json: z.boolean().optional(), node: z.string().min(1).optional() }));
+      const report = await gatherStatus(await target(cmd), { node: o.node });
+      io.stdout(o.json ? json(report) : renderStatus(report));
+      if (failed(report)) setExit(1);
+    });
+
+  const health = program.command('health').description('The cluster health service');
+  health
+    .command('status')
+    .description('Probe results per node, in the shape of cilium-health status')
+    .option('--json', 'print as JSON')
+    .action(async (_o, cmd: Command) => {
+      const o = opts(cmd, z.object({ json: z.boolean().optional() }));
+      const t = await target(cmd);
+      if (!t.healthAddress) throw new CliError('no health service known: pass --health host:port, or start the demo with npm start');
+      const client = createHealthClient(t.healthAddress, { deadlineMs: 5000 });
+      try {
+        const view = await client.getClusterHealth().catch((err: unknown) => {
+          throw new CliError(`health service at ${t.healthAddress} unreachable: ${oneLine(err)}`);
+        });
+        io.stdout(o.json ? formatHealthJson(view) : formatHealthStatus(view));
+      } finally {
+        client.close();
+      }
+    });
+
+  program
+    .command('nodes')
+    .description('The nodes etcd holds (as the operator wrote them) with their agents\' state')
+    .option('--json', 'print as JSON')
+    .action(async (_o, cmd: Command) => {
+      const o = opts(cmd, z.object({ json: z.boolean().optional() }));
+      const nodes = await listNodes(await target(cmd));
+      io.stdout(o.json ? json(nodes) : renderNodes(nodes.items));
+      for (const e of nodes.errors) io.stderr(`sluice: unreadable record ${e}\n`);
+    });
+
+  program
+    .command('endpoints')
+    .description('The endpoints (pods) etcd holds')
+    .option('--json', 'print as JSON')
+    .addOption(new Option('--node <name>', 'only the endpoints of this node'))
+    .action(async (_o, cmd: Command) => {
+      const o = opts(cmd, z.object({ json: z.boolean().optional(), node: z.string().min(1).optional() }));
+      const endpoints = await listEndpoints(await target(cmd), o.node);
+      io.stdout(o.json ? json(endpoints) : renderEndpoints(endpoints.items));
+      for (const e of endpoints.errors) io.stderr(`sluice: unreadable record ${e}\n`);
+    });
+
+  const bpf = program.command('bpf').description('What a node\'s BPF maps hold (read from the pinned maps; needs root)');
+  for (const map of BPF_MAPS) {
+    bpf
+      .command(map)
+      .description(`The ${map} map of a node`)
+      .requiredOption('--node <name>', 'the node')
+      .option('--pin-dir <dir>', 'the node\'s bpffs pin directory (default: from the demo, else /sys/fs/bpf/sluice/<node>)')
+      .option('--json', 'print as JSON')
+      .action(async (_o, cmd: Command) => {
+        const o = opts(cmd, z.object({ node: z.string().min(1), pinDir: z.string().min(1).optional(), json: z.boolean().optional() }));
+        // The pin dir alone is enough: no need for etcd, or a demo, when it is given.
+        const t = o.pinDir ? undefined : await target(cmd).catch(() => undefined);
+        const dp = openNodeMaps(o.node, pinDirFor(t, o.node, o.pinDir));
+        try {
+          const rows = readBpfMap(dp, map as BpfMapName);
+          io.stdout(o.json ? json(rows) : renderBpf(map as BpfMapName, rows));
+        } finally {
+          dp.close();
+        }
+      });
+  }
+
+  const connectivity = program.command('connectivity').description('Connectivity checks');
+  connectivity
+    .command('test')
+    .description('Pod to pod on the same node and across nodes, pod to node, and the health paths, from inside the lab\'s pods')
+    .option('--timeout <duration>', 'per-probe timeout', '3s')
+    .option('--json', 'print the results as JSON')
+    .action(async (_o, cmd: Command) => {
+      const { schemas } = await import('@sluice/config');
+      const o = opts(cmd, z.object({ timeout: schemas.duration.pipe(z.number().min(100)), json: z.boolean().optional() }));
+      const t = await target(cmd);
+      const demo = requireDemo(t, 'sluice connectivity test');
+      if (!demo.pods.length) throw new CliError(`the demo has no lab pods to test from${demo.labError ? ` (${demo.labError})` : ''}`);
+      const records = await readHealthRecords(t).catch(() => new Map());
+      const tests = planTests(demo, records, t.healthAddress);
+      if (!o.json) io.stdout(`ℹ️  Connectivity test: ${demo.nodes.length} nodes, ${demo.pods.length} pods, ${tests.length} tests\n`);
+      const results = await runTests(tests, { runner: io.probeRunner, timeoutMs: o.timeout });
+      if (o.json) io.stdout(json({ ok: results.every((r) => r.ok), results }));
+      else {
+        for (const r of results) io.stdout(renderResult(r));
+        io.stdout(renderSummary(results));
+      }
+      if (!results.length || results.some((r) => !r.ok)) setExit(1);
+    });
+
+  return program;
+}
+
+export async function runCli(argv: readonly string[], io: Io = processIo()): Promise<number> {
+  let code = 0;
+  const program = buildProgram(io, (c) => (code = c));
+  try {
+    await program.parseAsync(argv as string[], { from: 'user' });
+    return code;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return 0;
+      // A bare group (`sluice bpf`) prints its help, as git does, and that is a usage error.
+      return err.exitCode === 0 ? 0 : 2;
+    }
+    if (err instanceof ConfigError) {
+      io.stderr(`sluice: ${err.message}\n`);
+      return 2;
+    }
+    if (err instanceof CliError) {
+      io.stderr(`sluice: ${err.message}\n`);
+      return err.exitCode;
+    }
+    io.stderr(`sluice: ${oneLine(err)}\n`);
+    return 1;
+  }
+}

@@ -1,0 +1,168 @@
+/**
+ * `sluice connectivity test`: probes from inside the lab's pods (their network namespaces, entered with nsenter) to
+ * other pods on the same node and across nodes, to nodes, and along the health paths, plus the health service's
+ * view. One ✅/❌ line per test, a summary, and a verdict the caller turns into the exit code.
+ */
+import { execFile } from 'node:child_process';
+import pLimit from 'p-limit';
+import type { DemoPod, DemoState } from '@sluice/demo-state';
+import { createHealthClient } from '@sluice/health-api';
+import { decodeRecord, healthEndpointRecord, type HealthEndpointRecord } from '@sluice/kvstore';
+import { openCluster } from './cluster.ts';
+import { oneLine } from './errors.ts';
+import type { Target } from './target.ts';
+
+export type Probe =
+  | { kind: 'http'; netns: string; url: string }
+  | { kind: 'icmp'; netns: string; ip: string }
+  | { kind: 'health'; address: string; nodes: string[] };
+
+export interface PlannedTest {
+  scenario: string;
+  description: string;
+  probe: Probe;
+}
+
+export interface TestResult extends PlannedTest {
+  ok: boolean;
+  detail: string;
+  ms: number;
+}
+
+export type ProbeRunner = (probe: Probe, timeoutMs: number) => Promise<{ ok: boolean; detail: string }>;
+
+const podName = (p: DemoPod) => `${p.namespace}/${p.name}`;
+
+/** The tests for a demo: every scenario from at least one pod of each node, every node pair once in each direction. */
+export function planTests(demo: DemoState, health: Map<string, HealthEndpointRecord>, healthAddress: string | undefined): PlannedTest[] {
+  const tests: PlannedTest[] = [];
+  const podsOf = (node: string) => demo.pods.filter((p) => p.node === node).sort((a, b) => a.name.localeCompare(b.name));
+  const http = (from: DemoPod, to: DemoPod): Probe => ({ kind: 'http', netns: from.netns, url: `http://${to.ip}:${to.port}/` });
+  for (const node of demo.nodes) {
+    const [a, b] = podsOf(node.name);
+    if (a && b) tests.push({ scenario: 'pod-to-pod (same node)', description: `${podName(a)} → ${podName(b)} on ${node.name}`, probe: http(a, b) });
+  }
+  for (const from of demo.nodes) {
+    for (const to of demo.nodes) {
+      if (from === to) continue;
+      const [a] = podsOf(from.name);
+      const [b] = podsOf(to.name);
+      if (a && b) tests.push({ scenario: 'pod-to-pod (cross node)', description: `${podName(a)} (${from.name}) → ${podName(b)} (${to.name})`, probe: http(a, b) });
+    }
+  }
+  for (const [i, node] of demo.nodes.entries()) {
+    const [a] = podsOf(node.name);
+    if (!a) continue;
+    tests.push({ scenario: 'pod-to-host (own node)', description: `${podName(a)} → ${node.name} ${node.nodeIP} (ICMP)`, probe: { kind: 'icmp', netns: a.netns, ip: node.nodeIP } });
+    const other = demo.nodes[(i + 1) % demo.nodes.length];
+    if (other && other !== node) {
+      tests.push({ scenario: 'pod-to-host (remote node)', description: `${podName(a)} → ${other.name} ${other.nodeIP} (ICMP)`, probe: { kind: 'icmp', netns: a.netns, ip: other.nodeIP } });
+      const record = health.get(other.name);
+      if (record) {
+        tests.push({ scenario: 'health (agent)', description: `${podName(a)} → ${other.name} agent ${record.agentHealthUrl}/hello`, probe: { kind: 'http', netns: a.netns, url: `${record.agentHealthUrl.replace(/\/$/, '')}/hello` } });
+        if (record.healthIP) {
+          tests.push({ scenario: 'health (endpoint)', description: `${podName(a)} → ${other.name} health endpoint ${record.healthIP} (ICMP)`, probe: { kind: 'icmp', netns: a.netns, ip: record.healthIP } });
+        }
+      }
+    }
+  }
+  if (healthAddress) {
+    const nodes = demo.nodes.map((n) => n.name);
+    tests.push({ scenario: 'health (cluster view)', description: `health service ${healthAddress} sees ${nodes.join(', ')} reachable`, probe: { kind: 'health', address: healthAddress, nodes } });
+  }
+  return tests;
+}
+
+function exec(cmd: string, args: string[], timeoutMs: number): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(cmd, args, { timeout: timeoutMs }, (err, stdout, stderr) => {
+      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? ((err as { code: number }).code) : 1) : 0;
+      resolve({ code, stdout, stderr: stderr || (err && typeof (err as { code?: unknown }).code !== 'number' ? err.message : '') });
+    });
+  });
+}
+
+/** Runs probes for real: curl and ping inside the pod's namespace, the gRPC health service for the cluster view. */
+export const runProbe: ProbeRunner = async (probe, timeoutMs) => {
+  const seconds = String(Math.max(1, Math.round(timeoutMs / 1000)));
+  switch (probe.kind) {
+    case 'http': {
+      const r = await exec('nsenter', [`--net=/run/netns/${probe.netns}`, '--', 'curl', '-sS', '-o', '/dev/null', '-m', seconds, '-w', '%{http_code}', probe.url], timeoutMs + 2000);
+      const status = r.stdout.trim();
+      if (r.code === 0 && /^2\d\d$/.test(status)) return { ok: true, detail: `HTTP ${status}` };
+      return { ok: false, detail: r.code === 0 ? `HTTP ${status}` : oneLine(r.stderr || `curl exit ${r.code}`) };
+    }
+    case 'icmp': {
+      const r = await exec('nsenter', [`--net=/run/netns/${probe.netns}`, '--', 'ping', '-c', '1', '-W', seconds, probe.ip], timeoutMs + 2000);
+      const rtt = /time=([\d.]+ ?ms)/.exec(r.stdout)?.[1];
+      return r.code === 0 ? { ok: true, detail: `reply${rtt ? `, RTT=${rtt.replace(' ', '')}` : ''}` } : { ok: false, detail: oneLine(r.stderr || 'no reply') };
+    }
+    case 'health': {
+      const client = createHealthClient(probe.address, { deadlineMs: timeoutMs });
+      try {
+        const health = await client.getClusterHealth();
+        const bad = probe.nodes.filter((n) => health.nodes.find((x) => x.name === n)?.reachability !== 'REACHABILITY_REACHABLE');
+        return bad.length ? { ok: false, detail: `not reachable: ${bad.join(', ')}` } : { ok: true, detail: `${health.summary.reachable}/${health.summary.total} reachable` };
+      } catch (err) {
+        return { ok: false, detail: oneLine(err) };
+      } finally {
+        client.close();
+      }
+    }
+  }
+};
+
+/** The agents' health records from etcd (where each node's agent health port and health endpoint are). */
+export async function readHealthRecords(target: Target): Promise<Map<string, HealthEndpointRecord>> {
+  const reader = openCluster(target.etcdEndpoints, target.etcdRoot);
+  try {
+    const all = await reader.client.getAll().prefix(reader.keys.prefix('health')).exec();
+    const out = new Map<string, HealthEndpointRecord>();
+    for (const kv of all.kvs) {
+      try {
+        const record = decodeRecord(healthEndpointRecord, 'health endpoint', kv.value);
+        out.set(record.node, record);
+      } catch {
+        // Not the agent's record format (another writer's): the health paths of that node are just not planned.
+      }
+    }
+    return out;
+  } finally {
+    reader.close();
+  }
+}
+
+export async function runTests(
+  tests: PlannedTest[],
+  options: { runner?: ProbeRunner; timeoutMs?: number; concurrency?: number; onResult?: (r: TestResult) => void } = {},
+): Promise<TestResult[]> {
+  const limit = pLimit(options.concurrency ?? 4);
+  const runner = options.runner ?? runProbe;
+  return Promise.all(
+    tests.map((test) =>
+      limit(async () => {
+        const started = performance.now();
+        let outcome: { ok: boolean; detail: string };
+        try {
+          outcome = await runner(test.probe, options.timeoutMs ?? 3000);
+        } catch (err) {
+          outcome = { ok: false, detail: oneLine(err) };
+        }
+        const result = { ...test, ...outcome, ms: Math.round(performance.now() - started) };
+        options.onResult?.(result);
+        return result;
+      }),
+    ),
+  );
+}
+
+export function renderResult(r: TestResult): string {
+  return `${r.ok ? '✅' : '❌'} [${r.scenario}] ${r.description}: ${r.detail}\n`;
+}
+
+export function renderSummary(results: TestResult[]): string {
+  const failed = results.filter((r) => !r.ok);
+  if (!results.length) return '⚠️  No tests to run (the demo has no lab pods)\n';
+  if (!failed.length) return `✅ All ${results.length} tests successful.\n`;
+  return `❌ ${failed.length}/${results.length} tests failed:\n${failed.map((r) => `   - [${r.scenario}] ${r.description}: ${r.detail}\n`).join('')}`;
+}

@@ -1,0 +1,199 @@
+/**
+ * `sluice status`: gathers one snapshot of the cluster (etcd, Kubernetes, operator, agents, health) into a report
+ * that render.ts prints in the shape of `cilium status`, or --json prints as it is.
+ */
+import type { AgentStatusRecord } from '@sluice/kvstore';
+import { createHealthClient, formatClusterSummary, type ClusterSummary } from '@sluice/health-api';
+import { countPrefix, etcdStatus, openCluster, readAgents, readNodes, readOperator, type EtcdStatus } from './cluster.ts';
+import { CliError, oneLine } from './errors.ts';
+import { readKube } from './kube.ts';
+import type { Target } from './target.ts';
+
+export type Level = 'Ok' | 'Warning' | 'Error' | 'Disabled';
+
+export interface Section {
+  state: Level;
+  /** What follows the state on the status line. */
+  summary: string;
+  data?: Record<string, unknown>;
+}
+
+export interface StatusReport {
+  node?: string;
+  time: string;
+  kvstore: Section;
+  kubernetes: Section;
+  operator: Section;
+  agents: Section;
+  hostRouting: Section;
+  masquerading: Section;
+  endpoints: Section;
+  controllers: Section;
+  clusterHealth: Section;
+}
+
+export const SECTION_LABELS: Record<Exclude<keyof StatusReport, 'node' | 'time'>, string> = {
+  kvstore: 'KVStore',
+  kubernetes: 'Kubernetes',
+  operator: 'Operator',
+  agents: 'Agents',
+  hostRouting: 'Host Routing',
+  masquerading: 'Masquerading',
+  endpoints: 'Endpoints',
+  controllers: 'Controller Status',
+  clusterHealth: 'Cluster health',
+};
+
+export const failed = (report: StatusReport): boolean =>
+  Object.entries(report).some(([, v]) => typeof v === 'object' && v !== null && (v as Section).state === 'Error');
+
+function kvstoreSection(status: EtcdStatus, total: number): Section {
+  const role = status.isLeader ? 'Leader' : `Follower, leader ${status.leader}`;
+  return {
+    state: status.connected === total ? 'Ok' : 'Warning',
+    summary: `etcd: ${status.connected}/${total} connected, revision ${status.revision}: ${status.endpoint} - ${status.version} (${role})`,
+    data: { ...status, total },
+  };
+}
+
+/** Groups agents by a one-line value: "BPF" on all, or "BPF on a, b; Legacy (why) on c". */
+export function byValue(agents: AgentStatusRecord[], value: (a: AgentStatusRecord) => string): string {
+  const groups = new Map<string, string[]>();
+  for (const a of agents) groups.set(value(a), [...(groups.get(value(a)) ?? []), a.node]);
+  if (groups.size === 1) {
+    const [[text, nodes]] = [...groups] as [[string, string[]]];
+    return agents.length === 1 ? `${text}` : `${text}   [${nodes.length}/${agents.length} nodes]`;
+  }
+  return [...groups].map(([text, nodes]) => `${text} on ${nodes.sort().join(', ')}`).join('; ');
+}
+
+const hostRoutingText = (a: AgentStatusRecord) => (a.hostRouting.mode === 'BPF' ? 'BPF' : `Legacy (${a.hostRouting.reason || 'no reason given'})`);
+
+export interface StatusOptions {
+  node?: string;
+  /** Deadline for each remote call. */
+  timeoutMs?: number;
+}
+
+export async function gatherStatus(target: Target, options: StatusOptions = {}): Promise<StatusReport> {
+  const reader = openCluster(target.etcdEndpoints, target.etcdRoot);
+  try {
+    const etcd = await etcdStatus(reader);
+    const [operator, agentsRead, nodesRead, podCount, kube, health] = await Promise.all([
+      readOperator(reader),
+      readAgents(reader),
+      readNodes(reader),
+      countPrefix(reader, reader.keys.prefix('pods')),
+      target.kubeconfig ? readKube(target.kubeconfig, options.timeoutMs) : Promise.resolve(undefined),
+      readHealth(target.healthAddress, options.timeoutMs),
+    ]);
+    let agents = agentsRead.items.sort((a, b) => a.node.localeCompare(b.node));
+    const nodeNames = nodesRead.items.map((n) => n.name);
+    if (options.node) {
+      const known = nodeNames.includes(options.node) || agents.some((a) => a.node === options.node);
+      if (!known) throw new CliError(`no node ${options.node} in etcd (known: ${nodeNames.slice(0, 10).join(', ') || 'none'}${nodeNames.length > 10 ? ', …' : ''})`);
+      agents = agents.filter((a) => a.node === options.node);
+    }
+    const expected = target.demo ? target.demo.nodes.map((n) => n.name) : undefined;
+    const report: StatusReport = {
+      node: options.node,
+      time: new Date().toISOString(),
+      kvstore: kvstoreSection(etcd, reader.endpoints.length),
+      kubernetes: kube
+        ? kube.reachable
+          ? { state: 'Ok', summary: `${kube.version ?? 'unknown version'} [${kube.platform ?? '?'}] at ${kube.server}`, data: { ...kube } }
+          : { state: 'Error', summary: `${kube.server || 'API server'} unreachable: ${kube.error}`, data: { ...kube } }
+        : { state: 'Disabled', summary: 'no kubeconfig (pass --kubeconfig)' },
+      operator: operatorSection(operator),
+      agents: agentsSection(agents, options.node, expected, nodeNames.length, agentsRead.errors),
+      hostRouting: agents.length
+        ? { state: 'Ok', summary: byValue(agents, hostRoutingText), data: Object.fromEntries(agents.map((a) => [a.node, a.hostRouting])) }
+        : { state: 'Disabled', summary: 'unknown (no agent reporting)' },
+      masquerading: agents.length
+        ? { state: 'Ok', summary: byValue(agents, (a) => a.masquerading), data: Object.fromEntries(agents.map((a) => [a.node, a.masquerading])) }
+        : { state: 'Disabled', summary: 'unknown (no agent reporting)' },
+      endpoints: endpointsSection(agents, podCount, options.node),
+      controllers: controllersSection(operator.syncedKinds.length, operator.kinds.length, agents, [...agentsRead.errors, ...nodesRead.errors]),
+      clusterHealth: health,
+    };
+    return report;
+  } finally {
+    reader.close();
+  }
+}
+
+function operatorSection(view: Awaited<ReturnType<typeof readOperator>>): Section {
+  const synced = `${view.syncedKinds.length}/${view.kinds.length} kinds synced`;
+  if (view.heartbeat) {
+    const h = view.heartbeat;
+    const isSynced = view.syncedKinds.length === view.kinds.length;
+    return {
+      state: isSynced ? 'Ok' : 'Warning',
+      summary: `leader ${h.identity} (term ${h.term}, since ${h.leaderSince}), ${isSynced ? 'synced' : synced}`,
+      data: { ...h, synced: isSynced, syncedKinds: view.syncedKinds },
+    };
+  }
+  if (view.heartbeatError) return { state: 'Error', summary: `unreadable heartbeat: ${view.heartbeatError}` };
+  return { state: 'Error', summary: `no leader (no heartbeat in etcd; ${synced})`, data: { syncedKinds: view.syncedKinds } };
+}
+
+function agentsSection(agents: AgentStatusRecord[], node: string | undefined, expected: string[] | undefined, nodes: number, errors: string[]): Section {
+  const versions = [...new Set(agents.map((a) => a.version))].join(', ');
+  if (node) {
+    const a = agents[0];
+    return a
+      ? { state: a.synced ? 'Ok' : 'Warning', summary: `${a.node}: ${a.synced ? 'running, synced' : 'running, not synced yet'} (${a.version}, ${a.routing} routing) ${a.statusUrl}`, data: { ...a } }
+      : { state: 'Error', summary: `no agent reporting for ${node}` };
+  }
+  const missing = expected?.filter((n) => !agents.some((a) => a.node === n)) ?? [];
+  const want = expected?.length ?? agents.length;
+  const parts = [`${agents.length - (expected ? agents.filter((a) => !expected.includes(a.node)).length : 0)}/${want} running`];
+  if (versions) parts.push(`version ${versions}`);
+  if (nodes > agents.length) parts.push(`${nodes - agents.length} of ${nodes} nodes without an agent`);
+  if (missing.length) parts.push(`missing: ${missing.join(', ')}`);
+  if (errors.length) parts.push(`${errors.length} unreadable records`);
+  const state: Level = missing.length || errors.length ? 'Warning' : agents.length ? 'Ok' : 'Warning';
+  return { state, summary: parts.join(', '), data: { running: agents.map((a) => a.node), missing, errors } };
+}
+
+function endpointsSection(agents: AgentStatusRecord[], podCount: number, node: string | undefined): Section {
+  const local = agents.reduce((sum, a) => sum + a.endpoints.local, 0);
+  if (node) {
+    const a = agents[0];
+    return a
+      ? { state: 'Ok', summary: `${a.endpoints.local} local, ${a.endpoints.cluster} cluster-wide programmed, ${a.endpoints.nodes} nodes; ${podCount} pods in etcd`, data: { ...a.endpoints, podsInEtcd: podCount } }
+      : { state: 'Disabled', summary: `${podCount} pods in etcd` };
+  }
+  return { state: 'Ok', summary: `${podCount} pods in etcd, ${local} local endpoints on ${agents.length} agents`, data: { podsInEtcd: podCount, local } };
+}
+
+function controllersSection(syncedKinds: number, kinds: number, agents: AgentStatusRecord[], errors: string[]): Section {
+  const syncedAgents = agents.filter((a) => a.synced).length;
+  const total = kinds + agents.length;
+  const healthy = syncedKinds + syncedAgents;
+  return {
+    state: healthy === total && !errors.length ? 'Ok' : 'Warning',
+    summary: `${healthy}/${total} healthy (operator mirrors synced ${syncedKinds}/${kinds}, agents synced ${syncedAgents}/${agents.length}, record errors ${errors.length})`,
+    data: { syncedKinds, kinds, syncedAgents, agents: agents.length, errors },
+  };
+}
+
+async function readHealth(address: string | undefined, timeoutMs = 3000): Promise<Section> {
+  if (!address) return { state: 'Disabled', summary: 'no health service (pass --health host:port)' };
+  const client = createHealthClient(address, { deadlineMs: timeoutMs });
+  try {
+    const health = await client.getClusterHealth({ summaryOnly: true });
+    return summarySection(health.summary);
+  } catch (err) {
+    return { state: 'Error', summary: `health service at ${address} unreachable: ${oneLine(err)}` };
+  } finally {
+    client.close();
+  }
+}
+
+export function summarySection(summary: ClusterSummary): Section {
+  const line = formatClusterSummary(summary).replace(/^Cluster health:\s*/, '');
+  const time = summary.probeTimeUnixMs > 0 ? `   (${new Date(summary.probeTimeUnixMs).toISOString()})` : '';
+  const state: Level = summary.unreachable.length ? 'Warning' : 'Ok';
+  return { state, summary: `${line}${time}`, data: { ...summary } };
+}
