@@ -69,6 +69,10 @@ export interface PrefixSync {
   readonly existing: number;
 }
 
+function sameFence(a: Fence, b: Fence): boolean {
+  return a.key === b.key && a.createRevision === b.createRevision;
+}
+
 function hashOf(value: Buffer): string {
   return createHash('sha1').update(value).digest('base64');
 }
@@ -114,6 +118,7 @@ export class KvWriter {
   private inFlight = 0;
   private waitingForLeader = false;
   private lastFence: Fence | undefined;
+  private refusedFence: Fence | undefined;
   private pumpScheduled = false;
   private idleWaiters: Array<() => void> = [];
   private readonly abort = new AbortController();
@@ -308,7 +313,7 @@ export class KvWriter {
   /** Starts as many transactions as the limits allow. */
   private pump(): void {
     if (this.abort.signal.aborted) return;
-    if (this.guard && !this.guard.fence()) {
+    if (this.guard && !this.usableFence()) {
       this.waitForLeadership();
       return;
     }
@@ -334,11 +339,27 @@ export class KvWriter {
     return false;
   }
 
+  /** The guard's fence, unless etcd already refused it (the guard has not noticed the loss yet). */
+  private usableFence(): Fence | undefined {
+    const fence = this.guard?.fence();
+    if (fence && this.refusedFence && sameFence(fence, this.refusedFence)) return undefined;
+    return fence;
+  }
+
   private waitForLeadership(): void {
     if (this.waitingForLeader || !this.guard) return;
     this.waitingForLeader = true;
-    this.guard
-      .whenLeader(this.abort.signal)
+    const guard = this.guard;
+    const wait = async () => {
+      await guard.whenLeader(this.abort.signal);
+      // A refused fence stays refused: poll until the guard moves to a new term rather than retrying in a hot loop.
+      while (!this.usableFence()) {
+        this.abort.signal.throwIfAborted();
+        await new Promise((r) => setTimeout(r, 250));
+        await guard.whenLeader(this.abort.signal);
+      }
+    };
+    wait()
       .then(
         () => {
           this.waitingForLeader = false;
@@ -369,7 +390,7 @@ export class KvWriter {
 
   private async runBatch(): Promise<void> {
     if (this.abort.signal.aborted) return;
-    const fence = this.guard?.fence();
+    const fence = this.usableFence();
     if (this.guard && !fence) return; // lost leadership while queued; pump() waits for it again
     this.checkTerm(fence);
     const batch = this.takeBatch();
@@ -408,6 +429,7 @@ export class KvWriter {
       }
     } catch (err) {
       if (!(err instanceof FencedError)) throw err;
+      if (fence) this.refusedFence = fence;
       this.onFenced(batch);
       return;
     } finally {
@@ -439,7 +461,7 @@ export class KvWriter {
 
   /** A new leadership term: another leader may have written meanwhile, so what we knew of etcd is stale. */
   private checkTerm(fence: Fence | undefined): void {
-    if (!fence || (fence.key === this.lastFence?.key && fence.createRevision === this.lastFence.createRevision)) return;
+    if (!fence || (this.lastFence && sameFence(fence, this.lastFence))) return;
     if (this.lastFence) this.forgetEtcdState();
     this.lastFence = fence;
   }

@@ -3,7 +3,7 @@ import { startEtcd, type EtcdServer } from '@sluice/etcd-runner';
 import { createLogger } from '@sluice/log';
 import { createRegistry } from '@sluice/metrics';
 import { waitFor } from './proxy.ts';
-import { KvWriter, createKvClient, keySchema, prefixRangeEnd, syncedMarkerValue, type Etcd3 } from '../src/index.ts';
+import { KvWriter, type Fence, type WriteGuard, createKvClient, keySchema, prefixRangeEnd, syncedMarkerValue, type Etcd3 } from '../src/index.ts';
 
 async function countUnder(client: Etcd3, prefix: string): Promise<number> {
   const key = Buffer.from(prefix);
@@ -83,5 +83,24 @@ describe('KvWriter against a real etcd', () => {
     expect(await countUnder(client, prefix)).toBe(200);
     expect(await client.get(keys.pod('ns', 'p5')).string()).toBe('changed');
     third.close();
+  });
+
+  it('refuses to write under a fence etcd does not hold, keeps the writes, and writes them under a valid one', async () => {
+    // A guard the test controls (the election implements the same interface against etcd).
+    let fence: Fence | undefined = { key: 'fence-test/leader/1', createRevision: '1' }; // no such key: a deposed leader
+    const guard: WriteGuard = { fence: () => fence, whenLeader: async () => undefined };
+    const writer = new KvWriter({ client, guard, log });
+    writer.upsert('fence-test/data/x', 'from-deposed');
+    await waitFor(() => writer.getStats().fenced > 0, 10_000, 'the fenced refusal');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await client.get('fence-test/data/x').string()).toBeNull();
+    expect(writer.getStats()).toMatchObject({ writes: 0, fenced: 1, pending: 1 }); // refused once, not retried in a loop
+
+    const put = await client.put('fence-test/leader/2').value('me').exec();
+    fence = { key: 'fence-test/leader/2', createRevision: put.header.revision };
+    await writer.flush();
+    expect(await client.get('fence-test/data/x').string()).toBe('from-deposed');
+    expect(writer.getStats()).toMatchObject({ writes: 1, fenced: 1, pending: 0 });
+    writer.close();
   });
 });
