@@ -37,6 +37,9 @@
  * Keys bound to this process's lease (heartbeat, agent status/health registration)
  *   const leased = new LeasedKeys({ client, ttlSeconds? = 15 }); await leased.put(key, value); await leased.delete(key);
  *   await leased.close()   // revokes the lease: the keys vanish at once
+ *
+ * Records
+ * - records.ts: zod schemas of NodeConfigRecord, AgentStatusRecord, HealthEndpointRecord (`decodeRecord`).
  */
 export * from './keys.ts';
 export { createKvClient, type Etcd3, type KvClientOptions } from './client.ts';
