@@ -1,0 +1,158 @@
+import { IPCACHE_F_LOCAL } from '@sluice/bpf';
+import { lookupIpcache, memoryDatapath, type Datapath } from '@sluice/datapath';
+import { startEtcd } from '@sluice/etcd-runner';
+import { createKvClient, keySchema, type Etcd3 } from '@sluice/kvstore';
+import { encodeSlimString, SCHEMA_VERSION, type SlimNode, type SlimPod } from '@sluice/slim';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AgentCore, type LocalEndpoint, type RouteSync } from '../src/index.ts';
+
+const keys = keySchema(`agent-core-${process.pid}/`);
+
+function node(name: string, ip: string, cidr: string, healthIPs: string[] = []): SlimNode {
+  return { v: SCHEMA_VERSION, name, labels: {}, addresses: [{ type: 'InternalIP', ip }], podCIDRs: [cidr], ready: 'True', healthIPs };
+}
+function pod(name: string, nodeName: string, ip: string, phase: SlimPod['phase'] = 'Running'): SlimPod {
+  return { v: SCHEMA_VERSION, namespace: 'default', name, uid: name, nodeName, hostIP: '', podIPs: ip ? [ip] : [], hostNetwork: false, phase, labels: {}, deleting: false, ports: [] };
+}
+
+class RecordingRoutes implements RouteSync {
+  current = new Map<string, string>();
+  async sync(desired: ReadonlyMap<string, string>): Promise<void> {
+    this.current = new Map(desired);
+  }
+}
+
+let etcd: Awaited<ReturnType<typeof startEtcd>>;
+let client: Etcd3;
+
+beforeAll(async () => {
+  etcd = await startEtcd();
+  client = createKvClient({ endpoints: [etcd.endpoint] });
+  await client.put(keys.node('n1')).value(encodeSlimString('node', node('n1', '192.168.9.1', '10.9.1.0/24', ['10.9.1.250'])));
+  await client.put(keys.node('n2')).value(encodeSlimString('node', node('n2', '192.168.9.2', '10.9.2.0/24')));
+  await client.put(keys.pod('default', 'a')).value(encodeSlimString('pod', pod('a', 'n1', '10.9.1.10')));
+  await client.put(keys.pod('default', 'b')).value(encodeSlimString('pod', pod('b', 'n2', '10.9.2.10')));
+  await client.put(keys.pod('default', 'pending')).value(encodeSlimString('pod', pod('pending', 'n2', '', 'Pending')));
+});
+
+afterAll(async () => {
+  client?.close();
+  await etcd?.stop();
+});
+
+const localA: LocalEndpoint = { id: 'c-a', ip: '10.9.1.10', hostIfname: 'lxca', hostIfindex: 7, hostMac: '02:00:00:00:00:01', mac: '02:00:00:00:00:02' };
+
+describe('AgentCore', () => {
+  let dp: Datapath;
+  const routes = new RecordingRoutes();
+
+  it('programs nothing before both lists, then everything in one reconcile', async () => {
+    dp = memoryDatapath();
+    const core = new AgentCore({ nodeName: 'n1', client, datapath: dp, keys, localEndpoints: [localA], routes });
+    expect(dp.maps.ipcacheHost.count()).toBe(0);
+    core.start();
+    await core.synced();
+    expect(dp.maps.endpoints.lookup({ ip: '10.9.1.10' })).toEqual({ ifindex: 7, flags: 0, mac: '02:00:00:00:00:02', nodeMac: '02:00:00:00:00:01' });
+    expect(lookupIpcache(dp, { cidr: '10.9.1.10/32' })).toEqual({ nodeIp: '192.168.9.1', flags: IPCACHE_F_LOCAL });
+    expect(lookupIpcache(dp, { cidr: '10.9.2.10/32' })).toEqual({ nodeIp: '192.168.9.2', flags: 0 });
+    expect(lookupIpcache(dp, { cidr: '10.9.1.250/32' })).toEqual({ nodeIp: '192.168.9.1', flags: IPCACHE_F_LOCAL });
+    expect(lookupIpcache(dp, { cidr: '10.9.2.0/24' })).toEqual({ nodeIp: '192.168.9.2', flags: 0 });
+    expect(dp.maps.tunnel.entries().map(([k, v]) => [k.cidr, v.nodeIp])).toEqual([['10.9.2.0/24', '192.168.9.2']]);
+    expect([...routes.current]).toEqual([['10.9.2.0/24', '192.168.9.2']]);
+    expect(dp.maps.ipcacheHost.count()).toBe(3); // the Pending pod has no entry
+    await core.stop();
+  });
+
+  it('restarts over the same maps without writing anything (reconcile, not flush)', async () => {
+    const core = new AgentCore({ nodeName: 'n1', client, datapath: dp, keys, localEndpoints: [localA], routes });
+    core.start();
+    await core.synced();
+    const s = core.status();
+    expect(s.writes).toEqual({ upserts: 0, deletes: 0, fullReconciles: 1 });
+    expect(s.endpoints).toEqual({ local: 1, cluster: 2, nodes: 2 });
+    await core.stop();
+  });
+
+  it('applies deltas: new pod, pod deleted, node added, local endpoint added and removed', async () => {
+    const programmed: number[] = [];
+    const core = new AgentCore({ nodeName: 'n1', client, datapath: dp, keys, localEndpoints: [localA], routes, onProgrammed: (p) => programmed.push(p.podsRevision) });
+    core.start();
+    await core.synced();
+    const put = await client.put(keys.pod('default', 'c')).value(encodeSlimString('pod', pod('c', 'n2', '10.9.2.11')));
+    await core.whenProgrammed('pods', Number(put.header.revision));
+    expect(lookupIpcache(dp, { cidr: '10.9.2.11/32' })).toEqual({ nodeIp: '192.168.9.2', flags: 0 });
+    expect(programmed.at(-1)).toBeGreaterThanOrEqual(Number(put.header.revision));
+
+    const del = await client.delete().key(keys.pod('default', 'b'));
+    await core.whenProgrammed('pods', Number(del.header.revision));
+    expect(lookupIpcache(dp, { cidr: '10.9.2.10/32' })).toBeUndefined();
+
+    // A pod of a node we do not know yet is programmed once its node arrives.
+    const p3 = await client.put(keys.pod('default', 'd')).value(encodeSlimString('pod', pod('d', 'n3', '10.9.3.10')));
+    await core.whenProgrammed('pods', Number(p3.header.revision));
+    expect(lookupIpcache(dp, { cidr: '10.9.3.10/32' })).toBeUndefined();
+    const n3 = await client.put(keys.node('n3')).value(encodeSlimString('node', node('n3', '192.168.9.3', '10.9.3.0/24')));
+    await core.whenProgrammed('nodes', Number(n3.header.revision));
+    expect(lookupIpcache(dp, { cidr: '10.9.3.10/32' })).toEqual({ nodeIp: '192.168.9.3', flags: 0 });
+    expect(dp.maps.tunnel.lookup({ cidr: '10.9.3.0/24' })).toEqual({ nodeIp: '192.168.9.3', vni: 0 });
+    expect(routes.current.get('10.9.3.0/24')).toBe('192.168.9.3');
+
+    core.upsertLocal({ id: 'c-e', ip: '10.9.1.11', hostIfname: 'lxce', hostIfindex: 9, hostMac: '02:00:00:00:01:01', mac: '02:00:00:00:01:02' });
+    await core.flush();
+    expect(dp.maps.endpoints.lookup({ ip: '10.9.1.11' })?.ifindex).toBe(9);
+    expect(lookupIpcache(dp, { cidr: '10.9.1.11/32' })).toEqual({ nodeIp: '192.168.9.1', flags: IPCACHE_F_LOCAL });
+    core.removeLocal('c-e');
+    await core.flush();
+    expect(dp.maps.endpoints.lookup({ ip: '10.9.1.11' })).toBeUndefined();
+    expect(lookupIpcache(dp, { cidr: '10.9.1.11/32' })).toBeUndefined();
+
+    const gone = await client.delete().key(keys.node('n3'));
+    await core.whenProgrammed('nodes', Number(gone.header.revision));
+    expect(dp.maps.tunnel.lookup({ cidr: '10.9.3.0/24' })).toBeUndefined();
+    expect(lookupIpcache(dp, { cidr: '10.9.3.10/32' })).toBeUndefined();
+    expect(routes.current.has('10.9.3.0/24')).toBe(false);
+    await client.delete().key(keys.pod('default', 'd'));
+    await core.stop();
+  });
+
+  it('skips bad records (invalid IP, invalid CIDR, unknown schema version) and programs nothing from them', async () => {
+    const core = new AgentCore({ nodeName: 'n1', client, datapath: dp, keys, localEndpoints: [localA], routes });
+    core.start();
+    await core.synced();
+    const before = { hosts: dp.maps.ipcacheHost.entries(), prefixes: dp.maps.ipcache.entries(), tunnel: dp.maps.tunnel.entries() };
+    await client.put(keys.pod('default', 'bad-ip')).value(JSON.stringify({ ...pod('bad-ip', 'n2', '10.9.2.12'), podIPs: ['10.9.2.300'] }));
+    await client.put(keys.pod('default', 'bad-version')).value(JSON.stringify({ ...pod('bad-version', 'n2', '10.9.2.13'), v: 99 }));
+    await client.put(keys.node('bad-cidr')).value(JSON.stringify({ ...node('bad-cidr', '192.168.9.9', '10.9.9.0/24'), podCIDRs: ['10.9.9.1/33'] }));
+    const last = await client.put(keys.node('bad-ip')).value(JSON.stringify(node('bad-ip', '192.168.9.300', '10.9.8.0/24')));
+    // A good write after the bad ones: once it is programmed, the bad ones were seen (and skipped).
+    const good = await client.put(keys.pod('default', 'good')).value(encodeSlimString('pod', pod('good', 'n2', '10.9.2.14')));
+    await core.whenProgrammed('pods', Number(good.header.revision));
+    const goodNode = await client.put(keys.node('good')).value(encodeSlimString('node', node('good', '192.168.9.7', '10.9.7.0/24')));
+    await core.whenProgrammed('nodes', Number(goodNode.header.revision));
+    expect(Number(goodNode.header.revision)).toBeGreaterThan(Number(last.header.revision));
+    expect(core.status().etcd.decodeErrors).toBe(4);
+    expect(dp.maps.ipcacheHost.entries().filter(([k]) => k.ip !== '10.9.2.14')).toEqual(before.hosts);
+    expect(dp.maps.ipcache.entries().filter(([k]) => k.cidr !== '10.9.7.0/24')).toEqual(before.prefixes);
+    expect(dp.maps.tunnel.entries().filter(([k]) => k.cidr !== '10.9.7.0/24')).toEqual(before.tunnel);
+    for (const k of ['bad-ip', 'bad-version', 'good']) await client.delete().key(keys.pod('default', k));
+    for (const k of ['bad-cidr', 'bad-ip', 'good']) await client.delete().key(keys.node(k));
+    await core.stop();
+  });
+
+  it('keeps the datapath as it is while etcd is unreachable, and resyncs after', async () => {
+    const core = new AgentCore({ nodeName: 'n1', client, datapath: dp, keys, localEndpoints: [localA], routes, clusterSize: 1 });
+    core.start();
+    await core.synced();
+    const before = dp.maps.ipcacheHost.entries();
+    await etcd.pause();
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(dp.maps.ipcacheHost.entries()).toEqual(before);
+    await etcd.resume();
+    const writer = createKvClient({ endpoints: [etcd.endpoint] });
+    const put = await writer.put(keys.pod('default', 'after')).value(encodeSlimString('pod', pod('after', 'n2', '10.9.2.20')));
+    await core.whenProgrammed('pods', Number(put.header.revision));
+    expect(lookupIpcache(dp, { cidr: '10.9.2.20/32' })).toEqual({ nodeIp: '192.168.9.2', flags: 0 });
+    writer.close();
+    await core.stop();
+  });
+});
