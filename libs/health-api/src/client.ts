@@ -54,10 +54,23 @@ export interface HealthClient {
   getNodeHealth(node: string, options?: CallOptions): Promise<NodeHealth>;
   /** Reachability changes until the loop is left (which cancels the call) or the signal aborts. */
   watchClusterHealth(request?: { sendInitial?: boolean }, options?: { signal?: AbortSignal }): AsyncIterable<HealthChange>;
+  /** One batch on a stream of its own (tests, one-off tools); agents keep a ReportStream open instead. */
   reportProbes(request: ReportProbesRequest, options?: CallOptions): Promise<ReportProbesResponse>;
+  /** A ReportProbes stream for an agent to send its batches on. */
+  openReportStream(): ReportStream;
   /** The raw grpc-js client, for callers that need channel state. */
   readonly grpc: grpc.Client;
   close(): void;
+}
+
+export interface ReportStream {
+  /** Sends one batch; resolves when it is handed to the transport, rejects if the stream has failed. */
+  send(request: ReportProbesRequest): Promise<void>;
+  /** False once the stream failed or ended: open a new one. */
+  readonly open: boolean;
+  /** Half-closes and resolves with the server's totals. */
+  end(): Promise<ReportProbesResponse>;
+  cancel(): void;
 }
 
 type UnaryMethod = (
@@ -88,6 +101,47 @@ export function createHealthClient(address: string, options: HealthClientOptions
     });
   }
 
+  function openReportStream(deadlineMs?: number): ReportStream {
+    let open = true;
+    let failure: Error | undefined;
+    let settle!: { resolve: (r: ReportProbesResponse) => void; reject: (e: Error) => void };
+    const result = new Promise<ReportProbesResponse>((resolve, reject) => (settle = { resolve, reject }));
+    result.catch(() => undefined); // reported through send()/end(), not as an unhandled rejection
+    const method = (client as unknown as Record<string, (m: grpc.Metadata, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null, v?: unknown) => void) => grpc.ClientWritableStream<unknown>>).ReportProbes!;
+    const call = method.call(client, new grpc.Metadata(), deadlineMs ? { deadline: Date.now() + deadlineMs } : {}, (err, value) => {
+      open = false;
+      if (err) {
+        failure = err;
+        return settle.reject(err);
+      }
+      try {
+        settle.resolve(parseMessage(reportProbesResponseSchema, value, 'ReportProbesResponse'));
+      } catch (parseError) {
+        settle.reject(parseError as Error);
+      }
+    });
+    return {
+      get open() {
+        return open;
+      },
+      send(request) {
+        if (!open) return Promise.reject(failure ?? new Error('the report stream is closed'));
+        const message = parseMessage(reportProbesRequestSchema, request, 'ReportProbesRequest');
+        return new Promise((resolve, reject) => {
+          call.write(message, (err?: Error | null) => (err ? reject(err) : failure ? reject(failure) : resolve()));
+        });
+      },
+      end() {
+        if (open) call.end();
+        return result;
+      },
+      cancel() {
+        open = false;
+        call.cancel();
+      },
+    };
+  }
+
   return {
     grpc: client,
     getClusterHealth: (request = {}, call) =>
@@ -97,9 +151,12 @@ export function createHealthClient(address: string, options: HealthClientOptions
       const response = await unary('GetNodeHealth', request, z.object({ node: nodeHealthSchema }), 'GetNodeHealthResponse', call);
       return response.node;
     },
-    reportProbes(request, call) {
-      return unary('ReportProbes', parseMessage(reportProbesRequestSchema, request, 'ReportProbesRequest'), reportProbesResponseSchema, 'ReportProbesResponse', call);
+    async reportProbes(request, call = {}) {
+      const stream = openReportStream(call.deadlineMs ?? defaultDeadline);
+      await stream.send(request);
+      return stream.end();
     },
+    openReportStream: () => openReportStream(),
     watchClusterHealth(request = {}, watchOptions = {}) {
       return {
         async *[Symbol.asyncIterator]() {

@@ -70,7 +70,7 @@ describe('formatters', () => {
 describe('message validation', () => {
   it('accepts a valid message and names the first bad field of an invalid one', () => {
     expect(parseMessage(clusterHealthSchema, health, 'GetClusterHealthResponse')).toEqual(health);
-    const bad = { reporter: 'node-1', results: [{ target: 'Bad_Name', kind: 'PROBE_KIND_HOST_ICMP', ip: '', ok: true, rttUs: 1, error: '', timeUnixMs: 1 }] };
+    const bad = { reporter: 'node-1', results: [{ target: '', kind: 'PROBE_KIND_HOST_ICMP', ip: '', ok: true, rttUs: 1, error: '', timeUnixMs: 1 }] };
     expect(() => parseMessage(reportProbesRequestSchema, bad, 'ReportProbesRequest')).toThrow(HealthApiError);
     expect(() => parseMessage(reportProbesRequestSchema, bad, 'ReportProbesRequest')).toThrow(/results\.0\.target/);
     expect(() => parseMessage(reportProbesRequestSchema, { reporter: 'n', results: [{ ...bad.results[0], target: 'x', kind: 'PROBE_KIND_UNSPECIFIED' }] }, 'r')).toThrow(/kind/);

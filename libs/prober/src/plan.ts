@@ -25,7 +25,7 @@ export const PLAN_DEFAULTS: Required<PlanOptions> = {
   probesPerPeer: 4,
   confirmations: 3,
   probeTimeoutMs: 1000,
-  flushMs: 250,
+  flushMs: 1000,
 };
 
 /** Timers, spawning ping, the gRPC report and the aggregator's work, end to end. */

@@ -2,9 +2,9 @@
  * The prober each agent runs: every slot of every round it probes one peer (its next successor on the round's ring)
  * over ICMP and HTTP, host and health endpoint, and hands the results to a sink (the health service's ReportProbes).
  */
-import type { HealthClient, ProbeKind, ProbeResult, ReportProbesRequest } from '@sluice/health-api';
+import type { HealthClient, ProbeKind, ProbeResult, ReportProbesRequest, ReportStream } from '@sluice/health-api';
 import { createLogger, RepeatSuppressor, type Logger } from '@sluice/log';
-import { probePlan, roundOf, roundRing, successors, type PlanOptions, type ProbePlan } from './plan.ts';
+import { PLAN_DEFAULTS, probePlan, roundOf, roundRing, successors, type PlanOptions, type ProbePlan } from './plan.ts';
 import { httpProbe, ping, type ProbeOutcome } from './probes.ts';
 
 export interface Peer {
@@ -35,11 +35,18 @@ export interface ProberOptions extends PlanOptions {
   maxBuffered?: number;
 }
 
-/** A sink that reports through the health service's ReportProbes. */
-export function healthServiceSink(client: HealthClient, deadlineMs = 5000): ProbeSink {
-  return async (report) => {
-    await client.reportProbes(report, { deadlineMs });
+/**
+ * A sink that reports through the health service's ReportProbes stream, kept open across flushes and reopened on
+ * the next flush after any error (a restarted service, a lost connection). A batch written into a stream that fails
+ * right after may be lost: the next round's probes replace it.
+ */
+export function healthServiceSink(client: HealthClient): ProbeSink & { close(): void } {
+  let stream: ReportStream | undefined;
+  const sink = async (report: ReportProbesRequest) => {
+    if (!stream?.open) stream = client.openReportStream();
+    await stream.send(report);
   };
+  return Object.assign(sink, { close: () => void stream?.end().catch(() => undefined) });
 }
 
 export class Prober {
@@ -139,7 +146,7 @@ export class Prober {
       this.flushTimer = setTimeout(() => {
         this.flushTimer = undefined;
         void this.flush();
-      }, this.options.flushMs ?? 250);
+      }, this.options.flushMs ?? PLAN_DEFAULTS.flushMs);
     }
   }
 

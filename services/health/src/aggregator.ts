@@ -44,13 +44,20 @@ interface Witness {
 }
 
 interface TargetState {
+  /** Every reporter with a host-probe result, for the reporter count and for recomputing newestOk on expiry. */
   witnesses: Map<string, Witness>;
+  /** The newest host success by anyone (maintained on ingest, recomputed when evidence expires). */
+  newestOk: number;
+  /** Reporters whose newest host failure is newer than newestOk: the candidates for confirmation. */
+  failers: Map<string, number>;
   latest: Map<ProbeKind, ProbeStatus>;
   reachability: Reachability;
   failing: number;
   reporters: number;
   lastProbe: number;
-  /** The NodeHealth handed out, rebuilt only when something changed. */
+  /** When the oldest fresh piece of evidence goes stale: the sweep skips the target until then. */
+  expiresAt: number;
+  /** The NodeHealth handed out, replaced only when something changed. */
   view: NodeHealth | undefined;
 }
 
@@ -66,8 +73,13 @@ export class Aggregator {
   private nodes = new Map<string, NodeInfo>();
   private sortedNames: string[] = [];
   private readonly targets = new Map<string, TargetState>();
+  /** Targets with new evidence: their verdict is updated incrementally. */
   private readonly dirty = new Set<string>();
+  /** Targets holding evidence that went stale: recomputed from what is still fresh. */
+  private readonly expired = new Set<string>();
   private readonly listeners = new Set<ChangeListener>();
+  /** Called with every new NodeHealth view (the server pre-encodes it). */
+  onView: ((view: NodeHealth) => void) | undefined;
   private newestProbe = 0;
   private nodesKnown = false;
   private summaryCache: ClusterSummary | undefined;
@@ -139,9 +151,15 @@ export class Aggregator {
       if (HOST_KINDS.has(r.kind)) {
         let witness = state.witnesses.get(reporter);
         if (!witness) state.witnesses.set(reporter, (witness = { lastOk: 0, lastFail: 0 }));
-        if (r.ok) witness.lastOk = Math.max(witness.lastOk, time);
-        else witness.lastFail = Math.max(witness.lastFail, time);
+        if (r.ok) {
+          witness.lastOk = Math.max(witness.lastOk, time);
+          if (time > state.newestOk) state.newestOk = time;
+        } else {
+          witness.lastFail = Math.max(witness.lastFail, time);
+          if (time > state.newestOk && time > (state.failers.get(reporter) ?? 0)) state.failers.set(reporter, time);
+        }
       }
+      if (time + this.staleMs < state.expiresAt) state.expiresAt = time + this.staleMs;
       if (time > state.lastProbe) state.lastProbe = time;
       if (time > this.newestProbe) this.newestProbe = time;
       this.dirty.add(r.target);
@@ -152,14 +170,15 @@ export class Aggregator {
 
   /** Re-evaluates every node, so that verdicts age out without new reports; the server calls it every second. */
   sweep(): void {
-    for (const name of this.nodes.keys()) this.dirty.add(name);
+    const now = this.now();
+    for (const [name, state] of this.targets) if (state.expiresAt <= now) this.expired.add(name);
     this.settle();
   }
 
   private target(name: string): TargetState {
     let state = this.targets.get(name);
     if (!state) {
-      state = { witnesses: new Map(), latest: new Map(), reachability: 'REACHABILITY_UNKNOWN', failing: 0, reporters: 0, lastProbe: 0, view: undefined };
+      state = { witnesses: new Map(), newestOk: 0, failers: new Map(), latest: new Map(), reachability: 'REACHABILITY_UNKNOWN', failing: 0, reporters: 0, lastProbe: 0, expiresAt: Number.POSITIVE_INFINITY, view: undefined };
       this.targets.set(name, state);
     }
     return state;
@@ -171,44 +190,65 @@ export class Aggregator {
   }
 
   private settle(): void {
-    if (this.dirty.size === 0) return;
+    if (this.dirty.size === 0 && this.expired.size === 0) return;
     const now = this.now();
     const fresh = now - this.staleMs;
     const quorum = this.quorum;
     const changes: HealthChange[] = [];
-    for (const name of this.dirty) {
+    for (const name of this.expired) if (this.targets.has(name)) this.prune(this.targets.get(name)!, fresh);
+    for (const name of [...this.dirty, ...this.expired]) {
       if (!this.nodes.has(name) && this.nodesKnown) continue;
       const state = this.target(name);
-      let newestOk = 0;
-      let reporters = 0;
-      for (const [reporter, w] of state.witnesses) {
-        if (Math.max(w.lastOk, w.lastFail) < fresh) {
-          state.witnesses.delete(reporter);
-          continue;
-        }
-        reporters++;
-        if (w.lastOk >= fresh && w.lastOk > newestOk) newestOk = w.lastOk;
-      }
       let failing = 0;
-      for (const w of state.witnesses.values()) if (w.lastFail >= fresh && w.lastFail > newestOk) failing++;
-      for (const [kind, status] of state.latest) if (status.timeUnixMs < fresh) state.latest.delete(kind);
-      if (state.lastProbe < fresh) state.lastProbe = 0;
+      for (const [reporter, lastFail] of state.failers) {
+        // A failure older than the newest success is refuted for good (newestOk only drops by expiring, and then
+        // this failure, older still, has expired too).
+        if (lastFail <= state.newestOk || lastFail < fresh) state.failers.delete(reporter);
+        else failing++;
+      }
       const reachability: Reachability =
         failing >= quorum ? 'REACHABILITY_UNREACHABLE'
         : failing > 0 ? 'REACHABILITY_SUSPECT'
-        : newestOk > 0 ? 'REACHABILITY_REACHABLE'
+        : state.newestOk >= fresh ? 'REACHABILITY_REACHABLE'
         : 'REACHABILITY_UNKNOWN';
       const previous = state.reachability;
-      const before = state.view;
       state.failing = failing;
-      state.reporters = reporters;
+      state.reporters = state.witnesses.size;
       state.reachability = reachability;
-      state.view = this.buildView(name, state);
-      if (!before || !sameView(before, state.view)) this.bump();
+      const view = this.buildView(name, state);
+      if (!state.view || !sameView(state.view, view)) {
+        state.view = view;
+        this.onView?.(view);
+        this.bump();
+      }
       if (previous !== reachability) changes.push({ node: name, previous, current: reachability, timeUnixMs: now, health: state.view });
     }
     this.dirty.clear();
+    this.expired.clear();
     for (const change of changes) for (const listener of this.listeners) listener(change);
+  }
+
+  /** Drops what went stale from a target and recomputes what depended on it. */
+  private prune(state: TargetState, fresh: number): void {
+    let newestOk = 0;
+    let oldest = Number.POSITIVE_INFINITY;
+    for (const [reporter, w] of state.witnesses) {
+      if (w.lastOk < fresh) w.lastOk = 0;
+      if (w.lastFail < fresh) w.lastFail = 0;
+      if (w.lastOk === 0 && w.lastFail === 0) {
+        state.witnesses.delete(reporter);
+        continue;
+      }
+      if (w.lastOk > newestOk) newestOk = w.lastOk;
+      for (const t of [w.lastOk, w.lastFail]) if (t > 0 && t < oldest) oldest = t;
+    }
+    state.newestOk = newestOk;
+    for (const [kind, status] of state.latest) {
+      if (status.timeUnixMs < fresh) state.latest.delete(kind);
+      else if (status.timeUnixMs < oldest) oldest = status.timeUnixMs;
+    }
+    if (state.lastProbe < fresh) state.lastProbe = 0;
+    state.expiresAt = oldest + this.staleMs;
   }
 
   private buildView(name: string, state: TargetState | undefined): NodeHealth {

@@ -21,6 +21,7 @@ import {
 } from '@sluice/health-api';
 import { createLogger, type Logger } from '@sluice/log';
 import type { Aggregator } from './aggregator.ts';
+import { ClusterHealthEncoder } from './encode.ts';
 
 export interface ServerTls {
   cert: Buffer;
@@ -45,6 +46,7 @@ export interface HealthServerStats {
   backpressureWaits: number;
   /** Most changes ever queued for one watcher (bounded by the node count: changes coalesce per node). */
   maxPending: number;
+  /** Batches received on ReportProbes streams. */
   reports: number;
   deniedReports: number;
 }
@@ -89,7 +91,23 @@ export async function startHealthServer(options: HealthServerOptions): Promise<H
   grpcHealth.addToServer(server);
   new ReflectionService(packageDefinition).addToServer(server);
 
-  server.addService(clusterHealthService, {
+  // GetClusterHealth answers with bytes from the incremental encoder (see encode.ts); everything else goes through
+  // the generic serializer.
+  const generic = clusterHealthService.GetClusterHealth!;
+  const service: grpc.ServiceDefinition = {
+    ...clusterHealthService,
+    GetClusterHealth: { ...generic, responseSerialize: (value: unknown) => (Buffer.isBuffer(value) ? value : generic.responseSerialize(value)) },
+  };
+  const encoder = new ClusterHealthEncoder();
+  aggregator.onView = (view) => encoder.warm(view);
+  for (const name of aggregator.clusterHealth().nodes) encoder.warm(name);
+  let encoded: { version: number; bytes: Buffer } | undefined;
+  const clusterHealthBytes = (): Buffer => {
+    if (encoded?.version !== aggregator.version) encoded = { version: aggregator.version, bytes: encoder.encode(aggregator.clusterHealth()) };
+    return encoded.bytes;
+  };
+
+  server.addService(service, {
     GetClusterHealth(call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) {
       let request;
       try {
@@ -97,7 +115,7 @@ export async function startHealthServer(options: HealthServerOptions): Promise<H
       } catch (err) {
         return callback(invalid(err));
       }
-      callback(null, aggregator.clusterHealth(request.summaryOnly));
+      callback(null, request.summaryOnly ? aggregator.clusterHealth(true) : clusterHealthBytes());
     },
 
     GetNodeHealth(call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) {
@@ -112,25 +130,44 @@ export async function startHealthServer(options: HealthServerOptions): Promise<H
       callback(null, { node });
     },
 
-    ReportProbes(call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) {
-      let request;
-      try {
-        request = parseMessage(reportProbesRequestSchema, call.request, 'ReportProbesRequest');
-      } catch (err) {
-        return callback(invalid(err));
-      }
-      if (mutual) {
-        const names = certificateNames(call.getAuthContext()?.sslPeerCertificate);
-        if (!names.includes(request.reporter)) {
+    ReportProbes(call: grpc.ServerReadableStream<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) {
+      // The certificate cannot change within a call: its names are read once per stream.
+      const names = mutual ? certificateNames(call.getAuthContext()?.sslPeerCertificate) : [];
+      const totals = { accepted: 0, ignored: 0 };
+      let done = false;
+      const fail = (error: Partial<grpc.StatusObject>) => {
+        if (done) return;
+        done = true;
+        callback(error);
+      };
+      call.on('data', (message: unknown) => {
+        if (done) return;
+        let request;
+        try {
+          request = parseMessage(reportProbesRequestSchema, message, 'ReportProbesRequest');
+        } catch (err) {
+          return fail(invalid(err));
+        }
+        if (mutual && !names.includes(request.reporter)) {
           counters.deniedReports++;
-          return callback({
+          return fail({
             code: grpc.status.PERMISSION_DENIED,
             details: `the client certificate names ${names.join(', ') || 'no node'}, not reporter ${request.reporter}`,
           });
         }
-      }
-      counters.reports++;
-      callback(null, aggregator.ingest(request.reporter, request.results));
+        counters.reports++;
+        const result = aggregator.ingest(request.reporter, request.results);
+        totals.accepted += result.accepted;
+        totals.ignored += result.ignored;
+      });
+      call.on('end', () => {
+        if (done) return;
+        done = true;
+        callback(null, totals);
+      });
+      call.on('error', () => {
+        done = true;
+      });
     },
 
     WatchClusterHealth(call: grpc.ServerWritableStream<unknown, HealthChange>) {

@@ -42,6 +42,16 @@ function rawCall(method: string, request: unknown, deadline = Date.now() + 5000)
   );
 }
 
+/** ReportProbes on a raw stream, bypassing the typed client's own validation. */
+function rawReport(batches: unknown[]): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const stream = (raw as unknown as { ReportProbes(m: grpc.Metadata, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null, v?: unknown) => void): grpc.ClientWritableStream<unknown> })
+      .ReportProbes(new grpc.Metadata(), { deadline: Date.now() + 5000 }, (err, value) => (err ? reject(err) : resolve(value)));
+    for (const batch of batches) stream.write(batch);
+    stream.end();
+  });
+}
+
 describe('health gRPC service', () => {
   it('answers grpc.health.v1/Check with SERVING', async () => {
     const health = new loaded.grpc.health.v1.Health(address, grpc.credentials.createInsecure());
@@ -83,12 +93,22 @@ describe('health gRPC service', () => {
   it('answers INVALID_ARGUMENT to bad requests and NOT_FOUND to unknown nodes', async () => {
     await expect(rawCall('GetNodeHealth', { node: '' })).rejects.toMatchObject({ code: grpc.status.INVALID_ARGUMENT });
     await expect(rawCall('GetNodeHealth', { node: 'no-such-node' })).rejects.toMatchObject({ code: grpc.status.NOT_FOUND });
-    await expect(rawCall('ReportProbes', { reporter: 'node-1', results: [{ ...host('node-2', true)[0], kind: 'PROBE_KIND_UNSPECIFIED' }] })).rejects.toMatchObject({
+    await expect(rawReport([{ reporter: 'node-1', results: [{ ...host('node-2', true)[0], kind: 'PROBE_KIND_UNSPECIFIED' }] }])).rejects.toMatchObject({
       code: grpc.status.INVALID_ARGUMENT,
       details: expect.stringContaining('results.0.kind'),
     });
-    await expect(rawCall('ReportProbes', { reporter: '', results: [] })).rejects.toMatchObject({ code: grpc.status.INVALID_ARGUMENT });
+    await expect(rawReport([{ reporter: 'node-1', results: host('node-2', true) }, { reporter: '', results: [] }])).rejects.toMatchObject({ code: grpc.status.INVALID_ARGUMENT });
     await expect(client.getNodeHealth('no-such-node')).rejects.toMatchObject({ code: grpc.status.NOT_FOUND });
+  });
+
+  it('takes many batches on one ReportProbes stream and answers the totals when it ends', async () => {
+    const stream = client.openReportStream();
+    await stream.send({ reporter: 'node-7', results: host('node-8', true) });
+    await stream.send({ reporter: 'node-7', results: [...host('node-9', true), ...host('no-such-node', true)] });
+    expect(stream.open).toBe(true);
+    expect(await stream.end()).toEqual({ accepted: 2, ignored: 1 });
+    expect(stream.open).toBe(false);
+    expect((await client.getNodeHealth('node-9')).reachability).toBe('REACHABILITY_REACHABLE');
   });
 
   it('honours deadlines on unary calls and on the watch stream', async () => {
