@@ -46,7 +46,8 @@ export const demoStateSchema = z.object({
   phase: z.enum(['starting', 'ready']),
   pid,
   startedAt: z.string(),
-  etcd: z.object({ endpoints: z.array(url).min(1), pid: pid.optional() }),
+  /** Absent only while starting. */
+  etcd: z.object({ endpoints: z.array(url).min(1), pid: pid.optional() }).optional(),
   kubernetes: z.object({ server: url, kubeconfig: z.string().min(1), statsUrl: url.optional() }).optional(),
   operator: z.object({ metricsUrl: url, statusUrl: url, pid: pid.optional() }).optional(),
   health: z.object({ address: z.string().min(1), statusUrl: url.optional(), pid: pid.optional() }).optional(),
@@ -141,7 +142,7 @@ export async function readDemoStateFile(path: string): Promise<DemoState | undef
 }
 
 /** Reads the state of a running, ready demo; every other case is a DemoStateError with a one-line, actionable message. */
-export async function loadDemoState(path = demoStatePath(), options: { allowStarting?: boolean } = {}): Promise<DemoState> {
+export async function loadDemoState(path = demoStatePath(), options: { allowStarting?: boolean } = {}): Promise<ReadyDemoState> {
   const state = await readDemoStateFile(path);
   if (!state) throw new DemoStateError(`no demo running: ${path} not found; start one with npm start, or pass --etcd`, 'missing');
   if (!pidAlive(state.pid)) {
@@ -150,8 +151,12 @@ export async function loadDemoState(path = demoStatePath(), options: { allowStar
   if (state.phase === 'starting' && !options.allowStarting) {
     throw new DemoStateError(`the demo (pid ${state.pid}) is still starting; try again in a few seconds`, 'starting');
   }
-  return state;
+  if (!state.etcd) throw new DemoStateError(`${path} names no etcd yet; try again in a few seconds`, 'starting');
+  return state as ReadyDemoState;
 }
+
+/** A ready demo's state: etcd is always known. */
+export type ReadyDemoState = DemoState & { etcd: NonNullable<DemoState['etcd']> };
 
 /**
  * Writes the state atomically (temp file + rename), so a reader never sees half a file. With `exclusive`, fails with

@@ -12,7 +12,7 @@ export function renderStatus(report: StatusReport): string {
   for (const [key, label] of Object.entries(SECTION_LABELS) as Array<[keyof typeof SECTION_LABELS, string]>) {
     const section: Section = report[key];
     const showState = WITH_STATE.has(key) || section.state === 'Error';
-    lines.push(`${label}:`.padEnd(LABEL_WIDTH) + (showState ? `${section.state.padEnd(5)}   ${section.summary}` : section.summary));
+    lines.push(`${label}:`.padEnd(LABEL_WIDTH) + (showState ? `${section.state.padEnd(7)}   ${section.summary}` : section.summary));
   }
   return `${lines.join('\n')}\n`;
 }

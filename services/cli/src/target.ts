@@ -2,7 +2,7 @@
  * Where the cluster is: the flags (--etcd, --health, --kubeconfig) win; whatever they leave out comes from the demo's
  * state file (.sluice/demo.json, found walking up from the cwd, or $SLUICE_DEMO_STATE, or --state).
  */
-import { DemoStateError, demoStatePath, loadDemoState, type DemoState } from '@sluice/demo-state';
+import { DemoStateError, demoStatePath, loadDemoState, type ReadyDemoState } from '@sluice/demo-state';
 import { schemas, z } from '@sluice/config';
 import { CliError } from './errors.ts';
 
@@ -21,7 +21,7 @@ export interface Target {
   healthAddress?: string;
   kubeconfig?: string;
   /** The demo, when one was found (or required). */
-  demo?: DemoState;
+  demo?: ReadyDemoState;
   statePath: string;
 }
 
@@ -31,7 +31,7 @@ export interface Target {
  */
 export async function resolveTarget(options: GlobalOptions, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): Promise<Target> {
   const statePath = options.state ?? demoStatePath(cwd, env);
-  let demo: DemoState | undefined;
+  let demo: ReadyDemoState | undefined;
   try {
     demo = await loadDemoState(statePath);
   } catch (err) {
@@ -52,7 +52,7 @@ export async function resolveTarget(options: GlobalOptions, env: NodeJS.ProcessE
 }
 
 /** The demo is needed (connectivity test, pin dirs): a clear error when there is none. */
-export function requireDemo(target: Target, what: string): DemoState {
+export function requireDemo(target: Target, what: string): ReadyDemoState {
   if (!target.demo) throw new CliError(`${what} needs the demo's state (${target.statePath}); start the demo with npm start`);
   return target.demo;
 }

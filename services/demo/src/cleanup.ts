@@ -1,0 +1,51 @@
+/**
+ * Cleaning up after a demo that was killed before it could (SIGKILL, a crash, a reboot of node): its state file lists
+ * what it made. Only what it names is touched, and only when it is plainly ours (sl- namespaces, pins under
+ * /sys/fs/bpf/sluice/, processes whose command line is a Sluice service or etcd).
+ */
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import type { DemoState } from '@sluice/demo-state';
+import { removePins } from '@sluice/datapath';
+
+function cmdline(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
+  } catch {
+    return '';
+  }
+}
+
+/** Returns what it removed, for one line of output. */
+export function cleanupStale(state: DemoState): string[] {
+  const removed: string[] = [];
+  const pids = [...state.processes, ...(state.etcd?.pid ? [{ name: 'etcd', pid: state.etcd.pid }] : [])];
+  for (const { name, pid } of pids) {
+    const cmd = cmdline(pid);
+    if (!cmd || !(cmd.includes('/services/') || cmd.startsWith('etcd ') || cmd.includes('/etcd '))) continue;
+    try {
+      process.kill(pid, 'SIGKILL');
+      removed.push(`${name} (pid ${pid})`);
+    } catch {
+      // already gone
+    }
+  }
+  for (const ns of state.namespaces) {
+    if (!ns.startsWith('sl-')) continue;
+    try {
+      execFileSync('ip', ['netns', 'delete', ns], { stdio: 'ignore' });
+      removed.push(`netns ${ns}`);
+    } catch {
+      // already gone
+    }
+  }
+  if (state.pinRoot?.startsWith('/sys/fs/bpf/sluice/')) {
+    try {
+      removePins(state.pinRoot);
+      removed.push(state.pinRoot);
+    } catch {
+      // already gone
+    }
+  }
+  return removed;
+}

@@ -1,0 +1,192 @@
+/**
+ * The demo cluster as a library: etcd, kube-sim (in this process), the operator and the health service (child
+ * processes), and a lab of nodes in network namespaces with real agents and eBPF. `startDemo` brings the parts up in
+ * order, recording each in the state file as it goes, so that `stop()` — or a later demo, after a crash — can take
+ * down exactly what was made.
+ */
+import { existsSync, mkdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { freePort, startEtcd, type EtcdServer } from '@sluice/etcd-runner';
+import { pidAlive, readDemoStateFile, removeDemoState, writeDemoState, type DemoState, type DemoStateInput } from '@sluice/demo-state';
+import { startKubeSim, type KubeSim } from '@sluice/kube-sim';
+import { createKvClient, keySchema, RESOURCE_KINDS } from '@sluice/kvstore';
+import { createLogger } from '@sluice/log';
+import { httpOk, spawnService, waitFor, type ChildService } from './children.ts';
+import { cleanupStale } from './cleanup.ts';
+import { startLabPart, type LabPart } from './lab.ts';
+import type { Progress } from './progress.ts';
+
+export { REPO_ROOT } from './paths.ts';
+import { REPO_ROOT } from './paths.ts';
+const OPERATOR_MAIN = join(REPO_ROOT, 'services/operator/src/main.ts');
+const HEALTH_MAIN = join(REPO_ROOT, 'services/health/src/main.ts');
+
+export interface DemoOptions {
+  stateDir: string;
+  /** Lab nodes (real namespaces, agents, eBPF); 0 for none. */
+  nodes: number;
+  podsPerNode: number;
+  /** Extra nodes simulated by kube-sim (no agent, no datapath). */
+  simNodes: number;
+  simPodsPerNode: number;
+  /** Skip the health service even when it exists. */
+  health: boolean;
+  /** How long a part may take to come up. */
+  partTimeoutMs: number;
+}
+
+export class DemoRunningError extends Error {
+  override name = 'DemoRunningError';
+}
+
+export interface Demo {
+  readonly state: DemoState;
+  readonly statePath: string;
+  stop(): Promise<void>;
+}
+
+/**
+ * Takes the demo lock: a state file written with O_EXCL. A file left by a dead demo is cleaned up after and replaced;
+ * one of a live demo is a DemoRunningError.
+ */
+async function takeLock(statePath: string, progress: Progress): Promise<DemoStateInput> {
+  const existing = await readDemoStateFile(statePath).catch(() => undefined);
+  if (existing && pidAlive(existing.pid) && existing.pid !== process.pid) {
+    throw new DemoRunningError(
+      `a demo is already running (pid ${existing.pid}, started ${existing.startedAt}, state in ${statePath}); stop it with Ctrl-C in its terminal or kill -INT ${existing.pid}`,
+    );
+  }
+  if (existing || existsSync(statePath)) {
+    const removed = existing ? cleanupStale(existing) : [];
+    progress.done('cleaned up after a previous demo that did not stop', removed.length ? removed.join(', ') : '(nothing was left)');
+    await removeDemoState(statePath);
+  }
+  const initial: DemoStateInput = { version: 1, phase: 'starting', pid: process.pid, startedAt: new Date().toISOString() };
+  try {
+    await writeDemoState(statePath, initial, { exclusive: true });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new DemoRunningError(`another demo is starting right now (${statePath} appeared); wait for it or stop it`);
+    throw err;
+  }
+  return initial;
+}
+
+export async function startDemo(options: DemoOptions, progress: Progress): Promise<Demo> {
+  const stateDir = resolve(options.stateDir);
+  const statePath = join(stateDir, 'demo.json');
+  const logDir = join(stateDir, 'logs');
+  mkdirSync(logDir, { recursive: true });
+  let state = await takeLock(statePath, progress);
+
+  let etcd: EtcdServer | undefined;
+  let sim: KubeSim | undefined;
+  let operator: ChildService | undefined;
+  let health: ChildService | undefined;
+  let lab: LabPart | undefined;
+  let stopped: Promise<void> | undefined;
+
+  const save = async (patch: Partial<DemoStateInput>) => {
+    state = { ...state, ...patch };
+    await writeDemoState(statePath, state);
+  };
+  const processes = () => [
+    ...(operator ? [{ name: 'operator', pid: operator.pid }] : []),
+    ...(health ? [{ name: 'health', pid: health.pid }] : []),
+    ...(lab?.processes ?? []),
+  ];
+
+  const stop = (): Promise<void> =>
+    (stopped ??= (async () => {
+      // Newest first: the lab (agents, namespaces, pins) before the services it reports to.
+      const errors: string[] = [];
+      const attempt = async (what: string, fn: () => Promise<void>) => fn().catch((err: Error) => void errors.push(`${what}: ${err.message}`));
+      if (lab) await attempt('lab', () => lab!.stop());
+      await attempt('health', async () => health?.stop());
+      await attempt('operator', async () => operator?.stop());
+      await attempt('kube-sim', async () => sim?.close());
+      await attempt('etcd', async () => etcd?.stop());
+      await removeDemoState(statePath);
+      if (errors.length) throw new Error(`stopping the demo: ${errors.join('; ')}`);
+    })());
+
+  try {
+    progress.start('etcd');
+    etcd = await startEtcd({ logFile: join(logDir, 'etcd.log') });
+    await save({ etcd: { endpoints: [etcd.endpoint], pid: etcd.pid } });
+    progress.done('etcd', etcd.endpoint);
+
+    progress.start('kube-sim');
+    const kubeconfig = join(stateDir, 'kubeconfig');
+    sim = await startKubeSim({
+      nodes: options.simNodes,
+      podsPerNode: options.simPodsPerNode,
+      services: options.simNodes > 0 ? 5 : 0,
+      kubeconfigPath: kubeconfig,
+      log: createLogger({ component: 'kube-sim', level: 'warn' }),
+    });
+    await save({ kubernetes: { server: sim.url, kubeconfig, statsUrl: `${sim.url}/kube-sim/stats` }, simNodes: options.simNodes });
+    progress.done('kube-sim', `${sim.url}  (kubeconfig ${kubeconfig}${options.simNodes ? `, ${options.simNodes} simulated nodes` : ''})`);
+
+    progress.start('operator');
+    const operatorPort = await freePort();
+    operator = spawnService('operator', OPERATOR_MAIN, ['--etcd', etcd.endpoint, '--kube-server', sim.url, '--metrics-port', String(operatorPort), '--lease-ttl', '5', '--log-level', 'info'], join(logDir, 'operator.log'));
+    const operatorUrl = `http://127.0.0.1:${operatorPort}`;
+    await save({ operator: { metricsUrl: `${operatorUrl}/metrics`, statusUrl: `${operatorUrl}/status`, pid: operator.pid }, processes: processes() });
+    await waitFor(operator, 'the operator synced Kubernetes into etcd', () => operatorSynced(etcd!.endpoint), options.partTimeoutMs);
+    progress.done('operator', `leader, synced  (metrics ${operatorUrl}/metrics)`);
+
+    if (options.health && existsSync(HEALTH_MAIN)) {
+      progress.start('health service');
+      const [grpcPort, statusPort] = [await freePort(), await freePort()];
+      const address = `127.0.0.1:${grpcPort}`;
+      health = spawnService('health', HEALTH_MAIN, ['--listen', address, '--etcd-endpoints', etcd.endpoint, '--status-port', String(statusPort), '--log-level', 'info'], join(logDir, 'health.log'));
+      const statusUrl = `http://127.0.0.1:${statusPort}`;
+      await save({ health: { address, statusUrl: `${statusUrl}/status`, pid: health.pid }, processes: processes() });
+      await waitFor(health, 'the health service is ready', () => httpOk(`${statusUrl}/readyz`), options.partTimeoutMs);
+      progress.done('health service', `grpc ${address}  (metrics ${statusUrl}/metrics)`);
+    } else {
+      progress.skip('health service', options.health ? 'services/health is not there' : '--no-health');
+    }
+
+    if (options.nodes > 0) {
+      progress.start(`lab (${options.nodes} nodes × ${options.podsPerNode} pods)`);
+      const result = await startLabPart({
+        nodes: options.nodes,
+        podsPerNode: options.podsPerNode,
+        etcdEndpoint: etcd.endpoint,
+        sim,
+        logDir,
+        timeoutMs: options.partTimeoutMs,
+        onProgress: (line) => progress.done(line.what, line.detail),
+        onCreated: (made) => save({ namespaces: made.namespaces, pinRoot: made.pinRoot }),
+      });
+      if ('error' in result) {
+        progress.skip('lab', result.error);
+        await save({ labError: result.error });
+      } else {
+        lab = result;
+        await save({ nodes: lab.nodes, pods: lab.pods, namespaces: lab.namespaces, pinRoot: lab.pinRoot, processes: processes() });
+        progress.done(`lab`, `${lab.nodes.length} nodes, ${lab.pods.length} pods, pins under ${lab.pinRoot}`);
+      }
+    }
+
+    await save({ phase: 'ready', processes: processes() });
+    const final = await readDemoStateFile(statePath);
+    return { state: final!, statePath, stop };
+  } catch (err) {
+    await stop().catch(() => undefined);
+    throw err;
+  }
+}
+
+/** The operator's heartbeat exists once its first full sync is written, and every kind has its synced marker. */
+async function operatorSynced(endpoint: string): Promise<boolean> {
+  const client = createKvClient({ endpoints: [endpoint], dialTimeoutMs: 1000, callTimeoutMs: 1000 });
+  try {
+    const keys = keySchema();
+    const [heartbeat, synced] = await Promise.all([client.get(keys.operatorHeartbeat()).string(), client.getAll().prefix(keys.prefix('synced')).count()]);
+    return heartbeat !== null && synced >= RESOURCE_KINDS.length;
+  } finally {
+    client.close();
+  }
+}
