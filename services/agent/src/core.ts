@@ -246,6 +246,12 @@ export class AgentCore {
     return ep;
   }
 
+  /** A node as the agent knows it from etcd (its IP, podCIDRs, health IPs). */
+  node(name: string): { name: string; ip: string; cidrs: string[]; healthIPs: string[] } | undefined {
+    const n = this.nodes.get(name);
+    return n ? { ...n, cidrs: [...n.cidrs], healthIPs: [...n.healthIPs] } : undefined;
+  }
+
   localEndpoints(): LocalEndpoint[] {
     return [...this.local.values()];
   }

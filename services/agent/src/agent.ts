@@ -1,0 +1,274 @@
+/**
+ * A real node agent: the AgentCore over the node's pinned BPF maps, plus everything that touches the node — tc
+ * attachments, routes, the CNI API, the status endpoint, the health listener, the records in etcd.
+ *
+ * Where it runs: in the HOST network namespace (it reaches etcd and its own status/API listeners on the host's
+ * loopback) and acts on the node's namespace `netns` from outside: tc attach through inNetns (only the main thread
+ * enters the namespace, synchronously), routes and links through `ip -n <netns>`, and the one listener that must
+ * live inside the node namespace (the health port peers probe at the node IP) as a child under `nsenter --net`.
+ * Without `netns` it acts on its own namespace (a real node).
+ *
+ * Restart without disruption: loadDatapath reuses the pinned maps (contents kept), attachNode replaces programs
+ * atomically, the local endpoints come back from the state dir, and the core reconciles — nothing is flushed, and
+ * packets keep flowing through the attached programs while no agent runs.
+ */
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { promisify } from 'node:util';
+import { attachNode, decideHostRouting, loadDatapath, probeKernel, type Datapath, type HostRoutingDecision, type KernelFeatures } from '@sluice/datapath';
+import {
+  createKvClient,
+  decodeRecord,
+  keySchema,
+  LeasedKeys,
+  nodeConfigRecord,
+  RECORD_VERSION,
+  type AgentStatusRecord,
+  type Etcd3,
+  type HostRoutingRequest,
+  type NodeConfigRecord,
+  type RoutingMode,
+} from '@sluice/kvstore';
+import { createLogger, type Logger } from '@sluice/log';
+import { createRegistry, startStatusServer, type StatusServer } from '@sluice/metrics';
+import { startAgentApi, type AgentApi } from './api.ts';
+import { AgentCore } from './core.ts';
+import { startHealthListener, type HealthListener } from './health-listener.ts';
+import { LocalEndpointStore, toCoreEndpoint, type LocalEndpointRecord } from './local-store.ts';
+import { NetnsRoutes } from './routes.ts';
+import { StatusPublisher } from './status.ts';
+
+const exec = promisify(execFile);
+export const AGENT_VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+export interface AgentOptions {
+  nodeName: string;
+  etcd: string[];
+  rootPrefix?: string;
+  pinDir: string;
+  /** The node's network namespace (name under /run/netns); undefined = the agent's own. */
+  netns?: string;
+  uplink: string;
+  vxlan?: string;
+  /** Defaults, overridden by keys.nodeConfig(node) when present. */
+  routing: RoutingMode;
+  hostRouting: HostRoutingRequest;
+  masquerade?: boolean;
+  stateDir: string;
+  apiSocket?: string;
+  apiPort?: number;
+  statusHost?: string;
+  statusPort?: number;
+  /** The health port inside the node namespace (0: none). */
+  healthPort?: number;
+  clusterSize?: number;
+  log?: Logger;
+}
+
+export interface RunningAgent {
+  core: AgentCore;
+  datapath: Datapath;
+  api: AgentApi;
+  status: StatusServer;
+  hostRouting: HostRoutingDecision;
+  routing: RoutingMode;
+  features: KernelFeatures;
+  nodeIp: string;
+  stop(): Promise<void>;
+}
+
+async function ipJson<T>(netns: string | undefined, args: string[]): Promise<T> {
+  const { stdout } = await exec('ip', [...(netns ? ['-n', netns] : []), '-j', ...args], { timeout: 10_000 });
+  return JSON.parse(stdout || '[]') as T;
+}
+
+type IpLink = { ifname: string; ifindex: number; address: string; addr_info?: Array<{ family: string; local: string }> };
+
+async function readNodeConfig(client: Etcd3, key: string, log: Logger): Promise<NodeConfigRecord> {
+  try {
+    const text = await Promise.race([
+      client.get(key).string(),
+      new Promise<never>((_, reject) => setTimeout(() => reject(new Error('etcd did not answer within 3 s')), 3000).unref()),
+    ]);
+    if (text === null) return {};
+    return decodeRecord(nodeConfigRecord, 'node config', text);
+  } catch (err) {
+    log.warn({ key, error: (err as Error).message }, 'node config not read; using the flags');
+    return {};
+  }
+}
+
+export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
+  const log = options.log ?? createLogger({ component: 'agent', node: options.nodeName });
+  const registry = createRegistry({ defaultMetrics: true });
+  const keys = keySchema(options.rootPrefix);
+  const client = createKvClient({ endpoints: options.etcd });
+  const vxlan = options.vxlan ?? 'vx0';
+  const netns = options.netns;
+
+  const config = await readNodeConfig(client, keys.nodeConfig(options.nodeName), log);
+  const routing = config.routing ?? options.routing;
+  const masquerade = config.masquerade ?? options.masquerade ?? false;
+  const features = await probeKernel();
+  const hostRouting = decideHostRouting(features, config.hostRouting ?? options.hostRouting);
+  const masquerading = masquerade ? 'BPF [IPv4: Enabled]' : 'Disabled';
+  log.info({ hostRouting: hostRouting.mode, reason: hostRouting.reason || undefined }, hostRouting.status);
+  log.info(`Masquerading: ${masquerading}`);
+  log.info({ routing }, `Routing: ${routing === 'tunnel' ? 'Tunnel [vxlan]' : 'Network: Native'}`);
+
+  const [uplink] = await ipJson<IpLink[]>(netns, ['addr', 'show', 'dev', options.uplink]);
+  if (!uplink) throw new Error(`uplink ${options.uplink} not found in ${netns ?? 'this namespace'}`);
+  const nodeIp = uplink.addr_info?.find((a) => a.family === 'inet')?.local;
+  if (!nodeIp) throw new Error(`uplink ${options.uplink} has no IPv4 address`);
+  let links = await ipJson<IpLink[]>(netns, ['link', 'show']);
+  if (routing === 'tunnel' && !links.some((l) => l.ifname === vxlan)) {
+    // A collect_md device: bpf_skb_set_tunnel_key picks the remote per packet.
+    const ns = netns ? ['-n', netns] : [];
+    await exec('ip', [...ns, 'link', 'add', vxlan, 'type', 'vxlan', 'external', 'dstport', '8472']);
+    await exec('ip', [...ns, 'link', 'set', vxlan, 'arp', 'off', 'up']);
+    links = await ipJson<IpLink[]>(netns, ['link', 'show']);
+  }
+  const vx = links.find((l) => l.ifname === vxlan);
+
+  const dp = loadDatapath({ pinDir: options.pinDir, registry, onIncompatible: 'replace' });
+  if (dp.replacedMaps.length) log.warn({ replaced: dp.replacedMaps }, 'pinned maps with an old layout were replaced');
+  dp.setConfig({
+    bpfHostRouting: hostRouting.mode === 'BPF',
+    tunnel: routing === 'tunnel',
+    masquerade,
+    nodeIp,
+    uplinkIfindex: uplink.ifindex,
+    tunnelIfindex: vx?.ifindex ?? 0,
+    vni: 42,
+    uplinkMac: uplink.address,
+  });
+
+  // Local endpoints from the state dir; those whose veth vanished while we were down are gone for good.
+  const store = new LocalEndpointStore(options.stateDir);
+  const byName = new Map(links.map((l) => [l.ifname, l]));
+  for (const ep of store.all()) {
+    const link = byName.get(ep.hostIfname);
+    if (!link || link.ifindex !== ep.hostIfindex) {
+      log.info({ endpoint: ep.id, ip: ep.ip, ifname: ep.hostIfname }, 'local endpoint vanished while the agent was down; removing it');
+      store.delete(ep.id);
+    }
+  }
+  attachNode(dp, { uplink: options.uplink, vxlan: vx ? vxlan : undefined, pods: store.all().map((e) => e.hostIfname) }, netns);
+  log.info({ reusedMaps: dp.reusedMaps, endpoints: store.all().length }, dp.reusedMaps ? 'reusing pinned maps (no flush)' : 'created maps');
+
+  let publisher: StatusPublisher | undefined;
+  const core = new AgentCore({
+    nodeName: options.nodeName,
+    client,
+    datapath: dp,
+    keys,
+    nodeIp,
+    clusterSize: options.clusterSize,
+    registry,
+    log,
+    localEndpoints: store.all().map(toCoreEndpoint),
+    routes: new NetnsRoutes({ netns, mode: routing, uplink: options.uplink, vxlan }),
+    onProgrammed: () => publisher?.update(),
+  });
+  core.start();
+
+  const leased = new LeasedKeys({ client, log });
+  let statusUrl = '';
+  const healthPort = options.healthPort ?? 0;
+  const healthEp = (): LocalEndpointRecord | undefined => store.all().find((e) => e.health);
+  const publishHealth = () => {
+    if (!healthPort && !healthEp()) return;
+    const ep = healthEp();
+    void publisher
+      ?.publishHealth({ v: RECORD_VERSION, node: options.nodeName, nodeIP: nodeIp, ...(ep ? { healthIP: ep.ip } : {}), agentHealthUrl: healthPort ? `http://${nodeIp}:${healthPort}` : '' })
+      .catch((err: unknown) => log.warn({ error: (err as Error).message }, 'publishing the health endpoint failed'));
+  };
+  const api = await startAgentApi({
+    core,
+    store,
+    socket: options.apiSocket,
+    port: options.apiPort,
+    info: { pinDir: options.pinDir, netns, nodeIp },
+    onChange: (ep) => {
+      publisher?.update();
+      if (ep.health) publishHealth();
+    },
+  });
+
+  const statusJson = () => {
+    const s = core.status();
+    return {
+      node: options.nodeName,
+      version: AGENT_VERSION,
+      nodeIp,
+      etcd: s.etcd,
+      synced: s.synced,
+      endpoints: s.endpoints,
+      writes: s.writes,
+      routing,
+      hostRouting,
+      masquerading,
+      kernel: features,
+      maps: dp.fillLevels(),
+      api: api.address,
+    };
+  };
+  const status = await startStatusServer({
+    registry,
+    host: options.statusHost ?? '127.0.0.1',
+    port: options.statusPort ?? 0,
+    ready: () => core.isSynced,
+    routes: {
+      '/status': statusJson,
+      '/counters': () => Object.fromEntries(Object.entries(dp.readCounters()).map(([k, v]) => [k, { packets: Number(v.packets), bytes: Number(v.bytes) }])),
+    },
+  });
+  statusUrl = status.url;
+
+  const buildStatus = (): AgentStatusRecord => {
+    const s = core.status();
+    return {
+      v: RECORD_VERSION,
+      node: options.nodeName,
+      statusUrl,
+      version: AGENT_VERSION,
+      routing,
+      hostRouting: { mode: hostRouting.mode, reason: hostRouting.reason, status: hostRouting.status },
+      masquerading,
+      synced: s.synced,
+      endpoints: s.endpoints,
+    };
+  };
+  publisher = new StatusPublisher({ leased, keys, node: options.nodeName, build: buildStatus, log });
+  publisher.publishNow();
+
+  let health: HealthListener | undefined;
+  if (healthPort) health = await startHealthListener(netns, healthPort, options.nodeName);
+  publishHealth();
+
+  void core.synced().then(() => {
+    log.info(core.status().endpoints, 'synced with etcd; maps programmed');
+    publisher?.update();
+  });
+
+  return {
+    core,
+    datapath: dp,
+    api,
+    status,
+    hostRouting,
+    routing,
+    features,
+    nodeIp,
+    async stop() {
+      health?.stop();
+      publisher?.close();
+      await api.close();
+      await status.close();
+      await core.stop();
+      await leased.close();
+      client.close();
+      dp.close();
+    },
+  };
+}

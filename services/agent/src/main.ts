@@ -1,0 +1,78 @@
+#!/usr/bin/env -S npx tsx
+/**
+ * sluice-agent: one per node. Watches nodes and pods in etcd, programs the node's BPF maps and routes, serves the CNI
+ * plugin's local API and a status endpoint, and publishes its status in etcd. See agent.ts for where it runs.
+ */
+import { Command, flag, parseOptions, schemas, z } from '@sluice/config';
+import { createLogger } from '@sluice/log';
+import { runAgent } from './agent.ts';
+
+const program = new Command('sluice-agent')
+  .description('Program a node\'s eBPF datapath from etcd (nodes, pods) and serve the CNI plugin')
+  .addOption(flag('--node-name <name>', 'this node\'s name, as in Kubernetes').makeOptionMandatory())
+  .addOption(flag('--etcd <urls>', 'etcd client URLs, comma-separated').makeOptionMandatory())
+  .addOption(flag('--root-prefix <prefix>', 'etcd key prefix of Sluice\'s records', 'sluice/'))
+  .addOption(flag('--pin-dir <dir>', 'bpffs directory of this node\'s maps and programs (default /sys/fs/bpf/sluice/<node>)'))
+  .addOption(flag('--netns <name>', 'the node\'s network namespace (under /run/netns) to act on; default: the agent\'s own'))
+  .addOption(flag('--uplink <dev>', 'the node\'s uplink device', 'eth0'))
+  .addOption(flag('--vxlan <dev>', 'the VXLAN device for tunnel mode (created if missing)', 'vx0'))
+  .addOption(flag('--routing <mode>', 'native or tunnel (a nodeconfig record in etcd overrides it)', 'native'))
+  .addOption(flag('--host-routing <mode>', 'auto, bpf or legacy (a nodeconfig record in etcd overrides it)', 'auto'))
+  .addOption(flag('--masquerade', 'SNAT pod traffic leaving the cluster to the node IP (BPF)', false))
+  .addOption(flag('--state-dir <dir>', 'where local endpoints are kept across restarts (default /var/run/sluice/<node>)'))
+  .addOption(flag('--api-socket <path>', 'unix socket of the local API for the CNI plugin (default <state-dir>/agent.sock)'))
+  .addOption(flag('--api-port <port>', 'serve the local API on 127.0.0.1:<port> instead of a unix socket'))
+  .addOption(flag('--status-host <host>', 'address of /status, /metrics, /healthz, /readyz', '127.0.0.1'))
+  .addOption(flag('--status-port <port>', 'port of the status endpoint (0 picks a free one)', '9876'))
+  .addOption(flag('--health-port <port>', 'health port inside the node namespace, probed by peers at the node IP (0: none)', '4240'))
+  .addOption(flag('--cluster-size <n>', 'nodes in the cluster (scales etcd reconnect backoff)', '1'))
+  .addOption(flag('--log-level <level>', 'fatal, error, warn, info, debug or trace', 'info'));
+
+const options = parseOptions(
+  program,
+  z.object({
+    nodeName: z.string().regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/, 'must be a DNS subdomain').max(253),
+    etcd: schemas.endpoints,
+    rootPrefix: z.string().regex(/^[^/].*\/$/, 'must be non-empty and end with "/"'),
+    pinDir: z.string().startsWith('/sys/fs/bpf/', 'must be under /sys/fs/bpf/').optional(),
+    netns: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'must be a namespace name under /run/netns').optional(),
+    uplink: z.string().min(1).max(15),
+    vxlan: z.string().min(1).max(15),
+    routing: z.enum(['native', 'tunnel']),
+    hostRouting: z.enum(['auto', 'bpf', 'legacy']),
+    masquerade: z.coerce.boolean(),
+    stateDir: z.string().min(1).optional(),
+    apiSocket: z.string().min(1).optional(),
+    apiPort: schemas.port.optional(),
+    statusHost: z.string().min(1),
+    statusPort: schemas.port,
+    healthPort: schemas.port,
+    clusterSize: schemas.positiveInt,
+    logLevel: schemas.logLevel,
+  }),
+);
+
+const log = createLogger({ component: 'agent', node: options.nodeName, level: options.logLevel });
+const stateDir = options.stateDir ?? `/var/run/sluice/${options.nodeName}`;
+try {
+  const agent = await runAgent({
+    ...options,
+    pinDir: options.pinDir ?? `/sys/fs/bpf/sluice/${options.nodeName}`,
+    stateDir,
+    apiSocket: options.apiPort === undefined ? (options.apiSocket ?? `${stateDir}/agent.sock`) : undefined,
+    log,
+  });
+  log.info({ status: agent.status.url, api: agent.api.address, nodeIp: agent.nodeIp }, 'agent running');
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'stopping (the datapath stays programmed and attached)');
+    void agent.stop().finally(() => process.exit(0));
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+} catch (err) {
+  log.fatal({ error: (err as Error).message }, 'agent failed to start');
+  process.exit(1);
+}
