@@ -78,8 +78,6 @@ export class Aggregator {
   /** Targets holding evidence that went stale: recomputed from what is still fresh. */
   private readonly expired = new Set<string>();
   private readonly listeners = new Set<ChangeListener>();
-  /** Called with every new NodeHealth view (the server pre-encodes it). */
-  onView: ((view: NodeHealth) => void) | undefined;
   private newestProbe = 0;
   private nodesKnown = false;
   private summaryCache: ClusterSummary | undefined;
@@ -218,7 +216,6 @@ export class Aggregator {
       const view = this.buildView(name, state);
       if (!state.view || !sameView(state.view, view)) {
         state.view = view;
-        this.onView?.(view);
         this.bump();
       }
       if (previous !== reachability) changes.push({ node: name, previous, current: reachability, timeUnixMs: now, health: state.view });

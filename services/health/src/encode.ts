@@ -169,11 +169,6 @@ function nodeEntry(node: NodeHealth): Buffer {
 export class ClusterHealthEncoder {
   private readonly cache = new WeakMap<NodeHealth, Buffer>();
 
-  /** Encodes a node's new view ahead of the next request (the aggregator calls it on every change). */
-  warm(node: NodeHealth): void {
-    if (!this.cache.has(node)) this.cache.set(node, nodeEntry(node));
-  }
-
   encode(health: ClusterHealth): Buffer {
     const summary = encodeSummary(health.summary);
     const parts: Buffer[] = [scratch.reset().message(1, (w) => void w.raw(summary)).finish()];
