@@ -58,11 +58,11 @@ export function planTests(demo: DemoState, health: Map<string, HealthEndpointRec
     if (other && other !== node) {
       tests.push({ scenario: 'pod-to-host (remote node)', description: `${podName(a)} → ${other.name} ${other.nodeIP} (ICMP)`, probe: { kind: 'icmp', netns: a.netns, ip: other.nodeIP } });
       const record = health.get(other.name);
-      if (record) {
+      if (record?.agentHealthUrl) {
         tests.push({ scenario: 'health (agent)', description: `${podName(a)} → ${other.name} agent ${record.agentHealthUrl}/hello`, probe: { kind: 'http', netns: a.netns, url: `${record.agentHealthUrl.replace(/\/$/, '')}/hello` } });
-        if (record.healthIP) {
-          tests.push({ scenario: 'health (endpoint)', description: `${podName(a)} → ${other.name} health endpoint ${record.healthIP} (ICMP)`, probe: { kind: 'icmp', netns: a.netns, ip: record.healthIP } });
-        }
+      }
+      if (record?.healthIP) {
+        tests.push({ scenario: 'health (endpoint)', description: `${podName(a)} → ${other.name} health endpoint ${record.healthIP} (ICMP)`, probe: { kind: 'icmp', netns: a.netns, ip: record.healthIP } });
       }
     }
   }
