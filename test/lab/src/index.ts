@@ -1,0 +1,2 @@
+export * from './lab.ts';
+export { LabKubelet, webServer, type Sandbox } from './kubelet.ts';

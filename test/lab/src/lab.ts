@@ -1,0 +1,427 @@
+/**
+ * The lab: a Sluice cluster of network namespaces on one machine.
+ *
+ *   underlay  sl-<id>-u     a bridge (br0, MTU 9000) that every node's uplink plugs into
+ *   node i    sl-<id>-n<i>  eth0 (node IP from kube-sim's node range), vx0 (collect_md VXLAN), ip_forward, a REAL
+ *                           agent process (tsx services/agent/src/main.ts) in the host namespace acting on it
+ *   health i  sl-<id>-h<i>  the node's health endpoint (like cilium-health-ep): made by the CNI plugin, its IP
+ *                           advertised on the node (annotation sluice.io/health-ips) and under keys.health(node)
+ *   pod       sl-<id>-p<k>  made by the node's lab kubelet through the CNI plugin, with a web server on :8080
+ *
+ * etcd, kube-sim, the operator and the agents live on the host's loopback. The lab registers its nodes in kube-sim
+ * (empty nodes: podCIDR and InternalIP come from kube-sim's allocator), starts the operator unless told not to, and
+ * always cleans up — namespaces, processes, pins under /sys/fs/bpf/sluice/<lab id>/, its state dir — even after a
+ * failed start; it never touches an interface or address outside the namespaces it made.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { appendFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { CNI_BINARY } from '@sluice/cni';
+import { lookupIpcache, openPinnedMaps } from '@sluice/datapath';
+import type { KubeSim } from '@sluice/kube-sim';
+import { keySchema } from '@sluice/kvstore';
+import { createLogger, type Logger } from '@sluice/log';
+import { execIn, NetLab, ping as nsPing, run, shortId, type ExecResult } from '@sluice/netns';
+import { HEALTH_IPS_ANNOTATION } from '@sluice/slim';
+import { LabKubelet, webServer, WEB_PORT, type Sandbox } from './kubelet.ts';
+
+const REPO = fileURLToPath(new URL('../../../', import.meta.url));
+const TSX_LOADER = `file://${join(REPO, 'node_modules/tsx/dist/loader.mjs')}`;
+export const AGENT_MAIN = join(REPO, 'services/agent/src/main.ts');
+export const OPERATOR_MAIN = join(REPO, 'services/operator/src/main.ts');
+export { WEB_PORT };
+
+export interface LabOptions {
+  nodes: number;
+  podsPerNode?: number;
+  routing?: 'native' | 'tunnel';
+  hostRouting?: 'auto' | 'bpf' | 'legacy';
+  masquerade?: boolean;
+  etcdEndpoint: string;
+  /** An in-process kube-sim (the lab adds its nodes and pods through it). */
+  kubeSim: KubeSim;
+  /** etcd key root of the operator and agents. Default `sluice/`. */
+  rootPrefix?: string;
+  /** Start an operator process (default true); false when the caller runs one. */
+  operator?: boolean;
+  /** Health endpoint namespace per node (default true). */
+  healthEndpoints?: boolean;
+  /** Agent health port inside each node namespace (default 4240; 0 = none). */
+  healthPort?: number;
+  /** Kubernetes namespace of the lab's pods. Default `default`. */
+  podNamespace?: string;
+  /** Node names: `<prefix><i>` (default `lab-<id>-node-`). */
+  nodePrefix?: string;
+  agentLogLevel?: string;
+  id?: string;
+  log?: Logger;
+}
+
+export interface LabNode {
+  name: string;
+  index: number;
+  netns: string;
+  ip: string;
+  podCidr: string;
+  pinDir: string;
+  stateDir: string;
+  agentSocket: string;
+  /** The agent's local status endpoint (/status, /metrics, /healthz, /readyz, /counters); changes on restart. */
+  statusUrl: string;
+  agentPid: number | undefined;
+  /** The agent's log (JSON lines on stderr), kept for tests. */
+  agentLog: string;
+  healthNetns?: string;
+  healthIp?: string;
+  /** Where the agent's health port answers GET /hello (inside the node namespace). */
+  agentHealthUrl?: string;
+  /** The underlay-side end of the node's uplink (cutLink sets it down). */
+  underlayIf: string;
+}
+
+export interface LabPod {
+  name: string;
+  namespace: string;
+  node: string;
+  ip: string;
+  /** The pod's network namespace (enter with nsenter --net=/run/netns/<netns>). */
+  netns: string;
+  uid: string;
+}
+
+export interface Lab {
+  id: string;
+  nodes: LabNode[];
+  underlay: string;
+  etcdEndpoint: string;
+  rootPrefix: string;
+  /** The lab's pods that have a sandbox right now. */
+  pods(): LabPod[];
+  /** Creates a pod bound to `node` in kube-sim; resolves when it runs and every agent has programmed it. */
+  createPod(node: string, name?: string): Promise<LabPod>;
+  /** Deletes the pod in kube-sim; resolves when its sandbox is gone. */
+  deletePod(pod: LabPod): Promise<void>;
+  exec(pod: LabPod, cmd: string, args?: readonly string[], options?: { timeoutMs?: number }): Promise<ExecResult>;
+  ping(from: LabPod, toIp: string, options?: { count?: number; timeoutS?: number; intervalS?: number }): Promise<boolean>;
+  /** GET http://ip:8080/ from a pod; the body (the target pod's name) or undefined. */
+  httpGet(from: LabPod, toIp: string, timeoutS?: number): Promise<string | undefined>;
+  killAgent(node: string, signal?: NodeJS.Signals): Promise<void>;
+  restartAgent(node: string): Promise<void>;
+  /** Takes the node's uplink down on the underlay side (the node is cut off), and back. */
+  cutLink(node: string): Promise<void>;
+  restoreLink(node: string): Promise<void>;
+  /** Resolves when every node's maps hold every lab pod (and nothing of pods that are gone). */
+  waitConverged(timeoutMs?: number): Promise<void>;
+  node(name: string): LabNode;
+  stop(): Promise<void>;
+}
+
+async function waitFor<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 60_000, intervalMs = 100): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v !== undefined && v !== false) return v;
+    } catch (err) {
+      lastError = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${lastError ? `: ${(lastError as Error).message}` : ''}`);
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
+
+function runCni(env: Record<string, string>, config: unknown): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(CNI_BINARY, [], { env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    child.on('error', reject);
+    child.on('exit', (code) => resolve({ code: code ?? 1, stdout, stderr }));
+    child.stdin.end(JSON.stringify(config));
+  });
+}
+
+export async function startLab(options: LabOptions): Promise<Lab> {
+  const id = options.id ?? shortId(4);
+  const log = options.log ?? createLogger({ component: 'lab' });
+  const net = new NetLab(id);
+  const rootPrefix = options.rootPrefix ?? 'sluice/';
+  const keys = keySchema(rootPrefix);
+  const routing = options.routing ?? 'native';
+  const hostRouting = options.hostRouting ?? 'auto';
+  const podNamespace = options.podNamespace ?? 'default';
+  const stateRoot = `/tmp/sluice-lab-${id}`;
+  const pinRoot = `/sys/fs/bpf/sluice/${id}`;
+  const sim = options.kubeSim;
+  const healthPort = options.healthPort ?? 4240;
+  mkdirSync(stateRoot, { recursive: true });
+  net.defer(`state dir ${stateRoot}`, () => rmSync(stateRoot, { recursive: true, force: true }));
+  net.trackPinDir(pinRoot);
+  const processes = new Set<ChildProcess>();
+  net.defer('lab processes', () => {
+    for (const p of processes) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+  });
+  const nodes: LabNode[] = [];
+  const kubelets = new Map<string, LabKubelet>();
+  const agents = new Map<string, ChildProcess>();
+  let podSeq = 0;
+  let stopped = false;
+
+  const cleanup = async () => {
+    if (stopped) return;
+    stopped = true;
+    await Promise.all([...kubelets.values()].map((k) => k.stop().catch(() => undefined)));
+    for (const p of processes) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+    const failures = net.cleanupSync();
+    for (const n of nodes) {
+      try {
+        sim.store.delete('nodes', '', n.name);
+      } catch {
+        // already gone
+      }
+    }
+    if (failures.length) log.warn({ failures }, 'lab cleanup left something behind');
+  };
+
+  const startAgent = async (node: LabNode): Promise<void> => {
+    const logFile = join(node.stateDir, 'agent.log');
+    const args = [
+      '--import', TSX_LOADER, AGENT_MAIN,
+      '--node-name', node.name, '--etcd', options.etcdEndpoint, '--root-prefix', rootPrefix,
+      '--pin-dir', node.pinDir, '--netns', node.netns, '--uplink', 'eth0', '--vxlan', 'vx0',
+      '--routing', routing, '--host-routing', hostRouting, '--state-dir', node.stateDir, '--api-socket', node.agentSocket,
+      '--status-port', '0', '--health-port', String(healthPort), '--cluster-size', String(options.nodes),
+      '--log-level', options.agentLogLevel ?? 'info',
+      ...(options.masquerade ? ['--masquerade'] : []),
+    ];
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    processes.add(child);
+    agents.set(node.name, child);
+    node.agentPid = child.pid;
+    let statusUrl: string | undefined;
+    let failed: string | undefined;
+    let buffer = '';
+    child.stderr!.on('data', (c: Buffer) => {
+      const text = c.toString();
+      node.agentLog += text;
+      appendFileSync(logFile, text);
+      buffer += text;
+      let nl: number;
+      while ((nl = buffer.indexOf('\n')) >= 0) {
+        const line = buffer.slice(0, nl);
+        buffer = buffer.slice(nl + 1);
+        try {
+          const rec = JSON.parse(line) as { msg?: string; status?: string; error?: string };
+          if (rec.msg === 'agent running' && rec.status) statusUrl = rec.status;
+          if (rec.msg === 'agent failed to start') failed = rec.error;
+        } catch {
+          // not JSON (a libbpf message)
+        }
+      }
+    });
+    child.once('exit', (code, signal) => {
+      if (!statusUrl) failed ??= `agent exited (code ${code}, signal ${signal})`;
+    });
+    node.statusUrl = await waitFor(`agent ${node.name} to start`, () => {
+      if (failed) throw new Error(`agent ${node.name}: ${failed}; log in ${logFile}`);
+      return statusUrl;
+    }, 60_000);
+    await waitFor(`agent ${node.name} to sync`, async () => (await fetch(`${node.statusUrl}/readyz`)).ok || undefined, 60_000);
+  };
+
+  const cniConfig = (node: LabNode) => ({
+    cniVersion: '1.0.0',
+    name: 'sluice',
+    type: 'sluice-cni',
+    agentSocket: node.agentSocket,
+    nodeNetns: node.netns,
+    ipam: { dataDir: join(node.stateDir, 'ipam'), subnet: node.podCidr },
+  });
+
+  const cniAdd = async (node: LabNode, netns: string, containerId: string, args: string): Promise<string> => {
+    const r = await runCni({ CNI_COMMAND: 'ADD', CNI_CONTAINERID: containerId, CNI_NETNS: `/run/netns/${netns}`, CNI_IFNAME: 'eth0', CNI_ARGS: args, CNI_PATH: '/opt/cni/bin' }, cniConfig(node));
+    if (r.code !== 0) throw new Error(`CNI ADD for ${containerId} failed: ${r.stdout}${r.stderr}`);
+    const result = JSON.parse(r.stdout) as { ips: Array<{ address: string }> };
+    return result.ips[0]!.address.split('/')[0]!;
+  };
+
+  const cniDel = async (node: LabNode, netns: string, containerId: string): Promise<void> => {
+    const r = await runCni({ CNI_COMMAND: 'DEL', CNI_CONTAINERID: containerId, CNI_NETNS: `/run/netns/${netns}`, CNI_IFNAME: 'eth0', CNI_ARGS: '', CNI_PATH: '/opt/cni/bin' }, cniConfig(node));
+    if (r.code !== 0) throw new Error(`CNI DEL for ${containerId} failed: ${r.stdout}${r.stderr}`);
+  };
+
+  const makeNode = (node: LabNode) => {
+    const kubelet = new LabKubelet({
+      apiUrl: sim.url,
+      nodeName: node.name,
+      nodeIp: node.ip,
+      log,
+      createSandbox: async (pod) => {
+        const netns = await net.addNetns(net.name(`p${++podSeq}`));
+        const ip = await cniAdd(node, netns, pod.uid, `K8S_POD_NAMESPACE=${pod.namespace};K8S_POD_NAME=${pod.name}`);
+        const server = webServer(netns, pod.name);
+        processes.add(server);
+        await waitFor(`web server of ${pod.name}`, async () => (await execIn(netns, 'curl', ['-s', '-m', '1', `http://127.0.0.1:${WEB_PORT}/`])).code === 0 || undefined, 20_000);
+        return { uid: pod.uid, name: pod.name, namespace: pod.namespace, netns, ip, server };
+      },
+      destroySandbox: async (sb: Sandbox) => {
+        sb.server.kill('SIGKILL');
+        processes.delete(sb.server);
+        await cniDel(node, sb.netns, sb.uid);
+        await run('ip', ['netns', 'delete', sb.netns]);
+      },
+    });
+    kubelets.set(node.name, kubelet);
+    kubelet.start();
+  };
+
+  try {
+    const underlay = await net.addNetns(net.name('u'));
+    await net.addBridge(underlay, 'br0', { mtu: 9000 });
+    const nodeBits = Number(sim.cluster.options.nodeIPCIDR.split('/')[1]);
+    const prefix = options.nodePrefix ?? `lab-${id}-node-`;
+    for (let i = 1; i <= options.nodes; i++) {
+      const name = `${prefix}${i}`;
+      sim.cluster.addNode({ name, pods: 0, heartbeat: true });
+      const info = sim.cluster.nodeInfo(name);
+      if (!info) throw new Error(`kube-sim did not register node ${name}`);
+      const netns = await net.addNetns(net.name(`n${i}`), { forwarding: true });
+      const underlayIf = `u${i}`;
+      await net.addVeth({ ns: underlay, name: underlayIf, mtu: 9000 }, { ns: netns, name: 'eth0', mtu: 9000 });
+      await net.setMaster(underlay, underlayIf, 'br0');
+      await net.addAddr(netns, 'eth0', `${info.internalIP}/${nodeBits}`);
+      await net.addVxlan(netns, 'vx0', { mtu: 1500 });
+      const stateDir = join(stateRoot, name);
+      mkdirSync(stateDir, { recursive: true });
+      writeFileSync(join(stateDir, 'agent.log'), '');
+      nodes.push({
+        name, index: i, netns, ip: info.internalIP, podCidr: info.podCIDR, pinDir: join(pinRoot, name), stateDir,
+        agentSocket: join(stateDir, 'agent.sock'), statusUrl: '', agentPid: undefined, agentLog: '', underlayIf,
+      });
+    }
+    if (options.operator ?? true) {
+      const op = spawn(process.execPath, ['--import', TSX_LOADER, OPERATOR_MAIN, '--etcd', options.etcdEndpoint, '--kube-server', sim.url, '--root-prefix', rootPrefix, '--metrics-port', '0', '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'pipe'] });
+      processes.add(op);
+      op.stderr!.on('data', (c: Buffer) => appendFileSync(join(stateRoot, 'operator.log'), c));
+    }
+    await Promise.all(nodes.map((n) => startAgent(n)));
+    if (options.healthEndpoints ?? true) {
+      for (const node of nodes) {
+        const netns = await net.addNetns(net.name(`h${node.index}`));
+        node.healthNetns = netns;
+        node.healthIp = await cniAdd(node, netns, `health-${node.name}`, `K8S_POD_NAME=sluice-health;SLUICE_HEALTH=true`);
+        if (healthPort) node.agentHealthUrl = `http://${node.ip}:${healthPort}`;
+        sim.store.mutate('nodes', '', node.name, (obj) => {
+          const meta = obj.metadata!;
+          meta.annotations = { ...meta.annotations, [HEALTH_IPS_ANNOTATION]: node.healthIp! };
+        });
+      }
+    }
+    for (const node of nodes) makeNode(node);
+    const podsPerNode = options.podsPerNode ?? 0;
+    for (const node of nodes) {
+      for (let j = 1; j <= podsPerNode; j++) {
+        sim.cluster.createPod({ namespace: podNamespace, name: `web-${node.index}-${j}`, nodeName: node.name, phase: 'Pending', assignIP: false, labels: { app: 'lab-web' } });
+      }
+    }
+    const lab = buildHandle();
+    await waitFor('every lab pod to run', () => lab.pods().length >= nodes.length * podsPerNode || undefined, 120_000, 200);
+    await lab.waitConverged();
+    return lab;
+  } catch (err) {
+    await cleanup();
+    throw err;
+  }
+
+  function buildHandle(): Lab {
+    const node = (name: string) => {
+      const n = nodes.find((x) => x.name === name);
+      if (!n) throw new Error(`no lab node ${name}`);
+      return n;
+    };
+    const pods = (): LabPod[] =>
+      nodes.flatMap((n) => [...(kubelets.get(n.name)?.sandboxes.values() ?? [])].map((sb) => ({ name: sb.name, namespace: sb.namespace, node: n.name, ip: sb.ip, netns: sb.netns, uid: sb.uid })));
+    const lab: Lab = {
+      id,
+      nodes,
+      underlay: net.name('u'),
+      etcdEndpoint: options.etcdEndpoint,
+      rootPrefix,
+      pods,
+      node,
+      async createPod(nodeName, name) {
+        const n = node(nodeName);
+        const podName = name ?? `web-${n.index}-x${++podSeq}`;
+        sim.cluster.createPod({ namespace: podNamespace, name: podName, nodeName: n.name, phase: 'Pending', assignIP: false, labels: { app: 'lab-web' } });
+        const pod = await waitFor(`pod ${podName} to run`, () => pods().find((p) => p.name === podName), 60_000);
+        await lab.waitConverged();
+        return pod;
+      },
+      async deletePod(pod) {
+        sim.cluster.deletePod(pod.namespace, pod.name);
+        await waitFor(`pod ${pod.name} to go`, () => !pods().some((p) => p.uid === pod.uid) || undefined, 60_000);
+        await kubelets.get(pod.node)?.idle();
+      },
+      exec: (pod, cmd, args = [], opts = {}) => execIn(pod.netns, cmd, args, opts),
+      ping: (from, toIp, opts) => nsPing(from.netns, toIp, opts),
+      async httpGet(from, toIp, timeoutS = 3) {
+        const r = await execIn(from.netns, 'curl', ['-s', '-m', String(timeoutS), `http://${toIp}:${WEB_PORT}/`], { timeoutMs: (timeoutS + 5) * 1000 });
+        return r.code === 0 ? r.stdout.trim() : undefined;
+      },
+      async killAgent(nodeName, signal = 'SIGKILL') {
+        const child = agents.get(nodeName);
+        if (!child || child.exitCode !== null || child.signalCode !== null) return;
+        const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+        child.kill(signal);
+        await exited;
+      },
+      async restartAgent(nodeName) {
+        await lab.killAgent(nodeName, 'SIGTERM');
+        await startAgent(node(nodeName));
+      },
+      async cutLink(nodeName) {
+        await net.exec(net.name('u'), 'ip', ['link', 'set', node(nodeName).underlayIf, 'down']);
+      },
+      async restoreLink(nodeName) {
+        await net.exec(net.name('u'), 'ip', ['link', 'set', node(nodeName).underlayIf, 'up']);
+      },
+      async waitConverged(timeoutMs = 60_000) {
+        await waitFor('every node to program every pod', () => {
+          const current = pods();
+          for (const n of nodes) {
+            const dp = openPinnedMaps(n.pinDir);
+            try {
+              for (const p of current) if (!lookupIpcache(dp, { cidr: `${p.ip}/32` })) return undefined;
+              for (const p of current) if (p.node === n.name && !dp.maps.endpoints.lookup({ ip: p.ip })) return undefined;
+            } finally {
+              dp.close();
+            }
+          }
+          return true;
+        }, timeoutMs, 200);
+      },
+      stop: cleanup,
+    };
+    return lab;
+  }
+}
+
+/** Reads a node's agent log lines (JSON) matching a message. */
+export function agentLogLines(node: LabNode, msg: string): Array<Record<string, unknown>> {
+  return readFileSync(join(node.stateDir, 'agent.log'), 'utf8')
+    .split('\n')
+    .filter((l) => l.includes(msg))
+    .flatMap((l) => {
+      try {
+        return [JSON.parse(l) as Record<string, unknown>];
+      } catch {
+        return [];
+      }
+    });
+}
+
+export { keySchema };
