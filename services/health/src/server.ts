@@ -85,6 +85,8 @@ export async function startHealthServer(options: HealthServerOptions): Promise<H
   const mutual = !!options.tls?.ca;
   const counters = { backpressureWaits: 0, maxPending: 0, reports: 0, deniedReports: 0 };
   const watches = new Set<grpc.ServerWritableStream<unknown, HealthChange>>();
+  /** Open report streams, answered at shutdown so that agents move to the next instance without waiting. */
+  const reportStreams = new Set<() => void>();
 
   const server = new grpc.Server({ 'grpc.max_receive_message_length': 16 * 1024 * 1024 });
   const grpcHealth = new HealthImplementation({ '': 'SERVING', [SERVICE_NAME]: 'SERVING' });
@@ -135,9 +137,17 @@ export async function startHealthServer(options: HealthServerOptions): Promise<H
       const names = mutual ? certificateNames(call.getAuthContext()?.sslPeerCertificate) : [];
       const totals = { accepted: 0, ignored: 0 };
       let done = false;
+      const finish = () => {
+        if (done) return;
+        done = true;
+        reportStreams.delete(finish);
+        callback(null, totals);
+      };
+      reportStreams.add(finish);
       const fail = (error: Partial<grpc.StatusObject>) => {
         if (done) return;
         done = true;
+        reportStreams.delete(finish);
         callback(error);
       };
       call.on('data', (message: unknown) => {
@@ -160,13 +170,14 @@ export async function startHealthServer(options: HealthServerOptions): Promise<H
         totals.accepted += result.accepted;
         totals.ignored += result.ignored;
       });
-      call.on('end', () => {
-        if (done) return;
-        done = true;
-        callback(null, totals);
-      });
+      call.on('end', finish);
       call.on('error', () => {
         done = true;
+        reportStreams.delete(finish);
+      });
+      call.on('cancelled', () => {
+        done = true;
+        reportStreams.delete(finish);
       });
     },
 
@@ -250,6 +261,7 @@ export async function startHealthServer(options: HealthServerOptions): Promise<H
       grpcHealth.setStatus(SERVICE_NAME, 'NOT_SERVING');
       // Watch streams never end on their own; end them so that a graceful shutdown can finish.
       for (const call of watches) call.end();
+      for (const finish of [...reportStreams]) finish();
       await new Promise<void>((resolve) => {
         const force = setTimeout(() => {
           server.forceShutdown();
