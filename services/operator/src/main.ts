@@ -1,0 +1,89 @@
+#!/usr/bin/env -S npx tsx
+/**
+ * sluice-operator: mirrors Kubernetes into etcd as slim records. Run two for availability; one leads.
+ */
+import { Command, flag, parseOptions, schemas, z } from '@sluice/config';
+import { createKvClient, keySchema } from '@sluice/kvstore';
+import { createLogger } from '@sluice/log';
+import { createRegistry, startStatusServer } from '@sluice/metrics';
+import { apiServerOrigin, loadKubeConfig } from './kube-client.ts';
+import { Operator } from './operator.ts';
+import { trackApiTraffic } from './traffic.ts';
+
+const program = new Command('sluice-operator')
+  .description('Mirror Kubernetes Nodes, Pods, Services and EndpointSlices into etcd as slim records (one active instance, leader-elected)')
+  .addOption(flag('--etcd <urls>', 'etcd client URLs, comma-separated').makeOptionMandatory())
+  .addOption(flag('--kube-server <url>', 'Kubernetes API server URL (no credentials), instead of a kubeconfig'))
+  .addOption(flag('--kubeconfig <file>', 'kubeconfig file (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)'))
+  .addOption(flag('--root-prefix <prefix>', 'etcd key prefix under which Sluice keeps its records', 'sluice/'))
+  .addOption(flag('--identity <name>', 'this instance\'s name in the leader election (default: operator-<host>-<pid>)'))
+  .addOption(flag('--lease-ttl <seconds>', 'leader lease TTL; a standby takes over within it after the leader dies', '15'))
+  .addOption(flag('--page-size <n>', 'objects per page when listing Kubernetes', '500'))
+  .addOption(flag('--etcd-qps <n>', 'etcd write transactions per second, at most', '400'))
+  .addOption(flag('--metrics-host <host>', 'address for /metrics, /healthz, /readyz', '127.0.0.1'))
+  .addOption(flag('--metrics-port <port>', 'port for /metrics, /healthz, /readyz (0 picks a free one)', '9963'))
+  .addOption(flag('--log-level <level>', 'fatal, error, warn, info, debug or trace', 'info'));
+
+const options = parseOptions(
+  program,
+  z.object({
+    etcd: schemas.endpoints,
+    kubeServer: schemas.url.optional(),
+    kubeconfig: z.string().min(1).optional(),
+    rootPrefix: z.string().regex(/^[^/].*\/$/, 'must be non-empty and end with "/"'),
+    identity: z.string().min(1).optional(),
+    leaseTtl: z.coerce.number().int().min(2).max(300),
+    pageSize: z.coerce.number().int().min(1).max(10_000),
+    etcdQps: schemas.positiveNumber,
+    metricsHost: z.string().min(1),
+    metricsPort: schemas.port,
+    logLevel: schemas.logLevel,
+  }),
+);
+
+const log = createLogger({ component: 'operator', level: options.logLevel });
+const registry = createRegistry({ defaultMetrics: true });
+let kube;
+try {
+  kube = loadKubeConfig({ server: options.kubeServer, kubeconfig: options.kubeconfig });
+} catch (err) {
+  process.stderr.write(`sluice-operator: ${(err as Error).message}\n`);
+  process.exit(2);
+}
+const traffic = trackApiTraffic(apiServerOrigin(kube), registry);
+const etcd = createKvClient({ endpoints: options.etcd });
+const operator = new Operator({
+  kube,
+  etcd,
+  keys: keySchema(options.rootPrefix),
+  registry,
+  log,
+  identity: options.identity,
+  leaseTtlSeconds: options.leaseTtl,
+  pageSize: options.pageSize,
+  writer: { qps: options.etcdQps },
+});
+const status = await startStatusServer({
+  registry,
+  host: options.metricsHost,
+  port: options.metricsPort,
+  // A standby is ready too: it is doing its job, which is to wait.
+  ready: () => !operator.isLeader || operator.isSynced,
+  routes: { '/status': () => operator.status() },
+});
+log.info({ identity: operator.identity, metrics: `${status.url}/metrics`, kube: apiServerOrigin(kube).href, etcd: options.etcd }, 'operator starting');
+operator.start();
+
+let stopping = false;
+const shutdown = async (signal: string) => {
+  if (stopping) return;
+  stopping = true;
+  log.info({ signal }, 'shutting down: resigning leadership');
+  await operator.stop();
+  await status.close();
+  traffic.close();
+  etcd.close();
+  process.exit(0);
+};
+process.on('SIGINT', () => void shutdown('SIGINT'));
+process.on('SIGTERM', () => void shutdown('SIGTERM'));

@@ -1,0 +1,158 @@
+/**
+ * Mirrors one Kubernetes kind into etcd: a client-node informer feeds every event through the slim converter, and
+ * the sink (the kvstore writer, which skips writes whose bytes did not change) gets an upsert or a delete.
+ *
+ * client-node 1.4's ListWatch relists by itself after a 410, but any other error stops it for good; the mirror
+ * restarts it with jittered backoff (honouring a 429's Retry-After) and resumes from the last resourceVersion when it
+ * has one, so a dropped watch costs no relist.
+ */
+import { ListWatch, Watch, type KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
+import { Backoff } from '@sluice/backoff';
+import { RepeatSuppressor, type Logger } from '@sluice/log';
+import { Counter, type Registry } from '@sluice/metrics';
+import { SlimError } from '@sluice/slim';
+import { listAllPages, type Mirrored } from './resources.ts';
+
+export interface RecordSink {
+  upsert(key: string, value: string): void;
+  delete(key: string): void;
+}
+
+export interface MirrorMetrics {
+  events: Counter<'kind' | 'type'>;
+  malformed: Counter<'kind'>;
+  restarts: Counter<'kind'>;
+}
+
+export function mirrorMetrics(registry: Registry): MirrorMetrics {
+  return {
+    events: new Counter({ name: 'sluice_operator_kube_events_total', help: 'Kubernetes events received, by kind and type', labelNames: ['kind', 'type'], registers: [registry] }),
+    malformed: new Counter({ name: 'sluice_operator_malformed_objects_total', help: 'Objects skipped because they could not be slimmed', labelNames: ['kind'], registers: [registry] }),
+    restarts: new Counter({ name: 'sluice_operator_informer_restarts_total', help: 'Informer restarts after an error', labelNames: ['kind'], registers: [registry] }),
+  };
+}
+
+export interface MirrorOptions {
+  config: KubeConfig;
+  resource: Mirrored<KubernetesObject>;
+  sink: RecordSink;
+  log: Logger;
+  metrics: MirrorMetrics;
+  pageSize?: number;
+  backoff?: Backoff;
+}
+
+export class KindMirror {
+  private informer: ListWatch<KubernetesObject> | undefined;
+  /** Keys this mirror has put in etcd, so that an object leaving the datapath (a pod turning Succeeded) is deleted once. */
+  private readonly present = new Set<string>();
+  private readonly suppressor = new RepeatSuppressor(60_000);
+  private readonly backoff: Backoff;
+  private restartTimer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  private syncedResolve!: () => void;
+  /** Resolves once the first full list has gone through the sink. */
+  readonly synced: Promise<void>;
+  private isSynced = false;
+
+  constructor(private readonly options: MirrorOptions) {
+    this.backoff = options.backoff ?? new Backoff({ minMs: 500, maxMs: 30_000 });
+    this.synced = new Promise((resolve) => (this.syncedResolve = resolve));
+  }
+
+  get kind(): string {
+    return this.options.resource.kind;
+  }
+
+  get hasSynced(): boolean {
+    return this.isSynced;
+  }
+
+  start(): void {
+    const { resource, config } = this.options;
+    const listFn = async () => {
+      const list = await listAllPages(resource, this.options.pageSize ?? 500);
+      // ListWatch hands the items to the add/update handlers synchronously right after this promise settles; by the
+      // time an immediate runs, the whole list has gone through the sink.
+      if (!this.isSynced) {
+        setImmediate(() => {
+          this.isSynced = true;
+          this.syncedResolve();
+        });
+      }
+      return list;
+    };
+    const informer = new ListWatch<KubernetesObject>(resource.path, new Watch(config), listFn, false);
+    informer.on('add', (obj) => this.apply('ADDED', obj));
+    informer.on('update', (obj) => this.apply('MODIFIED', obj));
+    informer.on('delete', (obj) => this.remove(obj));
+    informer.on('error', (err) => this.onError(err));
+    this.informer = informer;
+    void informer.start();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.restartTimer);
+    await this.informer?.stop();
+  }
+
+  private apply(type: 'ADDED' | 'MODIFIED', obj: KubernetesObject): void {
+    const { resource, sink, metrics } = this.options;
+    metrics.events.inc({ kind: resource.kubeKind, type });
+    this.backoff.reset();
+    let key: string;
+    let value: string | undefined;
+    try {
+      key = resource.key(obj);
+      value = resource.value(obj);
+    } catch (err) {
+      this.skipMalformed(obj, err);
+      return;
+    }
+    if (value === undefined) {
+      if (this.present.delete(key)) sink.delete(key);
+      return;
+    }
+    this.present.add(key);
+    sink.upsert(key, value);
+  }
+
+  private remove(obj: KubernetesObject): void {
+    const { resource, sink, metrics } = this.options;
+    metrics.events.inc({ kind: resource.kubeKind, type: 'DELETED' });
+    const key = resource.key(obj);
+    this.present.delete(key);
+    // Deleting a key that is not in etcd is skipped by the writer, so a delete is always safe to send.
+    sink.delete(key);
+  }
+
+  private skipMalformed(obj: KubernetesObject, err: unknown): void {
+    const { resource, log, metrics } = this.options;
+    metrics.malformed.inc({ kind: resource.kubeKind });
+    const id = `${obj.metadata?.namespace ? `${obj.metadata.namespace}/` : ''}${obj.metadata?.name ?? '(unnamed)'}`;
+    const reason = err instanceof SlimError ? err.message : String(err);
+    this.suppressor.warn(log, `${resource.kubeKind}/${id}/${reason}`, { object: id, reason }, 'skipping malformed object');
+  }
+
+  private onError(err: unknown): void {
+    if (this.stopped) return;
+    const { resource, log, metrics } = this.options;
+    metrics.restarts.inc({ kind: resource.kubeKind });
+    const code = (err as { code?: number; statusCode?: number }).code ?? (err as { statusCode?: number }).statusCode;
+    const retryAfterMs = retryAfter(err);
+    const delay = Math.max(this.backoff.nextDelayMs(), retryAfterMs ?? 0);
+    this.suppressor.warn(log, `informer-error/${resource.kubeKind}`, { code, err: (err as Error)?.message, retryInMs: Math.round(delay) }, 'informer stopped; restarting with backoff');
+    this.restartTimer = setTimeout(() => {
+      if (!this.stopped) void this.informer?.start();
+    }, delay);
+  }
+}
+
+/** A 429's Retry-After, in ms, when the API server sent one. */
+function retryAfter(err: unknown): number | undefined {
+  const headers = (err as { headers?: Record<string, string> }).headers;
+  const value = headers?.['retry-after'] ?? headers?.['Retry-After'];
+  const seconds = value === undefined ? NaN : Number(value);
+  return Number.isFinite(seconds) && seconds >= 0 ? seconds * 1000 : undefined;
+}
