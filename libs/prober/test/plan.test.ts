@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { fanout, peersForRound, probePlan, roundRing, successors } from '../src/index.ts';
+import { fanout, peerOf, peersForRound, probePlan, roundRing, successors } from '../src/index.ts';
 
 const names = (n: number) => Array.from({ length: n }, (_, i) => `node-${String(i).padStart(5, '0')}`);
 
@@ -64,5 +64,28 @@ describe('peer selection', () => {
     expect(covered.size).toBe(all.length * (all.length - 1));
     // The first round alone covers only k of the n−1 peers of each node.
     expect(rounds).toBeGreaterThan(1);
+  });
+});
+
+describe('peerOf', () => {
+  const node = {
+    v: 1 as const,
+    name: 'node-a',
+    labels: {},
+    addresses: [{ type: 'InternalIP' as const, ip: 'fd00::1' }, { type: 'InternalIP' as const, ip: '10.0.0.1' }],
+    podCIDRs: [],
+    ready: 'True' as const,
+    healthIPs: ['10.200.0.9'],
+  };
+  it('takes the IPv4 InternalIP, the ports from the registration and the endpoint IP from either', () => {
+    expect(peerOf(node)).toEqual({ name: 'node-a', hostIP: '10.0.0.1', endpointIP: '10.200.0.9' });
+    expect(peerOf(node, { v: 1, node: 'node-a', agentPort: 4240, endpointIP: '10.200.0.10', endpointPort: 4241 })).toEqual({
+      name: 'node-a',
+      hostIP: '10.0.0.1',
+      agentPort: 4240,
+      endpointIP: '10.200.0.10',
+      endpointPort: 4241,
+    });
+    expect(peerOf({ ...node, addresses: [] })).toBeUndefined();
   });
 });
