@@ -62,6 +62,8 @@ export const demoStateSchema = z.object({
   processes: z.array(z.object({ name: z.string(), pid })).default([]),
   /** Network namespaces the demo made, same reason. */
   namespaces: z.array(z.string()).default([]),
+  /** Every namespace the lab makes starts with this (`sl-<lab id>-`): covers those made before the list was saved. */
+  namespacePrefix: z.string().regex(/^sl-/, 'must start with sl-').optional(),
 });
 export type DemoState = z.infer<typeof demoStateSchema>;
 export type DemoStateInput = z.input<typeof demoStateSchema>;

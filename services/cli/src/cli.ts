@@ -4,14 +4,13 @@
  */
 import { Command, CommanderError, Option } from 'commander';
 import { ConfigError, flag, validate, z } from '@sluice/config';
-import { createHealthClient, formatHealthJson, formatHealthStatus } from '@sluice/health-api';
-import { BPF_MAPS, openNodeMaps, pinDirFor, readBpfMap, renderBpf, type BpfMapName } from './bpf.ts';
-import { planTests, readHealthRecords, renderResult, renderSummary, runTests, type ProbeRunner } from './connectivity.ts';
+import type { ProbeRunner } from './connectivity.ts';
 import { CliError, oneLine } from './errors.ts';
-import { listEndpoints, listNodes, renderEndpoints, renderNodes } from './inventory.ts';
-import { renderStatus } from './render.ts';
-import { failed, gatherStatus } from './status.ts';
 import { globalOptionsSchema, requireDemo, resolveTarget, type Target } from './target.ts';
+
+// The heavy modules (gRPC, the Kubernetes client, libbpf through koffi) load only in the command that needs them, so
+// that --help and a bad flag answer at once.
+const BPF_MAPS = ['endpoints', 'ipcache', 'tunnel'] as const;
 
 export interface Io {
   stdout: (text: string) => void;
@@ -59,6 +58,8 @@ export function buildProgram(io: Io, setExit: (code: number) => void): Command {
     .addOption(new Option('--node <name>', 'the agent-side lines for this node only'))
     .action(async (_o, cmd: Command) => {
       const o = opts(cmd, z.object({ json: z.boolean().optional(), node: z.string().min(1).optional() }));
+      const { failed, gatherStatus } = await import('./status.ts');
+      const { renderStatus } = await import('./render.ts');
       const report = await gatherStatus(await target(cmd), { node: o.node });
       io.stdout(o.json ? json(report) : renderStatus(report));
       if (failed(report)) setExit(1);
@@ -73,6 +74,7 @@ export function buildProgram(io: Io, setExit: (code: number) => void): Command {
       const o = opts(cmd, z.object({ json: z.boolean().optional() }));
       const t = await target(cmd);
       if (!t.healthAddress) throw new CliError('no health service known: pass --health host:port, or start the demo with npm start');
+      const { createHealthClient, formatHealthJson, formatHealthStatus } = await import('@sluice/health-api');
       const client = createHealthClient(t.healthAddress, { deadlineMs: 5000 });
       try {
         const view = await client.getClusterHealth().catch((err: unknown) => {
@@ -90,6 +92,7 @@ export function buildProgram(io: Io, setExit: (code: number) => void): Command {
     .option('--json', 'print as JSON')
     .action(async (_o, cmd: Command) => {
       const o = opts(cmd, z.object({ json: z.boolean().optional() }));
+      const { listNodes, renderNodes } = await import('./inventory.ts');
       const nodes = await listNodes(await target(cmd));
       io.stdout(o.json ? json(nodes) : renderNodes(nodes.items));
       for (const e of nodes.errors) io.stderr(`sluice: unreadable record ${e}\n`);
@@ -102,6 +105,7 @@ export function buildProgram(io: Io, setExit: (code: number) => void): Command {
     .addOption(new Option('--node <name>', 'only the endpoints of this node'))
     .action(async (_o, cmd: Command) => {
       const o = opts(cmd, z.object({ json: z.boolean().optional(), node: z.string().min(1).optional() }));
+      const { listEndpoints, renderEndpoints } = await import('./inventory.ts');
       const endpoints = await listEndpoints(await target(cmd), o.node);
       io.stdout(o.json ? json(endpoints) : renderEndpoints(endpoints.items));
       for (const e of endpoints.errors) io.stderr(`sluice: unreadable record ${e}\n`);
@@ -119,10 +123,11 @@ export function buildProgram(io: Io, setExit: (code: number) => void): Command {
         const o = opts(cmd, z.object({ node: z.string().min(1), pinDir: z.string().min(1).optional(), json: z.boolean().optional() }));
         // The pin dir alone is enough: no need for etcd, or a demo, when it is given.
         const t = o.pinDir ? undefined : await target(cmd).catch(() => undefined);
+        const { openNodeMaps, pinDirFor, readBpfMap, renderBpf } = await import('./bpf.ts');
         const dp = openNodeMaps(o.node, pinDirFor(t, o.node, o.pinDir));
         try {
-          const rows = readBpfMap(dp, map as BpfMapName);
-          io.stdout(o.json ? json(rows) : renderBpf(map as BpfMapName, rows));
+          const rows = readBpfMap(dp, map);
+          io.stdout(o.json ? json(rows) : renderBpf(map, rows));
         } finally {
           dp.close();
         }
@@ -137,6 +142,7 @@ export function buildProgram(io: Io, setExit: (code: number) => void): Command {
     .option('--json', 'print the results as JSON')
     .action(async (_o, cmd: Command) => {
       const { schemas } = await import('@sluice/config');
+      const { connectivityFailed, planTests, readHealthRecords, renderResult, renderSummary, runTests } = await import('./connectivity.ts');
       const o = opts(cmd, z.object({ timeout: schemas.duration.pipe(z.number().min(100)), json: z.boolean().optional() }));
       const t = await target(cmd);
       const demo = requireDemo(t, 'sluice connectivity test');
@@ -145,12 +151,12 @@ export function buildProgram(io: Io, setExit: (code: number) => void): Command {
       const tests = planTests(demo, records, t.healthAddress);
       if (!o.json) io.stdout(`ℹ️  Connectivity test: ${demo.nodes.length} nodes, ${demo.pods.length} pods, ${tests.length} tests\n`);
       const results = await runTests(tests, { runner: io.probeRunner, timeoutMs: o.timeout });
-      if (o.json) io.stdout(json({ ok: results.every((r) => r.ok), results }));
+      if (o.json) io.stdout(json({ ok: !connectivityFailed(results), results }));
       else {
         for (const r of results) io.stdout(renderResult(r));
         io.stdout(renderSummary(results));
       }
-      if (!results.length || results.some((r) => !r.ok)) setExit(1);
+      if (connectivityFailed(results)) setExit(1);
     });
 
   return program;

@@ -23,13 +23,18 @@ export interface PlannedTest {
   probe: Probe;
 }
 
-export interface TestResult extends PlannedTest {
+export interface ProbeOutcome {
   ok: boolean;
   detail: string;
+  /** Nothing to judge yet (e.g. no agent has reported probes): neither a pass nor a failure, and said so. */
+  skipped?: boolean;
+}
+
+export interface TestResult extends PlannedTest, ProbeOutcome {
   ms: number;
 }
 
-export type ProbeRunner = (probe: Probe, timeoutMs: number) => Promise<{ ok: boolean; detail: string }>;
+export type ProbeRunner = (probe: Probe, timeoutMs: number) => Promise<ProbeOutcome>;
 
 const podName = (p: DemoPod) => `${p.namespace}/${p.name}`;
 
@@ -101,6 +106,9 @@ export const runProbe: ProbeRunner = async (probe, timeoutMs) => {
       const client = createHealthClient(probe.address, { deadlineMs: timeoutMs });
       try {
         const health = await client.getClusterHealth();
+        if (health.summary.probeTimeUnixMs === 0) {
+          return { ok: true, skipped: true, detail: 'skipped: no agent has reported probes to the health service yet' };
+        }
         const bad = probe.nodes.filter((n) => health.nodes.find((x) => x.name === n)?.reachability !== 'REACHABILITY_REACHABLE');
         return bad.length ? { ok: false, detail: `not reachable: ${bad.join(', ')}` } : { ok: true, detail: `${health.summary.reachable}/${health.summary.total} reachable` };
       } catch (err) {
@@ -142,7 +150,7 @@ export async function runTests(
     tests.map((test) =>
       limit(async () => {
         const started = performance.now();
-        let outcome: { ok: boolean; detail: string };
+        let outcome: ProbeOutcome;
         try {
           outcome = await runner(test.probe, options.timeoutMs ?? 3000);
         } catch (err) {
@@ -157,12 +165,18 @@ export async function runTests(
 }
 
 export function renderResult(r: TestResult): string {
-  return `${r.ok ? '✅' : '❌'} [${r.scenario}] ${r.description}: ${r.detail}\n`;
+  return `${r.skipped ? '⏭️ ' : r.ok ? '✅' : '❌'} [${r.scenario}] ${r.description}: ${r.detail}\n`;
 }
+
+/** Failed when any test failed or none ran; skipped tests are neither. */
+export const connectivityFailed = (results: TestResult[]): boolean => results.some((r) => !r.ok) || !results.some((r) => !r.skipped);
 
 export function renderSummary(results: TestResult[]): string {
   const failed = results.filter((r) => !r.ok);
-  if (!results.length) return '⚠️  No tests to run (the demo has no lab pods)\n';
-  if (!failed.length) return `✅ All ${results.length} tests successful.\n`;
-  return `❌ ${failed.length}/${results.length} tests failed:\n${failed.map((r) => `   - [${r.scenario}] ${r.description}: ${r.detail}\n`).join('')}`;
+  const skipped = results.filter((r) => r.skipped).length;
+  const ran = results.length - skipped;
+  const skippedNote = skipped ? `, ${skipped} ${skipped === 1 ? 'test' : 'tests'} skipped` : '';
+  if (!ran) return `⚠️  No tests ran${skippedNote}\n`;
+  if (!failed.length) return `✅ All ${ran} tests successful${skippedNote}.\n`;
+  return `❌ ${failed.length}/${ran} tests failed${skippedNote}:\n${failed.map((r) => `   - [${r.scenario}] ${r.description}: ${r.detail}\n`).join('')}`;
 }

@@ -79,3 +79,15 @@ describe('sluice connectivity test', () => {
     expect(c.err()).toBe('sluice: the demo has no lab pods to test from (the lab needs root)\n');
   });
 });
+
+describe('sluice connectivity test: skipped tests', () => {
+  it('a skipped test is shown and counted, and does not fail the run', async () => {
+    const path = join(mkdtempSync(join(tmpdir(), 'sluice-conn-')), 'demo.json');
+    await writeDemoState(path, { ...input, health: { address: '127.0.0.1:9' } });
+    const runner = async (p: Probe) => (p.kind === 'health' ? { ok: true, skipped: true, detail: 'skipped: no agent has reported probes to the health service yet' } : { ok: true, detail: 'HTTP 200' });
+    const c = capture({ statePath: path, probeRunner: runner });
+    expect(await runCli(['connectivity', 'test'], c.io)).toBe(0);
+    expect(c.out()).toContain('⏭️  [health (cluster view)] health service 127.0.0.1:9 sees n1, n2, n3 reachable: skipped: no agent has reported probes to the health service yet\n');
+    expect(c.out()).toMatch(/✅ All 15 tests successful, 1 test skipped\.\n$/);
+  });
+});

@@ -30,7 +30,15 @@ export function cleanupStale(state: DemoState): string[] {
       // already gone
     }
   }
-  for (const ns of state.namespaces) {
+  const namespaces = new Set(state.namespaces);
+  if (state.namespacePrefix?.startsWith('sl-')) {
+    const listed = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
+    for (const line of listed.split('\n')) {
+      const name = line.split(' ')[0] ?? '';
+      if (name.startsWith(state.namespacePrefix)) namespaces.add(name);
+    }
+  }
+  for (const ns of namespaces) {
     if (!ns.startsWith('sl-')) continue;
     try {
       execFileSync('ip', ['netns', 'delete', ns], { stdio: 'ignore' });

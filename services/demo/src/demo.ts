@@ -35,6 +35,9 @@ export interface DemoOptions {
   partTimeoutMs: number;
 }
 
+/** The lab cannot run here (not root): the demo goes on without it and says why. */
+class LabUnavailable extends Error {}
+
 export class DemoRunningError extends Error {
   override name = 'DemoRunningError';
 }
@@ -150,23 +153,25 @@ export async function startDemo(options: DemoOptions, progress: Progress): Promi
 
     if (options.nodes > 0) {
       progress.start(`lab (${options.nodes} nodes × ${options.podsPerNode} pods)`);
-      const result = await startLabPart({
-        nodes: options.nodes,
-        podsPerNode: options.podsPerNode,
-        etcdEndpoint: etcd.endpoint,
-        sim,
-        logDir,
-        timeoutMs: options.partTimeoutMs,
-        onProgress: (line) => progress.done(line.what, line.detail),
-        onCreated: (made) => save({ namespaces: made.namespaces, pinRoot: made.pinRoot }),
-      });
-      if ('error' in result) {
-        progress.skip('lab', result.error);
-        await save({ labError: result.error });
-      } else {
-        lab = result;
-        await save({ nodes: lab.nodes, pods: lab.pods, namespaces: lab.namespaces, pinRoot: lab.pinRoot, processes: processes() });
-        progress.done(`lab`, `${lab.nodes.length} nodes, ${lab.pods.length} pods, pins under ${lab.pinRoot}`);
+      try {
+        const part = await startLabPart({
+          nodes: options.nodes,
+          podsPerNode: options.podsPerNode,
+          etcdEndpoint: etcd.endpoint,
+          sim,
+          onCreating: (made) => save(made),
+        }).then((r) => {
+          if ('error' in r) throw new LabUnavailable(r.error);
+          return r;
+        });
+        lab = part;
+        await save({ nodes: part.nodes, pods: part.pods, namespaces: part.namespaces, pinRoot: part.pinRoot, processes: processes() });
+        for (const n of part.nodes) progress.done(`node ${n.name}`, `${n.nodeIP}  netns ${n.netns}  agent ${n.agentStatusUrl ?? '-'}`);
+        progress.done('lab', `${part.nodes.length} nodes, ${part.pods.length} pods (web servers on :${part.pods[0]?.port ?? '-'}), pins under ${part.pinRoot}`);
+      } catch (err) {
+        if (!(err instanceof LabUnavailable)) throw err;
+        progress.skip('lab', err.message);
+        await save({ labError: err.message });
       }
     }
 

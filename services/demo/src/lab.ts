@@ -1,12 +1,13 @@
 /**
  * The demo's lab part: nodes in network namespaces, each with a real agent and eBPF datapath, and pods running a
- * small web server. Built on @sluice/lab; until that exists the demo runs without a lab and says why.
+ * small web server, through @sluice/lab (which registers its nodes and pods in the demo's kube-sim, so kubectl sees
+ * them and the operator carries them into etcd).
  */
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import type { DemoNode, DemoPod } from '@sluice/demo-state';
 import type { KubeSim } from '@sluice/kube-sim';
-import { REPO_ROOT } from './paths.ts';
+import { startLab, WEB_PORT } from '@sluice/lab';
+import { createLogger } from '@sluice/log';
+import { shortId } from '@sluice/netns';
 
 export interface LabPart {
   nodes: DemoNode[];
@@ -22,15 +23,47 @@ export interface LabPartOptions {
   podsPerNode: number;
   etcdEndpoint: string;
   sim: KubeSim;
-  logDir: string;
-  timeoutMs: number;
-  onProgress(line: { what: string; detail: string }): void;
-  /** Called as soon as namespaces or pins exist, so that a crash right after still leaves a record of them. */
-  onCreated(made: { namespaces: string[]; pinRoot: string }): Promise<void>;
+  /** Called before anything is made, so that a crash midway still leaves a record of what to clean up. */
+  onCreating(made: { namespacePrefix: string; pinRoot: string }): Promise<void>;
 }
 
-export async function startLabPart(_options: LabPartOptions): Promise<LabPart | { error: string }> {
-  if (process.getuid?.() !== 0) return { error: 'the lab needs root (network namespaces, eBPF)' };
-  if (!existsSync(join(REPO_ROOT, 'test/lab/src/index.ts'))) return { error: 'the lab (test/lab, @sluice/lab) is not built yet' };
-  return { error: 'the lab integration is not wired yet' };
+export async function startLabPart(options: LabPartOptions): Promise<LabPart | { error: string }> {
+  if (process.getuid?.() !== 0) return { error: 'the lab needs root (network namespaces, eBPF); run npm start as root' };
+  const id = shortId(4);
+  const pinRoot = `/sys/fs/bpf/sluice/${id}`;
+  await options.onCreating({ namespacePrefix: `sl-${id}-`, pinRoot });
+  const lab = await startLab({
+    id,
+    nodes: options.nodes,
+    podsPerNode: options.podsPerNode,
+    etcdEndpoint: options.etcdEndpoint,
+    kubeSim: options.sim,
+    // The demo runs the operator itself (one, with its metrics port recorded).
+    operator: false,
+    nodePrefix: 'lab-node-',
+    podNamespace: 'default',
+    log: createLogger({ component: 'lab', level: 'warn' }),
+  });
+  const nodes: DemoNode[] = lab.nodes.map((n) => ({
+    name: n.name,
+    nodeIP: n.ip,
+    netns: n.netns,
+    pinDir: n.pinDir,
+    agentStatusUrl: n.statusUrl || undefined,
+    agentPid: n.agentPid,
+    healthEndpointIP: n.healthIp,
+  }));
+  const pods: DemoPod[] = lab
+    .pods()
+    .map((p) => ({ name: p.name, namespace: p.namespace, ip: p.ip, netns: p.netns, node: p.node, port: WEB_PORT }))
+    .sort((a, b) => a.name.localeCompare(b.name));
+  const namespaces = [lab.underlay, ...lab.nodes.flatMap((n) => [n.netns, ...(n.healthNetns ? [n.healthNetns] : [])]), ...pods.map((p) => p.netns)];
+  return {
+    nodes,
+    pods,
+    namespaces,
+    pinRoot,
+    processes: lab.nodes.flatMap((n) => (n.agentPid ? [{ name: `agent ${n.name}`, pid: n.agentPid }] : [])),
+    stop: () => lab.stop(),
+  };
 }

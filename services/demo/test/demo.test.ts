@@ -15,7 +15,6 @@ import { REPO_ROOT } from '../src/paths.ts';
 
 const DEMO = join(REPO_ROOT, 'services/demo/src/main.ts');
 const SLUICE = join(REPO_ROOT, 'services/cli/bin/sluice');
-const LAB_EXISTS = existsSync(join(REPO_ROOT, 'test/lab/src/index.ts'));
 
 function run(cmd: string, args: string[], timeoutMs = 60_000): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -44,8 +43,7 @@ describe('npm start (the demo)', () => {
   const sluice = (...args: string[]) => run(SLUICE, ['--state', statePath, ...args]);
 
   beforeAll(async () => {
-    const args = ['--import', TSX_LOADER, DEMO, '--state-dir', stateDir];
-    if (!LAB_EXISTS) args.push('--sim-nodes', '2', '--sim-pods-per-node', '2');
+    const args = ['--import', TSX_LOADER, DEMO, '--state-dir', stateDir, '--sim-nodes', '2', '--sim-pods-per-node', '1'];
     demo = spawn(process.execPath, args, { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
     demo.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
     demo.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
@@ -72,6 +70,11 @@ describe('npm start (the demo)', () => {
     expect(output).toMatch(/✔ kube-sim {2}http:\/\/127\.0\.0\.1:\d+/);
     expect(output).toMatch(/✔ operator {2}leader, synced/);
     expect(output).toMatch(/✔ health service {2}grpc 127\.0\.0\.1:\d+/);
+    for (const n of state.nodes) expect(output).toContain(`✔ node ${n.name}  ${n.nodeIP}  netns ${n.netns}  agent http://127.0.0.1:`);
+    expect(output).toMatch(/✔ lab {2}3 nodes, 6 pods/);
+    expect(state.nodes).toHaveLength(3);
+    expect(state.pods).toHaveLength(6);
+    expect(output).toContain(`bpf endpoints --node ${state.nodes[0]!.name}`);
     expect(output).toContain('$ sluice status');
     expect(output).toMatch(/kubectl --kubeconfig \S+ get nodes/);
     expect(output).not.toContain('\r');
@@ -86,21 +89,22 @@ describe('npm start (the demo)', () => {
     expect(r.stdout).toMatch(new RegExp(`^KVStore:\\s+Ok\\s+etcd: 1/1 connected, revision \\d+: ${endpoint} - \\d+\\.\\d+\\.\\d+ \\(Leader\\)$`, 'm'));
     expect(r.stdout).toMatch(/Kubernetes:\s+Ok\s+v1\.\d+/);
     expect(r.stdout).toMatch(/Operator:\s+Ok\s+leader \S+ \(term \d+, since [^)]+\), synced/);
-    expect(r.stdout).toMatch(/^Host Routing:\s+\S/m);
-    expect(r.stdout).toMatch(/^Cluster health:\s+\d+\/\d+ reachable/m);
-    if (LAB_EXISTS) {
-      expect(r.stdout).toMatch(/^Host Routing:\s+(BPF|Legacy \(.+\))/m);
-      expect(r.stdout).toMatch(new RegExp(`^Cluster health:\\s+${state.nodes.length}/${state.nodes.length} reachable`, 'm'));
-      expect(r.code).toBe(0);
-    }
+    expect(r.stdout).toMatch(/^Agents:\s+Ok\s+3\/3 running, version \S+, 2 of 5 nodes without an agent$/m);
+    expect(r.stdout).toMatch(/^Host Routing:\s+(BPF|Legacy \(.+\))/m);
+    expect(r.stdout).toMatch(/^Masquerading:\s+\S/m);
+    expect(r.stdout).toMatch(/^Endpoints:\s+8 pods in etcd, \d+ local endpoints on 3 agents$/m);
+    expect(r.stdout).toMatch(/^Controller Status:\s+7\/7 healthy/m);
+    // Every node the operator wrote is counted; the sim nodes have no agent to probe them.
+    expect(r.stdout).toMatch(/^Cluster health:\s+\d\/5 reachable/m);
+    expect(r.code).toBe(0);
     const asJson = await sluice('status', '--json');
     expect(JSON.parse(asJson.stdout).operator.state).toBe('Ok');
   });
 
-  it.runIf(LAB_EXISTS)('sluice connectivity test passes every test', async () => {
+  it('sluice connectivity test passes every test', async () => {
     const r = await sluice('connectivity', 'test');
     expect(r.stdout).not.toContain('❌');
-    expect(r.stdout).toMatch(/✅ All \d+ tests successful\./);
+    expect(r.stdout).toMatch(/^✅ All \d+ tests successful(, 1 test skipped)?\.$/m);
     expect(r.stdout).toContain('[pod-to-pod (same node)]');
     expect(r.stdout).toContain('[pod-to-pod (cross node)]');
     expect(r.stdout).toContain('[pod-to-host (remote node)]');
@@ -112,8 +116,9 @@ describe('npm start (the demo)', () => {
     const nodes = await run('kubectl', ['--kubeconfig', kubeconfig, 'get', 'nodes', '-o', 'name']);
     expect(nodes.code).toBe(0);
     const names = nodes.stdout.trim().split('\n').map((l) => l.replace(/^node\//, ''));
-    if (LAB_EXISTS) for (const n of state.nodes) expect(names).toContain(n.name);
-    const node = names[0]!;
+    expect(names).toHaveLength(5);
+    for (const n of state.nodes) expect(names).toContain(n.name);
+    const node = state.nodes[1]!.name;
     expect(node).toBeTruthy();
     const label = await run('kubectl', ['--kubeconfig', kubeconfig, 'label', 'node', node, 'sluice.example/demo-test=yes']);
     expect(label.stderr).toBe('');
@@ -132,6 +137,16 @@ describe('npm start (the demo)', () => {
     expect(table.stdout).toContain('sluice.example/demo-test=yes');
   });
 
+  it('sluice bpf endpoints shows the pods of the node from its pinned map', async () => {
+    const node = state.nodes[0]!;
+    const r = await sluice('bpf', 'endpoints', '--node', node.name);
+    expect(r.code).toBe(0);
+    for (const p of state.pods.filter((x) => x.node === node.name)) expect(r.stdout).toMatch(new RegExp(`^${p.ip.replace(/\./g, '\\.')}\\s+\\d+\\s`, 'm'));
+    const ipcache = await sluice('bpf', 'ipcache', '--node', node.name, '--json');
+    const prefixes = (JSON.parse(ipcache.stdout) as Array<{ cidr: string }>).map((e) => e.cidr);
+    for (const p of state.pods) expect(prefixes).toContain(`${p.ip}/32`);
+  });
+
   it('a second demo on the same state says one is running and exits non-zero', async () => {
     const r = await run(process.execPath, ['--import', TSX_LOADER, DEMO, '--state-dir', stateDir]);
     expect(r.code).toBe(1);
@@ -145,12 +160,19 @@ describe('npm start (the demo)', () => {
     expect(output).toContain('Stopped; nothing left behind.');
     expect(existsSync(statePath)).toBe(false);
     const pids = [...state.processes.map((p) => p.pid), state.etcd!.pid!];
+    expect(state.processes.map((p) => p.name)).toEqual(expect.arrayContaining(['operator', 'health', ...state.nodes.map((n) => `agent ${n.name}`)]));
     for (const pid of pids) expect(pidAlive(pid), `pid ${pid}`).toBe(false);
-    const addresses = [state.etcd!.endpoints[0]!, state.kubernetes!.server, state.operator!.metricsUrl, state.health!.address];
+    const addresses = [state.etcd!.endpoints[0]!, state.kubernetes!.server, state.operator!.metricsUrl, state.health!.address, ...state.nodes.map((n) => n.agentStatusUrl!)];
     for (const a of addresses) expect(await portOpen(a), a).toBe(false);
     const namespaces = (await run('ip', ['netns', 'list'])).stdout;
+    expect(state.namespaces.length).toBeGreaterThanOrEqual(1 + 3 + 3 + 6);
     for (const ns of state.namespaces) expect(namespaces).not.toContain(ns);
-    if (state.pinRoot) expect(existsSync(state.pinRoot)).toBe(false);
+    expect(namespaces).not.toContain(state.namespacePrefix!);
+    expect(state.pinRoot).toMatch(/^\/sys\/fs\/bpf\/sluice\/\w+$/);
+    expect(existsSync(state.pinRoot!)).toBe(false);
+    // Nothing running in (or for) the lab's namespaces: the pods' web servers, nsenter, the agents.
+    const leftovers = await run('pgrep', ['-f', state.namespacePrefix!]);
+    expect(leftovers.stdout).toBe('');
     const after = await run(SLUICE, ['--state', statePath, 'status']);
     expect(after.code).toBe(1);
     expect(after.stderr).toBe(`sluice: no demo running: ${statePath} not found; start one with npm start, or pass --etcd\n`);
