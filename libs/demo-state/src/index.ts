@@ -64,6 +64,8 @@ export const demoStateSchema = z.object({
   namespaces: z.array(z.string()).default([]),
   /** Every namespace the lab makes starts with this (`sl-<lab id>-`): covers those made before the list was saved. */
   namespacePrefix: z.string().regex(/^sl-/, 'must start with sl-').optional(),
+  /** Scratch directories of the demo's parts (the lab's agent state and logs), removed on stop. */
+  tempDirs: z.array(z.string()).default([]),
 });
 export type DemoState = z.infer<typeof demoStateSchema>;
 export type DemoStateInput = z.input<typeof demoStateSchema>;

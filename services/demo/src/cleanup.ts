@@ -4,7 +4,7 @@
  * /sys/fs/bpf/sluice/, processes whose command line is a Sluice service or etcd).
  */
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import type { DemoState } from '@sluice/demo-state';
 import { removePins } from '@sluice/datapath';
 
@@ -40,12 +40,30 @@ export function cleanupStale(state: DemoState): string[] {
   }
   for (const ns of namespaces) {
     if (!ns.startsWith('sl-')) continue;
+    // Deleting a namespace does not end the processes inside it (the pods' web servers): end them first.
+    try {
+      const pids = execFileSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).split('\n').filter(Boolean).map(Number);
+      for (const pid of pids) {
+        try {
+          process.kill(pid, 'SIGKILL');
+          removed.push(`pid ${pid} in ${ns}`);
+        } catch {
+          // already gone
+        }
+      }
+    } catch {
+      // no such namespace
+    }
     try {
       execFileSync('ip', ['netns', 'delete', ns], { stdio: 'ignore' });
       removed.push(`netns ${ns}`);
     } catch {
       // already gone
     }
+  }
+  for (const dir of state.tempDirs) {
+    if (!dir.startsWith('/tmp/sluice-')) continue;
+    rmSync(dir, { recursive: true, force: true });
   }
   if (state.pinRoot?.startsWith('/sys/fs/bpf/sluice/')) {
     try {

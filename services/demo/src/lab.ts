@@ -24,15 +24,16 @@ export interface LabPartOptions {
   etcdEndpoint: string;
   sim: KubeSim;
   /** Called before anything is made, so that a crash midway still leaves a record of what to clean up. */
-  onCreating(made: { namespacePrefix: string; pinRoot: string }): Promise<void>;
+  onCreating(made: { namespacePrefix: string; pinRoot: string; tempDirs: string[] }): Promise<void>;
 }
 
 export async function startLabPart(options: LabPartOptions): Promise<LabPart | { error: string }> {
   if (process.getuid?.() !== 0) return { error: 'the lab needs root (network namespaces, eBPF); run npm start as root' };
   const id = shortId(4);
   const pinRoot = `/sys/fs/bpf/sluice/${id}`;
-  await options.onCreating({ namespacePrefix: `sl-${id}-`, pinRoot });
-  const lab = await startLab({
+  // The lab's own naming (namespaces sl-<id>-…, pins and /tmp/sluice-lab-<id>), recorded before anything exists.
+  await options.onCreating({ namespacePrefix: `sl-${id}-`, pinRoot, tempDirs: [`/tmp/sluice-lab-${id}`] });
+  const lab = await withoutNewSignalHandlers(() => startLab({
     id,
     nodes: options.nodes,
     podsPerNode: options.podsPerNode,
@@ -43,7 +44,7 @@ export async function startLabPart(options: LabPartOptions): Promise<LabPart | {
     nodePrefix: 'lab-node-',
     podNamespace: 'default',
     log: createLogger({ component: 'lab', level: 'warn' }),
-  });
+  }));
   const nodes: DemoNode[] = lab.nodes.map((n) => ({
     name: n.name,
     nodeIP: n.ip,
@@ -66,4 +67,22 @@ export async function startLabPart(options: LabPartOptions): Promise<LabPart | {
     processes: lab.nodes.flatMap((n) => (n.agentPid ? [{ name: `agent ${n.name}`, pid: n.agentPid }] : [])),
     stop: () => lab.stop(),
   };
+}
+
+const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+
+/**
+ * The lab hooks SIGINT/SIGTERM/SIGHUP to tear itself down and exit at once, which suits a test runner; the demo owns
+ * its signals (it stops the lab first, then the services, then etcd, and removes demo.json), so handlers that
+ * startLab adds are taken off again.
+ */
+async function withoutNewSignalHandlers<T>(fn: () => Promise<T>): Promise<T> {
+  const before = new Map(SIGNALS.map((s) => [s, new Set(process.listeners(s))]));
+  try {
+    return await fn();
+  } finally {
+    for (const signal of SIGNALS) {
+      for (const listener of process.listeners(signal)) if (!before.get(signal)!.has(listener)) process.removeListener(signal, listener);
+    }
+  }
 }

@@ -49,6 +49,8 @@ async function shutdown(code: number): Promise<void> {
 }
 process.on('SIGINT', () => void shutdown(0));
 process.on('SIGTERM', () => void shutdown(0));
+// A closed terminal is a stop too: nothing may outlive the demo's session.
+process.on('SIGHUP', () => void shutdown(0));
 
 function nextSteps(d: Demo): string {
   const s = d.state;

@@ -178,3 +178,61 @@ describe('npm start (the demo)', () => {
     expect(after.stderr).toBe(`sluice: no demo running: ${statePath} not found; start one with npm start, or pass --etcd\n`);
   }, 60_000);
 });
+
+describe('a demo that was killed (SIGKILL) is cleaned up after by the next one', () => {
+  const stateDir = mkdtempSync(join(tmpdir(), 'sluice-demo-crash-'));
+  const statePath = join(stateDir, 'demo.json');
+  const children: ChildProcess[] = [];
+  let first: DemoState | undefined;
+
+  const startDemo = async (args: string[]): Promise<{ child: ChildProcess; output: () => string }> => {
+    const child = spawn(process.execPath, ['--import', TSX_LOADER, DEMO, '--state-dir', stateDir, ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(child);
+    let output = '';
+    child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
+    child.stderr!.on('data', (c: Buffer) => (output += c.toString()));
+    const deadline = Date.now() + 120_000;
+    while (!output.includes('Press Ctrl-C to stop it')) {
+      if (child.exitCode !== null) throw new Error(`the demo exited (${child.exitCode}):\n${output}`);
+      if (Date.now() > deadline) throw new Error(`the demo did not become ready:\n${output}`);
+      await sleep(250);
+    }
+    return { child, output: () => output };
+  };
+
+  afterAll(async () => {
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    // Whatever the outcome, nothing of the killed demo may outlive the test.
+    if (first) (await import('../src/cleanup.ts')).cleanupStale(first);
+    rmSync(stateDir, { recursive: true, force: true });
+  });
+
+  it('kills what is left, deletes its namespaces and pins, then starts', async () => {
+    const a = await startDemo(['--nodes', '1', '--pods-per-node', '1', '--no-health']);
+    first = demoStateSchema.parse(JSON.parse(readFileSync(statePath, 'utf8')));
+    expect(first.pods).toHaveLength(1);
+    a.child.kill('SIGKILL');
+    await new Promise((resolve) => a.child.once('exit', resolve));
+    // The killed demo could not clean up: its etcd, operator, agent, namespaces and pins are all still there.
+    const orphans = [first.etcd!.pid!, ...first.processes.map((p) => p.pid)];
+    for (const pid of orphans) expect(pidAlive(pid), `pid ${pid}`).toBe(true);
+    expect(existsSync(first.pinRoot!)).toBe(true);
+    expect((await run('ip', ['netns', 'list'])).stdout).toContain(first.namespacePrefix!);
+
+    const b = await startDemo(['--nodes', '0', '--no-health']);
+    expect(b.output()).toMatch(/✔ cleaned up after a previous demo that did not stop {2}.*netns /);
+    await sleep(500);
+    for (const pid of orphans) expect(pidAlive(pid), `pid ${pid}`).toBe(false);
+    expect(existsSync(first.pinRoot!)).toBe(false);
+    for (const dir of first.tempDirs) expect(existsSync(dir)).toBe(false);
+    expect((await run('ip', ['netns', 'list'])).stdout).not.toContain(first.namespacePrefix!);
+    expect((await run('pgrep', ['-f', first.namespacePrefix!])).stdout).toBe('');
+    const second = demoStateSchema.parse(JSON.parse(readFileSync(statePath, 'utf8')));
+    expect(second.pid).toBe(b.child.pid);
+
+    const exited = new Promise<number | null>((resolve) => b.child.once('exit', (code) => resolve(code)));
+    b.child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    expect(existsSync(statePath)).toBe(false);
+  }, 240_000);
+});
