@@ -8,6 +8,30 @@ import { countPrefix, etcdStatus, openCluster, readAgents, readNodes, readOperat
 import { CliError, oneLine } from './errors.ts';
 import { readKube } from './kube.ts';
 import type { Target } from './target.ts';
+import { z } from '@sluice/config';
+
+/** The part of an agent's local /status this command reads: its etcd watch health. */
+const agentWatchSchema = z.object({
+  etcd: z.object({ connected: z.boolean(), retries: z.number(), decodeErrors: z.number(), lastError: z.string().optional() }),
+});
+type AgentWatch = z.infer<typeof agentWatchSchema>['etcd'];
+
+/** Each agent's watch state from its status endpoint (best effort: an endpoint this host cannot reach is left out). */
+async function readAgentWatches(agents: AgentStatusRecord[], timeoutMs: number): Promise<Map<string, AgentWatch>> {
+  const out = new Map<string, AgentWatch>();
+  await Promise.all(
+    agents.map(async (a) => {
+      if (!a.statusUrl) return;
+      try {
+        const response = await fetch(`${a.statusUrl.replace(/\/$/, '')}/status`, { signal: AbortSignal.timeout(timeoutMs) });
+        out.set(a.node, agentWatchSchema.parse(await response.json()).etcd);
+      } catch {
+        // not reachable from here (another host) or not answering: the etcd record still speaks for it
+      }
+    }),
+  );
+  return out;
+}
 
 export type Level = 'Ok' | 'Warning' | 'Error' | 'Disabled';
 
@@ -95,6 +119,7 @@ export async function gatherStatus(target: Target, options: StatusOptions = {}):
       agents = agents.filter((a) => a.node === options.node);
     }
     const expected = target.demo ? target.demo.nodes.map((n) => n.name) : undefined;
+    const watches = await readAgentWatches(agents, Math.min(options.timeoutMs ?? 3000, 1500));
     const report: StatusReport = {
       node: options.node,
       time: new Date().toISOString(),
@@ -113,7 +138,7 @@ export async function gatherStatus(target: Target, options: StatusOptions = {}):
         ? { state: 'Ok', summary: byValue(agents, (a) => a.masquerading), data: Object.fromEntries(agents.map((a) => [a.node, a.masquerading])) }
         : { state: 'Disabled', summary: 'unknown (no agent reporting)' },
       endpoints: endpointsSection(agents, podCount, options.node),
-      controllers: controllersSection(operator.syncedKinds.length, operator.kinds.length, agents, [...agentsRead.errors, ...nodesRead.errors]),
+      controllers: controllersSection(operator.syncedKinds.length, operator.kinds.length, agents, watches, [...agentsRead.errors, ...nodesRead.errors]),
       clusterHealth: health,
     };
     return report;
@@ -167,14 +192,22 @@ function endpointsSection(agents: AgentStatusRecord[], podCount: number, node: s
   return { state: 'Ok', summary: `${podCount} pods in etcd, ${local} local endpoints on ${agents.length} agents`, data: { podsInEtcd: podCount, local } };
 }
 
-function controllersSection(syncedKinds: number, kinds: number, agents: AgentStatusRecord[], errors: string[]): Section {
+function controllersSection(syncedKinds: number, kinds: number, agents: AgentStatusRecord[], watches: Map<string, AgentWatch>, errors: string[]): Section {
+  const healthyAgent = (a: AgentStatusRecord) => a.synced && watches.get(a.node)?.connected !== false;
   const syncedAgents = agents.filter((a) => a.synced).length;
   const total = kinds + agents.length;
-  const healthy = syncedKinds + syncedAgents;
+  const healthy = syncedKinds + agents.filter(healthyAgent).length;
+  const seen = [...watches.values()];
+  const retries = seen.reduce((sum, w) => sum + w.retries, 0);
+  const decodeErrors = seen.reduce((sum, w) => sum + w.decodeErrors, 0);
+  const disconnected = [...watches].filter(([, w]) => !w.connected).map(([node]) => node);
+  const watchNote = seen.length
+    ? `, agent etcd watches: ${seen.length - disconnected.length}/${seen.length} connected, ${retries} retries, ${decodeErrors} decode errors`
+    : '';
   return {
     state: healthy === total && !errors.length ? 'Ok' : 'Warning',
-    summary: `${healthy}/${total} healthy (operator mirrors synced ${syncedKinds}/${kinds}, agents synced ${syncedAgents}/${agents.length}, record errors ${errors.length})`,
-    data: { syncedKinds, kinds, syncedAgents, agents: agents.length, errors },
+    summary: `${healthy}/${total} healthy (operator mirrors synced ${syncedKinds}/${kinds}, agents synced ${syncedAgents}/${agents.length}${watchNote}, record errors ${errors.length})`,
+    data: { syncedKinds, kinds, syncedAgents, agents: agents.length, watches: Object.fromEntries(watches), disconnected, errors },
   };
 }
 

@@ -3,6 +3,7 @@
  * (records written here by hand in their real formats), through a demo state file as a user would find it.
  */
 import { mkdtempSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -20,7 +21,8 @@ function agent(node: string, patch: Partial<AgentStatusRecord> = {}): AgentStatu
   return {
     v: RECORD_VERSION,
     node,
-    statusUrl: `http://10.0.0.1:9876`,
+    // Nothing listens there (the CLI reads each agent's /status best effort).
+    statusUrl: 'http://127.0.0.1:9',
     version: '0.1.0',
     routing: 'native',
     hostRouting: { mode: 'BPF', reason: '', status: 'Host Routing: BPF' },
@@ -35,9 +37,14 @@ describe('sluice status / nodes / endpoints on a real etcd', () => {
   let etcd: EtcdServer;
   let client: Etcd3;
   let statePath: string;
+  let agentStatus: Server;
 
   beforeAll(async () => {
     etcd = await startEtcd();
+    // n1's agent status endpoint: its etcd watch state, as the agent serves it.
+    agentStatus = createServer((_req, res) => res.end(JSON.stringify({ node: 'n1', etcd: { connected: true, podsRevision: 9, nodesRevision: 9, retries: 2, decodeErrors: 0 } })));
+    await new Promise<void>((resolve) => agentStatus.listen(0, '127.0.0.1', resolve));
+    const port = (agentStatus.address() as { port: number }).port;
     client = createKvClient({ endpoints: [etcd.endpoint] });
     statePath = join(mkdtempSync(join(tmpdir(), 'sluice-status-')), 'demo.json');
     await writeDemoState(statePath, {
@@ -58,7 +65,7 @@ describe('sluice status / nodes / endpoints on a real etcd', () => {
     }
     for (const kind of RESOURCE_KINDS) await client.put(keys.synced(kind)).value(syncedMarkerValue(kind));
     await client.put(keys.operatorHeartbeat()).value(JSON.stringify({ identity: 'operator-a', leaderSince: '2026-11-21T22:00:00.000Z', term: 3 }));
-    await client.put(keys.agent('n1')).value(JSON.stringify(agent('n1')));
+    await client.put(keys.agent('n1')).value(JSON.stringify(agent('n1', { statusUrl: `http://127.0.0.1:${port}` })));
     await client.put(keys.agent('n2')).value(JSON.stringify(agent('n2', {
       hostRouting: { mode: 'Legacy', reason: 'BPF host routing requires BPF masquerading', status: 'Host Routing: Legacy' },
       masquerading: 'Disabled',
@@ -68,6 +75,7 @@ describe('sluice status / nodes / endpoints on a real etcd', () => {
 
   afterAll(async () => {
     client?.close();
+    agentStatus?.close();
     await etcd?.stop();
   });
 
@@ -82,7 +90,7 @@ describe('sluice status / nodes / endpoints on a real etcd', () => {
     expect(out).toMatch(/^Host Routing:\s+BPF on n1; Legacy \(BPF host routing requires BPF masquerading\) on n2$/m);
     expect(out).toMatch(/^Masquerading:\s+BPF \[IPv4: Enabled\] on n1; Disabled on n2$/m);
     expect(out).toMatch(/^Endpoints:\s+6 pods in etcd, 4 local endpoints on 2 agents$/m);
-    expect(out).toMatch(/^Controller Status:\s+5\/6 healthy \(operator mirrors synced 4\/4, agents synced 1\/2, record errors 0\)$/m);
+    expect(out).toMatch(/^Controller Status:\s+5\/6 healthy \(operator mirrors synced 4\/4, agents synced 1\/2, agent etcd watches: 1\/1 connected, 2 retries, 0 decode errors, record errors 0\)$/m);
     expect(out).toMatch(/^Cluster health:\s+no health service/m);
   });
 
