@@ -14,7 +14,7 @@
  * failed start; it never touches an interface or address outside the namespaces it made.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { appendFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, cpSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CNI_BINARY } from '@sluice/cni';
@@ -51,6 +51,8 @@ export interface LabOptions {
   healthPort?: number;
   /** Kubernetes namespace of the lab's pods. Default `default`. */
   podNamespace?: string;
+  /** Pod names: `<podPrefix><node index>-<j>` (default `web-`); distinct per lab when labs share a kube-sim. */
+  podPrefix?: string;
   /** Node names: `<prefix><i>` (default `lab-<id>-node-`). */
   nodePrefix?: string;
   agentLogLevel?: string;
@@ -140,9 +142,36 @@ function runCni(env: Record<string, string>, config: unknown): Promise<{ code: n
     child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
     child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
     child.on('error', reject);
-    child.on('exit', (code) => resolve({ code: code ?? 1, stdout, stderr }));
+    child.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
     child.stdin.end(JSON.stringify(config));
   });
+}
+
+/** Every lab of this process that has not been stopped: its synchronous teardown. */
+const active = new Map<string, () => void>();
+let signalsHooked = false;
+
+/**
+ * Stops every lab this process started and has not stopped (a test's afterAll after a failed or timed-out start,
+ * where no handle was returned).
+ */
+export function stopAllLabs(): void {
+  for (const [id, teardown] of [...active]) {
+    active.delete(id);
+    teardown();
+  }
+}
+
+function hookSignals(): void {
+  if (signalsHooked) return;
+  signalsHooked = true;
+  // A test runner that kills its worker, or Ctrl-C on the demo: no 'exit' handlers run on a signal by default.
+  for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
+    process.once(signal, () => {
+      stopAllLabs();
+      process.exit(128 + (signal === 'SIGINT' ? 2 : signal === 'SIGHUP' ? 1 : 15));
+    });
+  }
 }
 
 export async function startLab(options: LabOptions): Promise<Lab> {
@@ -159,7 +188,12 @@ export async function startLab(options: LabOptions): Promise<Lab> {
   const sim = options.kubeSim;
   const healthPort = options.healthPort ?? 4240;
   mkdirSync(stateRoot, { recursive: true });
-  net.defer(`state dir ${stateRoot}`, () => rmSync(stateRoot, { recursive: true, force: true }));
+  net.defer(`state dir ${stateRoot}`, () => {
+    // SLUICE_LAB_LOGS=<dir>: keep the agents' and operator's logs of every lab (debugging a failed run).
+    const keep = process.env.SLUICE_LAB_LOGS;
+    if (keep) cpSync(stateRoot, join(keep, id), { recursive: true, filter: (src) => !src.endsWith('.sock') });
+    rmSync(stateRoot, { recursive: true, force: true });
+  });
   net.trackPinDir(pinRoot);
   const processes = new Set<ChildProcess>();
   net.defer('lab processes', () => {
@@ -170,13 +204,35 @@ export async function startLab(options: LabOptions): Promise<Lab> {
   const agents = new Map<string, ChildProcess>();
   let podSeq = 0;
   let stopped = false;
+  const createdPods: string[] = [];
+  const createPod = (name: string, nodeName: string) => {
+    sim.cluster.createPod({ namespace: podNamespace, name, nodeName, phase: 'Pending', assignIP: false, labels: { app: 'lab-web' } });
+    createdPods.push(name);
+  };
 
+  const teardownSync = () => {
+    stopped = true;
+    active.delete(id);
+    for (const k of kubelets.values()) void k.stop().catch(() => undefined);
+    for (const p of processes) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+    net.cleanupSync();
+  };
+  active.set(id, teardownSync);
+  hookSignals();
   const cleanup = async () => {
     if (stopped) return;
     stopped = true;
+    active.delete(id);
     await Promise.all([...kubelets.values()].map((k) => k.stop().catch(() => undefined)));
     for (const p of processes) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
     const failures = net.cleanupSync();
+    for (const name of createdPods) {
+      try {
+        sim.cluster.deletePod(podNamespace, name);
+      } catch {
+        // already gone
+      }
+    }
     for (const n of nodes) {
       try {
         sim.store.delete('nodes', '', n.name);
@@ -208,7 +264,7 @@ export async function startLab(options: LabOptions): Promise<Lab> {
     child.stderr!.on('data', (c: Buffer) => {
       const text = c.toString();
       node.agentLog += text;
-      appendFileSync(logFile, text);
+      if (!stopped) appendFileSync(logFile, text);
       buffer += text;
       let nl: number;
       while ((nl = buffer.indexOf('\n')) >= 0) {
@@ -245,7 +301,12 @@ export async function startLab(options: LabOptions): Promise<Lab> {
   const cniAdd = async (node: LabNode, netns: string, containerId: string, args: string): Promise<string> => {
     const r = await runCni({ CNI_COMMAND: 'ADD', CNI_CONTAINERID: containerId, CNI_NETNS: `/run/netns/${netns}`, CNI_IFNAME: 'eth0', CNI_ARGS: args, CNI_PATH: '/opt/cni/bin' }, cniConfig(node));
     if (r.code !== 0) throw new Error(`CNI ADD for ${containerId} failed: ${r.stdout}${r.stderr}`);
-    const result = JSON.parse(r.stdout) as { ips: Array<{ address: string }> };
+    let result: { ips: Array<{ address: string }> };
+    try {
+      result = JSON.parse(r.stdout) as typeof result;
+    } catch {
+      throw new Error(`CNI ADD for ${containerId} printed no result: stdout ${JSON.stringify(r.stdout)} stderr ${JSON.stringify(r.stderr)}`);
+    }
     return result.ips[0]!.address.split('/')[0]!;
   };
 
@@ -304,33 +365,42 @@ export async function startLab(options: LabOptions): Promise<Lab> {
       });
     }
     if (options.operator ?? true) {
-      const op = spawn(process.execPath, ['--import', TSX_LOADER, OPERATOR_MAIN, '--etcd', options.etcdEndpoint, '--kube-server', sim.url, '--root-prefix', rootPrefix, '--metrics-port', '0', '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'pipe'] });
+      const op = spawn(process.execPath, ['--import', TSX_LOADER, OPERATOR_MAIN, '--etcd', options.etcdEndpoint, '--kube-server', sim.url, '--root-prefix', rootPrefix, '--metrics-port', '0', '--log-level', 'info'], { stdio: ['ignore', 'ignore', 'pipe'] });
       processes.add(op);
-      op.stderr!.on('data', (c: Buffer) => appendFileSync(join(stateRoot, 'operator.log'), c));
+      op.stderr!.on('data', (c: Buffer) => {
+        if (!stopped) appendFileSync(join(stateRoot, 'operator.log'), c);
+      });
     }
+    const t0 = Date.now();
     await Promise.all(nodes.map((n) => startAgent(n)));
+    log.info({ ms: Date.now() - t0 }, 'lab: agents running');
     if (options.healthEndpoints ?? true) {
-      for (const node of nodes) {
-        const netns = await net.addNetns(net.name(`h${node.index}`));
-        node.healthNetns = netns;
-        node.healthIp = await cniAdd(node, netns, `health-${node.name}`, `K8S_POD_NAME=sluice-health;SLUICE_HEALTH=true`);
-        if (healthPort) node.agentHealthUrl = `http://${node.ip}:${healthPort}`;
-        sim.store.mutate('nodes', '', node.name, (obj) => {
-          const meta = obj.metadata!;
-          meta.annotations = { ...meta.annotations, [HEALTH_IPS_ANNOTATION]: node.healthIp! };
-        });
-      }
+      await Promise.all(
+        nodes.map(async (node) => {
+          const netns = await net.addNetns(net.name(`h${node.index}`));
+          node.healthNetns = netns;
+          node.healthIp = await cniAdd(node, netns, `health-${node.name}`, `K8S_POD_NAME=sluice-health;SLUICE_HEALTH=true`);
+          if (healthPort) node.agentHealthUrl = `http://${node.ip}:${healthPort}`;
+          sim.store.mutate('nodes', '', node.name, (obj) => {
+            const meta = obj.metadata!;
+            meta.annotations = { ...meta.annotations, [HEALTH_IPS_ANNOTATION]: node.healthIp! };
+          });
+        }),
+      );
     }
+    log.info({ ms: Date.now() - t0 }, 'lab: health endpoints made');
     for (const node of nodes) makeNode(node);
     const podsPerNode = options.podsPerNode ?? 0;
     for (const node of nodes) {
       for (let j = 1; j <= podsPerNode; j++) {
-        sim.cluster.createPod({ namespace: podNamespace, name: `web-${node.index}-${j}`, nodeName: node.name, phase: 'Pending', assignIP: false, labels: { app: 'lab-web' } });
+        createPod(`${options.podPrefix ?? 'web-'}${node.index}-${j}`, node.name);
       }
     }
     const lab = buildHandle();
     await waitFor('every lab pod to run', () => lab.pods().length >= nodes.length * podsPerNode || undefined, 120_000, 200);
+    log.info({ ms: Date.now() - t0 }, 'lab: pods running');
     await lab.waitConverged();
+    log.info({ ms: Date.now() - t0 }, 'lab: converged');
     return lab;
   } catch (err) {
     await cleanup();
@@ -355,8 +425,8 @@ export async function startLab(options: LabOptions): Promise<Lab> {
       node,
       async createPod(nodeName, name) {
         const n = node(nodeName);
-        const podName = name ?? `web-${n.index}-x${++podSeq}`;
-        sim.cluster.createPod({ namespace: podNamespace, name: podName, nodeName: n.name, phase: 'Pending', assignIP: false, labels: { app: 'lab-web' } });
+        const podName = name ?? `${options.podPrefix ?? 'web-'}${n.index}-x${++podSeq}`;
+        createPod(podName, n.name);
         const pod = await waitFor(`pod ${podName} to run`, () => pods().find((p) => p.name === podName), 60_000);
         await lab.waitConverged();
         return pod;
@@ -410,9 +480,9 @@ export async function startLab(options: LabOptions): Promise<Lab> {
   }
 }
 
-/** Reads a node's agent log lines (JSON) matching a message. */
+/** A node's agent log lines (JSON, every run of its agent) containing `msg`. */
 export function agentLogLines(node: LabNode, msg: string): Array<Record<string, unknown>> {
-  return readFileSync(join(node.stateDir, 'agent.log'), 'utf8')
+  return node.agentLog
     .split('\n')
     .filter((l) => l.includes(msg))
     .flatMap((l) => {
