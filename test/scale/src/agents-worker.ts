@@ -1,0 +1,135 @@
+/**
+ * Child process: simulated agents. Full-state agents are the real AgentCore (watchers, caches, reconcile) against
+ * memoryDatapath(), all on one shared etcd client (one gRPC watch stream, as one agent process would have);
+ * lightweight watchers count what each other node would receive, spread over `lightClients` etcd clients (each its
+ * own HTTP/2 connection and watch stream). Started with --expose-gc so that memory samples are taken after a GC.
+ */
+import { readFileSync } from 'node:fs';
+import { AgentCore } from '@sluice/agent';
+import { memoryDatapath } from '@sluice/datapath';
+import { createKvClient, keySchema, watchPrefix, type Etcd3 } from '@sluice/kvstore';
+import { createLogger } from '@sluice/log';
+import type { WorkerCommand, WorkerInit, WorkerMessage, WorkerSample } from './ipc.ts';
+import { LightWatcher, type LightCounters } from './light-watcher.ts';
+
+const send = (message: WorkerMessage) => process.send?.(message);
+const log = createLogger({ component: 'scale-agents', level: 'warn' });
+
+const agents: AgentCore[] = [];
+const lights: LightWatcher[] = [];
+const clients: Etcd3[] = [];
+const counters: LightCounters = { events: 0, bytes: 0, retries: 0, errors: {} };
+let programmed: Array<[number, number, number]> = [];
+let etcdEvents: Array<[string, 'P' | 'D', number, number]> = [];
+let retries: Array<[number, 'full' | 'light']> = [];
+const lastRetries: number[] = [];
+const lastErrors: Array<string | undefined> = [];
+const errors: Record<string, number> = {};
+
+const flushTimer = setInterval(() => {
+  if (programmed.length) send({ type: 'programmed', items: programmed });
+  if (etcdEvents.length) send({ type: 'etcdEvents', items: etcdEvents });
+  programmed = [];
+  etcdEvents = [];
+  // Full agents' watch retries, seen by polling their status (the library counts a retry when a stream is lost).
+  agents.forEach((agent, i) => {
+    const st = agent.status().etcd;
+    if (st.retries > (lastRetries[i] ?? 0)) {
+      for (let k = lastRetries[i] ?? 0; k < st.retries; k++) retries.push([Date.now(), 'full']);
+      lastRetries[i] = st.retries;
+    }
+    if (st.lastError && st.lastError !== lastErrors[i]) {
+      errors[st.lastError] = (errors[st.lastError] ?? 0) + 1;
+      lastErrors[i] = st.lastError;
+    }
+  });
+  if (retries.length) send({ type: 'retries', items: retries });
+  retries = [];
+}, 100);
+
+function rchar(): number {
+  try {
+    const m = /rchar:\s*(\d+)/.exec(readFileSync('/proc/self/io', 'utf8'));
+    return m ? Number(m[1]) : 0;
+  } catch {
+    return 0;
+  }
+}
+
+function sample(gc: boolean): WorkerSample {
+  if (gc) (globalThis as { gc?: () => void }).gc?.();
+  const mem = process.memoryUsage();
+  const merged: Record<string, number> = { ...errors };
+  for (const [k, v] of Object.entries(counters.errors)) merged[k] = (merged[k] ?? 0) + v;
+  return {
+    fullSynced: agents.filter((a) => a.isSynced).length,
+    fullConnected: agents.filter((a) => a.status().etcd.connected).length,
+    lightConnected: lights.filter((l) => l.connected).length,
+    lightEvents: counters.events,
+    lightBytes: counters.bytes,
+    fullRetries: agents.reduce((sum, a) => sum + a.status().etcd.retries, 0),
+    lightRetries: counters.retries,
+    errors: merged,
+    rchar: rchar(),
+    heapUsed: mem.heapUsed,
+    rss: mem.rss,
+    clusterEndpoints: agents.map((a) => a.status().endpoints.cluster),
+  };
+}
+
+function init(msg: WorkerInit): void {
+  (globalThis as { gc?: () => void }).gc?.();
+  const before = process.memoryUsage();
+  const baseline = { heapUsed: before.heapUsed, rss: before.rss };
+  const keys = keySchema(msg.root);
+  const podsPrefix = keys.prefix('pods');
+  if (msg.full.length > 0 || msg.trackRevisions) clients.push(createKvClient({ endpoints: [msg.etcd] }));
+  const shared = clients[0];
+  if (msg.trackRevisions && shared) {
+    // The library's resumable watch (no values decoded): the etcd revision of every pod change, for matching.
+    watchPrefix<null>(shared, podsPrefix, {
+      name: 'scale-tracker', clusterSize: 1, log, decode: () => null,
+      onEvent: (e) => {
+        if (e.type === 'listDone' || e.modRevision <= msg.startRevision) return;
+        etcdEvents.push([e.key.slice(podsPrefix.length), e.type === 'upsert' ? 'P' : 'D', e.modRevision, Date.now()]);
+      },
+    });
+  }
+  msg.full.forEach((nodeName, i) => {
+    const agent = new AgentCore({
+      nodeName, client: shared!, datapath: memoryDatapath(), keys, clusterSize: msg.clusterSize, log,
+      onProgrammed: (p) => programmed.push([i, p.podsRevision, Date.now()]),
+    });
+    agent.start();
+    void agent.synced().then(() => {
+      if (agents.every((a) => a.isSynced)) send({ type: 'synced', at: Date.now() });
+    });
+    agents.push(agent);
+  });
+  const lightClients: Etcd3[] = [];
+  for (let c = 0; c < Math.min(msg.lightClients, msg.light.length); c++) lightClients.push(createKvClient({ endpoints: [msg.etcd] }));
+  clients.push(...lightClients);
+  msg.light.forEach((_node, i) => {
+    lights.push(new LightWatcher({
+      client: lightClients[i % lightClients.length]!, prefixes: [keys.prefix('nodes'), podsPrefix], startRevision: msg.startRevision,
+      clusterSize: msg.clusterSize, counters, onRetry: () => retries.push([Date.now(), 'light']),
+    }).start());
+  });
+  if (msg.full.length === 0) send({ type: 'synced', at: Date.now() });
+  send({ type: 'ready', baseline });
+}
+
+process.on('message', (raw) => {
+  const command = raw as WorkerCommand;
+  if (command.type === 'init') init(command);
+  else if (command.type === 'sample') send({ type: 'sample', id: command.id, sample: sample(command.gc) });
+  else if (command.type === 'stop') {
+    clearInterval(flushTimer);
+    for (const l of lights) l.stop();
+    void Promise.all(agents.map((a) => a.stop())).finally(() => {
+      for (const c of clients) c.close();
+      process.exit(0);
+    });
+  }
+});
+process.on('disconnect', () => process.exit(0));

@@ -1,0 +1,665 @@
+/**
+ * The scale run: real etcd, kube-sim (own process), the operator and the health service (processes), simulated
+ * agents (worker processes), a timeline (heartbeats only; churn with a burst and an etcd restart; health), and
+ * every figure collected into one Results object (results.json) from which the report is made.
+ */
+import { mkdir, writeFile } from 'node:fs/promises';
+import { cpus, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { freePort, startEtcd, type EtcdServer } from '@sluice/etcd-runner';
+import { createKvClient, keySchema, prefixRangeEnd, type Etcd3 } from '@sluice/kvstore';
+import type { HostCommand, HostMessage, KubeSimCounters, PodChange, WorkerCommand, WorkerMessage, WorkerSample } from './ipc.ts';
+import { forkTs, spawnTs, type Child } from './processes.ts';
+import { metricValue, procSample, scrape } from './procstat.ts';
+import type { Scenario } from './scenario.ts';
+import { lowerBound, summarize } from './stats.ts';
+import type { Results, SeriesPoint } from './results.ts';
+
+const here = (file: string) => fileURLToPath(new URL(file, import.meta.url));
+const repo = fileURLToPath(new URL('../../../', import.meta.url));
+const ROOT = 'sluice/';
+
+export interface RunOptions {
+  outDir: string;
+  /** Receives progress lines (the CLI prints them). */
+  progress?: (line: string, final?: boolean) => void;
+}
+
+type Worker = Child<WorkerCommand, WorkerMessage> & { full: string[]; light: string[]; baseline?: { heapUsed: number; rss: number } };
+
+interface OperatorMetrics {
+  kubeEvents: number;
+  nodeEvents: number;
+  podEvents: number;
+  bytesIn: number;
+  writes: number;
+  skipped: number;
+  deletes: number;
+  retries: number;
+}
+
+function operatorMetrics(text: string | undefined): OperatorMetrics | undefined {
+  if (!text) return undefined;
+  return {
+    kubeEvents: metricValue(text, 'sluice_operator_kube_events_total'),
+    nodeEvents: metricValue(text, 'sluice_operator_kube_events_total', { kind: 'Node' }),
+    podEvents: metricValue(text, 'sluice_operator_kube_events_total', { kind: 'Pod' }),
+    bytesIn: metricValue(text, 'sluice_operator_kube_bytes_in_total'),
+    writes: metricValue(text, 'sluice_kv_writes_total'),
+    skipped: metricValue(text, 'sluice_kv_writes_skipped_total'),
+    deletes: metricValue(text, 'sluice_kv_deletes_total'),
+    retries: metricValue(text, 'sluice_kv_write_retries_total'),
+  };
+}
+
+interface EtcdMetrics {
+  dbSize: number;
+  sentBytes: number;
+  receivedBytes: number;
+  watchers: number;
+  watchStreams: number;
+  slowWatchers: number;
+  resourceExhausted: number;
+}
+
+function etcdMetrics(text: string | undefined): EtcdMetrics | undefined {
+  if (!text) return undefined;
+  return {
+    dbSize: metricValue(text, 'etcd_mvcc_db_total_size_in_bytes'),
+    sentBytes: metricValue(text, 'etcd_network_client_grpc_sent_bytes_total'),
+    receivedBytes: metricValue(text, 'etcd_network_client_grpc_received_bytes_total'),
+    watchers: metricValue(text, 'etcd_debugging_mvcc_watcher_total'),
+    watchStreams: metricValue(text, 'etcd_debugging_mvcc_watch_stream_total'),
+    slowWatchers: metricValue(text, 'etcd_debugging_mvcc_slow_watcher_total'),
+    resourceExhausted: metricValue(text, 'grpc_server_handled_total', { grpc_code: 'ResourceExhausted' }),
+  };
+}
+
+/** Highest modRevision among the node keys, and how many there are: heartbeats must leave it unchanged. */
+async function nodeKeysRevision(client: Etcd3): Promise<{ count: number; maxModRevision: number; revision: number }> {
+  const key = Buffer.from(keySchema(ROOT).prefix('nodes'));
+  let start = key;
+  let max = 0;
+  let count = 0;
+  let revision = 0;
+  for (;;) {
+    const page = await client.kv.range({ key: start, range_end: prefixRangeEnd(key), limit: 5000, keys_only: true, revision });
+    if (revision === 0) revision = Number(page.header.revision);
+    for (const kv of page.kvs) {
+      count++;
+      max = Math.max(max, Number(kv.mod_revision));
+    }
+    const last = page.kvs.at(-1);
+    if (!page.more || !last) break;
+    start = Buffer.concat([last.key, Buffer.from([0])]);
+  }
+  return { count, maxModRevision: max, revision };
+}
+
+async function currentRevision(client: Etcd3): Promise<number> {
+  const r = await client.kv.range({ key: Buffer.from(`${ROOT}\u0000`), limit: 1 });
+  return Number(r.header.revision);
+}
+
+async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs: number, everyMs = 250): Promise<number> {
+  const start = Date.now();
+  while (!(await check())) {
+    if (Date.now() - start > timeoutMs) throw new Error(`${what}: not within ${Math.round(timeoutMs / 1000)} s`);
+    await sleep(everyMs);
+  }
+  return Date.now() - start;
+}
+
+function split<T>(items: readonly T[], parts: number): T[][] {
+  const out: T[][] = Array.from({ length: parts }, () => []);
+  items.forEach((item, i) => out[i % parts]!.push(item));
+  return out;
+}
+
+const mib = (b: number) => (b / 1024 / 1024).toFixed(0);
+
+export async function runScale(scenario: Scenario, options: RunOptions): Promise<Results> {
+  const progress = options.progress ?? (() => undefined);
+  const logs = join(options.outDir, 'logs');
+  await mkdir(logs, { recursive: true });
+  const startedAt = new Date().toISOString();
+  const cleanups: Array<() => Promise<void>> = [];
+  const t0 = Date.now();
+  const phase = (name: string) => progress(`[${((Date.now() - t0) / 1000).toFixed(0).padStart(4)} s] ${name}`);
+
+  let etcd: EtcdServer | undefined;
+  let client: Etcd3 | undefined;
+  try {
+    // --- etcd ---
+    phase('starting etcd');
+    etcd = await startEtcd({ quotaBackendBytes: 8 * 1024 ** 3, logFile: join(logs, 'etcd.log'), startTimeoutMs: 60_000 });
+    const etcdServer = etcd;
+    cleanups.push(() => etcdServer.stop());
+    client = createKvClient({ endpoints: [etcd.endpoint] });
+
+    // --- kube-sim ---
+    phase(`starting kube-sim: ${scenario.nodes} nodes × ${scenario.podsPerNode} pods (own process, --max-old-space-size=1536)`);
+    const kubeStart = Date.now();
+    const kube = forkTs<HostCommand, HostMessage>('kube-sim', here('./kube-sim-host.ts'), [], join(logs, 'kube-sim.log'), ['--max-old-space-size=1536']);
+    cleanups.push(() => kube.stop());
+    kube.send({
+      type: 'start',
+      options: {
+        nodes: scenario.nodes, podsPerNode: scenario.podsPerNode, services: scenario.services, namespaces: 10,
+        heartbeatIntervalMs: scenario.heartbeatInterval, heartbeatJitter: 0.1, churnPerSecond: 0, seed: scenario.seed, heartbeats: true,
+      },
+    });
+    const ready = await kube.next((m): m is Extract<HostMessage, { type: 'ready' }> => m.type === 'ready', 600_000, 'ready');
+    const kubeSimStartMs = Date.now() - kubeStart;
+    const changes: PodChange[] = [];
+    let burst: { started: number; ended: number; pods: number } | undefined;
+    kube.onMessage((m) => {
+      if (m.type === 'changes') for (const c of m.changes) changes.push(c);
+      else if (m.type === 'burstDone') burst = m;
+    });
+    let statsId = 0;
+    const kubeStats = async (): Promise<KubeSimCounters | undefined> => {
+      const id = ++statsId;
+      kube.send({ type: 'stats', id });
+      return kube.next((m): m is Extract<HostMessage, { type: 'stats' }> => m.type === 'stats' && m.id === id, 30_000, 'stats').then((m) => m.stats, () => undefined);
+    };
+
+    // --- operator ---
+    phase('starting the operator');
+    const operatorPort = await freePort();
+    const operatorStart = Date.now();
+    const operator = spawnTs('operator', join(repo, 'services/operator/src/main.ts'), [
+      '--etcd', etcd.endpoint, '--kube-server', ready.url, '--metrics-port', String(operatorPort), '--log-level', 'warn', '--identity', 'scale-operator',
+    ], join(logs, 'operator.log'));
+    cleanups.push(() => operator.stop());
+    const operatorUrl = `http://127.0.0.1:${operatorPort}/metrics`;
+    await until('operator synced', async () => {
+      if (operator.exitReason) throw new Error(`operator ${operator.exitReason}; see ${operator.logFile}`);
+      const text = await scrape(operatorUrl);
+      return !!text && metricValue(text, 'sluice_operator_synced') === 1;
+    }, 900_000, 1000);
+    const operatorSyncMs = Date.now() - operatorStart;
+    phase(`operator synced in ${(operatorSyncMs / 1000).toFixed(1)} s`);
+
+    // --- health service ---
+    const healthPort = await freePort();
+    const healthStatusPort = await freePort();
+    const health = spawnTs('health', join(repo, 'services/health/src/main.ts'), [
+      '--listen', `127.0.0.1:${healthPort}`, '--etcd-endpoints', etcd.endpoint, '--status-port', String(healthStatusPort), '--log-level', 'warn',
+    ], join(logs, 'health.log'));
+    cleanups.push(() => health.stop());
+
+    // --- agents ---
+    const fullNames = ready.nodes.slice(0, scenario.fullAgents);
+    const lightNames = ready.nodes.slice(scenario.fullAgents, scenario.fullAgents + scenario.lightWatchers);
+    const startRevision = await currentRevision(client);
+    const workers: Worker[] = [];
+    const fullSplit = split(fullNames, scenario.fullWorkers);
+    const lightSplit = split(lightNames, scenario.lightWorkers);
+    const lightClientsSplit = split(Array.from({ length: scenario.lightClients }, (_, i) => i), scenario.lightWorkers).map((c) => c.length);
+    const spawnWorker = (name: string, full: string[], light: string[], lightClients: number, trackRevisions: boolean) => {
+      const w = forkTs<WorkerCommand, WorkerMessage>(name, here('./agents-worker.ts'), [], join(logs, `${name}.log`), ['--expose-gc', '--max-old-space-size=12288']) as Worker;
+      w.full = full;
+      w.light = light;
+      cleanups.push(() => w.stop());
+      w.send({ type: 'init', etcd: etcd!.endpoint, root: ROOT, clusterSize: scenario.nodes, full, light, lightClients, trackRevisions, startRevision });
+      workers.push(w);
+      return w;
+    };
+    phase(`starting ${fullNames.length} full agents in ${scenario.fullWorkers} process(es), ${lightNames.length} lightweight watchers on ${scenario.lightClients} etcd clients in ${scenario.lightWorkers} process(es)`);
+    const agentStart = Date.now();
+    fullSplit.forEach((names, i) => spawnWorker(`agents-full-${i}`, names, [], 0, i === 0));
+    lightSplit.forEach((names, i) => spawnWorker(`agents-light-${i}`, [], names, lightClientsSplit[i] ?? 1, false));
+    await Promise.all(workers.map(async (w) => {
+      const r = await w.next((m): m is Extract<WorkerMessage, { type: 'ready' }> => m.type === 'ready', 120_000, 'ready');
+      w.baseline = r.baseline;
+    }));
+    // Full agents: [agent global index] → programmed [revision, at] pairs.
+    const fullOffset = new Map<Worker, number>();
+    let offset = 0;
+    for (const w of workers) {
+      fullOffset.set(w, offset);
+      offset += w.full.length;
+    }
+    const programmedRev: number[][] = fullNames.map(() => []);
+    const programmedAt: number[][] = fullNames.map(() => []);
+    const etcdEvents = new Map<string, Array<[type: 'P' | 'D', rev: number, at: number]>>();
+    const retries: Array<[number, 'full' | 'light']> = [];
+    const samples = new Map<Worker, WorkerSample>();
+    for (const w of workers) {
+      const base = fullOffset.get(w)!;
+      w.onMessage((m) => {
+        if (m.type === 'programmed') {
+          for (const [i, rev, at] of m.items) {
+            const revs = programmedRev[base + i]!;
+            if (revs.length === 0 || rev > revs.at(-1)!) {
+              revs.push(rev);
+              programmedAt[base + i]!.push(at);
+            }
+          }
+        } else if (m.type === 'etcdEvents') {
+          for (const [key, type, rev, at] of m.items) {
+            let list = etcdEvents.get(key);
+            if (!list) etcdEvents.set(key, (list = []));
+            list.push([type, rev, at]);
+          }
+        } else if (m.type === 'retries') retries.push(...m.items);
+      });
+    }
+    let sampleId = 0;
+    const sampleWorkers = async (gc = false) => {
+      const id = ++sampleId;
+      await Promise.all(workers.map(async (w) => {
+        w.send({ type: 'sample', id, gc });
+        const m = await w.next((x): x is Extract<WorkerMessage, { type: 'sample' }> => x.type === 'sample' && x.id === id, 60_000, 'sample').catch(() => undefined);
+        if (m) samples.set(w, m.sample);
+      }));
+    };
+    const totals = () => {
+      const all = [...samples.values()];
+      const sum = (f: (s: WorkerSample) => number) => all.reduce((a, s) => a + f(s), 0);
+      const errors: Record<string, number> = {};
+      for (const s of all) for (const [k, v] of Object.entries(s.errors)) errors[k] = (errors[k] ?? 0) + v;
+      return {
+        fullSynced: sum((s) => s.fullSynced), fullConnected: sum((s) => s.fullConnected), lightConnected: sum((s) => s.lightConnected),
+        lightEvents: sum((s) => s.lightEvents), lightBytes: sum((s) => s.lightBytes), fullRetries: sum((s) => s.fullRetries),
+        lightRetries: sum((s) => s.lightRetries), errors,
+      };
+    };
+    await until('full agents synced', async () => {
+      for (const w of workers) if (w.exitReason) throw new Error(`${w.name} ${w.exitReason}; see ${w.logFile}`);
+      await sampleWorkers();
+      const t = totals();
+      phase(`agents: ${t.fullSynced}/${fullNames.length} full agents synced; ${t.lightConnected}/${lightNames.length} lightweight watchers connected`);
+      return t.fullSynced === fullNames.length && t.lightConnected === lightNames.length;
+    }, 1_800_000, 3000);
+    const agentsSyncMs = Date.now() - agentStart;
+    await sampleWorkers(true);
+    const fullMemory = workers.filter((w) => w.full.length > 0).map((w) => ({
+      agents: w.full.length, heapBytes: samples.get(w)!.heapUsed - w.baseline!.heapUsed, rssBytes: samples.get(w)!.rss - w.baseline!.rss,
+    }));
+    const kubeAtSync = await kubeStats();
+    const podsInCluster = kubeAtSync?.objects.pods ?? scenario.nodes * scenario.podsPerNode;
+    const fullHeap = fullMemory.reduce((a, m) => a + m.heapBytes, 0);
+    const fullRss = fullMemory.reduce((a, m) => a + m.rssBytes, 0);
+    const endpointsHeld = [...samples.values()].flatMap((s) => s.clusterEndpoints);
+
+    // --- sampling loop (series) ---
+    const series: SeriesPoint[] = [];
+    const pids = () => ({ etcd: etcd!.pid, 'kube-sim': kube.pid, operator: operator.pid, health: health.pid, ...Object.fromEntries(workers.map((w) => [w.name, w.pid])) });
+    const lastCpu = new Map<string, number>();
+    let lastT = Date.now();
+    const peakRss = new Map<string, number>();
+    let lastEtcdMetrics: EtcdMetrics | undefined;
+    let lastOperator: OperatorMetrics | undefined;
+    // etcd gets a new pid when it restarts: its CPU is the sum over its pids.
+    const etcdCpuByPid = new Map<number, number>();
+    const cpuTotal = (name: string, pid: number | undefined): number | undefined => {
+      const s = pid === undefined ? undefined : procSample(pid);
+      if (!s) return name === 'etcd' && etcdCpuByPid.size > 0 ? [...etcdCpuByPid.values()].reduce((a, b) => a + b, 0) : undefined;
+      if (s.rssBytes > (peakRss.get(name) ?? 0)) peakRss.set(name, s.rssBytes);
+      if (name !== 'etcd' || pid === undefined) return s.cpuSeconds;
+      etcdCpuByPid.set(pid, s.cpuSeconds);
+      return [...etcdCpuByPid.values()].reduce((a, b) => a + b, 0);
+    };
+    const takeSample = async (phaseT0: number) => {
+      const now = Date.now();
+      const dt = (now - lastT) / 1000;
+      const point: SeriesPoint = { t: (now - phaseT0) / 1000, cpu: {}, rssMiB: {} };
+      for (const [name, pid] of Object.entries(pids())) {
+        const total = cpuTotal(name, pid);
+        if (total === undefined) continue;
+        const prev = lastCpu.get(name);
+        if (prev !== undefined && dt > 0) point.cpu[name] = Math.max(0, ((total - prev) / dt) * 100);
+        lastCpu.set(name, total);
+        const s = pid === undefined ? undefined : procSample(pid);
+        if (s) point.rssMiB[name] = s.rssBytes / 1024 / 1024;
+      }
+      lastT = now;
+      const em = etcdMetrics(await scrape(`${etcd!.endpoint}/metrics`));
+      if (em) {
+        lastEtcdMetrics = em;
+        point.etcdDbMiB = em.dbSize / 1024 / 1024;
+      }
+      const om = operatorMetrics(await scrape(operatorUrl));
+      if (om) lastOperator = om;
+      await sampleWorkers();
+      const t = totals();
+      point.lightEvents = t.lightEvents;
+      point.fullConnected = t.fullConnected;
+      point.lightConnected = t.lightConnected;
+      series.push(point);
+      return point;
+    };
+
+    // --- heartbeats only ---
+    phase(`heartbeats only for ${(scenario.heartbeatOnly / 1000).toFixed(0)} s (no churn): node keys must not be written`);
+    const hbNodesBefore = await nodeKeysRevision(client);
+    const hbOpBefore = operatorMetrics(await scrape(operatorUrl));
+    const hbKubeBefore = await kubeStats();
+    await sleep(scenario.heartbeatOnly);
+    const hbNodesAfter = await nodeKeysRevision(client);
+    const hbOpAfter = operatorMetrics(await scrape(operatorUrl));
+    const hbKubeAfter = await kubeStats();
+
+    // --- measured phase ---
+    const phaseT0 = Date.now();
+    const kubeBefore = await kubeStats();
+    const opBefore = operatorMetrics(await scrape(operatorUrl));
+    const etcdBefore = etcdMetrics(await scrape(`${etcd.endpoint}/metrics`));
+    const revBefore = await currentRevision(client);
+    await takeSample(phaseT0);
+    const cpuAtPhase = new Map(lastCpu);
+    const lightBefore = totals();
+    kube.send({ type: 'record', on: true });
+    kube.send({ type: 'churn', perSecond: scenario.churnPerSecond });
+    phase(`measured phase: ${scenario.churnPerSecond} pod changes/s for ${(scenario.duration / 1000).toFixed(0)} s; burst of ${scenario.burstPods} at ${scenario.burstAt / 1000} s; etcd restart at ${scenario.etcdRestartAt / 1000} s for ${scenario.etcdDowntime / 1000} s`);
+    let burstSent = false;
+    let restart: { pausedAt: number; resumedAt?: number; revisionAtResume?: number } | undefined;
+    let restartTask: Promise<void> | undefined;
+    let lastProgress = 0;
+    while (Date.now() - phaseT0 < scenario.duration) {
+      const elapsed = Date.now() - phaseT0;
+      if (!burstSent && elapsed >= scenario.burstAt) {
+        burstSent = true;
+        kube.send({ type: 'burst', pods: scenario.burstPods });
+        phase(`burst: ${scenario.burstPods} pods created at once`);
+      }
+      if (!restart && elapsed >= scenario.etcdRestartAt) {
+        restart = { pausedAt: Date.now() };
+        const r = restart;
+        phase(`etcd stopped (SIGKILL, data kept) for ${scenario.etcdDowntime / 1000} s`);
+        restartTask = (async () => {
+          await etcd!.pause('SIGKILL');
+          await sleep(scenario.etcdDowntime);
+          await etcd!.resume();
+          r.resumedAt = Date.now();
+          r.revisionAtResume = await currentRevision(client!).catch(() => undefined);
+          phase('etcd is back');
+        })();
+      }
+      const point = await takeSample(phaseT0);
+      if (Date.now() - lastProgress >= scenario.progressEvery) {
+        lastProgress = Date.now();
+        const t = totals();
+        const fmt = (n: number | undefined) => (n === undefined ? '–' : n.toFixed(0));
+        progress(`[${((Date.now() - t0) / 1000).toFixed(0).padStart(4)} s] t=${point.t.toFixed(0)}s changes=${changes.length} ` +
+          `full ${t.fullConnected}/${fullNames.length} light ${t.lightConnected}/${lightNames.length} connected; ` +
+          `cpu% etcd ${fmt(point.cpu.etcd)} kube-sim ${fmt(point.cpu['kube-sim'])} operator ${fmt(point.cpu.operator)}; ` +
+          `etcd db ${(point.etcdDbMiB ?? 0).toFixed(0)} MiB`);
+      }
+      await sleep(2000);
+    }
+    kube.send({ type: 'churn', perSecond: 0 });
+    await restartTask;
+    const phaseEnd = Date.now();
+    phase('churn stopped; waiting for every change to reach every full agent');
+    await sleep(1000);
+    kube.send({ type: 'record', on: false });
+
+    // --- matching changes to etcd events and to each full agent's maps ---
+    const used = new Set<string>();
+    const matchChange = (c: PodChange): [rev: number, at: number] | undefined => {
+      const list = etcdEvents.get(c[0]);
+      if (!list) return undefined;
+      const want = c[1] === 'A' ? 'P' : 'D';
+      for (let i = 0; i < list.length; i++) {
+        const [type, rev, at] = list[i]!;
+        const id = `${c[0]}#${i}`;
+        if (type === want && !used.has(id)) {
+          used.add(id);
+          return [rev, at];
+        }
+      }
+      return undefined;
+    };
+    const arrival = (agent: number, rev: number): number | undefined => {
+      const i = lowerBound(programmedRev[agent]!, rev);
+      return i < programmedRev[agent]!.length ? programmedAt[agent]![i] : undefined;
+    };
+    // A pod created and deleted while the operator could not write is a net no-op: the writer coalesces the two and
+    // etcd never sees the key. Such pairs are counted apart, not as lost changes.
+    const changeKinds = new Map<string, string>();
+    const evaluate = () => {
+      used.clear();
+      changeKinds.clear();
+      for (const c of changes) changeKinds.set(c[0], (changeKinds.get(c[0]) ?? '') + c[1]);
+      const out: Array<{ c: PodChange; rev?: number; etcdAt?: number; allAt?: number; perAgent: number[]; missing: number; coalesced?: boolean }> = [];
+      for (const c of changes) {
+        const m = matchChange(c);
+        if (!m) {
+          const coalesced = changeKinds.get(c[0]) === 'AD' && !etcdEvents.has(c[0]);
+          out.push({ c, perAgent: [], missing: coalesced ? 0 : fullNames.length, coalesced });
+          continue;
+        }
+        const perAgent: number[] = [];
+        let missing = 0;
+        let allAt = 0;
+        for (let a = 0; a < fullNames.length; a++) {
+          const at = arrival(a, m[0]);
+          if (at === undefined) missing++;
+          else {
+            perAgent.push(at - c[2]);
+            allAt = Math.max(allAt, at);
+          }
+        }
+        out.push({ c, rev: m[0], etcdAt: m[1], perAgent, missing, ...(missing === 0 ? { allAt } : {}) });
+      }
+      return out;
+    };
+    let evaluated = evaluate();
+    await until('every change in every full agent', () => {
+      evaluated = evaluate();
+      return evaluated.every((e) => e.missing === 0);
+    }, 120_000, 1000).catch(() => undefined);
+    evaluated = evaluate();
+    const kubeAfter = await kubeStats();
+    const opAfter = operatorMetrics(await scrape(operatorUrl));
+    const etcdAfter = etcdMetrics(await scrape(`${etcd.endpoint}/metrics`));
+    const revAfter = await currentRevision(client);
+    await takeSample(phaseT0);
+    const lightAfter = totals();
+    const cpuAtEnd = new Map(lastCpu);
+    const nodesAtEnd = await nodeKeysRevision(client);
+
+    // --- resync after the etcd restart ---
+    let resync: Results['restart'] = undefined;
+    // The first pod change etcd took after it came back: when the operator was writing again.
+    let writesResumedAt: number | undefined;
+    let firstRevAfterResume: number | undefined;
+    if (restart?.resumedAt) {
+      for (const list of etcdEvents.values()) {
+        for (const [, rev, at] of list) {
+          if (at >= restart.resumedAt && (firstRevAfterResume === undefined || rev < firstRevAfterResume)) {
+            firstRevAfterResume = rev;
+            writesResumedAt = at;
+          }
+        }
+      }
+    }
+    if (restart?.resumedAt) {
+      const resumedAt = restart.resumedAt;
+      const reconnects = retries.filter(([at]) => at >= restart!.pausedAt).map(([at, kind]) => ({ at, kind }));
+      // Resynced: every full agent has programmed a revision at or past the one etcd had when it came back, and every
+      // lightweight watcher is connected again (sampled every 2 s).
+      const target = firstRevAfterResume ?? Number.MAX_SAFE_INTEGER;
+      const fullResyncedAt = fullNames.map((_, a) => arrival(a, target));
+      const lightBack = series.find((p) => p.t * 1000 + phaseT0 > resumedAt && p.lightConnected === lightNames.length && p.fullConnected === fullNames.length);
+      const allFull = fullResyncedAt.every((x) => x !== undefined) ? Math.max(...(fullResyncedAt as number[])) : undefined;
+      const bucketMs = 1000;
+      const hist = new Map<number, { full: number; light: number }>();
+      for (const r of reconnects) {
+        const b = Math.floor((r.at - restart.pausedAt) / bucketMs);
+        const h = hist.get(b) ?? { full: 0, light: 0 };
+        h[r.kind]++;
+        hist.set(b, h);
+      }
+      resync = {
+        pausedAtS: (restart.pausedAt - phaseT0) / 1000, resumedAtS: (resumedAt - phaseT0) / 1000, downtimeS: (resumedAt - restart.pausedAt) / 1000,
+        revisionAtResume: restart.revisionAtResume ?? 0,
+        operatorWritesResumedMs: writesResumedAt === undefined ? null : writesResumedAt - resumedAt,
+        firstRevisionAfterResume: firstRevAfterResume ?? null,
+        retries: { full: reconnects.filter((r) => r.kind === 'full').length, light: reconnects.filter((r) => r.kind === 'light').length },
+        histogram: [...hist.entries()].sort((a, b) => a[0] - b[0]).map(([b, h]) => ({ secondAfterStop: b, ...h })),
+        fullResyncMs: allFull === undefined ? null : allFull - resumedAt,
+        lightReconnectedMs: lightBack ? lightBack.t * 1000 + phaseT0 - resumedAt : null,
+      };
+    }
+
+    // --- health ---
+    let healthResult: Results['health'] = undefined;
+    if (scenario.healthPhase > 0) {
+      phase(`health: ${ready.nodes.length} simulated probers report to the health service; one node dies half-way`);
+      const victim = ready.nodes[Math.floor(ready.nodes.length / 2)]!;
+      const sim = spawnTs('health-sim', here('./health-sim.ts'), [JSON.stringify({
+        address: `127.0.0.1:${healthPort}`, nodes: ready.nodes, failAfterMs: scenario.healthPhase / 2, durationMs: scenario.healthPhase, victim,
+      })], join(logs, 'health-sim.log'), 'pipe');
+      let out = '';
+      sim.process.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
+      const exited = new Promise<void>((resolve) => sim.process.once('exit', () => resolve()));
+      const healthCpu0 = procSample(health.pid)?.cpuSeconds ?? 0;
+      const hT0 = Date.now();
+      await Promise.race([exited, sleep(scenario.healthPhase + 60_000)]);
+      await sim.stop();
+      const healthCpu1 = procSample(health.pid)?.cpuSeconds ?? 0;
+      const line = out.trim().split('\n').at(-1);
+      if (line) {
+        const parsed = JSON.parse(line) as NonNullable<Results['health']>;
+        healthResult = { ...parsed, serviceCpuPercent: ((healthCpu1 - healthCpu0) / ((Date.now() - hT0) / 1000)) * 100, serviceRssMiB: (procSample(health.pid)?.rssBytes ?? 0) / 1024 / 1024 };
+      }
+    }
+
+    // --- figures ---
+    const lat = evaluated.filter((e) => e.allAt !== undefined).map((e) => e.allAt! - e.c[2]);
+    const outage = restart?.resumedAt ? [restart.pausedAt, (writesResumedAt ?? restart.resumedAt) + 2000] as const : undefined;
+    const inOutage = (at: number) => !!outage && at >= outage[0] - 2000 && at <= outage[1];
+    const steady = evaluated.filter((e) => e.allAt !== undefined && !inOutage(e.c[2]) && !(burst && e.c[2] >= burst.started - 100 && e.c[2] <= burst.ended + 100));
+    const burstChanges = burst ? evaluated.filter((e) => e.c[2] >= burst!.started - 100 && e.c[2] <= burst!.ended + 100 && e.c[1] === 'A') : [];
+    const perAgent = evaluated.flatMap((e) => e.perAgent);
+    const incomplete = evaluated.filter((e) => e.missing > 0);
+    const phaseS = (phaseEnd - phaseT0) / 1000;
+    const cpuPct = (name: string) => {
+      const a = cpuAtPhase.get(name);
+      const b = cpuAtEnd.get(name);
+      return a === undefined || b === undefined ? null : ((b - a) / ((Date.now() - phaseT0) / 1000)) * 100;
+    };
+    const d = <K extends string>(a: Partial<Record<K, number>> | undefined, b: Partial<Record<K, number>> | undefined, k: K) => (b?.[k] ?? 0) - (a?.[k] ?? 0);
+    const kubeEventsIn = d(opBefore, opAfter, 'kubeEvents');
+    const etcdWritesOut = d(opBefore, opAfter, 'writes') + d(opBefore, opAfter, 'deletes');
+    const kubeToOperator = d(kubeBefore, kubeAfter, 'watchBytesSent');
+    const watchersTotal = fullNames.length + lightNames.length;
+    const lightBytes = lightAfter.lightBytes - lightBefore.lightBytes;
+    const lightEvents = lightAfter.lightEvents - lightBefore.lightEvents;
+    const perAgentBytes = lightNames.length > 0 ? lightBytes / lightNames.length : 0;
+    const agentsBytesAllNodes = perAgentBytes * scenario.nodes;
+    const byRes = (s: KubeSimCounters | undefined, r: string) => s?.watchBytesByResource[r] ?? 0;
+    const nodePodShare = (() => {
+      const all = Object.keys(kubeAfter?.watchBytesByResource ?? {}).reduce((a, r) => a + byRes(kubeAfter, r) - byRes(kubeBefore, r), 0);
+      const np = byRes(kubeAfter, 'nodes') - byRes(kubeBefore, 'nodes') + byRes(kubeAfter, 'pods') - byRes(kubeBefore, 'pods');
+      return all > 0 ? np / all : 1;
+    })();
+    const counterfactualBytes = scenario.nodes * kubeToOperator * nodePodShare;
+    const mbit = (bytes: number) => (bytes * 8) / phaseS / 1e6;
+    const tooManyToCallers = Object.entries(lightAfter.errors).filter(([k]) => /too many requests/i.test(k)).reduce((a, [, v]) => a + v, 0);
+    const operatorLogTooMany = await (async () => {
+      const { readFile } = await import('node:fs/promises');
+      const text = await readFile(operator.logFile, 'utf8').catch(() => '');
+      return (text.match(/too many requests/gi) ?? []).length;
+    })();
+    const results: Results = {
+      version: 1,
+      startedAt,
+      host: { cpus: cpus().length, memoryGiB: totalmem() / 1024 ** 3, node: process.version },
+      scenario,
+      setup: { kubeSimStartS: kubeSimStartMs / 1000, operatorSyncS: operatorSyncMs / 1000, agentsSyncS: agentsSyncMs / 1000 },
+      agents: {
+        full: { count: fullNames.length, processes: scenario.fullWorkers, nodes: fullNames, endpointsHeld: summarize(endpointsHeld) },
+        light: { count: lightNames.length, processes: scenario.lightWorkers, etcdClients: scenario.lightClients },
+        etcdWatchStreams: (etcdAfter ?? etcdBefore)?.watchStreams ?? null,
+        etcdWatchers: (etcdAfter ?? etcdBefore)?.watchers ?? null,
+        clientConnections: scenario.fullWorkers + scenario.lightClients,
+      },
+      heartbeats: {
+        windowS: scenario.heartbeatOnly / 1000,
+        heartbeatsSent: d(hbKubeBefore, hbKubeAfter, 'heartbeats'),
+        nodeEventsAtOperator: d(hbOpBefore, hbOpAfter, 'nodeEvents'),
+        operatorWrites: d(hbOpBefore, hbOpAfter, 'writes') + d(hbOpBefore, hbOpAfter, 'deletes'),
+        skippedWrites: d(hbOpBefore, hbOpAfter, 'skipped'),
+        nodeKeys: hbNodesAfter.count,
+        nodeKeysWritten: hbNodesAfter.maxModRevision > hbNodesBefore.maxModRevision ? 1 : 0,
+        nodeKeysMaxModRevision: [hbNodesBefore.maxModRevision, hbNodesAfter.maxModRevision],
+        wholeRun: { heartbeatsSent: d(hbKubeBefore, kubeAfter, 'heartbeats'), nodeKeysMaxModRevision: [hbNodesBefore.maxModRevision, nodesAtEnd.maxModRevision] },
+      },
+      events: {
+        phaseS,
+        kubeEventsIn,
+        nodeEvents: d(opBefore, opAfter, 'nodeEvents'),
+        podEvents: d(opBefore, opAfter, 'podEvents'),
+        etcdWritesOut,
+        skippedWrites: d(opBefore, opAfter, 'skipped'),
+        writeRetries: d(opBefore, opAfter, 'retries'),
+        etcdRevisions: revAfter - revBefore,
+        eventsPerWrite: etcdWritesOut > 0 ? kubeEventsIn / etcdWritesOut : null,
+        writesPer1000Events: kubeEventsIn > 0 ? (etcdWritesOut / kubeEventsIn) * 1000 : null,
+      },
+      bytes: {
+        kubeSimToOperator: kubeToOperator,
+        kubeSimToOperatorMbitS: mbit(kubeToOperator),
+        nodePodShareOfOperatorWatchBytes: nodePodShare,
+        perLightWatcher: perAgentBytes,
+        lightWatcherEvents: lightEvents,
+        agentsAllNodesEstimate: agentsBytesAllNodes,
+        agentsAllNodesMbitS: mbit(agentsBytesAllNodes),
+        etcdGrpcSent: etcdAfter && etcdBefore ? etcdAfter.sentBytes - etcdBefore.sentBytes : null,
+        etcdGrpcSentMbitS: etcdAfter && etcdBefore ? mbit(etcdAfter.sentBytes - etcdBefore.sentBytes) : null,
+        counterfactualDirectWatches: counterfactualBytes,
+        counterfactualMbitS: mbit(counterfactualBytes),
+        reduction: agentsBytesAllNodes > 0 ? counterfactualBytes / agentsBytesAllNodes : null,
+      },
+      propagation: {
+        changes: changes.length,
+        reachedEveryFullAgent: evaluated.filter((e) => e.allAt !== undefined).length,
+        incomplete: incomplete.length,
+        coalesced: evaluated.filter((e) => e.coalesced).length,
+        notInEtcd: evaluated.filter((e) => e.rev === undefined && !e.coalesced).length,
+        incompleteSample: incomplete.slice(0, 20).map((e) => ({ key: e.c[0], type: e.c[1], t: (e.c[2] - phaseT0) / 1000, inEtcd: e.rev !== undefined, missingAgents: e.missing })),
+        toAllFullAgentsMs: summarize(lat),
+        steadyMs: summarize(steady.map((e) => e.allAt! - e.c[2])),
+        perAgentMs: summarize(perAgent),
+        kubeToEtcdMs: summarize(evaluated.filter((e) => e.etcdAt !== undefined).map((e) => e.etcdAt! - e.c[2])),
+        burst: burst ? { pods: burst.pods, createMs: burst.ended - burst.started, lastArrivalMs: Math.max(0, ...burstChanges.map((e) => (e.allAt ?? Number.NaN) - burst!.started)), latencyMs: summarize(burstChanges.filter((e) => e.allAt !== undefined).map((e) => e.allAt! - e.c[2])) } : null,
+        series: evaluated.filter((e) => e.allAt !== undefined).map((e) => ({ t: (e.c[2] - phaseT0) / 1000, ms: e.allAt! - e.c[2], type: e.c[1] })),
+      },
+      memory: {
+        podsInCluster,
+        fullAgentHeapBytes: fullHeap / fullNames.length,
+        fullAgentRssBytes: fullRss / fullNames.length,
+        heapBytesPerPod: fullHeap / fullNames.length / podsInCluster,
+        rssBytesPerPod: fullRss / fullNames.length / podsInCluster,
+        byProcess: fullMemory,
+      },
+      processes: Object.fromEntries(Object.keys(pids()).map((name) => [name, { cpuPercentMean: cpuPct(name), peakRssMiB: (peakRss.get(name) ?? 0) / 1024 / 1024 }])),
+      etcd: {
+        dbSizeBytes: etcdAfter?.dbSize ?? lastEtcdMetrics?.dbSize ?? null,
+        resourceExhaustedReturned: etcdAfter && etcdBefore ? etcdAfter.resourceExhausted : null,
+        slowWatchers: etcdAfter?.slowWatchers ?? null,
+      },
+      tooManyRequests: { reachingWatchConsumers: tooManyToCallers, operatorLogMentions: operatorLogTooMany, etcdReturnedResourceExhausted: etcdAfter?.resourceExhausted ?? null },
+      errorsSeenByWatchers: lightAfter.errors,
+      restart: resync,
+      health: healthResult,
+      kubeSim: { stats: kubeAfter ?? null },
+      operator: { metrics: lastOperator ? { ...lastOperator } : null },
+      series,
+    };
+    await writeFile(join(options.outDir, 'results.json'), `${JSON.stringify(results, null, 1)}\n`);
+    phase(`done: ${changes.length} changes, ${incomplete.length} incomplete; p99 ${results.propagation.toAllFullAgentsMs.p99.toFixed(0)} ms`);
+    return results;
+  } finally {
+    progress('stopping processes');
+    for (const w of cleanups.reverse()) await w().catch(() => undefined);
+    client?.close();
+  }
+}

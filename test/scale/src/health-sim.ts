@@ -1,0 +1,116 @@
+/**
+ * Child process: the probers of every simulated node, on the real schedule of @sluice/prober (ring of the round,
+ * fanout ⌈log2 n⌉, slots every T/k), reporting to the real health service on one open ReportProbes stream per node
+ * and flushing once per second, as agents do. Probes are simulated (no packets): a probe to a live node succeeds
+ * at once, a probe to a dead node fails after the probe timeout. At `failAt` one node dies (stops probing and
+ * answering); the time until WatchClusterHealth says it is unreachable is the detection time.
+ *
+ * argv[2]: JSON { address, nodes: string[], failAfterMs, durationMs, victim }; prints one JSON line of results.
+ */
+import { createHealthClient, type ProbeResult, type ReportStream } from '@sluice/health-api';
+import { PLAN_DEFAULTS, probePlan, roundRing } from '@sluice/prober';
+
+interface Args { address: string; nodes: string[]; failAfterMs: number; durationMs: number; victim: string }
+const args = JSON.parse(process.argv[2] ?? '{}') as Args;
+const names = [...args.nodes].sort();
+const n = names.length;
+const plan = probePlan(n);
+const KINDS = ['PROBE_KIND_HOST_ICMP', 'PROBE_KIND_HOST_HTTP', 'PROBE_KIND_ENDPOINT_ICMP', 'PROBE_KIND_ENDPOINT_HTTP'] as const;
+const client = createHealthClient(args.address, { deadlineMs: 30_000 });
+const streams = new Map<string, ReportStream>();
+const queues = new Map<string, ProbeResult[]>();
+const sent = new Map<string, number>();
+const index = new Map(names.map((name, i) => [name, i]));
+const ringCache = new Map<number, string[]>();
+const ringOf = (round: number) => {
+  let ring = ringCache.get(round);
+  if (!ring) {
+    ring = roundRing(names, round);
+    ringCache.set(round, ring);
+    for (const r of ringCache.keys()) if (r < round - 2) ringCache.delete(r);
+  }
+  return ring;
+};
+
+const started = Date.now();
+const failAt = started + args.failAfterMs;
+let dead = false;
+let sendErrors = 0;
+
+/** Queues the results of the probes completing in [from, to): sent at slot times, done after the RTT or the timeout. */
+function collect(from: number, to: number): void {
+  const T = plan.intervalMs;
+  for (let r = Math.floor((from - PLAN_DEFAULTS.probeTimeoutMs) / T) - 1; r <= Math.floor(to / T); r++) {
+    const ring = ringOf(r);
+    for (let j = 1; j <= plan.fanout; j++) {
+      const sentAt = r * T + (j - 1) * plan.slotMs;
+      for (let p = 0; p < n; p++) {
+        const reporter = ring[p]!;
+        const target = ring[(p + j) % n]!;
+        const reporterDead = dead && reporter === args.victim && sentAt >= failAt;
+        if (reporterDead) continue;
+        const up = !(target === args.victim && sentAt >= failAt);
+        const doneAt = sentAt + (up ? 1 : PLAN_DEFAULTS.probeTimeoutMs);
+        if (doneAt < from || doneAt >= to) continue;
+        let q = queues.get(reporter);
+        if (!q) queues.set(reporter, (q = []));
+        for (const kind of KINDS) {
+          q.push({ target, kind, ip: '10.0.0.1', ok: up, rttUs: up ? 300 : 0, error: up ? '' : 'Connection timed out', timeUnixMs: Math.round(doneAt) });
+        }
+      }
+    }
+  }
+}
+
+let last = started;
+let tick = 0;
+const timer = setInterval(() => {
+  const now = Date.now();
+  if (now >= failAt) dead = true;
+  collect(last, now);
+  last = now;
+  tick++;
+  // Each reporter flushes once per second, a quarter of them on each 250 ms tick.
+  for (const [reporter, results] of queues) {
+    if (results.length === 0 || (index.get(reporter)! % 4) !== tick % 4) continue;
+    let stream = streams.get(reporter);
+    if (!stream || !stream.open) streams.set(reporter, (stream = client.openReportStream()));
+    for (let i = 0; i < results.length; i += 500) {
+      stream.send({ reporter, results: results.slice(i, i + 500) }).catch(() => sendErrors++);
+    }
+    sent.set(reporter, (sent.get(reporter) ?? 0) + results.length);
+    queues.set(reporter, []);
+  }
+}, 250);
+
+let detectedAt: number | undefined;
+const abort = new AbortController();
+const watching = (async () => {
+  try {
+    for await (const change of client.watchClusterHealth({ sendInitial: false }, { signal: abort.signal })) {
+      if (change.node === args.victim && change.current === 'REACHABILITY_UNREACHABLE' && detectedAt === undefined) detectedAt = Date.now();
+    }
+  } catch {
+    // aborted at the end
+  }
+})();
+
+setTimeout(async () => {
+  clearInterval(timer);
+  const elapsed = (Date.now() - started) / 1000;
+  const health = await client.getClusterHealth({ summaryOnly: true }).catch(() => undefined);
+  abort.abort();
+  await Promise.race([watching, new Promise((r) => setTimeout(r, 1000))]);
+  const live = names.filter((name) => name !== args.victim);
+  const perNode = live.map((name) => (sent.get(name) ?? 0) / elapsed);
+  process.stdout.write(`${JSON.stringify({
+    n, fanout: plan.fanout, roundMs: plan.intervalMs, slotMs: plan.slotMs, quorum: plan.quorum, documentedDetectionMs: plan.detectionMs,
+    victim: args.victim, failAt, detectedAt, detectionMs: detectedAt === undefined ? null : detectedAt - failAt,
+    probesPerNodePerSecondMean: perNode.reduce((a, b) => a + b, 0) / Math.max(1, perNode.length),
+    probesPerNodePerSecondMax: Math.max(...perNode), sendErrors,
+    summary: health ? { reachable: (health as { summary?: unknown }).summary } : null,
+  })}\n`);
+  for (const s of streams.values()) s.cancel();
+  client.close();
+  process.exit(0);
+}, args.durationMs);

@@ -1,0 +1,88 @@
+/** Messages between the harness and its child processes (Node's IPC channel, JSON). */
+import type { KubeSimOptions } from '@sluice/kube-sim';
+
+/** `namespace/name`, A(dded) or D(eleted), epoch ms in the API server. */
+export type PodChange = [key: string, type: 'A' | 'D', at: number];
+
+export interface KubeSimCounters {
+  bytesWritten: number;
+  watchBytesSent: number;
+  watchEventsSent: number;
+  heartbeats: number;
+  podsCreated: number;
+  podsDeleted: number;
+  watchers: number;
+  /** Bytes sent on live watches, by resource (nodes, pods, …). */
+  watchBytesByResource: Record<string, number>;
+  objects: Record<string, number>;
+  heapUsed: number;
+}
+
+export type HostCommand =
+  | { type: 'start'; options: Omit<KubeSimOptions, 'log'> }
+  | { type: 'record'; on: boolean }
+  | { type: 'churn'; perSecond: number }
+  | { type: 'burst'; pods: number }
+  | { type: 'stats'; id: number }
+  | { type: 'stop' };
+
+export type HostMessage =
+  | { type: 'ready'; url: string; nodes: string[] }
+  | { type: 'changes'; changes: PodChange[] }
+  | { type: 'burstDone'; started: number; ended: number; pods: number }
+  | { type: 'stats'; id: number; stats: KubeSimCounters };
+
+export interface WorkerInit {
+  type: 'init';
+  etcd: string;
+  root: string;
+  clusterSize: number;
+  /** Node names of the full-state agents this worker runs. */
+  full: string[];
+  /** Node names of the lightweight watchers this worker runs. */
+  light: string[];
+  /** etcd clients the lightweight watchers spread over. */
+  lightClients: number;
+  /** Watch the pods prefix and report every event's revision (one worker does it). */
+  trackRevisions: boolean;
+  /** Revision from which the lightweight watchers start (they do not list). */
+  startRevision: number;
+}
+
+/** `gc`: collect first, for a memory figure (costly with big heaps, so not in the periodic samples). */
+export type WorkerCommand = WorkerInit | { type: 'sample'; id: number; gc: boolean } | { type: 'stop' };
+
+/** [key without the pods prefix, P(ut) or D(elete), modRevision]. */
+export type EtcdPodEvent = [key: string, type: 'P' | 'D', revision: number];
+
+export interface WorkerSample {
+  /** Sum over this worker's full agents / lightweight watchers. */
+  fullSynced: number;
+  fullConnected: number;
+  lightConnected: number;
+  /** Watch events and value bytes (key + value + per-event overhead estimate) received by lightweight watchers. */
+  lightEvents: number;
+  lightBytes: number;
+  /** The same estimate for the full agents' watches (counted by the revision tracker's decoder hook). */
+  fullRetries: number;
+  lightRetries: number;
+  /** Errors that reached a consumer (watch errors after the library's own handling), by message. */
+  errors: Record<string, number>;
+  /** Bytes read by this process from its sockets (rchar of /proc/self/io: almost all of it is etcd traffic). */
+  rchar: number;
+  heapUsed: number;
+  rss: number;
+  /** Endpoints and nodes held by each full agent (for completeness checks). */
+  clusterEndpoints: number[];
+}
+
+export type WorkerMessage =
+  /** Memory before any agent or watcher was created (after a GC). */
+  | { type: 'ready'; baseline: { heapUsed: number; rss: number } }
+  | { type: 'synced'; at: number }
+  /** Per full agent: [agent index, podsRevision, at] after each flush that reached its maps. */
+  | { type: 'programmed'; items: Array<[agent: number, podsRevision: number, at: number]> }
+  | { type: 'etcdEvents'; items: Array<[...EtcdPodEvent, number]> }
+  /** A watcher (re)connect attempt after a lost stream: [at, 'full' | 'light']. */
+  | { type: 'retries'; items: Array<[at: number, kind: 'full' | 'light']> }
+  | { type: 'sample'; id: number; sample: WorkerSample };

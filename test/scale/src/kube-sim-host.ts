@@ -1,0 +1,82 @@
+/**
+ * Child process: kube-sim in its own process (own heap cap, own CPU and memory figures), driven by the harness over
+ * the IPC channel. It stamps every pod creation and deletion with the time it happened in the API server, which is
+ * where the propagation latency starts.
+ */
+import { startKubeSim, type KubeSim } from '@sluice/kube-sim';
+import { createLogger } from '@sluice/log';
+import type { HostCommand, HostMessage, PodChange } from './ipc.ts';
+
+const byResource = (watchers: Array<{ resource: string; bytes: number }>) => {
+  const out: Record<string, number> = {};
+  for (const w of watchers) out[w.resource] = (out[w.resource] ?? 0) + w.bytes;
+  return out;
+};
+const send = (message: HostMessage) => process.send?.(message);
+let sim: KubeSim | undefined;
+let recording = false;
+let pending: PodChange[] = [];
+
+const flushTimer = setInterval(() => {
+  if (pending.length === 0) return;
+  send({ type: 'changes', changes: pending });
+  pending = [];
+}, 200);
+
+function onCommand(command: HostCommand): void {
+  if (!sim) return;
+  switch (command.type) {
+    case 'record':
+      recording = command.on;
+      break;
+    case 'churn':
+      if (command.perSecond > 0) sim.cluster.startChurn(command.perSecond);
+      else sim.cluster.stopChurn();
+      break;
+    case 'burst': {
+      const names = sim.store.objectsIn('nodes').map((n) => n.name);
+      const started = Date.now();
+      for (let i = 0; i < command.pods; i++) sim.cluster.createPod({ nodeName: names[Math.floor(Math.random() * names.length)]! });
+      send({ type: 'burstDone', started, ended: Date.now(), pods: command.pods });
+      break;
+    }
+    case 'stats': {
+      const s = sim.stats();
+      send({
+        type: 'stats', id: command.id,
+        stats: {
+          bytesWritten: s.bytesWritten, watchBytesSent: s.watchBytesSent, watchEventsSent: s.watchEventsSent, heartbeats: s.heartbeats,
+          podsCreated: s.podsCreated, podsDeleted: s.podsDeleted, watchers: s.watchers.length, watchBytesByResource: byResource(s.watchers), objects: s.objects, heapUsed: s.memory.heapUsed,
+        },
+      });
+      break;
+    }
+    case 'stop':
+      void sim.close().then(() => process.exit(0));
+      break;
+  }
+}
+
+process.on('message', (raw) => {
+  const command = raw as HostCommand;
+  if (command.type === 'start') {
+    const log = createLogger({ component: 'kube-sim', level: 'warn' });
+    void startKubeSim({ ...command.options, log, port: 0 }).then((started) => {
+      sim = started;
+      started.store.onChange((resource, event) => {
+        if (!recording || resource.plural !== 'pods' || event.type === 'MODIFIED') return;
+        pending.push([event.object.key, event.type === 'ADDED' ? 'A' : 'D', Date.now()]);
+      });
+      send({ type: 'ready', url: started.url, nodes: started.store.objectsIn('nodes').map((n) => n.name) });
+    }, (err: unknown) => {
+      process.stderr.write(`kube-sim host: ${(err as Error).stack ?? String(err)}\n`);
+      process.exit(1);
+    });
+    return;
+  }
+  onCommand(command);
+});
+process.on('disconnect', () => {
+  clearInterval(flushTimer);
+  process.exit(0);
+});

@@ -1,0 +1,78 @@
+/**
+ * npm run scale -- [--scenario file.json] [flags]: the scale harness. Writes scale-runs/<timestamp>/ with report.md,
+ * SVG plots, results.json and every process's log.
+ */
+import { mkdir } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { Command, flag, parseOptions, z } from '@sluice/config';
+import { runScale } from './harness.ts';
+import { writeReport } from './report.ts';
+import { loadScenarioFile, resolveScenario, ScenarioError, SMOKE } from './scenario.ts';
+
+const program = new Command('sluice-scale')
+  .description('Scale harness: real etcd, kube-sim, operator and health service, simulated agents; writes a report')
+  .addOption(flag('--scenario <file>', 'JSON scenario file (flags given explicitly win)'))
+  .addOption(flag('--smoke', 'the small smoke scenario (500 nodes, 1 minute) as the base instead of the default'))
+  .addOption(flag('--nodes <n>', 'simulated nodes (default 5000)'))
+  .addOption(flag('--pods-per-node <n>', 'pods per node (default 20)'))
+  .addOption(flag('--services <n>', 'services (default 100)'))
+  .addOption(flag('--churn <perSecond>', 'pod creates plus deletes per second (default 20)'))
+  .addOption(flag('--duration <duration>', 'measured phase, e.g. 5m (default 5m)'))
+  .addOption(flag('--heartbeat-only <duration>', 'heartbeats-only window before it (default 25s)'))
+  .addOption(flag('--burst-pods <n>', 'pods created at once (default 2000)'))
+  .addOption(flag('--burst-at <duration>', 'when, in the measured phase (default 90s)'))
+  .addOption(flag('--etcd-restart-at <duration>', 'when etcd is stopped (default 180s)'))
+  .addOption(flag('--etcd-downtime <duration>', 'how long it stays down (default 10s)'))
+  .addOption(flag('--full-agents <n>', 'full-state AgentCores (default 50)'))
+  .addOption(flag('--full-workers <n>', 'processes for them (default 2)'))
+  .addOption(flag('--light-watchers <n>', 'lightweight watchers (default: nodes − full agents)'))
+  .addOption(flag('--light-workers <n>', 'processes for them (default 2)'))
+  .addOption(flag('--light-clients <n>', 'etcd clients (watch streams) for them, in total (default 1000)'))
+  .addOption(flag('--health-phase <duration>', 'health phase after the measured one, 0 to skip (default 40s)'))
+  .addOption(flag('--out <dir>', 'parent folder of the run folder', 'scale-runs'));
+
+const intFlag = z.coerce.number().int().min(0).optional();
+const options = parseOptions(program, z.object({
+  scenario: z.string().min(1).optional(),
+  smoke: z.boolean().optional(),
+  nodes: intFlag, podsPerNode: intFlag, services: intFlag, churn: z.coerce.number().min(0).optional(),
+  duration: z.string().optional(), heartbeatOnly: z.string().optional(), burstPods: intFlag, burstAt: z.string().optional(),
+  etcdRestartAt: z.string().optional(), etcdDowntime: z.string().optional(), fullAgents: intFlag, fullWorkers: intFlag,
+  lightWatchers: intFlag, lightWorkers: intFlag, lightClients: intFlag, healthPhase: z.string().optional(), out: z.string().min(1),
+}));
+
+let scenario;
+try {
+  const base = (options.scenario ? await loadScenarioFile(options.scenario) : options.smoke ? SMOKE : {}) as Record<string, unknown>;
+  const overrides: Record<string, unknown> = {
+    nodes: options.nodes, podsPerNode: options.podsPerNode, services: options.services, churnPerSecond: options.churn,
+    duration: options.duration, heartbeatOnly: options.heartbeatOnly, burstPods: options.burstPods, burstAt: options.burstAt,
+    etcdRestartAt: options.etcdRestartAt, etcdDowntime: options.etcdDowntime, fullAgents: options.fullAgents, fullWorkers: options.fullWorkers,
+    lightWatchers: options.lightWatchers, lightWorkers: options.lightWorkers, lightClients: options.lightClients, healthPhase: options.healthPhase,
+  };
+  for (const [k, v] of Object.entries(overrides)) if (v !== undefined) base[k] = v;
+  scenario = resolveScenario(base);
+} catch (err) {
+  if (!(err instanceof ScenarioError)) throw err;
+  process.stderr.write(`sluice-scale: invalid scenario: ${err.message}\n`);
+  process.exit(2);
+}
+
+// Children are killed by exit hooks; a signal must go through process.exit for them to run.
+for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => process.exit(130));
+
+const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+const outDir = resolve(join(options.out, stamp));
+await mkdir(outDir, { recursive: true });
+const tty = process.stdout.isTTY;
+process.stdout.write(`sluice-scale: run folder ${outDir}\n`);
+const results = await runScale(scenario, {
+  outDir,
+  progress: (line) => process.stdout.write(tty ? `\r\x1b[2K${line}\n` : `${line}\n`),
+}).catch((err: unknown) => {
+  process.stderr.write(`sluice-scale: ${(err as Error).message}\n`);
+  process.exit(1);
+});
+const files = await writeReport(results, outDir);
+process.stdout.write(`report: ${join(outDir, files[0]!)}\n`);
+process.exit(0);

@@ -1,0 +1,100 @@
+/**
+ * The harness's child processes. Every TypeScript child runs as `node --import tsx <file>` (never the tsx CLI, whose
+ * grandchild would not get our signals), so the pid we hold is the one we measure in /proc and the one we stop.
+ */
+import { fork, spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
+import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
+const TSX_LOADER = require.resolve('tsx');
+
+const live = new Set<ChildProcess>();
+let hooked = false;
+function killOnExit(): void {
+  if (hooked) return;
+  hooked = true;
+  process.once('exit', () => {
+    for (const child of live) child.kill('SIGKILL');
+  });
+}
+
+export interface Child<In = unknown, Out = unknown> {
+  name: string;
+  pid: number;
+  process: ChildProcess;
+  logFile: string;
+  readonly exitReason: string | undefined;
+  send(message: In): void;
+  /** Resolves with the first message that matches. */
+  next<T extends Out>(match: (m: Out) => m is T, timeoutMs: number, what: string): Promise<T>;
+  onMessage(listener: (m: Out) => void): void;
+  stop(graceMs?: number): Promise<void>;
+}
+
+function wrap<In, Out>(name: string, child: ChildProcess, logFile: string): Child<In, Out> {
+  if (child.pid === undefined) throw new Error(`could not start ${name}`);
+  live.add(child);
+  let exitReason: string | undefined;
+  const gone = new Promise<void>((resolve) => child.once('exit', (code, signal) => {
+    live.delete(child);
+    exitReason = signal ? `killed by ${signal}` : `exited with code ${code}`;
+    resolve();
+  }));
+  const listeners: Array<(m: Out) => void> = [];
+  child.on('message', (m) => {
+    for (const l of listeners) l(m as Out);
+  });
+  return {
+    name, pid: child.pid, process: child, logFile,
+    get exitReason() {
+      return exitReason;
+    },
+    send(message) {
+      if (exitReason === undefined && child.connected) child.send(message as object);
+    },
+    next(match, timeoutMs, what) {
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`${name}: no ${what} within ${Math.round(timeoutMs / 1000)} s (log: ${logFile})`)), timeoutMs);
+        const onExit = () => reject(new Error(`${name} ${exitReason ?? 'exited'} before ${what} (log: ${logFile})`));
+        child.once('exit', onExit);
+        const listener = (m: Out) => {
+          if (!match(m)) return;
+          clearTimeout(timer);
+          child.off('exit', onExit);
+          listeners.splice(listeners.indexOf(listener), 1);
+          resolve(m);
+        };
+        listeners.push(listener);
+      });
+    },
+    onMessage(listener) {
+      listeners.push(listener);
+    },
+    async stop(graceMs = 10_000) {
+      if (exitReason !== undefined) return;
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+      await gone;
+      clearTimeout(timer);
+    },
+  };
+}
+
+/** A TypeScript child with an IPC channel. */
+export function forkTs<In, Out>(name: string, script: string, args: string[], logFile: string, nodeFlags: string[] = []): Child<In, Out> {
+  killOnExit();
+  const fd = openSync(logFile, 'a');
+  const child = fork(script, args, { execArgv: ['--import', TSX_LOADER, ...nodeFlags], stdio: ['ignore', fd, fd, 'ipc'] });
+  closeSync(fd);
+  return wrap<In, Out>(name, child, logFile);
+}
+
+/** A TypeScript service without IPC (the operator, the health service), its output in a log file. */
+export function spawnTs(name: string, script: string, args: string[], logFile: string, stdout: 'log' | 'pipe' = 'log'): Child<never, never> {
+  killOnExit();
+  const fd = openSync(logFile, 'a');
+  const child = spawn(process.execPath, ['--import', TSX_LOADER, script, ...args], { stdio: ['ignore', stdout === 'pipe' ? 'pipe' : fd, fd] });
+  closeSync(fd);
+  return wrap<never, never>(name, child, logFile);
+}

@@ -1,0 +1,135 @@
+/** results.json: every figure of a run (the report is made from it; the smoke test asserts on it). */
+import type { KubeSimCounters } from './ipc.ts';
+import type { Scenario } from './scenario.ts';
+import type { summarize } from './stats.ts';
+
+export type Summary = ReturnType<typeof summarize>;
+
+export interface SeriesPoint {
+  /** Seconds since the start of the measured phase. */
+  t: number;
+  /** CPU of each process over the last interval, % of one core. */
+  cpu: Record<string, number>;
+  rssMiB: Record<string, number>;
+  etcdDbMiB?: number;
+  lightEvents?: number;
+  fullConnected?: number;
+  lightConnected?: number;
+}
+
+export interface Results {
+  version: 1;
+  startedAt: string;
+  host: { cpus: number; memoryGiB: number; node: string };
+  scenario: Scenario;
+  setup: { kubeSimStartS: number; operatorSyncS: number; agentsSyncS: number };
+  agents: {
+    full: { count: number; processes: number; nodes: string[]; endpointsHeld: Summary };
+    light: { count: number; processes: number; etcdClients: number };
+    etcdWatchStreams: number | null;
+    etcdWatchers: number | null;
+    clientConnections: number;
+  };
+  heartbeats: {
+    windowS: number;
+    heartbeatsSent: number;
+    nodeEventsAtOperator: number;
+    operatorWrites: number;
+    skippedWrites: number;
+    nodeKeys: number;
+    /** 1 if any node key's modRevision moved during the heartbeat-only window. */
+    nodeKeysWritten: number;
+    nodeKeysMaxModRevision: number[];
+    wholeRun: { heartbeatsSent: number; nodeKeysMaxModRevision: number[] };
+  };
+  events: {
+    phaseS: number;
+    kubeEventsIn: number;
+    nodeEvents: number;
+    podEvents: number;
+    etcdWritesOut: number;
+    skippedWrites: number;
+    writeRetries: number;
+    etcdRevisions: number;
+    eventsPerWrite: number | null;
+    writesPer1000Events: number | null;
+  };
+  bytes: {
+    kubeSimToOperator: number;
+    kubeSimToOperatorMbitS: number;
+    nodePodShareOfOperatorWatchBytes: number;
+    perLightWatcher: number;
+    lightWatcherEvents: number;
+    agentsAllNodesEstimate: number;
+    agentsAllNodesMbitS: number;
+    etcdGrpcSent: number | null;
+    etcdGrpcSentMbitS: number | null;
+    counterfactualDirectWatches: number;
+    counterfactualMbitS: number;
+    reduction: number | null;
+  };
+  propagation: {
+    changes: number;
+    reachedEveryFullAgent: number;
+    incomplete: number;
+    /** Pods created and deleted while etcd or the operator was away: coalesced by the writer, never in etcd. */
+    coalesced: number;
+    notInEtcd: number;
+    incompleteSample: Array<{ key: string; type: 'A' | 'D'; t: number; inEtcd: boolean; missingAgents: number }>;
+    toAllFullAgentsMs: Summary;
+    steadyMs: Summary;
+    perAgentMs: Summary;
+    kubeToEtcdMs: Summary;
+    burst: { pods: number; createMs: number; lastArrivalMs: number; latencyMs: Summary } | null;
+    series: Array<{ t: number; ms: number; type: 'A' | 'D' }>;
+  };
+  memory: {
+    podsInCluster: number;
+    fullAgentHeapBytes: number;
+    fullAgentRssBytes: number;
+    heapBytesPerPod: number;
+    rssBytesPerPod: number;
+    byProcess: Array<{ agents: number; heapBytes: number; rssBytes: number }>;
+  };
+  processes: Record<string, { cpuPercentMean: number | null; peakRssMiB: number }>;
+  etcd: { dbSizeBytes: number | null; resourceExhaustedReturned: number | null; slowWatchers: number | null };
+  tooManyRequests: { reachingWatchConsumers: number; operatorLogMentions: number; etcdReturnedResourceExhausted: number | null };
+  errorsSeenByWatchers: Record<string, number>;
+  restart:
+    | {
+        pausedAtS: number;
+        resumedAtS: number;
+        downtimeS: number;
+        revisionAtResume: number;
+        /** From etcd's return to the first pod change written by the operator. */
+        operatorWritesResumedMs: number | null;
+        firstRevisionAfterResume: number | null;
+        retries: { full: number; light: number };
+        histogram: Array<{ secondAfterStop: number; full: number; light: number }>;
+        fullResyncMs: number | null;
+        lightReconnectedMs: number | null;
+      }
+    | undefined;
+  health:
+    | {
+        n: number;
+        fanout: number;
+        roundMs: number;
+        slotMs: number;
+        quorum: number;
+        documentedDetectionMs: number;
+        victim: string;
+        failAt: number;
+        detectedAt?: number;
+        detectionMs: number | null;
+        probesPerNodePerSecondMean: number;
+        probesPerNodePerSecondMax: number;
+        sendErrors: number;
+        serviceCpuPercent?: number;
+        serviceRssMiB?: number;
+      }
+    | undefined;
+  kubeSim: { stats: KubeSimCounters | null };
+  operator: { metrics: Record<string, number> | null };
+  series: SeriesPoint[];
+}

@@ -1,0 +1,81 @@
+/**
+ * The scale scenario: what the harness builds and the timeline it plays. A JSON file validated here; flags override it.
+ * Durations are milliseconds or strings like "10s", "5m".
+ */
+import { readFile } from 'node:fs/promises';
+import { schemas, z } from '@sluice/config';
+
+const duration = schemas.duration;
+
+export const scenarioSchema = z.strictObject({
+  nodes: z.number().int().min(10).default(5000),
+  podsPerNode: z.number().int().min(1).default(20),
+  services: z.number().int().min(0).default(100),
+  heartbeatInterval: duration.default(10_000),
+  seed: z.number().int().default(1),
+  /** Pod creates plus deletes per second during the measured phase. */
+  churnPerSecond: z.number().min(0).default(20),
+  /** Length of the measured phase (churn, burst, etcd restart). */
+  duration: duration.default(300_000),
+  /** Heartbeats only, no churn, before the measured phase: proves heartbeats write nothing. */
+  heartbeatOnly: duration.default(25_000),
+  /** Pods created at once, and when (from the start of the measured phase). */
+  burstPods: z.number().int().min(0).default(2000),
+  burstAt: duration.default(90_000),
+  /** etcd stopped (SIGKILL, data kept) and started again, and how long it stays down. */
+  etcdRestartAt: duration.default(180_000),
+  etcdDowntime: duration.default(10_000),
+  /** Full-state AgentCores against memoryDatapath, over this many worker processes. */
+  fullAgents: z.number().int().min(1).default(50),
+  fullWorkers: z.number().int().min(1).default(2),
+  /** Lightweight watchers (nodes + pods, counting only); default: one per remaining node. */
+  lightWatchers: z.number().int().min(0).optional(),
+  lightWorkers: z.number().int().min(1).default(2),
+  /** etcd client connections (each one gRPC watch stream) the lightweight watchers spread over, in total. */
+  lightClients: z.number().int().min(1).default(1000),
+  /** After the measured phase: simulated probers report to the health service; one node is made unreachable. */
+  healthPhase: duration.default(40_000),
+  /** Seconds between progress lines when stdout is not a TTY. */
+  progressEvery: duration.default(5_000),
+});
+
+export type ScenarioInput = z.input<typeof scenarioSchema>;
+export type Scenario = z.output<typeof scenarioSchema> & { lightWatchers: number };
+
+export class ScenarioError extends Error {}
+
+/** Fills defaults and derived values, and checks that the timeline fits. */
+export function resolveScenario(input: unknown): Scenario {
+  const result = scenarioSchema.safeParse(input);
+  if (!result.success) {
+    const issue = result.error.issues[0]!;
+    throw new ScenarioError(`${issue.path.join('.') || '(root)'}: ${issue.message}`);
+  }
+  const s = result.data;
+  if (s.fullAgents > s.nodes) throw new ScenarioError(`fullAgents (${s.fullAgents}) exceeds nodes (${s.nodes})`);
+  const lightWatchers = s.lightWatchers ?? s.nodes - s.fullAgents;
+  if (s.burstAt >= s.duration) throw new ScenarioError(`burstAt must fall inside duration`);
+  if (s.etcdRestartAt + s.etcdDowntime >= s.duration) throw new ScenarioError(`the etcd restart must end inside duration`);
+  return { ...s, lightWatchers, lightClients: Math.min(s.lightClients, Math.max(1, lightWatchers)) };
+}
+
+export async function loadScenarioFile(path: string): Promise<unknown> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw new ScenarioError(`cannot read scenario ${path}: ${(err as Error).message}`);
+  }
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (err) {
+    throw new ScenarioError(`scenario ${path} is not JSON: ${(err as Error).message}`);
+  }
+}
+
+/** The smoke scenario of `npm test`: every phase, small and short. */
+export const SMOKE: ScenarioInput = {
+  nodes: 500, podsPerNode: 20, services: 20, churnPerSecond: 20, duration: 60_000, heartbeatOnly: 12_000,
+  burstPods: 300, burstAt: 15_000, etcdRestartAt: 30_000, etcdDowntime: 5_000, fullAgents: 10, fullWorkers: 1,
+  lightWatchers: 490, lightWorkers: 1, lightClients: 100, healthPhase: 15_000, progressEvery: 5_000,
+};

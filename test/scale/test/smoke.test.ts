@@ -1,0 +1,82 @@
+/**
+ * The scale harness end to end on a small scenario (500 nodes × 20 pods, 1 minute with a burst and an etcd restart,
+ * then the health phase): asserts behaviour and completeness, never timings.
+ */
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { resolveScenario, runScale, SMOKE, writeReport, type Results } from '../src/index.ts';
+
+describe('scale harness (smoke scenario)', () => {
+  let outDir: string;
+  let results: Results;
+  let files: string[];
+
+  beforeAll(async () => {
+    outDir = await mkdtemp(join(tmpdir(), 'sluice-scale-'));
+    results = await runScale(resolveScenario(SMOKE), { outDir });
+    files = await writeReport(results, outDir);
+  }, 300_000);
+
+  afterAll(async () => {
+    if (outDir) await rm(outDir, { recursive: true, force: true });
+  });
+
+  it('ran the agents it was asked for', () => {
+    expect(results.agents.full.count).toBe(10);
+    expect(results.agents.light.count).toBe(490);
+    // Every full agent held every pod of the cluster after its first reconcile.
+    expect(results.agents.full.endpointsHeld.p50).toBe(results.memory.podsInCluster);
+    expect(results.agents.etcdWatchers).toBeGreaterThanOrEqual(2 * (490 + 10));
+  });
+
+  it('heartbeats wrote no etcd record', () => {
+    expect(results.heartbeats.heartbeatsSent).toBeGreaterThan(0);
+    expect(results.heartbeats.nodeEventsAtOperator).toBeGreaterThan(0);
+    expect(results.heartbeats.operatorWrites).toBe(0);
+    expect(results.heartbeats.nodeKeysWritten).toBe(0);
+    const [before, after] = results.heartbeats.wholeRun.nodeKeysMaxModRevision;
+    expect(after).toBe(before);
+  });
+
+  it('every change reached every full agent, the burst and the etcd restart included', () => {
+    expect(results.propagation.changes).toBeGreaterThan(SMOKE.burstPods!);
+    expect(results.propagation.incomplete).toBe(0);
+    expect(results.propagation.burst?.pods).toBe(SMOKE.burstPods);
+    expect(results.propagation.burst?.latencyMs.count).toBeGreaterThanOrEqual(SMOKE.burstPods!);
+  });
+
+  it('everyone reconnected and resynced after the etcd restart, and no "too many requests" reached a caller', () => {
+    const restart = results.restart!;
+    expect(restart).toBeDefined();
+    expect(restart.retries.full + restart.retries.light).toBeGreaterThan(0);
+    expect(restart.operatorWritesResumedMs).not.toBeNull();
+    expect(restart.fullResyncMs).not.toBeNull();
+    expect(restart.lightReconnectedMs).not.toBeNull();
+    expect(results.tooManyRequests.reachingWatchConsumers).toBe(0);
+    expect(results.tooManyRequests.operatorLogMentions).toBe(0);
+  });
+
+  it('measured bytes, events and memory, and detected the dead node', () => {
+    expect(results.events.kubeEventsIn).toBeGreaterThan(results.events.etcdWritesOut);
+    expect(results.bytes.kubeSimToOperator).toBeGreaterThan(0);
+    expect(results.bytes.perLightWatcher).toBeGreaterThan(0);
+    expect(results.bytes.reduction).toBeGreaterThan(1);
+    expect(results.memory.heapBytesPerPod).toBeGreaterThan(0);
+    expect(results.health?.detectionMs).not.toBeNull();
+    expect(results.health?.probesPerNodePerSecondMean).toBeGreaterThan(0);
+  });
+
+  it('wrote the report, its plots and the figures', async () => {
+    expect(files[0]).toBe('report.md');
+    for (const f of [...files, 'results.json']) expect(existsSync(join(outDir, f)), f).toBe(true);
+    const report = await readFile(join(outDir, 'report.md'), 'utf8');
+    expect(report).toContain('## Goals');
+    expect(report).toContain('![propagation](propagation.svg)');
+    expect(await readFile(join(outDir, 'propagation.svg'), 'utf8')).toMatch(/^<svg/);
+    const json = JSON.parse(await readFile(join(outDir, 'results.json'), 'utf8')) as Results;
+    expect(json.propagation.changes).toBe(results.propagation.changes);
+  });
+});
