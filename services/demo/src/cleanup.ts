@@ -1,7 +1,7 @@
 /**
  * Cleaning up after a demo that was killed before it could (SIGKILL, a crash, a reboot of node): its state file lists
  * what it made. Only what it names is touched, and only when it is plainly ours (sl- namespaces, pins under
- * /sys/fs/bpf/sluice/, processes whose command line is a Sluice service or etcd).
+ * /sys/fs/bpf/sluice/, processes whose command line names the demo's etcd endpoint).
  */
 import { execFileSync } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
@@ -19,10 +19,13 @@ function cmdline(pid: number): string {
 /** Returns what it removed, for one line of output. */
 export function cleanupStale(state: DemoState): string[] {
   const removed: string[] = [];
+  const endpoint = state.etcd?.endpoints[0];
   const pids = [...state.processes, ...(state.etcd?.pid ? [{ name: 'etcd', pid: state.etcd.pid }] : [])];
   for (const { name, pid } of pids) {
+    // A pid may have been reused since: only a process that names this demo's etcd (every service is started with
+    // its endpoint, etcd listens on it) is the one we started.
     const cmd = cmdline(pid);
-    if (!cmd || !(cmd.includes('/services/') || cmd.startsWith('etcd ') || cmd.includes('/etcd '))) continue;
+    if (!endpoint || !cmd.includes(endpoint)) continue;
     try {
       process.kill(pid, 'SIGKILL');
       removed.push(`${name} (pid ${pid})`);

@@ -11,6 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { demoStateSchema, pidAlive, type DemoState } from '@sluice/demo-state';
 import { TSX_LOADER } from '../src/children.ts';
+import { cleanupStale } from '../src/cleanup.ts';
 import { REPO_ROOT } from '../src/paths.ts';
 
 const DEMO = join(REPO_ROOT, 'services/demo/src/main.ts');
@@ -58,12 +59,19 @@ describe('npm start (the demo)', () => {
   }, 180_000);
 
   afterAll(async () => {
-    if (demo.exitCode === null) {
-      demo.kill('SIGKILL');
-      await sleep(200);
+    // After a failure midway: stop the demo the normal way, and if even that fails, clean up after it by its state.
+    if (demo && demo.exitCode === null && demo.signalCode === null) {
+      const exited = new Promise((resolve) => demo.once('exit', resolve));
+      demo.kill('SIGINT');
+      await Promise.race([exited, sleep(30_000)]);
+      if (demo.exitCode === null && demo.signalCode === null) {
+        demo.kill('SIGKILL');
+        await exited;
+      }
     }
+    if (existsSync(statePath)) cleanupStale(demoStateSchema.parse(JSON.parse(readFileSync(statePath, 'utf8'))));
     rmSync(stateDir, { recursive: true, force: true });
-  });
+  }, 60_000);
 
   it('shows each part coming up, where it is, the status and what to try, without carriage returns', () => {
     expect(output).toMatch(/✔ etcd {2}http:\/\/127\.0\.0\.1:\d+/);
@@ -184,6 +192,7 @@ describe('a demo that was killed (SIGKILL) is cleaned up after by the next one',
   const statePath = join(stateDir, 'demo.json');
   const children: ChildProcess[] = [];
   let first: DemoState | undefined;
+  let done = false;
 
   const startDemo = async (args: string[]): Promise<{ child: ChildProcess; output: () => string }> => {
     const child = spawn(process.execPath, ['--import', TSX_LOADER, DEMO, '--state-dir', stateDir, ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -203,7 +212,7 @@ describe('a demo that was killed (SIGKILL) is cleaned up after by the next one',
   afterAll(async () => {
     for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
     // Whatever the outcome, nothing of the killed demo may outlive the test.
-    if (first) (await import('../src/cleanup.ts')).cleanupStale(first);
+    if (first && !done) cleanupStale(first);
     rmSync(stateDir, { recursive: true, force: true });
   });
 
@@ -234,5 +243,6 @@ describe('a demo that was killed (SIGKILL) is cleaned up after by the next one',
     b.child.kill('SIGTERM');
     expect(await exited).toBe(0);
     expect(existsSync(statePath)).toBe(false);
+    done = true;
   }, 240_000);
 });
