@@ -19,5 +19,7 @@ summary=$?
 # Nothing the tests made may outlive them.
 leftovers=$(ip netns list 2>/dev/null | grep -c '^sl-' || true)
 if ((leftovers)); then echo "leftover network namespaces from the tests: $(ip netns list | grep '^sl-' | tr '\n' ' ')"; fi
+pins=$(find /sys/fs/bpf/sluice -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
+if ((pins)); then echo "leftover bpffs pins from the tests: $(find /sys/fs/bpf/sluice -mindepth 1 -maxdepth 1 | tr '\n' ' ')"; leftovers=$((leftovers + pins)); fi
 
 ((typecheck == 0 && tests == 0 && summary == 0 && leftovers == 0))
