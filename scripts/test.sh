@@ -5,6 +5,10 @@ cd "$(dirname "$0")/.."
 export NX_DAEMON=false NX_NO_CLOUD=true NX_TUI=false FORCE_COLOR=0
 rm -rf test-results && mkdir -p test-results
 
+# What the tests make must not outlive them; what existed before (a running demo) is not theirs.
+snapshot() { { ip netns list 2>/dev/null | awk '$1 ~ /^sl-/ {print "netns " $1}'; find /sys/fs/bpf/sluice -mindepth 1 -maxdepth 1 2>/dev/null | sed 's/^/pin /'; } | sort; }
+before=$(snapshot)
+
 echo "== typecheck"
 npx tsc -p tsconfig.json --noEmit
 typecheck=$?
@@ -16,10 +20,11 @@ tests=$?
 node scripts/test-summary.mjs test-results
 summary=$?
 
-# Nothing the tests made may outlive them.
-leftovers=$(ip netns list 2>/dev/null | grep -c '^sl-' || true)
-if ((leftovers)); then echo "leftover network namespaces from the tests: $(ip netns list | grep '^sl-' | tr '\n' ' ')"; fi
-pins=$(find /sys/fs/bpf/sluice -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
-if ((pins)); then echo "leftover bpffs pins from the tests: $(find /sys/fs/bpf/sluice -mindepth 1 -maxdepth 1 | tr '\n' ' ')"; leftovers=$((leftovers + pins)); fi
+left=$(comm -13 <(echo "$before") <(snapshot) | grep -v '^$' || true)
+leftovers=0
+if [[ -n "$left" ]]; then
+  leftovers=1
+  echo "the tests left these behind:"; echo "$left"
+fi
 
 ((typecheck == 0 && tests == 0 && summary == 0 && leftovers == 0))
