@@ -134,6 +134,40 @@ describe('lab lifecycle', () => {
     expect(await lab.httpGet(from, pod.ip)).toBe('life-outage-pod');
   }, 120_000);
 
+  it('a nodeconfig record switches a node to legacy host routing: reported with its reason, traffic still flows (kernel-forwarded)', async () => {
+    const keys = keySchema(lab.rootPrefix);
+    const node = lab.nodes[2]!;
+    await client.put(keys.nodeConfig(node.name)).value(JSON.stringify({ hostRouting: 'legacy' }));
+    try {
+      await lab.restartAgent(node.name);
+      expect(agentLogLines(node, 'Host Routing: Legacy (BPF host routing disabled by configuration)').length).toBeGreaterThan(0);
+      let status: { hostRouting?: { mode?: string; reason?: string } } = {};
+      for (let i = 0; i < 100 && status.hostRouting?.mode !== 'Legacy'; i++) {
+        status = JSON.parse((await client.get(keys.agent(node.name)).string()) ?? '{}') as typeof status;
+        if (status.hostRouting?.mode !== 'Legacy') await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(status.hostRouting).toMatchObject({ mode: 'Legacy', reason: 'BPF host routing disabled by configuration' });
+      const legacyPackets = () => {
+        const dp = openPinnedMaps(node.pinDir);
+        try {
+          return Number(dp.readCounters().legacy.packets);
+        } finally {
+          dp.close();
+        }
+      };
+      const before = legacyPackets();
+      const local = lab.pods().filter((p) => p.node === node.name);
+      const remote = otherNodePod(local[0]!);
+      expect(await lab.ping(local[0]!, remote.ip, { count: 2 })).toBe(true);
+      expect(await lab.ping(local[0]!, local[1]!.ip, { count: 2 })).toBe(true);
+      expect(await lab.httpGet(remote, local[0]!.ip)).toBe(local[0]!.name);
+      expect(legacyPackets()).toBeGreaterThan(before);
+    } finally {
+      await client.delete().key(keys.nodeConfig(node.name));
+      await lab.restartAgent(node.name);
+    }
+  });
+
   it('skips bad records in etcd (invalid IP, invalid CIDR, unknown schema version) with a clear log line and programs nothing from them', async () => {
     const keys = keySchema(lab.rootPrefix);
     const pod = (name: string, ip: string, v: number = SCHEMA_VERSION) => JSON.stringify({

@@ -1,0 +1,29 @@
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+
+const MAIN = fileURLToPath(new URL('../src/main.ts', import.meta.url));
+const LOADER = fileURLToPath(new URL('../../../node_modules/tsx/dist/loader.mjs', import.meta.url));
+const agent = (...args: string[]) => spawnSync(process.execPath, ['--import', `file://${LOADER}`, MAIN, ...args], { encoding: 'utf8', timeout: 30_000 });
+
+describe('sluice-agent flags', () => {
+  it('--help describes the flags and exits 0', () => {
+    const r = agent('--help');
+    expect(r.status).toBe(0);
+    for (const f of ['--node-name', '--etcd', '--pin-dir', '--netns', '--routing', '--host-routing', '--state-dir', '--api-socket', '--status-port', '--cluster-size']) expect(r.stdout).toContain(f);
+  });
+
+  it.each([
+    [['--etcd', 'http://127.0.0.1:2379'], /node-name/],
+    [['--node-name', 'n1', '--etcd', 'http://127.0.0.1:2379', '--routing', 'bgp'], /--routing/],
+    [['--node-name', 'n1', '--etcd', 'http://127.0.0.1:2379', '--host-routing', 'fast'], /--host-routing/],
+    [['--node-name', 'n1', '--etcd', 'nope'], /--etcd/],
+    [['--node-name', 'n1', '--etcd', 'http://127.0.0.1:2379', '--pin-dir', '/tmp/x'], /--pin-dir/],
+  ])('bad flags %j: exit 2 with one line', (args, pattern) => {
+    const r = agent(...args);
+    expect(r.status).toBe(2);
+    const lines = r.stderr.split('\n').filter((l) => l.trim() && !l.startsWith('npm warn'));
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(pattern);
+  });
+});
