@@ -168,6 +168,23 @@ describe('lab lifecycle', () => {
     }
   });
 
+  it('cutLink isolates a node (its pods and its agent health port become unreachable) and restoreLink brings it back', async () => {
+    const node = lab.nodes[1]!;
+    const from = lab.pods().find((p) => p.node === lab.nodes[0]!.name)!;
+    const target = lab.pods().find((p) => p.node === node.name)!;
+    expect(await lab.ping(from, target.ip, { count: 1 })).toBe(true);
+    await lab.cutLink(node.name);
+    try {
+      expect(await lab.ping(from, target.ip, { count: 2, timeoutS: 1 })).toBe(false);
+      expect((await execIn(from.netns, 'curl', ['-s', '-m', '2', `${node.agentHealthUrl}/hello`])).code).not.toBe(0);
+    } finally {
+      await lab.restoreLink(node.name);
+    }
+    let ok = false;
+    for (let i = 0; i < 20 && !ok; i++) ok = await lab.ping(from, target.ip, { count: 1, timeoutS: 1 });
+    expect(ok).toBe(true);
+  });
+
   it('skips bad records in etcd (invalid IP, invalid CIDR, unknown schema version) with a clear log line and programs nothing from them', async () => {
     const keys = keySchema(lab.rootPrefix);
     const pod = (name: string, ip: string, v: number = SCHEMA_VERSION) => JSON.stringify({
