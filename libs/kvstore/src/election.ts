@@ -152,8 +152,15 @@ export class LeaderElection implements WriteGuard {
     lease.on('keepaliveSucceeded', () => (lastAck = Date.now()));
     const stopOnResign = () => end('resigned');
     this.abort.signal.addEventListener('abort', stopOnResign, { once: true });
+    let lastTick = Date.now();
     const deadline = setInterval(() => {
-      if (Date.now() - lastAck > STEP_DOWN_FRACTION * this.ttl * 1000) end('no keep-alive acknowledged in time');
+      const now = Date.now();
+      const stalled = now - lastTick > 1000;
+      lastTick = now;
+      // Timers run before I/O callbacks: right after this process was stalled (a huge list to parse), an ack that
+      // already arrived has not been read yet. Judge on the next tick; writes stay safe meanwhile, they are fenced.
+      if (stalled) return;
+      if (now - lastAck > STEP_DOWN_FRACTION * this.ttl * 1000) end('no keep-alive acknowledged in time');
     }, 250);
     try {
       const id = await lease.grant();

@@ -33,6 +33,18 @@ export function checked<S extends z.ZodType>(schema: S, value: unknown, what: st
   return result.data;
 }
 
+/**
+ * Validates a record built by a `buildSlim*` function, throwing SlimError naming the first bad field. Lets a caller
+ * that sees the same bytes again and again (heartbeats) validate only records whose bytes changed.
+ */
+export function validateSlim<K extends SlimKind>(kind: K, record: SlimRecord<K>): void {
+  const result = slimSchemas[kind].safeParse(record);
+  if (!result.success) {
+    const id = [(record as { namespace?: string }).namespace, (record as { name?: string }).name].filter(Boolean).join('/');
+    throw describeIssue(result.error, `bad ${kind}${id ? ` ${id}` : ''}`);
+  }
+}
+
 const encoder = new TextEncoder();
 const decoder = new TextDecoder('utf-8', { fatal: true });
 

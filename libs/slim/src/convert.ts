@@ -28,14 +28,15 @@ const sortedLabels = (labels: Record<string, string> | undefined): Record<string
   Object.fromEntries(Object.entries(labels ?? {}).sort(([a], [b]) => byString(a, b)));
 const byKey = <T>(key: (item: T) => string) => (a: T, b: T) => byString(key(a), key(b));
 
-export function slimNode(node: V1Node): SlimNode {
+/** Builds the record without validating it; `slimNode` validates. Fields are built in schema order (canonical). */
+export function buildSlimNode(node: V1Node): SlimNode {
   const addresses = (node.status?.addresses ?? [])
     .filter((a) => a.type === 'InternalIP' || a.type === 'ExternalIP')
     .map((a) => ({ type: a.type as 'InternalIP' | 'ExternalIP', ip: a.address }));
   const unique = [...new Map(addresses.map((a) => [`${a.type}/${a.ip}`, a])).values()].sort(byKey((a) => `${a.type}/${a.ip}`));
   const ready = node.status?.conditions?.find((c) => c.type === 'Ready')?.status ?? 'Unknown';
   const healthIPs = (node.metadata?.annotations?.[HEALTH_IPS_ANNOTATION] ?? '').split(',').map((s) => s.trim());
-  return checked(slimNodeSchema, {
+  return {
     v: SCHEMA_VERSION,
     name: node.metadata?.name ?? '',
     labels: sortedLabels(node.metadata?.labels),
@@ -43,14 +44,15 @@ export function slimNode(node: V1Node): SlimNode {
     podCIDRs: sortedStrings([...(node.spec?.podCIDRs ?? []), node.spec?.podCIDR]),
     ready: ready as SlimNode['ready'],
     healthIPs: sortedStrings(healthIPs),
-  }, 'Node');
+  };
 }
 
-export function slimPod(pod: V1Pod): SlimPod {
+/** Builds the record without validating it; `slimPod` validates. Fields are built in schema order (canonical). */
+export function buildSlimPod(pod: V1Pod): SlimPod {
   const ports = (pod.spec?.containers ?? [])
     .flatMap((c) => c.ports ?? [])
     .map((p) => ({ name: p.name ?? '', port: p.containerPort, protocol: (p.protocol ?? 'TCP') as SlimPod['ports'][number]['protocol'] }));
-  return checked(slimPodSchema, {
+  return {
     v: SCHEMA_VERSION,
     namespace: pod.metadata?.namespace ?? '',
     name: pod.metadata?.name ?? '',
@@ -63,12 +65,13 @@ export function slimPod(pod: V1Pod): SlimPod {
     labels: sortedLabels(pod.metadata?.labels),
     deleting: !!pod.metadata?.deletionTimestamp,
     ports: [...new Map(ports.map((p) => [`${p.protocol}/${p.port}/${p.name}`, p])).values()].sort(byKey((p) => `${p.protocol}/${String(p.port).padStart(5, '0')}/${p.name}`)),
-  }, 'Pod');
+  };
 }
 
-export function slimService(service: V1Service): SlimService {
+/** Builds the record without validating it; `slimService` validates. Fields are built in schema order (canonical). */
+export function buildSlimService(service: V1Service): SlimService {
   const spec = service.spec;
-  return checked(slimServiceSchema, {
+  return {
     v: SCHEMA_VERSION,
     namespace: service.metadata?.namespace ?? '',
     name: service.metadata?.name ?? '',
@@ -89,11 +92,12 @@ export function slimService(service: V1Service): SlimService {
     sessionAffinity: (spec?.sessionAffinity ?? 'None') as SlimService['sessionAffinity'],
     externalTrafficPolicy: (spec?.externalTrafficPolicy ?? 'Cluster') as SlimService['externalTrafficPolicy'],
     internalTrafficPolicy: (spec?.internalTrafficPolicy ?? 'Cluster') as SlimService['internalTrafficPolicy'],
-  }, 'Service');
+  };
 }
 
-export function slimEndpointSlice(slice: V1EndpointSlice): SlimEndpointSlice {
-  return checked(slimEndpointSliceSchema, {
+/** Builds the record without validating it; `slimEndpointSlice` validates. Fields are built in schema order (canonical). */
+export function buildSlimEndpointSlice(slice: V1EndpointSlice): SlimEndpointSlice {
+  return {
     v: SCHEMA_VERSION,
     namespace: slice.metadata?.namespace ?? '',
     name: slice.metadata?.name ?? '',
@@ -112,7 +116,7 @@ export function slimEndpointSlice(slice: V1EndpointSlice): SlimEndpointSlice {
     ports: (slice.ports ?? [])
       .map((p) => ({ name: p.name ?? '', port: p.port ?? 0, protocol: (p.protocol ?? 'TCP') as SlimEndpointSlice['ports'][number]['protocol'] }))
       .sort(byKey((p) => `${p.protocol}/${String(p.port).padStart(5, '0')}/${p.name}`)),
-  }, 'EndpointSlice');
+  };
 }
 
 /**
@@ -125,4 +129,20 @@ export function slimEndpointSlice(slice: V1EndpointSlice): SlimEndpointSlice {
  */
 export function isEndpoint(pod: SlimPod): boolean {
   return pod.phase === 'Running' && pod.podIPs.length > 0 && !pod.hostNetwork && !pod.deleting;
+}
+
+export function slimNode(node: V1Node): SlimNode {
+  return checked(slimNodeSchema, buildSlimNode(node), 'Node');
+}
+
+export function slimPod(pod: V1Pod): SlimPod {
+  return checked(slimPodSchema, buildSlimPod(pod), 'Pod');
+}
+
+export function slimService(service: V1Service): SlimService {
+  return checked(slimServiceSchema, buildSlimService(service), 'Service');
+}
+
+export function slimEndpointSlice(slice: V1EndpointSlice): SlimEndpointSlice {
+  return checked(slimEndpointSliceSchema, buildSlimEndpointSlice(slice), 'EndpointSlice');
 }

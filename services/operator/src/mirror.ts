@@ -22,6 +22,7 @@ export interface MirrorMetrics {
   events: Counter<'kind' | 'type'>;
   malformed: Counter<'kind'>;
   restarts: Counter<'kind'>;
+  unchanged: Counter<'kind'>;
 }
 
 export function mirrorMetrics(registry: Registry): MirrorMetrics {
@@ -29,6 +30,7 @@ export function mirrorMetrics(registry: Registry): MirrorMetrics {
     events: new Counter({ name: 'sluice_operator_kube_events_total', help: 'Kubernetes events received, by kind and type', labelNames: ['kind', 'type'], registers: [registry] }),
     malformed: new Counter({ name: 'sluice_operator_malformed_objects_total', help: 'Objects skipped because they could not be slimmed', labelNames: ['kind'], registers: [registry] }),
     restarts: new Counter({ name: 'sluice_operator_informer_restarts_total', help: 'Informer restarts after an error', labelNames: ['kind'], registers: [registry] }),
+    unchanged: new Counter({ name: 'sluice_operator_unchanged_events_total', help: 'Events whose slim record did not change (no etcd write)', labelNames: ['kind'], registers: [registry] }),
   };
 }
 
@@ -44,8 +46,11 @@ export interface MirrorOptions {
 
 export class KindMirror {
   private informer: ListWatch<KubernetesObject> | undefined;
-  /** Keys this mirror has put in etcd, so that an object leaving the datapath (a pod turning Succeeded) is deleted once. */
-  private readonly present = new Set<string>();
+  /**
+   * Key → the validated canonical bytes last handed to the writer. An event whose bytes are the same (a heartbeat)
+   * stops here, before validation and hashing; a key leaving the datapath (a pod turning Succeeded) is deleted once.
+   */
+  private readonly lastValue = new Map<string, string>();
   private readonly suppressor = new RepeatSuppressor(60_000);
   private readonly backoff: Backoff;
   private restartTimer: NodeJS.Timeout | undefined;
@@ -66,6 +71,11 @@ export class KindMirror {
 
   get hasSynced(): boolean {
     return this.isSynced;
+  }
+
+  /** The Kubernetes resourceVersion up to which this kind has gone through the sink ('' before the first list). */
+  get resourceVersion(): string {
+    return this.informer?.latestResourceVersion() ?? '';
   }
 
   start(): void {
@@ -101,20 +111,25 @@ export class KindMirror {
     const { resource, sink, metrics } = this.options;
     metrics.events.inc({ kind: resource.kubeKind, type });
     this.backoff.reset();
-    let key: string;
-    let value: string | undefined;
+    const key = resource.key(obj);
+    const record = resource.build(obj);
+    if (record === undefined) {
+      if (this.lastValue.delete(key)) sink.delete(key);
+      return;
+    }
+    // Built in schema order, so these are the canonical bytes that a validated record would encode to.
+    const value = JSON.stringify(record);
+    if (this.lastValue.get(key) === value) {
+      metrics.unchanged.inc({ kind: resource.kubeKind });
+      return;
+    }
     try {
-      key = resource.key(obj);
-      value = resource.value(obj);
+      resource.validate(record);
     } catch (err) {
       this.skipMalformed(obj, err);
       return;
     }
-    if (value === undefined) {
-      if (this.present.delete(key)) sink.delete(key);
-      return;
-    }
-    this.present.add(key);
+    this.lastValue.set(key, value);
     sink.upsert(key, value);
   }
 
@@ -122,7 +137,7 @@ export class KindMirror {
     const { resource, sink, metrics } = this.options;
     metrics.events.inc({ kind: resource.kubeKind, type: 'DELETED' });
     const key = resource.key(obj);
-    this.present.delete(key);
+    this.lastValue.delete(key);
     // Deleting a key that is not in etcd is skipped by the writer, so a delete is always safe to send.
     sink.delete(key);
   }

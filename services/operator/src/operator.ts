@@ -31,7 +31,7 @@ export interface OperatorStatus {
   leading: boolean;
   synced: boolean;
   term: number;
-  kinds: Record<string, { synced: boolean }>;
+  kinds: Record<string, { synced: boolean; resourceVersion: string }>;
   writes: ReturnType<KvWriter['getStats']> | undefined;
 }
 
@@ -85,7 +85,7 @@ export class Operator {
       leading: this.election.isLeader,
       synced: this.synced,
       term: this.term,
-      kinds: Object.fromEntries(this.mirrors.map((m) => [m.kind, { synced: m.hasSynced }])),
+      kinds: Object.fromEntries(this.mirrors.map((m) => [m.kind, { synced: m.hasSynced, resourceVersion: m.resourceVersion }])),
       writes: this.writer?.getStats(),
     };
   }

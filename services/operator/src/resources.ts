@@ -5,7 +5,16 @@
 import { CoreV1Api, DiscoveryV1Api, type KubeConfig, type KubernetesListObject, type KubernetesObject } from '@kubernetes/client-node';
 import type { V1EndpointSlice, V1Node, V1Pod, V1Service } from '@kubernetes/client-node';
 import type { KeySchema, ResourceKind } from '@sluice/kvstore';
-import { encodeSlimString, isEndpoint, slimEndpointSlice, slimNode, slimPod, slimService } from '@sluice/slim';
+import {
+  buildSlimEndpointSlice,
+  buildSlimNode,
+  buildSlimPod,
+  buildSlimService,
+  isEndpoint,
+  validateSlim,
+  type SlimKind,
+  type SlimRecord,
+} from '@sluice/slim';
 
 export interface Mirrored<T extends KubernetesObject> {
   kind: ResourceKind;
@@ -17,8 +26,13 @@ export interface Mirrored<T extends KubernetesObject> {
   listPage: (limit: number, continueToken: string | undefined) => Promise<KubernetesListObject<T>>;
   /** The etcd key of an object. */
   key: (obj: T) => string;
-  /** The canonical slim value to store, or undefined when the object must not be in etcd. Throws SlimError on a malformed object. */
-  value: (obj: T) => string | undefined;
+  /**
+   * The slim record to store, not yet validated, or undefined when the object must not be in etcd. Validation is left
+   * to `validate` so that a caller can skip it for bytes it has already validated (a heartbeat changes nothing).
+   */
+  build: (obj: T) => SlimRecord<SlimKind> | undefined;
+  /** Throws SlimError naming the bad field of a built record. */
+  validate: (record: SlimRecord<SlimKind>) => void;
 }
 
 /** The ways a name can be missing from a malformed object; such an object has no key and is skipped. */
@@ -35,7 +49,8 @@ export function mirroredResources(config: KubeConfig, keys: KeySchema): Mirrored
     path: '/api/v1/nodes',
     listPage: (limit, token) => core.listNode({ limit, _continue: token }),
     key: (node) => keys.node(nameOf(node).name),
-    value: (node) => encodeSlimString('node', slimNode(node)),
+    build: buildSlimNode,
+    validate: (record) => validateSlim('node', record as SlimRecord<'node'>),
   };
   const pods: Mirrored<V1Pod> = {
     kind: 'pods',
@@ -43,10 +58,11 @@ export function mirroredResources(config: KubeConfig, keys: KeySchema): Mirrored
     path: '/api/v1/pods',
     listPage: (limit, token) => core.listPodForAllNamespaces({ limit, _continue: token }),
     key: (pod) => keys.pod(nameOf(pod).namespace, nameOf(pod).name),
-    value: (pod) => {
-      const slim = slimPod(pod);
-      return isEndpoint(slim) ? encodeSlimString('pod', slim) : undefined;
+    build: (pod) => {
+      const slim = buildSlimPod(pod);
+      return isEndpoint(slim) ? slim : undefined;
     },
+    validate: (record) => validateSlim('pod', record as SlimRecord<'pod'>),
   };
   const services: Mirrored<V1Service> = {
     kind: 'services',
@@ -54,7 +70,8 @@ export function mirroredResources(config: KubeConfig, keys: KeySchema): Mirrored
     path: '/api/v1/services',
     listPage: (limit, token) => core.listServiceForAllNamespaces({ limit, _continue: token }),
     key: (svc) => keys.service(nameOf(svc).namespace, nameOf(svc).name),
-    value: (svc) => encodeSlimString('service', slimService(svc)),
+    build: buildSlimService,
+    validate: (record) => validateSlim('service', record as SlimRecord<'service'>),
   };
   const slices: Mirrored<V1EndpointSlice> = {
     kind: 'endpointslices',
@@ -62,7 +79,8 @@ export function mirroredResources(config: KubeConfig, keys: KeySchema): Mirrored
     path: '/apis/discovery.k8s.io/v1/endpointslices',
     listPage: (limit, token) => discovery.listEndpointSliceForAllNamespaces({ limit, _continue: token }),
     key: (slice) => keys.endpointSlice(nameOf(slice).namespace, nameOf(slice).name),
-    value: (slice) => encodeSlimString('endpointSlice', slimEndpointSlice(slice)),
+    build: buildSlimEndpointSlice,
+    validate: (record) => validateSlim('endpointSlice', record as SlimRecord<'endpointSlice'>),
   };
   return [nodes, pods, services, slices] as unknown as Mirrored<KubernetesObject>[];
 }
