@@ -110,19 +110,3 @@ export function parseMessage<S extends z.ZodType>(schema: S, value: unknown, wha
 }
 
 export const emptyProbeStatus = (): ProbeStatus => ({ probed: false, ok: false, rttUs: 0, error: '', timeUnixMs: 0, reporter: '' });
-
-/**
- * Where a node's agent and health endpoint can be probed: the value under keySchema().health(node), written by the
- * agent on its lease. The node's own IP and its health endpoint IPs come from the SlimNode record; this adds the ports.
- */
-export const healthRegistrationSchema = z.strictObject({
-  v: z.literal(1),
-  node: nodeName,
-  /** The agent's health HTTP port on the node IP. */
-  agentPort: z.number().int().min(1).max(65535),
-  /** The health endpoint's IP (overrides SlimNode.healthIPs[0] when set). */
-  endpointIP: z.string().optional(),
-  /** The HTTP port the health endpoint answers on; absent when it answers ICMP only. */
-  endpointPort: z.number().int().min(1).max(65535).optional(),
-});
-export type HealthRegistration = z.infer<typeof healthRegistrationSchema>;

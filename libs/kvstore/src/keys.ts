@@ -15,7 +15,7 @@
  * | <root>v1/operator/leader/<lease id>           | the candidate's identity (etcd3 election) | operator  |
  * | <root>v1/nodeconfig/<node>                    | NodeConfigRecord (records.ts): per-node datapath settings | an admin or the demo |
  * | <root>v1/agents/<node>                        | AgentStatusRecord (records.ts), on the agent's lease | agent           |
- * | <root>v1/health/<node>                        | HealthEndpointRecord (records.ts): where a node's health endpoint and agent listen, on the agent's lease | agent |
+ * | <root>v1/health/<node>                        | HealthEndpointRecord (records.ts): where a node's agent health port and health endpoint answer probes, on the agent's lease | agent |
  *
  * The synced marker's value is deliberately stable (no timestamp): an operator restart that finds nothing changed
  * must write nothing at all, marker included. Candidate keys under operator/leader are created once and never

@@ -56,17 +56,22 @@ export const agentStatusRecord = z.strictObject({
 export type AgentStatusRecord = z.infer<typeof agentStatusRecord>;
 
 /**
- * `<root>v1/health/<node>`: where peers probe a node (like cilium-health): the node IP (the agent's health HTTP
- * port listens there) and the health endpoint, a pod-like namespace with an IP from the node's podCIDR.
+ * `<root>v1/health/<node>`: where peers probe a node (like cilium-health), written by the node's agent on its lease
+ * (gone when the agent dies). The ONE format of this key: the agent writes it, the probers (@sluice/prober peerOf),
+ * the health service (its node list) and the CLI read it. A node with this record has an agent that probes and
+ * answers probes; nodes without one (e.g. simulated nodes) are not part of the health view.
  */
 export const healthEndpointRecord = z.strictObject({
   v: z.literal(RECORD_VERSION),
   node: z.string().min(1),
+  /** The node IP the agent's health port listens on (the node record's InternalIP). */
   nodeIP: ipString,
-  /** Absent while the node has no health endpoint. */
+  /** The agent's health HTTP port on nodeIP (GET /hello → 200); absent when the agent serves none. */
+  agentPort: z.number().int().min(1).max(65535).optional(),
+  /** The health endpoint's IP, from the node's podCIDR; absent while the node has no health endpoint. */
   healthIP: ipString.optional(),
-  /** e.g. http://<nodeIP>:4240 — answers GET /hello with 200 while the agent runs. */
-  agentHealthUrl: z.string(),
+  /** The HTTP port the health endpoint answers on; absent when it answers ICMP only. */
+  healthPort: z.number().int().min(1).max(65535).optional(),
 });
 export type HealthEndpointRecord = z.infer<typeof healthEndpointRecord>;
 

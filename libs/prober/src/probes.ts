@@ -13,6 +13,11 @@ export interface PingOptions {
   timeoutMs?: number;
   /** The ping binary (iputils); "ping" on PATH by default. */
   command?: string;
+  /**
+   * Send the echo from this network namespace (a name under /run/netns), through `nsenter --net=…` (not `ip netns
+   * exec`, which remounts /sys and hides the bpffs): an agent in the host namespace probing from its node's.
+   */
+  netns?: string;
 }
 
 const RTT = /time[=<]([\d.]+)\s*ms/;
@@ -23,14 +28,14 @@ export function parsePingRtt(output: string): number | undefined {
   return match ? Math.max(0, Math.round(Number(match[1]) * 1000)) : undefined;
 }
 
-/** One ICMP echo: `ping -c1 -W<s> -n <ip>`. */
+/** One ICMP echo: `ping -c1 -W<s> -n <ip>` (under `nsenter --net` with options.netns). */
 export function ping(ip: string, options: PingOptions = {}): Promise<ProbeOutcome> {
   const timeoutMs = options.timeoutMs ?? 1000;
   if (!isIP(ip)) return Promise.resolve({ ok: false, rttUs: 0, error: `not an IP address: ${ip}` });
   return new Promise((resolve) => {
-    const child = spawn(options.command ?? 'ping', ['-c1', '-n', '-W', String(Math.max(1, Math.ceil(timeoutMs / 1000))), ip], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const args = [options.command ?? 'ping', '-c1', '-n', '-W', String(Math.max(1, Math.ceil(timeoutMs / 1000))), ip];
+    const [command, ...rest] = options.netns ? ['nsenter', `--net=/run/netns/${options.netns}`, '--', ...args] : args;
+    const child = spawn(command!, rest, { stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
     child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
     child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));

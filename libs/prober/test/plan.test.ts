@@ -77,9 +77,9 @@ describe('peerOf', () => {
     ready: 'True' as const,
     healthIPs: ['10.200.0.9'],
   };
-  it('takes the IPv4 InternalIP, the ports from the registration and the endpoint IP from either', () => {
+  it('takes the IPv4 InternalIP, the ports from the health record and the endpoint IP from either', () => {
     expect(peerOf(node)).toEqual({ name: 'node-a', hostIP: '10.0.0.1', endpointIP: '10.200.0.9' });
-    expect(peerOf(node, { v: 1, node: 'node-a', agentPort: 4240, endpointIP: '10.200.0.10', endpointPort: 4241 })).toEqual({
+    expect(peerOf(node, { v: 1, node: 'node-a', nodeIP: '10.0.0.1', agentPort: 4240, healthIP: '10.200.0.10', healthPort: 4241 })).toEqual({
       name: 'node-a',
       hostIP: '10.0.0.1',
       agentPort: 4240,
@@ -87,5 +87,7 @@ describe('peerOf', () => {
       endpointPort: 4241,
     });
     expect(peerOf({ ...node, addresses: [] })).toBeUndefined();
+    // A node record without addresses yet: the health record's node IP.
+    expect(peerOf({ ...node, addresses: [] }, { v: 1, node: 'node-a', nodeIP: '10.0.0.7' })).toEqual({ name: 'node-a', hostIP: '10.0.0.7', endpointIP: '10.200.0.9' });
   });
 });

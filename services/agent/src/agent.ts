@@ -29,11 +29,13 @@ import {
   type NodeConfigRecord,
   type RoutingMode,
 } from '@sluice/kvstore';
+import type { TlsFiles } from '@sluice/health-api';
 import { createLogger, type Logger } from '@sluice/log';
 import { createRegistry, startStatusServer, type StatusServer } from '@sluice/metrics';
 import { startAgentApi, type AgentApi } from './api.ts';
 import { AgentCore } from './core.ts';
 import { startHealthListener, type HealthListener } from './health-listener.ts';
+import { startHealthProbing, type HealthProbing } from './health-probing.ts';
 import { LocalEndpointStore, toCoreEndpoint, type LocalEndpointRecord } from './local-store.ts';
 import { NetnsRoutes } from './routes.ts';
 import { StatusPublisher } from './status.ts';
@@ -61,6 +63,11 @@ export interface AgentOptions {
   statusPort?: number;
   /** The health port inside the node namespace (0: none). */
   healthPort?: number;
+  /** host:port of the health service: probe peers and report there (health-probing.ts). No probing without it. */
+  healthService?: string;
+  /** TLS to the health service: a CA (TLS), plus a certificate and key (mutual TLS; the certificate names this node). */
+  healthTls?: TlsFiles;
+  healthTlsServerName?: string;
   clusterSize?: number;
   log?: Logger;
 }
@@ -74,6 +81,8 @@ export interface RunningAgent {
   routing: RoutingMode;
   features: KernelFeatures;
   nodeIp: string;
+  /** The cluster-health prober, when a health service was given. */
+  health: HealthProbing | undefined;
   stop(): Promise<void>;
 }
 
@@ -180,7 +189,7 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
     if (!healthPort && !healthEp()) return;
     const ep = healthEp();
     void publisher
-      ?.publishHealth({ v: RECORD_VERSION, node: options.nodeName, nodeIP: nodeIp, ...(ep ? { healthIP: ep.ip } : {}), agentHealthUrl: healthPort ? `http://${nodeIp}:${healthPort}` : '' })
+      ?.publishHealth({ v: RECORD_VERSION, node: options.nodeName, nodeIP: nodeIp, ...(healthPort ? { agentPort: healthPort } : {}), ...(ep ? { healthIP: ep.ip } : {}) })
       .catch((err: unknown) => log.warn({ error: (err as Error).message }, 'publishing the health endpoint failed'));
   };
   const api = await startAgentApi({
@@ -243,8 +252,23 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
   publisher.publishNow();
 
   let health: HealthListener | undefined;
-  if (healthPort) health = await startHealthListener(netns, healthPort, options.nodeName);
+  if (healthPort || options.healthService) health = await startHealthListener(netns, healthPort, options.nodeName);
   publishHealth();
+  let probing: HealthProbing | undefined;
+  if (options.healthService && health) {
+    probing = startHealthProbing({
+      node: options.nodeName,
+      client,
+      keys,
+      healthService: options.healthService,
+      ...(options.healthTls ? { tls: options.healthTls } : {}),
+      ...(options.healthTlsServerName ? { tlsServerName: options.healthTlsServerName } : {}),
+      ...(netns ? { netns } : {}),
+      helper: health,
+      clusterSize: options.clusterSize,
+      log,
+    });
+  }
 
   void core.synced().then(() => {
     log.info(core.status().endpoints, 'synced with etcd; maps programmed');
@@ -260,7 +284,9 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
     routing,
     features,
     nodeIp,
+    health: probing,
     async stop() {
+      await probing?.stop();
       health?.stop();
       publisher?.close();
       await api.close();

@@ -9,4 +9,5 @@ export { startAgentApi, type AgentApi, type AgentApiOptions } from './api.ts';
 export { LocalEndpointStore, localEndpointSchema, type LocalEndpointRecord } from './local-store.ts';
 export { NetnsRoutes, ROUTE_PROTO, type NetnsRoutesOptions } from './routes.ts';
 export { StatusPublisher } from './status.ts';
-export { startHealthListener, type HealthListener } from './health-listener.ts';
+export { startHealthListener, type HealthListener, type HttpProbeOutcome } from './health-listener.ts';
+export { startHealthProbing, type HealthProbing, type HealthProbingOptions } from './health-probing.ts';

@@ -25,6 +25,11 @@ const program = new Command('sluice-agent')
   .addOption(flag('--status-host <host>', 'address of /status, /metrics, /healthz, /readyz', '127.0.0.1'))
   .addOption(flag('--status-port <port>', 'port of the status endpoint (0 picks a free one)', '9876'))
   .addOption(flag('--health-port <port>', 'health port inside the node namespace, probed by peers at the node IP (0: none)', '4240'))
+  .addOption(flag('--health-service <host:port>', 'the health service: probe peers for cluster health and report there (no probing without it)'))
+  .addOption(flag('--health-tls-ca <file>', 'CA bundle of the health service\'s certificate (PEM); enables TLS'))
+  .addOption(flag('--health-tls-cert <file>', 'client certificate for mutual TLS (PEM; must name this node)'))
+  .addOption(flag('--health-tls-key <file>', 'client private key for mutual TLS (PEM)'))
+  .addOption(flag('--health-tls-server-name <name>', 'name to expect in the health service\'s certificate (default: the host of --health-service)'))
   .addOption(flag('--cluster-size <n>', 'nodes in the cluster (scales etcd reconnect backoff)', '1'))
   .addOption(flag('--log-level <level>', 'fatal, error, warn, info, debug or trace', 'info'));
 
@@ -47,16 +52,26 @@ const options = parseOptions(
     statusHost: z.string().min(1),
     statusPort: schemas.port,
     healthPort: schemas.port,
+    healthService: z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/, 'must be host:port').optional(),
+    healthTlsCa: z.string().min(1).optional(),
+    healthTlsCert: z.string().min(1).optional(),
+    healthTlsKey: z.string().min(1).optional(),
+    healthTlsServerName: z.string().min(1).optional(),
     clusterSize: schemas.positiveInt,
     logLevel: schemas.logLevel,
-  }),
+  })
+    .refine((o) => !!o.healthTlsCert === !!o.healthTlsKey, { message: 'needs both --health-tls-cert and --health-tls-key', path: ['healthTlsCert'] })
+    .refine((o) => !o.healthTlsCert || !!o.healthTlsCa, { message: 'mutual TLS needs --health-tls-ca too', path: ['healthTlsCa'] })
+    .refine((o) => !(o.healthTlsCa || o.healthTlsCert) || !!o.healthService, { message: 'TLS flags need --health-service', path: ['healthService'] }),
 );
 
 const log = createLogger({ component: 'agent', node: options.nodeName, level: options.logLevel });
 const stateDir = options.stateDir ?? `/var/run/sluice/${options.nodeName}`;
 try {
+  const { healthTlsCa, healthTlsCert, healthTlsKey, ...rest } = options;
   const agent = await runAgent({
-    ...options,
+    ...rest,
+    ...(healthTlsCa ? { healthTls: { ca: healthTlsCa, cert: healthTlsCert, key: healthTlsKey } } : {}),
     pinDir: options.pinDir ?? `/sys/fs/bpf/sluice/${options.nodeName}`,
     stateDir,
     apiSocket: options.apiPort === undefined ? (options.apiSocket ?? `${stateDir}/agent.sock`) : undefined,

@@ -63,8 +63,9 @@ export function planTests(demo: DemoState, health: Map<string, HealthEndpointRec
     if (other && other !== node) {
       tests.push({ scenario: 'pod-to-host (remote node)', description: `${podName(a)} → ${other.name} ${other.nodeIP} (ICMP)`, probe: { kind: 'icmp', netns: a.netns, ip: other.nodeIP } });
       const record = health.get(other.name);
-      if (record?.agentHealthUrl) {
-        tests.push({ scenario: 'health (agent)', description: `${podName(a)} → ${other.name} agent ${record.agentHealthUrl}/hello`, probe: { kind: 'http', netns: a.netns, url: `${record.agentHealthUrl.replace(/\/$/, '')}/hello` } });
+      if (record?.agentPort) {
+        const url = `http://${record.nodeIP}:${record.agentPort}/hello`;
+        tests.push({ scenario: 'health (agent)', description: `${podName(a)} → ${other.name} agent ${url}`, probe: { kind: 'http', netns: a.netns, url } });
       }
       if (record?.healthIP) {
         tests.push({ scenario: 'health (endpoint)', description: `${podName(a)} → ${other.name} health endpoint ${record.healthIP} (ICMP)`, probe: { kind: 'icmp', netns: a.netns, ip: record.healthIP } });
@@ -131,7 +132,7 @@ export async function readHealthRecords(target: Target): Promise<Map<string, Hea
         const record = decodeRecord(healthEndpointRecord, 'health endpoint', kv.value);
         out.set(record.node, record);
       } catch {
-        // Not the agent's record format (another writer's): the health paths of that node are just not planned.
+        // A malformed record: the health paths of that node are just not planned.
       }
     }
     return out;

@@ -30,7 +30,7 @@ describe('sluice connectivity test', () => {
   it('plans same-node, cross-node (both directions), pod-to-host and health paths', () => {
     const state = { ...input, simNodes: 0, processes: [], namespaces: [] } as unknown as DemoState;
     const health = new Map<string, HealthEndpointRecord>(
-      nodes.map((node, i) => [node, { v: RECORD_VERSION, node, nodeIP: `10.0.0.${i + 1}`, healthIP: `10.200.${i}.200`, agentHealthUrl: `http://10.0.0.${i + 1}:4240` }]),
+      nodes.map((node, i) => [node, { v: RECORD_VERSION, node, nodeIP: `10.0.0.${i + 1}`, healthIP: `10.200.${i}.200`, agentPort: 4240 }]),
     );
     const tests = planTests(state, health, '127.0.0.1:4250');
     const count = (scenario: string) => tests.filter((t) => t.scenario === scenario).length;

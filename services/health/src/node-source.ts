@@ -1,11 +1,25 @@
 /**
  * Where the aggregator learns which nodes exist: the SlimNode records under keySchema().prefix('nodes') (written by
- * the operator), plus the agents' health registrations under prefix('health') for the health endpoint's address.
- * Both come through @sluice/kvstore's resumable prefix watcher.
+ * the operator), joined with the agents' health records under prefix('health') (HealthEndpointRecord). Both come
+ * through @sluice/kvstore's resumable prefix watcher.
+ *
+ * Members of the health view are the nodes that have BOTH: a node without an agent (a simulated node, or one whose
+ * agent is gone and whose lease expired) neither probes nor answers probes, and the agents' probers count the same
+ * set, so that the aggregator's quorum (a function of n) matches the probers' fanout. `sluice status` names the
+ * nodes left out.
  */
-import type { HealthRegistration } from '@sluice/health-api';
-import { healthRegistrationSchema } from '@sluice/health-api';
-import { createKvClient, keySchema, watchPrefix, type Etcd3, type KeySchema, type PrefixWatch, type WatchEvent } from '@sluice/kvstore';
+import {
+  createKvClient,
+  decodeRecord,
+  healthEndpointRecord,
+  keySchema,
+  watchPrefix,
+  type Etcd3,
+  type HealthEndpointRecord,
+  type KeySchema,
+  type PrefixWatch,
+  type WatchEvent,
+} from '@sluice/kvstore';
 import { createLogger, type Logger } from '@sluice/log';
 import { decodeSlim, type SlimNode } from '@sluice/slim';
 import type { NodeInfo } from './aggregator.ts';
@@ -16,11 +30,11 @@ export interface NodeSource {
   stop(): Promise<void>;
 }
 
-/** The view of one node: its record and registration combined (IPv4 InternalIP first, the way the probers pick). */
-export function nodeInfo(node: SlimNode, registration: HealthRegistration | undefined): NodeInfo {
+/** The view of one node: its record and health record combined, the way the probers pick (peerOf). */
+export function nodeInfo(node: SlimNode, record: HealthEndpointRecord | undefined): NodeInfo {
   const internal = node.addresses.filter((a) => a.type === 'InternalIP').map((a) => a.ip);
-  const hostIP = internal.find((ip) => !ip.includes(':')) ?? internal[0] ?? node.addresses[0]?.ip ?? '';
-  return { name: node.name, hostIP, endpointIP: registration?.endpointIP ?? node.healthIPs[0] ?? '' };
+  const hostIP = internal.find((ip) => !ip.includes(':')) ?? internal[0] ?? record?.nodeIP ?? node.addresses[0]?.ip ?? '';
+  return { name: node.name, hostIP, endpointIP: record?.healthIP ?? node.healthIPs[0] ?? '' };
 }
 
 export interface EtcdNodeSourceOptions {
@@ -38,7 +52,7 @@ export class EtcdNodeSource implements NodeSource {
   private readonly keys: KeySchema;
   private readonly log: Logger;
   private readonly nodes = new Map<string, SlimNode>();
-  private readonly registrations = new Map<string, HealthRegistration>();
+  private readonly registrations = new Map<string, HealthEndpointRecord>();
   private watches: PrefixWatch[] = [];
   private timer: NodeJS.Timeout | undefined;
   private onChange: (nodes: NodeInfo[]) => void = () => {};
@@ -69,7 +83,7 @@ export class EtcdNodeSource implements NodeSource {
       });
     this.watches = [
       follow('nodes', this.nodes, (bytes) => decodeSlim('node', bytes)),
-      follow('health', this.registrations, (bytes) => healthRegistrationSchema.parse(JSON.parse(bytes.toString()))),
+      follow('health', this.registrations, (bytes) => decodeRecord(healthEndpointRecord, 'health endpoint', bytes)),
     ];
     await Promise.all(this.watches.map((w) => w.synced));
     this.emit();
@@ -82,7 +96,12 @@ export class EtcdNodeSource implements NodeSource {
 
   private emit(): void {
     clearTimeout(this.timer);
-    this.onChange([...this.nodes.values()].map((node) => nodeInfo(node, this.registrations.get(node.name))));
+    const members: NodeInfo[] = [];
+    for (const node of this.nodes.values()) {
+      const record = this.registrations.get(node.name);
+      if (record) members.push(nodeInfo(node, record));
+    }
+    this.onChange(members);
   }
 
   async stop(): Promise<void> {

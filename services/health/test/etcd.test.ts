@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHealthClient, type HealthClient } from '@sluice/health-api';
 import { freePort, startEtcd, type EtcdServer } from '@sluice/etcd-runner';
-import { createKvClient, keySchema, type Etcd3 } from '@sluice/kvstore';
+import { createKvClient, keySchema, RECORD_VERSION, type Etcd3, type HealthEndpointRecord } from '@sluice/kvstore';
 import { encodeSlimString, SCHEMA_VERSION, type SlimNode } from '@sluice/slim';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
@@ -18,6 +18,8 @@ const node = (i: number): SlimNode => ({
   healthIPs: [`10.${100 + i}.0.2`],
 });
 
+const record = (i: number): HealthEndpointRecord => ({ v: RECORD_VERSION, node: `node-${i}`, nodeIP: `10.0.0.${i}`, agentPort: 4240 });
+
 let etcd: EtcdServer;
 let kv: Etcd3;
 let service: ChildProcess | undefined;
@@ -27,8 +29,10 @@ let stderr = '';
 beforeAll(async () => {
   etcd = await startEtcd();
   kv = createKvClient({ endpoints: [etcd.endpoint] });
-  for (const i of [1, 2, 3]) await kv.put(keys.node(`node-${i}`)).value(encodeSlimString('node', node(i)));
-  await kv.put(keys.health('node-2')).value(JSON.stringify({ v: 1, node: 'node-2', agentPort: 4240, endpointIP: '10.102.0.9', endpointPort: 4240 }));
+  for (const i of [1, 2, 3, 5]) await kv.put(keys.node(`node-${i}`)).value(encodeSlimString('node', node(i)));
+  // node-5 has no agent (no health record): it is not a member of the health view.
+  for (const i of [1, 3]) await kv.put(keys.health(`node-${i}`)).value(JSON.stringify(record(i)));
+  await kv.put(keys.health('node-2')).value(JSON.stringify({ ...record(2), healthIP: '10.102.0.9', healthPort: 4240 }));
   const port = await freePort();
   // node --import tsx: one process, so that killing it leaves nothing behind (the tsx CLI would fork a child).
   service = spawn(process.execPath, ['--import', 'tsx', `${root}services/health/src/main.ts`, '--listen', `127.0.0.1:${port}`, '--etcd-endpoints', etcd.endpoint], {
@@ -46,14 +50,16 @@ afterAll(async () => {
 });
 
 describe('sluice-health with etcd', () => {
-  it('finds the nodes through etcd, with the health endpoint address, and follows changes', async () => {
+  it('finds the nodes with an agent through etcd, with the health endpoint address, and follows changes', async () => {
     await expect
       .poll(async () => (await client.getClusterHealth({ summaryOnly: true }).catch(() => undefined))?.summary.total, { timeout: 30_000, interval: 200 })
       .toBe(3);
     expect(await client.getNodeHealth('node-1')).toMatchObject({ host: { ip: '10.0.0.1' }, endpoint: { ip: '10.101.0.2' }, reachability: 'REACHABILITY_UNKNOWN' });
     expect((await client.getNodeHealth('node-2')).endpoint.ip).toBe('10.102.0.9');
+    await expect(client.getNodeHealth('node-5')).rejects.toMatchObject({ code: 5 });
     await kv.delete().key(keys.node('node-3'));
     await kv.put(keys.node('node-4')).value(encodeSlimString('node', node(4)));
+    await kv.put(keys.health('node-4')).value(JSON.stringify(record(4)));
     await expect.poll(async () => (await client.getClusterHealth()).nodes.map((n) => n.name), { timeout: 10_000 }).toEqual(['node-1', 'node-2', 'node-4']);
     await expect(client.getNodeHealth('node-3')).rejects.toMatchObject({ code: 5 });
     await client.reportProbes({ reporter: 'node-1', results: [{ target: 'node-4', kind: 'PROBE_KIND_HOST_ICMP', ip: '10.0.0.4', ok: true, rttUs: 50, error: '', timeUnixMs: Date.now() }] });

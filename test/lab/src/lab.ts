@@ -49,6 +49,11 @@ export interface LabOptions {
   healthEndpoints?: boolean;
   /** Agent health port inside each node namespace (default 4240; 0 = none). */
   healthPort?: number;
+  /**
+   * host:port of a health service (services/health) the agents probe for and report to (their --health-service);
+   * without it the agents do not probe.
+   */
+  healthService?: string;
   /** Kubernetes namespace of the lab's pods. Default `default`. */
   podNamespace?: string;
   /** Pod names: `<podPrefix><node index>-<j>` (default `web-`); distinct per lab when labs share a kube-sim. */
@@ -253,6 +258,7 @@ export async function startLab(options: LabOptions): Promise<Lab> {
       '--status-port', '0', '--health-port', String(healthPort), '--cluster-size', String(options.nodes),
       '--log-level', options.agentLogLevel ?? 'info',
       ...(options.masquerade ? ['--masquerade'] : []),
+      ...(options.healthService ? ['--health-service', options.healthService] : []),
     ];
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     processes.add(child);
