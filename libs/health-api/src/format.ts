@@ -63,11 +63,19 @@ export function formatHealthStatus(health: ClusterHealth): string {
   return `${lines.join('\n')}\n`;
 }
 
-/** The one line of `sluice status`: "Cluster health: 4/5 reachable (unreachable: node-3)". */
-export function formatClusterSummary(summary: ClusterSummary): string {
+/**
+ * The one line of `sluice status`: "Cluster health: 4/5 reachable (unreachable: node-3)". `withoutAgent`: nodes
+ * outside the health view (no agent to probe or be probed, e.g. simulated nodes), counted so that the line stays honest.
+ */
+export function formatClusterSummary(summary: ClusterSummary, extra: { withoutAgent?: readonly string[] } = {}): string {
   const notes: string[] = [];
   if (summary.unreachable.length) notes.push(`unreachable: ${summary.unreachable.join(', ')}`);
   if (summary.unknown.length) notes.push(`unknown: ${summary.unknown.join(', ')}`);
+  const without = extra.withoutAgent ?? [];
+  if (without.length) {
+    const names = without.length <= 5 ? without.join(', ') : `${without.slice(0, 5).join(', ')}, …`;
+    notes.push(`${without.length} node${without.length === 1 ? '' : 's'} without an agent, not probed: ${names}`);
+  }
   return `Cluster health: ${summary.reachable}/${summary.total} reachable${notes.length ? ` (${notes.join('; ')})` : ''}`;
 }
 

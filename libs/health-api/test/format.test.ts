@@ -58,6 +58,13 @@ describe('formatters', () => {
     );
   });
 
+  it('counts the nodes outside the health view (no agent) in the summary line', () => {
+    const all = { reachable: 3, total: 3, probeTimeUnixMs: 0, unreachable: [], unknown: [], quorum: 2 };
+    expect(formatClusterSummary(all, { withoutAgent: ['sim-1', 'sim-2'] })).toBe('Cluster health: 3/3 reachable (2 nodes without an agent, not probed: sim-1, sim-2)');
+    expect(formatClusterSummary(all, { withoutAgent: ['a', 'b', 'c', 'd', 'e', 'f'] })).toMatch(/\(6 nodes without an agent, not probed: a, b, c, d, e, …\)$/);
+    expect(formatClusterSummary(all, { withoutAgent: [] })).toBe('Cluster health: 3/3 reachable');
+  });
+
   it('prints JSON with stable names', () => {
     const json = JSON.parse(formatHealthJson(health));
     expect(json).toMatchObject({ reachable: 1, total: 2, unreachable: ['node-2'] });

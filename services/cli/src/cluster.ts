@@ -2,7 +2,7 @@
  * What etcd holds about the cluster, read once (a snapshot for one command, not a watch): slim nodes and pods, the
  * agents' status records, the operator's heartbeat and synced markers, and etcd's own status.
  */
-import { agentStatusRecord, createKvClient, decodeRecord, keySchema, RESOURCE_KINDS, type AgentStatusRecord, type Etcd3, type KeySchema } from '@sluice/kvstore';
+import { agentStatusRecord, createKvClient, decodeRecord, keySchema, RESOURCE_KINDS, type AgentStatusRecord, type Etcd3, type KeySchema, healthEndpointRecord, type HealthEndpointRecord } from '@sluice/kvstore';
 import { decodeSlim, type SlimNode, type SlimPod } from '@sluice/slim';
 import { z } from '@sluice/config';
 import { CliError, oneLine } from './errors.ts';
@@ -82,6 +82,9 @@ export const readNodes = (reader: ClusterReader) => readPrefix<SlimNode>(reader,
 export const readPods = (reader: ClusterReader) => readPrefix<SlimPod>(reader, reader.keys.prefix('pods'), (_k, v) => decodeSlim('pod', v));
 export const readAgents = (reader: ClusterReader) =>
   readPrefix<AgentStatusRecord>(reader, reader.keys.prefix('agents'), (_k, v) => decodeRecord(agentStatusRecord, 'agent status', v));
+/** The agents' health records (keys.health(node)): the nodes that are members of the health view. */
+export const readHealthEndpoints = (reader: ClusterReader) =>
+  readPrefix<HealthEndpointRecord>(reader, reader.keys.prefix('health'), (_k, v) => decodeRecord(healthEndpointRecord, 'health endpoint', v));
 
 /** Counts keys under a prefix without fetching values (the pod count of a 100,000-pod cluster). */
 export async function countPrefix(reader: ClusterReader, prefix: string): Promise<number> {

@@ -4,7 +4,7 @@
  */
 import type { AgentStatusRecord } from '@sluice/kvstore';
 import { createHealthClient, formatClusterSummary, type ClusterSummary } from '@sluice/health-api';
-import { countPrefix, etcdStatus, openCluster, readAgents, readNodes, readOperator, type EtcdStatus } from './cluster.ts';
+import { countPrefix, etcdStatus, openCluster, readAgents, readHealthEndpoints, readNodes, readOperator, type EtcdStatus } from './cluster.ts';
 import { CliError, oneLine } from './errors.ts';
 import { readKube } from './kube.ts';
 import type { Target } from './target.ts';
@@ -103,10 +103,11 @@ export async function gatherStatus(target: Target, options: StatusOptions = {}):
   const reader = openCluster(target.etcdEndpoints, target.etcdRoot);
   try {
     const etcd = await etcdStatus(reader);
-    const [operator, agentsRead, nodesRead, podCount, kube, health] = await Promise.all([
+    const [operator, agentsRead, nodesRead, healthRead, podCount, kube, health] = await Promise.all([
       readOperator(reader),
       readAgents(reader),
       readNodes(reader),
+      readHealthEndpoints(reader),
       countPrefix(reader, reader.keys.prefix('pods')),
       target.kubeconfig ? readKube(target.kubeconfig, options.timeoutMs) : Promise.resolve(undefined),
       readHealth(target.healthAddress, options.timeoutMs),
@@ -139,7 +140,7 @@ export async function gatherStatus(target: Target, options: StatusOptions = {}):
         : { state: 'Disabled', summary: 'unknown (no agent reporting)' },
       endpoints: endpointsSection(agents, podCount, options.node),
       controllers: controllersSection(operator.syncedKinds.length, operator.kinds.length, agents, watches, [...agentsRead.errors, ...nodesRead.errors]),
-      clusterHealth: health,
+      clusterHealth: health.summary ? summarySection(health.summary, withoutAgent(nodeNames, healthRead.items.map((r) => r.node))) : health.section,
     };
     return report;
   } finally {
@@ -211,22 +212,28 @@ function controllersSection(syncedKinds: number, kinds: number, agents: AgentSta
   };
 }
 
-async function readHealth(address: string | undefined, timeoutMs = 3000): Promise<Section> {
-  if (!address) return { state: 'Disabled', summary: 'no health service (pass --health host:port)' };
+async function readHealth(address: string | undefined, timeoutMs = 3000): Promise<{ summary?: ClusterSummary; section: Section }> {
+  if (!address) return { section: { state: 'Disabled', summary: 'no health service (pass --health host:port)' } };
   const client = createHealthClient(address, { deadlineMs: timeoutMs });
   try {
     const health = await client.getClusterHealth({ summaryOnly: true });
-    return summarySection(health.summary);
+    return { summary: health.summary, section: summarySection(health.summary) };
   } catch (err) {
-    return { state: 'Error', summary: `health service at ${address} unreachable: ${oneLine(err)}` };
+    return { section: { state: 'Error', summary: `health service at ${address} unreachable: ${oneLine(err)}` } };
   } finally {
     client.close();
   }
 }
 
-export function summarySection(summary: ClusterSummary): Section {
-  const line = formatClusterSummary(summary).replace(/^Cluster health:\s*/, '');
+/** Nodes in etcd without a health record: no agent probes them or answers probes, so the health view leaves them out. */
+export function withoutAgent(nodeNames: readonly string[], healthRecordNodes: readonly string[]): string[] {
+  const members = new Set(healthRecordNodes);
+  return nodeNames.filter((n) => !members.has(n)).sort();
+}
+
+export function summarySection(summary: ClusterSummary, withoutAgentNodes: readonly string[] = []): Section {
+  const line = formatClusterSummary(summary, { withoutAgent: withoutAgentNodes }).replace(/^Cluster health:\s*/, '');
   const time = summary.probeTimeUnixMs > 0 ? `   (${new Date(summary.probeTimeUnixMs).toISOString()})` : '';
   const state: Level = summary.unreachable.length ? 'Warning' : 'Ok';
-  return { state, summary: `${line}${time}`, data: { ...summary } };
+  return { state, summary: `${line}${time}`, data: { ...summary, withoutAgent: [...withoutAgentNodes] } };
 }
