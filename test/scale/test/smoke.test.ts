@@ -18,7 +18,7 @@ describe('scale harness (smoke scenario)', () => {
     outDir = await mkdtemp(join(tmpdir(), 'sluice-scale-'));
     results = await runScale(resolveScenario(SMOKE), { outDir });
     files = await writeReport(results, outDir);
-  }, 300_000);
+  }, 480_000);
 
   afterAll(async () => {
     if (outDir) await rm(outDir, { recursive: true, force: true });
