@@ -9,6 +9,7 @@ import { join, resolve } from 'node:path';
 import { freePort, startEtcd, type EtcdServer } from '@sluice/etcd-runner';
 import { pidAlive, readDemoStateFile, removeDemoState, writeDemoState, type DemoState, type DemoStateInput } from '@sluice/demo-state';
 import { startKubeSim, type KubeSim } from '@sluice/kube-sim';
+import { createHealthClient } from '@sluice/health-api';
 import { createKvClient, keySchema, RESOURCE_KINDS } from '@sluice/kvstore';
 import { createLogger } from '@sluice/log';
 import { httpOk, spawnService, waitFor, type ChildService } from './children.ts';
@@ -85,6 +86,7 @@ export async function startDemo(options: DemoOptions, progress: Progress): Promi
   let sim: KubeSim | undefined;
   let operator: ChildService | undefined;
   let health: ChildService | undefined;
+  let healthAddress: string | undefined;
   let lab: LabPart | undefined;
   let stopped: Promise<void> | undefined;
 
@@ -142,6 +144,7 @@ export async function startDemo(options: DemoOptions, progress: Progress): Promi
       progress.start('health service');
       const [grpcPort, statusPort] = [await freePort(), await freePort()];
       const address = `127.0.0.1:${grpcPort}`;
+      healthAddress = address;
       health = spawnService('health', HEALTH_MAIN, ['--listen', address, '--etcd-endpoints', etcd.endpoint, '--status-port', String(statusPort), '--log-level', 'info'], join(logDir, 'health.log'));
       const statusUrl = `http://127.0.0.1:${statusPort}`;
       await save({ health: { address, statusUrl: `${statusUrl}/status`, pid: health.pid }, processes: processes() });
@@ -159,6 +162,7 @@ export async function startDemo(options: DemoOptions, progress: Progress): Promi
           podsPerNode: options.podsPerNode,
           etcdEndpoint: etcd.endpoint,
           sim,
+          ...(healthAddress ? { healthService: healthAddress } : {}),
           onCreating: (made) => save(made),
         }).then((r) => {
           if ('error' in r) throw new LabUnavailable(r.error);
@@ -168,6 +172,15 @@ export async function startDemo(options: DemoOptions, progress: Progress): Promi
         await save({ nodes: part.nodes, pods: part.pods, namespaces: part.namespaces, pinRoot: part.pinRoot, processes: processes() });
         for (const n of part.nodes) progress.done(`node ${n.name}`, `${n.nodeIP}  netns ${n.netns}  agent ${n.agentStatusUrl ?? '-'}`);
         progress.done('lab', `${part.nodes.length} nodes, ${part.pods.length} pods (web servers on :${part.pods[0]?.port ?? '-'}), pins under ${part.pinRoot}`);
+        if (healthAddress) {
+          // The agents start probing as they come up; wait for their first rounds so that the status printed next
+          // shows the cluster view rather than "unknown" (a few seconds; not fatal if it takes longer).
+          progress.start('cluster health');
+          const names = part.nodes.map((n) => n.name);
+          const verdict = await labReachable(healthAddress, names, 30_000);
+          if (verdict.ok) progress.done('cluster health', `${names.length}/${names.length} lab nodes reachable (the agents probe each other over ICMP and HTTP)`);
+          else progress.skip('cluster health', `not every lab node reachable yet (${verdict.detail})`);
+        }
       } catch (err) {
         if (!(err instanceof LabUnavailable)) throw err;
         progress.skip('lab', err.message);
@@ -181,6 +194,29 @@ export async function startDemo(options: DemoOptions, progress: Progress): Promi
   } catch (err) {
     await stop().catch(() => undefined);
     throw err;
+  }
+}
+
+/** Waits until the health service sees every lab node reachable (or the time is up). */
+async function labReachable(address: string, names: readonly string[], timeoutMs: number): Promise<{ ok: boolean; detail: string }> {
+  const client = createHealthClient(address, { deadlineMs: 2000 });
+  const deadline = Date.now() + timeoutMs;
+  let detail = 'no answer';
+  try {
+    for (;;) {
+      try {
+        const view = await client.getClusterHealth();
+        const pending = names.filter((n) => view.nodes.find((x) => x.name === n)?.reachability !== 'REACHABILITY_REACHABLE');
+        if (!pending.length) return { ok: true, detail: '' };
+        detail = `waiting for ${pending.join(', ')}`;
+      } catch (err) {
+        detail = (err as Error).message;
+      }
+      if (Date.now() > deadline) return { ok: false, detail };
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  } finally {
+    client.close();
   }
 }
 

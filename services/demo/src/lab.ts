@@ -23,6 +23,8 @@ export interface LabPartOptions {
   podsPerNode: number;
   etcdEndpoint: string;
   sim: KubeSim;
+  /** host:port of the health service: the agents probe their peers and report there. */
+  healthService?: string;
   /** Called before anything is made, so that a crash midway still leaves a record of what to clean up. */
   onCreating(made: { namespacePrefix: string; pinRoot: string; tempDirs: string[] }): Promise<void>;
 }
@@ -42,6 +44,7 @@ export async function startLabPart(options: LabPartOptions): Promise<LabPart | {
     // The demo runs the operator itself (one, with its metrics port recorded).
     operator: false,
     nodePrefix: 'lab-node-',
+    ...(options.healthService ? { healthService: options.healthService } : {}),
     podNamespace: 'default',
     log: createLogger({ component: 'lab', level: 'warn' }),
   }));

@@ -18,6 +18,7 @@ const program = new Command('sluice-health')
   .addOption(flag('--tls-cert <file>', 'server certificate (PEM); enables TLS'))
   .addOption(flag('--tls-key <file>', 'server private key (PEM)'))
   .addOption(flag('--tls-ca <file>', 'CA bundle for client certificates; enables mutual TLS (reporters may only report for the node in their certificate)'))
+  .addOption(flag('--members <which>', 'nodes in the health view: "agents" (nodes whose agent published a health record; what the agents\' probers count) or "nodes" (every node record: simulations whose probers publish none)', 'agents'))
   .addOption(flag('--staleness <duration>', 'forget reports older than this', '20s'))
   .addOption(flag('--confirmations <n>', 'distinct failing reporters needed to declare a node unreachable', '3'))
   .addOption(flag('--max-probe-rate <n>', 'probes per second per node the agents are configured for (sets the quorum\'s cap)', '15'))
@@ -34,6 +35,7 @@ const options = parseOptions(
       tlsCert: z.string().min(1).optional(),
       tlsKey: z.string().min(1).optional(),
       tlsCa: z.string().min(1).optional(),
+      members: z.enum(['agents', 'nodes']),
       staleness: schemas.duration.pipe(z.number().min(1000, 'must be at least 1s')),
       confirmations: schemas.positiveInt,
       maxProbeRate: schemas.positiveNumber,
@@ -58,7 +60,7 @@ const tls = options.tlsCert && options.tlsKey
   : undefined;
 
 const aggregator = new Aggregator({ staleMs: options.staleness, confirmations: options.confirmations, plan: { maxProbeRate: options.maxProbeRate } });
-const source = new EtcdNodeSource({ endpoints: options.etcdEndpoints, root: options.etcdRoot, logger: log });
+const source = new EtcdNodeSource({ endpoints: options.etcdEndpoints, root: options.etcdRoot, members: options.members, logger: log });
 let nodesLoaded = false;
 
 const server = await startHealthServer({ aggregator, address: options.listen, tls, logger: log }).catch((err: Error) => {

@@ -6,7 +6,8 @@
  * Members of the health view are the nodes that have BOTH: a node without an agent (a simulated node, or one whose
  * agent is gone and whose lease expired) neither probes nor answers probes, and the agents' probers count the same
  * set, so that the aggregator's quorum (a function of n) matches the probers' fanout. `sluice status` names the
- * nodes left out.
+ * nodes left out. `members: 'nodes'` counts every node record instead (simulations whose probers publish no health
+ * records, e.g. test/scale's health phase).
  */
 import {
   createKvClient,
@@ -42,6 +43,8 @@ export interface EtcdNodeSourceOptions {
   endpoints?: string[];
   client?: Etcd3;
   root?: string;
+  /** 'agents' (default): nodes with a health record; 'nodes': every node record. */
+  members?: 'agents' | 'nodes';
   debounceMs?: number;
   logger?: Logger;
 }
@@ -99,7 +102,7 @@ export class EtcdNodeSource implements NodeSource {
     const members: NodeInfo[] = [];
     for (const node of this.nodes.values()) {
       const record = this.registrations.get(node.name);
-      if (record) members.push(nodeInfo(node, record));
+      if (record || this.options.members === 'nodes') members.push(nodeInfo(node, record));
     }
     this.onChange(members);
   }

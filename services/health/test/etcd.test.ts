@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHealthClient, type HealthClient } from '@sluice/health-api';
 import { freePort, startEtcd, type EtcdServer } from '@sluice/etcd-runner';
 import { createKvClient, keySchema, RECORD_VERSION, type Etcd3, type HealthEndpointRecord } from '@sluice/kvstore';
+import { EtcdNodeSource } from '../src/index.ts';
 import { encodeSlimString, SCHEMA_VERSION, type SlimNode } from '@sluice/slim';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
@@ -65,5 +66,17 @@ describe('sluice-health with etcd', () => {
     await client.reportProbes({ reporter: 'node-1', results: [{ target: 'node-4', kind: 'PROBE_KIND_HOST_ICMP', ip: '10.0.0.4', ok: true, rttUs: 50, error: '', timeUnixMs: Date.now() }] });
     expect((await client.getNodeHealth('node-4')).reachability).toBe('REACHABILITY_REACHABLE');
     expect(stderr).toContain('node list loaded from etcd');
+  });
+
+  it('counts every node record with members "nodes" (probers that publish no health records)', async () => {
+    const seen: string[][] = [];
+    const agents = new EtcdNodeSource({ client: kv, debounceMs: 10 });
+    const all = new EtcdNodeSource({ client: kv, members: 'nodes', debounceMs: 10 });
+    await agents.start((nodes) => seen.push(nodes.map((n) => n.name).sort()));
+    await all.start((nodes) => seen.push(nodes.map((n) => n.name).sort()));
+    await agents.stop();
+    await all.stop();
+    expect(seen[0]).not.toContain('node-5');
+    expect(seen[1]).toContain('node-5');
   });
 });
