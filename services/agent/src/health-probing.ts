@@ -91,7 +91,8 @@ export function startHealthProbing(options: HealthProbingOptions): HealthProbing
     prober,
     members,
     async stop() {
-      await prober.stop();
+      // The last flush goes to a service that may be gone: it must not hold up the agent's shutdown.
+      await Promise.race([prober.stop(), new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
       sink.close();
       client.close();
       await Promise.all(watches.map((w) => w.stop()));

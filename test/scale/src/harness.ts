@@ -187,7 +187,8 @@ export async function runScale(scenario: Scenario, options: RunOptions): Promise
     const healthPort = await freePort();
     const healthStatusPort = await freePort();
     const health = spawnTs('health', join(repo, 'services/health/src/main.ts'), [
-      '--listen', `127.0.0.1:${healthPort}`, '--etcd-endpoints', etcd.endpoint, '--status-port', String(healthStatusPort), '--log-level', 'warn',
+      // The simulated probers publish no health records (keys.health): count every node record.
+      '--listen', `127.0.0.1:${healthPort}`, '--etcd-endpoints', etcd.endpoint, '--members', 'nodes', '--status-port', String(healthStatusPort), '--log-level', 'warn',
     ], join(logs, 'health.log'));
     cleanups.push(() => health.stop());
 
