@@ -2,10 +2,11 @@
  * npm run scale -- [--scenario file.json] [flags]: the scale harness. Writes scale-runs/<timestamp>/ with report.md,
  * SVG plots, results.json and every process's log.
  */
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { Command, flag, parseOptions, z } from '@sluice/config';
 import { runScale } from './harness.ts';
+import type { Results } from './results.ts';
 import { writeReport } from './report.ts';
 import { loadScenarioFile, resolveScenario, ScenarioError, SMOKE } from './scenario.ts';
 
@@ -29,7 +30,8 @@ const program = new Command('sluice-scale')
   .addOption(flag('--light-workers <n>', 'processes for them (default 2)'))
   .addOption(flag('--light-clients <n>', 'etcd clients (watch streams) for them, in total (default 1000)'))
   .addOption(flag('--health-phase <duration>', 'health phase after the measured one, 0 to skip (default 40s)'))
-  .addOption(flag('--out <dir>', 'parent folder of the run folder', 'scale-runs'));
+  .addOption(flag('--out <dir>', 'parent folder of the run folder', 'scale-runs'))
+  .addOption(flag('--report <runDir>', 'only (re)write the report of an earlier run from its results.json'));
 
 const intFlag = z.coerce.number().int().min(0).optional();
 const options = parseOptions(program, z.object({
@@ -39,7 +41,21 @@ const options = parseOptions(program, z.object({
   duration: z.string().optional(), heartbeatOnly: z.string().optional(), burstPods: intFlag, burstAt: z.string().optional(),
   etcdRestartAt: z.string().optional(), etcdDowntime: z.string().optional(), fullAgents: intFlag, fullWorkers: intFlag,
   lightWatchers: intFlag, lightWorkers: intFlag, lightClients: intFlag, healthPhase: z.string().optional(), out: z.string().min(1),
+  report: z.string().min(1).optional(),
 }));
+
+if (options.report) {
+  let earlier: Results;
+  try {
+    earlier = JSON.parse(await readFile(join(options.report, 'results.json'), 'utf8')) as Results;
+  } catch (err) {
+    process.stderr.write(`sluice-scale: --report: ${(err as Error).message}\n`);
+    process.exit(2);
+  }
+  const written = await writeReport(earlier, options.report);
+  process.stdout.write(`report: ${join(options.report, written[0]!)}\n`);
+  process.exit(0);
+}
 
 let scenario;
 try {

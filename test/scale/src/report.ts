@@ -45,12 +45,17 @@ export function goals(r: Results): Goal[] {
   return [
     {
       goal: `Propagation p99 at ${fmt(r.scenario.nodes)} nodes / ${fmt(r.memory.podsInCluster)} pods / ${r.scenario.churnPerSecond} changes/s (steady: outside the burst and the etcd outage)`,
-      target: '≤ 1 s', result: `${fmt(p99)} ms (all changes: p99 ${fmt(r.propagation.toAllFullAgentsMs.p99)} ms, max ${fmt(r.propagation.toAllFullAgentsMs.max)} ms)`, met: Number.isFinite(p99) ? p99 <= 1000 : null,
+      target: '≤ 1 s', result: `${fmt(p99)} ms (all changes that arrived: p99 ${fmt(r.propagation.toAllFullAgentsMs.p99)} ms, max ${fmt(r.propagation.toAllFullAgentsMs.max)} ms${r.propagation.incomplete ? `; ${fmt(r.propagation.incomplete)} changes never arrived and are not in these percentiles` : ''})`, met: Number.isFinite(p99) ? p99 <= 1000 : null,
     },
     {
-      goal: 'etcd writes from heartbeats', target: '0',
-      result: `${r.heartbeats.operatorWrites} writes for ${fmt(r.heartbeats.nodeEventsAtOperator)} node events (${fmt(r.heartbeats.heartbeatsSent)} heartbeats); node keys' max modRevision ${r.heartbeats.wholeRun.nodeKeysMaxModRevision.join(' → ')} over the whole run`,
-      met: r.heartbeats.operatorWrites === 0 && r.heartbeats.nodeKeysWritten === 0 && r.heartbeats.wholeRun.nodeKeysMaxModRevision[0] === r.heartbeats.wholeRun.nodeKeysMaxModRevision[1],
+      goal: `etcd writes from heartbeats (${fmt(r.heartbeats.windowS)} s of heartbeats only)`, target: '0',
+      result: `${r.heartbeats.operatorWrites} writes for ${fmt(r.heartbeats.nodeEventsAtOperator)} node events (${fmt(r.heartbeats.heartbeatsSent)} heartbeats); node keys' max modRevision ${r.heartbeats.nodeKeysMaxModRevision.join(' → ')}`,
+      met: r.heartbeats.operatorWrites === 0 && r.heartbeats.nodeKeysWritten === 0,
+    },
+    {
+      goal: 'Node keys over the whole run (heartbeats continue; any rewrite comes from elsewhere, e.g. a new leadership term)', target: 'unchanged',
+      result: `max modRevision ${r.heartbeats.wholeRun.nodeKeysMaxModRevision.join(' → ')} with ${fmt(r.heartbeats.wholeRun.heartbeatsSent)} heartbeats`,
+      met: r.heartbeats.wholeRun.nodeKeysMaxModRevision[0] === r.heartbeats.wholeRun.nodeKeysMaxModRevision[1],
     },
     {
       goal: 'Bytes to agents vs every agent watching the API server', target: '≥ 100× fewer',
@@ -182,10 +187,10 @@ export async function writeReport(r: Results, outDir: string): Promise<string[]>
   lines.push(`- Measured phase (${fmt(r.events.phaseS)} s): **${fmt(r.events.kubeEventsIn)} Kubernetes events in** (${fmt(r.events.nodeEvents)} node, ${fmt(r.events.podEvents)} pod, the rest services/EndpointSlices), **${fmt(r.events.etcdWritesOut)} etcd writes out** (puts + deletes; ${fmt(r.events.skippedWrites)} skipped as unchanged), ${fmt(r.events.etcdRevisions)} etcd revisions: ${fmt(r.events.eventsPerWrite, 1)} events per write, ${fmt(r.events.writesPer1000Events, 1)} writes per 1,000 events.`);
   lines.push('');
   lines.push('## Bytes', '', `![bytes](${bytesPlot})`, '');
-  lines.push(`- kube-sim → operator (watch streams, counted by kube-sim): ${bytesText(r.bytes.kubeSimToOperator)} = **${fmt(r.bytes.kubeSimToOperatorMbitS, 1)} Mbit/s**. Nodes and pods are ${fmt(r.bytes.nodePodShareOfOperatorWatchBytes * 100)} % of it.`);
+  lines.push(`- kube-sim → operator (watch streams, counted by kube-sim): ${bytesText(r.bytes.kubeSimToOperator)} = **${fmt(r.bytes.kubeSimToOperatorMbitS, 1)} Mbit/s**.`);
   lines.push(`- etcd → one agent (lightweight watcher on nodes + pods): ${bytesText(r.bytes.perLightWatcher)} (${fmt(r.bytes.lightWatcherEvents)} events over all lightweight watchers), counted as key + value + ${24} B per event + ${40} B per response (protobuf framing, estimated); × ${fmt(s.nodes)} nodes = ${bytesText(r.bytes.agentsAllNodesEstimate)} = **${fmt(r.bytes.agentsAllNodesMbitS, 2)} Mbit/s** for the whole cluster.` +
-    (r.bytes.etcdGrpcSent !== null ? ` etcd's own counter of gRPC bytes sent to all clients (etcd_network_client_grpc_sent_bytes_total; reset by the restart, so it covers the time since) read ${bytesText(r.bytes.etcdGrpcSent)}.` : ''));
-  lines.push(`- Counterfactual, every agent watches the API server directly (Cilium before 1.5; its post measured 400 Mbit/s at 2,000 nodes): each of the ${fmt(s.nodes)} agents would receive what the operator received on its node and pod watches, i.e. ${fmt(s.nodes)} × ${bytesText(r.bytes.kubeSimToOperator * r.bytes.nodePodShareOfOperatorWatchBytes)} = ${bytesText(r.bytes.counterfactualDirectWatches)} = **${fmt(r.bytes.counterfactualMbitS)} Mbit/s** leaving the API server. Reduction: **${fmt(r.bytes.reduction)}×**. (JSON, as kube-sim serves it; protobuf would be ~2–3× smaller, which does not change the order of magnitude.)`);
+    (r.bytes.etcdGrpcSent !== null ? ` etcd's own counter of gRPC bytes sent to all clients (etcd_network_client_grpc_sent_bytes_total, sampled every 2 s and summed across the restart, which resets it) read ${bytesText(r.bytes.etcdGrpcSent)}.` : ''));
+  lines.push(`- Counterfactual, every agent watches the API server directly (Cilium before 1.5; its post measured 400 Mbit/s at 2,000 nodes): each of the ${fmt(s.nodes)} agents would watch what the operator watches (nodes, pods, services, EndpointSlices — what Cilium's agents watched) and receive what the operator received, i.e. ${fmt(s.nodes)} × ${bytesText(r.bytes.kubeSimToOperator)} = ${bytesText(r.bytes.counterfactualDirectWatches)} = **${fmt(r.bytes.counterfactualMbitS)} Mbit/s** leaving the API server. Reduction: **${fmt(r.bytes.reduction)}×**. (JSON, as kube-sim serves it; protobuf would be ~2–3× smaller, which does not change the order of magnitude.)`);
   lines.push('');
   lines.push('## Propagation latency', '', `![propagation](${latencyPlot})`, '', `![windows](${latencyWindowPlot})`, '');
   const pr = r.propagation;

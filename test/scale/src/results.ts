@@ -57,7 +57,6 @@ export interface Results {
   bytes: {
     kubeSimToOperator: number;
     kubeSimToOperatorMbitS: number;
-    nodePodShareOfOperatorWatchBytes: number;
     perLightWatcher: number;
     lightWatcherEvents: number;
     agentsAllNodesEstimate: number;
