@@ -194,8 +194,23 @@ export class LeaderElection implements WriteGuard {
       if (ended.signal.aborted && !this.abort.signal.aborted) {
         this.log.warn({ identity, reason: errorMessage(ended.signal.reason) }, 'leadership term ended; campaigning again with a new lease');
       }
-      // Best effort: frees our key at once if etcd is reachable; otherwise the lease expires on its own.
-      void lease.revoke().catch(() => undefined);
+      // Frees our key at once, so that the next term (ours or another candidate's) does not wait for the lease to
+      // expire behind it. etcd may be down right now (that is often why the term ended): keep trying until it
+      // answers, for at most a TTL, after which the lease has expired anyway.
+      void this.revokeUntilGone(lease);
+    }
+  }
+
+  private async revokeUntilGone(lease: Lease): Promise<void> {
+    const giveUpAt = Date.now() + this.ttl * 1000;
+    const backoff = new Backoff({ minMs: 200, maxMs: 2_000 });
+    while (Date.now() < giveUpAt) {
+      try {
+        await lease.revoke();
+        return;
+      } catch {
+        await backoff.wait().catch(() => undefined);
+      }
     }
   }
 
