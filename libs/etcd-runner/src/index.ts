@@ -5,6 +5,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { hasExited, ownChild, stopChild } from '@sluice/process';
 
 export interface EtcdOptions {
   /** The etcd binary; `etcd` on PATH by default (Debian's etcd-server). */
@@ -64,20 +65,8 @@ async function healthy(endpoint: string): Promise<boolean> {
   }
 }
 
-const live = new Set<ChildProcess>();
-let exitHookInstalled = false;
-function killAllOnExit(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  // A test runner or demo that dies must not leave etcd servers behind.
-  process.once('exit', () => {
-    for (const child of live) child.kill('SIGKILL');
-  });
-}
-
 /** Starts a real etcd on free loopback ports with a temporary data dir and waits until it reports healthy. */
 export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdServer> {
-  killAllOnExit();
   const parent = options.dataDirParent ?? (existsSync('/dev/shm') ? '/dev/shm' : tmpdir());
   const dataDir = await mkdtemp(join(parent, 'sluice-etcd-'));
   const [clientPort, peerPort] = [await freePort(), await freePort()];
@@ -107,11 +96,9 @@ export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdServer> 
     exitError = undefined;
     const logFd = options.logFile ? (await import('node:fs')).openSync(options.logFile, 'a') : 'ignore';
     const started = spawn(options.binary ?? 'etcd', args, { stdio: ['ignore', 'ignore', logFd] });
-    child = started;
-    live.add(started);
+    child = ownChild(started);
     started.once('error', (err) => (exitError = err.message));
     started.once('exit', (code, signal) => {
-      live.delete(started);
       exitError ??= `etcd exited (code ${code}, signal ${signal})`;
     });
     const deadline = Date.now() + (options.startTimeoutMs ?? 15_000);
@@ -128,13 +115,7 @@ export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdServer> 
   };
 
   const halt = async (signal: NodeJS.Signals = 'SIGTERM') => {
-    const current = child;
-    if (!current || current.exitCode !== null || current.signalCode !== null) return;
-    const exited = new Promise<void>((resolve) => current.once('exit', () => resolve()));
-    current.kill(signal);
-    const timer = setTimeout(() => current.kill('SIGKILL'), 5000);
-    await exited;
-    clearTimeout(timer);
+    if (child) await stopChild(child, { signal });
   };
 
   try {
@@ -152,7 +133,7 @@ export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdServer> 
       return child?.pid;
     },
     get running() {
-      return !!child && child.exitCode === null && child.signalCode === null;
+      return !!child && !hasExited(child);
     },
     pause: (signal) => halt(signal),
     async resume() {

@@ -2,10 +2,11 @@
  * The demo's child processes: each Sluice service runs as its own node process (tsx as an --import loader, so that
  * the pid we hold is the service itself and a signal reaches it directly), its stderr in a log file.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { openSync, closeSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { ownChild, stopChild } from '@sluice/process';
 
 const require = createRequire(import.meta.url);
 /** tsx's loader, resolved from here so that the children do not depend on the cwd. */
@@ -22,20 +23,7 @@ export interface ChildService {
   stop(graceMs?: number): Promise<void>;
 }
 
-const live = new Set<ChildProcess>();
-let exitHook = false;
-
-/** Last resort: whatever path the demo takes out, no child outlives it. */
-function killOnExit(): void {
-  if (exitHook) return;
-  exitHook = true;
-  process.once('exit', () => {
-    for (const child of live) child.kill('SIGKILL');
-  });
-}
-
 export function spawnService(name: string, script: string, args: string[], logFile: string, env: NodeJS.ProcessEnv = {}): ChildService {
-  killOnExit();
   const fd = openSync(logFile, 'a');
   const child = spawn(process.execPath, ['--import', TSX_LOADER, script, ...args], {
     stdio: ['ignore', fd, fd],
@@ -43,14 +31,10 @@ export function spawnService(name: string, script: string, args: string[], logFi
   });
   closeSync(fd);
   if (child.pid === undefined) throw new Error(`could not start ${name}`);
-  live.add(child);
+  ownChild(child);
   let exitReason: string | undefined;
-  const gone = new Promise<void>((resolve) => {
-    child.once('exit', (code, signal) => {
-      live.delete(child);
-      exitReason = signal ? `killed by ${signal}` : `exited with code ${code}`;
-      resolve();
-    });
+  child.once('exit', (code, signal) => {
+    exitReason = signal ? `killed by ${signal}` : `exited with code ${code}`;
   });
   return {
     name,
@@ -62,13 +46,7 @@ export function spawnService(name: string, script: string, args: string[], logFi
     get exitReason() {
       return exitReason;
     },
-    async stop(graceMs = 5000) {
-      if (exitReason !== undefined) return;
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
-      await gone;
-      clearTimeout(timer);
-    },
+    stop: (graceMs = 5000) => stopChild(child, { graceMs }),
   };
 }
 

@@ -5,19 +5,10 @@
 import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { ownChild, stopChild } from '@sluice/process';
 
 const require = createRequire(import.meta.url);
 const TSX_LOADER = require.resolve('tsx');
-
-const live = new Set<ChildProcess>();
-let hooked = false;
-function killOnExit(): void {
-  if (hooked) return;
-  hooked = true;
-  process.once('exit', () => {
-    for (const child of live) child.kill('SIGKILL');
-  });
-}
 
 export interface Child<In = unknown, Out = unknown> {
   name: string;
@@ -34,13 +25,11 @@ export interface Child<In = unknown, Out = unknown> {
 
 function wrap<In, Out>(name: string, child: ChildProcess, logFile: string): Child<In, Out> {
   if (child.pid === undefined) throw new Error(`could not start ${name}`);
-  live.add(child);
+  ownChild(child);
   let exitReason: string | undefined;
-  const gone = new Promise<void>((resolve) => child.once('exit', (code, signal) => {
-    live.delete(child);
+  child.once('exit', (code, signal) => {
     exitReason = signal ? `killed by ${signal}` : `exited with code ${code}`;
-    resolve();
-  }));
+  });
   const listeners: Array<(m: Out) => void> = [];
   child.on('message', (m) => {
     for (const l of listeners) l(m as Out);
@@ -71,19 +60,12 @@ function wrap<In, Out>(name: string, child: ChildProcess, logFile: string): Chil
     onMessage(listener) {
       listeners.push(listener);
     },
-    async stop(graceMs = 10_000) {
-      if (exitReason !== undefined) return;
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
-      await gone;
-      clearTimeout(timer);
-    },
+    stop: (graceMs = 10_000) => stopChild(child, { graceMs }),
   };
 }
 
 /** A TypeScript child with an IPC channel. */
 export function forkTs<In, Out>(name: string, script: string, args: string[], logFile: string, nodeFlags: string[] = []): Child<In, Out> {
-  killOnExit();
   const fd = openSync(logFile, 'a');
   const child = fork(script, args, { execArgv: ['--import', TSX_LOADER, ...nodeFlags], stdio: ['ignore', fd, fd, 'ipc'] });
   closeSync(fd);
@@ -92,7 +74,6 @@ export function forkTs<In, Out>(name: string, script: string, args: string[], lo
 
 /** A TypeScript service without IPC (the operator, the health service), its output in a log file. */
 export function spawnTs(name: string, script: string, args: string[], logFile: string, stdout: 'log' | 'pipe' = 'log'): Child<never, never> {
-  killOnExit();
   const fd = openSync(logFile, 'a');
   const child = spawn(process.execPath, ['--import', TSX_LOADER, script, ...args], { stdio: ['ignore', stdout === 'pipe' ? 'pipe' : fd, fd] });
   closeSync(fd);

@@ -1,0 +1,57 @@
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { hasExited, ownChild, stopChild } from '../src/index.ts';
+
+describe('stopChild', () => {
+  it('stops a child that honours SIGTERM', async () => {
+    const child = ownChild(spawn('sleep', ['60']));
+    await stopChild(child);
+    expect(child.signalCode).toBe('SIGTERM');
+    expect(hasExited(child)).toBe(true);
+  });
+
+  it('escalates to SIGKILL when the child ignores SIGTERM', async () => {
+    const child = ownChild(spawn('bash', ['-c', 'trap "" TERM; echo ready; sleep 60'], { stdio: ['ignore', 'pipe', 'ignore'] }));
+    await new Promise((resolve) => child.stdout!.once('data', resolve));
+    await stopChild(child, { graceMs: 200 });
+    expect(child.signalCode).toBe('SIGKILL');
+  });
+
+  it('returns at once for a child that has already exited', async () => {
+    const child = spawn('true');
+    await new Promise((resolve) => child.once('exit', resolve));
+    await stopChild(child);
+    expect(child.exitCode).toBe(0);
+  });
+});
+
+describe('ownChild', () => {
+  it('kills owned children when the parent exits', async () => {
+    // A parent that starts a long sleep, owns it, prints its pid and exits without stopping it.
+    const script = `
+      import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+      import { ownChild } from ${JSON.stringify(new URL('../src/index.ts', import.meta.url).pathname)};
+      const c = ownChild(spawn('sleep', ['60'], { detached: true, stdio: 'ignore' }));
+      console.log(c.pid);
+      setTimeout(() => process.exit(0), 100);
+    `;
+    const parent = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    parent.stdout!.on('data', (d) => (out += String(d)));
+    await new Promise((resolve) => parent.once('exit', resolve));
+    const pid = Number(out.trim());
+    expect(pid).toBeGreaterThan(0);
+    // Gone, or a zombie waiting for PID 1 to reap it: either way it no longer runs.
+    const state = () => {
+      try {
+        return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.[0];
+      } catch {
+        return 'gone';
+      }
+    };
+    for (let i = 0; i < 50 && !['gone', 'Z'].includes(state() ?? ''); i++) await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(['gone', 'Z']).toContain(state());
+  });
+});
