@@ -6,7 +6,13 @@ export NX_DAEMON=false NX_NO_CLOUD=true NX_TUI=false FORCE_COLOR=0
 rm -rf test-results && mkdir -p test-results
 
 # What the tests make must not outlive them; what existed before (a running demo) is not theirs.
-snapshot() { { ip netns list 2>/dev/null | awk '$1 ~ /^sl-/ {print "netns " $1}'; find /sys/fs/bpf/sluice -mindepth 1 -maxdepth 1 2>/dev/null | sed 's/^/pin /'; } | sort; }
+snapshot() {
+  {
+    ip netns list 2>/dev/null | awk '$1 ~ /^sl-/ {print "netns " $1}'
+    find /sys/fs/bpf/sluice -mindepth 1 -maxdepth 1 2>/dev/null | sed 's/^/pin /'
+    find /dev/shm /tmp -maxdepth 1 -name 'sluice-etcd-*' 2>/dev/null | sed 's/^/etcd data dir /'
+  } | sort
+}
 before=$(snapshot)
 
 echo "== typecheck"

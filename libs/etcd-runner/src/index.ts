@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -65,6 +65,19 @@ async function healthy(endpoint: string): Promise<boolean> {
   }
 }
 
+/** Data dirs of servers not stopped yet: removed when the process exits (ownChild has killed etcd by then). */
+const dataDirs = new Set<string>();
+let dataDirHookInstalled = false;
+function removeDataDirOnExit(dir: string): void {
+  dataDirs.add(dir);
+  if (dataDirHookInstalled) return;
+  dataDirHookInstalled = true;
+  // 'exit' handlers run in order of registration: this one is installed after the first ownChild (which kills etcd).
+  process.once('exit', () => {
+    for (const d of dataDirs) rmSync(d, { recursive: true, force: true, maxRetries: 3 });
+  });
+}
+
 /** Starts a real etcd on free loopback ports with a temporary data dir and waits until it reports healthy. */
 export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdServer> {
   const parent = options.dataDirParent ?? (existsSync('/dev/shm') ? '/dev/shm' : tmpdir());
@@ -97,6 +110,7 @@ export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdServer> 
     const logFd = options.logFile ? (await import('node:fs')).openSync(options.logFile, 'a') : 'ignore';
     const started = spawn(options.binary ?? 'etcd', args, { stdio: ['ignore', 'ignore', logFd] });
     child = ownChild(started);
+    removeDataDirOnExit(dataDir);
     started.once('error', (err) => (exitError = err.message));
     started.once('exit', (code, signal) => {
       exitError ??= `etcd exited (code ${code}, signal ${signal})`;
@@ -123,6 +137,7 @@ export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdServer> 
   } catch (err) {
     await halt('SIGKILL');
     await rm(dataDir, { recursive: true, force: true });
+    dataDirs.delete(dataDir);
     throw err;
   }
 
@@ -146,6 +161,7 @@ export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdServer> 
       stopped = true;
       await halt();
       await rm(dataDir, { recursive: true, force: true });
+      dataDirs.delete(dataDir);
     },
   };
   return server;

@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { startEtcd } from '../src/index.ts';
 
@@ -40,6 +41,30 @@ describe('startEtcd', () => {
     } finally {
       await Promise.all([a.stop(), b.stop()]);
     }
+  });
+
+  it('leaves neither a process nor a data dir behind when its owner exits without stop()', async () => {
+    const script = `
+      import { startEtcd } from ${JSON.stringify(new URL('../src/index.ts', import.meta.url).pathname)};
+      const etcd = await startEtcd();
+      console.log(JSON.stringify({ pid: etcd.pid, dataDir: etcd.dataDir }));
+      process.exit(0);
+    `;
+    const owner = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    owner.stdout!.on('data', (d) => (out += String(d)));
+    await new Promise((resolve) => owner.once('exit', resolve));
+    const { pid, dataDir } = JSON.parse(out) as { pid: number; dataDir: string };
+    expect(existsSync(dataDir)).toBe(false);
+    const running = () => {
+      try {
+        return !readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.startsWith('Z');
+      } catch {
+        return false;
+      }
+    };
+    for (let i = 0; i < 50 && running(); i++) await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(running()).toBe(false);
   });
 
   it('fails clearly when the binary is missing', async () => {
