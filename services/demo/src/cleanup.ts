@@ -65,7 +65,8 @@ export function cleanupStale(state: DemoState): string[] {
     }
   }
   for (const dir of state.tempDirs) {
-    if (!dir.startsWith('/tmp/sluice-')) continue;
+    // Only folders the demo makes (the lab's, and etcd's data dir on tmpfs), whatever a tampered state file says.
+    if (!/^\/(tmp|dev\/shm)\/sluice-[^/]+$/.test(dir)) continue;
     rmSync(dir, { recursive: true, force: true });
   }
   if (state.pinRoot?.startsWith('/sys/fs/bpf/sluice/')) {

@@ -117,7 +117,9 @@ export async function startDemo(options: DemoOptions, progress: Progress): Promi
   try {
     progress.start('etcd');
     etcd = await startEtcd({ logFile: join(logDir, 'etcd.log') });
-    await save({ etcd: { endpoints: [etcd.endpoint], pid: etcd.pid } });
+    // Its data dir is listed so that the next demo can remove it if this one is killed before it stops etcd.
+    const etcdDataDir = etcd.dataDir;
+    await save({ etcd: { endpoints: [etcd.endpoint], pid: etcd.pid }, tempDirs: [etcdDataDir] });
     progress.done('etcd', etcd.endpoint);
 
     progress.start('kube-sim');
@@ -163,7 +165,7 @@ export async function startDemo(options: DemoOptions, progress: Progress): Promi
           etcdEndpoint: etcd.endpoint,
           sim,
           ...(healthAddress ? { healthService: healthAddress } : {}),
-          onCreating: (made) => save(made),
+          onCreating: (made) => save({ ...made, tempDirs: [...made.tempDirs, etcdDataDir] }),
         }).then((r) => {
           if ('error' in r) throw new LabUnavailable(r.error);
           return r;

@@ -6,7 +6,7 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { demoStateSchema, pidAlive, type DemoState } from '@sluice/demo-state';
@@ -229,6 +229,8 @@ describe('a demo that was killed (SIGKILL) is cleaned up after by the next one',
     for (const pid of orphans) expect(pidAlive(pid), `pid ${pid}`).toBe(true);
     expect(existsSync(first.pinRoot!)).toBe(true);
     expect((await run('ip', ['netns', 'list'])).stdout).toContain(first.namespacePrefix!);
+    const etcdDataDir = first.tempDirs.find((dir) => basename(dir).startsWith('sluice-etcd-'));
+    expect(etcdDataDir && existsSync(etcdDataDir)).toBe(true);
 
     const b = await startDemo(['--nodes', '0', '--no-health']);
     expect(b.output()).toMatch(/✔ cleaned up after a previous demo that did not stop {2}.*netns /);
