@@ -213,8 +213,9 @@ describe('a demo that was killed (SIGKILL) is cleaned up after by the next one',
 
   afterAll(async () => {
     for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-    // Whatever the outcome, nothing of the killed demo may outlive the test.
+    // Whatever the outcome, nothing of either demo may outlive the test: a SIGKILLed demo runs no exit hooks.
     if (first && !done) cleanupStale(first);
+    if (!done && existsSync(statePath)) cleanupStale(demoStateSchema.parse(JSON.parse(readFileSync(statePath, 'utf8'))));
     rmSync(stateDir, { recursive: true, force: true });
   });
 
