@@ -6,12 +6,13 @@
  * restarts it with jittered backoff (honouring a 429's Retry-After) and resumes from the last resourceVersion when it
  * has one, so a dropped watch costs no relist.
  */
-import { ListWatch, Watch, type KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
+import { ListWatch, type KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
 import { Backoff } from '@sluice/backoff';
 import { RepeatSuppressor, type Logger } from '@sluice/log';
 import { Counter, type Registry } from '@sluice/metrics';
 import { SlimError } from '@sluice/slim';
 import { listAllPages, type Mirrored } from './resources.ts';
+import { FilteringWatch } from './watch.ts';
 
 export interface RecordSink {
   upsert(key: string, value: string): void;
@@ -23,6 +24,7 @@ export interface MirrorMetrics {
   malformed: Counter<'kind'>;
   restarts: Counter<'kind'>;
   unchanged: Counter<'kind'>;
+  undecoded: Counter<'kind'>;
 }
 
 export function mirrorMetrics(registry: Registry): MirrorMetrics {
@@ -31,6 +33,7 @@ export function mirrorMetrics(registry: Registry): MirrorMetrics {
     malformed: new Counter({ name: 'sluice_operator_malformed_objects_total', help: 'Objects skipped because they could not be slimmed', labelNames: ['kind'], registers: [registry] }),
     restarts: new Counter({ name: 'sluice_operator_informer_restarts_total', help: 'Informer restarts after an error', labelNames: ['kind'], registers: [registry] }),
     unchanged: new Counter({ name: 'sluice_operator_unchanged_events_total', help: 'Events whose slim record did not change (no etcd write)', labelNames: ['kind'], registers: [registry] }),
+    undecoded: new Counter({ name: 'sluice_operator_undecoded_events_total', help: 'Unchanged events recognised without decoding them (heartbeats); also counted as unchanged', labelNames: ['kind'], registers: [registry] }),
   };
 }
 
@@ -79,9 +82,10 @@ export class KindMirror {
   }
 
   start(): void {
-    const { resource, config } = this.options;
+    const { resource, config, metrics } = this.options;
     const listFn = async () => {
       const list = await listAllPages(resource, this.options.pageSize ?? 500);
+      for (const item of list.items) resource.trim(item);
       // ListWatch hands the items to the add/update handlers synchronously right after this promise settles; by the
       // time an immediate runs, the whole list has gone through the sink.
       if (!this.isSynced) {
@@ -92,7 +96,21 @@ export class KindMirror {
       }
       return list;
     };
-    const informer = new ListWatch<KubernetesObject>(resource.path, new Watch(config), listFn, false);
+    const watch = new FilteringWatch(config, {
+      transform: (object) => resource.trim(object as KubernetesObject),
+      onUnchanged: () => {
+        const kind = resource.kubeKind;
+        metrics.events.inc({ kind, type: 'MODIFIED' });
+        metrics.unchanged.inc({ kind });
+        metrics.undecoded.inc({ kind });
+        this.backoff.reset();
+      },
+      onMalformed: (reason) => {
+        metrics.malformed.inc({ kind: resource.kubeKind });
+        this.suppressor.warn(this.options.log, `${resource.kubeKind}/watch/${reason}`, { reason }, 'skipping a malformed watch event');
+      },
+    });
+    const informer = new ListWatch<KubernetesObject>(resource.path, watch, listFn, false);
     informer.on('add', (obj) => this.apply('ADDED', obj));
     informer.on('update', (obj) => this.apply('MODIFIED', obj));
     informer.on('delete', (obj) => this.remove(obj));

@@ -33,6 +33,15 @@ export interface Mirrored<T extends KubernetesObject> {
   build: (obj: T) => SlimRecord<SlimKind> | undefined;
   /** Throws SlimError naming the bad field of a built record. */
   validate: (record: SlimRecord<SlimKind>) => void;
+  /**
+   * Drops, in place, what `build` never reads, before the informer caches the object (as client-go's informer
+   * transforms do): managedFields everywhere, and a Node's image list, most of its bytes.
+   */
+  trim: (obj: T) => void;
+}
+
+function dropManagedFields(obj: KubernetesObject): void {
+  if (obj.metadata) delete obj.metadata.managedFields;
 }
 
 /** The ways a name can be missing from a malformed object; such an object has no key and is skipped. */
@@ -51,6 +60,10 @@ export function mirroredResources(config: KubeConfig, keys: KeySchema): Mirrored
     key: (node) => keys.node(nameOf(node).name),
     build: buildSlimNode,
     validate: (record) => validateSlim('node', record as SlimRecord<'node'>),
+    trim: (node) => {
+      dropManagedFields(node);
+      if (node.status) delete node.status.images;
+    },
   };
   const pods: Mirrored<V1Pod> = {
     kind: 'pods',
@@ -63,6 +76,7 @@ export function mirroredResources(config: KubeConfig, keys: KeySchema): Mirrored
       return isEndpoint(slim) ? slim : undefined;
     },
     validate: (record) => validateSlim('pod', record as SlimRecord<'pod'>),
+    trim: dropManagedFields,
   };
   const services: Mirrored<V1Service> = {
     kind: 'services',
@@ -72,6 +86,7 @@ export function mirroredResources(config: KubeConfig, keys: KeySchema): Mirrored
     key: (svc) => keys.service(nameOf(svc).namespace, nameOf(svc).name),
     build: buildSlimService,
     validate: (record) => validateSlim('service', record as SlimRecord<'service'>),
+    trim: dropManagedFields,
   };
   const slices: Mirrored<V1EndpointSlice> = {
     kind: 'endpointslices',
@@ -81,6 +96,7 @@ export function mirroredResources(config: KubeConfig, keys: KeySchema): Mirrored
     key: (slice) => keys.endpointSlice(nameOf(slice).namespace, nameOf(slice).name),
     build: buildSlimEndpointSlice,
     validate: (record) => validateSlim('endpointSlice', record as SlimRecord<'endpointSlice'>),
+    trim: dropManagedFields,
   };
   return [nodes, pods, services, slices] as unknown as Mirrored<KubernetesObject>[];
 }

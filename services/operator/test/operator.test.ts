@@ -77,6 +77,8 @@ describe('operator against kube-sim and a real etcd: 200 nodes × 20 pods', () =
     await new Promise((resolve) => setTimeout(resolve, 200));
     expect(await etcdRevision(env.client)).toBe(before);
     expect(await metricValue(registry, 'sluice_operator_unchanged_events_total', { kind: 'Node' })).toBeGreaterThanOrEqual(200 * 30);
+    // The first heartbeat after the list is decoded (the list gives no fingerprints); every later one is not.
+    expect(await metricValue(registry, 'sluice_operator_undecoded_events_total', { kind: 'Node' })).toBeGreaterThanOrEqual(200 * 29);
   });
 
   it('writes exactly once for a label change on one node', async () => {
