@@ -2,3 +2,4 @@ export * from './proto.ts';
 export * from './types.ts';
 export * from './client.ts';
 export * from './format.ts';
+export * from './wire.ts';

@@ -14,7 +14,8 @@ export const reachability = z.enum(REACHABILITIES);
 export type Reachability = z.infer<typeof reachability>;
 
 /** Kubernetes node names: DNS subdomains. */
-export const nodeName = z.string().min(1).max(253).regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/, 'is not a valid node name');
+export const NODE_NAME_PATTERN = /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/;
+export const nodeName = z.string().min(1).max(253).regex(NODE_NAME_PATTERN, 'is not a valid node name');
 const millis = z.number().int().min(0);
 
 export const probeResultSchema = z.object({

@@ -16,9 +16,9 @@ import {
   type HealthChange,
   type NodeHealth,
   type ProbeKind,
-  type ProbeResult,
   type ProbeStatus,
   type Reachability,
+  type ReportedProbe,
 } from '@sluice/health-api';
 
 export interface NodeInfo {
@@ -81,8 +81,7 @@ export class Aggregator {
   private newestProbe = 0;
   private nodesKnown = false;
   private summaryCache: ClusterSummary | undefined;
-  /** Bumped on every change to anything GetClusterHealth returns; lets the server reuse an encoded answer. */
-  version = 0;
+  private changeCount = 0;
 
   constructor(options: AggregatorOptions = {}) {
     this.staleMs = options.staleMs ?? 20_000;
@@ -121,11 +120,20 @@ export class Aggregator {
     return this.nodes.has(name);
   }
 
+  /** Bumped on every change to anything GetClusterHealth returns; lets the server reuse an encoded answer. */
+  get version(): number {
+    this.settle();
+    return this.changeCount;
+  }
+
   /**
    * Takes one batch from `reporter`. Results about unknown nodes are ignored once the node list is known; times in
    * the future (a skewed reporter clock) count as now, results older than the staleness window are dropped.
+   *
+   * With `settleNow` false the verdicts are brought up to date by the next `settle()` (or by any read), so that a
+   * server taking many batches in one event-loop turn evaluates each touched node once, not once per batch.
    */
-  ingest(reporter: string, results: readonly ProbeResult[]): { accepted: number; ignored: number } {
+  ingest(reporter: string, results: readonly ReportedProbe[], settleNow = true): { accepted: number; ignored: number } {
     const now = this.now();
     const fresh = now - this.staleMs;
     let accepted = 0;
@@ -162,7 +170,7 @@ export class Aggregator {
       if (time > this.newestProbe) this.newestProbe = time;
       this.dirty.add(r.target);
     }
-    if (accepted) this.settle();
+    if (accepted && settleNow) this.settle();
     return { accepted, ignored };
   }
 
@@ -183,11 +191,12 @@ export class Aggregator {
   }
 
   private bump(): void {
-    this.version++;
+    this.changeCount++;
     this.summaryCache = undefined;
   }
 
-  private settle(): void {
+  /** Re-evaluates the nodes with new or expired evidence and tells the listeners about changed verdicts. */
+  settle(): void {
     if (this.dirty.size === 0 && this.expired.size === 0) return;
     const now = this.now();
     const fresh = now - this.staleMs;
@@ -264,11 +273,13 @@ export class Aggregator {
 
   nodeHealth(name: string): NodeHealth | undefined {
     if (!this.nodes.has(name)) return undefined;
+    this.settle();
     const state = this.targets.get(name);
     return state?.view ?? this.buildView(name, state);
   }
 
   summary(): ClusterSummary {
+    this.settle();
     if (this.summaryCache) return this.summaryCache;
     let reachable = 0;
     const unreachable: string[] = [];
@@ -284,11 +295,13 @@ export class Aggregator {
   }
 
   clusterHealth(summaryOnly = false): ClusterHealth {
+    this.settle();
     return { summary: this.summary(), nodes: summaryOnly ? [] : this.sortedNames.map((name) => this.nodeHealth(name)!) };
   }
 
   /** Every node's current state as a change from UNSPECIFIED (for a watcher's initial snapshot). */
   snapshot(): HealthChange[] {
+    this.settle();
     const now = this.now();
     return this.sortedNames.map((name) => {
       const health = this.nodeHealth(name)!;

@@ -10,14 +10,15 @@ import {
   GRPC_HEALTH_SERVICE,
   SERVICE_NAME,
   clusterHealthService,
+  decodeReportProbesRequest,
   getClusterHealthRequestSchema,
   getNodeHealthRequestSchema,
   HealthApiError,
   packageDefinition,
   parseMessage,
-  reportProbesRequestSchema,
   watchClusterHealthRequestSchema,
   type HealthChange,
+  type ReportBatch,
 } from '@sluice/health-api';
 import { createLogger, type Logger } from '@sluice/log';
 import type { Aggregator } from './aggregator.ts';
@@ -93,12 +94,25 @@ export async function startHealthServer(options: HealthServerOptions): Promise<H
   grpcHealth.addToServer(server);
   new ReflectionService(packageDefinition).addToServer(server);
 
-  // GetClusterHealth answers with bytes from the incremental encoder (see encode.ts); everything else goes through
-  // the generic serializer.
+  // GetClusterHealth answers with bytes from the incremental encoder (see encode.ts) and ReportProbes batches are read
+  // by the hand-written decoder that validates as it reads (@sluice/health-api wire.ts); everything else goes through
+  // the generic (de)serializers.
   const generic = clusterHealthService.GetClusterHealth!;
   const service: grpc.ServiceDefinition = {
     ...clusterHealthService,
     GetClusterHealth: { ...generic, responseSerialize: (value: unknown) => (Buffer.isBuffer(value) ? value : generic.responseSerialize(value)) },
+    ReportProbes: { ...clusterHealthService.ReportProbes!, requestDeserialize: decodeReportProbesRequest },
+  };
+  // Batches are ingested as they arrive and the verdicts settled once per event-loop turn: under load one turn
+  // carries many batches, which often touch the same nodes.
+  let settleScheduled = false;
+  const settleSoon = () => {
+    if (settleScheduled) return;
+    settleScheduled = true;
+    setImmediate(() => {
+      settleScheduled = false;
+      aggregator.settle();
+    });
   };
   const encoder = new ClusterHealthEncoder();
   // Nodes are encoded when a request finds their view changed, not on every change: under the report load of 5,000
@@ -132,7 +146,7 @@ export async function startHealthServer(options: HealthServerOptions): Promise<H
       callback(null, { node });
     },
 
-    ReportProbes(call: grpc.ServerReadableStream<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) {
+    ReportProbes(call: grpc.ServerReadableStream<ReportBatch | HealthApiError, unknown>, callback: grpc.sendUnaryData<unknown>) {
       // The certificate cannot change within a call: its names are read once per stream.
       const names = mutual ? certificateNames(call.getAuthContext()?.sslPeerCertificate) : [];
       const totals = { accepted: 0, ignored: 0 };
@@ -150,14 +164,9 @@ export async function startHealthServer(options: HealthServerOptions): Promise<H
         reportStreams.delete(finish);
         callback(error);
       };
-      call.on('data', (message: unknown) => {
+      call.on('data', (request: ReportBatch | HealthApiError) => {
         if (done) return;
-        let request;
-        try {
-          request = parseMessage(reportProbesRequestSchema, message, 'ReportProbesRequest');
-        } catch (err) {
-          return fail(invalid(err));
-        }
+        if (request instanceof HealthApiError) return fail(invalid(request));
         if (mutual && !names.includes(request.reporter)) {
           counters.deniedReports++;
           return fail({
@@ -166,9 +175,10 @@ export async function startHealthServer(options: HealthServerOptions): Promise<H
           });
         }
         counters.reports++;
-        const result = aggregator.ingest(request.reporter, request.results);
+        const result = aggregator.ingest(request.reporter, request.results, false);
         totals.accepted += result.accepted;
         totals.ignored += result.ignored;
+        if (result.accepted) settleSoon();
       });
       call.on('end', finish);
       call.on('error', () => {
