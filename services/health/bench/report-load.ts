@@ -35,6 +35,9 @@ for (const [r, paceMs] of paces.entries()) {
     streams[i % N]!.write(reports[i]);
   }
 }
+// The streams end only when the parent says so, after its measurements: 5,000 streams closing at once is a burst of
+// its own that the steady load never has.
+await waitForInput();
 for (const stream of streams) stream.end();
 await Promise.all(answered);
 client.close();

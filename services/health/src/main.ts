@@ -78,7 +78,7 @@ if (options.statusPort > 0) {
   gauge('sluice_health_reachable_nodes', 'Nodes reachable or suspect', () => aggregator.summary().reachable);
   gauge('sluice_health_unreachable_nodes', 'Nodes confirmed unreachable', () => aggregator.summary().unreachable.length);
   gauge('sluice_health_watchers', 'Open WatchClusterHealth streams', () => server.stats().watchers);
-  status = await startStatusServer({ registry, port: options.statusPort, ready: () => nodesLoaded, routes: { '/status': () => aggregator.summary() } });
+  status = await startStatusServer({ registry, port: options.statusPort, ready: () => nodesLoaded, routes: { '/status': () => aggregator.summary(), '/stats': () => server.stats() } });
 }
 
 // The watches retry on their own until etcd answers; meanwhile the service answers NOT_SERVING in grpc.health.v1.

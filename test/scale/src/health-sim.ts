@@ -5,6 +5,11 @@
  * at once, a probe to a dead node fails after the probe timeout. At `failAt` one node dies (stops probing and
  * answering); the time until WatchClusterHealth says it is unreachable is the detection time.
  *
+ * Backpressure is honoured as the agents' sink does it: a reporter whose stream's write() returned false writes
+ * nothing more until 'drain'; its results stay queued (at most MAX_QUEUED, oldest dropped, like the prober's buffer)
+ * and go with its next flush. Delivered results are counted in the write callbacks (handed to HTTP/2), not when
+ * queued, so the figures say what reached the service's connection.
+ *
  * argv[2]: JSON { address, nodes: string[], failAfterMs, durationMs, victim }; prints one JSON line of results.
  */
 import * as grpc from '@grpc/grpc-js';
@@ -23,9 +28,9 @@ const client = createHealthClient(args.address, { deadlineMs: 30_000 });
 const raw = new ClusterHealthClient(args.address, grpc.credentials.createInsecure()) as unknown as grpc.Client & {
   ReportProbes(m: grpc.Metadata, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null, v?: unknown) => void): grpc.ClientWritableStream<unknown>;
 };
-interface RawStream { call: grpc.ClientWritableStream<unknown>; open: boolean }
+interface RawStream { call: grpc.ClientWritableStream<unknown>; open: boolean; blocked: boolean }
 const openStream = (): RawStream => {
-  const s: RawStream = { call: undefined as unknown as grpc.ClientWritableStream<unknown>, open: true };
+  const s: RawStream = { call: undefined as unknown as grpc.ClientWritableStream<unknown>, open: true, blocked: false };
   s.call = raw.ReportProbes(new grpc.Metadata(), {}, (err) => {
     s.open = false;
     if (err) sendErrors++;
@@ -34,7 +39,10 @@ const openStream = (): RawStream => {
 };
 const streams = new Map<string, RawStream>();
 const queues = new Map<string, ProbeResult[]>();
-const sent = new Map<string, number>();
+/** Results handed to HTTP/2, per reporter. */
+const delivered = new Map<string, number>();
+const MAX_QUEUED = 10_000;
+const counts = { generated: 0, delivered: 0, dropped: 0, blockedFlushes: 0, writes: 0 };
 const index = new Map(names.map((name, i) => [name, i]));
 const ringCache = new Map<number, string[]>();
 const ringOf = (round: number) => {
@@ -69,6 +77,7 @@ function collect(from: number, to: number): void {
         if (doneAt < from || doneAt >= to) continue;
         let q = queues.get(reporter);
         if (!q) queues.set(reporter, (q = []));
+        counts.generated += KINDS.length;
         for (const kind of KINDS) {
           q.push({ target, kind, ip: '10.0.0.1', ok: up, rttUs: up ? 300 : 0, error: up ? '' : 'Connection timed out', timeUnixMs: Math.round(doneAt) });
         }
@@ -87,11 +96,28 @@ const timer = setInterval(() => {
   tick++;
   // Each reporter flushes once per second, a quarter of them on each 250 ms tick.
   for (const [reporter, results] of queues) {
+    if (results.length > MAX_QUEUED) counts.dropped += results.splice(0, results.length - MAX_QUEUED).length;
     if (results.length === 0 || (index.get(reporter)! % 4) !== tick % 4) continue;
     let stream = streams.get(reporter);
     if (!stream || !stream.open) streams.set(reporter, (stream = openStream()));
-    for (let i = 0; i < results.length; i += 500) stream.call.write({ reporter, results: results.slice(i, i + 500) });
-    sent.set(reporter, (sent.get(reporter) ?? 0) + results.length);
+    if (stream.blocked) {
+      counts.blockedFlushes++;
+      continue;
+    }
+    for (let i = 0; i < results.length; i += 500) {
+      const batch = results.slice(i, i + 500);
+      const s = stream;
+      counts.writes++;
+      const more = s.call.write({ reporter, results: batch }, (err?: Error | null) => {
+        if (err) return;
+        counts.delivered += batch.length;
+        delivered.set(reporter, (delivered.get(reporter) ?? 0) + batch.length);
+      });
+      if (!more && !s.blocked) {
+        s.blocked = true;
+        s.call.once('drain', () => (s.blocked = false));
+      }
+    }
     queues.set(reporter, []);
   }
 }, 250);
@@ -115,12 +141,14 @@ setTimeout(async () => {
   abort.abort();
   await Promise.race([watching, new Promise((r) => setTimeout(r, 1000))]);
   const live = names.filter((name) => name !== args.victim);
-  const perNode = live.map((name) => (sent.get(name) ?? 0) / elapsed);
+  const perNode = live.map((name) => (delivered.get(name) ?? 0) / elapsed);
   process.stdout.write(`${JSON.stringify({
     n, fanout: plan.fanout, roundMs: plan.intervalMs, slotMs: plan.slotMs, quorum: plan.quorum, documentedDetectionMs: plan.detectionMs,
     victim: args.victim, failAt, detectedAt, detectionMs: detectedAt === undefined ? null : detectedAt - failAt,
     probesPerNodePerSecondMean: perNode.reduce((a, b) => a + b, 0) / Math.max(1, perNode.length),
     probesPerNodePerSecondMax: Math.max(...perNode), sendErrors,
+    resultsGenerated: counts.generated, resultsDelivered: counts.delivered, deliveredShare: counts.generated ? counts.delivered / counts.generated : 0,
+    resultsDropped: counts.dropped, flushesHeldByBackpressure: counts.blockedFlushes, writes: counts.writes,
     summary: health ? { reachable: (health as { summary?: unknown }).summary } : null,
   })}\n`);
   for (const s of streams.values()) s.call.cancel();
