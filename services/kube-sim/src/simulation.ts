@@ -321,7 +321,14 @@ export class Simulation {
   private releasePodIP(nodeName: string, ip: string): void {
     const n = this.nodes.get(nodeName);
     if (!n || !ip) return;
-    n.used.delete(ipv4ToInt(ip) - n.podBase);
+    // A pod written through the API may carry any IP, even a malformed one; it must still be deletable.
+    let address: number;
+    try {
+      address = ipv4ToInt(ip);
+    } catch {
+      return;
+    }
+    n.used.delete(address - n.podBase);
   }
 
   private randomName(length: number): string {

@@ -119,6 +119,11 @@ export class KindMirror {
     void informer.start();
   }
 
+  /** Every record this kind should have in etcd now (key → canonical bytes), for a new term to re-assert. */
+  desired(): IterableIterator<[string, string]> {
+    return this.lastValue.entries();
+  }
+
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.restartTimer);
