@@ -215,10 +215,10 @@ export async function writeReport(r: Results, outDir: string): Promise<string[]>
     if (reconnectPlot) lines.push(`![reconnects](${reconnectPlot})`, '');
     lines.push(`etcd was killed (SIGKILL, data kept) at ${fmt(r.restart.pausedAtS, 1)} s and was serving again at ${fmt(r.restart.resumedAtS, 1)} s (${fmt(r.restart.downtimeS, 1)} s down). ` +
       `Reconnect attempts: ${fmt(r.restart.retries.full)} by full-agent watches (retries counted by the library when a stream is lost), ${fmt(r.restart.retries.light)} by lightweight watches (after their backoff). ` +
-      `The operator wrote its first pod change again **${r.restart.operatorWritesResumedMs === null ? 'never' : `${fmt(r.restart.operatorWritesResumedMs / 1000, 1)} s`}** after etcd was back (its leader lease from before the stop survives in etcd and must expire first). ` +
+      `The operator wrote its first pod change again **${r.restart.operatorWritesResumedMs === null ? 'never' : `${fmt(r.restart.operatorWritesResumedMs / 1000, 1)} s`}** after etcd was back. ` +
       `Every watcher was connected again within **${r.restart.lightReconnectedMs === null ? 'n/a' : `${fmt(r.restart.lightReconnectedMs / 1000, 1)} s`}** of etcd's return (2 s sampling); ` +
       `full resync — every full agent had programmed that first post-restart change (revision ${fmt(r.restart.firstRevisionAfterResume)}) — **${r.restart.fullResyncMs === null ? 'not reached' : `${fmt(r.restart.fullResyncMs / 1000, 1)} s`}** after etcd was back.`);
-    lines.push('', `"too many requests": ${r.tooManyRequests.reachingWatchConsumers} reached a watch consumer, ${r.tooManyRequests.operatorLogMentions} in the operator's log; etcd answered ResourceExhausted ${fmt(r.tooManyRequests.etcdReturnedResourceExhausted)} times since its restart (the writer retries those). Errors recorded by the watchers (the full agents' last watch error, after which the library retried; the lightweight watchers' error events): ${Object.keys(r.errorsSeenByWatchers).length === 0 ? 'none' : Object.entries(r.errorsSeenByWatchers).map(([k, v]) => `\`${k}\` × ${v}`).join(', ')}.`, '');
+    lines.push('', `"too many requests": ${r.tooManyRequests.reachingWatchConsumers} reached a watch consumer, ${r.tooManyRequests.operatorLogMentions} in the operator's log; etcd answered ResourceExhausted ${fmt(r.tooManyRequests.etcdReturnedResourceExhausted)} times since its restart (the writer retries those). Errors recorded by the watchers (the full agents' last watch error, after which the library retried; the lightweight watchers' error events): ${Object.keys(r.errorsSeenByWatchers).length === 0 ? 'none' : errorKinds(r.errorsSeenByWatchers).map(([k, v]) => `\`${k}\` × ${v}`).join(', ')}.`, '');
   }
   if (r.health) {
     const h = r.health;
@@ -229,4 +229,14 @@ export async function writeReport(r: Results, outDir: string): Promise<string[]>
   lines.push('## Files', '', '- `results.json`: every figure above and the time series.', `- ${files.map((f) => `\`${f}\``).join(', ')}: plots (vega-lite → SVG).`, '- `logs/`: each process\'s log.', '');
   await writeFile(join(outDir, 'report.md'), lines.join('\n'));
   return ['report.md', ...files];
+}
+
+/** Error messages grouped by their text without the numbers (timings, addresses) that make each one unique. */
+function errorKinds(errors: Record<string, number>): Array<[string, number]> {
+  const kinds = new Map<string, number>();
+  for (const [message, count] of Object.entries(errors)) {
+    const kind = message.replace(/\d+(\.\d+)?s?/g, '…');
+    kinds.set(kind, (kinds.get(kind) ?? 0) + count);
+  }
+  return [...kinds].sort((a, b) => b[1] - a[1]);
 }
