@@ -80,10 +80,16 @@ export function clusterSizeInterval(baseMs: number, clusterSize: number): number
   return baseMs * Math.max(1, Math.log1p(clusterSize));
 }
 
-/** A backoff whose smallest delay grows with the cluster size (see clusterSizeInterval). */
+/**
+ * A backoff whose smallest and largest delays both grow with the cluster size (see clusterSizeInterval). The floor
+ * keeps a large fleet from returning in lockstep; scaling the ceiling too (rather than a fixed 30 s) bounds how long
+ * the fleet takes to come back after an outage to about maxMs·ln(1+n), while the return rate stays near
+ * n / (maxMs·ln(1+n)): at 5,000 nodes and 1 s, every client is back within 8.5 s, about 600 per second.
+ */
 export function clusterSizeBackoff(options: BackoffOptions & { clusterSize: number }): Backoff {
   const minMs = clusterSizeInterval(options.minMs, options.clusterSize);
-  return new Backoff({ ...options, minMs, maxMs: Math.max(options.maxMs, minMs) });
+  const maxMs = clusterSizeInterval(options.maxMs, options.clusterSize);
+  return new Backoff({ ...options, minMs, maxMs: Math.max(maxMs, minMs) });
 }
 
 export interface RetryOptions {

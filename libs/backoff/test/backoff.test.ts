@@ -69,6 +69,13 @@ describe('clusterSizeInterval', () => {
     const backoff = clusterSizeBackoff({ minMs: 100, maxMs: 200, clusterSize: 5000, random: () => 0 });
     expect(backoff.nextDelayMs()).toBeCloseTo(100 * Math.log(5001), 6);
   });
+
+  it('raises the ceiling the same way, so that a large fleet is back within maxMs·ln(1+n) of an outage', () => {
+    const backoff = clusterSizeBackoff({ minMs: 100, maxMs: 1000, clusterSize: 5000, random: () => 1 });
+    const delays = Array.from({ length: 12 }, () => backoff.nextDelayMs());
+    expect(Math.max(...delays)).toBeCloseTo(1000 * Math.log(5001), 6);
+    expect(delays.at(-1)).toBeCloseTo(1000 * Math.log(5001), 6);
+  });
 });
 
 describe('retry', () => {

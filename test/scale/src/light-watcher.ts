@@ -47,7 +47,7 @@ class PrefixCounter {
 
   constructor(private readonly prefix: string, private readonly options: LightWatcherOptions) {
     this.revision = options.startRevision;
-    this.backoff = clusterSizeBackoff({ minMs: 200, maxMs: 30_000, clusterSize: options.clusterSize });
+    this.backoff = clusterSizeBackoff({ minMs: 200, maxMs: 1_000, clusterSize: options.clusterSize });
   }
 
   start(): void {
