@@ -104,7 +104,9 @@ export default async function health(): Promise<Figure[]> {
     const port = await freePort();
     const statusPort = await freePort();
     const address = `127.0.0.1:${port}`;
-    const service = ownChild(spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('../src/main.ts', import.meta.url)),
+    // SLUICE_BENCH_CPU_PROF=<dir>: the service writes a CPU profile there when it stops.
+    const profile = process.env.SLUICE_BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.SLUICE_BENCH_CPU_PROF}`] : [];
+    const service = ownChild(spawn(process.execPath, [...profile, '--import', 'tsx', fileURLToPath(new URL('../src/main.ts', import.meta.url)),
       '--listen', address, '--etcd-endpoints', etcd.endpoint, '--members', 'nodes', '--status-port', String(statusPort), '--log-level', 'warn'],
     { stdio: ['ignore', 'ignore', 'inherit'] }));
     children.push(service);
@@ -129,36 +131,32 @@ export default async function health(): Promise<Figure[]> {
     };
 
     const client = createHealthClient(address, { deadlineMs: 30_000 });
-    // Server latency: a client that keeps the answer as bytes (no decoding on our side of the wire).
-    const bytesCall = () =>
-      new Promise<Buffer>((resolve, reject) =>
-        client.grpc.makeUnaryRequest<Buffer, Buffer>(
-          '/sluice.health.v1.ClusterHealth/GetClusterHealth',
-          (b) => b,
-          (b) => b,
-          Buffer.alloc(0),
-          new grpc.Metadata(),
-          { deadline: Date.now() + 30_000 },
-          (e, v) => (e ? reject(e) : resolve(v!)),
-        ),
-      );
-    /** GetClusterHealth every 100 ms (each returns all 5,000 nodes) until stop() resolves with the sorted latencies. */
+    const queries = ownChild(spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./query-load.ts', import.meta.url)), JSON.stringify({ address })],
+      { stdio: ['pipe', 'pipe', 'inherit'] }));
+    children.push(queries);
+    const answers: Array<(r: { samples: number[]; size: number }) => void> = [];
+    let pending = '';
+    queries.stdout!.on('data', (chunk: Buffer) => {
+      pending += chunk.toString();
+      for (let nl = pending.indexOf('\n'); nl >= 0; nl = pending.indexOf('\n')) {
+        answers.shift()?.(JSON.parse(pending.slice(0, nl)) as { samples: number[]; size: number });
+        pending = pending.slice(nl + 1);
+      }
+    });
+    const ask = (command: string) => new Promise<{ samples: number[]; size: number }>((resolve) => {
+      answers.push(resolve);
+      queries.stdin!.write(`${command}\n`);
+    });
+    /** GetClusterHealth every 100 ms (each returns all 5,000 nodes) until the returned stop() resolves with the latencies. */
     const queryMeanwhile = () => {
-      let running = true;
-      const samples: number[] = [];
-      const loop = (async () => {
-        while (running) {
-          const t = performance.now();
-          await bytesCall();
-          samples.push(performance.now() - t);
-          await sleep(100);
-        }
-      })();
-      return async () => {
-        running = false;
-        await loop;
-        return samples.sort((a, b) => a - b);
-      };
+      queries.stdin!.write('start\n');
+      return async () => (await ask('stop')).samples;
+    };
+    /** The service's event-loop delay since the last call (prom-client resets its histogram at every scrape). */
+    const loopDelay = async () => {
+      const text = await (await fetch(`http://127.0.0.1:${statusPort}/metrics`)).text();
+      const value = (name: string) => Number(new RegExp(`^sluice_nodejs_eventloop_lag_${name}_seconds (\\S+)$`, 'm').exec(text)?.[1]) * 1000;
+      return { p99: value('p99'), max: value('max') };
     };
 
     // The agents' side runs in another process (the second core), as it would on other machines: 5,000 open streams,
@@ -192,10 +190,13 @@ export default async function health(): Promise<Figure[]> {
 
     // Idle: the view of 5,000 nodes is filled (one round), nothing arrives.
     await sleep(500);
-    const idle = await timeCalls(200, bytesCall);
-    figures.push({ metric: 'GetClusterHealth response size at 5,000 nodes', value: (await bytesCall()).length / 1024, unit: 'KiB' });
-    figures.push({ metric: 'GetClusterHealth p50 at 5,000 nodes (idle)', value: percentile(idle, 50), unit: 'ms' });
-    figures.push({ metric: 'GetClusterHealth p99 at 5,000 nodes (idle)', value: percentile(idle, 99), unit: 'ms' });
+    await loopDelay();
+    const idle = await ask('burst 200');
+    const idleLoop = await loopDelay();
+    figures.push({ metric: 'GetClusterHealth response size at 5,000 nodes', value: idle.size / 1024, unit: 'KiB' });
+    figures.push({ metric: 'GetClusterHealth p50 at 5,000 nodes (idle)', value: percentile(idle.samples, 50), unit: 'ms' });
+    figures.push({ metric: 'GetClusterHealth p99 at 5,000 nodes (idle)', value: percentile(idle.samples, 99), unit: 'ms' });
+    figures.push({ metric: '  service event-loop delay p99 / max meanwhile', value: idleLoop.p99, unit: `ms / ${idleLoop.max.toFixed(1)} ms` });
     const idleTyped = await timeCalls(50, () => client.getClusterHealth());
     figures.push({ metric: '  … with decoding and validation in the typed client, p50', value: percentile(idleTyped, 50), unit: 'ms' });
     figures.push({ metric: '  … with decoding and validation in the typed client, p99', value: percentile(idleTyped, 99), unit: 'ms' });
@@ -208,14 +209,17 @@ export default async function health(): Promise<Figure[]> {
     figures.push({ metric: 'needed at 5,000 nodes (one batch per node per round)', value: Math.round(N / (plan.intervalMs / 1000)), unit: 'batches/s' });
 
     const cpu = cpuMeter();
+    await loopDelay();
     const stopQuerying = queryMeanwhile();
     const pacedMs = await runRound(2);
     const loaded = await stopQuerying();
+    const pacedLoop = await loopDelay();
     figures.push({ metric: 'a round paced over its length (3.47 s), taken in', value: pacedMs, unit: 'ms' });
     figures.push({ metric: 'service CPU during the paced round', value: cpu(), unit: '% of one core' });
     figures.push({ metric: 'GetClusterHealth p50 under the 5,000-node report load', value: percentile(loaded, 50), unit: 'ms' });
     figures.push({ metric: 'GetClusterHealth p99 under the 5,000-node report load', value: percentile(loaded, 99), unit: 'ms' });
     figures.push({ metric: '  (calls measured during the paced round)', value: loaded.length, unit: 'calls' });
+    figures.push({ metric: '  service event-loop delay p99 / max meanwhile', value: pacedLoop.p99, unit: `ms / ${pacedLoop.max.toFixed(1)} ms` });
     load.stdin!.write('end\n');
     await exited;
 
@@ -230,10 +234,12 @@ export default async function health(): Promise<Figure[]> {
     sim.stdout!.on('data', (chunk: Buffer) => (simOut += chunk.toString()));
     const simExited = new Promise<void>((resolve) => sim.once('close', () => resolve()));
     const simCpu = cpuMeter();
+    await loopDelay();
     const stopSimQuerying = queryMeanwhile();
     await Promise.race([simExited, sleep(simMs + 60_000)]);
     const duringSim = await stopSimQuerying();
     const serviceCpu = simCpu();
+    const simLoop = await loopDelay();
     const result = JSON.parse(simOut.trim().split('\n').at(-1) ?? '{}') as {
       detectionMs?: number | null; documentedDetectionMs?: number; probesPerNodePerSecondMean?: number; deliveredShare?: number; sendErrors?: number;
     };
@@ -244,6 +250,8 @@ export default async function health(): Promise<Figure[]> {
     figures.push({ metric: '  service CPU during the simulation', value: serviceCpu, unit: '% of one core' });
     figures.push({ metric: '  GetClusterHealth p50 during the simulation', value: percentile(duringSim, 50), unit: 'ms' });
     figures.push({ metric: '  GetClusterHealth p99 during the simulation', value: percentile(duringSim, 99), unit: 'ms' });
+    figures.push({ metric: '  service event-loop delay p99 / max meanwhile', value: simLoop.p99, unit: `ms / ${simLoop.max.toFixed(1)} ms` });
+    queries.stdin!.write('exit\n');
     client.close();
   } finally {
     for (const child of children.reverse()) await stopChild(child, { graceMs: 2000 });

@@ -38,15 +38,14 @@ export interface AggregatorOptions {
   now?: () => number;
 }
 
-interface Witness {
-  lastOk: number;
-  lastFail: number;
-}
-
 interface TargetState {
-  /** Every reporter with a host-probe result, for the reporter count and for recomputing newestOk on expiry. */
-  witnesses: Map<string, Witness>;
-  /** The newest host success by anyone (maintained on ingest, recomputed when evidence expires). */
+  /**
+   * Every reporter with a host-probe result → the time of its newest one, for the reporter count. An update moves the
+   * reporter to the end, so the map's order is the order of the reporters' newest evidence as it arrived (close to
+   * time order: reports arrive within a flush and a timeout of their probes) and expiry only looks at its front.
+   */
+  witnesses: Map<string, number>;
+  /** The newest host success by anyone (if it goes stale, every success has). */
   newestOk: number;
   /** Reporters whose newest host failure is newer than newestOk: the candidates for confirmation. */
   failers: Map<string, number>;
@@ -77,11 +76,14 @@ export class Aggregator {
   private readonly dirty = new Set<string>();
   /** Targets holding evidence that went stale: recomputed from what is still fresh. */
   private readonly expired = new Set<string>();
+  private sweepQueue: string[] = [];
+  private sweepAt = 0;
   private readonly listeners = new Set<ChangeListener>();
   private newestProbe = 0;
   private nodesKnown = false;
   private summaryCache: ClusterSummary | undefined;
   private changeCount = 0;
+  private verdictCount = 0;
 
   constructor(options: AggregatorOptions = {}) {
     this.staleMs = options.staleMs ?? 20_000;
@@ -107,6 +109,7 @@ export class Aggregator {
     const membershipChanged = next.size !== this.nodes.size || [...next.keys()].some((n) => !this.nodes.has(n));
     this.nodes = next;
     this.nodesKnown = true;
+    this.verdictCount++;
     if (membershipChanged) {
       this.sortedNames = [...next.keys()].sort();
       // The quorum depends on the cluster size: every verdict may move.
@@ -124,6 +127,15 @@ export class Aggregator {
   get version(): number {
     this.settle();
     return this.changeCount;
+  }
+
+  /**
+   * Bumped when the node list or any node's reachability changes: what a reader must never see late, unlike the probe
+   * times and RTTs that change with every report.
+   */
+  get verdictVersion(): number {
+    this.settle();
+    return this.verdictCount;
   }
 
   /**
@@ -155,14 +167,15 @@ export class Aggregator {
         state.latest.set(r.kind, { probed: true, ok: r.ok, rttUs: r.rttUs, error: r.error, timeUnixMs: time, reporter });
       }
       if (HOST_KINDS.has(r.kind)) {
-        let witness = state.witnesses.get(reporter);
-        if (!witness) state.witnesses.set(reporter, (witness = { lastOk: 0, lastFail: 0 }));
+        const seen = state.witnesses.get(reporter);
+        if (seen === undefined || time > seen) {
+          state.witnesses.delete(reporter);
+          state.witnesses.set(reporter, time);
+        }
         if (r.ok) {
-          witness.lastOk = Math.max(witness.lastOk, time);
           if (time > state.newestOk) state.newestOk = time;
-        } else {
-          witness.lastFail = Math.max(witness.lastFail, time);
-          if (time > state.newestOk && time > (state.failers.get(reporter) ?? 0)) state.failers.set(reporter, time);
+        } else if (time > state.newestOk && time > (state.failers.get(reporter) ?? 0)) {
+          state.failers.set(reporter, time);
         }
       }
       if (time + this.staleMs < state.expiresAt) state.expiresAt = time + this.staleMs;
@@ -174,11 +187,23 @@ export class Aggregator {
     return { accepted, ignored };
   }
 
-  /** Re-evaluates every node, so that verdicts age out without new reports; the server calls it every second. */
-  sweep(): void {
-    const now = this.now();
-    for (const [name, state] of this.targets) if (state.expiresAt <= now) this.expired.add(name);
+  /**
+   * Re-evaluates the nodes holding evidence that went stale, so that verdicts age out without new reports; the server
+   * calls it every second. Under a steady report load every node has some evidence expiring every second, so a sweep
+   * touches all of them: with `max`, it takes at most that many now and returns how many are left for the next call
+   * (which finishes them before looking for more), so that a caller can spread the work over event-loop turns.
+   */
+  sweep(max = Number.POSITIVE_INFINITY): number {
+    if (this.sweepAt >= this.sweepQueue.length) {
+      const now = this.now();
+      this.sweepQueue = [];
+      this.sweepAt = 0;
+      for (const [name, state] of this.targets) if (state.expiresAt <= now) this.sweepQueue.push(name);
+    }
+    const stop = Math.min(this.sweepQueue.length, this.sweepAt + max);
+    for (; this.sweepAt < stop; this.sweepAt++) this.expired.add(this.sweepQueue[this.sweepAt]!);
     this.settle();
+    return this.sweepQueue.length - this.sweepAt;
   }
 
   private target(name: string): TargetState {
@@ -202,8 +227,13 @@ export class Aggregator {
     const fresh = now - this.staleMs;
     const quorum = this.quorum;
     const changes: HealthChange[] = [];
-    for (const name of this.expired) if (this.targets.has(name)) this.prune(this.targets.get(name)!, fresh);
-    for (const name of [...this.dirty, ...this.expired]) {
+    for (const name of this.expired) {
+      const state = this.targets.get(name);
+      if (state) this.prune(state, fresh);
+      else this.expired.delete(name);
+    }
+    for (const name of this.expired) this.dirty.add(name);
+    for (const name of this.dirty) {
       if (!this.nodes.has(name) && this.nodesKnown) continue;
       const state = this.target(name);
       let failing = 0;
@@ -227,6 +257,7 @@ export class Aggregator {
         state.view = view;
         this.bump();
       }
+      if (previous !== reachability) this.verdictCount++;
       if (previous !== reachability) changes.push({ node: name, previous, current: reachability, timeUnixMs: now, health: state.view });
     }
     this.dirty.clear();
@@ -234,21 +265,23 @@ export class Aggregator {
     for (const change of changes) for (const listener of this.listeners) listener(change);
   }
 
-  /** Drops what went stale from a target and recomputes what depended on it. */
+  /**
+   * Drops what went stale from a target and finds when it next has to: O(what expired), not O(reporters), because a
+   * sweep under load visits every node every second. A reporter whose evidence arrived out of time order (behind a
+   * fresher one) is counted until the ones ahead of it expire: at most the spread of arrival delays, ~2 s.
+   */
   private prune(state: TargetState, fresh: number): void {
-    let newestOk = 0;
     let oldest = Number.POSITIVE_INFINITY;
-    for (const [reporter, w] of state.witnesses) {
-      if (w.lastOk < fresh) w.lastOk = 0;
-      if (w.lastFail < fresh) w.lastFail = 0;
-      if (w.lastOk === 0 && w.lastFail === 0) {
-        state.witnesses.delete(reporter);
-        continue;
+    for (const [reporter, time] of state.witnesses) {
+      if (time >= fresh) {
+        oldest = time;
+        break;
       }
-      if (w.lastOk > newestOk) newestOk = w.lastOk;
-      for (const t of [w.lastOk, w.lastFail]) if (t > 0 && t < oldest) oldest = t;
+      state.witnesses.delete(reporter);
     }
-    state.newestOk = newestOk;
+    if (state.newestOk < fresh) state.newestOk = 0;
+    else if (state.newestOk < oldest) oldest = state.newestOk;
+    for (const time of state.failers.values()) if (time >= fresh && time < oldest) oldest = time;
     for (const [kind, status] of state.latest) {
       if (status.timeUnixMs < fresh) state.latest.delete(kind);
       else if (status.timeUnixMs < oldest) oldest = status.timeUnixMs;

@@ -172,14 +172,21 @@ export class ClusterHealthEncoder {
   encode(health: ClusterHealth): Buffer {
     const summary = encodeSummary(health.summary);
     const parts: Buffer[] = [scratch.reset().message(1, (w) => void w.raw(summary)).finish()];
-    for (const node of health.nodes) {
-      let entry = this.cache.get(node);
-      if (!entry) {
-        entry = nodeEntry(node);
-        this.cache.set(node, entry);
-      }
-      parts.push(entry);
-    }
+    for (const node of health.nodes) parts.push(this.entry(node));
     return Buffer.concat(parts);
+  }
+
+  /** Encodes `nodes[from, to)` ahead of a later encode(), so that the work can be spread over event-loop turns. */
+  prepare(nodes: readonly NodeHealth[], from: number, to: number): void {
+    for (let i = from; i < Math.min(to, nodes.length); i++) this.entry(nodes[i]!);
+  }
+
+  private entry(node: NodeHealth): Buffer {
+    let entry = this.cache.get(node);
+    if (!entry) {
+      entry = nodeEntry(node);
+      this.cache.set(node, entry);
+    }
+    return entry;
   }
 }

@@ -39,6 +39,12 @@ export interface HealthServerOptions {
   logger?: Logger;
   /** How often verdicts are re-evaluated without new reports (staleness). */
   sweepMs?: number;
+  /**
+   * How far behind the reports GetClusterHealth's per-node details (probe times, RTTs, reporters) may be: the encoded
+   * answer is reused for up to this long unless a verdict or the node list changed, and refreshed in the background
+   * (spread over event-loop turns) once it is half that old. 0: always current. Default 1000 ms.
+   */
+  clusterHealthMaxAgeMs?: number;
 }
 
 export interface HealthServerStats {
@@ -115,13 +121,47 @@ export async function startHealthServer(options: HealthServerOptions): Promise<H
     });
   };
   const encoder = new ClusterHealthEncoder();
-  // Nodes are encoded when a request finds their view changed, not on every change: under the report load of 5,000
-  // nodes views change ~19,000 times a second, far more often than anyone asks for the whole cluster.
-  let encoded: { version: number; bytes: Buffer } | undefined;
-  const clusterHealthBytes = (): Buffer => {
-    if (encoded?.version !== aggregator.version) encoded = { version: aggregator.version, bytes: encoder.encode(aggregator.clusterHealth()) };
+  // Nodes are encoded when their view changed since the last answer, not on every change: under the report load of
+  // 5,000 nodes every node's view (probe times, RTTs) changes several times a second, and re-encoding all of them
+  // takes 15–30 ms. So an answer is reused while no verdict changed and it is younger than maxAgeMs (its summary's
+  // probe time says how fresh it is), and once it is half that old a background refresh encodes the changed nodes a
+  // slice per event-loop turn: a request never waits for a full encode unless a verdict changed or nobody asked for
+  // a while. Verdict changes (a node becoming unreachable) are never served late.
+  const maxAgeMs = options.clusterHealthMaxAgeMs ?? 1000;
+  const ENCODE_SLICE = 500;
+  let encoded: { version: number; verdicts: number; at: number; bytes: Buffer } | undefined;
+  let refreshing = false;
+  const encodeNow = () => {
+    const version = aggregator.version;
+    encoded = { version, verdicts: aggregator.verdictVersion, at: performance.now(), bytes: encoder.encode(aggregator.clusterHealth()) };
     return encoded.bytes;
   };
+  const refreshSoon = () => {
+    if (refreshing || !encoded) return;
+    refreshing = true;
+    const startIn = Math.max(0, encoded.at + maxAgeMs / 2 - performance.now());
+    setTimeout(() => {
+      const nodes = aggregator.clusterHealth().nodes;
+      let from = 0;
+      const step = () => {
+        if (closing) return;
+        encoder.prepare(nodes, from, from + ENCODE_SLICE);
+        from += ENCODE_SLICE;
+        if (from < nodes.length) return void setImmediate(step);
+        refreshing = false;
+        encodeNow();
+      };
+      step();
+    }, startIn).unref();
+  };
+  const clusterHealthBytes = (): Buffer => {
+    if (!encoded) return encodeNow();
+    if (encoded.version === aggregator.version) return encoded.bytes;
+    if (encoded.verdicts !== aggregator.verdictVersion || performance.now() - encoded.at >= maxAgeMs) return encodeNow();
+    refreshSoon();
+    return encoded.bytes;
+  };
+  let closing = false;
 
   server.addService(service, {
     GetClusterHealth(call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) {
@@ -253,7 +293,12 @@ export async function startHealthServer(options: HealthServerOptions): Promise<H
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(options.address, credentials, (err, bound) => (err ? reject(err) : resolve(bound))),
   );
-  const sweeper = setInterval(() => aggregator.sweep(), options.sweepMs ?? 1000);
+  // A sweep under load re-evaluates every node: a slice per event-loop turn, so that no request waits for all of it.
+  const SWEEP_SLICE = 500;
+  const sweepStep = () => {
+    if (!closing && aggregator.sweep(SWEEP_SLICE) > 0) setImmediate(sweepStep);
+  };
+  const sweeper = setInterval(sweepStep, options.sweepMs ?? 1000);
   sweeper.unref();
   log.info({ address: options.address, port, tls: !!options.tls, mutualTls: mutual }, 'health service listening');
 
@@ -266,6 +311,7 @@ export async function startHealthServer(options: HealthServerOptions): Promise<H
     },
     stats: () => ({ watchers: watches.size, ...counters }),
     async stop(graceMs = 2000) {
+      closing = true;
       clearInterval(sweeper);
       grpcHealth.setStatus('', 'NOT_SERVING');
       grpcHealth.setStatus(SERVICE_NAME, 'NOT_SERVING');
