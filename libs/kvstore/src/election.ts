@@ -21,7 +21,7 @@ export interface LeaderElectionOptions {
 }
 
 /** Fraction of the TTL after the last acknowledged keep-alive at which a leader steps down on its own. */
-const STEP_DOWN_FRACTION = 0.6;
+const STEP_DOWN_FRACTION = 0.85;
 
 /**
  * Leader election on an etcd lease, the etcd concurrency recipe: each candidate puts `<prefix>/<lease id>` on its own
@@ -31,11 +31,13 @@ const STEP_DOWN_FRACTION = 0.6;
  *
  * Leadership ends at once (the writer stops) when:
  * - etcd3 reports the lease `lost`, or the candidate's key is deleted;
- * - no keep-alive was acknowledged for 0.6 × TTL: the lease may still be alive in etcd, but this process can no
- *   longer prove it, and etcd3 only reports `lost` after 2 × TTL, long after another candidate may lead. Stepping
- *   down before the TTL runs out means two leaders never write at the same time (and every write also carries a
- *   fence, see KvWriter).
- * After that it campaigns again with a new lease.
+ * - no keep-alive was acknowledged for 0.85 × TTL: the lease may still be alive in etcd, but this process can no
+ *   longer prove it, and etcd3 only reports `lost` after 2 × TTL. Stepping down just before the TTL runs out keeps
+ *   two leaders from acting at once; every write also carries a fence (see KvWriter), so even a leader replaced
+ *   without knowing it has its writes refused. The margin is small on purpose: at 0.6 × TTL, keep-alives answered
+ *   late by a busy etcd (thousands of watchers catching up after a restart) ended terms for nothing.
+ * After that it campaigns again with a new lease; a term that never led does not reset the campaign backoff, and its
+ * end is logged once per window, not once per attempt.
  */
 export class LeaderElection implements WriteGuard {
   private readonly ttl: number;
@@ -123,8 +125,7 @@ export class LeaderElection implements WriteGuard {
     const backoff = new Backoff(this.options.backoff ?? { minMs: 500, maxMs: 10_000 });
     while (!this.abort.signal.aborted) {
       try {
-        await this.campaignOnce();
-        backoff.reset();
+        if (await this.campaignOnce()) backoff.reset();
       } catch (err) {
         if (this.abort.signal.aborted) break;
         this.repeats.warn(this.log, 'campaign', { error: errorMessage(err) }, 'campaign failed, retrying');
@@ -135,8 +136,8 @@ export class LeaderElection implements WriteGuard {
     }
   }
 
-  /** One term: a new lease, a key on it, wait for our turn, lead until the lease is lost. */
-  private async campaignOnce(): Promise<void> {
+  /** One term: a new lease, a key on it, wait for our turn, lead until the lease is lost. True if it led. */
+  private async campaignOnce(): Promise<boolean> {
     const { client, prefix, identity } = this.options;
     const lease = client.lease(this.ttl, { autoKeepAlive: true });
     this.currentLease = lease;
@@ -152,6 +153,7 @@ export class LeaderElection implements WriteGuard {
     lease.on('keepaliveSucceeded', () => (lastAck = Date.now()));
     const stopOnResign = () => end('resigned');
     this.abort.signal.addEventListener('abort', stopOnResign, { once: true });
+    let led = false;
     let lastTick = Date.now();
     const deadline = setInterval(() => {
       const now = Date.now();
@@ -180,6 +182,7 @@ export class LeaderElection implements WriteGuard {
       await this.waitForTurn(Number(createRevision), ended.signal);
       ended.signal.throwIfAborted();
       this.setLeader({ key, createRevision });
+      led = true;
       // Lead until the lease ends or our key is deleted behind our back.
       await this.waitForDelete(key, Number(createRevision), ended.signal);
       end('election key deleted');
@@ -192,13 +195,16 @@ export class LeaderElection implements WriteGuard {
       this.currentLeaseId = undefined;
       this.currentLease = undefined;
       if (ended.signal.aborted && !this.abort.signal.aborted) {
-        this.log.warn({ identity, reason: errorMessage(ended.signal.reason) }, 'leadership term ended; campaigning again with a new lease');
+        const fields = { identity, reason: errorMessage(ended.signal.reason) };
+        if (led) this.log.warn(fields, 'leadership term ended; campaigning again with a new lease');
+        else this.repeats.warn(this.log, 'campaign', fields, 'campaign ended before leading; retrying with a new lease');
       }
       // Frees our key at once, so that the next term (ours or another candidate's) does not wait for the lease to
       // expire behind it. etcd may be down right now (that is often why the term ended): keep trying until it
       // answers, for at most a TTL, after which the lease has expired anyway.
       void this.revokeUntilGone(lease);
     }
+    return led;
   }
 
   private async revokeUntilGone(lease: Lease): Promise<void> {
