@@ -26,6 +26,8 @@ import * as grpc from '@grpc/grpc-js';
 import { Aggregator, type NodeInfo } from '../src/index.ts';
 const infos: NodeInfo[] = names.map((name, i) => ({ name, hostIP: `10.${(i >> 8) & 255}.${i & 255}.1`, endpointIP: `10.${128 + ((i >> 8) & 127)}.${i & 255}.2` }));
 
+/** Rounds of the report load spread over the round length, during which GetClusterHealth latency is measured. */
+const PACED_ROUNDS = 3;
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 
@@ -163,7 +165,7 @@ export default async function health(): Promise<Figure[]> {
     // a warm-up round, a round as fast as it goes, then a round spread over the round length with GetClusterHealth
     // called meanwhile.
     const load = ownChild(spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./report-load.ts', import.meta.url)),
-      JSON.stringify({ address, round: Math.floor(Date.now() / plan.intervalMs) + 1, paces: [0, 0, plan.intervalMs] })], { stdio: ['pipe', 'pipe', 'inherit'] }));
+      JSON.stringify({ address, round: Math.floor(Date.now() / plan.intervalMs) + 1, paces: [0, 0, ...Array<number>(PACED_ROUNDS).fill(plan.intervalMs)] })], { stdio: ['pipe', 'pipe', 'inherit'] }));
     children.push(load);
     const lines: string[] = [];
     load.stdout!.on('data', (chunk: Buffer) => lines.push(...chunk.toString().split('\n').filter(Boolean)));
@@ -211,23 +213,24 @@ export default async function health(): Promise<Figure[]> {
     const cpu = cpuMeter();
     await loopDelay();
     const stopQuerying = queryMeanwhile();
-    const pacedMs = await runRound(2);
+    let pacedMs = 0;
+    for (let r = 0; r < PACED_ROUNDS; r++) pacedMs = Math.max(pacedMs, await runRound(2 + r));
     const loaded = await stopQuerying();
     const pacedLoop = await loopDelay();
-    figures.push({ metric: 'a round paced over its length (3.47 s), taken in', value: pacedMs, unit: 'ms' });
-    figures.push({ metric: 'service CPU during the paced round', value: cpu(), unit: '% of one core' });
+    figures.push({ metric: `${PACED_ROUNDS} rounds paced over their length (3.47 s), slowest taken in`, value: pacedMs, unit: 'ms' });
+    figures.push({ metric: 'service CPU during the paced rounds', value: cpu(), unit: '% of one core' });
     figures.push({ metric: 'GetClusterHealth p50 under the 5,000-node report load', value: percentile(loaded, 50), unit: 'ms' });
     figures.push({ metric: 'GetClusterHealth p99 under the 5,000-node report load', value: percentile(loaded, 99), unit: 'ms' });
-    figures.push({ metric: '  (calls measured during the paced round)', value: loaded.length, unit: 'calls' });
+    figures.push({ metric: '  (calls measured during the paced rounds)', value: loaded.length, unit: 'calls' });
     figures.push({ metric: '  service event-loop delay p99 / max meanwhile', value: pacedLoop.p99, unit: `ms / ${pacedLoop.max.toFixed(1)} ms` });
     load.stdin!.write('end\n');
     await exited;
 
     // Detection through the real service: the scale harness's health simulation, 5,000 probers flushing every second
     // (~5,000 batches/s of ~15 results), one node dying half-way; GetClusterHealth is called meanwhile.
-    const simMs = 30_000;
+    const simMs = 24_000;
     const victim = names[Math.floor(N / 3)]!;
-    const sim = ownChild(spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('../../../test/scale/src/health-sim.ts', import.meta.url)),
+    const sim = ownChild(spawn(process.execPath, [...profile, '--import', 'tsx', fileURLToPath(new URL('../../../test/scale/src/health-sim.ts', import.meta.url)),
       JSON.stringify({ address, nodes: names, failAfterMs: simMs / 2, durationMs: simMs, victim })], { stdio: ['ignore', 'pipe', 'inherit'] }));
     children.push(sim);
     let simOut = '';
@@ -241,13 +244,14 @@ export default async function health(): Promise<Figure[]> {
     const serviceCpu = simCpu();
     const simLoop = await loopDelay();
     const result = JSON.parse(simOut.trim().split('\n').at(-1) ?? '{}') as {
-      detectionMs?: number | null; documentedDetectionMs?: number; probesPerNodePerSecondMean?: number; deliveredShare?: number; sendErrors?: number;
+      detectionMs?: number | null; documentedDetectionMs?: number; cpuPercent?: number; probesPerNodePerSecondMean?: number; deliveredShare?: number; sendErrors?: number;
     };
     figures.push({ metric: 'detection at 5,000 nodes through the real service', value: result.detectionMs == null ? Number.NaN : result.detectionMs / 1000, unit: result.detectionMs == null ? 's (NOT DETECTED)' : 's' });
     figures.push({ metric: '  documented detection bound at 5,000 nodes', value: (result.documentedDetectionMs ?? Number.NaN) / 1000, unit: 's' });
     figures.push({ metric: '  probe results delivered per node (mean)', value: result.probesPerNodePerSecondMean ?? Number.NaN, unit: 'results/s' });
     figures.push({ metric: '  share of queued results delivered', value: (result.deliveredShare ?? Number.NaN) * 100, unit: '%' });
     figures.push({ metric: '  service CPU during the simulation', value: serviceCpu, unit: '% of one core' });
+    figures.push({ metric: '  simulator CPU (the 5,000 probers, one process)', value: result.cpuPercent ?? Number.NaN, unit: '% of one core' });
     figures.push({ metric: '  GetClusterHealth p50 during the simulation', value: percentile(duringSim, 50), unit: 'ms' });
     figures.push({ metric: '  GetClusterHealth p99 during the simulation', value: percentile(duringSim, 99), unit: 'ms' });
     figures.push({ metric: '  service event-loop delay p99 / max meanwhile', value: simLoop.p99, unit: `ms / ${simLoop.max.toFixed(1)} ms` });

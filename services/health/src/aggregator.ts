@@ -60,7 +60,8 @@ interface TargetState {
   view: NodeHealth | undefined;
 }
 
-const HOST_KINDS: ReadonlySet<ProbeKind> = new Set(['PROBE_KIND_HOST_ICMP', 'PROBE_KIND_HOST_HTTP']);
+/** One shared status for the paths nobody probed (views are read-only for everyone). */
+const NOT_PROBED: ProbeStatus = Object.freeze(emptyProbeStatus());
 
 export type ChangeListener = (change: HealthChange) => void;
 
@@ -150,8 +151,17 @@ export class Aggregator {
     const fresh = now - this.staleMs;
     let accepted = 0;
     let ignored = 0;
+    // A reporter sends its results about one target together (one per probe kind): the target's lookups are done
+    // once per run of results about it.
+    let runTarget = '';
+    let state: TargetState | undefined;
     for (const r of results) {
-      if ((this.nodesKnown && !this.nodes.has(r.target)) || r.target === reporter) {
+      if (r.target !== runTarget) {
+        runTarget = r.target;
+        state = (this.nodesKnown && !this.nodes.has(r.target)) || r.target === reporter ? undefined : this.target(r.target);
+        if (state) this.dirty.add(r.target);
+      }
+      if (!state) {
         ignored++;
         continue;
       }
@@ -161,12 +171,11 @@ export class Aggregator {
         continue;
       }
       accepted++;
-      const state = this.target(r.target);
       const previous = state.latest.get(r.kind);
       if (!previous || previous.timeUnixMs <= time) {
         state.latest.set(r.kind, { probed: true, ok: r.ok, rttUs: r.rttUs, error: r.error, timeUnixMs: time, reporter });
       }
-      if (HOST_KINDS.has(r.kind)) {
+      if (r.kind === 'PROBE_KIND_HOST_ICMP' || r.kind === 'PROBE_KIND_HOST_HTTP') {
         const seen = state.witnesses.get(reporter);
         if (seen === undefined || time > seen) {
           state.witnesses.delete(reporter);
@@ -181,7 +190,6 @@ export class Aggregator {
       if (time + this.staleMs < state.expiresAt) state.expiresAt = time + this.staleMs;
       if (time > state.lastProbe) state.lastProbe = time;
       if (time > this.newestProbe) this.newestProbe = time;
-      this.dirty.add(r.target);
     }
     if (accepted && settleNow) this.settle();
     return { accepted, ignored };
@@ -292,12 +300,12 @@ export class Aggregator {
 
   private buildView(name: string, state: TargetState | undefined): NodeHealth {
     const info = this.nodes.get(name);
-    const status = (kind: ProbeKind) => state?.latest.get(kind) ?? emptyProbeStatus();
+    const latest = state?.latest;
     return {
       name,
       reachability: state?.reachability ?? 'REACHABILITY_UNKNOWN',
-      host: { ip: info?.hostIP ?? '', icmp: status('PROBE_KIND_HOST_ICMP'), http: status('PROBE_KIND_HOST_HTTP') },
-      endpoint: { ip: info?.endpointIP ?? '', icmp: status('PROBE_KIND_ENDPOINT_ICMP'), http: status('PROBE_KIND_ENDPOINT_HTTP') },
+      host: { ip: info?.hostIP ?? '', icmp: latest?.get('PROBE_KIND_HOST_ICMP') ?? NOT_PROBED, http: latest?.get('PROBE_KIND_HOST_HTTP') ?? NOT_PROBED },
+      endpoint: { ip: info?.endpointIP ?? '', icmp: latest?.get('PROBE_KIND_ENDPOINT_ICMP') ?? NOT_PROBED, http: latest?.get('PROBE_KIND_ENDPOINT_HTTP') ?? NOT_PROBED },
       lastProbeUnixMs: state?.lastProbe ?? 0,
       failingReporters: state?.failing ?? 0,
       reporters: state?.reporters ?? 0,

@@ -22,6 +22,7 @@ const program = new Command('sluice-health')
   .addOption(flag('--staleness <duration>', 'forget reports older than this', '20s'))
   .addOption(flag('--confirmations <n>', 'distinct failing reporters needed to declare a node unreachable', '3'))
   .addOption(flag('--max-probe-rate <n>', 'probes per second per node the agents are configured for (sets the quorum\'s cap)', '15'))
+  .addOption(flag('--cluster-health-max-age <duration>', 'how far GetClusterHealth\'s per-node details (probe times, RTTs) may lag the reports; verdicts are always current (0: always re-encode)', '1s'))
   .addOption(flag('--status-port <port>', 'port of /metrics, /healthz, /readyz on 127.0.0.1 (0: none)', '0'))
   .addOption(flag('--log-level <level>', 'log level', 'info'));
 
@@ -39,6 +40,7 @@ const options = parseOptions(
       staleness: schemas.duration.pipe(z.number().min(1000, 'must be at least 1s')),
       confirmations: schemas.positiveInt,
       maxProbeRate: schemas.positiveNumber,
+      clusterHealthMaxAge: schemas.duration.pipe(z.number().min(0).max(60_000, 'must be at most 60s')),
       statusPort: schemas.port,
       logLevel: schemas.logLevel,
     })
@@ -63,7 +65,7 @@ const aggregator = new Aggregator({ staleMs: options.staleness, confirmations: o
 const source = new EtcdNodeSource({ endpoints: options.etcdEndpoints, root: options.etcdRoot, members: options.members, logger: log });
 let nodesLoaded = false;
 
-const server = await startHealthServer({ aggregator, address: options.listen, tls, logger: log }).catch((err: Error) => {
+const server = await startHealthServer({ aggregator, address: options.listen, tls, logger: log, clusterHealthMaxAgeMs: options.clusterHealthMaxAge }).catch((err: Error) => {
   log.fatal({ err: err.message, listen: options.listen }, 'cannot listen');
   process.exit(1);
 });

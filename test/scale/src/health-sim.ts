@@ -148,6 +148,7 @@ setTimeout(async () => {
     probesPerNodePerSecondMean: perNode.reduce((a, b) => a + b, 0) / Math.max(1, perNode.length),
     probesPerNodePerSecondMax: Math.max(...perNode), sendErrors,
     resultsGenerated: counts.generated, resultsDelivered: counts.delivered, deliveredShare: counts.generated ? counts.delivered / counts.generated : 0,
+    cpuPercent: ((process.cpuUsage().user + process.cpuUsage().system) / 1e6 / ((Date.now() - started) / 1000)) * 100,
     resultsDropped: counts.dropped, flushesHeldByBackpressure: counts.blockedFlushes, writes: counts.writes,
     summary: health ? { reachable: (health as { summary?: unknown }).summary } : null,
   })}\n`);
