@@ -141,8 +141,11 @@ export class Operator {
     this.writer = writer;
     // Every prefix is marked before the first upsert of the term: an upsert before its prefix's mark would not count
     // as asserted, and the sweep would delete its key.
-    for (const kind of RESOURCE_KINDS) await writer.beginSync(keys.prefix(kind));
+    const loadStart = Date.now();
+    let inEtcd = 0;
+    for (const kind of RESOURCE_KINDS) inEtcd += (await writer.beginSync(keys.prefix(kind))).existing;
     if (term !== this.term) return;
+    log.info({ term, keys: inEtcd, ms: Date.now() - loadStart }, 'loaded what etcd holds');
 
     // Synchronously: no event can slip in between the switch to this term's writer and the replay.
     this.sink.writer = writer;

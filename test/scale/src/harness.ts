@@ -171,7 +171,7 @@ export async function runScale(scenario: Scenario, options: RunOptions): Promise
     const operatorPort = await freePort();
     const operatorStart = Date.now();
     const operator = spawnTs('operator', join(repo, 'services/operator/src/main.ts'), [
-      '--etcd', etcd.endpoint, '--kube-server', ready.url, '--metrics-port', String(operatorPort), '--log-level', 'warn', '--identity', 'scale-operator',
+      '--etcd', etcd.endpoint, '--kube-server', ready.url, '--metrics-port', String(operatorPort), '--log-level', 'info', '--identity', 'scale-operator',
     ], join(logs, 'operator.log'));
     cleanups.push(() => operator.stop());
     const operatorUrl = `http://127.0.0.1:${operatorPort}/metrics`;
