@@ -208,3 +208,92 @@ export function decodeReportProbesRequest(buf: Buffer): ReportBatch | HealthApiE
 function nodeNameOk(name: string): boolean {
   return name.length >= 1 && name.length <= 253 && NODE_NAME_PATTERN.test(name);
 }
+
+/*
+ * The other direction, for senders that produce reports in bulk (the scale harness's 5,000 simulated probers in one
+ * process): protobufjs's fromObject + encode cost that process more than the service spends reading the same bytes.
+ * Input must already be valid (see reportProbesRequestSchema); the output is plain proto3, defaults omitted.
+ */
+let out = Buffer.allocUnsafe(16 * 1024);
+let outAt = 0;
+
+function reserve(extra: number): void {
+  if (outAt + extra <= out.length) return;
+  const bigger = Buffer.allocUnsafe(Math.max(out.length * 2, outAt + extra));
+  out.copy(bigger, 0, 0, outAt);
+  out = bigger;
+}
+
+function putVarint(value: number): void {
+  reserve(10);
+  let v = value;
+  while (v > 127) {
+    out[outAt++] = (v % 128) | 128;
+    v = Math.floor(v / 128);
+  }
+  out[outAt++] = v;
+}
+
+function putString(field: number, value: string): void {
+  if (value.length === 0) return;
+  putVarint(field * 8 + 2);
+  if (value.length < 128) {
+    reserve(value.length + 1);
+    let ascii = true;
+    for (let i = 0; i < value.length && ascii; i++) {
+      const c = value.charCodeAt(i);
+      if (c > 127) ascii = false;
+      else out[outAt + 1 + i] = c;
+    }
+    if (ascii) {
+      out[outAt] = value.length;
+      outAt += 1 + value.length;
+      return;
+    }
+  }
+  const length = Buffer.byteLength(value, 'utf8');
+  putVarint(length);
+  reserve(length);
+  outAt += out.write(value, outAt, 'utf8');
+}
+
+function putUint(field: number, value: number): void {
+  if (value === 0) return;
+  putVarint(field * 8);
+  putVarint(value);
+}
+
+const KIND_NUMBER = new Map<string, number>(PROBE_KINDS.map((kind, i) => [kind, i + 1]));
+
+/** The wire bytes of a (valid) ReportProbesRequest. */
+export function encodeReportProbesRequest(request: { reporter: string; results: readonly (ReportedProbe & { ip: string })[] }): Buffer {
+  outAt = 0;
+  putString(1, request.reporter);
+  for (const r of request.results) {
+    putVarint(2 * 8 + 2);
+    reserve(1);
+    const lengthAt = outAt++;
+    putString(1, r.target);
+    putUint(2, KIND_NUMBER.get(r.kind) ?? 0);
+    putString(3, r.ip);
+    putUint(4, r.ok ? 1 : 0);
+    putUint(5, r.rttUs);
+    putString(6, r.error);
+    putUint(7, r.timeUnixMs);
+    const length = outAt - lengthAt - 1;
+    if (length < 128) {
+      out[lengthAt] = length;
+    } else {
+      // Rare (a long error text): move the body to make room for a longer length.
+      let extra = 0;
+      for (let v = length; v > 127; v = Math.floor(v / 128)) extra++;
+      reserve(extra);
+      out.copyWithin(lengthAt + 1 + extra, lengthAt + 1, outAt);
+      const end = outAt + extra;
+      outAt = lengthAt;
+      putVarint(length);
+      outAt = end;
+    }
+  }
+  return Buffer.from(out.subarray(0, outAt));
+}

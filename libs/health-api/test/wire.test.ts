@@ -3,6 +3,7 @@ import {
   HealthApiError,
   clusterHealthService,
   decodeReportProbesRequest,
+  encodeReportProbesRequest,
   parseMessage,
   reportProbesRequestSchema,
   type ProbeResult,
@@ -85,5 +86,20 @@ describe('decodeReportProbesRequest', () => {
     for (const bytes of [good.subarray(0, good.length - 3), Buffer.from([0x0a, 0x7f]), Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]), Buffer.from([(3 << 3) | 3])]) {
       expect(expectError(bytes, '(message)').message).toContain('not a valid protobuf message');
     }
+  });
+
+  it('encodes what the generic decoder reads back as the same request', () => {
+    const request: ReportProbesRequest = {
+      reporter: 'node-1',
+      results: [
+        result(),
+        result({ kind: 'PROBE_KIND_ENDPOINT_HTTP', ok: false, rttUs: 0, error: 'délai dépassé ⏱ '.repeat(20), ip: 'fd00::1' }),
+        result({ target: 'n'.repeat(200), kind: 'PROBE_KIND_HOST_HTTP', rttUs: 2 ** 40 + 7 }),
+      ],
+    };
+    const bytes = encodeReportProbesRequest(request);
+    expect(genericDecode(bytes)).toEqual(request);
+    expect(decodeReportProbesRequest(bytes)).toEqual(withoutIp(request));
+    expect(genericDecode(encodeReportProbesRequest({ reporter: 'node-2', results: [] }))).toEqual({ reporter: 'node-2', results: [] });
   });
 });

@@ -8,9 +8,11 @@
  */
 import { createInterface } from 'node:readline';
 import * as grpc from '@grpc/grpc-js';
+import { HEALTH_CHANNEL_OPTIONS } from '@sluice/health-api';
 
 const { address } = JSON.parse(process.argv[2] ?? '{}') as { address: string };
-const client = new grpc.Client(address, grpc.credentials.createInsecure(), { 'grpc.max_receive_message_length': 64 * 1024 * 1024 });
+// The channel options of @sluice/health-api's typed client (a 4 MiB HTTP/2 window for the ~0.8 MiB answer).
+const client = new grpc.Client(address, grpc.credentials.createInsecure(), HEALTH_CHANNEL_OPTIONS);
 const call = () =>
   new Promise<Buffer>((resolve, reject) =>
     client.makeUnaryRequest<Buffer, Buffer>(

@@ -13,7 +13,7 @@
  * argv[2]: JSON { address, nodes: string[], failAfterMs, durationMs, victim }; prints one JSON line of results.
  */
 import * as grpc from '@grpc/grpc-js';
-import { ClusterHealthClient, createHealthClient, type ProbeResult } from '@sluice/health-api';
+import { createHealthClient, encodeReportProbesRequest, type ProbeResult } from '@sluice/health-api';
 import { PLAN_DEFAULTS, probePlan, roundRing } from '@sluice/prober';
 
 interface Args { address: string; nodes: string[]; failAfterMs: number; durationMs: number; victim: string }
@@ -23,18 +23,19 @@ const n = names.length;
 const plan = probePlan(n);
 const KINDS = ['PROBE_KIND_HOST_ICMP', 'PROBE_KIND_HOST_HTTP', 'PROBE_KIND_ENDPOINT_ICMP', 'PROBE_KIND_ENDPOINT_HTTP'] as const;
 const client = createHealthClient(args.address, { deadlineMs: 30_000 });
-// Reports go through the raw generated client (as the health benchmark's load does): the typed client validates every
-// message with zod, which at 75,000 results/s would cost this process more than the service spends taking them.
-const raw = new ClusterHealthClient(args.address, grpc.credentials.createInsecure()) as unknown as grpc.Client & {
-  ReportProbes(m: grpc.Metadata, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null, v?: unknown) => void): grpc.ClientWritableStream<unknown>;
-};
-interface RawStream { call: grpc.ClientWritableStream<unknown>; open: boolean; blocked: boolean }
+// Reports go through a raw client stream with the hand-written encoder of @sluice/health-api: the typed client
+// validates every message with zod and the generic serializer builds protobufjs messages, which at 75,000 results/s
+// cost this process more than the service spends taking them.
+type Report = { reporter: string; results: ProbeResult[] };
+const raw = new grpc.Client(args.address, grpc.credentials.createInsecure());
+interface RawStream { call: grpc.ClientWritableStream<Report>; open: boolean; blocked: boolean }
 const openStream = (): RawStream => {
-  const s: RawStream = { call: undefined as unknown as grpc.ClientWritableStream<unknown>, open: true, blocked: false };
-  s.call = raw.ReportProbes(new grpc.Metadata(), {}, (err) => {
-    s.open = false;
-    if (err) sendErrors++;
-  });
+  const s: RawStream = { call: undefined as unknown as grpc.ClientWritableStream<Report>, open: true, blocked: false };
+  s.call = raw.makeClientStreamRequest<Report, Buffer>('/sluice.health.v1.ClusterHealth/ReportProbes', encodeReportProbesRequest, (b) => b,
+    new grpc.Metadata(), {}, (err) => {
+      s.open = false;
+      if (err) sendErrors++;
+    });
   return s;
 };
 const streams = new Map<string, RawStream>();
