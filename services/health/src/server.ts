@@ -56,6 +56,10 @@ export interface HealthServerStats {
   /** Batches received on ReportProbes streams. */
   reports: number;
   deniedReports: number;
+  /** Full GetClusterHealth encodes done while a request waited: the first, after a verdict changed, or after a lull. */
+  encodesInRequest: number;
+  /** Encodes done by the background refresh, a slice per event-loop turn. */
+  encodesInBackground: number;
 }
 
 export interface HealthServer {
@@ -90,7 +94,7 @@ export async function startHealthServer(options: HealthServerOptions): Promise<H
   const { aggregator } = options;
   const log = options.logger ?? createLogger({ component: 'health-server' });
   const mutual = !!options.tls?.ca;
-  const counters = { backpressureWaits: 0, maxPending: 0, reports: 0, deniedReports: 0 };
+  const counters = { backpressureWaits: 0, maxPending: 0, reports: 0, deniedReports: 0, encodesInRequest: 0, encodesInBackground: 0 };
   const watches = new Set<grpc.ServerWritableStream<unknown, HealthChange>>();
   /** Open report streams, answered at shutdown so that agents move to the next instance without waiting. */
   const reportStreams = new Set<() => void>();
@@ -128,7 +132,7 @@ export async function startHealthServer(options: HealthServerOptions): Promise<H
   // slice per event-loop turn: a request never waits for a full encode unless a verdict changed or nobody asked for
   // a while. Verdict changes (a node becoming unreachable) are never served late.
   const maxAgeMs = options.clusterHealthMaxAgeMs ?? 1000;
-  const ENCODE_SLICE = 500;
+  const ENCODE_SLICE = 200;
   let encoded: { version: number; verdicts: number; at: number; bytes: Buffer } | undefined;
   let refreshing = false;
   const encodeNow = () => {
@@ -149,15 +153,18 @@ export async function startHealthServer(options: HealthServerOptions): Promise<H
         from += ENCODE_SLICE;
         if (from < nodes.length) return void setImmediate(step);
         refreshing = false;
+        counters.encodesInBackground++;
         encodeNow();
       };
       step();
     }, startIn).unref();
   };
   const clusterHealthBytes = (): Buffer => {
-    if (!encoded) return encodeNow();
-    if (encoded.version === aggregator.version) return encoded.bytes;
-    if (encoded.verdicts !== aggregator.verdictVersion || performance.now() - encoded.at >= maxAgeMs) return encodeNow();
+    if (encoded?.version === aggregator.version) return encoded.bytes;
+    if (!encoded || encoded.verdicts !== aggregator.verdictVersion || performance.now() - encoded.at >= maxAgeMs) {
+      counters.encodesInRequest++;
+      return encodeNow();
+    }
     refreshSoon();
     return encoded.bytes;
   };
@@ -294,7 +301,7 @@ export async function startHealthServer(options: HealthServerOptions): Promise<H
     server.bindAsync(options.address, credentials, (err, bound) => (err ? reject(err) : resolve(bound))),
   );
   // A sweep under load re-evaluates every node: a slice per event-loop turn, so that no request waits for all of it.
-  const SWEEP_SLICE = 500;
+  const SWEEP_SLICE = 200;
   const sweepStep = () => {
     if (!closing && aggregator.sweep(SWEEP_SLICE) > 0) setImmediate(sweepStep);
   };
