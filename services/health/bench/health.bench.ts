@@ -22,7 +22,6 @@ import { ownChild, stopChild } from '@sluice/process';
 import { encodeSlimString, SCHEMA_VERSION } from '@sluice/slim';
 import { PLAN_DEFAULTS, probePlan, roundRing, type ProbePlan } from '@sluice/prober';
 import { seededRandom } from '@sluice/backoff';
-import * as grpc from '@grpc/grpc-js';
 import { Aggregator, type NodeInfo } from '../src/index.ts';
 const infos: NodeInfo[] = names.map((name, i) => ({ name, hostIP: `10.${(i >> 8) & 255}.${i & 255}.1`, endpointIP: `10.${128 + ((i >> 8) & 127)}.${i & 255}.2` }));
 
