@@ -540,9 +540,19 @@ export async function runScale(scenario: Scenario, options: RunOptions): Promise
     // --- figures ---
     const lat = evaluated.filter((e) => e.allAt !== undefined).map((e) => e.allAt! - e.c[2]);
     const outage = restart?.resumedAt ? [restart.pausedAt, (writesResumedAt ?? restart.resumedAt) + 2000] as const : undefined;
-    const inOutage = (at: number) => !!outage && at >= outage[0] - 2000 && at <= outage[1];
-    const steady = evaluated.filter((e) => e.allAt !== undefined && !inOutage(e.c[2]) && !(burst && e.c[2] >= burst.started - 100 && e.c[2] <= burst.ended + 100));
     const burstChanges = burst ? evaluated.filter((e) => e.c[2] >= burst!.started - 100 && e.c[2] <= burst!.ended + 100 && e.c[1] === 'A') : [];
+    // A perturbation lasts until the backlog it made has drained, not only while it acts: the burst until its last pod
+    // is in every full agent; the etcd outage until every change made while the operator could not write is. Changes
+    // made in those windows wait behind the backlog; they are the recovery, measured apart, not the steady state.
+    const lastArrival = (list: typeof evaluated) => Math.max(0, ...list.filter((e) => e.allAt !== undefined).map((e) => e.allAt!));
+    const perturbations: Array<{ name: 'burst' | 'outage'; from: number; to: number }> = [];
+    if (burst) perturbations.push({ name: 'burst', from: burst.started - 100, to: Math.max(burst.ended + 100, lastArrival(burstChanges)) });
+    if (outage) {
+      const madeWhileDown = evaluated.filter((e) => e.c[2] >= outage[0] - 2000 && e.c[2] <= outage[1]);
+      perturbations.push({ name: 'outage', from: outage[0] - 2000, to: Math.max(outage[1], lastArrival(madeWhileDown)) });
+    }
+    const perturbed = (at: number) => perturbations.some((w) => at >= w.from && at <= w.to);
+    const steady = evaluated.filter((e) => e.allAt !== undefined && !perturbed(e.c[2]));
     const perAgent = evaluated.flatMap((e) => e.perAgent);
     const incomplete = evaluated.filter((e) => e.missing > 0);
     const phaseS = (phaseEnd - phaseT0) / 1000;
@@ -628,6 +638,7 @@ export async function runScale(scenario: Scenario, options: RunOptions): Promise
         incompleteSample: incomplete.slice(0, 20).map((e) => ({ key: e.c[0], type: e.c[1], t: (e.c[2] - phaseT0) / 1000, inEtcd: e.rev !== undefined, missingAgents: e.missing })),
         toAllFullAgentsMs: summarize(lat),
         steadyMs: summarize(steady.map((e) => e.allAt! - e.c[2])),
+        perturbedWindows: perturbations.map((w) => ({ name: w.name, fromS: (w.from - phaseT0) / 1000, toS: (w.to - phaseT0) / 1000 })),
         perAgentMs: summarize(perAgent),
         kubeToEtcdMs: summarize(evaluated.filter((e) => e.etcdAt !== undefined).map((e) => e.etcdAt! - e.c[2])),
         burst: burst ? { pods: burst.pods, createMs: burst.ended - burst.started, lastArrivalMs: Math.max(0, ...burstChanges.filter((e) => e.allAt !== undefined).map((e) => e.allAt! - burst!.started)), latencyMs: summarize(burstChanges.filter((e) => e.allAt !== undefined).map((e) => e.allAt! - e.c[2])) } : null,

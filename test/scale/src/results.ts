@@ -77,6 +77,8 @@ export interface Results {
     incompleteSample: Array<{ key: string; type: 'A' | 'D'; t: number; inEtcd: boolean; missingAgents: number }>;
     toAllFullAgentsMs: Summary;
     steadyMs: Summary;
+    /** What the steady set leaves out: from each perturbation's start until its backlog reached every full agent. */
+    perturbedWindows: Array<{ name: 'burst' | 'outage'; fromS: number; toS: number }>;
     perAgentMs: Summary;
     kubeToEtcdMs: Summary;
     burst: { pods: number; createMs: number; lastArrivalMs: number; latencyMs: Summary } | null;
