@@ -642,7 +642,7 @@ export async function runScale(scenario: Scenario, options: RunOptions): Promise
         perAgentMs: summarize(perAgent),
         kubeToEtcdMs: summarize(evaluated.filter((e) => e.etcdAt !== undefined).map((e) => e.etcdAt! - e.c[2])),
         burst: burst ? { pods: burst.pods, createMs: burst.ended - burst.started, lastArrivalMs: Math.max(0, ...burstChanges.filter((e) => e.allAt !== undefined).map((e) => e.allAt! - burst!.started)), latencyMs: summarize(burstChanges.filter((e) => e.allAt !== undefined).map((e) => e.allAt! - e.c[2])) } : null,
-        series: evaluated.filter((e) => e.allAt !== undefined).map((e) => ({ t: (e.c[2] - phaseT0) / 1000, ms: e.allAt! - e.c[2], type: e.c[1] })),
+        series: evaluated.filter((e) => e.allAt !== undefined).map((e) => ({ t: (e.c[2] - phaseT0) / 1000, ms: e.allAt! - e.c[2], ...(e.etcdAt !== undefined ? { etcdMs: e.etcdAt - e.c[2] } : {}), type: e.c[1] })),
       },
       memory: {
         podsInCluster,

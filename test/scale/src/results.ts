@@ -82,7 +82,8 @@ export interface Results {
     perAgentMs: Summary;
     kubeToEtcdMs: Summary;
     burst: { pods: number; createMs: number; lastArrivalMs: number; latencyMs: Summary } | null;
-    series: Array<{ t: number; ms: number; type: 'A' | 'D' }>;
+    /** Per change: when it was made (s into the phase), its latency to every full agent, and to etcd (the operator's part). */
+    series: Array<{ t: number; ms: number; etcdMs?: number; type: 'A' | 'D' }>;
   };
   memory: {
     podsInCluster: number;
