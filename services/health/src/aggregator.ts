@@ -85,6 +85,7 @@ export class Aggregator {
   private summaryCache: ClusterSummary | undefined;
   private changeCount = 0;
   private verdictCount = 0;
+  private nodeListCount = 0;
 
   constructor(options: AggregatorOptions = {}) {
     this.staleMs = options.staleMs ?? 20_000;
@@ -111,6 +112,7 @@ export class Aggregator {
     this.nodes = next;
     this.nodesKnown = true;
     this.verdictCount++;
+    this.nodeListCount++;
     if (membershipChanged) {
       this.sortedNames = [...next.keys()].sort();
       // The quorum depends on the cluster size: every verdict may move.
@@ -137,6 +139,11 @@ export class Aggregator {
   get verdictVersion(): number {
     this.settle();
     return this.verdictCount;
+  }
+
+  /** Bumped by every setNodes (membership, IPs): an answer built for another node list cannot be patched. */
+  get nodeListVersion(): number {
+    return this.nodeListCount;
   }
 
   /**

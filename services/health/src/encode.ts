@@ -170,10 +170,18 @@ export class ClusterHealthEncoder {
   private readonly cache = new WeakMap<NodeHealth, Buffer>();
 
   encode(health: ClusterHealth): Buffer {
-    const summary = encodeSummary(health.summary);
-    const parts: Buffer[] = [scratch.reset().message(1, (w) => void w.raw(summary)).finish()];
-    for (const node of health.nodes) parts.push(this.entry(node));
-    return Buffer.concat(parts);
+    return this.assemble(health.summary, health.nodes.map((node) => this.entry(node)));
+  }
+
+  /** The per-node entries of an answer, in order, for a later `assemble` that replaces only some of them. */
+  entries(nodes: readonly NodeHealth[]): Buffer[] {
+    return nodes.map((node) => this.entry(node));
+  }
+
+  /** An answer from a summary and already encoded node entries. */
+  assemble(summary: ClusterSummary, entries: readonly Buffer[]): Buffer {
+    const encodedSummary = encodeSummary(summary);
+    return Buffer.concat([scratch.reset().message(1, (w) => void w.raw(encodedSummary)).finish(), ...entries]);
   }
 
   /** Encodes `nodes[from, to)` ahead of a later encode(), so that the work can be spread over event-loop turns. */
@@ -181,7 +189,7 @@ export class ClusterHealthEncoder {
     for (let i = from; i < Math.min(to, nodes.length); i++) this.entry(nodes[i]!);
   }
 
-  private entry(node: NodeHealth): Buffer {
+  entry(node: NodeHealth): Buffer {
     let entry = this.cache.get(node);
     if (!entry) {
       entry = nodeEntry(node);

@@ -60,6 +60,8 @@ export interface HealthServerStats {
   encodesInRequest: number;
   /** Encodes done by the background refresh, a slice per event-loop turn. */
   encodesInBackground: number;
+  /** Answers after a verdict change built by re-encoding only the nodes whose verdict changed. */
+  verdictPatches: number;
 }
 
 export interface HealthServer {
@@ -94,7 +96,7 @@ export async function startHealthServer(options: HealthServerOptions): Promise<H
   const { aggregator } = options;
   const log = options.logger ?? createLogger({ component: 'health-server' });
   const mutual = !!options.tls?.ca;
-  const counters = { backpressureWaits: 0, maxPending: 0, reports: 0, deniedReports: 0, encodesInRequest: 0, encodesInBackground: 0 };
+  const counters = { backpressureWaits: 0, maxPending: 0, reports: 0, deniedReports: 0, encodesInRequest: 0, encodesInBackground: 0, verdictPatches: 0 };
   const watches = new Set<grpc.ServerWritableStream<unknown, HealthChange>>();
   /** Open report streams, answered at shutdown so that agents move to the next instance without waiting. */
   const reportStreams = new Set<() => void>();
@@ -133,11 +135,37 @@ export async function startHealthServer(options: HealthServerOptions): Promise<H
   // a while. Verdict changes (a node becoming unreachable) are never served late.
   const maxAgeMs = options.clusterHealthMaxAgeMs ?? 1000;
   const ENCODE_SLICE = 200;
-  let encoded: { version: number; verdicts: number; at: number; bytes: Buffer } | undefined;
+  // A verdict change is served at once without re-encoding the cluster: the previous answer's entries are kept and
+  // only the nodes whose verdict changed are encoded again (their details are then current, the others' keep the
+  // previous answer's age). A full encode of 5,000 changed views inside a request took 15–30 ms, more under load.
+  let encoded: { version: number; verdicts: number; nodeList: number; at: number; bytes: Buffer; entries: Buffer[]; index: Map<string, number> } | undefined;
   let refreshing = false;
+  const verdictChanged = new Set<string>();
+  aggregator.subscribe((change) => verdictChanged.add(change.node));
   const encodeNow = () => {
     const version = aggregator.version;
-    encoded = { version, verdicts: aggregator.verdictVersion, at: performance.now(), bytes: encoder.encode(aggregator.clusterHealth()) };
+    const health = aggregator.clusterHealth();
+    const entries = encoder.entries(health.nodes);
+    verdictChanged.clear();
+    encoded = {
+      version, verdicts: aggregator.verdictVersion, nodeList: aggregator.nodeListVersion, at: performance.now(), entries,
+      bytes: encoder.assemble(health.summary, entries), index: new Map(health.nodes.map((node, i) => [node.name, i])),
+    };
+    return encoded.bytes;
+  };
+  /** The previous answer with the nodes whose verdict changed re-encoded; undefined when the node list changed. */
+  const patchVerdicts = (previous: NonNullable<typeof encoded>): Buffer | undefined => {
+    const health = aggregator.clusterHealth();
+    if (aggregator.nodeListVersion !== previous.nodeList || health.nodes.length !== previous.entries.length) return undefined;
+    const entries = previous.entries.slice();
+    for (const name of verdictChanged) {
+      const i = previous.index.get(name);
+      if (i === undefined || health.nodes[i]?.name !== name) return undefined;
+      entries[i] = encoder.entry(health.nodes[i]!);
+    }
+    verdictChanged.clear();
+    encoded = { ...previous, version: aggregator.version, verdicts: aggregator.verdictVersion, entries, bytes: encoder.assemble(health.summary, entries) };
+    counters.verdictPatches++;
     return encoded.bytes;
   };
   const refreshSoon = () => {
@@ -161,6 +189,13 @@ export async function startHealthServer(options: HealthServerOptions): Promise<H
   };
   const clusterHealthBytes = (): Buffer => {
     if (encoded?.version === aggregator.version) return encoded.bytes;
+    if (encoded && encoded.verdicts !== aggregator.verdictVersion && performance.now() - encoded.at < maxAgeMs) {
+      const patched = patchVerdicts(encoded);
+      if (patched) {
+        refreshSoon();
+        return patched;
+      }
+    }
     if (!encoded || encoded.verdicts !== aggregator.verdictVersion || performance.now() - encoded.at >= maxAgeMs) {
       counters.encodesInRequest++;
       return encodeNow();

@@ -71,7 +71,7 @@ describe('GetClusterHealth answers under load', () => {
     servers.push(server);
     const client = createHealthClient(`127.0.0.1:${server.port}`);
     const rtt = async (node: string) => (await client.getClusterHealth()).nodes.find((n) => n.name === node)!.host.icmp.rttUs;
-    return { aggregator, client, rtt };
+    return { aggregator, client, rtt, server };
   }
 
   it('serves a verdict change at once, and details at most the max age late', async () => {
@@ -93,6 +93,25 @@ describe('GetClusterHealth answers under load', () => {
     const health = await client.getClusterHealth();
     expect(health.summary.unreachable).toEqual(['node-1']);
     expect(health.nodes.find((n) => n.name === 'node-1')?.reachability).toBe('REACHABILITY_UNREACHABLE');
+    client.close();
+  });
+
+  it('serves a verdict change by re-encoding only the nodes whose verdict changed', async () => {
+    const { aggregator, client, server } = await start(10_000);
+    aggregator.ingest('node-0', [...host('node-1', true, Date.now(), 100), ...host('node-2', true, Date.now(), 100)]);
+    await client.getClusterHealth();
+    const encodes = server.stats().encodesInRequest;
+    aggregator.ingest('node-0', host('node-2', true, Date.now(), 999));
+    for (const reporter of ['node-3', 'node-4', 'node-5']) aggregator.ingest(reporter, host('node-1', false, Date.now()));
+    const health = await client.getClusterHealth();
+    const byName = new Map(health.nodes.map((n) => [n.name, n]));
+    expect(byName.get('node-1')?.reachability).toBe('REACHABILITY_UNREACHABLE');
+    expect(byName.get('node-1')?.failingReporters).toBe(3);
+    expect(health.summary.unreachable).toEqual(['node-1']);
+    // node-2's verdict did not change: its details are the previous answer's, within the max age.
+    expect(byName.get('node-2')?.host.icmp.rttUs).toBe(100);
+    expect(server.stats().encodesInRequest).toBe(encodes);
+    expect(server.stats().verdictPatches).toBe(1);
     client.close();
   });
 
