@@ -131,10 +131,13 @@ export async function startHealthServer(options: HealthServerOptions): Promise<H
   // 5,000 nodes every node's view (probe times, RTTs) changes several times a second, and re-encoding all of them
   // takes 15–30 ms. So an answer is reused while no verdict changed and it is younger than maxAgeMs (its summary's
   // probe time says how fresh it is), and once it is half that old a background refresh encodes the changed nodes a
-  // slice per event-loop turn: a request never waits for a full encode unless a verdict changed or nobody asked for
-  // a while. Verdict changes (a node becoming unreachable) are never served late.
+  // slice per event-loop turn. While clients keep asking (a request in the last KEEP_WARM_MS), the refresh repeats on
+  // its own, so a client polling every few seconds never waits for a full encode either; with nobody asking, nothing
+  // is encoded. Verdict changes (a node becoming unreachable) are never served late.
   const maxAgeMs = options.clusterHealthMaxAgeMs ?? 1000;
   const ENCODE_SLICE = 200;
+  const KEEP_WARM_MS = 30_000;
+  let warmUntil = 0;
   // A verdict change is served at once without re-encoding the cluster: the previous answer's entries are kept and
   // only the nodes whose verdict changed are encoded again (their details are then current, the others' keep the
   // previous answer's age). A full encode of 5,000 changed views inside a request took 15–30 ms, more under load.
@@ -169,7 +172,8 @@ export async function startHealthServer(options: HealthServerOptions): Promise<H
     return encoded.bytes;
   };
   const refreshSoon = () => {
-    if (refreshing || !encoded) return;
+    // With a max age of 0 every request encodes: there is nothing to keep warm.
+    if (refreshing || !encoded || closing || maxAgeMs === 0) return;
     refreshing = true;
     const startIn = Math.max(0, encoded.at + maxAgeMs / 2 - performance.now());
     setTimeout(() => {
@@ -183,11 +187,13 @@ export async function startHealthServer(options: HealthServerOptions): Promise<H
         refreshing = false;
         counters.encodesInBackground++;
         encodeNow();
+        if (performance.now() < warmUntil) refreshSoon();
       };
       step();
     }, startIn).unref();
   };
   const clusterHealthBytes = (): Buffer => {
+    warmUntil = performance.now() + KEEP_WARM_MS;
     if (encoded?.version === aggregator.version) return encoded.bytes;
     if (encoded && encoded.verdicts !== aggregator.verdictVersion && performance.now() - encoded.at < maxAgeMs) {
       const patched = patchVerdicts(encoded);
@@ -198,7 +204,9 @@ export async function startHealthServer(options: HealthServerOptions): Promise<H
     }
     if (!encoded || encoded.verdicts !== aggregator.verdictVersion || performance.now() - encoded.at >= maxAgeMs) {
       counters.encodesInRequest++;
-      return encodeNow();
+      const bytes = encodeNow();
+      refreshSoon();
+      return bytes;
     }
     refreshSoon();
     return encoded.bytes;

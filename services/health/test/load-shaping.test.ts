@@ -115,6 +115,26 @@ describe('GetClusterHealth answers under load', () => {
     client.close();
   });
 
+  it('keeps the answer warm while clients keep asking: a poller slower than the max age never waits for a full encode', async () => {
+    const { aggregator, client, server } = await start(1000);
+    aggregator.ingest('node-0', host('node-1', true, Date.now(), 100));
+    await client.getClusterHealth();
+    const inRequest = server.stats().encodesInRequest;
+    for (let poll = 1; poll <= 3; poll++) {
+      // The details change all the time (no verdict does), and the client asks only every 2.2 s.
+      const until = Date.now() + 2200;
+      while (Date.now() < until) {
+        aggregator.ingest('node-0', host('node-1', true, Date.now(), 100 + poll));
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      const health = await client.getClusterHealth();
+      expect(health.nodes.find((n) => n.name === 'node-1')?.host.icmp.rttUs).toBe(100 + poll);
+    }
+    expect(server.stats().encodesInRequest).toBe(inRequest);
+    expect(server.stats().encodesInBackground).toBeGreaterThanOrEqual(3);
+    client.close();
+  });
+
   it('with a max age of 0, always answers the current details', async () => {
     const { aggregator, client, rtt } = await start(0);
     for (let i = 1; i <= 5; i++) {
