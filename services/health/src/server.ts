@@ -17,6 +17,7 @@ import {
   packageDefinition,
   parseMessage,
   watchClusterHealthRequestSchema,
+  type ClusterHealth,
   type HealthChange,
   type ReportBatch,
 } from '@sluice/health-api';
@@ -127,49 +128,59 @@ export async function startHealthServer(options: HealthServerOptions): Promise<H
     });
   };
   const encoder = new ClusterHealthEncoder();
-  // Nodes are encoded when their view changed since the last answer, not on every change: under the report load of
-  // 5,000 nodes every node's view (probe times, RTTs) changes several times a second, and re-encoding all of them
-  // takes 15–30 ms. So an answer is reused while no verdict changed and it is younger than maxAgeMs (its summary's
-  // probe time says how fresh it is), and once it is half that old a background refresh encodes the changed nodes a
-  // slice per event-loop turn. While clients keep asking (a request in the last KEEP_WARM_MS), the refresh repeats on
-  // its own, so a client polling every few seconds never waits for a full encode either; with nobody asking, nothing
-  // is encoded. Verdict changes (a node becoming unreachable) are never served late.
+  // Under the report load of 5,000 nodes every node's view (probe times, RTTs) changes several times a second, and
+  // re-encoding all of them takes 15–30 ms, so an answer is not rebuilt per request:
+  // - it is reused while no verdict changed and it is younger than maxAgeMs (its summary's probe time says how fresh
+  //   it is);
+  // - a verdict change (a node becoming unreachable) is served at once by re-encoding only the nodes whose verdict
+  //   changed on top of the previous answer;
+  // - once an answer is half the max age old, a background refresh encodes a snapshot of every node a slice per
+  //   event-loop turn, and repeats while clients keep asking (a request in the last KEEP_WARM_MS), so a poller never
+  //   waits for a full encode. With nobody asking, nothing is encoded.
   const maxAgeMs = options.clusterHealthMaxAgeMs ?? 1000;
   const ENCODE_SLICE = 200;
   const KEEP_WARM_MS = 30_000;
   let warmUntil = 0;
-  // A verdict change is served at once without re-encoding the cluster: the previous answer's entries are kept and
-  // only the nodes whose verdict changed are encoded again (their details are then current, the others' keep the
-  // previous answer's age). A full encode of 5,000 changed views inside a request took 15–30 ms, more under load.
-  let encoded: { version: number; verdicts: number; nodeList: number; at: number; bytes: Buffer; entries: Buffer[]; index: Map<string, number> } | undefined;
+  interface Answer {
+    version: number;
+    verdicts: number;
+    nodeList: number;
+    /** The verdict-change sequence number the answer includes. */
+    seq: number;
+    /** When its oldest details were taken. */
+    at: number;
+    entries: Buffer[];
+    index: Map<string, number>;
+    bytes: Buffer;
+  }
+  let encoded: Answer | undefined;
   let refreshing = false;
-  const verdictChanged = new Set<string>();
-  aggregator.subscribe((change) => verdictChanged.add(change.node));
+  // Node → sequence number of its latest verdict change: at most one entry per node.
+  let changeSeq = 0;
+  const verdictChangedAt = new Map<string, number>();
+  aggregator.subscribe((change) => verdictChangedAt.set(change.node, ++changeSeq));
+  const answer = (health: ClusterHealth, entries: Buffer[], at: number, index?: Map<string, number>): Answer => ({
+    version: aggregator.version, verdicts: aggregator.verdictVersion, nodeList: aggregator.nodeListVersion, seq: changeSeq, at, entries,
+    index: index ?? new Map(health.nodes.map((node, i) => [node.name, i])), bytes: encoder.assemble(health.summary, entries),
+  });
   const encodeNow = () => {
-    const version = aggregator.version;
     const health = aggregator.clusterHealth();
-    const entries = encoder.entries(health.nodes);
-    verdictChanged.clear();
-    encoded = {
-      version, verdicts: aggregator.verdictVersion, nodeList: aggregator.nodeListVersion, at: performance.now(), entries,
-      bytes: encoder.assemble(health.summary, entries), index: new Map(health.nodes.map((node, i) => [node.name, i])),
-    };
+    encoded = answer(health, encoder.entries(health.nodes), performance.now());
     return encoded.bytes;
   };
-  /** The previous answer with the nodes whose verdict changed re-encoded; undefined when the node list changed. */
-  const patchVerdicts = (previous: NonNullable<typeof encoded>): Buffer | undefined => {
+  /** `base` with the nodes whose verdict changed since it re-encoded; undefined when the node list changed. */
+  const patchVerdicts = (base: Answer): Answer | undefined => {
     const health = aggregator.clusterHealth();
-    if (aggregator.nodeListVersion !== previous.nodeList || health.nodes.length !== previous.entries.length) return undefined;
-    const entries = previous.entries.slice();
-    for (const name of verdictChanged) {
-      const i = previous.index.get(name);
+    if (aggregator.nodeListVersion !== base.nodeList || health.nodes.length !== base.entries.length) return undefined;
+    const entries = base.entries.slice();
+    for (const [name, seq] of verdictChangedAt) {
+      if (seq <= base.seq) continue;
+      const i = base.index.get(name);
       if (i === undefined || health.nodes[i]?.name !== name) return undefined;
       entries[i] = encoder.entry(health.nodes[i]!);
     }
-    verdictChanged.clear();
-    encoded = { ...previous, version: aggregator.version, verdicts: aggregator.verdictVersion, entries, bytes: encoder.assemble(health.summary, entries) };
     counters.verdictPatches++;
-    return encoded.bytes;
+    return answer(health, entries, base.at, base.index);
   };
   const refreshSoon = () => {
     // With a max age of 0 every request encodes: there is nothing to keep warm.
@@ -177,16 +188,25 @@ export async function startHealthServer(options: HealthServerOptions): Promise<H
     refreshing = true;
     const startIn = Math.max(0, encoded.at + maxAgeMs / 2 - performance.now());
     setTimeout(() => {
-      const nodes = aggregator.clusterHealth().nodes;
+      // A snapshot of every view, encoded in slices; the last slice does no more than the others.
+      const health = aggregator.clusterHealth();
+      const snapshot = answer(health, [], performance.now());
+      const entries: Buffer[] = new Array<Buffer>(health.nodes.length);
       let from = 0;
       const step = () => {
         if (closing) return;
-        encoder.prepare(nodes, from, from + ENCODE_SLICE);
-        from += ENCODE_SLICE;
-        if (from < nodes.length) return void setImmediate(step);
+        const to = Math.min(from + ENCODE_SLICE, health.nodes.length);
+        for (let i = from; i < to; i++) entries[i] = encoder.entry(health.nodes[i]!);
+        from = to;
+        if (from < health.nodes.length) return void setImmediate(step);
         refreshing = false;
         counters.encodesInBackground++;
-        encodeNow();
+        // A request may have encoded a newer answer meanwhile; otherwise verdicts that changed since the snapshot
+        // are patched in.
+        if (!encoded || snapshot.at > encoded.at) {
+          const fresh: Answer = { ...snapshot, entries, bytes: encoder.assemble(health.summary, entries) };
+          encoded = fresh.verdicts === aggregator.verdictVersion ? fresh : (patchVerdicts(fresh) ?? fresh);
+        }
         if (performance.now() < warmUntil) refreshSoon();
       };
       step();
@@ -198,8 +218,9 @@ export async function startHealthServer(options: HealthServerOptions): Promise<H
     if (encoded && encoded.verdicts !== aggregator.verdictVersion && performance.now() - encoded.at < maxAgeMs) {
       const patched = patchVerdicts(encoded);
       if (patched) {
+        encoded = patched;
         refreshSoon();
-        return patched;
+        return patched.bytes;
       }
     }
     if (!encoded || encoded.verdicts !== aggregator.verdictVersion || performance.now() - encoded.at >= maxAgeMs) {
