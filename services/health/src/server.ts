@@ -159,13 +159,14 @@ export async function startHealthServer(options: HealthServerOptions): Promise<H
   let changeSeq = 0;
   const verdictChangedAt = new Map<string, number>();
   aggregator.subscribe((change) => verdictChangedAt.set(change.node, ++changeSeq));
-  const answer = (health: ClusterHealth, entries: Buffer[], at: number, index?: Map<string, number>): Answer => ({
-    version: aggregator.version, verdicts: aggregator.verdictVersion, nodeList: aggregator.nodeListVersion, seq: changeSeq, at, entries,
-    index: index ?? new Map(health.nodes.map((node, i) => [node.name, i])), bytes: encoder.assemble(health.summary, entries),
+  type Versions = Pick<Answer, 'version' | 'verdicts' | 'nodeList' | 'seq'>;
+  const versionsNow = (): Versions => ({ version: aggregator.version, verdicts: aggregator.verdictVersion, nodeList: aggregator.nodeListVersion, seq: changeSeq });
+  const answer = (versions: Versions, health: ClusterHealth, entries: Buffer[], at: number, index?: Map<string, number>): Answer => ({
+    ...versions, at, entries, index: index ?? new Map(health.nodes.map((node, i) => [node.name, i])), bytes: encoder.assemble(health.summary, entries),
   });
   const encodeNow = () => {
     const health = aggregator.clusterHealth();
-    encoded = answer(health, encoder.entries(health.nodes), performance.now());
+    encoded = answer(versionsNow(), health, encoder.entries(health.nodes), performance.now());
     return encoded.bytes;
   };
   /** `base` with the nodes whose verdict changed since it re-encoded; undefined when the node list changed. */
@@ -180,7 +181,7 @@ export async function startHealthServer(options: HealthServerOptions): Promise<H
       entries[i] = encoder.entry(health.nodes[i]!);
     }
     counters.verdictPatches++;
-    return answer(health, entries, base.at, base.index);
+    return answer(versionsNow(), health, entries, base.at, base.index);
   };
   const refreshSoon = () => {
     // With a max age of 0 every request encodes: there is nothing to keep warm.
@@ -190,7 +191,8 @@ export async function startHealthServer(options: HealthServerOptions): Promise<H
     setTimeout(() => {
       // A snapshot of every view, encoded in slices; the last slice does no more than the others.
       const health = aggregator.clusterHealth();
-      const snapshot = answer(health, [], performance.now());
+      const versions = versionsNow();
+      const at = performance.now();
       const entries: Buffer[] = new Array<Buffer>(health.nodes.length);
       let from = 0;
       const step = () => {
@@ -203,9 +205,11 @@ export async function startHealthServer(options: HealthServerOptions): Promise<H
         counters.encodesInBackground++;
         // A request may have encoded a newer answer meanwhile; otherwise verdicts that changed since the snapshot
         // are patched in.
-        if (!encoded || snapshot.at > encoded.at) {
-          const fresh: Answer = { ...snapshot, entries, bytes: encoder.assemble(health.summary, entries) };
-          encoded = fresh.verdicts === aggregator.verdictVersion ? fresh : (patchVerdicts(fresh) ?? fresh);
+        if (!encoded || at > encoded.at) {
+          const fresh = answer(versions, health, entries, at);
+          // A node list that changed meanwhile makes the snapshot useless: the next request encodes afresh.
+          const current = fresh.verdicts === aggregator.verdictVersion ? fresh : patchVerdicts(fresh);
+          if (current) encoded = current;
         }
         if (performance.now() < warmUntil) refreshSoon();
       };
