@@ -31,9 +31,9 @@ lock_hash=$(sha256sum package-lock.json | cut -d' ' -f1)
 stamp=node_modules/.sluice-lock.sha256
 if [[ ! -d node_modules || ! -f "$stamp" || "$(cat "$stamp")" != "$lock_hash" ]]; then
   say "installing npm dependencies"
-  # Not `npm ci`: nx lists every platform's binary as an optional dependency, the registry reachable here serves only
-  # this platform's, and npm ci refuses a lockfile without the others. `npm install` installs the locked versions.
-  npm install --no-audit --no-fund --loglevel=error >/dev/null
+  # `npm ci`: exactly the lockfile, never rewriting it. The lockfile lists every platform's nx binary (optional
+  # dependencies, each with its os/cpu), so npm ci accepts it on any machine and installs only this platform's.
+  npm ci --no-audit --no-fund --loglevel=error >/dev/null
   echo "$lock_hash" >"$stamp"
 fi
 
