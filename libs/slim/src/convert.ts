@@ -17,6 +17,7 @@ import {
   type SlimService,
 } from './schema.ts';
 import { checked } from './codec.ts';
+import ipaddr from 'ipaddr.js';
 
 /** Annotation where a node advertises the IPs of its health endpoint (comma-separated). */
 export const HEALTH_IPS_ANNOTATION = 'sluice.io/health-ips';
@@ -27,6 +28,21 @@ const sortedStrings = (values: Iterable<string | undefined | null>) =>
 const sortedLabels = (labels: Record<string, string> | undefined): Record<string, string> =>
   Object.fromEntries(Object.entries(labels ?? {}).sort(([a], [b]) => byString(a, b)));
 const byKey = <T>(key: (item: T) => string) => (a: T, b: T) => byString(key(a), key(b));
+/** Unique values in first-seen order: for lists whose order means something (the primary IP family comes first). */
+const orderedUnique = (values: Iterable<string | undefined | null>) => [...new Set([...values].filter((v): v is string => !!v))];
+/** A CIDR with its host bits cleared ("10.0.0.5/8" → "10.0.0.0/8", as Kubernetes reads it); a bad one is left for validation to name. */
+function networkOf(cidr: string): string {
+  try {
+    const [address, prefix] = ipaddr.parseCIDR(cidr.trim());
+    const network = address.kind() === 'ipv4' ? ipaddr.IPv4.networkAddressFromCIDR(cidr.trim()) : ipaddr.IPv6.networkAddressFromCIDR(cidr.trim());
+    return `${network.toString()}/${prefix}`;
+  } catch {
+    return cidr;
+  }
+}
+/** `value` under `key` when it is not undefined: optional fields are omitted, so they add no bytes when absent. */
+const when = <K extends string, V>(key: K, value: V | undefined): { [P in K]?: V } => (value === undefined ? {} : ({ [key]: value } as { [P in K]: V }));
+const nonEmpty = <T>(list: T[]): T[] | undefined => (list.length ? list : undefined);
 
 /** Builds the record without validating it; `slimNode` validates. Fields are built in schema order (canonical). */
 export function buildSlimNode(node: V1Node): SlimNode {
@@ -52,34 +68,46 @@ export function buildSlimPod(pod: V1Pod): SlimPod {
   const ports = (pod.spec?.containers ?? [])
     .flatMap((c) => c.ports ?? [])
     .map((p) => ({ name: p.name ?? '', port: p.containerPort, protocol: (p.protocol ?? 'TCP') as SlimPod['ports'][number]['protocol'] }));
-  return {
+  const deleting = !!pod.metadata?.deletionTimestamp;
+  const record: SlimPod = {
     v: SCHEMA_VERSION,
     namespace: pod.metadata?.namespace ?? '',
     name: pod.metadata?.name ?? '',
     uid: pod.metadata?.uid ?? '',
     nodeName: pod.spec?.nodeName ?? '',
     hostIP: pod.status?.hostIP ?? '',
-    podIPs: sortedStrings([...(pod.status?.podIPs ?? []).map((p) => p.ip), pod.status?.podIP]),
+    // podIPs[0] is podIP, the primary family's: the API's order is kept.
+    podIPs: orderedUnique([pod.status?.podIP, ...(pod.status?.podIPs ?? []).map((p) => p.ip)]),
     hostNetwork: pod.spec?.hostNetwork === true,
     phase: (pod.status?.phase ?? 'Pending') as SlimPod['phase'],
     labels: sortedLabels(pod.metadata?.labels),
-    deleting: !!pod.metadata?.deletionTimestamp,
+    deleting,
     ports: [...new Map(ports.map((p) => [`${p.protocol}/${p.port}/${p.name}`, p])).values()].sort(byKey((p) => `${p.protocol}/${String(p.port).padStart(5, '0')}/${p.name}`)),
   };
+  if (deleting && holdsIP(record)) record.terminating = true;
+  return record;
+}
+
+/** The pod has an IP of its own that the kubelet has not released: the sandbox exists and is not torn down. */
+function holdsIP(pod: SlimPod): boolean {
+  return pod.podIPs.length > 0 && !pod.hostNetwork && (pod.phase === 'Running' || pod.phase === 'Pending');
 }
 
 /** Builds the record without validating it; `slimService` validates. Fields are built in schema order (canonical). */
 export function buildSlimService(service: V1Service): SlimService {
   const spec = service.spec;
+  const ingress = service.status?.loadBalancer?.ingress ?? [];
+  const sessionAffinity = (spec?.sessionAffinity ?? 'None') as SlimService['sessionAffinity'];
   return {
     v: SCHEMA_VERSION,
     namespace: service.metadata?.namespace ?? '',
     name: service.metadata?.name ?? '',
     type: (spec?.type ?? 'ClusterIP') as SlimService['type'],
-    // "None" marks a headless service: it has no virtual IP for the datapath to translate.
-    clusterIPs: sortedStrings([...(spec?.clusterIPs ?? []), spec?.clusterIP].filter((ip) => ip !== 'None')),
+    // "None" marks a headless service: it has no virtual IP for the datapath to translate. clusterIPs[0] is
+    // clusterIP, the primary family's: the API's order is kept.
+    clusterIPs: orderedUnique([spec?.clusterIP, ...(spec?.clusterIPs ?? [])].filter((ip) => ip !== 'None')),
     externalIPs: sortedStrings(spec?.externalIPs ?? []),
-    loadBalancerIPs: sortedStrings((service.status?.loadBalancer?.ingress ?? []).map((i) => i.ip)),
+    loadBalancerIPs: sortedStrings(ingress.map((i) => i.ip)),
     ports: (spec?.ports ?? [])
       .map((p) => ({
         name: p.name ?? '',
@@ -89,9 +117,19 @@ export function buildSlimService(service: V1Service): SlimService {
         protocol: (p.protocol ?? 'TCP') as SlimService['ports'][number]['protocol'],
       }))
       .sort(byKey((p) => `${p.protocol}/${String(p.port).padStart(5, '0')}/${p.name}`)),
-    sessionAffinity: (spec?.sessionAffinity ?? 'None') as SlimService['sessionAffinity'],
+    sessionAffinity,
     externalTrafficPolicy: (spec?.externalTrafficPolicy ?? 'Cluster') as SlimService['externalTrafficPolicy'],
     internalTrafficPolicy: (spec?.internalTrafficPolicy ?? 'Cluster') as SlimService['internalTrafficPolicy'],
+    ...when('ipFamilies', nonEmpty(orderedUnique(spec?.ipFamilies ?? []) as ('IPv4' | 'IPv6')[])),
+    ...when(
+      'loadBalancerIngress',
+      nonEmpty(ingress.map((i) => ({ ...when('ip', i.ip || undefined), ...when('hostname', i.hostname || undefined), ...when('ipMode', (i.ipMode || undefined) as 'VIP' | 'Proxy' | undefined) }))),
+    ),
+    ...when('healthCheckNodePort', spec?.healthCheckNodePort || undefined),
+    ...when('loadBalancerSourceRanges', nonEmpty(sortedStrings((spec?.loadBalancerSourceRanges ?? []).map(networkOf)))),
+    // The API server fills in 10800 s (3 h) for ClientIP affinity without a timeout.
+    ...when('sessionAffinityTimeoutSeconds', sessionAffinity === 'ClientIP' ? (spec?.sessionAffinityConfig?.clientIP?.timeoutSeconds ?? 10_800) : undefined),
+    ...when('loadBalancerClass', spec?.loadBalancerClass || undefined),
   };
 }
 
@@ -105,12 +143,15 @@ export function buildSlimEndpointSlice(slice: V1EndpointSlice): SlimEndpointSlic
     addressType: slice.addressType as SlimEndpointSlice['addressType'],
     endpoints: (slice.endpoints ?? [])
       .map((e) => ({
-        addresses: sortedStrings(e.addresses),
+        addresses: orderedUnique(e.addresses ?? []),
         // The API's rule: a nil ready condition means ready, nil serving follows ready, nil terminating means not.
         ready: e.conditions?.ready ?? true,
         serving: e.conditions?.serving ?? e.conditions?.ready ?? true,
         terminating: e.conditions?.terminating ?? false,
         nodeName: e.nodeName ?? '',
+        ...when('zone', e.zone || undefined),
+        ...when('hints', e.hints ? { forZones: sortedStrings((e.hints.forZones ?? []).map((z) => z.name)), ...when('forNodes', nonEmpty(sortedStrings((e.hints.forNodes ?? []).map((n) => n.name)))) } : undefined),
+        ...when('targetRef', e.targetRef ? { kind: e.targetRef.kind ?? '', namespace: e.targetRef.namespace ?? '', name: e.targetRef.name ?? '', uid: e.targetRef.uid ?? '' } : undefined),
       }))
       .sort(byKey((e) => e.addresses.join(','))),
     ports: (slice.ports ?? [])
@@ -120,15 +161,15 @@ export function buildSlimEndpointSlice(slice: V1EndpointSlice): SlimEndpointSlic
 }
 
 /**
- * Which pods become datapath endpoints (the agent programs only these):
- * - phase Running: a Pending pod has no sandbox yet, a Succeeded or Failed one has released its IP for reuse;
- * - at least one pod IP: there is nothing to route to otherwise;
- * - not hostNetwork: such a pod shares its node's IP, which the node record already covers;
- * - not being deleted: once deletionTimestamp is set the IP may be handed out again before the object is gone,
- *   and a stale endpoint would steal the new owner's traffic.
+ * Which pods become datapath endpoints (the operator writes only these to etcd):
+ * - an IP of its own: a Pending pod gets one when the kubelet has created its sandbox (init containers already use
+ *   the network), a Succeeded or Failed one has released it for reuse, and a hostNetwork pod shares its node's IP,
+ *   which the node record already covers;
+ * - phase Running or Pending: Unknown means the node stopped reporting, and then nothing says the IP is still held;
+ * - a pod being deleted stays one (`terminating`) until its IP is released, so that its connections can drain.
  */
 export function isEndpoint(pod: SlimPod): boolean {
-  return pod.phase === 'Running' && pod.podIPs.length > 0 && !pod.hostNetwork && !pod.deleting;
+  return holdsIP(pod);
 }
 
 export function slimNode(node: V1Node): SlimNode {

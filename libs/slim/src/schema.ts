@@ -6,7 +6,11 @@
 import ipaddr from 'ipaddr.js';
 import { z } from 'zod';
 
-/** Bumped when a record's meaning or shape changes; readers reject versions they do not know. */
+/**
+ * Bumped when a record's meaning or shape changes incompatibly; readers reject versions they do not know. Fields added
+ * later are optional and appended after the original ones, omitted when they carry nothing (a record that has none of
+ * them encodes to the same bytes as before they existed), so schema-1 records of either age decode alike.
+ */
 export const SCHEMA_VERSION = 1;
 
 export const ipString = z.string().refine((value) => ipaddr.isValid(value) && isCanonicalIp(value), {
@@ -35,6 +39,7 @@ const name = z.string().min(1).max(253);
 const labels = z.record(z.string(), z.string());
 const protocol = z.enum(['TCP', 'UDP', 'SCTP']);
 const port = z.number().int().min(0).max(65535);
+const ipFamily = z.enum(['IPv4', 'IPv6']);
 
 export const slimNodeSchema = z.strictObject({
   v: z.literal(SCHEMA_VERSION),
@@ -60,8 +65,15 @@ export const slimPodSchema = z.strictObject({
   hostNetwork: z.boolean(),
   phase: podPhase,
   labels,
+  /** metadata.deletionTimestamp is set (kept for readers of the first schema; see `terminating`). */
   deleting: z.boolean(),
   ports: z.array(z.strictObject({ name: z.string(), port, protocol })),
+  /**
+   * Present (true) when the pod is being deleted but still holds its IP: it stays an endpoint until the kubelet
+   * releases the IP (the pod turns Succeeded/Failed or loses its podIPs). The datapath sends it no new connections
+   * and lets existing ones drain.
+   */
+  terminating: z.literal(true).optional(),
 });
 export type SlimPod = z.infer<typeof slimPodSchema>;
 
@@ -70,6 +82,7 @@ export const slimServiceSchema = z.strictObject({
   namespace: name,
   name,
   type: z.enum(['ClusterIP', 'NodePort', 'LoadBalancer', 'ExternalName']),
+  /** In the API's order: the first is the primary family's. */
   clusterIPs: z.array(ipString),
   externalIPs: z.array(ipString),
   loadBalancerIPs: z.array(ipString),
@@ -79,26 +92,68 @@ export const slimServiceSchema = z.strictObject({
   sessionAffinity: z.enum(['None', 'ClientIP']),
   externalTrafficPolicy: z.enum(['Cluster', 'Local']),
   internalTrafficPolicy: z.enum(['Cluster', 'Local']),
+  /** spec.ipFamilies, primary first (absent when the API sets none, as for ExternalName). */
+  ipFamilies: z.array(ipFamily).min(1).max(2).optional(),
+  /** status.loadBalancer.ingress in the API's order (absent when empty); `loadBalancerIPs` keeps the sorted IPs. */
+  loadBalancerIngress: z
+    .array(
+      z.strictObject({
+        ip: ipString.optional(),
+        hostname: z.string().min(1).max(253).optional(),
+        ipMode: z.enum(['VIP', 'Proxy']).optional(),
+      }),
+    )
+    .min(1)
+    .optional(),
+  /** The node port that answers kube-proxy-style health checks for an externalTrafficPolicy: Local load balancer. */
+  healthCheckNodePort: z.number().int().min(1).max(65535).optional(),
+  /** Client CIDRs allowed to reach the load balancer (absent: everyone), sorted. */
+  loadBalancerSourceRanges: z.array(cidrString).min(1).optional(),
+  /** ClientIP affinity's timeout (the API's default 10800 s filled in); absent unless sessionAffinity is ClientIP. */
+  sessionAffinityTimeoutSeconds: z.number().int().min(1).max(86_400).optional(),
+  /** Which load-balancer implementation owns the service (absent: the default one). */
+  loadBalancerClass: z.string().min(1).max(316).optional(),
 });
 export type SlimService = z.infer<typeof slimServiceSchema>;
 
-export const slimEndpointSliceSchema = z.strictObject({
-  v: z.literal(SCHEMA_VERSION),
-  namespace: name,
-  name,
-  service: z.string(),
-  addressType: z.enum(['IPv4', 'IPv6', 'FQDN']),
-  endpoints: z.array(
-    z.strictObject({
-      addresses: z.array(z.string()),
-      ready: z.boolean(),
-      serving: z.boolean(),
-      terminating: z.boolean(),
-      nodeName: z.string(),
-    }),
-  ),
-  ports: z.array(z.strictObject({ name: z.string(), port, protocol })),
-});
+export const slimEndpointSliceSchema = z
+  .strictObject({
+    v: z.literal(SCHEMA_VERSION),
+    namespace: name,
+    name,
+    service: z.string(),
+    addressType: z.enum(['IPv4', 'IPv6', 'FQDN']),
+    endpoints: z.array(
+      z.strictObject({
+        /** In the API's order: consumers use the first. IPs of the slice's addressType (hostnames for FQDN). */
+        addresses: z.array(z.string()),
+        ready: z.boolean(),
+        serving: z.boolean(),
+        terminating: z.boolean(),
+        nodeName: z.string(),
+        zone: z.string().min(1).optional(),
+        /** Topology-aware routing hints, sorted (absent when the controller gave none). */
+        hints: z.strictObject({ forZones: z.array(z.string().min(1)), forNodes: z.array(z.string().min(1)).optional() }).optional(),
+        /** The object behind the endpoint (normally its Pod); volatile fields like resourceVersion are left out. */
+        targetRef: z
+          .strictObject({ kind: z.string(), namespace: z.string(), name: z.string(), uid: z.string() })
+          .optional(),
+      }),
+    ),
+    ports: z.array(z.strictObject({ name: z.string(), port, protocol })),
+  })
+  .superRefine((slice, context) => {
+    // Validated here rather than per address so that the issue can say which family the slice promised.
+    if (slice.addressType === 'FQDN') return;
+    const family = slice.addressType === 'IPv4' ? 'ipv4' : 'ipv6';
+    slice.endpoints.forEach((endpoint, e) =>
+      endpoint.addresses.forEach((address, a) => {
+        if (!ipString.safeParse(address).success || ipaddr.parse(address).kind() !== family) {
+          context.addIssue({ code: 'custom', path: ['endpoints', e, 'addresses', a], message: `is not a valid ${slice.addressType} address` });
+        }
+      }),
+    );
+  });
 export type SlimEndpointSlice = z.infer<typeof slimEndpointSliceSchema>;
 
 export const slimSchemas = {

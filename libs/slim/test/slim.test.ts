@@ -97,17 +97,44 @@ describe('slimPod and the endpoint rules', () => {
     expect(isEndpoint(pod)).toBe(true);
   });
 
-  it('does not count Succeeded, Failed, Pending, hostNetwork, IP-less or terminating pods', () => {
+  it('does not count Succeeded, Failed, Unknown, Pending-without-IP or hostNetwork pods', () => {
     const succeeded = running();
     succeeded.status!.phase = 'Succeeded';
     const failed = running();
     failed.status!.phase = 'Failed';
+    const unknown = running();
+    unknown.status!.phase = 'Unknown';
     const pending = realisticPod({ namespace: 'shop', name: 'p', nodeName: 'node-1' });
     const hostNet = running();
     hostNet.spec!.hostNetwork = true;
+    const released = running();
+    released.metadata!.deletionTimestamp = new Date();
+    released.status!.podIP = undefined;
+    released.status!.podIPs = undefined;
+    for (const pod of [succeeded, failed, unknown, pending, hostNet, released]) expect(isEndpoint(slimPod(pod))).toBe(false);
+  });
+
+  it('keeps a terminating pod as an endpoint while it holds its IP, marked terminating', () => {
     const deleting = running();
-    deleting.metadata!.deletionTimestamp = new Date();
-    for (const pod of [succeeded, failed, pending, hostNet, deleting]) expect(isEndpoint(slimPod(pod))).toBe(false);
+    deleting.metadata!.deletionTimestamp = new Date('2026-01-01T00:01:00Z');
+    const slim = slimPod(deleting);
+    expect(isEndpoint(slim)).toBe(true);
+    expect(slim).toMatchObject({ deleting: true, terminating: true });
+    // Once the kubelet has stopped it, the IP is released: no longer an endpoint.
+    deleting.status!.phase = 'Succeeded';
+    expect(isEndpoint(slimPod(deleting))).toBe(false);
+  });
+
+  it('counts a Pending pod whose sandbox has an IP (init containers run on the network)', () => {
+    const starting = realisticPod({ namespace: 'shop', name: 'init-1', nodeName: 'node-1', hostIP: '10.0.0.1', podIP: '10.244.1.20', phase: 'Pending' });
+    expect(isEndpoint(slimPod(starting))).toBe(true);
+  });
+
+  it('keeps the primary family first in podIPs', () => {
+    const v6first = realisticPod({ namespace: 'shop', name: 'v6', nodeName: 'node-1', hostIP: '10.0.0.1', podIP: 'fd00:10:244:1::9', podIPv6: '10.244.1.9' });
+    expect(slimPod(v6first).podIPs).toEqual(['fd00:10:244:1::9', '10.244.1.9']);
+    const v4first = realisticPod({ namespace: 'shop', name: 'v4', nodeName: 'node-1', hostIP: '10.0.0.1', podIP: '10.244.1.9', podIPv6: 'fd00:10:244:1::9' });
+    expect(slimPod(v4first).podIPs).toEqual(['10.244.1.9', 'fd00:10:244:1::9']);
   });
 
   it('ignores status churn that the datapath does not read', () => {
@@ -125,7 +152,7 @@ describe('slimService and slimEndpointSlice', () => {
     expect(slimService(svc)).toEqual({
       v: 1, namespace: 'shop', name: 'cart', type: 'ClusterIP', clusterIPs: ['10.96.0.10'], externalIPs: [], loadBalancerIPs: [],
       ports: [{ name: 'http', port: 80, targetPort: 'http', nodePort: 0, protocol: 'TCP' }],
-      sessionAffinity: 'None', externalTrafficPolicy: 'Cluster', internalTrafficPolicy: 'Cluster',
+      sessionAffinity: 'None', externalTrafficPolicy: 'Cluster', internalTrafficPolicy: 'Cluster', ipFamilies: ['IPv4'],
     });
     const headless = realisticService({ namespace: 'shop', name: 'db', clusterIP: 'None' });
     expect(slimService(headless).clusterIPs).toEqual([]);
@@ -143,6 +170,102 @@ describe('slimService and slimEndpointSlice', () => {
       { addresses: ['10.244.1.3'], ready: false, serving: false, terminating: false, nodeName: 'node-1' },
       { addresses: ['10.244.2.3'], ready: true, serving: true, terminating: false, nodeName: 'node-2' },
     ]);
+  });
+});
+
+describe('the fields users\' Services and EndpointSlices need', () => {
+  const loadBalancer = () => {
+    const svc = realisticService({ namespace: 'shop', name: 'front', clusterIP: 'fd00:96::10', type: 'LoadBalancer', ports: [{ name: 'https', port: 443, targetPort: 8443, nodePort: 31443 }] });
+    svc.spec = {
+      ...svc.spec,
+      clusterIPs: ['fd00:96::10', '10.96.0.10'],
+      ipFamilies: ['IPv6', 'IPv4'],
+      ipFamilyPolicy: 'RequireDualStack',
+      externalTrafficPolicy: 'Local',
+      healthCheckNodePort: 32100,
+      loadBalancerSourceRanges: ['192.0.2.0/24', '10.0.0.5/8'],
+      loadBalancerClass: 'sluice.io/lb',
+      sessionAffinity: 'ClientIP',
+      sessionAffinityConfig: { clientIP: { timeoutSeconds: 600 } },
+    };
+    svc.status = { loadBalancer: { ingress: [{ ip: '203.0.113.9', ipMode: 'Proxy' }, { hostname: 'front.example.com' }, { ip: '198.51.100.4', ipMode: 'VIP' }] } };
+    return svc;
+  };
+
+  it('writes a dual-stack LoadBalancer exactly as this literal record (primary family first, every field)', () => {
+    expect(encodeSlimString('service', slimService(loadBalancer()))).toBe(
+      '{"v":1,"namespace":"shop","name":"front","type":"LoadBalancer","clusterIPs":["fd00:96::10","10.96.0.10"],"externalIPs":[],' +
+        '"loadBalancerIPs":["198.51.100.4","203.0.113.9"],"ports":[{"name":"https","port":443,"targetPort":8443,"nodePort":31443,"protocol":"TCP"}],' +
+        '"sessionAffinity":"ClientIP","externalTrafficPolicy":"Local","internalTrafficPolicy":"Cluster","ipFamilies":["IPv6","IPv4"],' +
+        '"loadBalancerIngress":[{"ip":"203.0.113.9","ipMode":"Proxy"},{"hostname":"front.example.com"},{"ip":"198.51.100.4","ipMode":"VIP"}],' +
+        '"healthCheckNodePort":32100,"loadBalancerSourceRanges":["10.0.0.0/8","192.0.2.0/24"],"sessionAffinityTimeoutSeconds":600,"loadBalancerClass":"sluice.io/lb"}',
+    );
+  });
+
+  it('fills in the API\'s default ClientIP timeout, and rejects a bad source range naming the field', () => {
+    const svc = loadBalancer();
+    svc.spec!.sessionAffinityConfig = undefined;
+    expect(slimService(svc).sessionAffinityTimeoutSeconds).toBe(10_800);
+    svc.spec!.loadBalancerSourceRanges = ['10.0.0.0/8', 'not-a-cidr'];
+    expect(() => slimService(svc)).toThrow(/field loadBalancerSourceRanges\.1 is not a valid CIDR/);
+  });
+
+  it('keeps a record without the new fields byte-identical to the first schema\'s', () => {
+    const svc = realisticService({ namespace: 'a', name: 'plain', clusterIP: '10.96.0.3' });
+    delete svc.spec!.ipFamilies;
+    expect(encodeSlimString('service', slimService(svc))).toBe(
+      '{"v":1,"namespace":"a","name":"plain","type":"ClusterIP","clusterIPs":["10.96.0.3"],"externalIPs":[],"loadBalancerIPs":[],' +
+        '"ports":[{"name":"http","port":80,"targetPort":80,"nodePort":0,"protocol":"TCP"}],"sessionAffinity":"None","externalTrafficPolicy":"Cluster","internalTrafficPolicy":"Cluster"}',
+    );
+    // And a record written before the new fields existed still decodes.
+    expect(decodeSlim('service', encodeSlimString('service', slimService(svc))).name).toBe('plain');
+  });
+
+  it('writes an endpoint slice with zone, hints and targetRef exactly as this literal record', () => {
+    const slice = realisticEndpointSlice({ namespace: 'shop', service: 'front', name: 'front-x1', endpoints: [{ ip: '10.244.2.3', nodeName: 'node-2', podName: 'front-b' }, { ip: '10.244.1.3', nodeName: 'node-1', podName: 'front-a' }] });
+    slice.endpoints[0]!.zone = 'eu-west-1b';
+    slice.endpoints[0]!.hints = { forZones: [{ name: 'eu-west-1b' }, { name: 'eu-west-1a' }] };
+    slice.endpoints[0]!.targetRef = { kind: 'Pod', namespace: 'shop', name: 'front-b', uid: 'uid-b', resourceVersion: '812' };
+    slice.endpoints[1]!.targetRef = { kind: 'Pod', namespace: 'shop', name: 'front-a', uid: 'uid-a' };
+    slice.endpoints[1]!.conditions = { ready: false, serving: true, terminating: true };
+    expect(encodeSlimString('endpointSlice', slimEndpointSlice(slice))).toBe(
+      '{"v":1,"namespace":"shop","name":"front-x1","service":"front","addressType":"IPv4","endpoints":[' +
+        '{"addresses":["10.244.1.3"],"ready":false,"serving":true,"terminating":true,"nodeName":"node-1","targetRef":{"kind":"Pod","namespace":"shop","name":"front-a","uid":"uid-a"}},' +
+        '{"addresses":["10.244.2.3"],"ready":true,"serving":true,"terminating":false,"nodeName":"node-2","zone":"eu-west-1b","hints":{"forZones":["eu-west-1a","eu-west-1b"]},' +
+        '"targetRef":{"kind":"Pod","namespace":"shop","name":"front-b","uid":"uid-b"}}],"ports":[{"name":"http","port":80,"protocol":"TCP"}]}',
+    );
+  });
+
+  it('validates endpoint addresses as IPs of the slice\'s family, naming the field', () => {
+    const slice = realisticEndpointSlice({ namespace: 'shop', service: 'front', endpoints: [{ ip: '10.244.1.3' }, { ip: '10.244.1.300' }] });
+    expect(() => slimEndpointSlice(slice)).toThrow(/field endpoints\.1\.addresses\.0 is not a valid IPv4 address/);
+    const mixed = realisticEndpointSlice({ namespace: 'shop', service: 'front', endpoints: [{ ip: 'fd00::1' }] });
+    expect(() => slimEndpointSlice(mixed)).toThrow(/endpoints\.0\.addresses\.0 is not a valid IPv4 address/);
+    const fqdn = realisticEndpointSlice({ namespace: 'shop', service: 'ext', endpoints: [{ ip: 'db.example.com' }] });
+    fqdn.addressType = 'FQDN';
+    expect(slimEndpointSlice(fqdn).endpoints[0]!.addresses).toEqual(['db.example.com']);
+  });
+});
+
+describe('literal records (written by hand, not computed with the converters)', () => {
+  it('a dual-stack node with InternalIP and ExternalIP', () => {
+    const node = realisticNode({ name: 'node-9', internalIP: '10.0.0.9', podCIDR: '10.244.9.0/24', podCIDRv6: 'fd00:10:244:9::/64', labels: { role: 'edge' } });
+    node.status!.addresses = [{ type: 'InternalIP', address: '10.0.0.9' }, { type: 'InternalIP', address: 'fd00::9' }, { type: 'ExternalIP', address: '203.0.113.19' }, { type: 'Hostname', address: 'node-9' }];
+    node.metadata!.labels = { role: 'edge', 'kubernetes.io/hostname': 'node-9' };
+    expect(encodeSlimString('node', slimNode(node))).toBe(
+      '{"v":1,"name":"node-9","labels":{"kubernetes.io/hostname":"node-9","role":"edge"},"addresses":[{"type":"ExternalIP","ip":"203.0.113.19"},' +
+        '{"type":"InternalIP","ip":"10.0.0.9"},{"type":"InternalIP","ip":"fd00::9"}],"podCIDRs":["10.244.9.0/24","fd00:10:244:9::/64"],"ready":"True","healthIPs":[]}',
+    );
+  });
+
+  it('a terminating dual-stack pod', () => {
+    const pod = realisticPod({ namespace: 'shop', name: 'cart-1', nodeName: 'node-9', hostIP: '10.0.0.9', podIP: '10.244.9.7', podIPv6: 'fd00:10:244:9::7', labels: { app: 'cart', 'pod-template-hash': 'abc' } });
+    pod.metadata!.uid = 'uid-cart-1';
+    pod.metadata!.deletionTimestamp = new Date('2026-01-01T00:01:00Z');
+    expect(encodeSlimString('pod', slimPod(pod))).toBe(
+      '{"v":1,"namespace":"shop","name":"cart-1","uid":"uid-cart-1","nodeName":"node-9","hostIP":"10.0.0.9","podIPs":["10.244.9.7","fd00:10:244:9::7"],' +
+        '"hostNetwork":false,"phase":"Running","labels":{"app":"cart","pod-template-hash":"abc"},"deleting":true,"ports":[{"name":"http","port":80,"protocol":"TCP"}],"terminating":true}',
+    );
   });
 });
 
