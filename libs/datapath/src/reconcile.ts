@@ -80,3 +80,45 @@ export function reconcile<K, V>(map: CodecMap<K, V>, desired: Iterable<readonly 
   metrics?.capacity.set({ map: map.name }, map.capacity);
   return result;
 }
+
+export interface MapDiff<K> {
+  /** Ids of desired entries that the map lacks or holds with other value bytes. */
+  outOfDate: string[];
+  /** Keys the map holds that are not desired. */
+  extra: K[];
+}
+
+/**
+ * Compares a map with desired entries named by the caller's ids (the agent's reconcilers key rows by strings):
+ * one dump, byte comparison of keys and values. Writes nothing; the caller updates `outOfDate` and removes `extra`.
+ * When two desired ids encode to the same key, the first one counts (as in planReconcile).
+ */
+export function diffMap<K, V>(map: CodecMap<K, V>, desired: Iterable<readonly [string, V]>, key: (id: string) => K): MapDiff<K> {
+  const ks = map.raw.keySize;
+  const vs = map.raw.valueSize;
+  const actual = map.timed('dump', () => map.raw.dumpRaw());
+  const actualIndex = new Map<string, number>();
+  for (let i = 0; i < actual.count; i++) actualIndex.set(actual.keys.toString('latin1', i * ks, (i + 1) * ks), i);
+  const kbuf = Buffer.alloc(ks);
+  const vbuf = Buffer.alloc(vs);
+  const seen = new Set<string>();
+  const outOfDate: string[] = [];
+  for (const [id, value] of desired) {
+    kbuf.fill(0);
+    map.spec.key.encode(key(id), kbuf, 0);
+    const bytes = kbuf.toString('latin1');
+    if (seen.has(bytes)) continue;
+    seen.add(bytes);
+    const j = actualIndex.get(bytes);
+    if (j === undefined) {
+      outOfDate.push(id);
+      continue;
+    }
+    vbuf.fill(0);
+    map.spec.value.encode(value, vbuf, 0);
+    if (vbuf.compare(actual.values, j * vs, (j + 1) * vs) !== 0) outOfDate.push(id);
+  }
+  const extra: K[] = [];
+  for (const [bytes, j] of actualIndex) if (!seen.has(bytes)) extra.push(map.spec.key.decode(actual.keys, j * ks));
+  return { outOfDate, extra };
+}
