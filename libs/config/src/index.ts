@@ -1,3 +1,5 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Command, Option } from 'commander';
 import { z } from 'zod';
 
@@ -34,18 +36,92 @@ export function validate<S extends z.ZodType>(schema: S, options: unknown): z.in
   throw new ConfigError(`invalid ${where}: ${issue.message}`);
 }
 
+/** The version every Sluice binary prints with --version (one version for the whole project). */
+export const VERSION: string = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+const CONFIG_DIR_FLAG = '--config-dir';
+
+/** Finds --config-dir in argv (either form), else $SLUICE_CONFIG_DIR. Read before parsing, since it supplies values. */
+function configDirOf(argv: readonly string[], env: NodeJS.ProcessEnv): string | undefined {
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--') break;
+    if (arg === CONFIG_DIR_FLAG) return argv[i + 1];
+    if (arg.startsWith(`${CONFIG_DIR_FLAG}=`)) return arg.slice(CONFIG_DIR_FLAG.length + 1);
+  }
+  return env[envName(CONFIG_DIR_FLAG)] || undefined;
+}
+
 /**
- * Parses argv with commander and validates with zod. A bad flag or value ends the process with exit code 2 and one
- * line on stderr, the way every Sluice tool is expected to behave.
+ * Reads a configuration directory (a mounted ConfigMap: one file per key, the key being the long flag name without
+ * its dashes, e.g. `etcd-endpoints`) into the command's options with source 'config'. Commander then lets the
+ * environment and the command line override them: flags > SLUICE_* environment > configuration directory > defaults.
+ * Files that name no option of this binary are ignored, so one ConfigMap can serve several binaries; dot files
+ * (a ConfigMap mount's `..data` links) are skipped.
  */
-export function parseOptions<S extends z.ZodType>(program: Command, schema: S, argv: readonly string[] = process.argv): z.infer<S> {
-  program.showSuggestionAfterError(true).exitOverride((err) => {
-    if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version') process.exit(0);
-    process.exit(2);
-  });
-  program.parse(argv as string[]);
+export function applyConfigDir(program: Command, dir: string): void {
+  let names: string[];
   try {
+    names = readdirSync(dir).filter((n) => !n.startsWith('.'));
+  } catch (err) {
+    throw new ConfigError(`invalid ${CONFIG_DIR_FLAG}: cannot read ${dir}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  const byName = new Map(program.options.filter((o) => o.long).map((o) => [o.long!.replace(/^--/, ''), o]));
+  for (const name of names) {
+    const option = byName.get(name);
+    if (!option || option.negate || name === CONFIG_DIR_FLAG.slice(2) || name === 'help' || name === 'version') continue;
+    let text: string;
+    try {
+      text = readFileSync(join(dir, name), 'utf8').trim();
+    } catch (err) {
+      throw new ConfigError(`invalid ${CONFIG_DIR_FLAG}: cannot read ${join(dir, name)}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+    let value: string | boolean = text;
+    if (option.isBoolean()) {
+      if (!/^(true|false)$/i.test(text)) throw new ConfigError(`invalid --${name}: ${join(dir, name)} must hold true or false, got "${text}"`);
+      value = text.toLowerCase() === 'true';
+    }
+    program.setOptionValueWithSource(option.attributeName(), value, 'config');
+  }
+}
+
+/** Adds --version and --config-dir to a command that lacks them. */
+export function addStandardOptions(program: Command): Command {
+  if (!program.options.some((o) => o.long === '--version')) program.version(VERSION, '--version', 'print the version and exit');
+  if (!program.options.some((o) => o.long === CONFIG_DIR_FLAG)) {
+    program.addOption(flag(`${CONFIG_DIR_FLAG} <dir>`, 'configuration directory, one file per flag name (a mounted ConfigMap); flags and SLUICE_* variables override it'));
+  }
+  return program;
+}
+
+/** Commander's error text on one line (its suggestion joined to it), as every Sluice tool reports a bad flag. */
+export function oneLineError(text: string): string {
+  return `${text.trim().split(/\n+/).map((l) => l.trim()).join(' ')}\n`;
+}
+
+/**
+ * Parses argv with commander and validates with zod, after adding --version and --config-dir. A bad flag or value
+ * ends the process with exit code 2 and one line on stderr, the way every Sluice tool is expected to behave.
+ */
+export function parseOptions<S extends z.ZodType>(program: Command, schema: S, argv: readonly string[] = process.argv, env: NodeJS.ProcessEnv = process.env): z.infer<S> {
+  addStandardOptions(program);
+  program
+    .showSuggestionAfterError(true)
+    .configureOutput({ outputError: (text, write) => write(oneLineError(text)) })
+    // Help and --version end with 0; every parse error with 2.
+    .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));
+  return configOrExit(program, () => {
+    const dir = configDirOf(argv.slice(2), env);
+    if (dir) applyConfigDir(program, dir);
+    program.parse(argv as string[]);
     return validate(schema, program.opts());
+  });
+}
+
+/** Runs a step of reading the configuration; a ConfigError ends the process with exit code 2 and one line. */
+export function configOrExit<T>(program: Command, step: () => T): T {
+  try {
+    return step();
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     process.stderr.write(`${program.name()}: ${err.message}\n`);
@@ -85,3 +161,5 @@ export function parseDuration(value: number | string): number | undefined {
   if (!match) return undefined;
   return Number(match[1]) * UNIT_MS[match[2] ?? 'ms']!;
 }
+
+export * from './etcd.ts';

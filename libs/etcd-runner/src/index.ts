@@ -1,11 +1,16 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, rmSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { closeSync, existsSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { hasExited, ownChild, stopChild } from '@sluice/process';
+import { createTestPki, type EtcdTls } from './tls.ts';
+
+export { createTestPki, type CertFiles, type EtcdTls } from './tls.ts';
 
 export interface EtcdOptions {
   /** The etcd binary; `etcd` on PATH by default (Debian's etcd-server). */
@@ -18,27 +23,76 @@ export interface EtcdOptions {
   snapshotCount?: number;
   /** Largest request in bytes (--max-request-bytes). */
   maxRequestBytes?: number;
+  /**
+   * Interval of watch progress notifications (--experimental-watch-progress-notify-interval), in ms. Default 5 s:
+   * a quiet prefix's watch learns the current revision that often, so a reconnect after compaction resumes instead
+   * of relisting. (etcd's own default is 10 minutes; deploy/ sets the same 5 s.)
+   */
+  watchProgressNotifyIntervalMs?: number;
+  /** Serve clients and peers over TLS with a throw-away CA (see `tls` on the result). */
+  tls?: boolean;
+  /** Require client certificates (--client-cert-auth; the certificate's CN is the etcd user). Implies tls. */
+  clientCertAuth?: boolean;
   /** Folder in which the temporary data dir is made; tmpfs (/dev/shm) by default, where fsync costs nothing. */
   dataDirParent?: string;
   /** Extra flags passed as they are. */
   extraArgs?: string[];
   /** How long to wait for /health before giving up. */
   startTimeoutMs?: number;
-  /** Where etcd's own log goes; discarded by default. */
+  /** Where etcd's own log goes; discarded by default. A cluster appends every member's log to it. */
   logFile?: string;
 }
 
-export interface EtcdServer {
-  /** The client URL, e.g. http://127.0.0.1:41234. */
+export interface EtcdClusterOptions extends EtcdOptions {
+  /** Members of the cluster: 1 or 3 (any odd number works). Default 3. */
+  members?: number;
+}
+
+/** What a client needs to reach the server or cluster (the shape createKvClient takes, as files). */
+export interface EtcdClientFiles {
+  endpoints: string[];
+  /** With tls: the CA to trust, and the root user's client certificate. */
+  ca?: string;
+  cert?: string;
+  key?: string;
+}
+
+export interface EtcdMember {
+  readonly name: string;
+  /** The member's client URL. */
   readonly endpoint: string;
   readonly dataDir: string;
   readonly pid: number | undefined;
   readonly running: boolean;
-  /** Stops the server but keeps its data, as a crash or maintenance would. */
+  /** Stops the member but keeps its data (SIGTERM by default; SIGKILL is a crash). */
   pause(signal?: NodeJS.Signals): Promise<void>;
-  /** Starts it again on the same ports with the same data. */
+  /** SIGKILL, as a crash or an OOM kill would. */
+  kill(): Promise<void>;
+  /** Starts it again on the same ports with the same data; waits until it answers /health. */
   resume(): Promise<void>;
+}
+
+export interface EtcdServer extends EtcdMember {
+  /** [endpoint]: the same field as a cluster's. */
+  readonly endpoints: string[];
+  /** The CA and client certificates, when started with tls. */
+  readonly tls: EtcdTls | undefined;
+  /** Endpoints and (with tls) the root user's certificate files. */
+  clientFiles(user?: string): EtcdClientFiles;
   /** Stops the server and removes its data dir. Safe to call twice. */
+  stop(): Promise<void>;
+}
+
+export interface EtcdCluster {
+  readonly members: readonly EtcdMember[];
+  /** Every member's client URL. */
+  readonly endpoints: string[];
+  readonly tls: EtcdTls | undefined;
+  /** Endpoints and (with tls) certificate files: of the root user, or of `user` (issued on first use). */
+  clientFiles(user?: string): EtcdClientFiles;
+  /** The member that leads now, as the running members report it (retried until one is elected or the timeout). */
+  leader(timeoutMs?: number): Promise<EtcdMember>;
+  /** Stops every member and removes the data dirs and certificates. Safe to call twice. */
   stop(): Promise<void>;
 }
 
@@ -55,11 +109,38 @@ export async function freePort(): Promise<number> {
   });
 }
 
-async function healthy(endpoint: string): Promise<boolean> {
+/** A small JSON request to etcd's HTTP side (health, the gRPC gateway), with the root client certificate under TLS. */
+function etcdHttp(endpoint: string, path: string, tls: EtcdTls | undefined, body?: string): Promise<{ status: number; json: unknown }> {
+  return new Promise((resolve, reject) => {
+    const url = new URL(path, endpoint);
+    const options = {
+      method: body === undefined ? 'GET' : 'POST',
+      timeout: 1000,
+      headers: body === undefined ? {} : { 'content-type': 'application/json' },
+      ...(tls ? { ca: readFileSync(tls.ca), cert: readFileSync(tls.root.cert), key: readFileSync(tls.root.key) } : {}),
+    };
+    const request = (url.protocol === 'https:' ? httpsRequest : httpRequest)(url, options, (response) => {
+      let text = '';
+      response.setEncoding('utf8');
+      response.on('data', (chunk: string) => (text += chunk));
+      response.on('end', () => {
+        try {
+          resolve({ status: response.statusCode ?? 0, json: JSON.parse(text) as unknown });
+        } catch (err) {
+          reject(err);
+        }
+      });
+    });
+    request.on('timeout', () => request.destroy(new Error('timeout')));
+    request.on('error', reject);
+    request.end(body);
+  });
+}
+
+async function healthy(endpoint: string, tls: EtcdTls | undefined): Promise<boolean> {
   try {
-    const response = await fetch(`${endpoint}/health`, { signal: AbortSignal.timeout(1000) });
-    const body = (await response.json()) as { health?: string };
-    return response.ok && body.health === 'true';
+    const { status, json } = await etcdHttp(endpoint, '/health', tls);
+    return status === 200 && (json as { health?: string }).health === 'true';
   } catch {
     return false;
   }
@@ -78,91 +159,206 @@ function removeDataDirOnExit(dir: string): void {
   });
 }
 
-/** Starts a real etcd on free loopback ports with a temporary data dir and waits until it reports healthy. */
-export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdServer> {
-  const parent = options.dataDirParent ?? (existsSync('/dev/shm') ? '/dev/shm' : tmpdir());
-  const dataDir = await mkdtemp(join(parent, 'sluice-etcd-'));
-  const [clientPort, peerPort] = [await freePort(), await freePort()];
-  const endpoint = `http://127.0.0.1:${clientPort}`;
-  const peerUrl = `http://127.0.0.1:${peerPort}`;
-  const args = [
-    '--name', 'sluice',
-    '--data-dir', dataDir,
-    '--listen-client-urls', endpoint,
-    '--advertise-client-urls', endpoint,
-    '--listen-peer-urls', peerUrl,
-    '--initial-advertise-peer-urls', peerUrl,
-    '--initial-cluster', `sluice=${peerUrl}`,
+interface MemberPlan {
+  name: string;
+  dataDir: string;
+  endpoint: string;
+  peerUrl: string;
+}
+
+function memberArgs(plan: MemberPlan, cluster: string, options: EtcdOptions, tls: EtcdTls | undefined): string[] {
+  const tlsArgs: string[] = [];
+  if (tls) {
+    const cert = tls.memberCert(plan.name);
+    tlsArgs.push(
+      '--cert-file', cert.cert, '--key-file', cert.key, '--trusted-ca-file', tls.ca,
+      '--peer-cert-file', cert.cert, '--peer-key-file', cert.key, '--peer-trusted-ca-file', tls.ca, '--peer-client-cert-auth',
+    );
+    if (options.clientCertAuth) tlsArgs.push('--client-cert-auth');
+  }
+  return [
+    '--name', plan.name,
+    '--data-dir', plan.dataDir,
+    '--listen-client-urls', plan.endpoint,
+    '--advertise-client-urls', plan.endpoint,
+    '--listen-peer-urls', plan.peerUrl,
+    '--initial-advertise-peer-urls', plan.peerUrl,
+    '--initial-cluster', cluster,
+    '--initial-cluster-state', 'new',
     '--logger', 'zap',
     '--log-level', 'warn',
+    '--experimental-watch-progress-notify-interval', `${options.watchProgressNotifyIntervalMs ?? 5000}ms`,
+    ...tlsArgs,
     ...(options.quotaBackendBytes ? ['--quota-backend-bytes', String(options.quotaBackendBytes)] : []),
     ...(options.maxTxnOps ? ['--max-txn-ops', String(options.maxTxnOps)] : []),
     ...(options.snapshotCount ? ['--snapshot-count', String(options.snapshotCount)] : []),
     ...(options.maxRequestBytes ? ['--max-request-bytes', String(options.maxRequestBytes)] : []),
     ...(options.extraArgs ?? []),
   ];
+}
+
+interface MemberHandle extends EtcdMember {
+  /** Starts the process without waiting for health (members of a new cluster wait for each other). */
+  spawnProcess(): Promise<void>;
+  waitHealthy(): Promise<void>;
+  halt(signal: NodeJS.Signals): Promise<void>;
+  stopped: boolean;
+}
+
+function member(plan: MemberPlan, cluster: string, options: EtcdOptions, tls: EtcdTls | undefined): MemberHandle {
+  const args = memberArgs(plan, cluster, options, tls);
+  const timeoutMs = options.startTimeoutMs ?? 15_000;
   let child: ChildProcess | undefined;
   let exitError: string | undefined;
-  let stopped = false;
-
-  const launch = async () => {
-    exitError = undefined;
-    const logFd = options.logFile ? (await import('node:fs')).openSync(options.logFile, 'a') : 'ignore';
-    const started = spawn(options.binary ?? 'etcd', args, { stdio: ['ignore', 'ignore', logFd] });
-    child = ownChild(started);
-    removeDataDirOnExit(dataDir);
-    started.once('error', (err) => (exitError = err.message));
-    started.once('exit', (code, signal) => {
-      exitError ??= `etcd exited (code ${code}, signal ${signal})`;
-    });
-    const deadline = Date.now() + (options.startTimeoutMs ?? 15_000);
-    while (!(await healthy(endpoint))) {
-      if (child.exitCode !== null || child.signalCode !== null || exitError) {
-        throw new Error(`etcd did not start: ${exitError ?? 'exited'}`);
-      }
-      if (Date.now() > deadline) {
-        started.kill('SIGKILL');
-        throw new Error(`etcd did not report healthy at ${endpoint} within ${options.startTimeoutMs ?? 15_000} ms`);
-      }
-      await sleep(50);
-    }
-  };
-
-  const halt = async (signal: NodeJS.Signals = 'SIGTERM') => {
-    if (child) await stopChild(child, { signal });
-  };
-
-  try {
-    await launch();
-  } catch (err) {
-    await halt('SIGKILL');
-    await rm(dataDir, { recursive: true, force: true });
-    dataDirs.delete(dataDir);
-    throw err;
-  }
-
-  const server: EtcdServer = {
-    endpoint,
-    dataDir,
+  const handle: MemberHandle = {
+    name: plan.name,
+    endpoint: plan.endpoint,
+    dataDir: plan.dataDir,
+    stopped: false,
     get pid() {
       return child?.pid;
     },
     get running() {
       return !!child && !hasExited(child);
     },
-    pause: (signal) => halt(signal),
-    async resume() {
-      if (stopped) throw new Error('etcd was stopped for good; start a new one');
-      if (server.running) return;
-      await launch();
+    async spawnProcess() {
+      exitError = undefined;
+      const logFd = options.logFile ? openSync(options.logFile, 'a') : 'ignore';
+      const started = spawn(options.binary ?? 'etcd', args, { stdio: ['ignore', 'ignore', logFd] });
+      if (typeof logFd === 'number') closeSync(logFd);
+      child = ownChild(started);
+      started.once('error', (err) => (exitError = err.message));
+      started.once('exit', (code, signal) => {
+        exitError ??= `etcd exited (code ${code}, signal ${signal})`;
+      });
     },
-    async stop() {
-      if (stopped) return;
-      stopped = true;
-      await halt();
-      await rm(dataDir, { recursive: true, force: true });
-      dataDirs.delete(dataDir);
+    async waitHealthy() {
+      const deadline = Date.now() + timeoutMs;
+      while (!(await healthy(plan.endpoint, tls))) {
+        if (!child || child.exitCode !== null || child.signalCode !== null || exitError) {
+          throw new Error(`etcd did not start: ${exitError ?? 'exited'}`);
+        }
+        if (Date.now() > deadline) {
+          child.kill('SIGKILL');
+          throw new Error(`etcd did not report healthy at ${plan.endpoint} within ${timeoutMs} ms`);
+        }
+        await sleep(50);
+      }
+    },
+    async halt(signal) {
+      if (child) await stopChild(child, { signal });
+    },
+    pause: (signal = 'SIGTERM') => handle.halt(signal),
+    kill: () => handle.halt('SIGKILL'),
+    async resume() {
+      if (handle.stopped) throw new Error('etcd was stopped for good; start a new one');
+      if (handle.running) return;
+      await handle.spawnProcess();
+      await handle.waitHealthy();
     },
   };
-  return server;
+  return handle;
+}
+
+/**
+ * Starts a real etcd cluster (3 members by default) on free loopback ports with temporary data dirs, optionally with
+ * TLS and client-certificate auth, and waits until every member reports healthy.
+ */
+export async function startEtcdCluster(options: EtcdClusterOptions = {}): Promise<EtcdCluster> {
+  const count = options.members ?? 3;
+  if (!Number.isInteger(count) || count < 1) throw new Error(`an etcd cluster needs at least one member, got ${count}`);
+  const parent = options.dataDirParent ?? (existsSync('/dev/shm') ? '/dev/shm' : tmpdir());
+  const base = await mkdtemp(join(parent, 'sluice-etcd-'));
+  const useTls = !!(options.tls || options.clientCertAuth);
+  const scheme = useTls ? 'https' : 'http';
+  let tls: EtcdTls | undefined;
+  const members: MemberHandle[] = [];
+  let stopped = false;
+  const stop = async () => {
+    if (stopped) return;
+    stopped = true;
+    for (const m of members) m.stopped = true;
+    await Promise.all(members.map((m) => m.halt('SIGTERM')));
+    await rm(base, { recursive: true, force: true });
+    dataDirs.delete(base);
+  };
+  try {
+    if (useTls) {
+      const dir = join(base, 'tls');
+      await mkdir(dir, { mode: 0o700 });
+      tls = createTestPki(dir);
+    }
+    const plans: MemberPlan[] = [];
+    for (let i = 0; i < count; i++) {
+      const name = count === 1 ? 'sluice' : `sluice-${i}`;
+      const dataDir = count === 1 ? join(base, 'data') : join(base, name);
+      plans.push({ name, dataDir, endpoint: `${scheme}://127.0.0.1:${await freePort()}`, peerUrl: `${scheme}://127.0.0.1:${await freePort()}` });
+    }
+    const initialCluster = plans.map((p) => `${p.name}=${p.peerUrl}`).join(',');
+    for (const plan of plans) members.push(member(plan, initialCluster, options, tls));
+    for (const m of members) await m.spawnProcess();
+    // After the first ownChild: its exit hook (which kills etcd) must run before this one removes the folder.
+    removeDataDirOnExit(base);
+    await Promise.all(members.map((m) => m.waitHealthy()));
+  } catch (err) {
+    await Promise.all(members.map((m) => m.halt('SIGKILL')));
+    stopped = true;
+    await rm(base, { recursive: true, force: true });
+    dataDirs.delete(base);
+    throw err;
+  }
+  const endpoints = members.map((m) => m.endpoint);
+  const clientFiles = (user?: string): EtcdClientFiles => {
+    if (!tls) return { endpoints };
+    const cert = user ? tls.clientCert(user) : tls.root;
+    return { endpoints, ca: tls.ca, cert: cert.cert, key: cert.key };
+  };
+  return {
+    members,
+    endpoints,
+    tls,
+    clientFiles,
+    async leader(timeoutMs = 10_000) {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        for (const m of members) {
+          if (!m.running) continue;
+          try {
+            const { json } = await etcdHttp(m.endpoint, '/v3/maintenance/status', tls, '{}');
+            const status = json as { header?: { member_id?: string }; leader?: string };
+            if (status.leader && status.leader !== '0' && status.header?.member_id === status.leader) return m;
+          } catch {
+            // not answering: ask the next one
+          }
+        }
+        if (Date.now() > deadline) throw new Error(`no etcd member reported itself leader within ${timeoutMs} ms`);
+        await sleep(100);
+      }
+    },
+    stop,
+  };
+}
+
+/** Starts a real single-member etcd on free loopback ports with a temporary data dir and waits until it is healthy. */
+export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdServer> {
+  const cluster = await startEtcdCluster({ ...options, members: 1 });
+  const only = cluster.members[0]!;
+  return {
+    name: only.name,
+    endpoint: only.endpoint,
+    endpoints: cluster.endpoints,
+    dataDir: only.dataDir,
+    tls: cluster.tls,
+    clientFiles: cluster.clientFiles,
+    get pid() {
+      return only.pid;
+    },
+    get running() {
+      return only.running;
+    },
+    pause: (signal) => only.pause(signal),
+    kill: () => only.kill(),
+    resume: () => only.resume(),
+    stop: () => cluster.stop(),
+  };
 }

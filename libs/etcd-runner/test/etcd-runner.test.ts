@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { startEtcd } from '../src/index.ts';
+import { startEtcd, startEtcdCluster } from '../src/index.ts';
 
 function etcdctl(endpoint: string, ...args: string[]): string {
   return execFileSync('etcdctl', ['--endpoints', endpoint, ...args], { env: { ...process.env, ETCDCTL_API: '3' } }).toString();
@@ -69,5 +69,55 @@ describe('startEtcd', () => {
 
   it('fails clearly when the binary is missing', async () => {
     await expect(startEtcd({ binary: '/nonexistent/etcd', startTimeoutMs: 2000 })).rejects.toThrow(/etcd did not start/);
+  });
+});
+
+describe('startEtcdCluster', () => {
+  const ctl = (files: { endpoints: string[]; ca?: string; cert?: string; key?: string }, ...args: string[]) =>
+    execFileSync('etcdctl', ['--endpoints', files.endpoints.join(','), ...(files.ca ? ['--cacert', files.ca, '--cert', files.cert!, '--key', files.key!] : []), ...args], {
+      env: { ...process.env, ETCDCTL_API: '3' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    }).toString();
+
+  it('runs 3 members with mutual TLS; a client without a certificate is refused; the leader can be killed and another leads', async () => {
+    const cluster = await startEtcdCluster({ members: 3, clientCertAuth: true });
+    try {
+      expect(cluster.endpoints).toHaveLength(3);
+      for (const e of cluster.endpoints) expect(e).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
+      const root = cluster.clientFiles();
+      ctl(root, 'put', 'k', 'v1');
+      // Every member answers with the same data.
+      for (const endpoint of cluster.endpoints) expect(ctl({ ...root, endpoints: [endpoint] }, 'get', 'k', '--print-value-only').trim()).toBe('v1');
+      expect(() => ctl({ endpoints: cluster.endpoints.slice(0, 1), ca: root.ca, cert: undefined, key: undefined }, '--dial-timeout', '1s', 'get', 'k')).toThrow();
+      expect(() => execFileSync('etcdctl', ['--endpoints', cluster.endpoints[0]!, '--cacert', root.ca!, '--dial-timeout', '1s', '--command-timeout', '2s', 'get', 'k'], { env: { ...process.env, ETCDCTL_API: '3' }, stdio: 'pipe' })).toThrow();
+
+      const leader = await cluster.leader();
+      const pid = leader.pid!;
+      await leader.kill();
+      expect(leader.running).toBe(false);
+      expect(() => process.kill(pid, 0)).toThrow();
+      const next = await cluster.leader();
+      expect(next.name).not.toBe(leader.name);
+      ctl(root, 'put', 'k', 'v2'); // two of three keep quorum
+      await leader.resume();
+      expect(ctl({ ...root, endpoints: [leader.endpoint] }, 'get', 'k', '--print-value-only', '--consistency', 's').trim()).toBe('v2');
+    } finally {
+      await cluster.stop();
+    }
+    for (const m of cluster.members) expect(existsSync(m.dataDir)).toBe(false);
+    expect(existsSync(cluster.tls!.dir)).toBe(false);
+  });
+
+  it('issues client certificates whose CN is the user name', async () => {
+    const etcd = await startEtcd({ tls: true });
+    try {
+      const files = etcd.clientFiles('sluice-agent-n1');
+      const subject = execFileSync('openssl', ['x509', '-in', files.cert!, '-noout', '-subject']).toString();
+      expect(subject).toMatch(/CN ?= ?sluice-agent-n1/);
+      ctl(files, 'put', 'a', 'b');
+      expect(ctl(files, 'get', 'a', '--print-value-only').trim()).toBe('b');
+    } finally {
+      await etcd.stop();
+    }
   });
 });

@@ -10,6 +10,13 @@ export interface KvClientOptions {
   callTimeoutMs?: number;
   /** How long to wait for a connection before a call fails, in ms. Default 5 s. */
   dialTimeoutMs?: number;
+  /**
+   * TLS towards https endpoints: the CA of etcd's server certificates (system roots without it) and, for mutual TLS,
+   * a client certificate and key. Under etcd's --client-cert-auth the certificate's CN is the etcd user.
+   */
+  tls?: { ca?: Buffer; cert?: Buffer; key?: Buffer };
+  /** etcd user and password (password authentication; etcd hands out a token per connection). */
+  auth?: { username: string; password: string };
 }
 
 /**
@@ -27,8 +34,14 @@ export function createKvClient(options: KvClientOptions): Etcd3 {
   if (options.endpoints.length === 0) throw new Error('createKvClient needs at least one etcd endpoint');
   const callTimeoutMs = options.callTimeoutMs ?? 10_000;
   const extraHosts = options.endpoints.length - 1;
+  const https = options.endpoints.some((e) => e.startsWith('https://'));
+  if (options.tls && !https) throw new Error('createKvClient: TLS options need https:// endpoints');
   return new Etcd3({
     hosts: options.endpoints,
+    ...(options.tls && (options.tls.ca || options.tls.cert)
+      ? { credentials: { rootCertificate: options.tls.ca as Buffer, privateKey: options.tls.key, certChain: options.tls.cert } }
+      : {}),
+    ...(options.auth ? { auth: { username: options.auth.username, password: options.auth.password } } : {}),
     dialTimeout: options.dialTimeoutMs ?? 5_000,
     defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + callTimeoutMs }),
     grpcOptions: {
