@@ -1,0 +1,160 @@
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { find, IMAGE_WORKDIR, mountedConfigMaps, OVERLAYS, REPO, render, validateObject, workloads, type KubeObject, type Workload } from '../src/index.ts';
+
+const DIRS = ['base', ...OVERLAYS.map((o) => `overlays/${o}`)];
+const rendered = new Map(DIRS.map((d) => [d, render(d)]));
+const base = rendered.get('base')!;
+const configData = (objects: KubeObject[], name: string) => (find(objects, 'ConfigMap', name) as KubeObject & { data: Record<string, string> }).data;
+
+describe('every kustomization renders objects that the Kubernetes schemas accept', () => {
+  for (const dir of DIRS) {
+    it(dir, async () => {
+      const objects = rendered.get(dir)!;
+      expect(objects.length).toBeGreaterThan(10);
+      for (const obj of objects) await validateObject(obj);
+      // Everything namespaced lives in sluice.
+      for (const obj of objects.filter((o) => !['Namespace', 'ClusterRole', 'ClusterRoleBinding', 'CustomResourceDefinition'].includes(o.kind))) {
+        expect(obj.metadata.namespace, `${obj.kind}/${obj.metadata.name}`).toBe('sluice');
+      }
+    });
+  }
+
+  it('the validator rejects a bad object (it is not a rubber stamp)', async () => {
+    const ds = structuredClone(find<Workload>(base, 'DaemonSet', 'sluice-agent'));
+    (ds.spec.template.spec.containers[0]!.ports![0] as { containerPort: unknown }).containerPort = 'nine';
+    await expect(validateObject(ds)).rejects.toThrow(/containerPort/);
+    await expect(validateObject({ ...ds, kind: 'DeamonSet' })).rejects.toThrow(/no Kubernetes schema for kind DeamonSet/);
+  });
+});
+
+describe('the base', () => {
+  it('has the namespace, the service accounts, the operator, the agents, the health service and a PDB', () => {
+    const kinds = base.map((o) => `${o.kind}/${o.metadata.name}`);
+    for (const k of ['Namespace/sluice', 'ServiceAccount/sluice-operator', 'ServiceAccount/sluice-agent', 'ServiceAccount/sluice-health', 'ClusterRole/sluice-operator', 'ClusterRoleBinding/sluice-operator', 'Deployment/sluice-operator', 'DaemonSet/sluice-agent', 'Deployment/sluice-health', 'Service/sluice-health', 'PodDisruptionBudget/sluice-operator', 'ConfigMap/sluice-config']) {
+      expect(kinds).toContain(k);
+    }
+  });
+
+  it('runs two leader-elected operators that a drain never takes both of', () => {
+    const op = find<Workload>(base, 'Deployment', 'sluice-operator');
+    expect(op.spec.replicas).toBe(2);
+    const pdb = find(base, 'PodDisruptionBudget', 'sluice-operator') as KubeObject & { spec: { minAvailable: number; selector: { matchLabels: Record<string, string> } } };
+    expect(pdb.spec.minAvailable).toBe(1);
+    expect(pdb.spec.selector.matchLabels).toEqual(op.spec.selector.matchLabels);
+    expect(op.spec.template.spec.serviceAccountName).toBe('sluice-operator');
+  });
+
+  it('runs the agent on every node in the host network with capabilities, not privileged, one node at a time', () => {
+    const ds = find<Workload>(base, 'DaemonSet', 'sluice-agent');
+    const pod = ds.spec.template.spec;
+    expect(pod.hostNetwork).toBe(true);
+    expect(pod.tolerations).toContainEqual({ operator: 'Exists' });
+    expect(ds.spec.updateStrategy).toEqual({ type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 1 } });
+    const agent = pod.containers.find((c) => c.name === 'agent')!;
+    expect(agent.securityContext?.privileged).not.toBe(true);
+    expect(agent.securityContext?.capabilities?.drop).toEqual(['ALL']);
+    expect(agent.securityContext?.capabilities?.add).toEqual(expect.arrayContaining(['NET_ADMIN', 'BPF', 'PERFMON', 'SYS_ADMIN']));
+    const hostPaths = new Map(pod.volumes!.filter((v) => v.hostPath).map((v) => [v.name, v.hostPath!.path]));
+    const mounted = new Map(agent.volumeMounts!.map((m) => [m.mountPath, hostPaths.get(m.name)]));
+    expect(mounted.get('/sys/fs/bpf')).toBe('/sys/fs/bpf');
+    expect(mounted.get('/var/run/sluice')).toBe('/var/run/sluice');
+    // The init step installs the plugin and its conflist into the host's CNI directories.
+    const init = pod.initContainers?.find((c) => c.name === 'install-cni');
+    expect(init).toBeDefined();
+    const initMounts = new Map(init!.volumeMounts!.map((m) => [hostPaths.get(m.name), m.mountPath]));
+    const env = new Map(init!.env!.map((e) => [e.name, e.value]));
+    expect(env.get('CNI_BIN_DIR')).toBe(initMounts.get('/opt/cni/bin'));
+    expect(env.get('CNI_CONF_DIR')).toBe(initMounts.get('/etc/cni/net.d'));
+    // The conflist's socket is where the agent's state dir puts it on the host.
+    expect(env.get('SLUICE_AGENT_SOCKET')).toBe(`${configData(base, 'sluice-agent-config')['state-dir']}/agent.sock`);
+  });
+
+  it('exposes the health service on a Service whose selector matches its pods and ports', () => {
+    const dep = find<Workload>(base, 'Deployment', 'sluice-health');
+    const svc = find(base, 'Service', 'sluice-health') as KubeObject & { spec: { selector: Record<string, string>; ports: Array<{ port: number; targetPort: string }> } };
+    expect(dep.spec.template.metadata?.labels).toMatchObject(svc.spec.selector);
+    const portNames = dep.spec.template.spec.containers[0]!.ports!.map((p) => p.name);
+    for (const p of svc.spec.ports) expect(portNames).toContain(p.targetPort);
+    const agentConfig = configData(base, 'sluice-agent-config');
+    expect(agentConfig['health-service']).toBe(`sluice-health.sluice.svc:${svc.spec.ports.find((p) => p.targetPort === 'grpc')!.port}`);
+  });
+
+  it('refers only to ConfigMaps, Secrets and ServiceAccounts that exist (or, for the etcd TLS Secret, that the overlay documents)', () => {
+    for (const [dir, objects] of rendered) {
+      const names = (kind: string) => new Set(objects.filter((o) => o.kind === kind).map((o) => o.metadata.name));
+      for (const w of workloads(objects)) {
+        const spec = w.spec.template.spec;
+        expect(names('ServiceAccount'), `${dir} ${w.metadata.name}`).toContain(spec.serviceAccountName);
+        for (const v of spec.volumes ?? []) {
+          for (const cm of [v.configMap?.name, ...(v.projected?.sources.map((s) => s.configMap?.name) ?? [])].filter(Boolean)) expect(names('ConfigMap'), `${dir}: ${w.metadata.name} mounts ${cm}`).toContain(cm);
+          if (v.secret) expect(v.secret.secretName, `${dir}: ${w.metadata.name}`).toBe('sluice-etcd-tls');
+        }
+      }
+    }
+  });
+});
+
+describe('the overlays change what they say', () => {
+  it('native and tunnel routing, masquerade', () => {
+    expect(configData(rendered.get('overlays/native')!, 'sluice-agent-config').routing).toBe('native');
+    expect(configData(rendered.get('overlays/tunnel')!, 'sluice-agent-config').routing).toBe('tunnel');
+    expect(configData(rendered.get('overlays/masquerade')!, 'sluice-agent-config').masquerade).toBe('true');
+    expect(configData(base, 'sluice-agent-config').masquerade).toBe('false');
+  });
+
+  it('etcd over TLS: https endpoints, the CA, certificate and key files from the mounted Secret in every component', () => {
+    const objects = rendered.get('overlays/etcd-tls')!;
+    const config = configData(objects, 'sluice-config');
+    expect(config['etcd-endpoints']!.split(',').every((u) => u.startsWith('https://'))).toBe(true);
+    for (const w of workloads(objects)) {
+      const spec = w.spec.template.spec;
+      const volume = spec.volumes!.find((v) => v.secret?.secretName === 'sluice-etcd-tls')!;
+      expect(volume, w.metadata.name).toBeDefined();
+      const mount = spec.containers[0]!.volumeMounts!.find((m) => m.name === volume.name)!;
+      for (const [key, file] of [['etcd-ca-file', 'ca.crt'], ['etcd-cert-file', 'tls.crt'], ['etcd-key-file', 'tls.key']] as const) {
+        expect(config[key], key).toBe(join(mount.mountPath, file));
+      }
+    }
+  });
+});
+
+describe('what the containers run exists in the image, which is this repository', () => {
+  const all = [...rendered.values()].flatMap(workloads);
+  for (const w of workloads(base)) {
+    it(w.metadata.name, () => {
+      for (const c of [...(w.spec.template.spec.initContainers ?? []), ...w.spec.template.spec.containers]) {
+        expect(c.image).toMatch(/sluice/);
+        expect(c.workingDir).toBe(IMAGE_WORKDIR);
+        const scripts = (c.command ?? []).filter((arg) => /\.(ts|sh|mjs|js)$/.test(arg));
+        expect(scripts.length, `${c.name}: ${c.command?.join(' ')}`).toBe(1);
+        for (const s of scripts) expect(existsSync(join(REPO, s)), s).toBe(true);
+      }
+    });
+  }
+
+  it('every config directory a container reads is a volume it mounts', () => {
+    for (const w of all) {
+      for (const c of w.spec.template.spec.containers) {
+        const args = c.args ?? [];
+        const i = args.indexOf('--config-dir');
+        if (i < 0) continue;
+        expect([...mountedConfigMaps(w.spec.template.spec, c).keys()]).toContain(args[i + 1]);
+      }
+    }
+  });
+
+  it('the demo overlay keeps every listener on the loopback', () => {
+    const demo = rendered.get('overlays/demo')!;
+    for (const cm of demo.filter((o) => o.kind === 'ConfigMap')) {
+      const data = (cm as KubeObject & { data: Record<string, string> }).data;
+      for (const [key, value] of Object.entries(data)) if (/(^|-)(host|listen)$/.test(key)) expect(value, `${cm.metadata.name} ${key}`).toMatch(/^127\.0\.0\.1/);
+    }
+  });
+});
+
+it('the deploy/ folder has no kustomization that this test does not render', () => {
+  const overlays = readdirSync(join(REPO, 'deploy/overlays')).sort();
+  expect(overlays).toEqual([...OVERLAYS].sort());
+});
