@@ -13,6 +13,10 @@ export const REACHABILITIES = ['REACHABILITY_UNSPECIFIED', 'REACHABILITY_REACHAB
 export const reachability = z.enum(REACHABILITIES);
 export type Reachability = z.infer<typeof reachability>;
 
+export const AGENT_STATES = ['AGENT_STATE_UNSPECIFIED', 'AGENT_STATE_RUNNING', 'AGENT_STATE_NOT_RUNNING', 'AGENT_STATE_UNKNOWN'] as const;
+export const agentState = z.enum(AGENT_STATES);
+export type AgentState = z.infer<typeof agentState>;
+
 /** Kubernetes node names: DNS subdomains. */
 export const NODE_NAME_PATTERN = /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/;
 export const nodeName = z.string().min(1).max(253).regex(NODE_NAME_PATTERN, 'is not a valid node name');
@@ -64,6 +68,9 @@ export const nodeHealthSchema = z.object({
   lastProbeUnixMs: millis,
   failingReporters: z.number().int().min(0),
   reporters: z.number().int().min(0),
+  agent: agentState,
+  endpointReachability: reachability,
+  unreachableFrom: z.array(z.string()),
 });
 export type NodeHealth = z.infer<typeof nodeHealthSchema>;
 
@@ -74,6 +81,9 @@ export const clusterSummarySchema = z.object({
   unreachable: z.array(z.string()),
   unknown: z.array(z.string()),
   quorum: z.number().int().min(0),
+  endpointUnreachable: z.array(z.string()),
+  agentNotRunning: z.array(z.string()),
+  brokenPaths: z.array(z.string()),
 });
 export type ClusterSummary = z.infer<typeof clusterSummarySchema>;
 
@@ -90,6 +100,7 @@ export const healthChangeSchema = z.object({
   current: reachability,
   timeUnixMs: millis,
   health: nodeHealthSchema,
+  removed: z.boolean(),
 });
 export type HealthChange = z.infer<typeof healthChangeSchema>;
 

@@ -22,11 +22,14 @@ const node = (name: string, reachability: NodeHealth['reachability'], overrides:
   lastProbeUnixMs: 1_790_000_000_000,
   failingReporters: 0,
   reporters: 3,
+  agent: 'AGENT_STATE_RUNNING',
+  endpointReachability: 'REACHABILITY_REACHABLE',
+  unreachableFrom: [],
   ...overrides,
 });
 
 const health: ClusterHealth = {
-  summary: { reachable: 1, total: 2, probeTimeUnixMs: 1_790_000_000_000, unreachable: ['node-2'], unknown: [], quorum: 3 },
+  summary: { reachable: 1, total: 2, probeTimeUnixMs: 1_790_000_000_000, unreachable: ['node-2'], unknown: [], quorum: 3, endpointUnreachable: [], agentNotRunning: [], brokenPaths: [] },
   nodes: [
     node('node-1', 'REACHABILITY_REACHABLE'),
     node('node-2', 'REACHABILITY_UNREACHABLE', {
@@ -52,14 +55,14 @@ describe('formatters', () => {
   });
 
   it('prints the one-line summary', () => {
-    expect(formatClusterSummary({ reachable: 5, total: 5, probeTimeUnixMs: 0, unreachable: [], unknown: [], quorum: 3 })).toBe('Cluster health: 5/5 reachable');
-    expect(formatClusterSummary({ reachable: 3, total: 5, probeTimeUnixMs: 0, unreachable: ['b'], unknown: ['e'], quorum: 3 })).toBe(
+    expect(formatClusterSummary({ reachable: 5, total: 5, probeTimeUnixMs: 0, unreachable: [], unknown: [], quorum: 3, endpointUnreachable: [], agentNotRunning: [], brokenPaths: [] })).toBe('Cluster health: 5/5 reachable');
+    expect(formatClusterSummary({ reachable: 3, total: 5, probeTimeUnixMs: 0, unreachable: ['b'], unknown: ['e'], quorum: 3, endpointUnreachable: [], agentNotRunning: [], brokenPaths: [] })).toBe(
       'Cluster health: 3/5 reachable (unreachable: b; unknown: e)',
     );
   });
 
   it('counts the nodes outside the health view (no agent) in the summary line', () => {
-    const all = { reachable: 3, total: 3, probeTimeUnixMs: 0, unreachable: [], unknown: [], quorum: 2 };
+    const all = { reachable: 3, total: 3, probeTimeUnixMs: 0, unreachable: [], unknown: [], quorum: 2, endpointUnreachable: [], agentNotRunning: [], brokenPaths: [] };
     expect(formatClusterSummary(all, { withoutAgent: ['sim-1', 'sim-2'] })).toBe('Cluster health: 3/3 reachable (2 nodes without an agent, not probed: sim-1, sim-2)');
     expect(formatClusterSummary(all, { withoutAgent: ['a', 'b', 'c', 'd', 'e', 'f'] })).toMatch(/\(6 nodes without an agent, not probed: a, b, c, d, e, …\)$/);
     expect(formatClusterSummary(all, { withoutAgent: [] })).toBe('Cluster health: 3/3 reachable');

@@ -60,6 +60,8 @@ export class Prober {
   private ringCache: { round: number; signature: string; ring: string[] } | undefined;
   private buffer: ProbeResult[] = [];
   private flushing: Promise<void> | undefined;
+  /** When the sink started failing (undefined while it works). */
+  private failingSince: number | undefined;
   private inFlight = new Set<Promise<void>>();
   currentPlan: ProbePlan;
 
@@ -158,11 +160,22 @@ export class Prober {
     this.buffer = [];
     this.flushing = this.options
       .sink({ reporter: this.options.node, results })
-      .catch((err: Error) => {
-        this.buffer = [...results, ...this.buffer].slice(-this.options.maxBuffered);
-        this.sinkErrors.warn(this.log, 'sink', { err: err.message }, 'reporting probes failed; keeping results for the next flush');
-      })
-      .then(() => this.sinkErrors.clear('sink'))
+      .then(
+        () => {
+          // Only a success ends the failure: clearing after every attempt made each failed flush (one a second while
+          // the health service is down) log again.
+          if (this.failingSince !== undefined) {
+            this.log.info({ failedForMs: this.options.now() - this.failingSince }, 'reporting probes works again');
+            this.failingSince = undefined;
+            this.sinkErrors.clear('sink');
+          }
+        },
+        (err: Error) => {
+          this.buffer = [...results, ...this.buffer].slice(-this.options.maxBuffered);
+          this.failingSince ??= this.options.now();
+          this.sinkErrors.warn(this.log, 'sink', { err: err.message }, 'reporting probes failed; keeping results for the next flush');
+        },
+      )
       .finally(() => (this.flushing = undefined));
     await this.flushing;
   }

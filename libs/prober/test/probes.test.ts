@@ -24,7 +24,9 @@ describe('probes', () => {
   });
 
   it('refuses to ping something that is not an IP', async () => {
-    expect((await ping('localhost; rm -rf /')).ok).toBe(false);
+    const outcome = await ping('localhost; rm -rf /');
+    // The refusal itself, not any failure (a ping that ran and found no host would fail too).
+    expect(outcome).toEqual({ ok: false, rttUs: 0, error: 'not an IP address: localhost; rm -rf /' });
   });
 
   it('gets 200 from a health responder and fails on a closed port or a wrong path', async () => {
@@ -88,5 +90,31 @@ describe('Prober', () => {
     await expect.poll(() => delivered.length, { timeout: 10_000 }).toBeGreaterThan(0);
     await prober.stop();
     expect(delivered[0]!.results.length).toBeGreaterThan(1);
+  });
+
+  it('warns once while the sink keeps failing, and once when it works again', async () => {
+    const { Writable } = await import('node:stream');
+    const lines: Array<{ level: number; msg: string }> = [];
+    const destination = new Writable({ write(chunk: Buffer, _e, done) { for (const l of chunk.toString().split('\n')) if (l) lines.push(JSON.parse(l)); done(); } });
+    let failing = true;
+    let attempts = 0;
+    const prober = new Prober({
+      node: 'node-a',
+      peers: () => [{ name: 'node-b', hostIP: '127.0.0.2' }],
+      sink: async () => {
+        attempts++;
+        if (failing) throw new Error('service down');
+      },
+      minIntervalMs: 100,
+      flushMs: 10,
+      logger: (await import('@sluice/log')).createLogger({ component: 'test', level: 'info', destination }),
+    });
+    prober.start();
+    await expect.poll(() => attempts, { timeout: 10_000 }).toBeGreaterThanOrEqual(4);
+    failing = false;
+    await expect.poll(() => lines.some((l) => l.msg === 'reporting probes works again'), { timeout: 10_000 }).toBe(true);
+    await prober.stop();
+    expect(lines.filter((l) => l.msg.startsWith('reporting probes failed'))).toHaveLength(1);
+    expect(lines.filter((l) => l.msg === 'reporting probes works again')).toHaveLength(1);
   });
 });

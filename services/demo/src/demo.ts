@@ -147,7 +147,7 @@ export async function startDemo(options: DemoOptions, progress: Progress): Promi
       const [grpcPort, statusPort] = [await freePort(), await freePort()];
       const address = `127.0.0.1:${grpcPort}`;
       healthAddress = address;
-      health = spawnService('health', HEALTH_MAIN, ['--listen', address, '--etcd-endpoints', etcd.endpoint, '--status-port', String(statusPort), '--log-level', 'info'], join(logDir, 'health.log'));
+      health = spawnService('health', HEALTH_MAIN, ['--listen', address, '--etcd-endpoints', etcd.endpoint, '--insecure', '--status-port', String(statusPort), '--log-level', 'info'], join(logDir, 'health.log'));
       const statusUrl = `http://127.0.0.1:${statusPort}`;
       await save({ health: { address, statusUrl: `${statusUrl}/status`, pid: health.pid }, processes: processes() });
       await waitFor(health, 'the health service is ready', () => httpOk(`${statusUrl}/readyz`), options.partTimeoutMs);

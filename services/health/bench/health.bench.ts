@@ -110,7 +110,7 @@ export default async function health(): Promise<Figure[]> {
     // SLUICE_BENCH_CPU_PROF=<dir>: the service writes a CPU profile there when it stops.
     const profile = process.env.SLUICE_BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.SLUICE_BENCH_CPU_PROF}`] : [];
     const service = ownChild(spawn(process.execPath, [...profile, '--import', 'tsx', fileURLToPath(new URL('../src/main.ts', import.meta.url)),
-      '--listen', address, '--etcd-endpoints', etcd.endpoint, '--members', 'nodes', '--status-port', String(statusPort), '--log-level', 'warn'],
+      '--listen', address, '--etcd-endpoints', etcd.endpoint, '--insecure', '--metrics-port', String(statusPort), '--log-level', 'warn'],
     { stdio: ['ignore', 'ignore', 'inherit'] }));
     children.push(service);
     const status = async <T>(path: string) => (await (await fetch(`http://127.0.0.1:${statusPort}${path}`)).json()) as T;

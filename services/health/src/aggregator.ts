@@ -5,12 +5,22 @@
  * (every host probe they sent failed) after the newest success anyone reported. Fewer failing reporters make it
  * SUSPECT; a fresh success makes it REACHABLE; nothing fresher than the staleness window makes it UNKNOWN.
  *
+ * The health endpoint gets its own verdict by the same rule over the endpoint probes, and the agent one over rounds in
+ * which the host answered ICMP: a quorum of reporters whose HTTP probe of the agent failed in such a round (or no
+ * health record at all while the host answers) makes it "not running". Per pair, a reporter whose last
+ * `pairConfirmations` rounds of a target all failed while others reached the target is listed in `unreachableFrom`:
+ * a one-way or pair failure, invisible to the quorum.
+ *
+ * Members are the nodes of the node list (the operator's node records), with or without an agent: a node whose agent
+ * is gone stays, unreachable or "agent not running"; a node removed from the list is a change watchers receive.
+ *
  * Everything here is derived from reports younger than the staleness window plus the node list, so a restarted
  * service rebuilds the same view within one probing round; nothing is persisted.
  */
 import { probePlan, type PlanOptions } from '@sluice/prober';
 import {
   emptyProbeStatus,
+  type AgentState,
   type ClusterHealth,
   type ClusterSummary,
   type HealthChange,
@@ -26,6 +36,8 @@ export interface NodeInfo {
   /** The node's IP as the probers use it (InternalIP), or '' if unknown. */
   hostIP: string;
   endpointIP: string;
+  /** The node's agent published its health record (keys.health); undefined counts as yes (no such source). */
+  agent?: boolean;
 }
 
 export interface AggregatorOptions {
@@ -35,7 +47,46 @@ export interface AggregatorOptions {
   confirmations?: number;
   /** The probing plan's parameters, so the quorum matches what the agents do. */
   plan?: PlanOptions;
+  /** Consecutive failed rounds of one reporter needed to list a pair failure (a re-probe confirms each). */
+  pairConfirmations?: number;
   now?: () => number;
+}
+
+/**
+ * Quorum evidence about one path of a target (its host, its endpoint, its agent): the newest success by anyone, and
+ * the reporters whose newest failure is newer than that.
+ */
+interface Evidence {
+  newestOk: number;
+  failers: Map<string, number>;
+}
+
+/** One reporter's run of failed rounds against a target, ended by its next success. */
+interface PairRun {
+  rounds: number;
+  since: number;
+  last: number;
+}
+
+/** Probe outcomes of one round (one reporter, one target, one time), folded before they count. */
+interface Round {
+  reporter: string;
+  time: number;
+  hostSeen: boolean;
+  hostOk: boolean;
+  icmpOk: boolean;
+  httpSeen: boolean;
+  httpOk: boolean;
+  endpointSeen: boolean;
+  endpointOk: boolean;
+}
+
+/** Counters for /metrics, read on scrape. */
+export interface AggregatorCounters {
+  /** Results taken, by kind and outcome. */
+  results: Record<ProbeKind, { ok: number; failed: number }>;
+  /** Verdict changes by what changed. */
+  changes: { reachability: number; endpoint: number; agent: number; paths: number; joined: number; removed: number };
 }
 
 interface TargetState {
@@ -45,12 +96,18 @@ interface TargetState {
    * time order: reports arrive within a flush and a timeout of their probes) and expiry only looks at its front.
    */
   witnesses: Map<string, number>;
-  /** The newest host success by anyone (if it goes stale, every success has). */
-  newestOk: number;
-  /** Reporters whose newest host failure is newer than newestOk: the candidates for confirmation. */
-  failers: Map<string, number>;
+  /** Host probes: newestOk is the newest host success by anyone (if it goes stale, every success has). */
+  host: Evidence;
+  endpoint: Evidence;
+  /** "ok": an HTTP success to the agent; "failure": a round whose ICMP answered and whose HTTP did not. */
+  agentEvidence: Evidence;
+  /** Reporters whose latest rounds of this target failed (sparse: deleted at their next success). */
+  pairs: Map<string, PairRun>;
   latest: Map<ProbeKind, ProbeStatus>;
   reachability: Reachability;
+  endpointReachability: Reachability;
+  agent: AgentState;
+  unreachableFrom: string[];
   failing: number;
   reporters: number;
   lastProbe: number;
@@ -68,6 +125,16 @@ export type ChangeListener = (change: HealthChange) => void;
 export class Aggregator {
   readonly staleMs: number;
   private readonly confirmations: number;
+  private readonly pairConfirmations: number;
+  readonly counters: AggregatorCounters = {
+    results: {
+      PROBE_KIND_HOST_ICMP: { ok: 0, failed: 0 },
+      PROBE_KIND_HOST_HTTP: { ok: 0, failed: 0 },
+      PROBE_KIND_ENDPOINT_ICMP: { ok: 0, failed: 0 },
+      PROBE_KIND_ENDPOINT_HTTP: { ok: 0, failed: 0 },
+    },
+    changes: { reachability: 0, endpoint: 0, agent: 0, paths: 0, joined: 0, removed: 0 },
+  };
   private readonly planOptions: PlanOptions;
   private readonly now: () => number;
   private nodes = new Map<string, NodeInfo>();
@@ -90,6 +157,7 @@ export class Aggregator {
   constructor(options: AggregatorOptions = {}) {
     this.staleMs = options.staleMs ?? 20_000;
     this.confirmations = options.confirmations ?? 3;
+    this.pairConfirmations = Math.max(1, options.pairConfirmations ?? 2);
     this.planOptions = { ...options.plan, confirmations: options.confirmations ?? options.plan?.confirmations ?? 3 };
     this.now = options.now ?? Date.now;
   }
@@ -99,15 +167,29 @@ export class Aggregator {
     return Math.max(1, Math.min(this.confirmations, probePlan(this.nodes.size, this.planOptions).quorum));
   }
 
-  /** Replaces the node list (from etcd). Nodes that left are forgotten with everything reported about them. */
+  /**
+   * Replaces the node list (from etcd). Nodes that left are forgotten with everything reported about them, and
+   * watchers are told (removed); nodes that joined are announced as a change from UNSPECIFIED.
+   */
   setNodes(nodes: Iterable<NodeInfo>): void {
     const next = new Map<string, NodeInfo>();
     for (const node of nodes) next.set(node.name, node);
+    const announce: HealthChange[] = [];
+    const now = this.now();
+    for (const name of this.nodes.keys()) {
+      if (next.has(name)) continue;
+      const state = this.targets.get(name);
+      const health = state?.view ?? this.buildView(name, state);
+      this.targets.delete(name);
+      this.counters.changes.removed++;
+      announce.push({ node: name, previous: health.reachability, current: 'REACHABILITY_UNSPECIFIED', timeUnixMs: now, health, removed: true });
+    }
     for (const name of this.targets.keys()) if (!next.has(name)) this.targets.delete(name);
     for (const [name, info] of next) {
       const before = this.nodes.get(name);
-      if (!before || before.hostIP !== info.hostIP || before.endpointIP !== info.endpointIP) this.dirty.add(name);
+      if (!before || before.hostIP !== info.hostIP || before.endpointIP !== info.endpointIP || before.agent !== info.agent) this.dirty.add(name);
     }
+    const joined = this.nodesKnown ? [...next.keys()].filter((n) => !this.nodes.has(n)) : [];
     const membershipChanged = next.size !== this.nodes.size || [...next.keys()].some((n) => !this.nodes.has(n));
     this.nodes = next;
     this.nodesKnown = true;
@@ -119,7 +201,14 @@ export class Aggregator {
       for (const name of next.keys()) this.dirty.add(name);
     }
     this.bump();
+    for (const change of announce) for (const listener of this.listeners) listener(change);
     this.settle();
+    for (const name of joined) {
+      const health = this.nodeHealth(name)!;
+      this.counters.changes.joined++;
+      const change: HealthChange = { node: name, previous: 'REACHABILITY_UNSPECIFIED', current: health.reachability, timeUnixMs: now, health, removed: false };
+      for (const listener of this.listeners) listener(change);
+    }
   }
 
   hasNode(name: string): boolean {
@@ -158,12 +247,16 @@ export class Aggregator {
     const fresh = now - this.staleMs;
     let accepted = 0;
     let ignored = 0;
-    // A reporter sends its results about one target together (one per probe kind): the target's lookups are done
-    // once per run of results about it.
+    // A reporter sends its results about one target together (one per probe kind, with the round's time): the
+    // target's lookups are done once per run of results about it, and a round's outcomes are folded before they
+    // count (a round succeeded on a path if any probe of it did).
     let runTarget = '';
     let state: TargetState | undefined;
+    const round: Round = { reporter, time: -1, hostSeen: false, hostOk: false, icmpOk: false, httpSeen: false, httpOk: false, endpointSeen: false, endpointOk: false };
+    const counts = this.counters.results;
     for (const r of results) {
       if (r.target !== runTarget) {
+        if (state) this.closeRound(state, round);
         runTarget = r.target;
         state = (this.nodesKnown && !this.nodes.has(r.target)) || r.target === reporter ? undefined : this.target(r.target);
         if (state) this.dirty.add(r.target);
@@ -177,29 +270,70 @@ export class Aggregator {
         ignored++;
         continue;
       }
+      if (time !== round.time) {
+        this.closeRound(state, round);
+        round.time = time;
+      }
       accepted++;
+      const count = counts[r.kind];
+      if (r.ok) count.ok++;
+      else count.failed++;
       const previous = state.latest.get(r.kind);
       if (!previous || previous.timeUnixMs <= time) {
         state.latest.set(r.kind, { probed: true, ok: r.ok, rttUs: r.rttUs, error: r.error, timeUnixMs: time, reporter });
       }
-      if (r.kind === 'PROBE_KIND_HOST_ICMP' || r.kind === 'PROBE_KIND_HOST_HTTP') {
-        const seen = state.witnesses.get(reporter);
-        if (seen === undefined || time > seen) {
-          state.witnesses.delete(reporter);
-          state.witnesses.set(reporter, time);
-        }
-        if (r.ok) {
-          if (time > state.newestOk) state.newestOk = time;
-        } else if (time > state.newestOk && time > (state.failers.get(reporter) ?? 0)) {
-          state.failers.set(reporter, time);
-        }
+      switch (r.kind) {
+        case 'PROBE_KIND_HOST_ICMP':
+          round.hostSeen = true;
+          if (r.ok) round.hostOk = round.icmpOk = true;
+          break;
+        case 'PROBE_KIND_HOST_HTTP':
+          round.hostSeen = round.httpSeen = true;
+          if (r.ok) round.hostOk = round.httpOk = true;
+          break;
+        default:
+          round.endpointSeen = true;
+          if (r.ok) round.endpointOk = true;
       }
       if (time + this.staleMs < state.expiresAt) state.expiresAt = time + this.staleMs;
       if (time > state.lastProbe) state.lastProbe = time;
       if (time > this.newestProbe) this.newestProbe = time;
     }
+    if (state) this.closeRound(state, round);
     if (accepted && settleNow) this.settle();
     return { accepted, ignored };
+  }
+
+  /** Counts one folded round as evidence and resets the fold. */
+  private closeRound(state: TargetState, round: Round): void {
+    if (round.time < 0) return;
+    const { reporter, time } = round;
+    if (round.hostSeen) {
+      const seen = state.witnesses.get(reporter);
+      // An older round arriving late says nothing about the pair's current state.
+      const inOrder = seen === undefined || time >= seen;
+      if (seen === undefined || time > seen) {
+        state.witnesses.delete(reporter);
+        state.witnesses.set(reporter, time);
+      }
+      record(state.host, reporter, time, round.hostOk);
+      if (inOrder) {
+        if (round.hostOk) state.pairs.delete(reporter);
+        else {
+          const run = state.pairs.get(reporter);
+          if (!run) state.pairs.set(reporter, { rounds: 1, since: time, last: time });
+          else if (time > run.last) {
+            run.rounds++;
+            run.last = time;
+          }
+        }
+      }
+    }
+    if (round.httpOk) record(state.agentEvidence, reporter, time, true);
+    else if (round.httpSeen && round.icmpOk) record(state.agentEvidence, reporter, time, false);
+    if (round.endpointSeen) record(state.endpoint, reporter, time, round.endpointOk);
+    round.time = -1;
+    round.hostSeen = round.hostOk = round.icmpOk = round.httpSeen = round.httpOk = round.endpointSeen = round.endpointOk = false;
   }
 
   /**
@@ -224,7 +358,11 @@ export class Aggregator {
   private target(name: string): TargetState {
     let state = this.targets.get(name);
     if (!state) {
-      state = { witnesses: new Map(), newestOk: 0, failers: new Map(), latest: new Map(), reachability: 'REACHABILITY_UNKNOWN', failing: 0, reporters: 0, lastProbe: 0, expiresAt: Number.POSITIVE_INFINITY, view: undefined };
+      state = {
+        witnesses: new Map(), host: evidence(), endpoint: evidence(), agentEvidence: evidence(), pairs: new Map(), latest: new Map(),
+        reachability: 'REACHABILITY_UNKNOWN', endpointReachability: 'REACHABILITY_UNKNOWN', agent: 'AGENT_STATE_UNKNOWN', unreachableFrom: [],
+        failing: 0, reporters: 0, lastProbe: 0, expiresAt: Number.POSITIVE_INFINITY, view: undefined,
+      };
       this.targets.set(name, state);
     }
     return state;
@@ -251,29 +389,48 @@ export class Aggregator {
     for (const name of this.dirty) {
       if (!this.nodes.has(name) && this.nodesKnown) continue;
       const state = this.target(name);
-      let failing = 0;
-      for (const [reporter, lastFail] of state.failers) {
-        // A failure older than the newest success is refuted for good (newestOk only drops by expiring, and then
-        // this failure, older still, has expired too).
-        if (lastFail <= state.newestOk || lastFail < fresh) state.failers.delete(reporter);
-        else failing++;
+      const failing = countFailers(state.host, fresh);
+      const reachability = verdict(state.host, failing, quorum, fresh);
+      const endpointReachability = verdict(state.endpoint, countFailers(state.endpoint, fresh), quorum, fresh);
+      const agentFailing = countFailers(state.agentEvidence, fresh);
+      const info = this.nodes.get(name);
+      const hostAnswers = reachability === 'REACHABILITY_REACHABLE' || reachability === 'REACHABILITY_SUSPECT';
+      const agent: AgentState =
+        !hostAnswers ? 'AGENT_STATE_UNKNOWN'
+        : agentFailing >= quorum ? 'AGENT_STATE_NOT_RUNNING'
+        : state.agentEvidence.newestOk >= fresh ? 'AGENT_STATE_RUNNING'
+        : info?.agent === false ? 'AGENT_STATE_NOT_RUNNING'
+        : 'AGENT_STATE_UNKNOWN';
+      const unreachableFrom: string[] = [];
+      for (const [reporter, run] of state.pairs) {
+        if (run.last < fresh) state.pairs.delete(reporter);
+        // Others reached the node after this reporter began failing: not a node failure, a path failure.
+        else if (run.rounds >= this.pairConfirmations && hostAnswers && state.host.newestOk > run.since) unreachableFrom.push(reporter);
       }
-      const reachability: Reachability =
-        failing >= quorum ? 'REACHABILITY_UNREACHABLE'
-        : failing > 0 ? 'REACHABILITY_SUSPECT'
-        : state.newestOk >= fresh ? 'REACHABILITY_REACHABLE'
-        : 'REACHABILITY_UNKNOWN';
+      if (unreachableFrom.length > 1) unreachableFrom.sort();
       const previous = state.reachability;
+      const pathsChanged = unreachableFrom.length !== state.unreachableFrom.length || unreachableFrom.some((r, i) => r !== state.unreachableFrom[i]);
+      const changed = { endpoint: endpointReachability !== state.endpointReachability, agent: agent !== state.agent, paths: pathsChanged };
       state.failing = failing;
       state.reporters = state.witnesses.size;
       state.reachability = reachability;
+      state.endpointReachability = endpointReachability;
+      state.agent = agent;
+      if (pathsChanged) state.unreachableFrom = unreachableFrom;
       const view = this.buildView(name, state);
       if (!state.view || !sameView(state.view, view)) {
         state.view = view;
         this.bump();
       }
-      if (previous !== reachability) this.verdictCount++;
-      if (previous !== reachability) changes.push({ node: name, previous, current: reachability, timeUnixMs: now, health: state.view });
+      const c = this.counters.changes;
+      if (previous !== reachability) c.reachability++;
+      if (changed.endpoint) c.endpoint++;
+      if (changed.agent) c.agent++;
+      if (changed.paths) c.paths++;
+      if (previous !== reachability || changed.endpoint || changed.agent || changed.paths) {
+        this.verdictCount++;
+        changes.push({ node: name, previous, current: reachability, timeUnixMs: now, health: state.view, removed: false });
+      }
     }
     this.dirty.clear();
     this.expired.clear();
@@ -294,9 +451,12 @@ export class Aggregator {
       }
       state.witnesses.delete(reporter);
     }
-    if (state.newestOk < fresh) state.newestOk = 0;
-    else if (state.newestOk < oldest) oldest = state.newestOk;
-    for (const time of state.failers.values()) if (time >= fresh && time < oldest) oldest = time;
+    for (const e of [state.host, state.endpoint, state.agentEvidence]) {
+      if (e.newestOk < fresh) e.newestOk = 0;
+      else if (e.newestOk < oldest) oldest = e.newestOk;
+      for (const time of e.failers.values()) if (time >= fresh && time < oldest) oldest = time;
+    }
+    for (const run of state.pairs.values()) if (run.last >= fresh && run.last < oldest) oldest = run.last;
     for (const [kind, status] of state.latest) {
       if (status.timeUnixMs < fresh) state.latest.delete(kind);
       else if (status.timeUnixMs < oldest) oldest = status.timeUnixMs;
@@ -316,6 +476,9 @@ export class Aggregator {
       lastProbeUnixMs: state?.lastProbe ?? 0,
       failingReporters: state?.failing ?? 0,
       reporters: state?.reporters ?? 0,
+      agent: state?.agent ?? 'AGENT_STATE_UNKNOWN',
+      endpointReachability: state?.endpointReachability ?? 'REACHABILITY_UNKNOWN',
+      unreachableFrom: state?.unreachableFrom ?? [],
     };
   }
 
@@ -332,13 +495,25 @@ export class Aggregator {
     let reachable = 0;
     const unreachable: string[] = [];
     const unknown: string[] = [];
+    const endpointUnreachable: string[] = [];
+    const agentNotRunning: string[] = [];
+    const brokenPaths: string[] = [];
     for (const name of this.sortedNames) {
-      const r = this.targets.get(name)?.reachability ?? 'REACHABILITY_UNKNOWN';
+      const state = this.targets.get(name);
+      const r = state?.reachability ?? 'REACHABILITY_UNKNOWN';
       if (r === 'REACHABILITY_REACHABLE' || r === 'REACHABILITY_SUSPECT') reachable++;
       else if (r === 'REACHABILITY_UNREACHABLE') unreachable.push(name);
       else unknown.push(name);
+      if (!state) continue;
+      if (state.endpointReachability === 'REACHABILITY_UNREACHABLE') endpointUnreachable.push(name);
+      if (state.agent === 'AGENT_STATE_NOT_RUNNING') agentNotRunning.push(name);
+      for (const reporter of state.unreachableFrom) brokenPaths.push(`${reporter}->${name}`);
     }
-    this.summaryCache = { reachable, total: this.sortedNames.length, probeTimeUnixMs: this.newestProbe, unreachable, unknown, quorum: this.quorum };
+    brokenPaths.sort();
+    this.summaryCache = {
+      reachable, total: this.sortedNames.length, probeTimeUnixMs: this.newestProbe, unreachable, unknown, quorum: this.quorum,
+      endpointUnreachable, agentNotRunning, brokenPaths,
+    };
     return this.summaryCache;
   }
 
@@ -353,7 +528,7 @@ export class Aggregator {
     const now = this.now();
     return this.sortedNames.map((name) => {
       const health = this.nodeHealth(name)!;
-      return { node: name, previous: 'REACHABILITY_UNSPECIFIED', current: health.reachability, timeUnixMs: now, health };
+      return { node: name, previous: 'REACHABILITY_UNSPECIFIED', current: health.reachability, timeUnixMs: now, health, removed: false };
     });
   }
 
@@ -367,6 +542,36 @@ export class Aggregator {
   }
 }
 
+const evidence = (): Evidence => ({ newestOk: 0, failers: new Map() });
+
+/** A reporter's round as evidence: a success moves newestOk, a failure newer than it makes the reporter a failer. */
+function record(e: Evidence, reporter: string, time: number, ok: boolean): void {
+  if (ok) {
+    if (time > e.newestOk) e.newestOk = time;
+  } else if (time > e.newestOk && time > (e.failers.get(reporter) ?? 0)) {
+    e.failers.set(reporter, time);
+  }
+}
+
+/** Drops failures refuted by a newer success or gone stale; the reporters still failing. */
+function countFailers(e: Evidence, fresh: number): number {
+  let failing = 0;
+  for (const [reporter, lastFail] of e.failers) {
+    // A failure older than the newest success is refuted for good (newestOk only drops by expiring, and then this
+    // failure, older still, has expired too).
+    if (lastFail <= e.newestOk || lastFail < fresh) e.failers.delete(reporter);
+    else failing++;
+  }
+  return failing;
+}
+
+function verdict(e: Evidence, failing: number, quorum: number, fresh: number): Reachability {
+  return failing >= quorum ? 'REACHABILITY_UNREACHABLE'
+    : failing > 0 ? 'REACHABILITY_SUSPECT'
+    : e.newestOk >= fresh ? 'REACHABILITY_REACHABLE'
+    : 'REACHABILITY_UNKNOWN';
+}
+
 function sameStatus(a: ProbeStatus, b: ProbeStatus): boolean {
   return a.probed === b.probed && a.ok === b.ok && a.rttUs === b.rttUs && a.error === b.error && a.timeUnixMs === b.timeUnixMs && a.reporter === b.reporter;
 }
@@ -377,6 +582,9 @@ function sameView(a: NodeHealth, b: NodeHealth): boolean {
     a.lastProbeUnixMs === b.lastProbeUnixMs &&
     a.failingReporters === b.failingReporters &&
     a.reporters === b.reporters &&
+    a.agent === b.agent &&
+    a.endpointReachability === b.endpointReachability &&
+    a.unreachableFrom === b.unreachableFrom &&
     a.host.ip === b.host.ip &&
     a.endpoint.ip === b.endpoint.ip &&
     sameStatus(a.host.icmp, b.host.icmp) &&

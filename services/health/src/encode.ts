@@ -5,7 +5,7 @@
  * is plain proto3 (fields with default values omitted, sub-messages always present); the tests decode it with the
  * generic decoder and compare.
  */
-import type { ClusterHealth, ClusterSummary, Connectivity, NodeHealth, ProbeStatus, Reachability } from '@sluice/health-api';
+import type { AgentState, ClusterHealth, ClusterSummary, Connectivity, NodeHealth, ProbeStatus, Reachability } from '@sluice/health-api';
 
 const REACHABILITY_NUMBER: Record<Reachability, number> = {
   REACHABILITY_UNSPECIFIED: 0,
@@ -13,6 +13,13 @@ const REACHABILITY_NUMBER: Record<Reachability, number> = {
   REACHABILITY_SUSPECT: 2,
   REACHABILITY_UNREACHABLE: 3,
   REACHABILITY_UNKNOWN: 4,
+};
+
+const AGENT_STATE_NUMBER: Record<AgentState, number> = {
+  AGENT_STATE_UNSPECIFIED: 0,
+  AGENT_STATE_RUNNING: 1,
+  AGENT_STATE_NOT_RUNNING: 2,
+  AGENT_STATE_UNKNOWN: 3,
 };
 
 const VARINT = 0;
@@ -134,15 +141,18 @@ const probeStatus = (s: ProbeStatus) => (w: Writer) =>
 const connectivity = (c: Connectivity) => (w: Writer) =>
   void w.string(1, c.ip).message(2, probeStatus(c.icmp)).message(3, probeStatus(c.http));
 
-const nodeHealth = (n: NodeHealth) => (w: Writer) =>
-  void w
-    .string(1, n.name)
+const nodeHealth = (n: NodeHealth) => (w: Writer) => {
+  w.string(1, n.name)
     .uint(2, REACHABILITY_NUMBER[n.reachability])
     .message(3, connectivity(n.host))
     .message(4, connectivity(n.endpoint))
     .uint(5, n.lastProbeUnixMs)
     .uint(6, n.failingReporters)
-    .uint(7, n.reporters);
+    .uint(7, n.reporters)
+    .uint(8, AGENT_STATE_NUMBER[n.agent])
+    .uint(9, REACHABILITY_NUMBER[n.endpointReachability]);
+  for (const reporter of n.unreachableFrom) w.string(10, reporter, true);
+};
 
 const scratch = new Writer();
 
@@ -156,7 +166,11 @@ export function encodeSummary(s: ClusterSummary): Buffer {
   const w = scratch.reset().uint(1, s.reachable).uint(2, s.total).uint(3, s.probeTimeUnixMs);
   for (const name of s.unreachable) w.string(4, name, true);
   for (const name of s.unknown) w.string(5, name, true);
-  return w.uint(6, s.quorum).finish();
+  w.uint(6, s.quorum);
+  for (const name of s.endpointUnreachable) w.string(7, name, true);
+  for (const name of s.agentNotRunning) w.string(8, name, true);
+  for (const path of s.brokenPaths) w.string(9, path, true);
+  return w.finish();
 }
 
 /** A GetClusterHealthResponse entry of field 2 (repeated NodeHealth): tag, length, NodeHealth. */

@@ -3,51 +3,60 @@
  * it for the cluster view (GetClusterHealth, GetNodeHealth, WatchClusterHealth). It learns the nodes from etcd.
  */
 import { readFileSync } from 'node:fs';
-import { Command, flag, parseOptions, schemas, z } from '@sluice/config';
+import { Command, configOrExit, etcdFlags, etcdFlagShape, flag, parseOptions, resolveEtcdConfig, schemas, z } from '@sluice/config';
 import { createLogger } from '@sluice/log';
-import { createRegistry, Gauge, startStatusServer, type StatusServer } from '@sluice/metrics';
+import { createRegistry, startStatusServer, type StatusServer } from '@sluice/metrics';
+import { reachabilityWord } from '@sluice/health-api';
 import { Aggregator } from './aggregator.ts';
+import { registerHealthMetrics } from './metrics.ts';
 import { EtcdNodeSource } from './node-source.ts';
 import { startHealthServer } from './server.ts';
 
 const program = new Command('sluice-health')
   .description('Aggregate the agents\' cross-node probes into the cluster health view, served over gRPC')
   .addOption(flag('--listen <address>', 'gRPC listen address (host:port or unix:///path)', '0.0.0.0:4250'))
-  .addOption(flag('--etcd-endpoints <urls>', 'etcd client URLs, comma-separated', 'http://127.0.0.1:2379'))
-  .addOption(flag('--etcd-root <prefix>', 'root prefix of Sluice\'s keys in etcd', 'sluice/'))
   .addOption(flag('--tls-cert <file>', 'server certificate (PEM); enables TLS'))
   .addOption(flag('--tls-key <file>', 'server private key (PEM)'))
   .addOption(flag('--tls-ca <file>', 'CA bundle for client certificates; enables mutual TLS (reporters may only report for the node in their certificate)'))
-  .addOption(flag('--members <which>', 'nodes in the health view: "agents" (nodes whose agent published a health record; what the agents\' probers count) or "nodes" (every node record: simulations whose probers publish none)', 'agents'))
+  .addOption(flag('--insecure', 'take probe reports without mutual TLS (anyone who reaches the port can report for any node: demos and labs only)'))
+  .addOption(flag('--max-watchers <n>', 'open WatchClusterHealth streams allowed in total', '1024'))
+  .addOption(flag('--max-watchers-per-client <n>', 'open WatchClusterHealth streams allowed per client (peer IP, or certificate name with mutual TLS)', '16'))
+  .addOption(flag('--metrics-max-targets <n>', 'nodes with per-target series in /metrics (nodes with a problem first)', '100'))
   .addOption(flag('--staleness <duration>', 'forget reports older than this', '20s'))
   .addOption(flag('--confirmations <n>', 'distinct failing reporters needed to declare a node unreachable', '3'))
   .addOption(flag('--max-probe-rate <n>', 'probes per second per node the agents are configured for (sets the quorum\'s cap)', '15'))
   .addOption(flag('--cluster-health-max-age <duration>', 'how far GetClusterHealth\'s per-node details (probe times, RTTs) may lag the reports; verdicts are always current (0: always re-encode)', '1s'))
-  .addOption(flag('--status-port <port>', 'port of /metrics, /healthz, /readyz on 127.0.0.1 (0: none)', '0'))
+  .addOption(flag('--metrics-host <host>', 'address of /metrics, /status, /healthz, /readyz', '127.0.0.1'))
+  .addOption(flag('--metrics-port <port>', 'port of /metrics, /status, /healthz, /readyz (0: none)', '0'))
   .addOption(flag('--log-level <level>', 'log level', 'info'));
+for (const option of etcdFlags({ defaultEndpoints: 'http://127.0.0.1:2379' })) program.addOption(option);
 
 const options = parseOptions(
   program,
   z
     .object({
       listen: z.string().regex(/^(unix:\/\/\/.+|\[?[0-9a-zA-Z.:-]+\]?:\d{1,5})$/, 'expected host:port or unix:///path'),
-      etcdEndpoints: schemas.endpoints,
-      etcdRoot: z.string().regex(/\/$/, 'must end with "/"'),
+      ...etcdFlagShape,
       tlsCert: z.string().min(1).optional(),
       tlsKey: z.string().min(1).optional(),
       tlsCa: z.string().min(1).optional(),
-      members: z.enum(['agents', 'nodes']),
+      insecure: z.boolean().optional(),
+      maxWatchers: schemas.positiveInt,
+      maxWatchersPerClient: schemas.positiveInt,
+      metricsMaxTargets: schemas.positiveInt,
       staleness: schemas.duration.pipe(z.number().min(1000, 'must be at least 1s')),
       confirmations: schemas.positiveInt,
       maxProbeRate: schemas.positiveNumber,
       clusterHealthMaxAge: schemas.duration.pipe(z.number().min(0).max(60_000, 'must be at most 60s')),
-      statusPort: schemas.port,
+      metricsHost: z.string().min(1),
+      metricsPort: schemas.port,
       logLevel: schemas.logLevel,
     })
     .refine((o) => !!o.tlsCert === !!o.tlsKey, { message: 'needs both --tls-cert and --tls-key', path: ['tlsCert'] })
     .refine((o) => !o.tlsCa || !!o.tlsCert, { message: 'mutual TLS needs --tls-cert and --tls-key too', path: ['tlsCa'] }),
 );
 
+const etcd = configOrExit(program, () => resolveEtcdConfig(options));
 const log = createLogger({ component: 'health', level: options.logLevel });
 const read = (file: string) => {
   try {
@@ -62,26 +71,35 @@ const tls = options.tlsCert && options.tlsKey
   : undefined;
 
 const aggregator = new Aggregator({ staleMs: options.staleness, confirmations: options.confirmations, plan: { maxProbeRate: options.maxProbeRate } });
-const source = new EtcdNodeSource({ endpoints: options.etcdEndpoints, root: options.etcdRoot, members: options.members, logger: log });
+const source = new EtcdNodeSource({ etcd: etcd.client, root: etcd.prefix, logger: log });
 let nodesLoaded = false;
 
-const server = await startHealthServer({ aggregator, address: options.listen, tls, logger: log, clusterHealthMaxAgeMs: options.clusterHealthMaxAge }).catch((err: Error) => {
+const server = await startHealthServer({
+  aggregator, address: options.listen, tls, logger: log, clusterHealthMaxAgeMs: options.clusterHealthMaxAge,
+  insecure: options.insecure ?? false, maxWatchers: options.maxWatchers, maxWatchersPerClient: options.maxWatchersPerClient,
+}).catch((err: Error) => {
   log.fatal({ err: err.message, listen: options.listen }, 'cannot listen');
   process.exit(1);
 });
 server.setServing(false);
 
 let status: StatusServer | undefined;
-if (options.statusPort > 0) {
+if (options.metricsPort > 0) {
   const registry = createRegistry({ defaultMetrics: true });
-  const gauge = (name: string, help: string, value: () => number) =>
-    new Gauge({ name, help, registers: [registry], collect() { this.set(value()); } });
-  gauge('sluice_health_nodes', 'Nodes known from etcd', () => aggregator.summary().total);
-  gauge('sluice_health_reachable_nodes', 'Nodes reachable or suspect', () => aggregator.summary().reachable);
-  gauge('sluice_health_unreachable_nodes', 'Nodes confirmed unreachable', () => aggregator.summary().unreachable.length);
-  gauge('sluice_health_watchers', 'Open WatchClusterHealth streams', () => server.stats().watchers);
-  status = await startStatusServer({ registry, port: options.statusPort, ready: () => nodesLoaded, routes: { '/status': () => aggregator.summary(), '/stats': () => server.stats() } });
+  registerHealthMetrics(registry, aggregator, { maxTargets: options.metricsMaxTargets, watchers: () => server.stats().watchers });
+  status = await startStatusServer({ registry, host: options.metricsHost, port: options.metricsPort, ready: () => nodesLoaded, routes: { '/status': () => aggregator.summary(), '/stats': () => server.stats() } });
 }
+
+// Every change of a node's state, once, as it happens (joins and leaves included); the initial verdicts after a
+// start come as changes from UNKNOWN too.
+aggregator.subscribe((change) => {
+  const h = change.health;
+  log.info({
+    node: change.node, previous: reachabilityWord(change.previous), current: change.removed ? 'removed' : reachabilityWord(change.current),
+    endpoint: reachabilityWord(h.endpointReachability), agent: h.agent.replace('AGENT_STATE_', '').toLowerCase(),
+    ...(h.unreachableFrom.length ? { unreachableFrom: h.unreachableFrom } : {}), failingReporters: h.failingReporters,
+  }, change.removed ? 'node left the cluster' : 'node health changed');
+});
 
 // The watches retry on their own until etcd answers; meanwhile the service answers NOT_SERVING in grpc.health.v1.
 await source.start((nodes) => aggregator.setNodes(nodes));

@@ -3,11 +3,9 @@
  * the operator), joined with the agents' health records under prefix('health') (HealthEndpointRecord). Both come
  * through @sluice/kvstore's resumable prefix watcher.
  *
- * Members of the health view are the nodes that have BOTH: a node without an agent (a simulated node, or one whose
- * agent is gone and whose lease expired) neither probes nor answers probes, and the agents' probers count the same
- * set, so that the aggregator's quorum (a function of n) matches the probers' fanout. `sluice status` names the
- * nodes left out. `members: 'nodes'` counts every node record instead (simulations whose probers publish no health
- * records, e.g. test/scale's health phase).
+ * Members of the health view are the node records (the operator's): a node whose agent is gone (its health record
+ * went with its lease) stays a member, with `agent: false`, so that it shows as unreachable or "agent not running"
+ * instead of dropping out of the view; the probers count the same set. A node record deleted is a node that left.
  */
 import {
   createKvClient,
@@ -17,6 +15,7 @@ import {
   watchPrefix,
   type Etcd3,
   type HealthEndpointRecord,
+  type KvClientOptions,
   type KeySchema,
   type PrefixWatch,
   type WatchEvent,
@@ -35,16 +34,15 @@ export interface NodeSource {
 export function nodeInfo(node: SlimNode, record: HealthEndpointRecord | undefined): NodeInfo {
   const internal = node.addresses.filter((a) => a.type === 'InternalIP').map((a) => a.ip);
   const hostIP = internal.find((ip) => !ip.includes(':')) ?? internal[0] ?? record?.nodeIP ?? node.addresses[0]?.ip ?? '';
-  return { name: node.name, hostIP, endpointIP: record?.healthIP ?? node.healthIPs[0] ?? '' };
+  return { name: node.name, hostIP, endpointIP: record?.healthIP ?? node.healthIPs[0] ?? '', agent: record !== undefined };
 }
 
 export interface EtcdNodeSourceOptions {
-  /** etcd client URLs; or pass an existing client. */
+  /** etcd client URLs, or the whole client configuration (TLS, user); or pass an existing client. */
   endpoints?: string[];
+  etcd?: KvClientOptions;
   client?: Etcd3;
   root?: string;
-  /** 'agents' (default): nodes with a health record; 'nodes': every node record. */
-  members?: 'agents' | 'nodes';
   debounceMs?: number;
   logger?: Logger;
 }
@@ -61,9 +59,9 @@ export class EtcdNodeSource implements NodeSource {
   private onChange: (nodes: NodeInfo[]) => void = () => {};
 
   constructor(private readonly options: EtcdNodeSourceOptions) {
-    if (!options.client && !options.endpoints?.length) throw new Error('EtcdNodeSource needs etcd endpoints or a client');
+    if (!options.client && !options.endpoints?.length && !options.etcd) throw new Error('EtcdNodeSource needs etcd endpoints or a client');
     this.ownClient = !options.client;
-    this.client = options.client ?? createKvClient({ endpoints: options.endpoints! });
+    this.client = options.client ?? createKvClient(options.etcd ?? { endpoints: options.endpoints! });
     this.keys = keySchema(options.root);
     this.log = options.logger ?? createLogger({ component: 'health-nodes' });
   }
@@ -100,10 +98,7 @@ export class EtcdNodeSource implements NodeSource {
   private emit(): void {
     clearTimeout(this.timer);
     const members: NodeInfo[] = [];
-    for (const node of this.nodes.values()) {
-      const record = this.registrations.get(node.name);
-      if (record || this.options.members === 'nodes') members.push(nodeInfo(node, record));
-    }
+    for (const node of this.nodes.values()) members.push(nodeInfo(node, this.registrations.get(node.name)));
     this.onChange(members);
   }
 

@@ -14,6 +14,7 @@ import {
   getClusterHealthRequestSchema,
   getNodeHealthRequestSchema,
   HealthApiError,
+  MAX_ANSWER_BYTES,
   packageDefinition,
   parseMessage,
   watchClusterHealthRequestSchema,
@@ -46,7 +47,31 @@ export interface HealthServerOptions {
    * (spread over event-loop turns) once it is half that old. 0: always current. Default 1000 ms.
    */
   clusterHealthMaxAgeMs?: number;
+  /**
+   * Take ReportProbes without mutual TLS (anyone who reaches the port can then report for any node). Without it and
+   * without mutual TLS, reports are refused with UNAUTHENTICATED.
+   */
+  insecure?: boolean;
+  /** Open WatchClusterHealth streams allowed in total and per client (peer IP, or certificate name with mTLS). */
+  maxWatchers?: number;
+  maxWatchersPerClient?: number;
 }
+
+/** Largest request of the unary and server-streaming methods: their requests hold a flag or a node name. */
+export const MAX_SMALL_REQUEST_BYTES = 4 * 1024;
+/** Largest ReportProbes message: 10,000 results (MAX_RESULTS_PER_REPORT) of ~100 bytes with room to spare. */
+export const MAX_REPORT_BYTES = 4 * 1024 * 1024;
+
+/**
+ * Keepalive on the server side: it pings idle connections (every 30 s, giving up after 10 s), so that a watcher or a
+ * reporter whose host vanished is noticed and its stream freed; clients may ping every 10 s even without calls.
+ */
+export const SERVER_KEEPALIVE: grpc.ServerOptions = {
+  'grpc.keepalive_time_ms': 30_000,
+  'grpc.keepalive_timeout_ms': 10_000,
+  'grpc.keepalive_permit_without_calls': 1,
+  'grpc.http2.min_ping_interval_without_data_ms': 10_000,
+};
 
 export interface HealthServerStats {
   watchers: number;
@@ -57,6 +82,10 @@ export interface HealthServerStats {
   /** Batches received on ReportProbes streams. */
   reports: number;
   deniedReports: number;
+  /** WatchClusterHealth streams refused by the caps (total or per client). */
+  refusedWatchers: number;
+  /** Requests refused for their size. */
+  oversizedRequests: number;
   /** Full GetClusterHealth encodes done while a request waited: the first, after a verdict changed, or after a lull. */
   encodesInRequest: number;
   /** Encodes done by the background refresh, a slice per event-loop turn. */
@@ -69,7 +98,10 @@ export interface HealthServer {
   readonly port: number;
   readonly address: string;
   readonly grpcHealth: HealthImplementation;
-  /** SERVING or NOT_SERVING for the ClusterHealth service in grpc.health.v1 (e.g. until the node list is loaded). */
+  /**
+   * SERVING or NOT_SERVING in grpc.health.v1, for the whole server ('') and the ClusterHealth service: both start
+   * NOT_SERVING, until the owner has loaded the node list.
+   */
   setServing(serving: boolean): void;
   stats(): HealthServerStats;
   stop(graceMs?: number): Promise<void>;
@@ -89,21 +121,49 @@ export function certificateNames(cert: PeerCertificate | undefined): string[] {
   return [...names];
 }
 
+/** A request over its method's size limit, handed to the handler in place of the message. */
+class OversizedRequest {
+  constructor(readonly bytes: number, readonly limit: number) {}
+}
+
+const tooLarge = (r: OversizedRequest): Partial<grpc.StatusObject> => ({
+  code: grpc.status.RESOURCE_EXHAUSTED,
+  details: `request of ${r.bytes} bytes exceeds this method's limit of ${r.limit}`,
+});
+
 function invalid(err: unknown): Partial<grpc.StatusObject> {
   return { code: grpc.status.INVALID_ARGUMENT, details: err instanceof HealthApiError ? err.message : String(err) };
+}
+
+/** Who a watcher is, for the per-client cap: the certificate's first name with mutual TLS, else the peer's IP. */
+function clientOf(call: grpc.ServerWritableStream<unknown, unknown>): string {
+  const names = certificateNames(call.getAuthContext()?.sslPeerCertificate);
+  if (names.length) return `cert:${names[0]}`;
+  const peer = call.getPeer();
+  const ip = /^(?:ipv[46]:)?\[?([^\]]*?)\]?:\d+$/.exec(peer)?.[1];
+  return ip ?? peer;
 }
 
 export async function startHealthServer(options: HealthServerOptions): Promise<HealthServer> {
   const { aggregator } = options;
   const log = options.logger ?? createLogger({ component: 'health-server' });
   const mutual = !!options.tls?.ca;
-  const counters = { backpressureWaits: 0, maxPending: 0, reports: 0, deniedReports: 0, encodesInRequest: 0, encodesInBackground: 0, verdictPatches: 0 };
+  const counters = { backpressureWaits: 0, maxPending: 0, reports: 0, deniedReports: 0, refusedWatchers: 0, oversizedRequests: 0, encodesInRequest: 0, encodesInBackground: 0, verdictPatches: 0 };
+  const acceptReports = mutual || !!options.insecure;
+  const maxWatchers = options.maxWatchers ?? 1024;
+  const maxWatchersPerClient = options.maxWatchersPerClient ?? 16;
   const watches = new Set<grpc.ServerWritableStream<unknown, HealthChange>>();
+  const watchersByClient = new Map<string, number>();
   /** Open report streams, answered at shutdown so that agents move to the next instance without waiting. */
   const reportStreams = new Set<() => void>();
 
-  const server = new grpc.Server({ 'grpc.max_receive_message_length': 16 * 1024 * 1024 });
-  const grpcHealth = new HealthImplementation({ '': 'SERVING', [SERVICE_NAME]: 'SERVING' });
+  const server = new grpc.Server({
+    ...SERVER_KEEPALIVE,
+    'grpc.max_receive_message_length': MAX_REPORT_BYTES,
+    'grpc.max_send_message_length': MAX_ANSWER_BYTES,
+  });
+  // NOT_SERVING (the whole server, '', and the service) until the owner says the node list is loaded.
+  const grpcHealth = new HealthImplementation({ '': 'NOT_SERVING', [SERVICE_NAME]: 'NOT_SERVING' });
   grpcHealth.addToServer(server);
   new ReflectionService(packageDefinition).addToServer(server);
 
@@ -111,9 +171,16 @@ export async function startHealthServer(options: HealthServerOptions): Promise<H
   // by the hand-written decoder that validates as it reads (@sluice/health-api wire.ts); everything else goes through
   // the generic (de)serializers.
   const generic = clusterHealthService.GetClusterHealth!;
+  // The small requests are held to MAX_SMALL_REQUEST_BYTES before they are decoded.
+  const limited = (method: grpc.MethodDefinition<unknown, unknown>): grpc.MethodDefinition<unknown, unknown> => ({
+    ...method,
+    requestDeserialize: (bytes: Buffer) => (bytes.length > MAX_SMALL_REQUEST_BYTES ? new OversizedRequest(bytes.length, MAX_SMALL_REQUEST_BYTES) : method.requestDeserialize(bytes)),
+  });
   const service: grpc.ServiceDefinition = {
     ...clusterHealthService,
-    GetClusterHealth: { ...generic, responseSerialize: (value: unknown) => (Buffer.isBuffer(value) ? value : generic.responseSerialize(value)) },
+    GetClusterHealth: limited({ ...generic, responseSerialize: (value: unknown) => (Buffer.isBuffer(value) ? value : generic.responseSerialize(value)) }),
+    GetNodeHealth: limited(clusterHealthService.GetNodeHealth!),
+    WatchClusterHealth: limited(clusterHealthService.WatchClusterHealth!),
     ReportProbes: { ...clusterHealthService.ReportProbes!, requestDeserialize: decodeReportProbesRequest },
   };
   // Batches are ingested as they arrive and the verdicts settled once per event-loop turn: under load one turn
@@ -240,6 +307,7 @@ export async function startHealthServer(options: HealthServerOptions): Promise<H
 
   server.addService(service, {
     GetClusterHealth(call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) {
+      if (call.request instanceof OversizedRequest) return (counters.oversizedRequests++, callback(tooLarge(call.request)));
       let request;
       try {
         request = parseMessage(getClusterHealthRequestSchema, call.request, 'GetClusterHealthRequest');
@@ -250,6 +318,7 @@ export async function startHealthServer(options: HealthServerOptions): Promise<H
     },
 
     GetNodeHealth(call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) {
+      if (call.request instanceof OversizedRequest) return (counters.oversizedRequests++, callback(tooLarge(call.request)));
       let request;
       try {
         request = parseMessage(getNodeHealthRequestSchema, call.request, 'GetNodeHealthRequest');
@@ -262,6 +331,11 @@ export async function startHealthServer(options: HealthServerOptions): Promise<H
     },
 
     ReportProbes(call: grpc.ServerReadableStream<ReportBatch | HealthApiError, unknown>, callback: grpc.sendUnaryData<unknown>) {
+      if (!acceptReports) {
+        counters.deniedReports++;
+        call.on('data', () => undefined);
+        return callback({ code: grpc.status.UNAUTHENTICATED, details: 'this health service takes probe reports only over mutual TLS (it was not started with --insecure)' });
+      }
       // The certificate cannot change within a call: its names are read once per stream.
       const names = mutual ? certificateNames(call.getAuthContext()?.sslPeerCertificate) : [];
       const totals = { accepted: 0, ignored: 0 };
@@ -307,6 +381,11 @@ export async function startHealthServer(options: HealthServerOptions): Promise<H
     },
 
     WatchClusterHealth(call: grpc.ServerWritableStream<unknown, HealthChange>) {
+      if (call.request instanceof OversizedRequest) {
+        counters.oversizedRequests++;
+        call.emit('error', tooLarge(call.request));
+        return;
+      }
       let request;
       try {
         request = parseMessage(watchClusterHealthRequestSchema, call.request, 'WatchClusterHealthRequest');
@@ -314,6 +393,16 @@ export async function startHealthServer(options: HealthServerOptions): Promise<H
         call.emit('error', invalid(err));
         return;
       }
+      // Each stream holds a subscription and up to one queued change per node: capped per client and in total.
+      const client = clientOf(call);
+      const mine = watchersByClient.get(client) ?? 0;
+      if (watches.size >= maxWatchers || mine >= maxWatchersPerClient) {
+        counters.refusedWatchers++;
+        const which = watches.size >= maxWatchers ? `${maxWatchers} watch streams in total` : `${maxWatchersPerClient} watch streams per client (${client})`;
+        call.emit('error', { code: grpc.status.RESOURCE_EXHAUSTED, details: `this health service allows at most ${which}` });
+        return;
+      }
+      watchersByClient.set(client, mine + 1);
       // Changes queue per node while the client is slow: a node that flapped while the client was not reading shows
       // up once with its end state, so a slow client costs at most one entry per node, never an unbounded backlog.
       const pending = new Map<string, HealthChange>();
@@ -336,12 +425,10 @@ export async function startHealthServer(options: HealthServerOptions): Promise<H
       const enqueue = (change: HealthChange) => {
         if (closed) return;
         const queued = pending.get(change.node);
-        if (queued) {
-          pending.delete(change.node);
-          if (queued.previous !== change.current) pending.set(change.node, { ...change, previous: queued.previous });
-        } else {
-          pending.set(change.node, change);
-        }
+        // The newest state wins, from the reachability the client saw last: a flap it did not read shows as one
+        // change (possibly to the same reachability, with the other fields current); a removal is never lost.
+        if (queued) pending.delete(change.node);
+        pending.set(change.node, queued ? { ...change, previous: queued.previous } : change);
         if (pending.size > counters.maxPending) counters.maxPending = pending.size;
         pump();
       };
@@ -352,6 +439,9 @@ export async function startHealthServer(options: HealthServerOptions): Promise<H
         unsubscribe();
         pending.clear();
         watches.delete(call);
+        const left = (watchersByClient.get(client) ?? 1) - 1;
+        if (left > 0) watchersByClient.set(client, left);
+        else watchersByClient.delete(client);
       };
       watches.add(call);
       call.on('cancelled', finish);
@@ -375,13 +465,16 @@ export async function startHealthServer(options: HealthServerOptions): Promise<H
   };
   const sweeper = setInterval(sweepStep, options.sweepMs ?? 1000);
   sweeper.unref();
-  log.info({ address: options.address, port, tls: !!options.tls, mutualTls: mutual }, 'health service listening');
+  log.info({ address: options.address, port, tls: !!options.tls, mutualTls: mutual, reports: mutual ? 'mutual TLS' : acceptReports ? 'insecure' : 'refused' }, 'health service listening');
+  if (!mutual && acceptReports) log.warn('INSECURE: probe reports are taken without mutual TLS: anyone who reaches this port can report probe results for any node');
+  else if (!mutual) log.warn('probe reports are refused: without mutual TLS (--tls-ca) the service takes them only when started with --insecure');
 
   return {
     port,
     address: options.address.startsWith('unix:') ? options.address : options.address.replace(/:0$/, `:${port}`),
     grpcHealth,
     setServing(serving) {
+      grpcHealth.setStatus('', serving ? 'SERVING' : 'NOT_SERVING');
       grpcHealth.setStatus(SERVICE_NAME, serving ? 'SERVING' : 'NOT_SERVING');
     },
     stats: () => ({ watchers: watches.size, ...counters }),

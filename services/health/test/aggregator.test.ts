@@ -125,4 +125,90 @@ describe('Aggregator', () => {
     expect(restarted.clusterHealth()).toEqual(aggregator.clusterHealth());
     expect(restarted.summary()).toMatchObject({ reachable: 9, unreachable: ['node-7'] });
   });
+
+  it('shows a node whose agent is gone as "agent not running" while its host answers, then unreachable when it dies', () => {
+    const { aggregator, changes, advance, now } = setup();
+    const agentDown = (target: string, time: number): ProbeResult[] => [
+      { target, kind: 'PROBE_KIND_HOST_ICMP', ip: '10.0.0.9', ok: true, rttUs: 300, error: '', timeUnixMs: time },
+      { target, kind: 'PROBE_KIND_HOST_HTTP', ip: '10.0.0.9', ok: false, rttUs: 0, error: 'Connection refused', timeUnixMs: time },
+    ];
+    aggregator.ingest('node-1', host('node-3', true, now()));
+    expect(aggregator.nodeHealth('node-3')?.agent).toBe('AGENT_STATE_RUNNING');
+    advance(1000);
+    aggregator.ingest('node-1', agentDown('node-3', now()));
+    aggregator.ingest('node-2', agentDown('node-3', now()));
+    // Two reporters are not the quorum (3): one refused connection may be a pair problem.
+    expect(aggregator.nodeHealth('node-3')?.agent).toBe('AGENT_STATE_RUNNING');
+    aggregator.ingest('node-4', agentDown('node-3', now()));
+    expect(aggregator.nodeHealth('node-3')).toMatchObject({ reachability: 'REACHABILITY_REACHABLE', agent: 'AGENT_STATE_NOT_RUNNING' });
+    expect(aggregator.summary()).toMatchObject({ reachable: 10 - 9, agentNotRunning: ['node-3'] });
+    expect(changes.at(-1)).toMatchObject({ node: 'node-3', previous: 'REACHABILITY_REACHABLE', current: 'REACHABILITY_REACHABLE', health: { agent: 'AGENT_STATE_NOT_RUNNING' } });
+    // Its health record went with the lease: still a member, still "not running" once the evidence ages out.
+    aggregator.setNodes(nodes(10).map((n) => (n.name === 'node-3' ? { ...n, agent: false } : n)));
+    advance(2000);
+    for (const reporter of ['node-1', 'node-2', 'node-4']) aggregator.ingest(reporter, [agentDown('node-3', now())[0]!]);
+    advance(9000);
+    aggregator.sweep();
+    expect(aggregator.nodeHealth('node-3')).toMatchObject({ reachability: 'REACHABILITY_REACHABLE', agent: 'AGENT_STATE_NOT_RUNNING' });
+    // The node dies: unreachable, never dropped.
+    advance(1000);
+    for (const reporter of ['node-1', 'node-2', 'node-4']) aggregator.ingest(reporter, host('node-3', false, now()));
+    expect(aggregator.nodeHealth('node-3')).toMatchObject({ reachability: 'REACHABILITY_UNREACHABLE', agent: 'AGENT_STATE_UNKNOWN' });
+    expect(aggregator.summary().total).toBe(10);
+  });
+
+  it('gives the health endpoint its own verdict', () => {
+    const { aggregator, advance, now } = setup();
+    const endpoint = (target: string, ok: boolean, time: number): ProbeResult[] => [
+      ...host(target, true, time),
+      { target, kind: 'PROBE_KIND_ENDPOINT_ICMP', ip: '10.200.0.9', ok, rttUs: ok ? 300 : 0, error: ok ? '' : 'Connection timed out', timeUnixMs: time },
+      { target, kind: 'PROBE_KIND_ENDPOINT_HTTP', ip: '10.200.0.9', ok, rttUs: ok ? 300 : 0, error: ok ? '' : 'Connection timed out', timeUnixMs: time },
+    ];
+    aggregator.ingest('node-1', endpoint('node-3', true, now()));
+    expect(aggregator.nodeHealth('node-3')?.endpointReachability).toBe('REACHABILITY_REACHABLE');
+    advance(1000);
+    for (const reporter of ['node-1', 'node-2', 'node-4']) aggregator.ingest(reporter, endpoint('node-3', false, now()));
+    expect(aggregator.nodeHealth('node-3')).toMatchObject({ reachability: 'REACHABILITY_REACHABLE', endpointReachability: 'REACHABILITY_UNREACHABLE' });
+    expect(aggregator.summary()).toMatchObject({ reachable: 1, unreachable: [], endpointUnreachable: ['node-3'] });
+  });
+
+  it('shows a pair failure (one reporter cannot reach a node the others reach) after two failed rounds, and not a lost probe', () => {
+    const { aggregator, changes, advance, now } = setup();
+    // A single lost round is not a pair failure.
+    aggregator.ingest('node-1', host('node-3', false, now()));
+    aggregator.ingest('node-2', host('node-3', true, now() + 1));
+    expect(aggregator.nodeHealth('node-3')?.unreachableFrom).toEqual([]);
+    advance(1000);
+    aggregator.ingest('node-1', host('node-3', true, now()));
+    advance(1000);
+    aggregator.ingest('node-1', host('node-3', false, now()));
+    advance(1000);
+    aggregator.ingest('node-2', host('node-3', true, now()));
+    expect(aggregator.nodeHealth('node-3')?.unreachableFrom).toEqual([]);
+    // node-1 fails again (its re-probe): two rounds in a row while node-2 reaches node-3.
+    advance(1000);
+    aggregator.ingest('node-1', host('node-3', false, now()));
+    // Suspect for now (node-1's failure is the newest word), and the path shown.
+    expect(aggregator.nodeHealth('node-3')).toMatchObject({ reachability: 'REACHABILITY_SUSPECT', unreachableFrom: ['node-1'] });
+    advance(500);
+    aggregator.ingest('node-2', host('node-3', true, now()));
+    expect(aggregator.nodeHealth('node-3')).toMatchObject({ reachability: 'REACHABILITY_REACHABLE', unreachableFrom: ['node-1'] });
+    expect(aggregator.summary().brokenPaths).toEqual(['node-1->node-3']);
+    expect(changes.at(-1)).toMatchObject({ node: 'node-3', health: { unreachableFrom: ['node-1'] } });
+    // One success of the pair ends it.
+    advance(1000);
+    aggregator.ingest('node-1', host('node-3', true, now()));
+    expect(aggregator.nodeHealth('node-3')?.unreachableFrom).toEqual([]);
+    expect(aggregator.summary().brokenPaths).toEqual([]);
+  });
+
+  it('tells watchers about nodes that join and nodes that leave', () => {
+    const { aggregator, changes, now } = setup(4);
+    aggregator.ingest('node-1', host('node-3', true, now()));
+    changes.length = 0;
+    aggregator.setNodes([...nodes(3), { name: 'node-9', hostIP: '10.0.0.99', endpointIP: '' }]);
+    expect(changes).toContainEqual(expect.objectContaining({ node: 'node-3', previous: 'REACHABILITY_REACHABLE', current: 'REACHABILITY_UNSPECIFIED', removed: true }));
+    expect(changes).toContainEqual(expect.objectContaining({ node: 'node-9', previous: 'REACHABILITY_UNSPECIFIED', current: 'REACHABILITY_UNKNOWN', removed: false }));
+    expect(aggregator.nodeHealth('node-3')).toBeUndefined();
+  });
 });

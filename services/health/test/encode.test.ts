@@ -7,7 +7,7 @@ const decode = (bytes: Buffer) => clusterHealthService.GetClusterHealth!.respons
 describe('ClusterHealthEncoder', () => {
   it('produces what the generic decoder reads back as the same message', () => {
     const health: ClusterHealth = {
-      summary: { reachable: 1, total: 3, probeTimeUnixMs: 1_800_000_123_456, unreachable: ['node-b'], unknown: ['node-c'], quorum: 2 },
+      summary: { reachable: 1, total: 3, probeTimeUnixMs: 1_800_000_123_456, unreachable: ['node-b'], unknown: ['node-c'], quorum: 2, endpointUnreachable: ['node-c'], agentNotRunning: ['node-a'], brokenPaths: ['node-b->node-a', 'node-c->node-a'] },
       nodes: [
         {
           name: 'node-a',
@@ -17,6 +17,9 @@ describe('ClusterHealthEncoder', () => {
           lastProbeUnixMs: 1_800_000_123_456,
           failingReporters: 0,
           reporters: 300,
+          agent: 'AGENT_STATE_NOT_RUNNING',
+          endpointReachability: 'REACHABILITY_REACHABLE',
+          unreachableFrom: ['node-b', 'node-c'],
         },
         {
           name: 'node-b',
@@ -26,6 +29,9 @@ describe('ClusterHealthEncoder', () => {
           lastProbeUnixMs: 0,
           failingReporters: 3,
           reporters: 3,
+          agent: 'AGENT_STATE_UNKNOWN',
+          endpointReachability: 'REACHABILITY_UNREACHABLE',
+          unreachableFrom: [],
         },
         {
           name: 'node-c',
@@ -35,6 +41,9 @@ describe('ClusterHealthEncoder', () => {
           lastProbeUnixMs: 0,
           failingReporters: 0,
           reporters: 0,
+          agent: 'AGENT_STATE_UNSPECIFIED',
+          endpointReachability: 'REACHABILITY_UNKNOWN',
+          unreachableFrom: [],
         },
       ],
     };
@@ -47,7 +56,7 @@ describe('ClusterHealthEncoder', () => {
     long.nodes[1]!.host.icmp = { probed: true, ok: false, rttUs: 0, error: 'e'.repeat(300), timeUnixMs: 5, reporter: 'node-a' };
     long.nodes[1]!.endpoint.http = { probed: true, ok: false, rttUs: 0, error: 'ü'.repeat(20_000), timeUnixMs: 5, reporter: 'node-a' };
     expect(decode(new ClusterHealthEncoder().encode(long))).toEqual(long);
-    const empty: ClusterHealth = { summary: { reachable: 0, total: 0, probeTimeUnixMs: 0, unreachable: [], unknown: [], quorum: 0 }, nodes: [] };
+    const empty: ClusterHealth = { summary: { reachable: 0, total: 0, probeTimeUnixMs: 0, unreachable: [], unknown: [], quorum: 0, endpointUnreachable: [], agentNotRunning: [], brokenPaths: [] }, nodes: [] };
     expect(decode(encoder.encode(empty))).toEqual(empty);
   });
 });

@@ -31,12 +31,12 @@ beforeAll(async () => {
   etcd = await startEtcd();
   kv = createKvClient({ endpoints: [etcd.endpoint] });
   for (const i of [1, 2, 3, 5]) await kv.put(keys.node(`node-${i}`)).value(encodeSlimString('node', node(i)));
-  // node-5 has no agent (no health record): it is not a member of the health view.
+  // node-5 has no agent (no health record): it is still a member of the health view, its agent "not running".
   for (const i of [1, 3]) await kv.put(keys.health(`node-${i}`)).value(JSON.stringify(record(i)));
   await kv.put(keys.health('node-2')).value(JSON.stringify({ ...record(2), healthIP: '10.102.0.9', healthPort: 4240 }));
   const port = await freePort();
   // node --import tsx: one process, so that killing it leaves nothing behind (the tsx CLI would fork a child).
-  service = spawn(process.execPath, ['--import', 'tsx', `${root}services/health/src/main.ts`, '--listen', `127.0.0.1:${port}`, '--etcd-endpoints', etcd.endpoint], {
+  service = spawn(process.execPath, ['--import', 'tsx', `${root}services/health/src/main.ts`, '--listen', `127.0.0.1:${port}`, '--etcd-endpoints', etcd.endpoint, '--insecure'], {
     cwd: root,
     stdio: ['ignore', 'ignore', 'pipe'],
   });
@@ -51,32 +51,31 @@ afterAll(async () => {
 });
 
 describe('sluice-health with etcd', () => {
-  it('finds the nodes with an agent through etcd, with the health endpoint address, and follows changes', async () => {
+  it('finds every node through etcd, with the health endpoint address, and follows changes', async () => {
     await expect
       .poll(async () => (await client.getClusterHealth({ summaryOnly: true }).catch(() => undefined))?.summary.total, { timeout: 30_000, interval: 200 })
-      .toBe(3);
+      .toBe(4);
     expect(await client.getNodeHealth('node-1')).toMatchObject({ host: { ip: '10.0.0.1' }, endpoint: { ip: '10.101.0.2' }, reachability: 'REACHABILITY_UNKNOWN' });
     expect((await client.getNodeHealth('node-2')).endpoint.ip).toBe('10.102.0.9');
-    await expect(client.getNodeHealth('node-5')).rejects.toMatchObject({ code: 5 });
+    // No agent, but its host answers: a member, shown as such.
+    await client.reportProbes({ reporter: 'node-1', results: [{ target: 'node-5', kind: 'PROBE_KIND_HOST_ICMP', ip: '10.0.0.5', ok: true, rttUs: 50, error: '', timeUnixMs: Date.now() }] });
+    expect(await client.getNodeHealth('node-5')).toMatchObject({ reachability: 'REACHABILITY_REACHABLE', agent: 'AGENT_STATE_NOT_RUNNING' });
     await kv.delete().key(keys.node('node-3'));
     await kv.put(keys.node('node-4')).value(encodeSlimString('node', node(4)));
     await kv.put(keys.health('node-4')).value(JSON.stringify(record(4)));
-    await expect.poll(async () => (await client.getClusterHealth()).nodes.map((n) => n.name), { timeout: 10_000 }).toEqual(['node-1', 'node-2', 'node-4']);
+    await expect.poll(async () => (await client.getClusterHealth()).nodes.map((n) => n.name), { timeout: 10_000 }).toEqual(['node-1', 'node-2', 'node-4', 'node-5']);
     await expect(client.getNodeHealth('node-3')).rejects.toMatchObject({ code: 5 });
     await client.reportProbes({ reporter: 'node-1', results: [{ target: 'node-4', kind: 'PROBE_KIND_HOST_ICMP', ip: '10.0.0.4', ok: true, rttUs: 50, error: '', timeUnixMs: Date.now() }] });
     expect((await client.getNodeHealth('node-4')).reachability).toBe('REACHABILITY_REACHABLE');
     expect(stderr).toContain('node list loaded from etcd');
   });
 
-  it('counts every node record with members "nodes" (probers that publish no health records)', async () => {
-    const seen: string[][] = [];
-    const agents = new EtcdNodeSource({ client: kv, debounceMs: 10 });
-    const all = new EtcdNodeSource({ client: kv, members: 'nodes', debounceMs: 10 });
-    await agents.start((nodes) => seen.push(nodes.map((n) => n.name).sort()));
-    await all.start((nodes) => seen.push(nodes.map((n) => n.name).sort()));
-    await agents.stop();
-    await all.stop();
-    expect(seen[0]).not.toContain('node-5');
-    expect(seen[1]).toContain('node-5');
+  it('marks the nodes whose agent published no health record', async () => {
+    const seen: Array<Array<[string, boolean | undefined]>> = [];
+    const source = new EtcdNodeSource({ client: kv, debounceMs: 10 });
+    await source.start((nodes) => seen.push(nodes.map((n): [string, boolean | undefined] => [n.name, n.agent]).sort()));
+    await source.stop();
+    expect(seen[0]).toContainEqual(['node-5', false]);
+    expect(seen[0]).toContainEqual(['node-1', true]);
   });
 });

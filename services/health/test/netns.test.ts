@@ -44,7 +44,7 @@ beforeAll(async () => {
   const aggregator = new Aggregator({ staleMs: 15_000 });
   aggregator.setNodes(nodes.map((n) => ({ name: n.name, hostIP: n.hostIP, endpointIP: n.endpointIP })));
   rmSync(socket, { force: true });
-  server = await startHealthServer({ aggregator, address: `unix://${socket}`, logger: createLogger({ component: 'test', level: 'silent' }) });
+  server = await startHealthServer({ aggregator, address: `unix://${socket}`, insecure: true, logger: createLogger({ component: 'test', level: 'silent' }) });
   client = createHealthClient(`unix://${socket}`);
   for (const n of nodes) {
     const config = { node: n.name, socket, hostIP: n.hostIP, endpointIP: n.endpointIP, port: 4240, peers };

@@ -21,7 +21,7 @@ async function serve(): Promise<HealthServer> {
   rmSync(socket, { force: true });
   const aggregator = new Aggregator();
   aggregator.setNodes(['node-a', 'node-b', 'node-c'].map((name, i) => ({ name, hostIP: `127.0.0.${i + 11}`, endpointIP: '' })));
-  return startHealthServer({ aggregator, address: `unix://${socket}`, logger: quiet });
+  return startHealthServer({ aggregator, address: `unix://${socket}`, insecure: true, logger: quiet });
 }
 
 describe('health service restart', () => {

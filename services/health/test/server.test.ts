@@ -26,7 +26,7 @@ let address: string;
 beforeAll(async () => {
   aggregator = new Aggregator({ staleMs: 60_000 });
   aggregator.setNodes(nodes);
-  server = await startHealthServer({ aggregator, address: '127.0.0.1:0', logger: createLogger({ component: 'test', level: 'silent' }) });
+  server = await startHealthServer({ aggregator, address: '127.0.0.1:0', insecure: true, logger: createLogger({ component: 'test', level: 'silent' }) });
   address = `127.0.0.1:${server.port}`;
   client = createHealthClient(address);
   raw = client.grpc as typeof raw;
@@ -53,15 +53,20 @@ function rawReport(batches: unknown[]): Promise<unknown> {
 }
 
 describe('health gRPC service', () => {
-  it('answers grpc.health.v1/Check with SERVING', async () => {
+  it('answers grpc.health.v1/Check with NOT_SERVING until the node list is loaded, then SERVING', async () => {
     const health = new loaded.grpc.health.v1.Health(address, grpc.credentials.createInsecure());
     const check = (service: string) =>
       new Promise<unknown>((resolve, reject) =>
         (health as unknown as Record<string, (r: unknown, cb: (e: Error | null, v: unknown) => void) => void>).Check!({ service }, (e, v) => (e ? reject(e) : resolve(v))),
       );
+    // Nobody said the node list is loaded yet: the whole server ('') and the service are not serving.
+    expect(await check('')).toEqual({ status: 'NOT_SERVING' });
+    expect(await check('sluice.health.v1.ClusterHealth')).toEqual({ status: 'NOT_SERVING' });
+    server.setServing(true);
     expect(await check('')).toEqual({ status: 'SERVING' });
     expect(await check('sluice.health.v1.ClusterHealth')).toEqual({ status: 'SERVING' });
     server.setServing(false);
+    expect(await check('')).toEqual({ status: 'NOT_SERVING' });
     expect(await check('sluice.health.v1.ClusterHealth')).toEqual({ status: 'NOT_SERVING' });
     server.setServing(true);
     health.close();

@@ -33,7 +33,7 @@ beforeAll(async () => {
   etcd = await startEtcd();
   sim = await startKubeSim({ nodes: 0, services: 0 });
   const address = `127.0.0.1:${await freePort()}`;
-  service = spawn(process.execPath, ['--import', 'tsx', `${REPO}services/health/src/main.ts`, '--listen', address, '--etcd-endpoints', etcd.endpoint, '--etcd-root', ROOT], {
+  service = spawn(process.execPath, ['--import', 'tsx', `${REPO}services/health/src/main.ts`, '--listen', address, '--etcd-endpoints', etcd.endpoint, '--etcd-prefix', ROOT, '--insecure'], {
     cwd: REPO,
     stdio: ['ignore', 'ignore', 'pipe'],
   });

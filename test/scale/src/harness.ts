@@ -171,7 +171,7 @@ export async function runScale(scenario: Scenario, options: RunOptions): Promise
     const operatorPort = await freePort();
     const operatorStart = Date.now();
     const operator = spawnTs('operator', join(repo, 'services/operator/src/main.ts'), [
-      '--etcd', etcd.endpoint, '--kube-server', ready.url, '--metrics-port', String(operatorPort), '--log-level', 'info', '--identity', 'scale-operator',
+      '--etcd-endpoints', etcd.endpoint, '--kube-server', ready.url, '--metrics-port', String(operatorPort), '--log-level', 'info', '--identity', 'scale-operator',
     ], join(logs, 'operator.log'));
     cleanups.push(() => operator.stop());
     const operatorUrl = `http://127.0.0.1:${operatorPort}/metrics`;
@@ -187,8 +187,8 @@ export async function runScale(scenario: Scenario, options: RunOptions): Promise
     const healthPort = await freePort();
     const healthStatusPort = await freePort();
     const health = spawnTs('health', join(repo, 'services/health/src/main.ts'), [
-      // The simulated probers publish no health records (keys.health): count every node record.
-      '--listen', `127.0.0.1:${healthPort}`, '--etcd-endpoints', etcd.endpoint, '--members', 'nodes', '--status-port', String(healthStatusPort), '--log-level', 'warn',
+      // Every node record is a member; the simulated probers report without mutual TLS.
+      '--listen', `127.0.0.1:${healthPort}`, '--etcd-endpoints', etcd.endpoint, '--insecure', '--metrics-port', String(healthStatusPort), '--log-level', 'warn',
     ], join(logs, 'health.log'));
     cleanups.push(() => health.stop());
 
