@@ -81,6 +81,14 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SL_MAX_SERVICES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, struct sl_maglev_value);
+} sl_lb_maglev SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, SL_MAX_BACKENDS);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct sl_backend_key);
@@ -90,9 +98,23 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, SL_MAX_LB_CT);
-	__type(key, struct sl_ct_key);
-	__type(value, struct sl_ct_value);
+	__type(key, struct sl_lb_tuple);
+	__type(value, struct sl_lb_fwd_value);
+} sl_lb_fwd SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SL_MAX_LB_CT);
+	__type(key, struct sl_lb_tuple);
+	__type(value, struct sl_lb_rev_value);
 } sl_lb_ct SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SL_MAX_AFFINITY);
+	__type(key, struct sl_affinity_key);
+	__type(value, struct sl_affinity_value);
+} sl_lb_affinity SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -149,8 +171,15 @@ struct l4 {
 	__u32 saddr, daddr;
 	__u16 sport, dport;
 	__u8 proto;
+	__u8 tcp_flags;
+	__u16 ip_len; /* IP total length, host order */
 	__u32 csum_off;
 };
+
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+#define TCP_ACK 0x10
 
 /* TCP or UDP over IPv4 without IP options (the only shape the load balancer rewrites). */
 static __always_inline int parse_l4(struct __sk_buff *skb, struct l4 *out)
@@ -165,17 +194,24 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct l4 *out)
 		return -1;
 	if (ip->frag_off & bpf_htons(0x3fff))
 		return -1;
-	if (ip->protocol == IPPROTO_TCP)
+	out->tcp_flags = 0;
+	if (ip->protocol == IPPROTO_TCP) {
+		struct tcphdr *tcp = data + L4_OFF;
+		if ((void *)(tcp + 1) > data_end)
+			return -1;
 		out->csum_off = L4_OFF + offsetof(struct tcphdr, check);
-	else if (ip->protocol == IPPROTO_UDP)
+		out->tcp_flags = ((__u8 *)tcp)[13];
+	} else if (ip->protocol == IPPROTO_UDP) {
 		out->csum_off = L4_OFF + offsetof(struct udphdr, check);
-	else
+	} else {
 		return -1;
+	}
 	out->proto = ip->protocol;
 	out->saddr = ip->saddr;
 	out->daddr = ip->daddr;
 	out->sport = ports[0];
 	out->dport = ports[1];
+	out->ip_len = bpf_ntohs(ip->tot_len);
 	return 0;
 }
 
@@ -192,86 +228,335 @@ static __always_inline int rewrite(struct __sk_buff *skb, struct l4 *l4, int dst
 	    bpf_l4_csum_replace(skb, l4->csum_off, old_port, new_port, mangled | sizeof(new_port)) < 0 ||
 	    bpf_skb_store_bytes(skb, L4_OFF + (dst ? 2 : 0), &new_port, sizeof(new_port), 0) < 0)
 		return -1;
+	if (dst) {
+		l4->daddr = new_ip;
+		l4->dport = new_port;
+	} else {
+		l4->saddr = new_ip;
+		l4->sport = new_port;
+	}
 	return 0;
 }
 
-/* ClusterIP -> backend for a packet leaving a pod. 0: not a service (or done); -1: drop. */
-static __always_inline int lb_dnat(struct __sk_buff *skb)
+static __always_inline __u32 now_s(void)
 {
-	struct sl_service_key svc = {};
-	struct sl_service_value *service;
-	struct sl_backend_key bk = {};
-	struct sl_backend_value *backend;
-	struct sl_ct_key ct = {};
-	struct sl_ct_value rev = {};
-	struct l4 l4;
-	__u32 hash;
+	return bpf_ktime_get_ns() / 1000000000ULL;
+}
 
-	if (parse_l4(skb, &l4) < 0)
-		return 0;
-	svc.vip = l4.daddr;
-	svc.port = l4.dport;
-	svc.proto = l4.proto;
-	service = bpf_map_lookup_elem(&sl_services, &svc);
-	if (!service)
-		return 0;
-	if (!service->count) {
-		count(SL_CNT_LB_NO_BACKEND, skb);
-		return 0;
+static __always_inline __u16 csum_fold(__u32 csum)
+{
+	csum = (csum & 0xffff) + (csum >> 16);
+	csum = (csum & 0xffff) + (csum >> 16);
+	return (__u16)~csum;
+}
+
+static __always_inline int swap_macs(struct __sk_buff *skb)
+{
+	__u8 macs[12], swapped[12];
+
+	if (bpf_skb_load_bytes(skb, 0, macs, sizeof(macs)) < 0)
+		return -1;
+	__builtin_memcpy(swapped, macs + 6, 6);
+	__builtin_memcpy(swapped + 6, macs, 6);
+	return bpf_skb_store_bytes(skb, 0, swapped, sizeof(swapped), 0);
+}
+
+static __always_inline void reply_ip(struct iphdr *ip, struct l4 *l4, __u8 proto, __u16 len)
+{
+	__builtin_memset(ip, 0, sizeof(*ip));
+	ip->version = 4;
+	ip->ihl = 5;
+	ip->tot_len = bpf_htons(len);
+	ip->ttl = 64;
+	ip->protocol = proto;
+	ip->saddr = l4->daddr;
+	ip->daddr = l4->saddr;
+	ip->check = csum_fold(bpf_csum_diff(0, 0, (__be32 *)ip, sizeof(*ip), 0));
+}
+
+/*
+ * Answers a packet for a service without backends the way kube-proxy's REJECT rule does: TCP RST, or ICMP port
+ * unreachable for UDP, sent back out of the device the packet came in on, from the service address.
+ */
+static __always_inline int lb_reject(struct __sk_buff *skb, struct l4 *l4)
+{
+	struct iphdr ip;
+
+	count(SL_CNT_LB_REJECT, skb);
+	if (swap_macs(skb) < 0)
+		return TC_ACT_SHOT;
+	if (l4->proto == IPPROTO_TCP) {
+		struct tcphdr in, tcp = {};
+		struct { __u32 saddr, daddr; __u8 zero, proto; __u16 len; } pseudo;
+		__u32 sum;
+
+		if (l4->tcp_flags & TCP_RST)
+			return TC_ACT_SHOT;
+		if (bpf_skb_load_bytes(skb, L4_OFF, &in, sizeof(in)) < 0)
+			return TC_ACT_SHOT;
+		tcp.source = l4->dport;
+		tcp.dest = l4->sport;
+		tcp.doff = 5;
+		tcp.rst = 1;
+		if (in.ack) {
+			tcp.seq = in.ack_seq;
+		} else {
+			__u32 payload = l4->ip_len - sizeof(struct iphdr) - in.doff * 4;
+			tcp.ack = 1;
+			tcp.ack_seq = bpf_htonl(bpf_ntohl(in.seq) + (payload & 0xffff) + in.syn + in.fin);
+		}
+		pseudo.saddr = l4->daddr;
+		pseudo.daddr = l4->saddr;
+		pseudo.zero = 0;
+		pseudo.proto = IPPROTO_TCP;
+		pseudo.len = bpf_htons(sizeof(tcp));
+		sum = bpf_csum_diff(0, 0, (__be32 *)&pseudo, sizeof(pseudo), 0);
+		sum = bpf_csum_diff(0, 0, (__be32 *)&tcp, sizeof(tcp), sum);
+		tcp.check = csum_fold(sum);
+		reply_ip(&ip, l4, IPPROTO_TCP, sizeof(ip) + sizeof(tcp));
+		if (bpf_skb_change_tail(skb, L4_OFF + sizeof(tcp), 0) < 0 ||
+		    bpf_skb_store_bytes(skb, IP_OFF, &ip, sizeof(ip), 0) < 0 ||
+		    bpf_skb_store_bytes(skb, L4_OFF, &tcp, sizeof(tcp), 0) < 0)
+			return TC_ACT_SHOT;
+	} else {
+		/* ICMP header (type 3 code 3, checksum, 4 unused bytes), then the original IP header and 8 bytes of UDP. */
+		struct { __u8 type, code; __u16 check; __u32 unused; __u8 orig[28]; } icmp = { .type = 3, .code = 3 };
+
+		if (bpf_skb_load_bytes(skb, IP_OFF, icmp.orig, sizeof(icmp.orig)) < 0)
+			return TC_ACT_SHOT;
+		icmp.check = csum_fold(bpf_csum_diff(0, 0, (__be32 *)&icmp, sizeof(icmp), 0));
+		reply_ip(&ip, l4, IPPROTO_ICMP, sizeof(ip) + sizeof(icmp));
+		if (bpf_skb_change_tail(skb, L4_OFF + sizeof(icmp), 0) < 0 ||
+		    bpf_skb_store_bytes(skb, IP_OFF, &ip, sizeof(ip), 0) < 0 ||
+		    bpf_skb_store_bytes(skb, L4_OFF, &icmp, sizeof(icmp), 0) < 0)
+			return TC_ACT_SHOT;
 	}
-	bk.service_id = service->id;
-	/* Multiply-xorshift so every bit of the client's address and port matters: Linux picks even source ports for
-	 * connect(), so a hash that only looked at low bits would send every flow to the same slot. */
-	hash = (l4.saddr ^ ((__u32)l4.sport << 16) ^ l4.sport) * 2654435761u;
+	return bpf_redirect(skb->ifindex, 0);
+}
+
+static __always_inline __u32 lb_hash(struct l4 *l4)
+{
+	/* Multiply-xorshift so every bit of the 5-tuple matters: Linux picks even source ports for connect(), so a hash
+	 * that only looked at low bits would send every flow to the same slot. */
+	__u32 hash = (l4->saddr ^ ((__u32)l4->sport << 16) ^ l4->dport ^ l4->proto) * 2654435761u;
 	hash ^= hash >> 16;
+	hash ^= l4->daddr;
 	hash *= 2246822519u;
 	hash ^= hash >> 13;
-	bk.slot = hash % service->count;
-	backend = bpf_map_lookup_elem(&sl_backends, &bk);
-	if (!backend) {
-		count(SL_CNT_LB_NO_BACKEND, skb);
-		return 0;
-	}
-	ct.client_ip = l4.saddr;
-	ct.client_port = l4.sport;
-	ct.backend_ip = backend->ip;
-	ct.backend_port = backend->port;
-	ct.proto = l4.proto;
-	rev.vip = l4.daddr;
-	rev.vport = l4.dport;
-	bpf_map_update_elem(&sl_lb_ct, &ct, &rev, BPF_ANY);
-	if (rewrite(skb, &l4, 1, backend->ip, backend->port) < 0)
-		return -1;
-	count(SL_CNT_LB_DNAT, skb);
-	return 0;
+	hash *= 3266489917u;
+	hash ^= hash >> 16;
+	return hash;
 }
 
-/* Backend -> service address on a reply about to reach the client pod. */
-static __always_inline void lb_rev_nat(struct __sk_buff *skb)
+static __always_inline __u32 ct_lifetime(struct l4 *l4)
 {
-	struct sl_ct_key ct = {};
-	struct sl_ct_value *rev;
+	if (l4->proto != IPPROTO_TCP)
+		return SL_CT_LIFETIME_UDP;
+	if (l4->tcp_flags & (TCP_FIN | TCP_RST))
+		return SL_CT_LIFETIME_CLOSING;
+	if ((l4->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN)
+		return SL_CT_LIFETIME_SYN;
+	return SL_CT_LIFETIME_TCP;
+}
+
+/* A new flow's backend: the client's affinity entry while it lasts and its backend is not terminating, else Maglev. */
+static __always_inline struct sl_backend_value *lb_select(struct l4 *l4, struct sl_service_value *svc, __u32 now, __u32 *id)
+{
+	struct sl_affinity_key ak = { .service_id = svc->id, .client_ip = l4->saddr };
+	struct sl_affinity_value *aff = 0, fresh;
+	struct sl_backend_value *be;
+	struct sl_maglev_value *table;
+	__u32 slot;
+
+	if (svc->flags & SL_SVC_F_AFFINITY) {
+		aff = bpf_map_lookup_elem(&sl_lb_affinity, &ak);
+		if (aff && now - aff->last_used <= svc->affinity_timeout) {
+			be = bpf_map_lookup_elem(&sl_backends, &aff->backend_id);
+			if (be && !(be->flags & SL_BE_F_TERMINATING)) {
+				*id = aff->backend_id;
+				aff->last_used = now;
+				return be;
+			}
+		}
+	}
+	table = bpf_map_lookup_elem(&sl_lb_maglev, &svc->id);
+	if (!table)
+		return 0;
+	slot = lb_hash(l4) % SL_MAGLEV_M;
+	/* The verifier does not bound a modulo; keep clang from dropping the check it knows is true. */
+	asm volatile("" : "+r"(slot));
+	if (slot >= SL_MAGLEV_M)
+		return 0;
+	*id = table->backend_ids[slot];
+	be = bpf_map_lookup_elem(&sl_backends, id);
+	if (be && (svc->flags & SL_SVC_F_AFFINITY)) {
+		fresh.backend_id = *id;
+		fresh.last_used = now;
+		bpf_map_update_elem(&sl_lb_affinity, &ak, &fresh, BPF_ANY);
+	}
+	return be;
+}
+
+#define NAT_PORT_MIN 32768
+#define NAT_PORT_RANGE 28232 /* 32768..60999 */
+#define NAT_PORT_TRIES 8
+
+enum lb_verdict { LB_PASS = 0, LB_DONE = 1, LB_ERROR = -1, LB_REJECT = 2, LB_DROP = 3 };
+
+/*
+ * Service frontend -> backend (DNAT) for a packet from a local pod (from_pod) or arriving from the network. A flow
+ * with a live forward entry keeps its backend; a new one is load-balanced and gets its forward and reverse entries.
+ * From the network, a backend on another node needs SNAT to this node (its reply must come back here to be
+ * translated); a pod reaching itself is SNATed to SL_HAIRPIN_IP.
+ */
+static __always_inline int lb_dnat(struct __sk_buff *skb, struct sl_config *cfg, struct l4 *l4, int from_pod)
+{
+	struct sl_service_key sk = {};
+	struct sl_service_value *svc;
+	struct sl_lb_tuple fwd = {}, rev = {};
+	struct sl_lb_fwd_value *ct, entry = {};
+	struct sl_lb_rev_value back = {};
+	struct sl_backend_value *be = 0;
+	__u32 now, id = 0, nat_ip = 0, hash, life;
+	__u16 nat_port = 0;
+	int i;
+
+	sk.vip = l4->daddr;
+	sk.port = l4->dport;
+	sk.proto = l4->proto;
+	svc = bpf_map_lookup_elem(&sl_services, &sk);
+	if (!svc && cfg && l4->daddr == cfg->node_ip) {
+		sk.vip = 0;
+		svc = bpf_map_lookup_elem(&sl_services, &sk);
+	}
+	if (!svc)
+		return LB_PASS;
+
+	now = now_s();
+	life = ct_lifetime(l4);
+	fwd.client_ip = l4->saddr;
+	fwd.client_port = l4->sport;
+	fwd.peer_ip = l4->daddr;
+	fwd.peer_port = l4->dport;
+	fwd.proto = l4->proto;
+	ct = bpf_map_lookup_elem(&sl_lb_fwd, &fwd);
+	if (ct && (__s32)(ct->expires - now) >= 0 && ct->service_id == svc->id &&
+	    !((ct->flags & SL_CT_F_CLOSING) && (l4->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN)) {
+		be = bpf_map_lookup_elem(&sl_backends, &ct->backend_id);
+		if (be) {
+			count(SL_CNT_LB_CT_HIT, skb);
+			if (life == SL_CT_LIFETIME_CLOSING)
+				ct->flags |= SL_CT_F_CLOSING;
+			if (!(ct->flags & SL_CT_F_CLOSING) || life == SL_CT_LIFETIME_CLOSING) {
+				if (ct->expires != now + life)
+					ct->expires = now + life;
+			}
+			if (ct->flags & SL_CT_F_SNAT)
+				nat_ip = cfg ? cfg->node_ip : 0;
+			else if (ct->flags & SL_CT_F_HAIRPIN)
+				nat_ip = bpf_htonl(SL_HAIRPIN_IP);
+			nat_port = ct->nat_port;
+		}
+	}
+	if (!be) {
+		if (!svc->count) {
+			if (svc->flags & SL_SVC_F_DROP) {
+				count(SL_CNT_LB_DROP_LOCAL, skb);
+				return LB_DROP;
+			}
+			return LB_REJECT;
+		}
+		be = lb_select(l4, svc, now, &id);
+		if (!be)
+			return LB_REJECT;
+		entry.backend_id = id;
+		entry.service_id = svc->id;
+		entry.expires = now + life;
+		if (life == SL_CT_LIFETIME_CLOSING)
+			entry.flags |= SL_CT_F_CLOSING;
+		rev.client_ip = l4->saddr;
+		rev.client_port = l4->sport;
+		rev.peer_ip = be->ip;
+		rev.peer_port = be->port;
+		rev.proto = l4->proto;
+		back.vip = l4->daddr;
+		back.vport = l4->dport;
+		if (be->ip == l4->saddr) {
+			nat_ip = bpf_htonl(SL_HAIRPIN_IP);
+			nat_port = l4->sport;
+			entry.flags |= SL_CT_F_HAIRPIN;
+			count(SL_CNT_LB_HAIRPIN, skb);
+		} else if (!from_pod && !(be->flags & SL_BE_F_LOCAL) && cfg) {
+			nat_ip = cfg->node_ip;
+			entry.flags |= SL_CT_F_SNAT;
+			count(SL_CNT_LB_SNAT, skb);
+		}
+		if (nat_ip) {
+			back.client_ip = l4->saddr;
+			back.client_port = l4->sport;
+			rev.client_ip = nat_ip;
+		}
+		if (entry.flags & SL_CT_F_SNAT) {
+			/* The client's own port if free towards this backend, else a few hashed tries in the NAT range. */
+			hash = (l4->saddr ^ ((__u32)l4->sport << 16)) * 2654435761u;
+			hash ^= hash >> 15;
+			rev.client_port = l4->sport;
+#pragma unroll
+			for (i = 0; i < NAT_PORT_TRIES; i++) {
+				if (bpf_map_update_elem(&sl_lb_ct, &rev, &back, BPF_NOEXIST) == 0)
+					break;
+				rev.client_port = bpf_htons(NAT_PORT_MIN + (hash + i * 7919) % NAT_PORT_RANGE);
+			}
+			if (i == NAT_PORT_TRIES) {
+				count(SL_CNT_SNAT_NO_PORT, skb);
+				return LB_DROP;
+			}
+			nat_port = rev.client_port;
+		} else {
+			nat_port = rev.client_port;
+			bpf_map_update_elem(&sl_lb_ct, &rev, &back, BPF_ANY);
+		}
+		entry.nat_port = nat_port;
+		bpf_map_update_elem(&sl_lb_fwd, &fwd, &entry, BPF_ANY);
+	}
+	if (rewrite(skb, l4, 1, be->ip, be->port) < 0)
+		return LB_ERROR;
+	if (nat_ip && rewrite(skb, l4, 0, nat_ip, nat_port) < 0)
+		return LB_ERROR;
+	count(SL_CNT_LB_DNAT, skb);
+	return LB_DONE;
+}
+
+/* Backend -> frontend on a reply (and back to the real client when the forward direction was SNATed). */
+static __always_inline int lb_rev_nat(struct __sk_buff *skb)
+{
+	struct sl_lb_tuple key = {};
+	struct sl_lb_rev_value *rev;
 	struct l4 l4;
 
 	if (parse_l4(skb, &l4) < 0)
-		return;
-	ct.client_ip = l4.daddr;
-	ct.client_port = l4.dport;
-	ct.backend_ip = l4.saddr;
-	ct.backend_port = l4.sport;
-	ct.proto = l4.proto;
-	rev = bpf_map_lookup_elem(&sl_lb_ct, &ct);
+		return 0;
+	key.client_ip = l4.daddr;
+	key.client_port = l4.dport;
+	key.peer_ip = l4.saddr;
+	key.peer_port = l4.sport;
+	key.proto = l4.proto;
+	rev = bpf_map_lookup_elem(&sl_lb_ct, &key);
 	if (!rev)
-		return;
-	if (rewrite(skb, &l4, 0, rev->vip, rev->vport) == 0)
-		count(SL_CNT_LB_REV_NAT, skb);
+		return 0;
+	if (rewrite(skb, &l4, 0, rev->vip, rev->vport) < 0)
+		return -1;
+	if (rev->client_ip && rewrite(skb, &l4, 1, rev->client_ip, rev->client_port) < 0)
+		return -1;
+	count(SL_CNT_LB_REV_NAT, skb);
+	return 1;
 }
 
 /* Rewrites the MACs for the pod and hands the frame straight to its eth0, skipping the host's stack. */
 static __always_inline int deliver_local(struct __sk_buff *skb, struct sl_endpoint_value *ep)
 {
-	lb_rev_nat(skb);
-	if (bpf_skb_store_bytes(skb, 0, ep->mac, ETH_ALEN, 0) < 0 ||
+	if (lb_rev_nat(skb) < 0 ||
+	    bpf_skb_store_bytes(skb, 0, ep->mac, ETH_ALEN, 0) < 0 ||
 	    bpf_skb_store_bytes(skb, ETH_ALEN, ep->node_mac, ETH_ALEN, 0) < 0) {
 		count(SL_CNT_DROP_MALFORMED, skb);
 		return TC_ACT_SHOT;
@@ -289,32 +574,23 @@ static __always_inline int set_tunnel(struct __sk_buff *skb, __u32 node_ip, __u3
 	return bpf_skb_set_tunnel_key(skb, &key, sizeof(key), BPF_F_ZERO_CSUM_TX);
 }
 
-SEC("tc")
-int from_container(struct __sk_buff *skb)
+/*
+ * BPF host routing of a packet whose destination is final (after any service translation): a local pod gets it
+ * through bpf_redirect_peer, a pod on another node through the tunnel or bpf_redirect_neigh, anything else goes to
+ * the kernel stack. `local`, `pass`: counters; the remote ones are from_container's.
+ */
+static __always_inline int route(struct __sk_buff *skb, struct sl_config *cfg, __u32 local, __u32 pass)
 {
-	struct sl_config *cfg = config();
 	struct sl_endpoint_value *ep;
 	struct sl_ipcache_value *remote;
 	struct sl_lpm_key lpm = { .prefixlen = 32 };
-	__u32 daddr;
+	__u32 daddr = ipv4_daddr(skb);
 
-	count(SL_CNT_FROM_CONTAINER, skb);
-	/* Service translation happens in both host-routing modes: legacy only hands the result to the kernel. */
-	if (lb_dnat(skb) < 0) {
-		count(SL_CNT_DROP_MALFORMED, skb);
-		return TC_ACT_SHOT;
-	}
-	if (!cfg || !(cfg->flags & SL_CFG_F_BPF_HOST_ROUTING)) {
-		count(SL_CNT_LEGACY, skb);
-		return TC_ACT_OK;
-	}
-	daddr = ipv4_daddr(skb);
 	if (!daddr)
 		goto pass;
-
 	ep = bpf_map_lookup_elem(&sl_endpoints, &daddr);
 	if (ep) {
-		count(SL_CNT_FROM_CONTAINER_LOCAL, skb);
+		count(local, skb);
 		return deliver_local(skb, ep);
 	}
 
@@ -339,8 +615,79 @@ int from_container(struct __sk_buff *skb)
 	 * podCIDR via the remote node) and resolves the next hop's MAC itself. */
 	return bpf_redirect_neigh(cfg->uplink_ifindex, 0, 0, 0);
 pass:
-	count(SL_CNT_FROM_CONTAINER_PASS, skb);
+	count(pass, skb);
 	return TC_ACT_OK;
+}
+
+/*
+ * Service translation for a packet entering the node; TC_ACT_UNSPEC (-1) means go on as usual (*translated tells
+ * whether the destination was rewritten).
+ */
+static __always_inline int lb_ingress(struct __sk_buff *skb, struct sl_config *cfg, int from_pod, int *translated)
+{
+	struct l4 l4;
+	int verdict;
+
+	if (parse_l4(skb, &l4) < 0)
+		return TC_ACT_UNSPEC;
+	verdict = lb_dnat(skb, cfg, &l4, from_pod);
+	if (verdict == LB_DONE)
+		*translated = 1;
+	if (verdict == LB_REJECT)
+		return lb_reject(skb, &l4);
+	if (verdict == LB_DROP)
+		return TC_ACT_SHOT;
+	if (verdict == LB_ERROR) {
+		count(SL_CNT_DROP_MALFORMED, skb);
+		return TC_ACT_SHOT;
+	}
+	return TC_ACT_UNSPEC;
+}
+
+/* A pod may only send from its own address, through its own veth: anything else is dropped and counted. */
+static __always_inline int spoofed(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = data + sizeof(*eth);
+	struct sl_endpoint_value *ep;
+	__u32 saddr;
+
+	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return 0;
+	if ((void *)(ip + 1) > data_end)
+		return 1;
+	saddr = ip->saddr;
+	ep = bpf_map_lookup_elem(&sl_endpoints, &saddr);
+	return !ep || ep->ifindex != skb->ifindex;
+}
+
+SEC("tc")
+int from_container(struct __sk_buff *skb)
+{
+	struct sl_config *cfg = config();
+	int ret, translated = 0;
+
+	count(SL_CNT_FROM_CONTAINER, skb);
+	if (spoofed(skb)) {
+		count(SL_CNT_DROP_SPOOFED, skb);
+		return TC_ACT_SHOT;
+	}
+	/* Replies of local backends (to a hairpinned pod, a NodePort client) first, then service translation; both
+	 * happen in either host-routing mode: legacy only hands the result to the kernel. */
+	if (lb_rev_nat(skb) < 0) {
+		count(SL_CNT_DROP_MALFORMED, skb);
+		return TC_ACT_SHOT;
+	}
+	ret = lb_ingress(skb, cfg, 1, &translated);
+	if (ret != TC_ACT_UNSPEC)
+		return ret;
+	if (!cfg || !(cfg->flags & SL_CFG_F_BPF_HOST_ROUTING)) {
+		count(SL_CNT_LEGACY, skb);
+		return TC_ACT_OK;
+	}
+	return route(skb, cfg, SL_CNT_FROM_CONTAINER_LOCAL, SL_CNT_FROM_CONTAINER_PASS);
 }
 
 static __always_inline int ingress_to_local(struct __sk_buff *skb, __u32 seen, __u32 local, __u32 pass, int overlay)
@@ -348,6 +695,7 @@ static __always_inline int ingress_to_local(struct __sk_buff *skb, __u32 seen, _
 	struct sl_config *cfg = config();
 	struct sl_endpoint_value *ep;
 	__u32 daddr;
+	int ret, translated = 0;
 
 	count(seen, skb);
 	if (overlay && skb->pkt_type == PACKET_OTHERHOST) {
@@ -356,11 +704,27 @@ static __always_inline int ingress_to_local(struct __sk_buff *skb, __u32 seen, _
 		 * Without this the stack (legacy) or the pod after bpf_redirect_peer would drop it as PACKET_OTHERHOST. */
 		bpf_skb_change_type(skb, PACKET_HOST);
 	}
+	/* A frame the underlay bridge flooded to us for another node is not ours to translate or deliver. */
+	if (skb->pkt_type == PACKET_HOST) {
+		/* A backend's reply to a flow this node SNATed (NodePort), then NodePort and external frontends. */
+		ret = lb_rev_nat(skb);
+		if (ret < 0) {
+			count(SL_CNT_DROP_MALFORMED, skb);
+			return TC_ACT_SHOT;
+		}
+		translated = ret;
+		if (!translated) {
+			ret = lb_ingress(skb, cfg, 0, &translated);
+			if (ret != TC_ACT_UNSPEC)
+				return ret;
+		}
+	}
 	if (!cfg || !(cfg->flags & SL_CFG_F_BPF_HOST_ROUTING)) {
 		count(SL_CNT_LEGACY, skb);
 		return TC_ACT_OK;
 	}
-	/* A frame the underlay bridge flooded to us for another node is not ours to deliver. */
+	if (translated)
+		return route(skb, cfg, local, pass);
 	daddr = skb->pkt_type == PACKET_HOST ? ipv4_daddr(skb) : 0;
 	if (daddr) {
 		ep = bpf_map_lookup_elem(&sl_endpoints, &daddr);
@@ -432,10 +796,6 @@ no_route:
 	return TC_ACT_OK;
 }
 
-#define NAT_PORT_MIN 32768
-#define NAT_PORT_RANGE 28232 /* 32768..60999 */
-#define NAT_PORT_TRIES 8
-
 /* Masquerade: a local pod's TCP/UDP to a destination outside the cluster leaves with the node's IP. */
 SEC("tc")
 int to_netdev(struct __sk_buff *skb)
@@ -504,7 +864,10 @@ int to_netdev(struct __sk_buff *skb)
 SEC("tc")
 int to_container(struct __sk_buff *skb)
 {
-	lb_rev_nat(skb);
+	if (lb_rev_nat(skb) < 0) {
+		count(SL_CNT_DROP_MALFORMED, skb);
+		return TC_ACT_SHOT;
+	}
 	return TC_ACT_OK;
 }
 

@@ -10,9 +10,12 @@
  *   sl_ipcache_host hash, 262,144 entries  every pod IP in the cluster (100k) and node IPs (5k), as exact /32s, + slack
  *   sl_ipcache    LPM,     65,536 entries  CIDRs: one podCIDR per node (5,000) and other prefixes
  *   sl_tunnel     LPM,     16,384 entries  one podCIDR per remote node (5,000) with room for several CIDRs per node
- *   sl_services   hash,    65,536 entries  ClusterIP:port/proto -> service id and backend count (stretch: LB)
- *   sl_backends   hash,   262,144 entries  (service id, slot) -> backend IP:port
- *   sl_lb_ct      LRU,     65,536 entries  reverse NAT for load-balanced flows of this node's pods
+ *   sl_services   hash,    65,536 entries  service frontends (20,000 services with ClusterIP + NodePort + slack)
+ *   sl_lb_maglev  hash,    65,536 entries  one Maglev table (4 KiB) per distinct backend set of a service
+ *   sl_backends   hash,   262,144 entries  backend id -> IP:port (100,000 backends + slack)
+ *   sl_lb_fwd     LRU,    262,144 entries  forward connection tracking of load-balanced flows through this node
+ *   sl_lb_ct      LRU,    262,144 entries  their reverse NAT
+ *   sl_lb_affinity LRU,    65,536 entries  sessionAffinity ClientIP
  *   sl_snat       LRU,     65,536 entries  masquerade: (pod, peer) -> node IP and NAT port (stretch)
  *   sl_snat_rev   LRU,     65,536 entries  masquerade: (node IP, NAT port, peer) -> pod address
  *   sl_config     array,        1 entry    this node's datapath settings
@@ -30,7 +33,8 @@
 #define SL_NUM_COUNTERS 32
 #define SL_MAX_SERVICES 65536
 #define SL_MAX_BACKENDS 262144
-#define SL_MAX_LB_CT 65536
+#define SL_MAX_LB_CT 262144
+#define SL_MAX_AFFINITY 65536
 #define SL_MAX_SNAT 65536
 
 /* sl_endpoints: pod IPv4 -> where its host-side veth is. */
@@ -72,48 +76,107 @@ struct sl_tunnel_value {
 };
 
 /*
- * Service load-balancing (ClusterIP DNAT in from_container). Ports are network order, as in the packet. The backend
- * is chosen by a hash of the client's address and port, so every packet of a flow picks the same one without
- * forward connection tracking; sl_lb_ct remembers (client, backend) -> service address for the reply's reverse NAT,
- * done just before delivery to the client (deliver_local or to_container).
+ * Service load-balancing (kube-proxy replacement). Ports are network order, as in the packet.
+ *
+ *   sl_services    frontend (address, port, protocol) -> service id, active backend count, flags
+ *   sl_lb_maglev   service id -> its Maglev lookup table (SL_MAGLEV_M backend ids, computed by the agent)
+ *   sl_backends    backend id -> backend address; ids are the agent's, stable while the backend exists
+ *   sl_lb_fwd      forward connection tracking: (client, frontend) -> backend id, expiry; pins a flow's backend
+ *   sl_lb_ct       reverse NAT: (client as the backend sees it, backend) -> frontend (and the real client when the
+ *                  forward direction was SNATed: NodePort to another node's backend, hairpin)
+ *   sl_lb_affinity sessionAffinity ClientIP: (service id, client address) -> backend id, last use
+ *
+ * A new flow (no live forward entry) is hashed onto the Maglev table, so adding or removing one backend moves only
+ * the flows that hashed to its slots, and the forward entry keeps every established flow where it is regardless.
+ * Terminating backends are left out of the table (new flows never pick them) but stay in sl_backends, so the flows
+ * they already serve keep working. A frontend with no backend in its table rejects: TCP RST, ICMP port unreachable.
  */
+#define SL_MAGLEV_M 1009 /* prime; an element (key + 4,036-byte value + kernel header) fits a 4 KiB allocation */
+
 struct sl_service_key {
-	__u32 vip;   /* network order */
+	__u32 vip;   /* network order; 0.0.0.0: a NodePort, on every address of this node */
 	__u16 port;  /* network order */
 	__u8 proto;  /* IPPROTO_TCP or IPPROTO_UDP */
 	__u8 pad;
 };
 
 struct sl_service_value {
-	__u32 id;    /* service id, chosen by the agent; key of sl_backends */
-	__u16 count; /* backends in slots 0..count-1; 0: no backend, the packet goes on unchanged */
-	__u16 pad;
+	__u32 id;               /* key of the service's Maglev table and its affinity entries */
+	__u16 count;            /* backends in the Maglev table; 0: reject (or drop with SL_SVC_F_DROP) */
+	__u8 flags;             /* SL_SVC_F_* */
+	__u8 pad;
+	__u32 affinity_timeout; /* seconds, with SL_SVC_F_AFFINITY */
+};
+
+#define SL_SVC_F_EXTERNAL 0x1 /* NodePort, externalIP or LoadBalancer frontend (externalTrafficPolicy applies) */
+#define SL_SVC_F_AFFINITY 0x2 /* sessionAffinity: ClientIP */
+#define SL_SVC_F_DROP 0x4     /* no local backend under a Local traffic policy: drop (as kube-proxy), not reject */
+
+struct sl_maglev_value {
+	__u32 backend_ids[SL_MAGLEV_M];
 };
 
 struct sl_backend_key {
-	__u32 service_id;
-	__u32 slot;
+	__u32 id;
 };
 
 struct sl_backend_value {
 	__u32 ip;   /* network order */
 	__u16 port; /* network order */
-	__u16 pad;
+	__u8 flags; /* SL_BE_F_* */
+	__u8 pad;
 };
 
-struct sl_ct_key {
+#define SL_BE_F_TERMINATING 0x1 /* keeps its flows, takes no new ones (not in any Maglev table) */
+#define SL_BE_F_LOCAL 0x2       /* a pod of this node: a NodePort flow to it needs no SNAT */
+
+/* Both connection-tracking maps: forward keys are (client, frontend), reverse keys (client as NATed, backend). */
+struct sl_lb_tuple {
 	__u32 client_ip;
-	__u32 backend_ip;
+	__u32 peer_ip;
 	__u16 client_port;
-	__u16 backend_port;
+	__u16 peer_port;
 	__u8 proto;
 	__u8 pad[3];
 };
 
-struct sl_ct_value {
-	__u32 vip;
-	__u16 vport;
-	__u16 pad;
+struct sl_lb_fwd_value {
+	__u32 backend_id;
+	__u32 expires;    /* CLOCK_MONOTONIC seconds (bpf_ktime_get_ns); past it the entry is dead */
+	__u32 service_id; /* the frontend changed service (re-created): the entry is dead */
+	__u16 nat_port;   /* network order; the source port after SNAT (SL_CT_F_SNAT, SL_CT_F_HAIRPIN) */
+	__u8 flags;       /* SL_CT_F_* */
+	__u8 pad;
+};
+
+#define SL_CT_F_SNAT 0x1    /* source rewritten to this node's IP:nat_port (NodePort to another node's backend) */
+#define SL_CT_F_HAIRPIN 0x2 /* a pod reaching itself through its service: source rewritten to SL_HAIRPIN_IP */
+#define SL_CT_F_CLOSING 0x4 /* a FIN or RST was seen: short lifetime, a new SYN picks a backend afresh */
+
+/* Lifetimes, seconds (Cilium's defaults). */
+#define SL_CT_LIFETIME_TCP 21600
+#define SL_CT_LIFETIME_SYN 60
+#define SL_CT_LIFETIME_CLOSING 10
+#define SL_CT_LIFETIME_UDP 60
+
+/* 169.254.42.1 (host order), the source a hairpinned pod sees, so its reply leaves it instead of looping inside. */
+#define SL_HAIRPIN_IP 0xa9fe2a01
+
+struct sl_lb_rev_value {
+	__u32 vip;         /* the frontend address the client used (network order) */
+	__u16 vport;       /* network order */
+	__u16 client_port; /* network order; with client_ip */
+	__u32 client_ip;   /* 0: not SNATed; else the real client the reply's destination is restored to */
+};
+
+struct sl_affinity_key {
+	__u32 service_id;
+	__u32 client_ip;
+};
+
+struct sl_affinity_value {
+	__u32 backend_id;
+	__u32 last_used; /* CLOCK_MONOTONIC seconds */
 };
 
 /*
@@ -182,6 +245,12 @@ enum sl_counter_index {
 	SL_CNT_SNAT_REV = 20,      /* a reply to a masqueraded flow translated back to the pod */
 	SL_CNT_SNAT_NO_PORT = 21,  /* no free NAT port found: sent unmasqueraded */
 	SL_CNT_TO_NETDEV = 22,
+	SL_CNT_LB_REJECT = 23,      /* a service without backends answered with TCP RST / ICMP port unreachable */
+	SL_CNT_LB_DROP_LOCAL = 24,  /* a Local-policy frontend without a local backend: dropped */
+	SL_CNT_DROP_SPOOFED = 25,   /* a pod sent with a source address that is not its own */
+	SL_CNT_LB_CT_HIT = 26,      /* a packet of an established load-balanced flow (forward entry found) */
+	SL_CNT_LB_SNAT = 27,        /* a new NodePort flow to another node's backend, SNATed to this node */
+	SL_CNT_LB_HAIRPIN = 28,     /* a new flow of a pod to itself through its service */
 };
 
 #endif

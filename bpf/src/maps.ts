@@ -234,7 +234,7 @@ export const tunnelValue: Codec<TunnelValue> = {
   decode: (buf, off) => ({ nodeIp: readIpv4(buf, off), vni: buf.readUInt32LE(off + 4) }),
 };
 
-// ---- services (sl_services, sl_backends, sl_lb_ct) ----------------------------------------------------------
+// ---- services (sl_services, sl_lb_maglev, sl_backends, sl_lb_fwd, sl_lb_ct, sl_lb_affinity) ----------------
 
 export const IPPROTO_TCP = 6;
 export const IPPROTO_UDP = 17;
@@ -249,8 +249,18 @@ function port(value: number): number {
   if (!Number.isInteger(value) || value < 0 || value > 65535) throw new CodecError(`port must be 0..65535, got ${value}`);
   return value;
 }
+function u8(value: number, what: string): number {
+  if (!Number.isInteger(value) || value < 0 || value > 255) throw new CodecError(`${what} must be a u8, got ${value}`);
+  return value;
+}
+
+/** Maglev lookup table size (prime): every service's table has this many backend ids. */
+export const MAGLEV_M = 1009;
+/** Source address a pod sees when it reaches itself through its own service. */
+export const HAIRPIN_IP = '169.254.42.1';
 
 export interface ServiceKey {
+  /** The frontend address; '0.0.0.0' is a NodePort, on every address of the node. */
   vip: string;
   port: number;
   proto: L4Proto;
@@ -273,49 +283,75 @@ export const serviceKey: Codec<ServiceKey> = {
   decode: (buf, off) => ({ vip: readIpv4(buf, off), port: buf.readUInt16BE(off + 4), proto: protoName(buf[off + 6] ?? 0) }),
 };
 
+export const SVC_F_EXTERNAL = 0x1;
+export const SVC_F_AFFINITY = 0x2;
+export const SVC_F_DROP = 0x4;
 export interface ServiceValue {
-  /** The agent's id for the service: the key of its backends in sl_backends. */
+  /** The agent's id for the backend set: key of its Maglev table (and of its affinity entries). */
   id: number;
-  /** Backends in slots 0..count-1. */
+  /** Backends in the Maglev table; 0 rejects (or drops, with SVC_F_DROP). */
   count: number;
+  /** SVC_F_*. */
+  flags: number;
+  /** sessionAffinity ClientIP timeout, seconds (0 without SVC_F_AFFINITY). */
+  affinityTimeout: number;
 }
 export const serviceValue: Codec<ServiceValue> = {
   cType: 'sl_service_value',
-  size: 8,
+  size: 12,
   fields: [
     { name: 'id', offset: 0, size: 4 },
     { name: 'count', offset: 4, size: 2 },
-    { name: 'pad', offset: 6, size: 2 },
+    { name: 'flags', offset: 6, size: 1 },
+    { name: 'pad', offset: 7, size: 1 },
+    { name: 'affinity_timeout', offset: 8, size: 4 },
   ],
   encode: (v, buf, off) => {
     buf.writeUInt32LE(u32(v.id, 'service id'), off);
     buf.writeUInt16LE(port(v.count), off + 4);
-    buf.writeUInt16LE(0, off + 6);
+    buf[off + 6] = u8(v.flags, 'service flags');
+    buf[off + 7] = 0;
+    buf.writeUInt32LE(u32(v.affinityTimeout, 'affinity timeout'), off + 8);
   },
-  decode: (buf, off) => ({ id: buf.readUInt32LE(off), count: buf.readUInt16LE(off + 4) }),
+  decode: (buf, off) => ({ id: buf.readUInt32LE(off), count: buf.readUInt16LE(off + 4), flags: buf[off + 6] ?? 0, affinityTimeout: buf.readUInt32LE(off + 8) }),
+};
+
+/** A Maglev table: MAGLEV_M backend ids (sl_backends keys). */
+export type MaglevTable = Uint32Array;
+export const maglevValue: Codec<MaglevTable> = {
+  cType: 'sl_maglev_value',
+  size: MAGLEV_M * 4,
+  fields: [{ name: 'backend_ids', offset: 0, size: MAGLEV_M * 4 }],
+  encode: (v, buf, off) => {
+    if (v.length !== MAGLEV_M) throw new CodecError(`a Maglev table has ${MAGLEV_M} slots, got ${v.length}`);
+    // Little-endian host: the array's bytes are the C layout (copying beats 1,009 writeUInt32LE calls per table).
+    Buffer.from(v.buffer, v.byteOffset, v.byteLength).copy(buf, off);
+  },
+  decode: (buf, off) => {
+    const out = new Uint32Array(MAGLEV_M);
+    for (let i = 0; i < MAGLEV_M; i++) out[i] = buf.readUInt32LE(off + i * 4);
+    return out;
+  },
 };
 
 export interface BackendKey {
-  serviceId: number;
-  slot: number;
+  id: number;
 }
 export const backendKey: Codec<BackendKey> = {
   cType: 'sl_backend_key',
-  size: 8,
-  fields: [
-    { name: 'service_id', offset: 0, size: 4 },
-    { name: 'slot', offset: 4, size: 4 },
-  ],
-  encode: (v, buf, off) => {
-    buf.writeUInt32LE(u32(v.serviceId, 'service id'), off);
-    buf.writeUInt32LE(u32(v.slot, 'slot'), off + 4);
-  },
-  decode: (buf, off) => ({ serviceId: buf.readUInt32LE(off), slot: buf.readUInt32LE(off + 4) }),
+  size: 4,
+  fields: [{ name: 'id', offset: 0, size: 4 }],
+  encode: (v, buf, off) => void buf.writeUInt32LE(u32(v.id, 'backend id'), off),
+  decode: (buf, off) => ({ id: buf.readUInt32LE(off) }),
 };
 
+export const BE_F_TERMINATING = 0x1;
+export const BE_F_LOCAL = 0x2;
 export interface BackendValue {
   ip: string;
   port: number;
+  /** BE_F_*. */
+  flags: number;
 }
 export const backendValue: Codec<BackendValue> = {
   cType: 'sl_backend_value',
@@ -323,69 +359,153 @@ export const backendValue: Codec<BackendValue> = {
   fields: [
     { name: 'ip', offset: 0, size: 4 },
     { name: 'port', offset: 4, size: 2 },
-    { name: 'pad', offset: 6, size: 2 },
+    { name: 'flags', offset: 6, size: 1 },
+    { name: 'pad', offset: 7, size: 1 },
   ],
   encode: (v, buf, off) => {
     writeIpv4(v.ip, buf, off);
     buf.writeUInt16BE(port(v.port), off + 4);
-    buf.writeUInt16LE(0, off + 6);
+    buf[off + 6] = u8(v.flags, 'backend flags');
+    buf[off + 7] = 0;
   },
-  decode: (buf, off) => ({ ip: readIpv4(buf, off), port: buf.readUInt16BE(off + 4) }),
+  decode: (buf, off) => ({ ip: readIpv4(buf, off), port: buf.readUInt16BE(off + 4), flags: buf[off + 6] ?? 0 }),
 };
 
-export interface LbCtKey {
+/** Connection-tracking key: forward (client, frontend), reverse (client as the backend sees it, backend). */
+export interface LbTuple {
   clientIp: string;
-  backendIp: string;
+  peerIp: string;
   clientPort: number;
-  backendPort: number;
+  peerPort: number;
   proto: L4Proto;
 }
-export const lbCtKey: Codec<LbCtKey> = {
-  cType: 'sl_ct_key',
+export const lbTuple: Codec<LbTuple> = {
+  cType: 'sl_lb_tuple',
   size: 16,
   fields: [
     { name: 'client_ip', offset: 0, size: 4 },
-    { name: 'backend_ip', offset: 4, size: 4 },
+    { name: 'peer_ip', offset: 4, size: 4 },
     { name: 'client_port', offset: 8, size: 2 },
-    { name: 'backend_port', offset: 10, size: 2 },
+    { name: 'peer_port', offset: 10, size: 2 },
     { name: 'proto', offset: 12, size: 1 },
     { name: 'pad', offset: 13, size: 3 },
   ],
   encode: (v, buf, off) => {
     writeIpv4(v.clientIp, buf, off);
-    writeIpv4(v.backendIp, buf, off + 4);
+    writeIpv4(v.peerIp, buf, off + 4);
     buf.writeUInt16BE(port(v.clientPort), off + 8);
-    buf.writeUInt16BE(port(v.backendPort), off + 10);
+    buf.writeUInt16BE(port(v.peerPort), off + 10);
     buf[off + 12] = protoNumber(v.proto);
     buf.fill(0, off + 13, off + 16);
   },
   decode: (buf, off) => ({
     clientIp: readIpv4(buf, off),
-    backendIp: readIpv4(buf, off + 4),
+    peerIp: readIpv4(buf, off + 4),
     clientPort: buf.readUInt16BE(off + 8),
-    backendPort: buf.readUInt16BE(off + 10),
+    peerPort: buf.readUInt16BE(off + 10),
     proto: protoName(buf[off + 12] ?? 0),
   }),
 };
 
-export interface LbCtValue {
+export const CT_F_SNAT = 0x1;
+export const CT_F_HAIRPIN = 0x2;
+export const CT_F_CLOSING = 0x4;
+export interface LbFwdValue {
+  backendId: number;
+  /** CLOCK_MONOTONIC seconds. */
+  expires: number;
+  serviceId: number;
+  natPort: number;
+  /** CT_F_*. */
+  flags: number;
+}
+export const lbFwdValue: Codec<LbFwdValue> = {
+  cType: 'sl_lb_fwd_value',
+  size: 16,
+  fields: [
+    { name: 'backend_id', offset: 0, size: 4 },
+    { name: 'expires', offset: 4, size: 4 },
+    { name: 'service_id', offset: 8, size: 4 },
+    { name: 'nat_port', offset: 12, size: 2 },
+    { name: 'flags', offset: 14, size: 1 },
+    { name: 'pad', offset: 15, size: 1 },
+  ],
+  encode: (v, buf, off) => {
+    buf.writeUInt32LE(u32(v.backendId, 'backend id'), off);
+    buf.writeUInt32LE(u32(v.expires, 'expires'), off + 4);
+    buf.writeUInt32LE(u32(v.serviceId, 'service id'), off + 8);
+    buf.writeUInt16BE(port(v.natPort), off + 12);
+    buf[off + 14] = u8(v.flags, 'ct flags');
+    buf[off + 15] = 0;
+  },
+  decode: (buf, off) => ({
+    backendId: buf.readUInt32LE(off),
+    expires: buf.readUInt32LE(off + 4),
+    serviceId: buf.readUInt32LE(off + 8),
+    natPort: buf.readUInt16BE(off + 12),
+    flags: buf[off + 14] ?? 0,
+  }),
+};
+
+export interface LbRevValue {
   vip: string;
   vport: number;
+  /** '0.0.0.0' unless the forward direction was SNATed: then the real client. */
+  clientIp: string;
+  clientPort: number;
 }
-export const lbCtValue: Codec<LbCtValue> = {
-  cType: 'sl_ct_value',
-  size: 8,
+export const lbRevValue: Codec<LbRevValue> = {
+  cType: 'sl_lb_rev_value',
+  size: 12,
   fields: [
     { name: 'vip', offset: 0, size: 4 },
     { name: 'vport', offset: 4, size: 2 },
-    { name: 'pad', offset: 6, size: 2 },
+    { name: 'client_port', offset: 6, size: 2 },
+    { name: 'client_ip', offset: 8, size: 4 },
   ],
   encode: (v, buf, off) => {
     writeIpv4(v.vip, buf, off);
     buf.writeUInt16BE(port(v.vport), off + 4);
-    buf.writeUInt16LE(0, off + 6);
+    buf.writeUInt16BE(port(v.clientPort), off + 6);
+    writeIpv4(v.clientIp, buf, off + 8);
   },
-  decode: (buf, off) => ({ vip: readIpv4(buf, off), vport: buf.readUInt16BE(off + 4) }),
+  decode: (buf, off) => ({ vip: readIpv4(buf, off), vport: buf.readUInt16BE(off + 4), clientPort: buf.readUInt16BE(off + 6), clientIp: readIpv4(buf, off + 8) }),
+};
+
+export interface AffinityKey {
+  serviceId: number;
+  clientIp: string;
+}
+export const affinityKey: Codec<AffinityKey> = {
+  cType: 'sl_affinity_key',
+  size: 8,
+  fields: [
+    { name: 'service_id', offset: 0, size: 4 },
+    { name: 'client_ip', offset: 4, size: 4 },
+  ],
+  encode: (v, buf, off) => {
+    buf.writeUInt32LE(u32(v.serviceId, 'service id'), off);
+    writeIpv4(v.clientIp, buf, off + 4);
+  },
+  decode: (buf, off) => ({ serviceId: buf.readUInt32LE(off), clientIp: readIpv4(buf, off + 4) }),
+};
+
+export interface AffinityValue {
+  backendId: number;
+  lastUsed: number;
+}
+export const affinityValue: Codec<AffinityValue> = {
+  cType: 'sl_affinity_value',
+  size: 8,
+  fields: [
+    { name: 'backend_id', offset: 0, size: 4 },
+    { name: 'last_used', offset: 4, size: 4 },
+  ],
+  encode: (v, buf, off) => {
+    buf.writeUInt32LE(u32(v.backendId, 'backend id'), off);
+    buf.writeUInt32LE(u32(v.lastUsed, 'last used'), off + 4);
+  },
+  decode: (buf, off) => ({ backendId: buf.readUInt32LE(off), lastUsed: buf.readUInt32LE(off + 4) }),
 };
 
 // ---- masquerade (sl_snat, sl_snat_rev) -----------------------------------------------------------------------
@@ -545,6 +665,12 @@ export const COUNTERS = {
   snatRev: 20,
   snatNoPort: 21,
   toNetdev: 22,
+  lbReject: 23,
+  lbDropLocal: 24,
+  dropSpoofed: 25,
+  lbCtHit: 26,
+  lbSnat: 27,
+  lbHairpin: 28,
 } as const;
 export type CounterName = keyof typeof COUNTERS;
 
@@ -558,7 +684,8 @@ export const MAX_TUNNEL = 16_384;
 export const NUM_COUNTERS = 32;
 export const MAX_SERVICES = 65_536;
 export const MAX_BACKENDS = 262_144;
-export const MAX_LB_CT = 65_536;
+export const MAX_LB_CT = 262_144;
+export const MAX_AFFINITY = 65_536;
 export const MAX_SNAT = 65_536;
 
 export const endpointsMap: MapSpec<EndpointKey, EndpointValue> = {
@@ -617,6 +744,15 @@ export const servicesMap: MapSpec<ServiceKey, ServiceValue> = {
   key: serviceKey,
   value: serviceValue,
 };
+/** One Maglev table per backend set (a service's frontends share it unless a Local traffic policy differs). */
+export const maglevMap: MapSpec<number, MaglevTable> = {
+  name: 'sl_lb_maglev',
+  type: 'hash',
+  maxEntries: MAX_SERVICES,
+  noPrealloc: true,
+  key: u32Codec,
+  value: maglevValue,
+};
 export const backendsMap: MapSpec<BackendKey, BackendValue> = {
   name: 'sl_backends',
   type: 'hash',
@@ -625,20 +761,35 @@ export const backendsMap: MapSpec<BackendKey, BackendValue> = {
   key: backendKey,
   value: backendValue,
 };
-/** Written by the programs; userspace only reads it (or flushes it when a backend goes away). */
-export const lbCtMap: MapSpec<LbCtKey, LbCtValue> = {
+/** Forward connection tracking, written by the programs; the agent only reads it and deletes expired entries. */
+export const lbFwdMap: MapSpec<LbTuple, LbFwdValue> = {
+  name: 'sl_lb_fwd',
+  type: 'lru_hash',
+  maxEntries: MAX_LB_CT,
+  key: lbTuple,
+  value: lbFwdValue,
+};
+/** Reverse NAT of load-balanced flows, written by the programs. */
+export const lbCtMap: MapSpec<LbTuple, LbRevValue> = {
   name: 'sl_lb_ct',
   type: 'lru_hash',
   maxEntries: MAX_LB_CT,
-  key: lbCtKey,
-  value: lbCtValue,
+  key: lbTuple,
+  value: lbRevValue,
+};
+export const affinityMap: MapSpec<AffinityKey, AffinityValue> = {
+  name: 'sl_lb_affinity',
+  type: 'lru_hash',
+  maxEntries: MAX_AFFINITY,
+  key: affinityKey,
+  value: affinityValue,
 };
 
 /** Masquerade state, written by to_netdev (forward) and read by from_netdev (reverse). */
 export const snatMap: MapSpec<SnatKey, SnatValue> = { name: 'sl_snat', type: 'lru_hash', maxEntries: MAX_SNAT, key: snatKey, value: snatValue };
 export const snatRevMap: MapSpec<SnatKey, SnatValue> = { name: 'sl_snat_rev', type: 'lru_hash', maxEntries: MAX_SNAT, key: snatKey, value: snatValue };
 
-export const MAPS = [endpointsMap, ipcacheHostMap, ipcacheMap, tunnelMap, configMap, countersMap, servicesMap, backendsMap, lbCtMap, snatMap, snatRevMap] as const;
+export const MAPS = [endpointsMap, ipcacheHostMap, ipcacheMap, tunnelMap, configMap, countersMap, servicesMap, maglevMap, backendsMap, lbFwdMap, lbCtMap, affinityMap, snatMap, snatRevMap] as const;
 
 /** The programs in the object and where they go. */
 export const PROGRAMS = {

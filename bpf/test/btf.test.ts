@@ -21,8 +21,13 @@ import {
   serviceValue,
   backendKey,
   backendValue,
-  lbCtKey,
-  lbCtValue,
+  lbTuple,
+  lbFwdValue,
+  lbRevValue,
+  maglevValue,
+  affinityKey,
+  affinityValue,
+  MAGLEV_M,
   snatKey,
   snatValue,
   type Codec,
@@ -79,8 +84,12 @@ describe('codecs agree with the C structs (BTF)', () => {
     serviceValue,
     backendKey,
     backendValue,
-    lbCtKey,
-    lbCtValue,
+    lbTuple,
+    lbFwdValue,
+    lbRevValue,
+    maglevValue,
+    affinityKey,
+    affinityValue,
     snatKey,
     snatValue,
   ] as Array<Codec<never>>;
@@ -138,11 +147,22 @@ describe('codecs', () => {
     roundTrip(nodeConfig, { bpfHostRouting: true, tunnel: false, masquerade: true, nodeIp: '1.2.3.4', uplinkIfindex: 2, tunnelIfindex: 3, vni: 7, uplinkMac: '02:00:00:00:00:01' });
     roundTrip(counterValue, { packets: 5n, bytes: 2n ** 40n });
     expect(roundTrip(serviceKey, { vip: '10.96.0.10', port: 80, proto: 'tcp' }).toString('hex')).toBe('0a60000a' + '0050' + '06' + '00');
-    roundTrip(serviceValue, { id: 7, count: 3 });
-    roundTrip(backendKey, { serviceId: 7, slot: 2 });
-    expect(roundTrip(backendValue, { ip: '10.1.1.11', port: 8080 }).toString('hex')).toBe('0a01010b' + '1f90' + '0000');
-    roundTrip(lbCtKey, { clientIp: '10.1.1.11', backendIp: '10.1.2.21', clientPort: 40000, backendPort: 7070, proto: 'udp' });
-    roundTrip(lbCtValue, { vip: '10.96.0.10', vport: 53 });
+    expect(roundTrip(serviceValue, { id: 7, count: 3, flags: 3, affinityTimeout: 10800 }).toString('hex')).toBe('07000000' + '0300' + '03' + '00' + '302a0000');
+    expect(roundTrip(backendKey, { id: 258 }).toString('hex')).toBe('02010000');
+    expect(roundTrip(backendValue, { ip: '10.1.1.11', port: 8080, flags: 1 }).toString('hex')).toBe('0a01010b' + '1f90' + '01' + '00');
+    expect(roundTrip(lbTuple, { clientIp: '10.1.1.11', peerIp: '10.1.2.21', clientPort: 40000, peerPort: 7070, proto: 'udp' }).toString('hex')).toBe(
+      '0a01010b' + '0a010215' + '9c40' + '1b9e' + '11' + '000000',
+    );
+    expect(roundTrip(lbFwdValue, { backendId: 5, expires: 1000, serviceId: 7, natPort: 32768, flags: 1 }).toString('hex')).toBe(
+      '05000000' + 'e8030000' + '07000000' + '8000' + '01' + '00',
+    );
+    expect(roundTrip(lbRevValue, { vip: '10.96.0.10', vport: 53, clientIp: '192.168.0.9', clientPort: 40000 }).toString('hex')).toBe('0a60000a' + '0035' + '9c40' + 'c0a80009');
+    expect(roundTrip(affinityKey, { serviceId: 7, clientIp: '10.1.1.11' }).toString('hex')).toBe('07000000' + '0a01010b');
+    roundTrip(affinityValue, { backendId: 5, lastUsed: 123 });
+    const table = new Uint32Array(MAGLEV_M).map((_, i) => i * 3);
+    const bytes = roundTrip(maglevValue, table);
+    expect(bytes.readUInt32LE(4 * 1008)).toBe(3024);
+    expect(() => maglevValue.encode(new Uint32Array(10), Buffer.alloc(MAGLEV_M * 4), 0)).toThrow(CodecError);
   });
 
   it('clears host bits of a CIDR, so equal prefixes are equal keys', () => {

@@ -18,7 +18,10 @@ import {
   tunnelMap,
   servicesMap,
   backendsMap,
+  maglevMap,
+  lbFwdMap,
   lbCtMap,
+  affinityMap,
   snatMap,
   snatRevMap,
   type Counter,
@@ -57,8 +60,14 @@ export interface DatapathMaps {
   /** Service load-balancing (see services.ts for reconcileServices). */
   services: CodecMap<KeyOf<typeof servicesMap>, NodeValue<typeof servicesMap>>;
   backends: CodecMap<KeyOf<typeof backendsMap>, NodeValue<typeof backendsMap>>;
+  /** Service id → its Maglev lookup table. */
+  maglev: CodecMap<KeyOf<typeof maglevMap>, NodeValue<typeof maglevMap>>;
+  /** Forward connection tracking of load-balanced flows, written by the programs (LRU). */
+  lbFwd: CodecMap<KeyOf<typeof lbFwdMap>, NodeValue<typeof lbFwdMap>>;
   /** Reverse-NAT state written by the programs (LRU). */
   lbCt: CodecMap<KeyOf<typeof lbCtMap>, NodeValue<typeof lbCtMap>>;
+  /** sessionAffinity ClientIP entries, written by the programs (LRU). */
+  affinity: CodecMap<KeyOf<typeof affinityMap>, NodeValue<typeof affinityMap>>;
   /** Masquerade state written by the programs (LRU): forward and reverse. */
   snat: CodecMap<KeyOf<typeof snatMap>, NodeValue<typeof snatMap>>;
   snatRev: CodecMap<KeyOf<typeof snatRevMap>, NodeValue<typeof snatRevMap>>;
@@ -100,7 +109,7 @@ export interface LoadOptions {
   onIncompatible?: 'error' | 'replace';
 }
 
-const MAP_SPECS = { endpoints: endpointsMap, ipcacheHost: ipcacheHostMap, ipcache: ipcacheMap, tunnel: tunnelMap, config: configMap, counters: countersMap, services: servicesMap, backends: backendsMap, lbCt: lbCtMap, snat: snatMap, snatRev: snatRevMap } as const;
+const MAP_SPECS = { endpoints: endpointsMap, ipcacheHost: ipcacheHostMap, ipcache: ipcacheMap, tunnel: tunnelMap, config: configMap, counters: countersMap, services: servicesMap, backends: backendsMap, maglev: maglevMap, lbFwd: lbFwdMap, lbCt: lbCtMap, affinity: affinityMap, snat: snatMap, snatRev: snatRevMap } as const;
 
 function buildDatapath(pinDir: string, raws: Record<keyof DatapathMaps, RawMap>, registry: Registry | undefined, programs: Datapath['programs'], reusedMaps: boolean, onClose: () => void): Datapath {
   const metrics = registry ? mapMetrics(registry) : undefined;
@@ -114,7 +123,10 @@ function buildDatapath(pinDir: string, raws: Record<keyof DatapathMaps, RawMap>,
     counters: new CodecMap(countersMap, raws.counters, metrics),
     services: new CodecMap(servicesMap, raws.services, metrics),
     backends: new CodecMap(backendsMap, raws.backends, metrics),
+    maglev: new CodecMap(maglevMap, raws.maglev, metrics),
+    lbFwd: new CodecMap(lbFwdMap, raws.lbFwd, metrics),
     lbCt: new CodecMap(lbCtMap, raws.lbCt, metrics),
+    affinity: new CodecMap(affinityMap, raws.affinity, metrics),
     snat: new CodecMap(snatMap, raws.snat, metrics),
     snatRev: new CodecMap(snatRevMap, raws.snatRev, metrics),
   };

@@ -1,39 +1,315 @@
 /**
- * Services as the load balancer's two maps: a service (ClusterIP, port, protocol) gets an agent-chosen id and a
- * backend count in sl_services, and its backends fill slots 0..count-1 of sl_backends under that id. Ids must be
- * stable across restarts (e.g. derived from the service's namespace/name) so a reconcile rewrites only what changed.
+ * Services as the load balancer's maps (see bpf/include/sluice_maps.h): each frontend (address, port, protocol) in
+ * sl_services points at a backend set's id; the set's Maglev table (sl_lb_maglev) lists backend ids; sl_backends
+ * holds their addresses. `LbProgrammer` turns whole services into those entries and keeps them in step, one service
+ * at a time, in the order that never leaves a frontend pointing at something unwritten: backends, tables,
+ * frontends, then what the service no longer has (frontends, tables, backends no service uses any more).
+ *
+ * Ids are chosen here and never reused while the process lives; on start they are read back from the maps
+ * (`seed`), because connection-tracking entries name backends and backend sets by id: an id that changed across an
+ * agent restart would move established flows.
  */
-import type { BackendKey, BackendValue, L4Proto, ServiceKey, ServiceValue } from '@sluice/bpf';
+import { BE_F_LOCAL, BE_F_TERMINATING, MAGLEV_M, SVC_F_AFFINITY, SVC_F_DROP, SVC_F_EXTERNAL, type BackendValue, type L4Proto, type ServiceKey, type ServiceValue } from '@sluice/bpf';
 import type { Datapath } from './datapath.ts';
-import type { MapMetrics } from './metrics.ts';
-import { reconcile, type ReconcileResult } from './reconcile.ts';
 
-export interface ServiceSpec {
-  id: number;
+export interface LbBackend {
+  ip: string;
+  port: number;
+  /** EndpointSlice conditions. */
+  ready: boolean;
+  serving: boolean;
+  terminating: boolean;
+  /** A pod of this node. */
+  local: boolean;
+}
+
+/** The backends one group of frontends balances over (a service port, with a traffic policy applied). */
+export interface LbBackendSet {
+  /** Unique and stable, e.g. "default/web:http/TCP:internal". */
+  name: string;
+  backends: LbBackend[];
+  /** sessionAffinity ClientIP timeout in seconds; 0: none. */
+  affinityTimeout: number;
+  /** A Local traffic policy left no backend here while the service has some elsewhere: drop (kube-proxy's rule). */
+  dropWhenEmpty: boolean;
+}
+
+export interface LbFrontend {
+  /** '0.0.0.0' for a NodePort (every address of the node). */
   vip: string;
   port: number;
   proto: L4Proto;
-  backends: Array<{ ip: string; port: number }>;
+  /** NodePort, externalIP or load-balancer address. */
+  external: boolean;
+  /** Name of the backend set in the same service. */
+  set: string;
 }
 
-export function serviceEntries(services: Iterable<ServiceSpec>): {
-  services: Array<[ServiceKey, ServiceValue]>;
-  backends: Array<[BackendKey, BackendValue]>;
-} {
-  const out = { services: [] as Array<[ServiceKey, ServiceValue]>, backends: [] as Array<[BackendKey, BackendValue]> };
-  for (const s of services) {
-    out.services.push([{ vip: s.vip, port: s.port, proto: s.proto }, { id: s.id, count: s.backends.length }]);
-    s.backends.forEach((b, slot) => out.backends.push([{ serviceId: s.id, slot }, { ip: b.ip, port: b.port }]));
-  }
-  return out;
+export interface LbService {
+  frontends: LbFrontend[];
+  sets: LbBackendSet[];
 }
 
 /**
- * Backends first, then services: a service never points at slots that are not written yet. (A shrinking service
- * briefly keeps its old count while its last slots are deleted; those packets fall through to the stack.)
+ * Which backends take new connections (Kubernetes' rule): the ready ones; when none is ready, the serving ones that
+ * are terminating. Returned sorted, so every node computes the same Maglev table.
  */
-export function reconcileServices(dp: Pick<Datapath, 'maps'>, services: Iterable<ServiceSpec>, metrics?: MapMetrics): [ReconcileResult, ReconcileResult] {
-  const entries = serviceEntries(services);
-  const backends = reconcile(dp.maps.backends, entries.backends, metrics);
-  return [reconcile(dp.maps.services, entries.services, metrics), backends];
+export function activeBackends(backends: readonly LbBackend[]): LbBackend[] {
+  let active = backends.filter((b) => b.ready && !b.terminating);
+  if (!active.length) active = backends.filter((b) => b.serving && b.terminating);
+  return active.sort((a, b) => (a.ip === b.ip ? a.port - b.port : a.ip < b.ip ? -1 : 1));
+}
+
+/** Backends that keep their connections: everything ready, serving or terminating (not the never-ready ones). */
+function keptBackends(backends: readonly LbBackend[]): LbBackend[] {
+  return backends.filter((b) => b.ready || b.serving || b.terminating);
+}
+
+function fnv1a(text: string, seed: number): number {
+  let h = (0x811c9dc5 ^ seed) >>> 0;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  return h >>> 0;
+}
+
+/**
+ * Maglev's lookup table (Eisenbud et al., NSDI '16): each backend walks its own permutation of the m slots (offset
+ * and skip from two hashes of its name) and takes turns claiming the next free slot, so every backend gets m/n
+ * slots ±1 and removing one backend moves only (about) its own slots. `backends`: names and the ids to store.
+ */
+export function maglevTable(backends: ReadonlyArray<{ name: string; id: number }>, m = MAGLEV_M): Uint32Array {
+  const table = new Uint32Array(m);
+  const n = backends.length;
+  if (!n) return table;
+  const sorted = [...backends].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const offset = new Uint32Array(n);
+  const skip = new Uint32Array(n);
+  const next = new Uint32Array(n);
+  for (let i = 0; i < n; i++) {
+    offset[i] = fnv1a(sorted[i]!.name, 0) % m;
+    skip[i] = (fnv1a(sorted[i]!.name, 0x9e3779b9) % (m - 1)) + 1;
+  }
+  const filled = new Uint8Array(m);
+  let count = 0;
+  for (;;) {
+    for (let i = 0; i < n; i++) {
+      let c = (offset[i]! + next[i]! * skip[i]!) % m;
+      while (filled[c]) {
+        next[i]!++;
+        c = (offset[i]! + next[i]! * skip[i]!) % m;
+      }
+      table[c] = sorted[i]!.id;
+      filled[c] = 1;
+      next[i]!++;
+      if (++count === m) return table;
+    }
+  }
+}
+
+const frontendId = (k: ServiceKey) => `${k.vip}:${k.port}/${k.proto}`;
+const backendName = (ip: string, port: number) => `${ip}:${port}`;
+
+interface Compiled {
+  /** JSON of the input, to skip recompiling an unchanged service in a full pass. */
+  input: string;
+  frontends: Map<string, [ServiceKey, ServiceValue]>;
+  tables: Map<number, Uint32Array>;
+  backends: Map<number, BackendValue>;
+}
+
+export interface LbPruneResult {
+  /** Services whose entries are missing or differ in the maps (apply them again). */
+  outOfDate: string[];
+  /** Map entries removed because no desired service has them. */
+  removed: { frontends: number; tables: number; backends: number };
+}
+
+function sameTable(a: Uint32Array | undefined, b: Uint32Array): boolean {
+  if (!a || a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+const sameBackend = (a: BackendValue | undefined, b: BackendValue) => !!a && a.ip === b.ip && a.port === b.port && a.flags === b.flags;
+const sameFrontend = (a: ServiceValue | undefined, b: ServiceValue) => !!a && a.id === b.id && a.count === b.count && a.flags === b.flags && a.affinityTimeout === b.affinityTimeout;
+
+export class LbProgrammer {
+  private readonly programmed = new Map<string, Compiled>();
+  private readonly backendRefs = new Map<number, number>();
+  private readonly backendIds = new Map<string, number>();
+  private readonly setIds = new Map<string, number>();
+  /** Frontend → set id found in the maps at seed time, claimed by the first set that has that frontend. */
+  private readonly seededFrontends = new Map<string, number>();
+  private readonly claimedSetIds = new Set<number>();
+  private nextBackendId = 1;
+  private nextSetId = 1;
+
+  constructor(private readonly dp: Pick<Datapath, 'maps'>) {}
+
+  /** Reads ids back from the maps (call once, before the first apply or prune). */
+  seed(): void {
+    for (const [k, v] of this.dp.maps.backends.entries()) {
+      this.backendIds.set(backendName(v.ip, v.port), k.id);
+      this.nextBackendId = Math.max(this.nextBackendId, k.id + 1);
+    }
+    for (const [k, v] of this.dp.maps.services.entries()) {
+      this.seededFrontends.set(frontendId(k), v.id);
+      this.nextSetId = Math.max(this.nextSetId, v.id + 1);
+    }
+    for (const [id] of this.dp.maps.maglev.entries()) this.nextSetId = Math.max(this.nextSetId, id + 1);
+  }
+
+  private backendId(ip: string, port: number): number {
+    const name = backendName(ip, port);
+    let id = this.backendIds.get(name);
+    if (id === undefined) {
+      id = this.nextBackendId++;
+      this.backendIds.set(name, id);
+    }
+    return id;
+  }
+
+  private setId(name: string, frontends: readonly ServiceKey[]): number {
+    let id = this.setIds.get(name);
+    if (id !== undefined) return id;
+    for (const f of frontends) {
+      const seeded = this.seededFrontends.get(frontendId(f));
+      if (seeded !== undefined && !this.claimedSetIds.has(seeded)) {
+        id = seeded;
+        break;
+      }
+    }
+    id ??= this.nextSetId++;
+    this.claimedSetIds.add(id);
+    this.setIds.set(name, id);
+    return id;
+  }
+
+  /** The entries one service needs on this node. */
+  compile(svc: LbService): Compiled {
+    const out: Compiled = { input: JSON.stringify(svc), frontends: new Map(), tables: new Map(), backends: new Map() };
+    for (const set of svc.sets) {
+      const keys = svc.frontends.filter((f) => f.set === set.name).map((f) => ({ vip: f.vip, port: f.port, proto: f.proto }));
+      if (!keys.length) continue;
+      const id = this.setId(set.name, keys);
+      for (const b of keptBackends(set.backends)) {
+        const flags = (b.local ? BE_F_LOCAL : 0) | (b.terminating || !(b.ready || b.serving) ? BE_F_TERMINATING : 0);
+        out.backends.set(this.backendId(b.ip, b.port), { ip: b.ip, port: b.port, flags });
+      }
+      const active = activeBackends(set.backends);
+      if (active.length) out.tables.set(id, maglevTable(active.map((b) => ({ name: backendName(b.ip, b.port), id: this.backendId(b.ip, b.port) }))));
+      for (const f of svc.frontends) {
+        if (f.set !== set.name) continue;
+        const flags = (f.external ? SVC_F_EXTERNAL : 0) | (set.affinityTimeout ? SVC_F_AFFINITY : 0) | (set.dropWhenEmpty && !active.length ? SVC_F_DROP : 0);
+        const key = { vip: f.vip, port: f.port, proto: f.proto };
+        out.frontends.set(frontendId(key), [key, { id, count: Math.min(active.length, 0xffff), flags, affinityTimeout: set.affinityTimeout }]);
+      }
+    }
+    return out;
+  }
+
+
+  /** Programs one service (`undefined`: removes it). Throws when a map write fails; applying again is safe. */
+  apply(key: string, svc: LbService | undefined): void {
+    const old = this.programmed.get(key);
+    const next = svc ? this.compile(svc) : undefined;
+    const maps = this.dp.maps;
+    if (next) {
+      const backends = [...next.backends].filter(([id, v]) => !sameBackend(old?.backends.get(id), v));
+      maps.backends.upsertBatch(backends.map(([id, v]) => [{ id }, v] as const));
+      const tables = [...next.tables].filter(([id, t]) => !sameTable(old?.tables.get(id), t));
+      maps.maglev.upsertBatch(tables);
+      const frontends = [...next.frontends.values()].filter(([k, v]) => !sameFrontend(old?.frontends.get(frontendId(k))?.[1], v));
+      maps.services.upsertBatch(frontends);
+    }
+    if (old) {
+      maps.services.deleteBatch([...old.frontends].filter(([id]) => !next?.frontends.has(id)).map(([, [k]]) => k));
+      maps.maglev.deleteBatch([...old.tables.keys()].filter((id) => !next?.tables.has(id)));
+    }
+    const released: number[] = [];
+    for (const id of next?.backends.keys() ?? []) if (!old?.backends.has(id)) this.backendRefs.set(id, (this.backendRefs.get(id) ?? 0) + 1);
+    for (const id of old?.backends.keys() ?? []) {
+      if (next?.backends.has(id)) continue;
+      const refs = (this.backendRefs.get(id) ?? 1) - 1;
+      if (refs > 0) this.backendRefs.set(id, refs);
+      else {
+        this.backendRefs.delete(id);
+        released.push(id);
+      }
+    }
+    if (released.length) maps.backends.deleteBatch(released.map((id) => ({ id })));
+    if (next) this.programmed.set(key, next);
+    else this.programmed.delete(key);
+  }
+
+  /**
+   * Compares the maps with every desired service: removes entries none of them has, returns the services whose
+   * entries are missing or differ (to apply again). Afterwards the programmer's idea of the maps is what they hold.
+   */
+  prune(desired: Iterable<readonly [string, LbService]>): LbPruneResult {
+    const wanted = new Map<string, Compiled>();
+    for (const [key, svc] of desired) {
+      const prev = this.programmed.get(key);
+      wanted.set(key, prev && prev.input === JSON.stringify(svc) ? prev : this.compile(svc));
+    }
+    const maps = this.dp.maps;
+    const haveFrontends = new Map(maps.services.entries().map(([k, v]) => [frontendId(k), [k, v] as const]));
+    const haveTables = new Map(maps.maglev.entries());
+    const haveBackends = new Map(maps.backends.entries().map(([k, v]) => [k.id, v]));
+    const wantFrontends = new Set<string>();
+    const wantTables = new Set<number>();
+    const wantBackends = new Set<number>();
+    const outOfDate: string[] = [];
+    this.programmed.clear();
+    this.backendRefs.clear();
+    for (const [key, c] of wanted) {
+      let current = true;
+      for (const [id, [, v]] of c.frontends) {
+        wantFrontends.add(id);
+        if (!sameFrontend(haveFrontends.get(id)?.[1], v)) current = false;
+      }
+      for (const [id, t] of c.tables) {
+        wantTables.add(id);
+        if (!sameTable(haveTables.get(id), t)) current = false;
+      }
+      for (const [id, v] of c.backends) {
+        wantBackends.add(id);
+        if (!sameBackend(haveBackends.get(id), v)) current = false;
+      }
+      if (!current) {
+        outOfDate.push(key);
+        continue;
+      }
+      this.programmed.set(key, c);
+      for (const id of c.backends.keys()) this.backendRefs.set(id, (this.backendRefs.get(id) ?? 0) + 1);
+    }
+    const extraFrontends = [...haveFrontends].filter(([id]) => !wantFrontends.has(id)).map(([, [k]]) => k);
+    const extraTables = [...haveTables.keys()].filter((id) => !wantTables.has(id));
+    const extraBackends = [...haveBackends.keys()].filter((id) => !wantBackends.has(id));
+    maps.services.deleteBatch(extraFrontends);
+    maps.maglev.deleteBatch(extraTables);
+    maps.backends.deleteBatch(extraBackends.map((id) => ({ id })));
+    return { outOfDate, removed: { frontends: extraFrontends.length, tables: extraTables.length, backends: extraBackends.length } };
+  }
+
+  /** Services programmed (status). */
+  get size(): number {
+    return this.programmed.size;
+  }
+}
+
+/** A ClusterIP-only service in one call (tests, benchmarks): every backend ready and on another node. */
+export function simpleService(name: string, vip: string, port: number, proto: L4Proto, backends: ReadonlyArray<{ ip: string; port: number; terminating?: boolean; local?: boolean }>): LbService {
+  return {
+    frontends: [{ vip, port, proto, external: false, set: name }],
+    sets: [
+      {
+        name,
+        affinityTimeout: 0,
+        dropWhenEmpty: false,
+        backends: backends.map((b) => ({ ip: b.ip, port: b.port, ready: !b.terminating, serving: true, terminating: !!b.terminating, local: !!b.local })),
+      },
+    ],
+  };
 }

@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { BPF_DIR } from '@sluice/bpf';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NetLab, ping, run, nsenterArgs } from '@sluice/netns';
-import { attachNode, detachNode, reconcileServices, detachTcInNetns, queryTc, inNetns, ifindex, loadDatapath, type Datapath } from '../src/index.ts';
+import { attachNode, detachNode, LbProgrammer, simpleService, detachTcInNetns, queryTc, inNetns, ifindex, loadDatapath, type Datapath } from '../src/index.ts';
 import { buildTopology, programMaps, setMode, type Node, type Pod } from './topology.ts';
 
 const PORT = 7070;
@@ -135,10 +135,14 @@ describe('datapath between pods (real kernel, real packets)', () => {
       const [n1, n2] = nodes as [Node, Node];
       const backends = [n1.pods[1]!, n2.pods[0]!];
       const vip = { ip: '10.96.0.10', name: 'svc' };
-      for (const node of nodes) {
+      const programmers = nodes.map((node) => {
         node.dp.maps.lbCt.deleteBatch(node.dp.maps.lbCt.entries().map(([k]) => k));
-        reconcileServices(node.dp, [{ id: 1, vip: vip.ip, port: 80, proto: 'tcp', backends: backends.map((b) => ({ ip: b.ip, port: PORT })) }]);
-      }
+        node.dp.maps.lbFwd.deleteBatch(node.dp.maps.lbFwd.entries().map(([k]) => k));
+        const lb = new LbProgrammer(node.dp);
+        lb.seed();
+        lb.apply('svc', simpleService('svc', vip.ip, 80, 'tcp', backends.map((b) => ({ ip: b.ip, port: PORT }))));
+        return lb;
+      });
       const before = nodes.map((n) => snapshot(n.dp));
       const clients = [n1.pods[0]!, n2.pods[1]!];
       const failures: string[] = [];
@@ -149,14 +153,18 @@ describe('datapath between pods (real kernel, real packets)', () => {
         expect(snapshot(node.dp).lbRevNat - before[i]!.lbRevNat).toBeGreaterThan(0n);
       }
       // Source ports vary, so both backends (same node and remote) were chosen.
-      const chosen = new Set(nodes.flatMap((n) => n.dp.maps.lbCt.entries().map(([k]) => k.backendIp)));
+      const chosen = new Set(nodes.flatMap((n) => n.dp.maps.lbCt.entries().map(([k]) => k.peerIp)));
       expect(chosen).toEqual(new Set(backends.map((b) => b.ip)));
-      // No backends: the service address is left alone (nothing listens there, so the connection fails).
-      for (const node of nodes) reconcileServices(node.dp, [{ id: 1, vip: vip.ip, port: 80, proto: 'tcp', backends: [] }]);
+      // Every flow has its forward entry, pinned to one of the backends.
+      expect(nodes.flatMap((n) => n.dp.maps.lbFwd.entries()).length).toBeGreaterThanOrEqual(clients.length * 6);
+      // No backends: the service rejects (TCP RST from the service address, counted), it does not blackhole.
+      nodes.forEach((_, i) => programmers[i]!.apply('svc', simpleService('svc', vip.ip, 80, 'tcp', [])));
+      const rejectsBefore = snapshot(n1.dp).lbReject;
       expect(await tcp(clients[0]!, vip, 80)).toBe(false);
-      for (const node of nodes) {
-        reconcileServices(node.dp, []);
-        expect(node.dp.maps.services.count() + node.dp.maps.backends.count()).toBe(0);
+      expect(snapshot(n1.dp).lbReject - rejectsBefore).toBeGreaterThan(0n);
+      for (const [i, node] of nodes.entries()) {
+        programmers[i]!.apply('svc', undefined);
+        expect(node.dp.maps.services.count() + node.dp.maps.backends.count() + node.dp.maps.maglev.count()).toBe(0);
       }
     });
   }

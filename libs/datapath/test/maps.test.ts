@@ -14,6 +14,7 @@ import {
   MapFullError,
   TC_ACT_OK,
   TC_ACT_REDIRECT,
+  TC_ACT_SHOT,
   decideHostRouting,
   ipv4Frame,
   loadDatapath,
@@ -203,9 +204,14 @@ describe('the kernel reads what the codecs write (BPF_PROG_TEST_RUN)', () => {
     const dp = loadDatapath({ pinDir: pinDir() });
     try {
       const fd = dp.programs.from_container!;
+      // The sender must be an endpoint on the device the packet came in on (BPF_PROG_TEST_RUN's is lo, ifindex 1).
+      dp.maps.endpoints.upsertBatch([[{ ip: '10.0.0.1' }, { ifindex: 1, flags: 0, mac: '02:aa:bb:cc:dd:01', nodeMac: '02:11:22:33:44:01' }]]);
       const before = dp.readCounters();
       // No config yet: legacy, the kernel stack would forward.
       expect(testRun(fd, ipv4Frame('10.0.0.1', '10.0.0.2')).retval).toBe(TC_ACT_OK);
+      // Any other source address is spoofed: dropped and counted, in either host-routing mode.
+      expect(testRun(fd, ipv4Frame('10.0.0.9', '10.0.0.2')).retval).toBe(TC_ACT_SHOT);
+      expect(dp.readCounters().dropSpoofed.packets - before.dropSpoofed.packets).toBe(1n);
       dp.setConfig({ bpfHostRouting: true, tunnel: false, nodeIp: '192.168.0.1', uplinkIfindex: 2, tunnelIfindex: 0, vni: 0, uplinkMac: '02:00:00:00:00:01' });
       dp.maps.endpoints.upsertBatch([[{ ip: '10.0.0.2' }, { ifindex: 9, flags: 0, mac: '02:aa:bb:cc:dd:ee', nodeMac: '02:11:22:33:44:55' }]]);
       const local = testRun(fd, ipv4Frame('10.0.0.1', '10.0.0.2'));
@@ -229,7 +235,7 @@ describe('the kernel reads what the codecs write (BPF_PROG_TEST_RUN)', () => {
       expect(after.fromContainerLocal.packets - before.fromContainerLocal.packets).toBe(1n);
       expect(dp.readCounters().fromContainerNeigh.packets - before.fromContainerNeigh.packets).toBe(2n);
       expect(after.fromContainerPass.packets - before.fromContainerPass.packets).toBe(2n);
-      expect(after.fromContainer.bytes - before.fromContainer.bytes).toBe(5n * BigInt(ipv4Frame('1.1.1.1', '1.1.1.1').length));
+      expect(after.fromContainer.bytes - before.fromContainer.bytes).toBe(6n * BigInt(ipv4Frame('1.1.1.1', '1.1.1.1').length));
       expect(COUNTERS.fromContainer).toBe(0);
     } finally {
       dp.close();

@@ -1,0 +1,209 @@
+/**
+ * The service load balancer in the kernel (BPF_PROG_TEST_RUN on the real programs, maps written by LbProgrammer):
+ * DNAT to a Maglev-chosen backend, the forward entry that pins it across backend changes and terminating, reject of
+ * a service without backends, NodePort with SNAT to a remote backend, hairpin; plus Maglev's own properties.
+ */
+import { randomBytes } from 'node:crypto';
+import { BE_F_TERMINATING, HAIRPIN_IP, MAGLEV_M } from '@sluice/bpf';
+import { afterAll, describe, expect, it } from 'vitest';
+import { activeBackends, LbProgrammer, loadDatapath, maglevTable, removePins, simpleService, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, testRun, type Datapath, type LbBackend, type LbService } from '../src/index.ts';
+
+const pinDirs: string[] = [];
+afterAll(() => {
+  for (const d of pinDirs) removePins(d);
+});
+
+function load(): Datapath {
+  const dir = `/sys/fs/bpf/sluice/test-svc-${randomBytes(4).toString('hex')}`;
+  pinDirs.push(dir);
+  return loadDatapath({ pinDir: dir });
+}
+
+/** Ethernet + IPv4 + TCP (SYN unless flags given) or UDP. */
+function frame(proto: 'tcp' | 'udp', src: string, sport: number, dst: string, dport: number, tcpFlags = 0x02): Buffer {
+  const l4 = proto === 'tcp' ? 20 : 8;
+  const buf = Buffer.alloc(14 + 20 + l4 + 4);
+  buf.writeUInt16BE(0x0800, 12);
+  buf[14] = 0x45;
+  buf.writeUInt16BE(20 + l4 + 4, 16);
+  buf[22] = 64;
+  buf[23] = proto === 'tcp' ? 6 : 17;
+  const put = (ip: string, off: number) => ip.split('.').forEach((o, i) => (buf[off + i] = Number(o)));
+  put(src, 26);
+  put(dst, 30);
+  buf.writeUInt16BE(sport, 34);
+  buf.writeUInt16BE(dport, 36);
+  if (proto === 'tcp') {
+    buf.writeUInt32BE(1000, 38);
+    buf[46] = 5 << 4;
+    buf[47] = tcpFlags;
+  } else buf.writeUInt16BE(8 + 4, 38);
+  return buf;
+}
+const ip = (b: Buffer, off: number) => `${b[off]}.${b[off + 1]}.${b[off + 2]}.${b[off + 3]}`;
+const dstOf = (b: Buffer) => `${ip(b, 30)}:${b.readUInt16BE(36)}`;
+const srcOf = (b: Buffer) => `${ip(b, 26)}:${b.readUInt16BE(34)}`;
+
+const CLIENT = '10.0.0.1';
+const VIP = '10.96.0.10';
+const NODE_IP = '192.168.0.1';
+
+function setup(): { dp: Datapath; lb: LbProgrammer; fromContainer: number; fromNetdev: number } {
+  const dp = load();
+  dp.setConfig({ bpfHostRouting: false, tunnel: false, nodeIp: NODE_IP, uplinkIfindex: 0, tunnelIfindex: 0, vni: 0, uplinkMac: '02:00:00:00:00:01' });
+  // The client pod, on BPF_PROG_TEST_RUN's device (lo, ifindex 1), so from_container's source check passes.
+  dp.maps.endpoints.upsertBatch([[{ ip: CLIENT }, { ifindex: 1, flags: 0, mac: '02:aa:bb:cc:dd:01', nodeMac: '02:11:22:33:44:01' }]]);
+  const lb = new LbProgrammer(dp);
+  lb.seed();
+  return { dp, lb, fromContainer: dp.programs.from_container!, fromNetdev: dp.programs.from_netdev! };
+}
+
+const backends = (n: number, from = 1) => Array.from({ length: n }, (_, i) => ({ ip: `10.1.0.${from + i}`, port: 8080 }));
+
+describe('Maglev', () => {
+  it('spreads slots evenly and moves only the removed backend’s slots', () => {
+    const named = Array.from({ length: 10 }, (_, i) => ({ name: `10.1.0.${i + 1}:8080`, id: i + 1 }));
+    const table = maglevTable(named);
+    const counts = new Map<number, number>();
+    for (const id of table) counts.set(id, (counts.get(id) ?? 0) + 1);
+    expect(counts.size).toBe(10);
+    for (const c of counts.values()) expect(Math.abs(c - MAGLEV_M / 10)).toBeLessThanOrEqual(1);
+    // Input order does not matter (every node computes the same table).
+    expect(maglevTable([...named].reverse())).toEqual(table);
+    const smaller = maglevTable(named.filter((b) => b.id !== 4));
+    let moved = 0;
+    for (let i = 0; i < MAGLEV_M; i++) if (table[i] !== 4 && smaller[i] !== table[i]) moved++;
+    // Maglev is not perfectly minimal-disruption, but nearly: a few percent of the other slots at most.
+    expect(moved / MAGLEV_M).toBeLessThan(0.05);
+  });
+
+  it('takes ready backends; terminating-but-serving ones only when none is ready', () => {
+    const b = (ip: string, ready: boolean, serving: boolean, terminating: boolean): LbBackend => ({ ip, port: 80, ready, serving, terminating, local: false });
+    expect(activeBackends([b('10.0.0.2', true, true, false), b('10.0.0.1', false, true, true)]).map((x) => x.ip)).toEqual(['10.0.0.2']);
+    expect(activeBackends([b('10.0.0.2', false, false, true), b('10.0.0.1', false, true, true)]).map((x) => x.ip)).toEqual(['10.0.0.1']);
+    expect(activeBackends([b('10.0.0.1', false, false, false)])).toEqual([]);
+  });
+});
+
+describe('the service path in the kernel (BPF_PROG_TEST_RUN)', () => {
+  it('DNATs a new flow to a Maglev backend and keeps it there across scaling and terminating', () => {
+    const { dp, lb, fromContainer } = setup();
+    try {
+      lb.apply('web', simpleService('web', VIP, 80, 'tcp', backends(3)));
+      const first = testRun(fromContainer, frame('tcp', CLIENT, 40000, VIP, 80));
+      expect(first.retval).toBe(TC_ACT_OK);
+      const chosen = dstOf(first.dataOut);
+      expect(chosen).toMatch(/^10\.1\.0\.[123]:8080$/);
+      // The same flow again, after scaling up to 10 backends: still the same backend (forward entry).
+      lb.apply('web', simpleService('web', VIP, 80, 'tcp', backends(10)));
+      const before = dp.readCounters().lbCtHit.packets;
+      expect(dstOf(testRun(fromContainer, frame('tcp', CLIENT, 40000, VIP, 80, 0x10)).dataOut)).toBe(chosen);
+      expect(dp.readCounters().lbCtHit.packets - before).toBe(1n);
+      // Its backend turns terminating: the flow stays; new flows never pick it while others serve.
+      const chosenIp = chosen.split(':')[0]!;
+      lb.apply('web', simpleService('web', VIP, 80, 'tcp', backends(10).map((b) => ({ ...b, terminating: b.ip === chosenIp }))));
+      expect(dp.maps.backends.entries().find(([, v]) => v.ip === chosenIp)?.[1].flags).toBe(BE_F_TERMINATING);
+      expect(dstOf(testRun(fromContainer, frame('tcp', CLIENT, 40000, VIP, 80, 0x10)).dataOut)).toBe(chosen);
+      const fresh = new Set<string>();
+      for (let p = 41000; p < 41200; p++) fresh.add(dstOf(testRun(fromContainer, frame('tcp', CLIENT, p, VIP, 80)).dataOut));
+      expect(fresh.has(chosen)).toBe(false);
+      // Fair: 200 new flows over 9 serving backends reach all of them.
+      expect(fresh.size).toBe(9);
+      // The reply is translated back to the service address.
+      const [bip, bport] = chosen.split(':');
+      const reply = testRun(dp.programs.to_container!, frame('tcp', bip!, Number(bport), CLIENT, 40000, 0x12));
+      expect(srcOf(reply.dataOut)).toBe(`${VIP}:80`);
+    } finally {
+      dp.close();
+    }
+  });
+
+  it('rejects when a service has no backend: TCP RST and ICMP port unreachable from the service address', () => {
+    const { dp, lb, fromContainer } = setup();
+    try {
+      lb.apply('empty', { frontends: [{ vip: VIP, port: 80, proto: 'tcp', external: false, set: 's' }, { vip: VIP, port: 53, proto: 'udp', external: false, set: 's' }], sets: [{ name: 's', backends: [], affinityTimeout: 0, dropWhenEmpty: false }] });
+      const rst = testRun(fromContainer, frame('tcp', CLIENT, 40000, VIP, 80));
+      expect(rst.retval).toBe(TC_ACT_REDIRECT);
+      expect(srcOf(rst.dataOut)).toBe(`${VIP}:80`);
+      expect(dstOf(rst.dataOut)).toBe(`${CLIENT}:40000`);
+      expect(rst.dataOut[47]! & 0x14).toBe(0x14); // RST|ACK
+      expect(rst.dataOut.readUInt32BE(42)).toBe(1000 + 4 + 1); // acknowledges the SYN and its 4 payload bytes
+      const icmp = testRun(fromContainer, frame('udp', CLIENT, 40001, VIP, 53));
+      expect(icmp.retval).toBe(TC_ACT_REDIRECT);
+      expect(icmp.dataOut[23]).toBe(1);
+      expect([icmp.dataOut[34], icmp.dataOut[35]]).toEqual([3, 3]);
+      expect(ip(icmp.dataOut, 26)).toBe(VIP);
+      // The quoted original: the client's own datagram to the service.
+      expect(ip(icmp.dataOut, 42 + 16)).toBe(VIP);
+      expect(icmp.dataOut.readUInt16BE(42 + 20)).toBe(40001);
+      expect(dp.readCounters().lbReject.packets).toBe(2n);
+      // A Local policy without a local backend drops instead (kube-proxy's rule: other nodes do not answer).
+      lb.apply('empty', { frontends: [{ vip: VIP, port: 80, proto: 'tcp', external: true, set: 's' }], sets: [{ name: 's', backends: [], affinityTimeout: 0, dropWhenEmpty: true }] });
+      expect(testRun(fromContainer, frame('tcp', CLIENT, 40002, VIP, 80)).retval).toBe(TC_ACT_SHOT);
+      expect(dp.readCounters().lbDropLocal.packets).toBe(1n);
+    } finally {
+      dp.close();
+    }
+  });
+
+  it('NodePort from the network: a remote backend gets SNAT to the node, its reply goes back to the client', () => {
+    const { dp, lb, fromNetdev } = setup();
+    try {
+      const svc: LbService = {
+        frontends: [{ vip: '0.0.0.0', port: 30080, proto: 'tcp', external: true, set: 'np' }],
+        sets: [{ name: 'np', backends: [{ ip: '10.1.0.7', port: 8080, ready: true, serving: true, terminating: false, local: false }], affinityTimeout: 0, dropWhenEmpty: false }],
+      };
+      lb.apply('np', svc);
+      const out = testRun(fromNetdev, frame('tcp', '192.168.0.200', 50000, NODE_IP, 30080));
+      expect(out.retval).toBe(TC_ACT_OK);
+      expect(dstOf(out.dataOut)).toBe('10.1.0.7:8080');
+      expect(srcOf(out.dataOut)).toBe(`${NODE_IP}:50000`);
+      // The backend's reply to the node: back to the real client, from the node's NodePort.
+      const back = testRun(fromNetdev, frame('tcp', '10.1.0.7', 8080, NODE_IP, 50000, 0x12));
+      expect(srcOf(back.dataOut)).toBe(`${NODE_IP}:30080`);
+      expect(dstOf(back.dataOut)).toBe('192.168.0.200:50000');
+      // A second client using the same port towards the same backend gets another NAT port.
+      const other = testRun(fromNetdev, frame('tcp', '192.168.0.201', 50000, NODE_IP, 30080));
+      expect(srcOf(other.dataOut)).not.toBe(`${NODE_IP}:50000`);
+      // Not for this node's address: left alone.
+      expect(dstOf(testRun(fromNetdev, frame('tcp', '192.168.0.200', 50001, '192.168.0.2', 30080)).dataOut)).toBe('192.168.0.2:30080');
+    } finally {
+      dp.close();
+    }
+  });
+
+  it('hairpin: a pod reaching itself through its service sees the hairpin address, and its reply returns', () => {
+    const { dp, lb, fromContainer } = setup();
+    try {
+      lb.apply('self', simpleService('self', VIP, 80, 'tcp', [{ ip: CLIENT, port: 8080, local: true }]));
+      const out = testRun(fromContainer, frame('tcp', CLIENT, 40000, VIP, 80));
+      expect(dstOf(out.dataOut)).toBe(`${CLIENT}:8080`);
+      expect(srcOf(out.dataOut)).toBe(`${HAIRPIN_IP}:40000`);
+      const reply = testRun(fromContainer, frame('tcp', CLIENT, 8080, HAIRPIN_IP, 40000, 0x12));
+      expect(srcOf(reply.dataOut)).toBe(`${VIP}:80`);
+      expect(dstOf(reply.dataOut)).toBe(`${CLIENT}:40000`);
+    } finally {
+      dp.close();
+    }
+  });
+
+  it('restart: a new programmer reads the ids back, so the maps need no writes and flows keep their backend', () => {
+    const { dp, lb, fromContainer } = setup();
+    try {
+      const svc = simpleService('web', VIP, 80, 'tcp', backends(4));
+      lb.apply('web', svc);
+      const chosen = dstOf(testRun(fromContainer, frame('tcp', CLIENT, 40000, VIP, 80)).dataOut);
+      const again = new LbProgrammer(dp);
+      again.seed();
+      expect(again.prune([['web', svc]])).toEqual({ outOfDate: [], removed: { frontends: 0, tables: 0, backends: 0 } });
+      expect(dstOf(testRun(fromContainer, frame('tcp', CLIENT, 40000, VIP, 80, 0x10)).dataOut)).toBe(chosen);
+      // Drift: a deleted table is reported out of date; entries of services that are gone are removed.
+      dp.maps.maglev.deleteBatch(dp.maps.maglev.entries().map(([k]) => k));
+      expect(again.prune([['web', svc]]).outOfDate).toEqual(['web']);
+      again.apply('web', svc);
+      expect(again.prune([]).removed).toEqual({ frontends: 1, tables: 1, backends: 4 });
+    } finally {
+      dp.close();
+    }
+  });
+});
