@@ -4,11 +4,15 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 
 export { Counter, Gauge, Histogram, Registry } from 'prom-client';
 
-/** A registry per process (or per simulated agent), with Node's default process metrics when asked. */
+/**
+ * A registry per process (or per simulated agent), with Node's default metrics when asked, under their standard
+ * names (process_cpu_seconds_total, nodejs_heap_size_used_bytes, ...) so that the usual dashboards and alerts on
+ * Node processes work; the `job` label tells the components apart.
+ */
 export function createRegistry(options: { defaultMetrics?: boolean; labels?: Record<string, string> } = {}): Registry {
   const registry = new Registry();
   if (options.labels) registry.setDefaultLabels(options.labels);
-  if (options.defaultMetrics) collectDefaultMetrics({ register: registry, prefix: 'sluice_' });
+  if (options.defaultMetrics) collectDefaultMetrics({ register: registry });
   return registry;
 }
 
@@ -65,9 +69,11 @@ export async function startStatusServer(options: StatusServerOptions): Promise<S
     server.listen(options.port ?? 0, options.host ?? '127.0.0.1', () => resolve());
   });
   const address = server.address() as AddressInfo;
+  // A wildcard listener (0.0.0.0, ::) is reached on the loopback from this host; an IPv6 address needs brackets.
+  const host = address.address === '0.0.0.0' ? '127.0.0.1' : address.address === '::' ? '::1' : address.address;
   return {
     server,
-    url: `http://${address.address}:${address.port}`,
+    url: `http://${host.includes(':') ? `[${host}]` : host}:${address.port}`,
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
 }

@@ -24,4 +24,21 @@ describe('startStatusServer', () => {
     expect(await (await fetch(`${server.url}/status`)).json()).toEqual({ synced: true });
     expect((await fetch(`${server.url}/nope`)).status).toBe(404);
   });
+
+  it('binds the host it is given, a routable one too, and says where it listens', async () => {
+    server = await startStatusServer({ registry: createRegistry(), host: '0.0.0.0' });
+    expect((server.server.address() as { address: string }).address).toBe('0.0.0.0');
+    expect(server.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
+  });
+});
+
+describe('createRegistry', () => {
+  it("exports Node's default metrics under their standard names", async () => {
+    const text = await createRegistry({ defaultMetrics: true }).metrics();
+    for (const name of ['process_cpu_seconds_total', 'process_resident_memory_bytes', 'nodejs_heap_size_used_bytes', 'nodejs_eventloop_lag_seconds']) {
+      expect(text).toMatch(new RegExp(`^# TYPE ${name} `, 'm'));
+    }
+    expect(text).not.toMatch(/^# TYPE sluice_(process|nodejs)_/m);
+  });
 });

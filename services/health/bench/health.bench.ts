@@ -159,7 +159,7 @@ export default async function health(): Promise<Figure[]> {
     /** The service's event-loop delay since the last call (prom-client resets its histogram at every scrape). */
     const loopDelay = async () => {
       const text = await (await fetch(`http://127.0.0.1:${statusPort}/metrics`)).text();
-      const value = (name: string) => Number(new RegExp(`^sluice_nodejs_eventloop_lag_${name}_seconds (\\S+)$`, 'm').exec(text)?.[1]) * 1000;
+      const value = (name: string) => Number(new RegExp(`^nodejs_eventloop_lag_${name}_seconds (\\S+)$`, 'm').exec(text)?.[1]) * 1000;
       return { p99: value('p99'), max: value('max') };
     };
 

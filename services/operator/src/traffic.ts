@@ -19,7 +19,7 @@ export function trackApiTraffic(origin: URL, registry: Registry): ApiTraffic {
   const bytesIn = () => closedBytes + [...sockets].reduce((sum, s) => sum + s.bytesRead, 0);
 
   new Counter({
-    name: 'sluice_operator_kube_bytes_in_total',
+    name: 'sluice_operator_kube_received_bytes_total',
     help: 'Bytes read from the Kubernetes API server',
     registers: [registry],
     collect() {

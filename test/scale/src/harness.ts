@@ -46,7 +46,7 @@ function operatorMetrics(text: string | undefined): OperatorMetrics | undefined 
     kubeEvents: metricValue(text, 'sluice_operator_kube_events_total'),
     nodeEvents: metricValue(text, 'sluice_operator_kube_events_total', { kind: 'Node' }),
     podEvents: metricValue(text, 'sluice_operator_kube_events_total', { kind: 'Pod' }),
-    bytesIn: metricValue(text, 'sluice_operator_kube_bytes_in_total'),
+    bytesIn: metricValue(text, 'sluice_operator_kube_received_bytes_total'),
     writes: metricValue(text, 'sluice_kv_writes_total'),
     skipped: metricValue(text, 'sluice_kv_writes_skipped_total'),
     deletes: metricValue(text, 'sluice_kv_deletes_total'),
