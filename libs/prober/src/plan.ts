@@ -17,6 +17,12 @@ export interface PlanOptions {
   probeTimeoutMs?: number;
   /** How long results wait in the reporter before they are sent. */
   flushMs?: number;
+  /**
+   * Slots per round kept for re-probing a peer whose last round failed (every host probe): it tells a lost probe
+   * from a broken path within a round instead of waiting for the ring to bring the pair round again (at 5,000 nodes
+   * a given pair is probed about once every 20 minutes). Counted in the rate budget, used only after a failure.
+   */
+  recheckSlots?: number;
 }
 
 export const PLAN_DEFAULTS: Required<PlanOptions> = {
@@ -26,6 +32,7 @@ export const PLAN_DEFAULTS: Required<PlanOptions> = {
   confirmations: 3,
   probeTimeoutMs: 1000,
   flushMs: 1000,
+  recheckSlots: 1,
 };
 
 /** Timers, spawning ping, the gRPC report and the aggregator's work, end to end. */
@@ -37,11 +44,13 @@ export interface ProbePlan {
   fanout: number;
   /** Length of one round. */
   intervalMs: number;
-  /** Gap between two probes of the same target (by different probers): intervalMs / fanout. */
+  /** Gap between two slots: intervalMs / (fanout + recheckSlots); the probes of one target are that far apart. */
   slotMs: number;
+  /** Re-probe slots at the end of each round (after the fanout's). */
+  recheckSlots: number;
   /** Distinct failing reporters needed to declare a node unreachable: min(confirmations, fanout). */
   quorum: number;
-  /** Probes a node sends per second. */
+  /** Probes a node sends per second at most (re-probe slots used). */
   probesPerSecond: number;
   /** Worst-case time from a node failing to the quorum's failures reaching the aggregator. */
   detectionMs: number;
@@ -57,21 +66,24 @@ export function fanout(n: number): number {
 export function probePlan(n: number, options: PlanOptions = {}): ProbePlan {
   const o = { ...PLAN_DEFAULTS, ...options };
   const k = fanout(n);
-  const intervalMs = Math.max(o.minIntervalMs, Math.ceil((k * o.probesPerPeer * 1000) / o.maxProbeRate));
+  const recheck = k > 0 ? o.recheckSlots : 0;
+  const slots = k + recheck;
+  const intervalMs = Math.max(o.minIntervalMs, Math.ceil((slots * o.probesPerPeer * 1000) / o.maxProbeRate));
   const quorum = Math.max(1, Math.min(o.confirmations, k));
-  const slotMs = k > 0 ? intervalMs / k : intervalMs;
+  const slotMs = slots > 0 ? intervalMs / slots : intervalMs;
   return {
     n,
     fanout: k,
     intervalMs,
     slotMs,
+    recheckSlots: recheck,
     quorum,
-    probesPerSecond: k > 0 ? (k * o.probesPerPeer * 1000) / intervalMs : 0,
-    // The probes of one target are evenly spaced slotMs apart and, within a round, come from distinct probers (see
-    // README). A round boundary may repeat up to quorum−1 probers, so quorum distinct failures arrive within
-    // 2·quorum−1 slots of the failure; then the probe's timeout, the reporter's flush and a margin for timers,
+    probesPerSecond: slots > 0 ? (slots * o.probesPerPeer * 1000) / intervalMs : 0,
+    // The probes of one target are spaced slotMs apart (a round's re-probe slots at its end add at most that many
+    // slots) and, within a round, come from distinct probers (see README). A round boundary may repeat up to
+    // quorum−1 probers, so quorum distinct failures arrive within 2·quorum−1+recheck slots of the failure; then the probe's timeout, the reporter's flush and a margin for timers,
     // process spawning and transport.
-    detectionMs: Math.ceil((2 * quorum - 1) * slotMs + o.probeTimeoutMs + o.flushMs + PROCESSING_MARGIN_MS),
+    detectionMs: Math.ceil((2 * quorum - 1 + recheck) * slotMs + o.probeTimeoutMs + o.flushMs + PROCESSING_MARGIN_MS),
     pairCoverageRounds: k > 0 ? (n - 1) / k : 0,
   };
 }

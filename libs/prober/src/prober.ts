@@ -63,6 +63,8 @@ export class Prober {
   /** When the sink started failing (undefined while it works). */
   private failingSince: number | undefined;
   private inFlight = new Set<Promise<void>>();
+  /** Peers whose last round failed on every host probe, oldest first: re-probed in the rounds' re-probe slots. */
+  private readonly rechecks = new Set<string>();
   currentPlan: ProbePlan;
 
   constructor(options: ProberOptions) {
@@ -109,15 +111,33 @@ export class Prober {
     const { plan, round, peers } = this.peersAt(now);
     this.currentPlan = plan;
     const roundStart = round * plan.intervalMs;
-    const slot = Math.min(plan.fanout - 1, Math.floor((now - roundStart) / plan.slotMs));
+    const slots = plan.fanout + plan.recheckSlots;
+    const slot = Math.min(slots - 1, Math.floor((now - roundStart) / plan.slotMs));
     const key = `${plan.intervalMs}:${round}:${slot}`;
-    const peer = slot >= 0 ? peers[slot] : undefined;
+    const peer = slot < 0 ? undefined : slot < plan.fanout ? peers[slot] : this.nextRecheck(peers);
     if (peer && key !== this.lastSlot) {
       this.lastSlot = key;
       this.track(this.probePeer(peer).then((results) => this.enqueue(results)));
     }
-    const next = slot + 1 < plan.fanout ? roundStart + (slot + 1) * plan.slotMs : roundStart + plan.intervalMs;
+    const next = slot + 1 < slots ? roundStart + (slot + 1) * plan.slotMs : roundStart + plan.intervalMs;
     this.timer = setTimeout(() => this.tick(), Math.max(1, next - this.options.now()));
+  }
+
+  /** The peer waiting longest for a re-probe, not already probed in this round's own slots; moved to the back. */
+  private nextRecheck(roundPeers: readonly Peer[]): Peer | undefined {
+    const current = new Map(this.options.peers().map((p) => [p.name, p]));
+    for (const name of this.rechecks) {
+      const peer = current.get(name);
+      if (!peer) {
+        this.rechecks.delete(name);
+        continue;
+      }
+      if (roundPeers.some((p) => p.name === name)) continue;
+      this.rechecks.delete(name);
+      this.rechecks.add(name);
+      return peer;
+    }
+    return undefined;
   }
 
   private track(work: Promise<void>): void {
@@ -138,6 +158,9 @@ export class Prober {
       if (peer.endpointPort) probes.push(['PROBE_KIND_ENDPOINT_HTTP', peer.endpointIP, http(peer.endpointIP, peer.endpointPort, timeoutMs)]);
     }
     const outcomes = await Promise.all(probes.map(([, , outcome]) => outcome));
+    const hostOk = probes.some(([kind], i) => (kind === 'PROBE_KIND_HOST_ICMP' || kind === 'PROBE_KIND_HOST_HTTP') && outcomes[i]!.ok);
+    if (hostOk) this.rechecks.delete(peer.name);
+    else if (!this.rechecks.has(peer.name)) this.rechecks.add(peer.name);
     return probes.map(([kind, ip], i) => ({ target: peer.name, kind, ip, timeUnixMs: time, ...outcomes[i]! }));
   }
 

@@ -117,4 +117,43 @@ describe('Prober', () => {
     expect(lines.filter((l) => l.msg.startsWith('reporting probes failed'))).toHaveLength(1);
     expect(lines.filter((l) => l.msg === 'reporting probes works again')).toHaveLength(1);
   });
+
+  it('re-probes a peer whose round failed in the next round\'s re-probe slot, and stops once it answers', async () => {
+    const probed: Array<{ round: number; target: string }> = [];
+    let broken = true;
+    const peers = ['node-a', 'node-b', 'node-c', 'node-d', 'node-e'].map((name, i) => ({ name, hostIP: `127.0.1.${i + 1}` }));
+    const prober = new Prober({
+      node: 'node-a',
+      peers: () => peers,
+      sink: async () => undefined,
+      minIntervalMs: 300,
+      maxProbeRate: 1000,
+      icmp: async (ip) => {
+        const target = peers.find((p) => p.hostIP === ip)!.name;
+        probed.push({ round: Math.floor(Date.now() / prober.currentPlan.intervalMs), target });
+        return broken && target === 'node-e' ? { ok: false, rttUs: 0, error: 'Connection timed out' } : { ok: true, rttUs: 5, error: '' };
+      },
+    });
+    prober.start();
+    await expect.poll(() => new Set(probed.filter((p) => p.target === 'node-e').map((p) => p.round)).size, { timeout: 20_000, interval: 50 }).toBeGreaterThanOrEqual(4);
+    broken = false;
+    const fixedAt = probed.length;
+    await expect.poll(() => probed.length - fixedAt, { timeout: 20_000, interval: 50 }).toBeGreaterThanOrEqual(40);
+    await prober.stop();
+    expect(prober.currentPlan).toMatchObject({ fanout: 3, recheckSlots: 1 });
+    // While node-e failed, every round after its first failure probed it (the ring alone skips it in some rounds).
+    const failing = probed.slice(0, fixedAt).filter((p) => p.target === 'node-e').map((p) => p.round);
+    const first = Math.min(...failing);
+    const last = Math.max(...failing);
+    for (let r = first + 1; r <= last; r++) expect(failing).toContain(r);
+    // Never more than the fanout plus the re-probe slots in one round.
+    const perRound = new Map<number, number>();
+    for (const p of probed) perRound.set(p.round, (perRound.get(p.round) ?? 0) + 1);
+    expect(Math.max(...perRound.values())).toBeLessThanOrEqual(4);
+    // Once it answers, it is probed only when the ring brings it: some later rounds do without it.
+    const after = probed.slice(fixedAt + 8);
+    const rounds = new Set(after.map((p) => p.round));
+    const withE = new Set(after.filter((p) => p.target === 'node-e').map((p) => p.round));
+    expect(withE.size).toBeLessThan(rounds.size);
+  });
 });

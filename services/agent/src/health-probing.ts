@@ -2,10 +2,11 @@
  * Cluster health from this node (issue 7): the agent runs @sluice/prober's Prober for its node and reports to the
  * health service over ReportProbes.
  *
- * Peers: the nodes that have both a node record and a health record (HealthEndpointRecord) in etcd — the same set
- * the health service counts, so that both compute the same fanout and quorum; a node without an agent (a simulated
- * node) is not probed. A separate lightweight watch of those two prefixes (AgentCore keeps no SlimNode records and
- * no health records, and the prober needs both).
+ * Peers: every node record in etcd — the same set the health service counts, so that both compute the same fanout
+ * and quorum — with its agent's health record (HealthEndpointRecord) when there is one: a node whose agent is gone
+ * is still probed over ICMP (host and health endpoint), so that the cluster sees "agent not running" or unreachable
+ * instead of losing the node. A separate lightweight watch of those two prefixes (AgentCore keeps no SlimNode
+ * records and no health records, and the prober needs both).
  *
  * Where probes come from: the node's network namespace, like the pods' traffic. ICMP runs `ping` under
  * `nsenter --net=/run/netns/<ns>`; HTTP goes through the health helper already living in that namespace
@@ -64,9 +65,8 @@ export function startHealthProbing(options: HealthProbingOptions): HealthProbing
   ];
   const members = (): Peer[] => {
     const out: Peer[] = [];
-    for (const [name, record] of records) {
-      const node = nodes.get(name);
-      const peer = node && peerOf(node, record);
+    for (const [name, node] of nodes) {
+      const peer = peerOf(node, records.get(name));
       if (peer) out.push(peer);
     }
     return out;

@@ -46,6 +46,21 @@ describe('health helper in the node namespace', () => {
     expect(many.map((o) => o.ok)).toEqual([true, false, true]);
   });
 
+  it('rate-limits the health port per source: a flood from one namespace is cut off, other sources still get answers', async () => {
+    const server = await startHealthListener(b, 4250, 'node-b');
+    const flooder = await startHealthListener(a, 0, 'node-a');
+    const local = await startHealthListener(b, 0, 'node-b');
+    helpers.push(server, flooder, local);
+    const flood = await Promise.all(Array.from({ length: 60 }, () => flooder.httpProbe('10.93.0.2', 4250, 1000)));
+    const answered = flood.filter((o) => o.ok).length;
+    // The burst gets through, the rest is refused before anything is parsed.
+    expect(answered).toBeGreaterThanOrEqual(1);
+    expect(answered).toBeLessThan(60);
+    expect(flood.filter((o) => !o.ok).every((o) => /reset|refused|socket hang up|timed out/i.test(o.error))).toBe(true);
+    // Another source (the node's own loopback) is not held to the flooder's budget.
+    expect(await local.httpProbe('127.0.0.1', 4250, 1000)).toMatchObject({ ok: true });
+  });
+
   it('reports a timeout for a peer that does not answer, and a failure once the helper is gone', async () => {
     const prober = await startHealthListener(a, 0, 'node-a');
     helpers.push(prober);
@@ -80,7 +95,7 @@ describe('--health-service flags', () => {
     [['--health-service', 'h:4250', '--health-tls-cert', 'c.pem', '--health-tls-key', 'k.pem'], /--health-tls-ca/],
     [['--health-tls-ca', 'ca.pem'], /--health-service/],
   ])('bad flags %j: exit 2 with one line', (args, pattern) => {
-    const r = agent('--node-name', 'n1', '--etcd', 'http://127.0.0.1:2379', ...args);
+    const r = agent('--node-name', 'n1', '--etcd-endpoints', 'http://127.0.0.1:2379', ...args);
     expect(r.status).toBe(2);
     const lines = r.stderr.split('\n').filter((l) => l.trim() && !l.startsWith('npm warn'));
     expect(lines).toHaveLength(1);
