@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
@@ -57,6 +57,12 @@ export interface EtcdClientFiles {
   key?: string;
 }
 
+/** The shape of @sluice/kvstore's KvClientOptions (endpoints, TLS material), without depending on it. */
+export interface EtcdClientOptions {
+  endpoints: string[];
+  tls?: { ca?: Buffer; cert?: Buffer; key?: Buffer };
+}
+
 export interface EtcdMember {
   readonly name: string;
   /** The member's client URL. */
@@ -79,6 +85,10 @@ export interface EtcdServer extends EtcdMember {
   readonly tls: EtcdTls | undefined;
   /** Endpoints and (with tls) the root user's certificate files. */
   clientFiles(user?: string): EtcdClientFiles;
+  /** What @sluice/kvstore's createKvClient takes (certificates read), as `user` (root by default). */
+  clientOptions(user?: string): EtcdClientOptions;
+  /** Writes an etcd.config file (YAML, as every Sluice binary's --etcd-config reads it) for `user`; returns its path. */
+  writeClientConfig(path: string, user?: string): string;
   /** Stops the server and removes its data dir. Safe to call twice. */
   stop(): Promise<void>;
 }
@@ -90,6 +100,8 @@ export interface EtcdCluster {
   readonly tls: EtcdTls | undefined;
   /** Endpoints and (with tls) certificate files: of the root user, or of `user` (issued on first use). */
   clientFiles(user?: string): EtcdClientFiles;
+  clientOptions(user?: string): EtcdClientOptions;
+  writeClientConfig(path: string, user?: string): string;
   /** The member that leads now, as the running members report it (retried until one is elected or the timeout). */
   leader(timeoutMs?: number): Promise<EtcdMember>;
   /** Stops every member and removes the data dirs and certificates. Safe to call twice. */
@@ -313,11 +325,25 @@ export async function startEtcdCluster(options: EtcdClusterOptions = {}): Promis
     const cert = user ? tls.clientCert(user) : tls.root;
     return { endpoints, ca: tls.ca, cert: cert.cert, key: cert.key };
   };
+  const clientOptions = (user?: string): EtcdClientOptions => {
+    const files = clientFiles(user);
+    if (!files.ca) return { endpoints };
+    return { endpoints, tls: { ca: readFileSync(files.ca), cert: readFileSync(files.cert!), key: readFileSync(files.key!) } };
+  };
+  const writeClientConfig = (path: string, user?: string): string => {
+    const files = clientFiles(user);
+    const lines = ['endpoints:', ...endpoints.map((e) => `  - ${e}`)];
+    if (files.ca) lines.push(`trusted-ca-file: ${files.ca}`, `cert-file: ${files.cert}`, `key-file: ${files.key}`);
+    writeFileSync(path, `${lines.join('\n')}\n`, { mode: 0o600 });
+    return path;
+  };
   return {
     members,
     endpoints,
     tls,
     clientFiles,
+    clientOptions,
+    writeClientConfig,
     async leader(timeoutMs = 10_000) {
       const deadline = Date.now() + timeoutMs;
       for (;;) {
@@ -350,6 +376,8 @@ export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdServer> 
     dataDir: only.dataDir,
     tls: cluster.tls,
     clientFiles: cluster.clientFiles,
+    clientOptions: cluster.clientOptions,
+    writeClientConfig: cluster.writeClientConfig,
     get pid() {
       return only.pid;
     },

@@ -56,3 +56,4 @@ export { watchPrefix, prefixRangeEnd, type WatchEvent, type WatchOptions, type W
 export { LeaderElection, observeLeader, type LeaderElectionOptions } from './election.ts';
 export { LeasedKeys, type LeasedKeysOptions } from './leased.ts';
 export * from './records.ts';
+export { authPlan, setupAuth, ETCD_USERS, ETCD_ROLES, type AuthPlan, type Grant, type SetupAuthOptions, type SetupAuthReport } from './auth.ts';
