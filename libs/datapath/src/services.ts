@@ -124,6 +124,8 @@ export interface LbPruneResult {
   outOfDate: string[];
   /** Map entries removed because no desired service has them. */
   removed: { frontends: number; tables: number; backends: number };
+  /** The same, named: "frontend 10.96.0.10:80/tcp", "table 7", "backend 12". */
+  removedKeys: string[];
 }
 
 function sameTable(a: Uint32Array | undefined, b: Uint32Array): boolean {
@@ -290,7 +292,8 @@ export class LbProgrammer {
     maps.services.deleteBatch(extraFrontends);
     maps.maglev.deleteBatch(extraTables);
     maps.backends.deleteBatch(extraBackends.map((id) => ({ id })));
-    return { outOfDate, removed: { frontends: extraFrontends.length, tables: extraTables.length, backends: extraBackends.length } };
+    const removedKeys = [...extraFrontends.map((k) => `frontend ${frontendId(k)}`), ...extraTables.map((id) => `table ${id}`), ...extraBackends.map((id) => `backend ${id}`)];
+    return { outOfDate, removed: { frontends: extraFrontends.length, tables: extraTables.length, backends: extraBackends.length }, removedKeys };
   }
 
   /** Services programmed (status). */

@@ -195,7 +195,7 @@ describe('the service path in the kernel (BPF_PROG_TEST_RUN)', () => {
       const chosen = dstOf(testRun(fromContainer, frame('tcp', CLIENT, 40000, VIP, 80)).dataOut);
       const again = new LbProgrammer(dp);
       again.seed();
-      expect(again.prune([['web', svc]])).toEqual({ outOfDate: [], removed: { frontends: 0, tables: 0, backends: 0 } });
+      expect(again.prune([['web', svc]])).toMatchObject({ outOfDate: [], removed: { frontends: 0, tables: 0, backends: 0 } });
       expect(dstOf(testRun(fromContainer, frame('tcp', CLIENT, 40000, VIP, 80, 0x10)).dataOut)).toBe(chosen);
       // Drift: a deleted table is reported out of date; entries of services that are gone are removed.
       dp.maps.maglev.deleteBatch(dp.maps.maglev.entries().map(([k]) => k));

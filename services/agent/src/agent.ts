@@ -39,6 +39,7 @@ import { startHealthProbing, type HealthProbing } from './health-probing.ts';
 import { LocalEndpointStore, toCoreEndpoint, type LocalEndpointRecord } from './local-store.ts';
 import { NetnsRoutes } from './routes.ts';
 import { StatusPublisher } from './status.ts';
+import { startServices } from './reconcilers/services.ts';
 
 const exec = promisify(execFile);
 export const AGENT_VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
@@ -180,6 +181,8 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
     onProgrammed: () => publisher?.update(),
   });
   core.start();
+  // Services and EndpointSlices → the load balancer's maps (kube-proxy replacement): a reconciler of its own.
+  const services = startServices({ nodeName: options.nodeName, client, keys, datapath: dp, log, registry, nodeIp, ...(options.clusterSize ? { clusterSize: options.clusterSize } : {}) });
 
   const leased = new LeasedKeys({ client, log });
   let statusUrl = '';
@@ -219,6 +222,7 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
       masquerading,
       kernel: features,
       maps: dp.fillLevels(),
+      kubeProxyReplacement: { enabled: true, ...services.status() },
       api: api.address,
     };
   };
@@ -293,6 +297,7 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
       await status.close();
       await core.stop();
       await leased.close();
+      await services.stop().catch((err: unknown) => log.warn({ error: (err as Error).message }, 'stopping the services reconciler failed'));
       client.close();
       dp.close();
     },

@@ -1,0 +1,189 @@
+/**
+ * Services → the load balancer's maps: the services table (Services and EndpointSlices watched in etcd) with one
+ * reconciler whose rows are whole services and whose target is LbProgrammer (it writes a service's backends,
+ * Maglev tables and frontends in the order that never exposes a half-written one). Nothing is written before both
+ * watches listed; the first full pass after that is a diff against what the maps hold (after a restart: nothing),
+ * then every change is one row, and the periodic full pass repairs drift.
+ *
+ * Connection tracking is LRU with lifetimes checked by the programs; the garbage collection here removes entries
+ * past their lifetime so they do not sit in the table until the LRU evicts them.
+ */
+import { CT_F_HAIRPIN, CT_F_SNAT, HAIRPIN_IP, type LbTuple } from '@sluice/bpf';
+import { LbProgrammer, type Datapath, type LbService } from '@sluice/datapath';
+import { watchPrefix, type Etcd3, type KeySchema, type PrefixWatch, type WatchEvent } from '@sluice/kvstore';
+import type { Logger } from '@sluice/log';
+import { Counter, type Registry } from '@sluice/metrics';
+import { decodeSlim, type SlimEndpointSlice, type SlimService } from '@sluice/slim';
+import { Reconciler, type ReconcileTarget, type ReconcilerStatus, type RowFailure } from '../reconciler.ts';
+import { ServicesTable } from '../tables/services.ts';
+
+function errorOf(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err));
+}
+
+export function servicesTarget(programmer: LbProgrammer): ReconcileTarget<LbService> {
+  const each = (keys: readonly string[], fn: (key: string) => void): RowFailure[] => {
+    const failures: RowFailure[] = [];
+    for (const key of keys) {
+      try {
+        fn(key);
+      } catch (err) {
+        failures.push({ key, error: errorOf(err) });
+      }
+    }
+    return failures;
+  };
+  return {
+    name: 'services',
+    update: (rows) => {
+      const byKey = new Map(rows);
+      return each([...byKey.keys()], (key) => programmer.apply(key, byKey.get(key)));
+    },
+    delete: (keys) => each(keys, (key) => programmer.apply(key, undefined)),
+    prune: (desired) => {
+      const r = programmer.prune(desired.entries());
+      return { outOfDate: r.outOfDate, pruned: r.removedKeys, failures: [] };
+    },
+  };
+}
+
+/** CLOCK_MONOTONIC seconds, the programs' clock (bpf_ktime_get_ns). */
+export function monotonicSeconds(): number {
+  return Number(process.hrtime.bigint() / 1_000_000_000n);
+}
+
+/** Deletes forward entries past their lifetime and the reverse entries they made. Returns how many flows went. */
+export function collectConntrack(dp: Pick<Datapath, 'maps'>, now = monotonicSeconds(), nodeIp?: string): number {
+  const expired: LbTuple[] = [];
+  const reverse: LbTuple[] = [];
+  for (const [k, v] of dp.maps.lbFwd.entries()) {
+    // Seconds wrap at 2^32 in the program: compare as a signed difference, as it does.
+    if (((v.expires - now) | 0) >= 0) continue;
+    expired.push(k);
+    const be = dp.maps.backends.lookup({ id: v.backendId });
+    if (!be) continue;
+    const natIp = v.flags & CT_F_HAIRPIN ? HAIRPIN_IP : v.flags & CT_F_SNAT ? nodeIp : k.clientIp;
+    if (natIp) reverse.push({ clientIp: natIp, clientPort: v.natPort || k.clientPort, peerIp: be.ip, peerPort: be.port, proto: k.proto });
+  }
+  dp.maps.lbFwd.deleteBatch(expired);
+  dp.maps.lbCt.deleteBatch(reverse);
+  return expired.length;
+}
+
+export interface ServicesOptions {
+  nodeName: string;
+  client: Etcd3;
+  keys: KeySchema;
+  datapath: Pick<Datapath, 'maps'>;
+  log: Logger;
+  registry?: Registry;
+  clusterSize?: number;
+  /** This node's IP (the SNAT address of NodePort flows, for conntrack GC). */
+  nodeIp?: string;
+  refreshIntervalMs?: number;
+  batchMs?: number;
+  /** Conntrack garbage collection interval, ms (0: none). Default 30 s. */
+  gcIntervalMs?: number;
+}
+
+export interface ServicesStatus {
+  synced: boolean;
+  services: number;
+  endpointSlices: number;
+  programmed: number;
+  reconciler: ReconcilerStatus;
+}
+
+export interface Services {
+  table: ServicesTable;
+  reconciler: Reconciler<LbService>;
+  programmer: LbProgrammer;
+  /** Resolves after both lists and the first full pass. */
+  synced(): Promise<void>;
+  status(): ServicesStatus;
+  stop(): Promise<void>;
+}
+
+export function startServices(options: ServicesOptions): Services {
+  const { log, keys } = options;
+  const table = new ServicesTable(options.nodeName);
+  const programmer = new LbProgrammer(options.datapath);
+  programmer.seed();
+  const reconciler = new Reconciler<LbService>({
+    target: servicesTarget(programmer),
+    desired: table,
+    log: log.child({ reconciler: 'services' }),
+    ...(options.registry ? { registry: options.registry } : {}),
+    refreshIntervalMs: options.refreshIntervalMs ?? 60_000,
+    batchMs: options.batchMs ?? 10,
+    revision: () => table.revision,
+  });
+  table.follow(reconciler);
+  const gcCounter = options.registry
+    ? new Counter({ name: 'sluice_agent_lb_conntrack_gc_total', help: 'Load-balancer flows removed by garbage collection after their lifetime', registers: [options.registry] })
+    : undefined;
+
+  const onEvent =
+    <T>(upsert: (v: T, rev: number) => void, remove: (key: string, rev: number) => void, prefix: string) =>
+    (e: WatchEvent<T>) => {
+      if (e.type === 'upsert') upsert(e.value, e.modRevision);
+      else if (e.type === 'delete') remove(e.key.slice(prefix.length), e.modRevision);
+    };
+  const svcPrefix = keys.prefix('services');
+  const slicePrefix = keys.prefix('endpointslices');
+  const watches: PrefixWatch[] = [
+    watchPrefix<SlimService>(options.client, svcPrefix, {
+      name: 'services',
+      decode: (_k, bytes) => decodeSlim('service', bytes),
+      onEvent: onEvent<SlimService>((v, r) => table.upsertService(v, r), (k, r) => table.deleteService(k, r), svcPrefix),
+      log,
+      ...(options.registry ? { registry: options.registry } : {}),
+      ...(options.clusterSize ? { clusterSize: options.clusterSize } : {}),
+    }),
+    watchPrefix<SlimEndpointSlice>(options.client, slicePrefix, {
+      name: 'endpointslices',
+      decode: (_k, bytes) => decodeSlim('endpointSlice', bytes),
+      onEvent: onEvent<SlimEndpointSlice>((v, r) => table.upsertSlice(v, r), (k, r) => table.deleteSlice(k, r), slicePrefix),
+      log,
+      ...(options.registry ? { registry: options.registry } : {}),
+      ...(options.clusterSize ? { clusterSize: options.clusterSize } : {}),
+    }),
+  ];
+  let isSynced = false;
+  let stopped = false;
+  const ready = Promise.all(watches.map((w) => w.synced)).then(async () => {
+    if (stopped) return;
+    await reconciler.start();
+    isSynced = true;
+    log.info({ ...table.counts, programmed: programmer.size }, 'services programmed');
+  });
+  ready.catch(() => undefined);
+
+  const gcEvery = options.gcIntervalMs ?? 30_000;
+  const gcTimer =
+    gcEvery > 0
+      ? setInterval(() => {
+          try {
+            const n = collectConntrack(options.datapath, monotonicSeconds(), options.nodeIp);
+            if (n) gcCounter?.inc(n);
+          } catch (err) {
+            log.warn({ error: (err as Error).message }, 'load-balancer conntrack garbage collection failed');
+          }
+        }, gcEvery)
+      : undefined;
+  gcTimer?.unref();
+
+  return {
+    table,
+    reconciler,
+    programmer,
+    synced: () => ready,
+    status: () => ({ synced: isSynced, ...table.counts, programmed: programmer.size, reconciler: reconciler.status() }),
+    async stop() {
+      stopped = true;
+      if (gcTimer) clearInterval(gcTimer);
+      await Promise.all(watches.map((w) => w.stop()));
+      await reconciler.stop();
+    },
+  };
+}
