@@ -22,6 +22,7 @@ const program = new Command('sluice-operator')
   .addOption(flag('--etcd-qps <n>', 'etcd write transactions per second, at most', '400'))
   .addOption(flag('--metrics-host <host>', 'address for /metrics, /healthz, /readyz', '127.0.0.1'))
   .addOption(flag('--metrics-port <port>', 'port for /metrics, /healthz, /readyz (0 picks a free one)', '9963'))
+  .addOption(flag('--shutdown-grace <seconds>', 'on SIGTERM/SIGINT, how long to wait for etcd and the API server before abandoning what is pending and exiting', '10'))
   .addOption(flag('--log-level <level>', 'fatal, error, warn, info, debug or trace', 'info'));
 
 const options = parseOptions(
@@ -37,6 +38,7 @@ const options = parseOptions(
     etcdQps: schemas.positiveNumber,
     metricsHost: z.string().min(1),
     metricsPort: schemas.port,
+    shutdownGrace: z.coerce.number().min(0).max(3600),
     logLevel: schemas.logLevel,
   }),
 );
@@ -78,11 +80,18 @@ let stopping = false;
 const shutdown = async (signal: string) => {
   if (stopping) return;
   stopping = true;
-  log.info({ signal }, 'shutting down: resigning leadership');
-  await operator.stop();
-  await status.close();
+  const graceMs = options.shutdownGrace * 1000;
+  log.info({ signal, graceSeconds: options.shutdownGrace }, 'shutting down: resigning leadership');
+  // The last resort: nothing (a hung socket close, a library waiting on etcd) may keep the process past its grace.
+  setTimeout(() => {
+    log.error({ graceSeconds: options.shutdownGrace }, 'shutdown: still not done after the grace period; exiting anyway');
+    process.exit(1);
+  }, graceMs + 2_000).unref();
+  await operator.stop(graceMs);
+  await Promise.race([status.close(), new Promise((resolve) => setTimeout(resolve, 1_000).unref())]);
   traffic.close();
   etcd.close();
+  log.info('stopped');
   process.exit(0);
 };
 process.on('SIGINT', () => void shutdown('SIGINT'));

@@ -1,18 +1,25 @@
 /**
- * Mirrors one Kubernetes kind into etcd: a client-node informer feeds every event through the slim converter, and
- * the sink (the kvstore writer, which skips writes whose bytes did not change) gets an upsert or a delete.
+ * Mirrors one Kubernetes kind into etcd: an informer of its own (list in pages, then watch from the list's
+ * resourceVersion) feeds every object through the slim converter, and the sink (the kvstore writer, which skips writes
+ * whose bytes did not change) gets an upsert or a delete.
  *
- * client-node 1.4's ListWatch relists by itself after a 410, but any other error stops it for good; the mirror
- * restarts it with jittered backoff (honouring a 429's Retry-After) and resumes from the last resourceVersion when it
- * has one, so a dropped watch costs no relist.
+ * It caches no Kubernetes object: what it keeps per object is the canonical bytes of the slim record last handed to
+ * the sink (what a new leadership term re-asserts, and how an event that changes nothing is recognised), so 100,000
+ * pods cost ~100,000 short strings instead of 100,000 parsed objects.
+ *
+ * A watch that ends is resumed from the last resourceVersion (no relist); a 410 (the resourceVersion left the API
+ * server's window) relists, and the relist deletes what it no longer lists and forgets every fingerprint the
+ * unchanged-event filter held, since the list may have delivered states the filter never saw. Any other error is
+ * retried with jittered backoff, honouring a 429's Retry-After.
  */
-import { ListWatch, type KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
+import type { KubeConfig } from '@kubernetes/client-node';
 import { Backoff } from '@sluice/backoff';
 import { RepeatSuppressor, type Logger } from '@sluice/log';
 import { Counter, type Registry } from '@sluice/metrics';
 import { SlimError } from '@sluice/slim';
-import { listAllPages, type Mirrored } from './resources.ts';
-import { FilteringWatch } from './watch.ts';
+import type { Mirrored } from './resources.ts';
+import { UnchangedEventFilter } from './unchanged-filter.ts';
+import { KubeHttpError, listPage, watchOnce, type KubeObject, type WatchEventType } from './watch.ts';
 
 export interface RecordSink {
   upsert(key: string, value: string): void;
@@ -23,15 +30,17 @@ export interface MirrorMetrics {
   events: Counter<'kind' | 'type'>;
   malformed: Counter<'kind'>;
   restarts: Counter<'kind'>;
+  relists: Counter<'kind'>;
   unchanged: Counter<'kind'>;
   undecoded: Counter<'kind'>;
 }
 
 export function mirrorMetrics(registry: Registry): MirrorMetrics {
   return {
-    events: new Counter({ name: 'sluice_operator_kube_events_total', help: 'Kubernetes events received, by kind and type', labelNames: ['kind', 'type'], registers: [registry] }),
+    events: new Counter({ name: 'sluice_operator_kube_events_total', help: 'Kubernetes objects received, by kind and type (ADDED, MODIFIED, DELETED from watches; LISTED from lists)', labelNames: ['kind', 'type'], registers: [registry] }),
     malformed: new Counter({ name: 'sluice_operator_malformed_objects_total', help: 'Objects skipped because they could not be slimmed', labelNames: ['kind'], registers: [registry] }),
-    restarts: new Counter({ name: 'sluice_operator_informer_restarts_total', help: 'Informer restarts after an error', labelNames: ['kind'], registers: [registry] }),
+    restarts: new Counter({ name: 'sluice_operator_informer_restarts_total', help: 'List or watch requests that failed and were retried with backoff', labelNames: ['kind'], registers: [registry] }),
+    relists: new Counter({ name: 'sluice_operator_relists_total', help: 'Full lists of a kind from the API server (the first one included)', labelNames: ['kind'], registers: [registry] }),
     unchanged: new Counter({ name: 'sluice_operator_unchanged_events_total', help: 'Events whose slim record did not change (no etcd write)', labelNames: ['kind'], registers: [registry] }),
     undecoded: new Counter({ name: 'sluice_operator_undecoded_events_total', help: 'Unchanged events recognised without decoding them (heartbeats); also counted as unchanged', labelNames: ['kind'], registers: [registry] }),
   };
@@ -39,7 +48,7 @@ export function mirrorMetrics(registry: Registry): MirrorMetrics {
 
 export interface MirrorOptions {
   config: KubeConfig;
-  resource: Mirrored<KubernetesObject>;
+  resource: Mirrored;
   sink: RecordSink;
   log: Logger;
   metrics: MirrorMetrics;
@@ -47,16 +56,26 @@ export interface MirrorOptions {
   backoff?: Backoff;
 }
 
+/** A 410: the resourceVersion or continue token is too old for the API server. */
+function isGone(err: unknown): boolean {
+  return err instanceof KubeHttpError && err.statusCode === 410;
+}
+
+/** How long a watch is asked to last; spread so that the kinds do not all reconnect at once (client-go does so too). */
+const watchTimeoutSeconds = () => 300 + Math.floor(Math.random() * 300);
+
 export class KindMirror {
-  private informer: ListWatch<KubernetesObject> | undefined;
   /**
    * Key → the validated canonical bytes last handed to the writer. An event whose bytes are the same (a heartbeat)
-   * stops here, before validation and hashing; a key leaving the datapath (a pod turning Succeeded) is deleted once.
+   * stops here, before validation; a key leaving the datapath (a pod turning Succeeded) is deleted once.
    */
   private readonly lastValue = new Map<string, string>();
+  private readonly filter: UnchangedEventFilter | undefined;
   private readonly suppressor = new RepeatSuppressor(60_000);
   private readonly backoff: Backoff;
-  private restartTimer: NodeJS.Timeout | undefined;
+  private readonly controller = new AbortController();
+  private running: Promise<void> | undefined;
+  private version = '';
   private stopped = false;
   private syncedResolve!: () => void;
   /** Resolves once the first full list has gone through the sink. */
@@ -65,6 +84,7 @@ export class KindMirror {
 
   constructor(private readonly options: MirrorOptions) {
     this.backoff = options.backoff ?? new Backoff({ minMs: 500, maxMs: 30_000 });
+    this.filter = options.resource.heartbeats ? new UnchangedEventFilter() : undefined;
     this.synced = new Promise((resolve) => (this.syncedResolve = resolve));
   }
 
@@ -78,45 +98,21 @@ export class KindMirror {
 
   /** The Kubernetes resourceVersion up to which this kind has gone through the sink ('' before the first list). */
   get resourceVersion(): string {
-    return this.informer?.latestResourceVersion() ?? '';
+    return this.version;
+  }
+
+  /** Records this kind has in etcd (or would have, between terms). */
+  get records(): number {
+    return this.lastValue.size;
+  }
+
+  /** Objects whose unchanged events the filter would recognise (nothing deleted may stay there). */
+  get fingerprinted(): number {
+    return this.filter?.size ?? 0;
   }
 
   start(): void {
-    const { resource, config, metrics } = this.options;
-    const listFn = async () => {
-      const list = await listAllPages(resource, this.options.pageSize ?? 500);
-      for (const item of list.items) resource.trim(item);
-      // ListWatch hands the items to the add/update handlers synchronously right after this promise settles; by the
-      // time an immediate runs, the whole list has gone through the sink.
-      if (!this.isSynced) {
-        setImmediate(() => {
-          this.isSynced = true;
-          this.syncedResolve();
-        });
-      }
-      return list;
-    };
-    const watch = new FilteringWatch(config, {
-      transform: (object) => resource.trim(object as KubernetesObject),
-      onUnchanged: () => {
-        const kind = resource.kubeKind;
-        metrics.events.inc({ kind, type: 'MODIFIED' });
-        metrics.unchanged.inc({ kind });
-        metrics.undecoded.inc({ kind });
-        this.backoff.reset();
-      },
-      onMalformed: (reason) => {
-        metrics.malformed.inc({ kind: resource.kubeKind });
-        this.suppressor.warn(this.options.log, `${resource.kubeKind}/watch/${reason}`, { reason }, 'skipping a malformed watch event');
-      },
-    });
-    const informer = new ListWatch<KubernetesObject>(resource.path, watch, listFn, false);
-    informer.on('add', (obj) => this.apply('ADDED', obj));
-    informer.on('update', (obj) => this.apply('MODIFIED', obj));
-    informer.on('delete', (obj) => this.remove(obj));
-    informer.on('error', (err) => this.onError(err));
-    this.informer = informer;
-    void informer.start();
+    this.running ??= this.run();
   }
 
   /** Every record this kind should have in etcd now (key → canonical bytes), for a new term to re-assert. */
@@ -126,71 +122,224 @@ export class KindMirror {
 
   async stop(): Promise<void> {
     this.stopped = true;
-    clearTimeout(this.restartTimer);
-    await this.informer?.stop();
+    this.controller.abort();
+    await this.running;
   }
 
-  private apply(type: 'ADDED' | 'MODIFIED', obj: KubernetesObject): void {
+  private async run(): Promise<void> {
+    while (!this.stopped) {
+      try {
+        if (!this.version) {
+          this.version = await this.relist();
+          if (!this.isSynced && !this.stopped) {
+            this.isSynced = true;
+            this.syncedResolve();
+          }
+        }
+        const started = Date.now();
+        const outcome = await this.watch();
+        if (outcome === 'expired') this.version = '';
+        // A watch that the server ends at once, again and again, is retried with backoff rather than in a tight loop.
+        else if (outcome === 'empty' && Date.now() - started < 1000) await this.sleep(this.backoff.nextDelayMs());
+      } catch (err) {
+        if (this.stopped) break;
+        if (isGone(err)) {
+          this.version = '';
+          continue;
+        }
+        const delay = this.onError(err);
+        await this.sleep(delay);
+      }
+    }
+  }
+
+  /** Lists every page and applies it; returns the list's resourceVersion. */
+  private async relist(): Promise<string> {
+    const { resource, config, metrics, sink } = this.options;
+    metrics.relists.inc({ kind: resource.kubeKind });
+    this.filter?.clear();
+    let seen = new Set<string>();
+    let token: string | undefined;
+    let version = '';
+    for (;;) {
+      let page;
+      try {
+        page = await listPage(config, resource.path, { limit: this.options.pageSize ?? 500, continue: token }, this.controller.signal);
+      } catch (err) {
+        // The continue token expired mid-list: start over from a fresh snapshot.
+        if (token !== undefined && isGone(err)) {
+          token = undefined;
+          version = '';
+          seen = new Set();
+          continue;
+        }
+        throw err;
+      }
+      // The first page pins the snapshot; the continue token keeps the following pages on it.
+      version ||= page.resourceVersion;
+      for (const item of page.items) {
+        const key = this.apply('LISTED', item);
+        if (key !== undefined) seen.add(key);
+      }
+      this.backoff.reset();
+      token = page.continueToken;
+      if (token === undefined) break;
+      // One page per event-loop turn: a 100,000-pod list must not hold the loop for seconds.
+      await new Promise((resolve) => setImmediate(resolve));
+      if (this.stopped) return '';
+    }
+    for (const key of [...this.lastValue.keys()]) {
+      if (seen.has(key)) continue;
+      this.lastValue.delete(key);
+      sink.delete(key);
+    }
+    return version;
+  }
+
+  /** One watch request; 'expired' when the server said 410, 'empty' when it ended without delivering anything. */
+  private async watch(): Promise<'expired' | 'ended' | 'empty'> {
+    const { resource, config } = this.options;
+    const local = new AbortController();
+    const onStop = () => local.abort();
+    this.controller.signal.addEventListener('abort', onStop, { once: true });
+    let failure: { code?: unknown; message?: unknown } | undefined;
+    let delivered = 0;
+    try {
+      await watchOnce(
+        config,
+        resource.path,
+        { resourceVersion: this.version, allowWatchBookmarks: true, timeoutSeconds: watchTimeoutSeconds() },
+        {
+          onEvent: (type, object) => {
+            delivered++;
+            if (type === 'ERROR') {
+              failure = object as { code?: unknown; message?: unknown };
+              local.abort();
+              return;
+            }
+            this.onEvent(type, object);
+          },
+          onUnchanged: () => this.onUnchanged(),
+          onMalformed: (reason) => {
+            this.options.metrics.malformed.inc({ kind: resource.kubeKind });
+            this.suppressor.warn(this.options.log, `${resource.kubeKind}/watch/${reason}`, { reason }, 'skipping a malformed watch event');
+          },
+        },
+        local.signal,
+        { filter: this.filter },
+      );
+    } finally {
+      this.controller.signal.removeEventListener('abort', onStop);
+    }
+    if (failure) {
+      if (failure.code === 410) return 'expired';
+      throw new KubeHttpError(typeof failure.code === 'number' ? failure.code : 500, {}, `watch ${resource.path}: ${String(failure.message ?? 'error event')}`);
+    }
+    return delivered ? 'ended' : 'empty';
+  }
+
+  private onEvent(type: Exclude<WatchEventType, 'ERROR'>, object: KubeObject): void {
+    if (type === 'ADDED' || type === 'MODIFIED') this.apply(type, object);
+    else if (type === 'DELETED') this.remove(object);
+    const version = object.metadata?.resourceVersion;
+    if (typeof version === 'string' && version) this.version = version;
+  }
+
+  private onUnchanged(): void {
+    const { resource, metrics } = this.options;
+    const kind = resource.kubeKind;
+    metrics.events.inc({ kind, type: 'MODIFIED' });
+    metrics.unchanged.inc({ kind });
+    metrics.undecoded.inc({ kind });
+    this.backoff.reset();
+  }
+
+  /** Applies an object's current state; returns its key (undefined for an object without a name). */
+  private apply(type: 'ADDED' | 'MODIFIED' | 'LISTED', obj: KubeObject): string | undefined {
     const { resource, sink, metrics } = this.options;
     metrics.events.inc({ kind: resource.kubeKind, type });
     this.backoff.reset();
     const key = resource.key(obj);
-    const record = resource.build(obj);
+    if (key === undefined) {
+      this.skipMalformed(obj, new Error('the object has no name'));
+      return undefined;
+    }
+    let record;
+    try {
+      record = resource.build(obj);
+    } catch (err) {
+      this.skipMalformed(obj, err);
+      return key;
+    }
     if (record === undefined) {
       if (this.lastValue.delete(key)) sink.delete(key);
-      return;
+      return key;
     }
     // Built in schema order, so these are the canonical bytes that a validated record would encode to.
     const value = JSON.stringify(record);
     if (this.lastValue.get(key) === value) {
       metrics.unchanged.inc({ kind: resource.kubeKind });
-      return;
+      return key;
     }
     try {
       resource.validate(record);
     } catch (err) {
       this.skipMalformed(obj, err);
-      return;
+      return key;
     }
     this.lastValue.set(key, value);
     sink.upsert(key, value);
+    return key;
   }
 
-  private remove(obj: KubernetesObject): void {
+  private remove(obj: KubeObject): void {
     const { resource, sink, metrics } = this.options;
     metrics.events.inc({ kind: resource.kubeKind, type: 'DELETED' });
     const key = resource.key(obj);
-    this.lastValue.delete(key);
+    if (key === undefined) return;
     // Deleting a key that is not in etcd is skipped by the writer, so a delete is always safe to send.
+    this.lastValue.delete(key);
     sink.delete(key);
   }
 
-  private skipMalformed(obj: KubernetesObject, err: unknown): void {
+  private skipMalformed(obj: KubeObject, err: unknown): void {
     const { resource, log, metrics } = this.options;
     metrics.malformed.inc({ kind: resource.kubeKind });
-    const id = `${obj.metadata?.namespace ? `${obj.metadata.namespace}/` : ''}${obj.metadata?.name ?? '(unnamed)'}`;
-    const reason = err instanceof SlimError ? err.message : String(err);
+    const { name, namespace } = obj.metadata ?? {};
+    const id = `${typeof namespace === 'string' && namespace ? `${namespace}/` : ''}${typeof name === 'string' && name ? name : '(unnamed)'}`;
+    const reason = err instanceof SlimError ? err.message : String((err as Error)?.message ?? err);
     this.suppressor.warn(log, `${resource.kubeKind}/${id}/${reason}`, { object: id, reason }, 'skipping malformed object');
   }
 
-  private onError(err: unknown): void {
-    if (this.stopped) return;
+  /** Counts and logs (once a minute per kind) a failed request; returns how long to wait before the next. */
+  private onError(err: unknown): number {
     const { resource, log, metrics } = this.options;
     metrics.restarts.inc({ kind: resource.kubeKind });
-    const code = (err as { code?: number; statusCode?: number }).code ?? (err as { statusCode?: number }).statusCode;
+    const code = err instanceof KubeHttpError ? err.statusCode : (err as { code?: unknown }).code;
     const retryAfterMs = retryAfter(err);
     const delay = Math.max(this.backoff.nextDelayMs(), retryAfterMs ?? 0);
-    this.suppressor.warn(log, `informer-error/${resource.kubeKind}`, { code, err: (err as Error)?.message, retryInMs: Math.round(delay) }, 'informer stopped; restarting with backoff');
-    this.restartTimer = setTimeout(() => {
-      if (!this.stopped) void this.informer?.start();
-    }, delay);
+    this.suppressor.warn(log, `informer-error/${resource.kubeKind}`, { code, err: (err as Error)?.message, retryInMs: Math.round(delay) }, 'list or watch failed; retrying with backoff');
+    return delay;
+  }
+
+  /** Waits, or less when the mirror stops meanwhile. */
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.controller.signal.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.controller.signal.addEventListener('abort', done, { once: true });
+    });
   }
 }
 
 /** A 429's Retry-After, in ms, when the API server sent one. */
 function retryAfter(err: unknown): number | undefined {
-  const headers = (err as { headers?: Record<string, string> }).headers;
-  const value = headers?.['retry-after'] ?? headers?.['Retry-After'];
-  const seconds = value === undefined ? NaN : Number(value);
+  if (!(err instanceof KubeHttpError)) return undefined;
+  const value = err.headers['retry-after'];
+  const seconds = value === undefined ? NaN : Number(Array.isArray(value) ? value[0] : value);
   return Number.isFinite(seconds) && seconds >= 0 ? seconds * 1000 : undefined;
 }

@@ -4,9 +4,10 @@
  * deleted while no operator ran (or during a handover) are removed, and a term that finds nothing changed writes
  * nothing at all.
  *
- * The informers start with the first term (a standby watches nothing) and then outlive terms: a leader that loses
- * its lease (etcd restarted, a partition) keeps following Kubernetes, and when it leads again it replays what it
- * holds instead of relisting 100,000 pods, so it writes again within seconds of etcd's return.
+ * The informers start with the process, whether it leads or not, and outlive terms: a standby follows Kubernetes
+ * without writing (a warm standby), so a failover replays what the standby already holds instead of relisting
+ * 100,000 pods; likewise a leader that loses its lease (etcd restarted, a partition) keeps following Kubernetes and
+ * writes again within seconds of etcd's return.
  */
 import { hostname } from 'node:os';
 import type { KubeConfig } from '@kubernetes/client-node';
@@ -35,7 +36,7 @@ export interface OperatorStatus {
   leading: boolean;
   synced: boolean;
   term: number;
-  kinds: Record<string, { synced: boolean; resourceVersion: string }>;
+  kinds: Record<string, { synced: boolean; resourceVersion: string; records: number; fingerprinted: number }>;
   writes: ReturnType<KvWriter['getStats']> | undefined;
 }
 
@@ -57,6 +58,7 @@ export class Operator {
   private readonly election: LeaderElection;
   private readonly metrics: MirrorMetrics;
   private readonly syncedGauge: Gauge;
+  private readonly leadingSince: Gauge;
   private term = 0;
   private writer: KvWriter | undefined;
   private mirrors: KindMirror[] = [];
@@ -68,6 +70,7 @@ export class Operator {
   constructor(private readonly options: OperatorOptions) {
     this.identity = options.identity ?? `operator-${hostname()}-${process.pid}`;
     this.metrics = mirrorMetrics(options.registry);
+    this.leadingSince = new Gauge({ name: 'sluice_operator_term_start_seconds', help: 'Unix time at which the current leadership term began (0 while standing by)', registers: [options.registry] });
     this.syncedGauge = new Gauge({ name: 'sluice_operator_synced', help: '1 once the current term has mirrored every kind into etcd', registers: [options.registry] });
     this.election = new LeaderElection({
       client: options.etcd,
@@ -80,6 +83,20 @@ export class Operator {
   }
 
   start(): void {
+    const { keys, log } = this.options;
+    this.mirrors = mirroredResources(keys).map(
+      (resource) =>
+        new KindMirror({
+          config: this.options.kube,
+          resource,
+          sink: this.sink,
+          log: log.child({ subsystem: 'mirror', kind: resource.kubeKind }),
+          metrics: this.metrics,
+          pageSize: this.options.pageSize,
+          backoff: new Backoff({ minMs: 500, maxMs: 30_000 }),
+        }),
+    );
+    for (const mirror of this.mirrors) mirror.start();
     this.election.onChange((leading) => {
       // Terms run one after another: a step-down waits for the previous term to have started fully, and vice versa.
       this.transition = this.transition.then(() => (leading ? this.lead() : this.follow())).catch((err: unknown) => {
@@ -103,7 +120,7 @@ export class Operator {
       leading: this.election.isLeader,
       synced: this.synced,
       term: this.term,
-      kinds: Object.fromEntries(this.mirrors.map((m) => [m.kind, { synced: m.hasSynced, resourceVersion: m.resourceVersion }])),
+      kinds: Object.fromEntries(this.mirrors.map((m) => [m.kind, { synced: m.hasSynced, resourceVersion: m.resourceVersion, records: m.records, fingerprinted: m.fingerprinted }])),
       writes: this.writer?.getStats(),
     };
   }
@@ -116,21 +133,46 @@ export class Operator {
     }
   }
 
-  async stop(): Promise<void> {
+  /** Whether every kind's informer has listed once (a warm standby is ready to take over). */
+  get informersSynced(): boolean {
+    return this.mirrors.length > 0 && this.mirrors.every((m) => m.hasSynced);
+  }
+
+  /**
+   * Stops writing, stops the informers and resigns. Each step that needs etcd or the API server waits at most
+   * `graceMs` in all; whatever is still pending then is abandoned and logged, so that a dead etcd or a writer stuck
+   * on a transaction etcd keeps refusing cannot hold the process.
+   */
+  async stop(graceMs = 10_000): Promise<void> {
     this.stopping = true;
-    await this.transition;
+    const deadline = Date.now() + graceMs;
+    const { log } = this.options;
+    const within = async (what: string, work: Promise<unknown>): Promise<void> => {
+      let timer: NodeJS.Timeout | undefined;
+      const expired = new Promise<'expired'>((resolve) => (timer = setTimeout(() => resolve('expired'), Math.max(0, deadline - Date.now()))));
+      const outcome = await Promise.race([work.then(() => 'done' as const, () => 'done' as const), expired]);
+      clearTimeout(timer);
+      if (outcome === 'expired') log.warn({ step: what }, 'shutdown: abandoned a step that did not finish within the grace period');
+    };
+    const pending = this.writer?.getStats();
+    // The writer is closed before anything is awaited: a term that is still starting cannot write after this.
     await this.follow();
+    if (pending && pending.pending + pending.inFlight > 0) {
+      log.warn({ pendingWrites: pending.pending, transactionsInFlight: pending.inFlight }, 'shutdown: abandoning etcd writes not yet made (the next leader re-asserts them)');
+    }
+    await within('the leadership transition in progress', this.transition);
     const mirrors = this.mirrors;
     this.mirrors = [];
-    await Promise.all(mirrors.map((m) => m.stop()));
-    await this.election.resign();
+    await within('stopping the informers', Promise.all(mirrors.map((m) => m.stop())));
+    await within('resigning leadership (the lease expires by itself)', this.election.resign());
   }
 
   private async lead(): Promise<void> {
     if (this.stopping || !this.election.isLeader) return;
     const term = ++this.term;
     const { keys, log } = this.options;
-    log.info({ term }, 'leading: syncing etcd with Kubernetes');
+    this.leadingSince.set(Date.now() / 1000);
+    log.info({ term, informersSynced: this.informersSynced }, 'leading: syncing etcd with Kubernetes');
     const writer = new KvWriter({
       client: this.options.etcd,
       guard: this.election,
@@ -156,23 +198,7 @@ export class Operator {
         replayed++;
       }
     }
-    if (this.mirrors.length === 0) {
-      this.mirrors = mirroredResources(this.options.kube, keys).map(
-        (resource) =>
-          new KindMirror({
-            config: this.options.kube,
-            resource,
-            sink: this.sink,
-            log: log.child({ subsystem: 'mirror', kind: resource.kubeKind }),
-            metrics: this.metrics,
-            pageSize: this.options.pageSize,
-            backoff: new Backoff({ minMs: 500, maxMs: 30_000 }),
-          }),
-      );
-      for (const mirror of this.mirrors) mirror.start();
-    } else {
-      log.info({ term, replayed }, 'replaying the state the informers kept since the last term');
-    }
+    log.info({ term, replayed }, 'replaying the state the informers hold');
     await Promise.all(this.mirrors.map((m) => m.synced));
     if (term !== this.term) return;
 
@@ -200,6 +226,7 @@ export class Operator {
     this.term++;
     this.synced = false;
     this.syncedGauge.set(0);
+    this.leadingSince.set(0);
     this.sink.writer = undefined;
     this.writer?.close();
     this.writer = undefined;

@@ -2,7 +2,6 @@
  * The four kinds the operator mirrors, each described once: where to list and watch it, how to slim it, its etcd key,
  * and whether it belongs in etcd at all (a pod only while it is a datapath endpoint).
  */
-import { CoreV1Api, DiscoveryV1Api, type KubeConfig, type KubernetesListObject, type KubernetesObject } from '@kubernetes/client-node';
 import type { V1EndpointSlice, V1Node, V1Pod, V1Service } from '@kubernetes/client-node';
 import type { KeySchema, ResourceKind } from '@sluice/kvstore';
 import {
@@ -15,103 +14,87 @@ import {
   type SlimKind,
   type SlimRecord,
 } from '@sluice/slim';
+import type { KubeObject } from './watch.ts';
 
-export interface Mirrored<T extends KubernetesObject> {
+export interface Mirrored {
   kind: ResourceKind;
   /** The Kubernetes kind, for logs and metrics. */
   kubeKind: string;
-  /** The watch path, as client-node's ListWatch takes it. */
+  /** The list and watch path. */
   path: string;
-  /** One page of the list; the informer's list function walks the pages. */
-  listPage: (limit: number, continueToken: string | undefined) => Promise<KubernetesListObject<T>>;
-  /** The etcd key of an object. */
-  key: (obj: T) => string;
+  /** The etcd key of an object; undefined when it has no name (such an object is skipped). */
+  key: (obj: KubeObject) => string | undefined;
   /**
    * The slim record to store, not yet validated, or undefined when the object must not be in etcd. Validation is left
    * to `validate` so that a caller can skip it for bytes it has already validated (a heartbeat changes nothing).
+   * The object is the API server's JSON as parsed (timestamps are strings); the builders read it as the typed object.
    */
-  build: (obj: T) => SlimRecord<SlimKind> | undefined;
+  build: (obj: KubeObject) => SlimRecord<SlimKind> | undefined;
   /** Throws SlimError naming the bad field of a built record. */
   validate: (record: SlimRecord<SlimKind>) => void;
-  /**
-   * Drops, in place, what `build` never reads, before the informer caches the object (as client-go's informer
-   * transforms do): managedFields everywhere, and a Node's image list, most of its bytes.
-   */
-  trim: (obj: T) => void;
+  /** Whether its watch events are worth fingerprinting: only kinds whose objects heartbeat (Nodes). */
+  heartbeats: boolean;
 }
 
-function dropManagedFields(obj: KubernetesObject): void {
-  if (obj.metadata) delete obj.metadata.managedFields;
+/** The name of an object, when it has a usable one. */
+function nameOf(obj: KubeObject): { namespace: string; name: string } | undefined {
+  const { name, namespace } = obj.metadata ?? {};
+  if (typeof name !== 'string' || name === '') return undefined;
+  return { namespace: typeof namespace === 'string' ? namespace : '', name };
 }
 
-/** The ways a name can be missing from a malformed object; such an object has no key and is skipped. */
-function nameOf(obj: KubernetesObject): { namespace: string; name: string } {
-  return { namespace: obj.metadata?.namespace ?? '', name: obj.metadata?.name ?? '' };
-}
-
-export function mirroredResources(config: KubeConfig, keys: KeySchema): Mirrored<KubernetesObject>[] {
-  const core = config.makeApiClient(CoreV1Api);
-  const discovery = config.makeApiClient(DiscoveryV1Api);
-  const nodes: Mirrored<V1Node> = {
-    kind: 'nodes',
-    kubeKind: 'Node',
-    path: '/api/v1/nodes',
-    listPage: (limit, token) => core.listNode({ limit, _continue: token }),
-    key: (node) => keys.node(nameOf(node).name),
-    build: buildSlimNode,
-    validate: (record) => validateSlim('node', record as SlimRecord<'node'>),
-    trim: (node) => {
-      dropManagedFields(node);
-      if (node.status) delete node.status.images;
+export function mirroredResources(keys: KeySchema): Mirrored[] {
+  return [
+    {
+      kind: 'nodes',
+      kubeKind: 'Node',
+      path: '/api/v1/nodes',
+      key: (obj) => {
+        const id = nameOf(obj);
+        return id && keys.node(id.name);
+      },
+      build: (obj) => buildSlimNode(obj as V1Node),
+      validate: (record) => validateSlim('node', record as SlimRecord<'node'>),
+      heartbeats: true,
     },
-  };
-  const pods: Mirrored<V1Pod> = {
-    kind: 'pods',
-    kubeKind: 'Pod',
-    path: '/api/v1/pods',
-    listPage: (limit, token) => core.listPodForAllNamespaces({ limit, _continue: token }),
-    key: (pod) => keys.pod(nameOf(pod).namespace, nameOf(pod).name),
-    build: (pod) => {
-      const slim = buildSlimPod(pod);
-      return isEndpoint(slim) ? slim : undefined;
+    {
+      kind: 'pods',
+      kubeKind: 'Pod',
+      path: '/api/v1/pods',
+      key: (obj) => {
+        const id = nameOf(obj);
+        return id && keys.pod(id.namespace, id.name);
+      },
+      build: (obj) => {
+        const slim = buildSlimPod(obj as V1Pod);
+        return isEndpoint(slim) ? slim : undefined;
+      },
+      validate: (record) => validateSlim('pod', record as SlimRecord<'pod'>),
+      heartbeats: false,
     },
-    validate: (record) => validateSlim('pod', record as SlimRecord<'pod'>),
-    trim: dropManagedFields,
-  };
-  const services: Mirrored<V1Service> = {
-    kind: 'services',
-    kubeKind: 'Service',
-    path: '/api/v1/services',
-    listPage: (limit, token) => core.listServiceForAllNamespaces({ limit, _continue: token }),
-    key: (svc) => keys.service(nameOf(svc).namespace, nameOf(svc).name),
-    build: buildSlimService,
-    validate: (record) => validateSlim('service', record as SlimRecord<'service'>),
-    trim: dropManagedFields,
-  };
-  const slices: Mirrored<V1EndpointSlice> = {
-    kind: 'endpointslices',
-    kubeKind: 'EndpointSlice',
-    path: '/apis/discovery.k8s.io/v1/endpointslices',
-    listPage: (limit, token) => discovery.listEndpointSliceForAllNamespaces({ limit, _continue: token }),
-    key: (slice) => keys.endpointSlice(nameOf(slice).namespace, nameOf(slice).name),
-    build: buildSlimEndpointSlice,
-    validate: (record) => validateSlim('endpointSlice', record as SlimRecord<'endpointSlice'>),
-    trim: dropManagedFields,
-  };
-  return [nodes, pods, services, slices] as unknown as Mirrored<KubernetesObject>[];
-}
-
-/** Lists every page of a kind (limit/continue) so that one huge response never has to be held at once by the server. */
-export async function listAllPages<T extends KubernetesObject>(resource: Mirrored<T>, pageSize: number): Promise<KubernetesListObject<T>> {
-  const items: T[] = [];
-  let token: string | undefined;
-  let resourceVersion = '';
-  do {
-    const page = await resource.listPage(pageSize, token);
-    items.push(...page.items);
-    // The first page pins the snapshot; the continue token keeps the following pages on it.
-    resourceVersion ||= page.metadata?.resourceVersion ?? '';
-    token = page.metadata?._continue || undefined;
-  } while (token);
-  return { apiVersion: 'v1', kind: 'List', metadata: { resourceVersion }, items };
+    {
+      kind: 'services',
+      kubeKind: 'Service',
+      path: '/api/v1/services',
+      key: (obj) => {
+        const id = nameOf(obj);
+        return id && keys.service(id.namespace, id.name);
+      },
+      build: (obj) => buildSlimService(obj as V1Service),
+      validate: (record) => validateSlim('service', record as SlimRecord<'service'>),
+      heartbeats: false,
+    },
+    {
+      kind: 'endpointslices',
+      kubeKind: 'EndpointSlice',
+      path: '/apis/discovery.k8s.io/v1/endpointslices',
+      key: (obj) => {
+        const id = nameOf(obj);
+        return id && keys.endpointSlice(id.namespace, id.name);
+      },
+      build: (obj) => buildSlimEndpointSlice(obj as V1EndpointSlice),
+      validate: (record) => validateSlim('endpointSlice', record as SlimRecord<'endpointSlice'>),
+      heartbeats: false,
+    },
+  ];
 }

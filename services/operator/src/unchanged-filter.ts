@@ -88,6 +88,16 @@ export class UnchangedEventFilter {
     this.known.add(fingerprint.hash);
   }
 
+  /**
+   * Forgets every object. After a relist the remembered states may be stale (the list delivered newer ones that the
+   * filter never saw as events), and an event reverting an object to a remembered state would wrongly count as
+   * unchanged; objects deleted while the watch was down would stay remembered for ever.
+   */
+  clear(): void {
+    this.fingerprintOf.clear();
+    this.known.clear();
+  }
+
   /** Drops a deleted object. */
   forget(object: FingerprintedObject): void {
     const key = identity(object);

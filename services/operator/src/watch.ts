@@ -1,143 +1,195 @@
 /**
- * The watch half of the operator's informers: client-node's `Watch` contract (ListWatch drives it, relists on 410,
- * reports every other error), with a cheaper event path. client-node decodes every event with readline and JSON.parse;
- * at 5,000 nodes almost every event is a status heartbeat of a 12 KB Node that changes nothing the datapath sees.
- * Here lines are split from the raw bytes, and an event that `UnchangedEventFilter` recognises is never decoded: it
- * reaches ListWatch as a BOOKMARK, which moves the informer's resourceVersion (so a reconnect resumes after it) and
- * touches nothing else. Decoded objects pass through `transform` first, so the informer caches only what the
- * operator reads.
+ * The operator's HTTP to the API server, for lists and watches, without client-node's typed deserialisation: a list
+ * page is one JSON.parse of its body, a watch is split into lines from the raw bytes and each line parsed once. At
+ * 5,000 nodes almost every watch event is a status heartbeat of a 12 KB Node that changes nothing the datapath sees;
+ * with an `UnchangedEventFilter`, such an event is recognised from its text and never decoded at all (it only moves
+ * the watch's resourceVersion). TLS, client certificates and bearer tokens come from the KubeConfig
+ * (`applyToHTTPSOptions`), as for client-node's own requests.
  */
-import { STATUS_CODES, request as httpRequest } from 'node:http';
+import { STATUS_CODES, request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { request as httpsRequest, type RequestOptions } from 'node:https';
-import { Watch, type KubeConfig } from '@kubernetes/client-node';
+import type { KubeConfig } from '@kubernetes/client-node';
 import { UnchangedEventFilter, type FingerprintedObject } from './unchanged-filter.ts';
 
-export type WatchCallback = (phase: string, apiObj: unknown, watchObj?: unknown) => void | Promise<void>;
+/** An object as the API server sends it: only what the operator reads is typed, the rest is unknown. */
+export type KubeObject = FingerprintedObject & { metadata?: { name?: unknown; namespace?: unknown; resourceVersion?: unknown } } & object;
 
-export interface FilteringWatchOptions {
+export type WatchEventType = 'ADDED' | 'MODIFIED' | 'DELETED' | 'BOOKMARK' | 'ERROR';
+
+/** An answer other than 200, as the mirror reads it: the status code and, for a 429's Retry-After, the headers. */
+export class KubeHttpError extends Error {
+  constructor(
+    readonly statusCode: number,
+    readonly headers: IncomingHttpHeaders,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'KubeHttpError';
+  }
+}
+
+export interface ListPage {
+  items: KubeObject[];
+  resourceVersion: string;
+  continueToken: string | undefined;
+}
+
+type Query = Record<string, string | number | boolean | undefined>;
+
+async function requestOptions(config: KubeConfig, path: string, query: Query): Promise<{ url: URL; options: RequestOptions }> {
+  const cluster = config.getCurrentCluster();
+  if (!cluster) throw new Error('no current cluster in the kubeconfig');
+  const url = new URL(cluster.server.replace(/\/$/, '') + path);
+  for (const [key, value] of Object.entries(query)) if (value !== undefined) url.searchParams.set(key, String(value));
+  const options: RequestOptions = { headers: {} };
+  await config.applyToHTTPSOptions(options);
+  options.headers = { ...options.headers, accept: 'application/json' };
+  return { url, options };
+}
+
+const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value);
+
+/** One page of a list (limit/continue), parsed once; a shape that is not a list is an error naming what is wrong. */
+export async function listPage(config: KubeConfig, path: string, query: Query, signal: AbortSignal): Promise<ListPage> {
+  const { url, options } = await requestOptions(config, path, query);
+  const body = await new Promise<Buffer>((resolve, reject) => {
+    const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
+    const req = send(url, { ...options, method: 'GET', signal }, (response) => {
+      const status = response.statusCode ?? 0;
+      const chunks: Buffer[] = [];
+      response.on('data', (chunk: Buffer) => chunks.push(chunk));
+      response.on('error', reject);
+      response.on('end', () => {
+        if (status === 200) resolve(Buffer.concat(chunks));
+        else reject(new KubeHttpError(status, response.headers, `list ${path}: ${status} ${statusMessage(Buffer.concat(chunks)) ?? (response.statusMessage || STATUS_CODES[status])}`));
+      });
+    });
+    req.on('error', reject);
+    req.end();
+  });
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(body.toString('utf8'));
+  } catch (err) {
+    throw new Error(`list ${path}: the answer is not JSON: ${(err as Error).message}`);
+  }
+  if (!isObject(parsed) || !Array.isArray(parsed.items)) throw new Error(`list ${path}: the answer has no items list`);
+  const metadata = isObject(parsed.metadata) ? parsed.metadata : {};
+  return {
+    items: parsed.items.filter(isObject) as KubeObject[],
+    resourceVersion: typeof metadata.resourceVersion === 'string' ? metadata.resourceVersion : '',
+    continueToken: typeof metadata.continue === 'string' && metadata.continue ? metadata.continue : undefined,
+  };
+}
+
+/** A Status body's message, when the answer is one. */
+function statusMessage(body: Buffer): string | undefined {
+  try {
+    const status = JSON.parse(body.toString('utf8')) as { message?: unknown };
+    return typeof status.message === 'string' ? status.message : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export interface WatchHandlers {
+  /** A decoded event. For BOOKMARK (sent, or an unchanged event skipped) only metadata.resourceVersion is there. */
+  onEvent(type: WatchEventType, object: KubeObject): void;
   /** Called for each event skipped without decoding (it changed nothing a slim record sees). */
-  onUnchanged?: () => void;
+  onUnchanged?(): void;
   /** Called for each line that is not a watch event (bad JSON or shape); the line is dropped. */
-  onMalformed?: (reason: string) => void;
-  /** Applied to every decoded object before the informer sees it. */
-  transform?: (object: object) => void;
+  onMalformed?(reason: string): void;
+}
+
+export interface WatchOptions {
+  /** Recognises unchanged events from their text; only worth it for kinds that heartbeat (Nodes). */
+  filter?: UnchangedEventFilter;
   /** A longer line than this ends the watch with an error instead of buffering without bound. */
   maxLineBytes?: number;
 }
 
-interface WatchEvent {
-  type: string;
-  object: FingerprintedObject & object;
-}
+const WATCH_TYPES = new Set<string>(['ADDED', 'MODIFIED', 'DELETED', 'BOOKMARK', 'ERROR']);
 
-function isWatchEvent(value: unknown): value is WatchEvent {
-  if (typeof value !== 'object' || value === null) return false;
-  const { type, object } = value as Record<string, unknown>;
-  return typeof type === 'string' && typeof object === 'object' && object !== null;
-}
-
-/** An HTTP error as ListWatch and the mirror read it: the status code and, for a 429's Retry-After, the headers. */
-export class WatchHttpError extends Error {
-  constructor(
-    readonly statusCode: number,
-    readonly headers: Record<string, string | string[] | undefined>,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
-export class FilteringWatch extends Watch {
-  readonly filter = new UnchangedEventFilter();
-
-  constructor(
-    config: KubeConfig,
-    private readonly options: FilteringWatchOptions = {},
-  ) {
-    super(config);
-  }
-
-  override async watch(path: string, queryParams: Record<string, string | number | boolean | undefined>, callback: WatchCallback, done: (err: unknown) => void): Promise<AbortController> {
-    const cluster = this.config.getCurrentCluster();
-    if (!cluster) throw new Error('No currently active cluster');
-    const url = new URL(cluster.server + path);
-    url.searchParams.set('watch', 'true');
-    for (const [key, value] of Object.entries(queryParams ?? {})) if (value !== undefined) url.searchParams.set(key, String(value));
-    const requestOptions: RequestOptions = {};
-    await this.config.applyToHTTPSOptions(requestOptions);
-
-    const controller = new AbortController();
+/**
+ * Runs one watch request until it ends: resolves when the server closes it (or `signal` aborts it), rejects with a
+ * KubeHttpError for an answer other than 200 and with the socket's error otherwise.
+ */
+export async function watchOnce(config: KubeConfig, path: string, query: Query, handlers: WatchHandlers, signal: AbortSignal, options: WatchOptions = {}): Promise<void> {
+  const { url, options: request } = await requestOptions(config, path, { ...query, watch: true });
+  signal.throwIfAborted();
+  const maxLineBytes = options.maxLineBytes ?? 64 * 1024 * 1024;
+  await new Promise<void>((resolve, reject) => {
     let finished = false;
     const finish = (err: unknown) => {
       if (finished) return;
       finished = true;
-      controller.abort();
-      done(err);
+      if (err && !signal.aborted) reject(err);
+      else resolve();
     };
+    const controller = new AbortController();
+    const onAbort = () => controller.abort();
+    signal.addEventListener('abort', onAbort, { once: true });
     const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
-    const req = send(url, { ...requestOptions, method: 'GET', signal: controller.signal });
+    const req = send(url, { ...request, method: 'GET', signal: controller.signal });
+    const end = (err: unknown) => {
+      signal.removeEventListener('abort', onAbort);
+      controller.abort();
+      finish(err);
+    };
     req.on('response', (response) => {
       const status = response.statusCode ?? 0;
       if (status !== 200) {
-        response.resume();
-        finish(new WatchHttpError(status, response.headers, response.statusMessage || STATUS_CODES[status] || 'watch failed'));
+        const chunks: Buffer[] = [];
+        response.on('data', (chunk: Buffer) => chunks.push(chunk));
+        response.on('end', () => end(new KubeHttpError(status, response.headers, `watch ${path}: ${status} ${statusMessage(Buffer.concat(chunks)) ?? (response.statusMessage || STATUS_CODES[status])}`)));
+        response.on('error', end);
         return;
       }
       response.socket.setKeepAlive(true, 30_000);
-      const lines = new LineSplitter(this.options.maxLineBytes ?? 64 * 1024 * 1024, (line) => this.onLine(line, callback));
+      const lines = new LineSplitter(maxLineBytes, (line) => onLine(line, handlers, options.filter));
       response.on('data', (chunk: Buffer) => {
-        if (!lines.push(chunk)) finish(new Error(`a watch event longer than ${lines.maxLineBytes} bytes`));
+        if (!lines.push(chunk)) end(new Error(`a watch event longer than ${maxLineBytes} bytes`));
       });
-      response.on('end', () => finish(null));
-      response.on('close', () => finish(null));
-      response.on('error', (err) => finish(controller.signal.aborted ? null : err));
+      response.on('end', () => end(null));
+      response.on('close', () => end(null));
+      response.on('error', end);
     });
-    // Aborting is how ListWatch stops a watch; the abort error is not a failure.
-    req.on('error', (err) => finish(controller.signal.aborted ? null : err));
+    // Aborting is how a watch is stopped; the abort error is not a failure.
+    req.on('error', (err) => end(controller.signal.aborted ? null : err));
     req.end();
-    return controller;
-  }
+  });
+}
 
-  private onLine(line: Buffer, callback: WatchCallback): void {
-    const verdict = this.filter.classify(line.toString('latin1'));
-    if (verdict.unchanged) {
-      this.options.onUnchanged?.();
-      this.deliver(callback, 'BOOKMARK', { metadata: { resourceVersion: verdict.resourceVersion } });
-      return;
-    }
-    let event: unknown;
-    try {
-      event = JSON.parse(line.toString('utf8'));
-    } catch (err) {
-      this.options.onMalformed?.(`not JSON: ${(err as Error).message}`);
-      return;
-    }
-    if (!isWatchEvent(event)) {
-      this.options.onMalformed?.('not a watch event (no type or object)');
-      return;
-    }
-    const { type, object } = event;
-    // The filter counts the volatile fields of the object as sent, before the transform drops any.
-    if (type === 'ADDED' || type === 'MODIFIED') this.filter.remember(object, verdict.fingerprint);
-    else if (type === 'DELETED') this.filter.forget(object);
-    if (type === 'ADDED' || type === 'MODIFIED' || type === 'DELETED') this.options.transform?.(object);
-    this.deliver(callback, type, object, event);
+function onLine(line: Buffer, handlers: WatchHandlers, filter: UnchangedEventFilter | undefined): void {
+  const verdict = filter?.classify(line.toString('latin1'));
+  if (verdict?.unchanged) {
+    handlers.onUnchanged?.();
+    handlers.onEvent('BOOKMARK', { metadata: { resourceVersion: verdict.resourceVersion } });
+    return;
   }
-
-  private deliver(callback: WatchCallback, type: string, object: unknown, event?: unknown): void {
-    // ListWatch's handler is async: a failure would surface as an unhandled rejection; report it as a bad event.
-    const rejected = (err: unknown) => this.options.onMalformed?.(`the informer rejected a ${type} event: ${(err as Error).message}`);
-    try {
-      const result = callback(type, object, event);
-      if (result instanceof Promise) result.catch(rejected);
-    } catch (err) {
-      rejected(err);
-    }
+  let event: unknown;
+  try {
+    event = JSON.parse(line.toString('utf8'));
+  } catch (err) {
+    handlers.onMalformed?.(`not JSON: ${(err as Error).message}`);
+    return;
   }
+  if (!isObject(event) || typeof event.type !== 'string' || !WATCH_TYPES.has(event.type) || !isObject(event.object)) {
+    handlers.onMalformed?.('not a watch event (no known type or no object)');
+    return;
+  }
+  const type = event.type as WatchEventType;
+  const object = event.object as KubeObject;
+  if (filter) {
+    // The filter counts the volatile fields of the object as sent.
+    if (type === 'ADDED' || type === 'MODIFIED') filter.remember(object, verdict?.fingerprint);
+    else if (type === 'DELETED') filter.forget(object);
+  }
+  handlers.onEvent(type, object);
 }
 
 /** Newline-delimited frames from a byte stream, without decoding the bytes. */
-class LineSplitter {
+export class LineSplitter {
   private parts: Buffer[] = [];
   private partBytes = 0;
 

@@ -119,7 +119,9 @@ describe('operator against kube-sim and a real etcd: 200 nodes × 20 pods', () =
   it('loses its lease while etcd is stopped, leads again without relisting, and writes what changed meanwhile', async () => {
     const termBefore = operator.status().term;
     const podAdds = () => metricValue(registry, 'sluice_operator_kube_events_total', { kind: 'Pod', type: 'ADDED' });
+    const relists = () => metricValue(registry, 'sluice_operator_relists_total');
     const addsBefore = await podAdds();
+    const relistsBefore = await relists();
     await env.etcd.pause();
     try {
       await waitFor('the operator to step down', () => !operator.isLeader, 20_000);
@@ -134,7 +136,10 @@ describe('operator against kube-sim and a real etcd: 200 nodes × 20 pods', () =
     await waitForMirror(env);
     // Only the pod created during the outage was added: the informers were not restarted, Kubernetes not relisted.
     expect((await podAdds()) - addsBefore).toBe(1);
-    expect(captured.lines.some((l) => l.msg === 'replaying the state the informers kept since the last term')).toBe(true);
+    expect(await relists()).toBe(relistsBefore);
+    expect(relistsBefore).toBe(4);
+    const replays = captured.lines.filter((l) => l.msg === 'replaying the state the informers hold');
+    expect(replays.at(-1)?.replayed).toBeGreaterThan(200 * 20);
   });
 });
 
