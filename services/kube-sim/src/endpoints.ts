@@ -13,7 +13,12 @@ const MAX_PER_SLICE = 100;
 interface Endpoint {
   ip: string;
   nodeName?: string;
+  /** Serving and not terminating. */
   ready: boolean;
+  /** The pod is Running and its Ready condition holds (terminating or not), as the real controller reports it. */
+  serving: boolean;
+  /** The pod has a deletionTimestamp: it stays an endpoint (not ready) for its grace period. */
+  terminating: boolean;
   podName: string;
 }
 
@@ -37,11 +42,13 @@ export function endpointOf(pod: PodLike): Endpoint | undefined {
   const phase = pod.status?.phase;
   if (!ip || phase === 'Succeeded' || phase === 'Failed') return undefined;
   const readyCondition = pod.status?.conditions?.find((c) => c.type === 'Ready');
-  const ready = phase === 'Running' && (readyCondition ? readyCondition.status === 'True' : true) && !pod.metadata?.deletionTimestamp;
-  return { ip, ready, podName: pod.metadata?.name ?? '', ...(pod.spec?.nodeName ? { nodeName: pod.spec.nodeName } : {}) };
+  const serving = phase === 'Running' && (readyCondition ? readyCondition.status === 'True' : true);
+  const terminating = !!pod.metadata?.deletionTimestamp;
+  return { ip, ready: serving && !terminating, serving, terminating, podName: pod.metadata?.name ?? '', ...(pod.spec?.nodeName ? { nodeName: pod.spec.nodeName } : {}) };
 }
 
-const sameEndpoint = (a: Endpoint, b: Endpoint) => a.ip === b.ip && a.nodeName === b.nodeName && a.ready === b.ready;
+const sameEndpoint = (a: Endpoint, b: Endpoint) =>
+  a.ip === b.ip && a.nodeName === b.nodeName && a.ready === b.ready && a.serving === b.serving && a.terminating === b.terminating;
 
 export class EndpointSliceController {
   private readonly services = new Map<string, ServiceState>();
@@ -166,10 +173,17 @@ export class EndpointSliceController {
   }
 
   private sliceObject(state: ServiceState, sliceName: string, eps: Map<string, Endpoint>) {
-    return realisticEndpointSlice({
-      namespace: state.namespace, service: state.name, name: sliceName, endpoints: [...eps.values()], ports: state.ports,
+    const list = [...eps.values()];
+    const slice = realisticEndpointSlice({
+      namespace: state.namespace, service: state.name, name: sliceName, endpoints: list, ports: state.ports,
       now: new Date(),
     });
+    // The conditions as the real controller writes them (a terminating pod: ready false, serving as its readiness).
+    slice.endpoints.forEach((e, i) => {
+      const ep = list[i]!;
+      e.conditions = { ready: ep.ready, serving: ep.serving, terminating: ep.terminating };
+    });
+    return slice;
   }
 
   private writeSlice(state: ServiceState, sliceName: string, quiet: boolean): void {

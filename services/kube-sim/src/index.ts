@@ -2,12 +2,17 @@
  * kube-sim as a library: a Kubernetes API server simulator that runs in-process (tests, the demo, the scale harness)
  * or behind src/main.ts.
  */
-import { mkdtemp } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { createLogger, type Logger } from '@sluice/log';
+import { ADMIN_RULES, Authorizer, type TokenEntry } from './auth.ts';
+import { PREINSTALLED_CRDS } from './crds.ts';
 import { Faults, type RateLimitOptions } from './faults.ts';
 import { writeKubeconfig, kubeconfigFor } from './kubeconfig.ts';
+import type { ServiceRangeOptions } from './services.ts';
+import { generateTls, type TlsMaterial } from './tls.ts';
 import type { Scenario } from './scenario.ts';
 import { ApiServer, type ServerStats } from './server.ts';
 import { DEFAULT_SIMULATION, Simulation, type SimulationOptions } from './simulation.ts';
@@ -35,6 +40,20 @@ export interface KubeSimOptions extends Partial<SimulationOptions> {
   nodeList?: Scenario['nodeList'];
   serviceList?: Scenario['serviceList'];
   log?: Logger;
+  /** Serve HTTPS: `true` generates a CA and a server certificate (openssl), or pass your own PEMs. */
+  tls?: boolean | TlsMaterial;
+  /**
+   * Require a bearer token: each entry's rules say what it may do (401 without a known token, 403 outside its rules).
+   * `auth: true` without tokens generates one admin token.
+   */
+  tokens?: TokenEntry[];
+  auth?: boolean;
+  /** The token the written kubeconfig carries (default: the first of `tokens`, or the generated admin token). */
+  kubeconfigToken?: string;
+  /** Service cluster IP ranges (IPv4 10.96.0.0/12, IPv6 fd00:10:96::/112) and node port range (30000-32767). */
+  serviceRanges?: ServiceRangeOptions;
+  /** Install the CRDs a cluster usually has before any workload (PrometheusRule); default true. */
+  preinstalledCRDs?: boolean;
 }
 
 export interface KubeSimStats {
@@ -63,6 +82,13 @@ export interface KubeSim {
   kubeconfigPath: string;
   /** The kubeconfig's text. */
   kubeconfig: string;
+  /** HTTPS: the CA's PEM and where it was written (beside the kubeconfig, `kube-sim-ca.crt`). */
+  caPem?: string;
+  caPath?: string;
+  /** The token in the kubeconfig (when tokens are required). */
+  token?: string;
+  /** A kubeconfig for another token (or none), same server and CA. */
+  kubeconfigFor(token?: string): string;
   store: Store;
   cluster: Simulation;
   faults: Faults;
@@ -75,8 +101,9 @@ export async function startKubeSim(options: KubeSimOptions = {}): Promise<KubeSi
   const log = options.log ?? createLogger({ component: 'kube-sim' });
   const store = new Store({
     windowEvents: options.windowEvents, windowBytes: options.windowBytes, maxWatcherBacklogBytes: options.maxWatcherBacklogBytes,
-    snapshotTtlMs: options.snapshotTtlMs,
+    snapshotTtlMs: options.snapshotTtlMs, ...(options.serviceRanges ? { services: options.serviceRanges } : {}),
   });
+  if (options.preinstalledCRDs ?? true) for (const crd of PREINSTALLED_CRDS) store.create('customresourcedefinitions', crd, { quiet: true });
   const simOptions: Partial<SimulationOptions> = {};
   for (const key of Object.keys(DEFAULT_SIMULATION) as (keyof SimulationOptions)[]) {
     if (options[key] !== undefined) (simOptions as Record<string, unknown>)[key] = options[key];
@@ -93,18 +120,33 @@ export async function startKubeSim(options: KubeSimOptions = {}): Promise<KubeSi
   let stats: () => KubeSimStats = () => {
     throw new Error('not started');
   };
-  const server = new ApiServer({ store, faults, log, bookmarkIntervalMs: options.bookmarkIntervalMs, routes: { '/kube-sim/stats': () => stats() } });
-  const port = await server.listen(options.port ?? 0, options.host ?? '127.0.0.1');
-  const url = `http://${options.host ?? '127.0.0.1'}:${port}`;
+  const host = options.host ?? '127.0.0.1';
+  const tls = options.tls === true ? await generateTls([host]) : options.tls || undefined;
+  let tokens = options.tokens;
+  if (!tokens?.length && options.auth) tokens = [{ token: randomBytes(24).toString('base64url'), user: 'kube-sim-admin', rules: ADMIN_RULES }];
+  const token = options.kubeconfigToken ?? tokens?.[0]?.token;
+  const server = new ApiServer({
+    store, faults, log, bookmarkIntervalMs: options.bookmarkIntervalMs, routes: { '/kube-sim/stats': () => stats() },
+    ...(tls ? { tls } : {}), ...(tokens?.length ? { auth: new Authorizer(tokens) } : {}),
+  });
+  const port = await server.listen(options.port ?? 0, host);
+  const url = `${tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${port}`;
   const kubeconfigPath = options.kubeconfigPath ?? join(await mkdtemp(join(tmpdir(), 'kube-sim-')), 'kubeconfig');
-  await writeKubeconfig(kubeconfigPath, url);
+  const auth = { ...(tls ? { caPem: tls.caPem } : {}), ...(token ? { token } : {}) };
+  await writeKubeconfig(kubeconfigPath, url, auth);
+  let caPath: string | undefined;
+  if (tls) {
+    caPath = join(dirname(kubeconfigPath), 'kube-sim-ca.crt');
+    await mkdir(dirname(caPath), { recursive: true });
+    await writeFile(caPath, tls.caPem);
+  }
   if (options.heartbeats ?? true) cluster.startHeartbeats();
   if (cluster.options.churnPerSecond > 0) cluster.startChurn();
 
   stats = (): KubeSimStats => {
     const s: ServerStats = server.stats;
     const objects: Record<string, number> = {};
-    for (const plural of ['nodes', 'pods', 'services', 'endpointslices', 'namespaces']) objects[plural] = store.count(plural);
+    for (const plural of ['nodes', 'pods', 'services', 'endpointslices', 'namespaces', 'leases']) objects[plural] = store.count(plural);
     return {
       resourceVersion: store.resourceVersion, objects, requests: { ...s.requests }, bytesWritten: s.bytesWritten,
       ...store.counters, heartbeats: cluster.heartbeats.beats, ...cluster.counters, ...faults.counters,
@@ -112,7 +154,9 @@ export async function startKubeSim(options: KubeSimOptions = {}): Promise<KubeSi
     };
   };
   return {
-    url, port, kubeconfigPath, kubeconfig: kubeconfigFor(url), store, cluster, faults, server, stats,
+    url, port, kubeconfigPath, kubeconfig: kubeconfigFor(url, 'kube-sim', auth), store, cluster, faults, server, stats,
+    ...(tls ? { caPem: tls.caPem, caPath } : {}), ...(token ? { token } : {}),
+    kubeconfigFor: (t?: string) => kubeconfigFor(url, 'kube-sim', { ...(tls ? { caPem: tls.caPem } : {}), ...(t ? { token: t } : {}) }),
     async close() {
       cluster.stop();
       await server.close();
@@ -131,6 +175,16 @@ export { ApiError } from './status.ts';
 export { applyPatch, mergePatch, strategicMergePatch, jsonPatch, patchTypeOf } from './patch.ts';
 export type { PatchType } from './patch.ts';
 export { kubeconfigFor, writeKubeconfig } from './kubeconfig.ts';
+export type { KubeconfigAuth } from './kubeconfig.ts';
+export { Authorizer, ADMIN_RULES, loadTokenFile, tokenFileSchema, AuthError } from './auth.ts';
+export type { TokenEntry, TokenRule } from './auth.ts';
+export { generateTls } from './tls.ts';
+export type { TlsMaterial } from './tls.ts';
+export { ServiceAllocator } from './services.ts';
+export type { ServiceRangeOptions } from './services.ts';
+export { validateCustomObject } from './schema.ts';
+export type { StructuralSchema } from './schema.ts';
+export type { DeleteOptions, WriteOptions, FieldValidation } from './store.ts';
 export { loadScenario, scenarioSchema, ScenarioError } from './scenario.ts';
 export type { Scenario } from './scenario.ts';
 export { RESOURCES } from './resources.ts';

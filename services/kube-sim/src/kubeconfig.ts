@@ -1,14 +1,24 @@
-/** A kubeconfig for an http server without authentication, readable by kubectl and @kubernetes/client-node. */
+/** A kubeconfig for kube-sim, readable by kubectl and @kubernetes/client-node: plain HTTP, or HTTPS with its CA and a token. */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 
-export function kubeconfigFor(url: string, name = 'kube-sim'): string {
+export interface KubeconfigAuth {
+  /** PEM of the CA to trust (HTTPS). */
+  caPem?: string;
+  /** Bearer token of the user. */
+  token?: string;
+}
+
+export function kubeconfigFor(url: string, name = 'kube-sim', auth: KubeconfigAuth = {}): string {
+  const cluster: Record<string, unknown> = { server: url };
+  if (auth.caPem) cluster['certificate-authority-data'] = Buffer.from(auth.caPem).toString('base64');
+  // client-node 1.4 refuses plain http unless the cluster says insecure-skip-tls-verify (there is no TLS to verify).
+  else cluster['insecure-skip-tls-verify'] = true;
   const config = {
     apiVersion: 'v1',
     kind: 'Config',
-    // client-node 1.4 refuses plain http unless the cluster says insecure-skip-tls-verify (there is no TLS to verify).
-    clusters: [{ name, cluster: { server: url, 'insecure-skip-tls-verify': true } }],
-    users: [{ name, user: {} }],
+    clusters: [{ name, cluster }],
+    users: [{ name, user: auth.token ? { token: auth.token } : {} }],
     contexts: [{ name, context: { cluster: name, user: name, namespace: 'default' } }],
     'current-context': name,
     preferences: {},
@@ -17,7 +27,7 @@ export function kubeconfigFor(url: string, name = 'kube-sim'): string {
   return `${JSON.stringify(config, null, 2)}\n`;
 }
 
-export async function writeKubeconfig(path: string, url: string): Promise<void> {
+export async function writeKubeconfig(path: string, url: string, auth: KubeconfigAuth = {}): Promise<void> {
   await mkdir(dirname(path), { recursive: true });
-  await writeFile(path, kubeconfigFor(url), { mode: 0o600 });
+  await writeFile(path, kubeconfigFor(url, 'kube-sim', auth), { mode: 0o600 });
 }

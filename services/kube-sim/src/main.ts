@@ -4,6 +4,8 @@
  */
 import { Command, flag, parseOptions, schemas, z } from '@sluice/config';
 import { createLogger } from '@sluice/log';
+import { readFile } from 'node:fs/promises';
+import { AuthError, loadTokenFile } from './auth.ts';
 import { startKubeSim, type KubeSimOptions } from './index.ts';
 import { loadScenario, ScenarioError } from './scenario.ts';
 
@@ -20,6 +22,9 @@ const program = new Command('kube-sim')
   .addOption(flag('--heartbeat-interval <duration>', 'kubelet status update interval per node', '10s'))
   .addOption(flag('--heartbeat-jitter <fraction>', 'heartbeat interval jitter, a fraction of the interval', '0.1'))
   .addOption(flag('--no-heartbeats', 'do not send node heartbeats'))
+  .addOption(flag('--heartbeat-mode <mode>', 'node-status: a Node status PATCH per heartbeat; lease: a Lease per node renewed per heartbeat, Node status every --node-status-report-interval (KEP-589)', 'node-status'))
+  .addOption(flag('--node-status-report-interval <duration>', 'lease mode: how often the Node status is written without a condition change', '5m'))
+  .addOption(flag('--pod-start-delay <duration>', 'pods the simulation creates start Pending and run with an IP after this delay (0: created Running)', '0'))
   .addOption(flag('--churn <perSecond>', 'pod creates plus deletes per second', '0'))
   .addOption(flag('--seed <n>', 'random seed (same seed, same cluster)', '1'))
   .addOption(flag('--scenario <file>', 'JSON scenario file (flags given explicitly win)'))
@@ -31,6 +36,12 @@ const program = new Command('kube-sim')
   .addOption(flag('--rate-limit-qps <qps>', 'answer 429 with Retry-After above this request rate (0: off)', '0'))
   .addOption(flag('--rate-limit-burst <n>', 'rate limit burst', '100'))
   .addOption(flag('--failure-rate <fraction>', 'fault injection: fraction of requests answered with 500', '0'))
+  .addOption(flag('--tls', 'serve HTTPS with a generated CA (written beside the kubeconfig as kube-sim-ca.crt)'))
+  .addOption(flag('--tls-cert <file>', 'server certificate (PEM) to serve HTTPS with instead of a generated one'))
+  .addOption(flag('--tls-key <file>', 'server private key (PEM), with --tls-cert'))
+  .addOption(flag('--tls-ca <file>', 'CA bundle (PEM) that signed --tls-cert, written into the kubeconfig'))
+  .addOption(flag('--token-file <file>', 'require bearer tokens: JSON {"tokens":[{"token","user","rules":[{"verbs","apiGroups","resources","namespaces"}]}]}; the kubeconfig carries the first'))
+  .addOption(flag('--shutdown-grace <seconds>', 'on SIGTERM/SIGINT, how long to wait for connections to close before exiting anyway', '5'))
   .addOption(flag('--log-level <level>', 'log level', 'info'));
 
 const schema = z.object({
@@ -45,6 +56,15 @@ const schema = z.object({
   heartbeatInterval: schemas.duration.pipe(z.number().positive('must be positive')),
   heartbeatJitter: z.coerce.number().min(0).max(1),
   heartbeats: z.boolean(),
+  heartbeatMode: z.enum(['node-status', 'lease']),
+  nodeStatusReportInterval: schemas.duration.pipe(z.number().positive('must be positive')),
+  podStartDelay: schemas.duration.pipe(z.number().min(0)),
+  tls: z.boolean().optional(),
+  tlsCert: z.string().optional(),
+  tlsKey: z.string().optional(),
+  tlsCa: z.string().optional(),
+  tokenFile: z.string().optional(),
+  shutdownGrace: z.coerce.number().min(0),
   churn: z.coerce.number().min(0),
   seed: z.coerce.number().int(),
   scenario: z.string().optional(),
@@ -75,6 +95,21 @@ if (opts.scenario) {
 }
 const pick = <T>(name: string, fromFlag: T, fromScenario: T | undefined): T => (explicit(name) || fromScenario === undefined ? fromFlag : fromScenario);
 
+let tls: KubeSimOptions['tls'] = opts.tls ?? false;
+let tokens: KubeSimOptions['tokens'];
+try {
+  if (opts.tlsCert || opts.tlsKey) {
+    if (!opts.tlsCert || !opts.tlsKey) throw new AuthError('--tls-cert and --tls-key go together');
+    const [certPem, keyPem, caPem] = await Promise.all([opts.tlsCert, opts.tlsKey, opts.tlsCa ?? opts.tlsCert].map((f) => readFile(f, 'utf8')));
+    tls = { certPem: certPem!, keyPem: keyPem!, caPem: caPem! };
+  }
+  if (opts.tokenFile) tokens = await loadTokenFile(opts.tokenFile);
+} catch (err) {
+  process.stderr.write(`kube-sim: ${(err as Error).message}
+`);
+  process.exit(2);
+}
+
 const options: KubeSimOptions = {
   nodes: pick('nodes', opts.nodes, scenario.nodes),
   podsPerNode: pick('podsPerNode', opts.podsPerNode, scenario.podsPerNode),
@@ -87,6 +122,11 @@ const options: KubeSimOptions = {
   heartbeatIntervalMs: pick('heartbeatInterval', opts.heartbeatInterval, scenario.heartbeatInterval),
   heartbeatJitter: pick('heartbeatJitter', opts.heartbeatJitter, scenario.heartbeatJitter),
   heartbeats: opts.heartbeats,
+  heartbeatMode: pick('heartbeatMode', opts.heartbeatMode, scenario.heartbeat),
+  nodeStatusReportIntervalMs: pick('nodeStatusReportInterval', opts.nodeStatusReportInterval, scenario.nodeStatusReportInterval),
+  podStartDelayMs: pick('podStartDelay', opts.podStartDelay, scenario.podStartDelay),
+  tls,
+  ...(tokens ? { tokens } : {}),
   churnPerSecond: pick('churn', opts.churn, scenario.churnPerSecond),
   seed: pick('seed', opts.seed, scenario.seed),
   port: opts.port,
@@ -109,11 +149,22 @@ try {
   process.exit(2);
 }
 const s = sim.stats();
-process.stdout.write(`kube-sim serving ${sim.url}\nkubeconfig ${sim.kubeconfigPath}\n`);
+process.stdout.write(`kube-sim serving ${sim.url}\nkubeconfig ${sim.kubeconfigPath}\n${sim.caPath ? `ca ${sim.caPath}\n` : ''}`);
 log.info({ url: sim.url, kubeconfig: sim.kubeconfigPath, objects: s.objects }, 'kube-sim ready');
 
+let stopping = false;
 const shutdown = () => {
-  void sim.close().then(() => process.exit(0));
+  // A second signal, or clients that hold their connections past the grace, do not keep the process alive.
+  if (stopping) process.exit(1);
+  stopping = true;
+  setTimeout(() => {
+    log.warn({ graceSeconds: opts.shutdownGrace }, 'connections did not close in time; exiting anyway');
+    process.exit(0);
+  }, opts.shutdownGrace * 1000).unref();
+  sim.close().then(() => process.exit(0), (err: unknown) => {
+    log.error({ err }, 'shutdown failed');
+    process.exit(1);
+  });
 };
 process.on('SIGINT', shutdown);
 process.on('SIGTERM', shutdown);

@@ -26,7 +26,34 @@ export interface ResourceType {
   /** Lists in this type are atomic (no strategic merge by key), as for the discovery group's types. */
   atomicLists?: boolean;
   categories?: string[];
+  /** The store's collection name: the plural for built-in kinds, `<plural>.<group>` for custom resources. */
+  key?: string;
+  /** Every version served (custom resources may serve several; `version` is the storage version). */
+  versions?: string[];
+  /** metadata.generation counts spec changes (every kind outside the core group, custom resources). */
+  generation?: boolean;
+  /** Custom resources: the CRD's structural schema per version, and its printer columns. */
+  custom?: CustomInfo;
 }
+
+export interface PrinterColumn {
+  name: string;
+  type: string;
+  jsonPath: string;
+  description?: string;
+  priority?: number;
+  format?: string;
+}
+
+export interface CustomInfo {
+  /** The CRD's name (`<plural>.<group>`). */
+  crd: string;
+  listKind: string;
+  schemas: Record<string, unknown>;
+  printerColumns: Record<string, PrinterColumn[]>;
+}
+
+export const keyOfResource = (r: ResourceType) => r.key ?? r.plural;
 
 export const apiVersionOf = (r: ResourceType) => (r.group ? `${r.group}/${r.version}` : r.version);
 
@@ -49,11 +76,22 @@ export const RESOURCES: readonly ResourceType[] = [
   { group: '', version: 'v1', plural: 'events', singular: 'event', kind: 'Event', namespaced: true, shortNames: ['ev'], subresources: [], fields: 'any' },
   { group: 'discovery.k8s.io', version: 'v1', plural: 'endpointslices', singular: 'endpointslice', kind: 'EndpointSlice', namespaced: true, shortNames: [], subresources: [], fields: [], atomicLists: true },
   { group: 'coordination.k8s.io', version: 'v1', plural: 'leases', singular: 'lease', kind: 'Lease', namespaced: true, shortNames: [], subresources: [], fields: [] },
+  // Generic kinds an install applies (stored and served as they are, no controller behind them beyond defaults).
+  { group: '', version: 'v1', plural: 'serviceaccounts', singular: 'serviceaccount', kind: 'ServiceAccount', namespaced: true, shortNames: ['sa'], subresources: [], fields: [] },
+  { group: '', version: 'v1', plural: 'configmaps', singular: 'configmap', kind: 'ConfigMap', namespaced: true, shortNames: ['cm'], subresources: [], fields: [] },
+  { group: '', version: 'v1', plural: 'secrets', singular: 'secret', kind: 'Secret', namespaced: true, shortNames: [], subresources: [], fields: ['type'] },
+  ...(['ClusterRole', 'ClusterRoleBinding', 'Role', 'RoleBinding'] as const).map((kind): ResourceType => ({
+    group: 'rbac.authorization.k8s.io', version: 'v1', plural: `${kind.toLowerCase()}s`, singular: kind.toLowerCase(), kind,
+    namespaced: !kind.startsWith('Cluster'), shortNames: [], subresources: [], fields: [], atomicLists: true,
+  })),
+  { group: 'apps', version: 'v1', plural: 'deployments', singular: 'deployment', kind: 'Deployment', namespaced: true, shortNames: ['deploy'], subresources: ['status'], fields: [], categories: ['all'], generation: true },
+  { group: 'apps', version: 'v1', plural: 'daemonsets', singular: 'daemonset', kind: 'DaemonSet', namespaced: true, shortNames: ['ds'], subresources: ['status'], fields: [], categories: ['all'], generation: true },
+  { group: 'policy', version: 'v1', plural: 'poddisruptionbudgets', singular: 'poddisruptionbudget', kind: 'PodDisruptionBudget', namespaced: true, shortNames: ['pdb'], subresources: ['status'], fields: [], generation: true },
+  {
+    group: 'apiextensions.k8s.io', version: 'v1', plural: 'customresourcedefinitions', singular: 'customresourcedefinition', kind: 'CustomResourceDefinition',
+    namespaced: false, shortNames: ['crd', 'crds'], subresources: ['status'], fields: [], categories: ['api-extensions'], generation: true, atomicLists: true,
+  },
 ];
-
-export function findResource(group: string, version: string, plural: string): ResourceType | undefined {
-  return RESOURCES.find((r) => r.group === group && r.version === version && r.plural === plural);
-}
 
 export const resourceByPlural = (plural: string): ResourceType => {
   const r = RESOURCES.find((x) => x.plural === plural);

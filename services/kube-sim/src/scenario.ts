@@ -16,6 +16,11 @@ export const scenarioSchema = z.strictObject({
   nodeIPCIDR: cidr.optional(),
   heartbeatInterval: schemas.duration.optional(),
   heartbeatJitter: z.number().min(0).max(1).optional(),
+  /** node-status: a Node status PATCH per heartbeat (pre-NodeLease); lease: KEP-589 Leases, Node status every 5 min. */
+  heartbeat: z.enum(['node-status', 'lease']).optional(),
+  nodeStatusReportInterval: schemas.duration.optional(),
+  /** Pods the simulation creates start Pending and run with an IP after this delay (0: created Running). */
+  podStartDelay: schemas.duration.optional(),
   churnPerSecond: z.number().min(0).optional(),
   seed: z.number().int().optional(),
   windowEvents: z.number().int().min(1).optional(),

@@ -3,12 +3,14 @@
  * request is a Status answer; nothing a client sends can throw past the handler.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { Logger } from '@sluice/log';
+import type { Authorizer, TokenEntry } from './auth.ts';
 import { Faults, type Verb } from './faults.ts';
 import { patchTypeOf } from './patch.ts';
-import { apiVersionOf, findResource, RESOURCES, type KubeObject, type ResourceType } from './resources.ts';
+import { apiVersionOf, keyOfResource, type KubeObject, type ResourceType } from './resources.ts';
 import { ApiError, badRequest, notFound } from './status.ts';
-import { timestamp, type Store, type StoredObject } from './store.ts';
+import { timestamp, type FieldValidation, type Store, type StoredObject } from './store.ts';
 import { tableFor, wantsTable } from './table.ts';
 
 const MAX_BODY = 3 * 1024 * 1024;
@@ -28,6 +30,10 @@ export interface ApiServerOptions {
   bookmarkIntervalMs?: number;
   /** Extra GET routes answered with JSON (kube-sim's own /kube-sim/stats). */
   routes?: Record<string, () => unknown>;
+  /** Serve HTTPS with this certificate instead of HTTP. */
+  tls?: { certPem: string; keyPem: string };
+  /** Require a bearer token on everything but the health endpoints; its rules decide what it may do. */
+  auth?: Authorizer;
 }
 
 interface Route {
@@ -77,8 +83,10 @@ function asObject(value: unknown): KubeObject {
 
 const VERBS = ['create', 'delete', 'deletecollection', 'get', 'list', 'patch', 'update', 'watch'];
 
-function resourceList(group: string, version: string) {
-  const resources = RESOURCES.filter((r) => r.group === group && r.version === version).flatMap((r) => [
+const servedVersions = (r: ResourceType) => r.versions ?? [r.version];
+
+function resourceList(all: ResourceType[], group: string, version: string) {
+  const resources = all.filter((r) => r.group === group && servedVersions(r).includes(version)).flatMap((r) => [
     {
       name: r.plural, singularName: r.singular, namespaced: r.namespaced, kind: r.kind, verbs: VERBS,
       ...(r.shortNames.length ? { shortNames: r.shortNames } : {}), ...(r.categories ? { categories: r.categories } : {}),
@@ -90,11 +98,13 @@ function resourceList(group: string, version: string) {
   return { kind: 'APIResourceList', apiVersion: 'v1', groupVersion: group ? `${group}/${version}` : version, resources };
 }
 
-function groups() {
-  const names = [...new Set(RESOURCES.map((r) => r.group).filter((g) => g !== ''))];
+function groups(all: ResourceType[]) {
+  const names = [...new Set(all.map((r) => r.group).filter((g) => g !== ''))];
   return names.map((name) => {
-    const versions = [...new Set(RESOURCES.filter((r) => r.group === name).map((r) => r.version))].map((v) => ({ groupVersion: `${name}/${v}`, version: v }));
-    return { name, versions, preferredVersion: versions[0]! };
+    const inGroup = all.filter((r) => r.group === name);
+    const versions = [...new Set(inGroup.flatMap(servedVersions))].map((v) => ({ groupVersion: `${name}/${v}`, version: v }));
+    const preferred = inGroup[0]!.version;
+    return { name, versions, preferredVersion: versions.find((v) => v.version === preferred) ?? versions[0]! };
   });
 }
 
@@ -103,27 +113,27 @@ function groups() {
  * create/apply validate on the server (which accepts what it can store) instead of needing full schemas; without a
  * schema for a kind, kubectl apply computes strategic merge patches from its compiled-in types.
  */
-function openapiRoot() {
+function openapiRoot(all: ResourceType[], generation: number) {
   const paths: Record<string, { serverRelativeURL: string }> = {};
-  for (const gv of new Set(RESOURCES.map((r) => (r.group ? `apis/${r.group}/${r.version}` : `api/${r.version}`)))) {
-    paths[gv] = { serverRelativeURL: `/openapi/v3/${gv}?hash=kube-sim-1` };
+  for (const gv of new Set(all.flatMap((r) => servedVersions(r).map((v) => (r.group ? `apis/${r.group}/${v}` : `api/${v}`))))) {
+    paths[gv] = { serverRelativeURL: `/openapi/v3/${gv}?hash=kube-sim-${generation}` };
   }
   return { paths };
 }
 
-function openapiGroupVersion(rest: string[]): unknown {
+function openapiGroupVersion(all: ResourceType[], rest: string[]): unknown {
   const [kind, g, v] = rest[0] === 'api' ? ['api', '', rest[1]] : [rest[0], rest[1], rest[2]];
-  const resources = RESOURCES.filter((r) => r.group === g && r.version === v && (kind === 'api') === (g === ''));
+  const resources = all.filter((r) => r.group === g && servedVersions(r).includes(v ?? '') && (kind === 'api') === (g === ''));
   if (resources.length === 0) return null;
   const paths: Record<string, unknown> = {};
   for (const r of resources) {
-    const prefix = r.group ? `/apis/${r.group}/${r.version}` : `/api/${r.version}`;
+    const prefix = r.group ? `/apis/${r.group}/${v}` : `/api/${v}`;
     const path = r.namespaced ? `${prefix}/namespaces/{namespace}/${r.plural}/{name}` : `${prefix}/${r.plural}/{name}`;
     paths[path] = {
       patch: {
         operationId: `patch${r.kind}`,
         'x-kubernetes-action': 'patch',
-        'x-kubernetes-group-version-kind': { group: r.group, version: r.version, kind: r.kind },
+        'x-kubernetes-group-version-kind': { group: r.group, version: v, kind: r.kind },
         parameters: [
           { name: 'fieldValidation', in: 'query', schema: { type: 'string', uniqueItems: true } },
           { name: 'dryRun', in: 'query', schema: { type: 'string', uniqueItems: true } },
@@ -143,9 +153,10 @@ export class ApiServer {
   private readonly openWatches = new Set<ServerResponse>();
 
   constructor(private readonly options: ApiServerOptions) {
-    this.server = createServer((req, res) => {
+    const handler = (req: IncomingMessage, res: ServerResponse) => {
       this.handle(req, res).catch((err: unknown) => this.fail(res, 'get', err));
-    });
+    };
+    this.server = options.tls ? createHttpsServer({ cert: options.tls.certPem, key: options.tls.keyPem }, handler) : createServer(handler);
     this.server.keepAliveTimeout = 65_000;
     this.bookmarkTimer = setInterval(() => options.store.sendBookmarks(), options.bookmarkIntervalMs ?? 10_000);
     this.bookmarkTimer.unref();
@@ -187,6 +198,14 @@ export class ApiServer {
       res.writeHead(200, { 'Content-Type': 'text/plain' }).end('ok');
       return;
     }
+    let user: TokenEntry | undefined;
+    if (this.options.auth) {
+      try {
+        user = this.options.auth.authenticate(req.headers.authorization);
+      } catch (err) {
+        return this.fail(res, 'other', err);
+      }
+    }
     const extra = this.options.routes?.[url.pathname];
     if (extra && method === 'GET') {
       this.count('discovery', 200);
@@ -214,17 +233,26 @@ export class ApiServer {
       : method === 'DELETE' ? (route.name ? 'delete' : 'deletecollection')
       : 'get';
     try {
+      if (user) {
+        this.options.auth!.authorize(user, {
+          verb, group: r.group, resource: r.plural, namespace: route.namespace, ...(route.subresource ? { subresource: route.subresource } : {}),
+          ...(route.name ? { name: route.name } : {}),
+        });
+      }
       const fault = this.options.faults.check(verb, r.plural);
       if (fault) throw fault;
       if (route.subresource && !r.subresources.includes(route.subresource)) {
         throw new ApiError(404, 'NotFound', 'the server could not find the requested resource');
       }
       const dryRun = q.getAll('dryRun').includes('All');
+      const fieldValidation = (q.get('fieldValidation') ?? undefined) as FieldValidation | undefined;
+      const key = keyOfResource(r);
+      const store = this.options.store;
       switch (method) {
         case 'GET':
           if (isWatch) return this.watch(req, res, route, q);
           if (route.name) {
-            const obj = this.options.store.get(r.plural, route.namespace, route.name);
+            const obj = store.get(key, route.namespace, route.name);
             if (!obj) throw notFound(r.plural, route.name, r.group);
             return this.sendObject(req, res, verb, 200, r, obj);
           }
@@ -239,27 +267,33 @@ export class ApiServer {
             throw badRequest('the namespace of the provided object does not match the namespace sent on the request');
           }
           if (r.namespaced) body.metadata = { ...meta, namespace: route.namespace };
-          const created = this.options.store.create(r.plural, body, { dryRun });
+          const created = store.create(key, body, { dryRun, fieldValidation });
           return this.sendObject(req, res, verb, 201, r, created);
         }
         case 'PUT': {
           if (!route.name) throw new ApiError(405, 'MethodNotAllowed', 'PUT needs a named resource');
           const body = asObject(parseJson(await readBody(req)));
-          const updated = this.options.store.update(r.plural, route.namespace, route.name, body, {
-            dryRun, ...(route.subresource === 'status' ? { subresource: 'status' as const } : {}),
+          const updated = store.update(key, route.namespace, route.name, body, {
+            dryRun, fieldValidation, ...(route.subresource === 'status' ? { subresource: 'status' as const } : {}),
           });
           return this.sendObject(req, res, verb, 200, r, updated);
         }
         case 'PATCH': {
           if (!route.name) throw new ApiError(405, 'MethodNotAllowed', 'PATCH needs a named resource');
-          const type = patchTypeOf(req.headers['content-type']);
+          const contentType = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+          const sub = route.subresource === 'status' ? { subresource: 'status' as const } : {};
+          if (contentType === 'application/apply-patch+yaml') {
+            // kubectl apply --server-side sends JSON (which is YAML); a YAML-only body is refused rather than half-read.
+            const config = asObject(parseJson(await readBody(req)));
+            const applied = store.apply(key, route.namespace, route.name, config, { dryRun, fieldValidation, ...sub });
+            return this.sendObject(req, res, verb, applied.created ? 201 : 200, r, applied.object);
+          }
+          const type = patchTypeOf(contentType);
           if (!type) {
-            throw new ApiError(415, 'UnsupportedMediaType', `the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json`);
+            throw new ApiError(415, 'UnsupportedMediaType', `the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json`);
           }
           const patch = parseJson(await readBody(req));
-          const updated = this.options.store.patch(r.plural, route.namespace, route.name, type, patch, {
-            dryRun, ...(route.subresource === 'status' ? { subresource: 'status' as const } : {}),
-          });
+          const updated = store.patch(key, route.namespace, route.name, type, patch, { dryRun, fieldValidation, ...sub });
           return this.sendObject(req, res, verb, 200, r, updated);
         }
         case 'DELETE': {
@@ -267,14 +301,17 @@ export class ApiServer {
           const options = text.trim() ? asObject(parseJson(text)) : {};
           const pre = (options as { preconditions?: { uid?: string; resourceVersion?: string } }).preconditions ?? {};
           const deleteDryRun = dryRun || ((options as { dryRun?: string[] }).dryRun ?? []).includes('All');
+          const requestedGrace = gracePeriodOf(q, options);
           if (route.name) {
-            const deleted = this.options.store.delete(r.plural, route.namespace, route.name, { ...pre, dryRun: deleteDryRun });
+            const current = store.get(key, route.namespace, route.name);
+            const grace = current ? gracePeriodFor(r, current, requestedGrace) : 0;
+            const deleted = store.delete(key, route.namespace, route.name, { ...pre, dryRun: deleteDryRun, gracePeriodSeconds: grace });
             return this.sendObject(req, res, verb, 200, r, deleted);
           }
-          const victims = this.options.store.list(r.plural, {
+          const victims = store.list(key, {
             namespace: route.namespace, labelSelector: q.get('labelSelector') ?? undefined, fieldSelector: q.get('fieldSelector') ?? undefined,
           });
-          const deleted = victims.items.map((o) => this.options.store.delete(r.plural, o.namespace, o.name, { dryRun: deleteDryRun }));
+          const deleted = victims.items.map((o) => store.delete(key, o.namespace, o.name, { dryRun: deleteDryRun, gracePeriodSeconds: gracePeriodFor(r, o, requestedGrace) }));
           this.count(verb, 200);
           return this.writeList(res, r, this.options.store.resourceVersion, deleted, {});
         }
@@ -302,11 +339,15 @@ export class ApiServer {
       };
     }
     if (a === 'api' && parts.length === 1) return { kind: 'APIVersions', versions: ['v1'], serverAddressByClientCIDRs: [{ clientCIDR: '0.0.0.0/0', serverAddress: '127.0.0.1' }] };
-    if (a === 'api' && b === 'v1' && parts.length === 2) return resourceList('', 'v1');
-    if (a === 'apis' && parts.length === 1) return { kind: 'APIGroupList', apiVersion: 'v1', groups: groups() };
-    if (a === 'apis' && parts.length === 2) return groups().find((g) => g.name === b) ? { kind: 'APIGroup', apiVersion: 'v1', ...groups().find((g) => g.name === b) } : null;
-    if (a === 'apis' && parts.length === 3) return RESOURCES.some((r) => r.group === b && r.version === c) ? resourceList(b!, c!) : null;
-    if (a === 'openapi' && b === 'v3') return parts.length === 2 ? openapiRoot() : openapiGroupVersion(parts.slice(2));
+    const all = this.options.store.resources();
+    if (a === 'api' && b === 'v1' && parts.length === 2) return resourceList(all, '', 'v1');
+    if (a === 'apis' && parts.length === 1) return { kind: 'APIGroupList', apiVersion: 'v1', groups: groups(all) };
+    if (a === 'apis' && parts.length === 2) {
+      const group = groups(all).find((g) => g.name === b);
+      return group ? { kind: 'APIGroup', apiVersion: 'v1', ...group } : null;
+    }
+    if (a === 'apis' && parts.length === 3) return all.some((r) => r.group === b && servedVersions(r).includes(c!)) ? resourceList(all, b!, c!) : null;
+    if (a === 'openapi' && b === 'v3') return parts.length === 2 ? openapiRoot(all, this.options.store.typeGeneration) : openapiGroupVersion(all, parts.slice(2));
     if (a === 'openapi') return null;
     void d;
     return undefined;
@@ -324,6 +365,7 @@ export class ApiServer {
       watchPath = true;
       rest = rest.slice(1);
     }
+    const findResource = (g: string, v: string, plural: string) => this.options.store.findResource(g, v, plural);
     if (rest[0] === 'namespaces' && rest.length >= 3) {
       const resource = findResource(group, version, rest[2]!);
       if (resource?.namespaced && rest.length <= 5) return { resource, namespace: rest[1]!, name: rest[3], subresource: rest[4], watchPath };
@@ -342,7 +384,7 @@ export class ApiServer {
     const limitText = q.get('limit');
     const limit = limitText ? Number(limitText) : undefined;
     if (limit !== undefined && (!Number.isInteger(limit) || limit < 0)) throw badRequest(`invalid limit: ${limitText}`);
-    const result = this.options.store.list(route.resource.plural, {
+    const result = this.options.store.list(keyOfResource(route.resource), {
       namespace: route.namespace, labelSelector: q.get('labelSelector') ?? undefined, fieldSelector: q.get('fieldSelector') ?? undefined,
       limit, continue: q.get('continue') ?? undefined, resourceVersion: q.get('resourceVersion') ?? undefined,
       resourceVersionMatch: q.get('resourceVersionMatch') ?? undefined,
@@ -360,7 +402,7 @@ export class ApiServer {
     const metadata: Record<string, unknown> = { resourceVersion: String(rv) };
     if (meta.continue) metadata.continue = meta.continue;
     if (meta.remainingItemCount !== undefined) metadata.remainingItemCount = meta.remainingItemCount;
-    let chunk = `{"kind":"${r.kind}List","apiVersion":"${apiVersionOf(r)}","metadata":${JSON.stringify(metadata)},"items":[`;
+    let chunk = `{"kind":"${r.custom?.listKind ?? `${r.kind}List`}","apiVersion":"${apiVersionOf(r)}","metadata":${JSON.stringify(metadata)},"items":[`;
     for (let i = 0; i < items.length; i++) {
       chunk += (i ? ',' : '') + items[i]!.json;
       if (chunk.length > 1 << 20) {
@@ -406,7 +448,7 @@ export class ApiServer {
       const t = tableFor(route.resource, [event.object], event.object.metadata?.resourceVersion ?? '', undefined, include);
       return Buffer.from(`${JSON.stringify({ type: event.type, object: t })}\n`);
     };
-    const watcher = store.watch(route.resource.plural, {
+    const watcher = store.watch(keyOfResource(route.resource), {
       namespace: route.namespace, labelSelector: q.get('labelSelector') ?? undefined, fieldSelector,
       resourceVersion: q.get('resourceVersion') ?? undefined, allowWatchBookmarks: q.get('allowWatchBookmarks') === 'true',
       sendInitialEvents: q.get('sendInitialEvents') === 'true',
@@ -474,11 +516,34 @@ export class ApiServer {
 
   async close(): Promise<void> {
     clearInterval(this.bookmarkTimer);
+    this.options.store.stop();
     this.options.store.closeAllWatches('server shutting down');
     for (const res of this.openWatches) res.destroy();
     this.server.closeAllConnections();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
+}
+
+/** gracePeriodSeconds from the query (kubectl) or the DeleteOptions body (client libraries); the query wins. */
+function gracePeriodOf(q: URLSearchParams, options: KubeObject): number | undefined {
+  const text = q.get('gracePeriodSeconds');
+  const raw = text !== null ? Number(text) : (options as { gracePeriodSeconds?: unknown }).gracePeriodSeconds;
+  if (raw === undefined || raw === null) return undefined;
+  if (typeof raw !== 'number' || !Number.isInteger(raw)) throw badRequest(`invalid gracePeriodSeconds: ${String(text ?? raw)}`);
+  return Math.max(0, raw);
+}
+
+/**
+ * The grace period the real server gives a delete: pods only (the requested one, else the pod's
+ * terminationGracePeriodSeconds, else 30 s), and none for a pod that never ran on a node or has finished.
+ */
+function gracePeriodFor(r: ResourceType, current: StoredObject, requested: number | undefined): number {
+  if (r.group !== '' || r.plural !== 'pods') return 0;
+  const phase = current.fields['status.phase'];
+  if (!current.fields['spec.nodeName'] || phase === 'Succeeded' || phase === 'Failed') return 0;
+  if (requested !== undefined) return requested;
+  const pod = JSON.parse(current.json) as { spec?: { terminationGracePeriodSeconds?: number } };
+  return pod.spec?.terminationGracePeriodSeconds ?? 30;
 }
 
 export { Faults };

@@ -8,7 +8,17 @@ import { heartbeat, realisticNode, realisticPod, realisticService } from '@sluic
 import type { V1Node } from '@kubernetes/client-node';
 import { EndpointSliceController } from './endpoints.ts';
 import type { KubeObject } from './resources.ts';
-import type { Store, StoredObject } from './store.ts';
+import type { Store, StoreEvent, StoredObject } from './store.ts';
+import { microTime, timestamp } from './time.ts';
+
+/**
+ * How simulated kubelets report they are alive. `node-status`: a Node status PATCH every heartbeat interval (the
+ * pre-NodeLease cluster). `lease`: KEP-589 — a coordination.k8s.io/v1 Lease per node in kube-node-lease renewed every
+ * heartbeat interval, the Node status written only every nodeStatusReportInterval or when a condition changes.
+ */
+export type HeartbeatMode = 'node-status' | 'lease';
+
+export const NODE_LEASE_NAMESPACE = 'kube-node-lease';
 
 export interface SimulationOptions {
   nodes: number;
@@ -29,11 +39,21 @@ export interface SimulationOptions {
   /** Pod creates plus deletes per second. */
   churnPerSecond: number;
   seed: number;
+  heartbeatMode: HeartbeatMode;
+  /** Lease mode: the Node status is rewritten this often without a condition change (the kubelet's 5 min default). */
+  nodeStatusReportIntervalMs: number;
+  /**
+   * Above 0, pods the simulation creates (churn, bursts, createPod without a phase) and pods bound to simulated nodes
+   * through the API start Pending (scheduled, no IP) and run with an IP this long after, as a kubelet would. 0: the
+   * simulation's pods are created Running (and API pods are left as written).
+   */
+  podStartDelayMs: number;
 }
 
 export const DEFAULT_SIMULATION: SimulationOptions = {
   nodes: 10, podsPerNode: 5, services: 5, namespaces: 3, emptyNodes: 0, clusterCIDR: '10.128.0.0/9', nodeCIDRMaskSize: 24,
   nodeIPCIDR: '172.20.0.0/16', heartbeatIntervalMs: 10_000, heartbeatJitter: 0.1, churnPerSecond: 0, seed: 1,
+  heartbeatMode: 'node-status', nodeStatusReportIntervalMs: 300_000, podStartDelayMs: 0,
 };
 
 export function ipv4ToInt(ip: string): number {
@@ -205,7 +225,13 @@ export class Simulation {
   private churnCarry = 0;
   private churnLast = 0;
   private unsubscribe?: () => void;
-  readonly counters = { podsCreated: 0, podsDeleted: 0 };
+  /** Lease mode: when each node's status was last written. */
+  private readonly lastNodeStatus = new Map<string, number>();
+  /** Pods waiting to run (FIFO: one fixed delay), with the uid that was scheduled. */
+  private starting: { key: string; uid: string; due: number }[] = [];
+  private startingHead = 0;
+  private startTimer?: NodeJS.Timeout;
+  readonly counters = { podsCreated: 0, podsDeleted: 0, podsStarted: 0, leaseRenewals: 0, nodeStatusWrites: 0 };
 
   constructor(readonly store: Store, options: Partial<SimulationOptions> = {}) {
     this.options = { ...DEFAULT_SIMULATION, ...options };
@@ -244,12 +270,17 @@ export class Simulation {
     this.endpoints.start();
     this.store.resetWindows();
     this.unsubscribe ??= this.store.onChange((r, e) => {
+      if (r.group !== '') return;
       if (r.plural === 'pods' && e.type === 'DELETED') this.forgetPod(e.object);
+      else if (r.plural === 'pods') this.maybeSchedulePodStart(e);
       if (r.plural === 'nodes' && e.type === 'DELETED') {
         this.heartbeats.remove(e.object.name);
         const n = this.nodes.get(e.object.name);
         if (n) this.usedSlots.delete(n.slot);
         this.nodes.delete(e.object.name);
+        this.lastNodeStatus.delete(e.object.name);
+        // The node lifecycle controller's garbage collection: a node's Lease goes with it.
+        if (this.store.get('leases', NODE_LEASE_NAMESPACE, e.object.name)) this.store.delete('leases', NODE_LEASE_NAMESPACE, e.object.name);
       }
     });
   }
@@ -279,8 +310,14 @@ export class Simulation {
     this.nodes.set(name, state);
     const now = new Date(internal.now ?? Date.now());
     const node = realisticNode({ name, internalIP, podCIDR, labels: options.labels, seed: this.options.seed * 1_000_003 + slot, now });
-    this.store.create('nodes', node as KubeObject, { quiet: internal.quiet ?? false, owned: true });
-    if (options.heartbeat ?? true) this.heartbeats.add(name, internal.now ?? Date.now());
+    const stored = this.store.create('nodes', node as KubeObject, { quiet: internal.quiet ?? false, owned: true });
+    const t = internal.now ?? Date.now();
+    if (this.options.heartbeatMode === 'lease') {
+      this.createLease(stored, t, internal.quiet ?? false);
+      // Spread the 5-minute status writes over the interval instead of every node writing at the same moment.
+      this.lastNodeStatus.set(name, t - this.random() * this.options.nodeStatusReportIntervalMs);
+    }
+    if (options.heartbeat ?? true) this.heartbeats.add(name, t);
     for (let i = 0; i < (options.pods ?? 0); i++) this.createPod({ nodeName: name }, internal.quiet ?? false);
     return name;
   }
@@ -344,8 +381,10 @@ export class Simulation {
     const namespace = options.namespace ?? app.namespace;
     const labelApp = options.labels?.app ?? app.app;
     const name = options.name ?? `${labelApp}-${this.randomName(10)}-${this.randomName(5)}`;
-    const phase = options.phase ?? (options.nodeName ? 'Running' : 'Pending');
     const node = options.nodeName ? this.nodes.get(options.nodeName) : undefined;
+    // With a start delay the simulated kubelet runs the pod later (maybeSchedulePodStart); a bulk load starts Running.
+    const kubeletStarts = this.options.podStartDelayMs > 0 && !quiet && !!node && !node.external;
+    const phase = options.phase ?? (options.nodeName && !kubeletStarts ? 'Running' : 'Pending');
     const assign = options.assignIP ?? (phase === 'Running' && !!node);
     const podIP = assign && options.nodeName ? this.allocatePodIP(options.nodeName) : undefined;
     const pod = realisticPod({
@@ -366,10 +405,119 @@ export class Simulation {
     }
   }
 
-  deletePod(namespace: string, name: string): boolean {
+  /** Deletes a pod: at once by default, or gracefully (deletionTimestamp set, gone when the period ends). */
+  deletePod(namespace: string, name: string, options: { gracePeriodSeconds?: number } = {}): boolean {
     if (!this.store.get('pods', namespace, name)) return false;
-    this.store.delete('pods', namespace, name);
+    this.store.delete('pods', namespace, name, options);
     return true;
+  }
+
+  // ---------------------------------------------------------------- the simulated kubelet's pod start
+
+  /** Queues a pod for its start when it is bound to a simulated node and waits for an IP. */
+  private maybeSchedulePodStart(e: StoreEvent): void {
+    if (this.options.podStartDelayMs <= 0) return;
+    const f = e.object.fields;
+    const nodeName = f['spec.nodeName'];
+    if (!nodeName || f['status.podIP'] || f['status.phase'] !== 'Pending') return;
+    if (e.type === 'MODIFIED' && e.previous?.fields['spec.nodeName'] === nodeName) return;
+    const node = this.nodes.get(nodeName);
+    if (!node || node.external) return;
+    this.starting.push({ key: e.object.key, uid: e.object.uid, due: Date.now() + this.options.podStartDelayMs });
+    if (!this.startTimer) {
+      this.startTimer = setInterval(() => this.startDuePods(Date.now()), Math.min(50, this.options.podStartDelayMs));
+      this.startTimer.unref();
+    }
+  }
+
+  /** Runs every queued pod whose delay is over (exposed for tests driving their own clock). */
+  startDuePods(now: number): number {
+    let n = 0;
+    while (this.startingHead < this.starting.length && this.starting[this.startingHead]!.due <= now) {
+      const { key, uid } = this.starting[this.startingHead++]!;
+      const [namespace, name] = key.split('/') as [string, string];
+      if (this.startPod(namespace, name, uid, now)) n++;
+    }
+    if (this.startingHead > 1024 && this.startingHead * 2 > this.starting.length) {
+      this.starting = this.starting.slice(this.startingHead);
+      this.startingHead = 0;
+    }
+    if (this.startingHead >= this.starting.length && this.startTimer) {
+      clearInterval(this.startTimer);
+      this.startTimer = undefined;
+    }
+    return n;
+  }
+
+  /** What a kubelet reports once the sandbox and containers are up: Running, an IP from the node's podCIDR, ready. */
+  private startPod(namespace: string, name: string, uid: string, now: number): boolean {
+    const current = this.store.get('pods', namespace, name);
+    if (!current || current.uid !== uid || current.fields['status.podIP'] || current.fields['status.phase'] !== 'Pending') return false;
+    if (current.json.includes('"deletionTimestamp"')) return false;
+    const nodeName = current.fields['spec.nodeName']!;
+    const ip = this.allocatePodIP(nodeName);
+    if (!ip) return false;
+    const t = timestamp(new Date(now));
+    this.store.mutate('pods', namespace, name, (obj) => {
+      const status = ((obj.status as Record<string, unknown> | undefined) ??= {});
+      const hostIP = this.nodes.get(nodeName)?.internalIP;
+      Object.assign(status, { phase: 'Running', podIP: ip, podIPs: [{ ip }], startTime: status.startTime ?? t });
+      if (hostIP) Object.assign(status, { hostIP, hostIPs: [{ ip: hostIP }] });
+      const conditions = (status.conditions as { type: string; status: string; lastTransitionTime?: string }[] | undefined) ?? [];
+      for (const type of ['PodReadyToStartContainers', 'Initialized', 'Ready', 'ContainersReady', 'PodScheduled']) {
+        const c = conditions.find((x) => x.type === type);
+        if (!c) conditions.push({ type, status: 'True', lastTransitionTime: t });
+        else if (c.status !== 'True') Object.assign(c, { status: 'True', lastTransitionTime: t });
+      }
+      status.conditions = conditions;
+      const containers = ((obj.spec as { containers?: { name: string; image?: string }[] } | undefined)?.containers ?? []);
+      status.containerStatuses = containers.map((c) => ({
+        name: c.name, image: c.image ?? '', imageID: '', containerID: `containerd://${uid.replace(/-/g, '')}`, ready: true, restartCount: 0, started: true,
+        state: { running: { startedAt: t } },
+      }));
+    });
+    this.counters.podsStarted++;
+    return true;
+  }
+
+  // ---------------------------------------------------------------- node leases and conditions
+
+  private createLease(node: StoredObject, now: number, quiet: boolean): void {
+    if (this.store.get('leases', NODE_LEASE_NAMESPACE, node.name)) return;
+    const lease = {
+      apiVersion: 'coordination.k8s.io/v1', kind: 'Lease',
+      metadata: {
+        name: node.name, namespace: NODE_LEASE_NAMESPACE,
+        ownerReferences: [{ apiVersion: 'v1', kind: 'Node', name: node.name, uid: node.uid }],
+      },
+      spec: { holderIdentity: node.name, leaseDurationSeconds: 40, renewTime: microTime(new Date(now)) },
+    };
+    this.store.create('leases', lease as KubeObject, { quiet, owned: true });
+  }
+
+  /**
+   * Sets a node condition the way a kubelet reports a change: the Node status is written at once (lease mode's
+   * exception to the 5-minute rule), with a new lastTransitionTime when the status changed.
+   */
+  setNodeCondition(name: string, type: string, status: 'True' | 'False' | 'Unknown', reason = type, message = ''): StoredObject | undefined {
+    const now = Date.now();
+    const updated = this.store.mutate('nodes', '', name, (obj) => {
+      const node = heartbeat(obj as V1Node, new Date(now)) as KubeObject;
+      const st = ((node.status as { conditions?: Record<string, unknown>[] } | undefined) ?? {});
+      const conditions = (st.conditions ??= []);
+      const t = timestamp(new Date(now));
+      let c = conditions.find((x) => x.type === type);
+      if (!c) conditions.push((c = { type, lastTransitionTime: t }));
+      if (c.status !== status) c.lastTransitionTime = t;
+      Object.assign(c, { status, reason, message, lastHeartbeatTime: t });
+      node.status = st;
+      return node;
+    });
+    if (updated) {
+      this.lastNodeStatus.set(name, now);
+      this.counters.nodeStatusWrites++;
+    }
+    return updated;
   }
 
   private forgetPod(obj: StoredObject): void {
@@ -427,7 +575,21 @@ export class Simulation {
   }
 
   private beat(name: string, now: number): boolean {
+    if (this.options.heartbeatMode === 'lease') {
+      const renewed = this.store.mutate('leases', NODE_LEASE_NAMESPACE, name, (obj) => {
+        (obj.spec as Record<string, unknown>).renewTime = microTime(new Date(now));
+      });
+      if (!renewed) {
+        const node = this.store.get('nodes', '', name);
+        if (!node) return false;
+        this.createLease(node, now, false);
+      }
+      this.counters.leaseRenewals++;
+      if (now - (this.lastNodeStatus.get(name) ?? 0) < this.options.nodeStatusReportIntervalMs) return true;
+      this.lastNodeStatus.set(name, now);
+    }
     const updated = this.store.mutate('nodes', '', name, (obj) => heartbeat(obj as V1Node, new Date(now)) as KubeObject);
+    if (updated) this.counters.nodeStatusWrites++;
     return updated !== undefined;
   }
 
@@ -478,6 +640,8 @@ export class Simulation {
   stop(): void {
     this.stopHeartbeats();
     this.stopChurn();
+    clearInterval(this.startTimer);
+    this.startTimer = undefined;
     this.endpoints.stop();
     this.unsubscribe?.();
   }

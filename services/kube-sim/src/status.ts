@@ -2,7 +2,8 @@
 
 export type StatusReason =
   | 'BadRequest' | 'NotFound' | 'AlreadyExists' | 'Conflict' | 'Gone' | 'Expired' | 'Invalid' | 'TooManyRequests'
-  | 'InternalError' | 'MethodNotAllowed' | 'UnsupportedMediaType' | 'RequestEntityTooLarge' | 'NotAcceptable';
+  | 'InternalError' | 'MethodNotAllowed' | 'UnsupportedMediaType' | 'RequestEntityTooLarge' | 'NotAcceptable' | 'Unauthorized'
+  | 'Forbidden';
 
 export interface StatusDetails {
   name?: string;
@@ -51,10 +52,20 @@ export function conflict(resource: string, name: string, group = ''): ApiError {
   );
 }
 
-export function invalid(kind: string, name: string, causes: { field: string; message: string }[], group = ''): ApiError {
-  const text = causes.map((c) => `${c.field}: ${c.message}`).join(', ');
-  return new ApiError(422, 'Invalid', `${kind} "${name}" is invalid: ${text}`, {
-    name, group, kind, causes: causes.map((c) => ({ reason: 'FieldValueInvalid', message: c.message, field: c.field })),
+export interface Cause {
+  field: string;
+  message: string;
+  /** FieldValueInvalid (default), FieldValueRequired, FieldValueNotSupported, FieldValueForbidden, FieldValueDuplicate… */
+  reason?: string;
+}
+
+/** A 422 as the real server words it: `Kind.group "name" is invalid: field: message` (several causes in brackets). */
+export function invalid(kind: string, name: string, causes: Cause[], group = ''): ApiError {
+  const parts = causes.map((c) => `${c.field}: ${c.message}`);
+  const text = parts.length === 1 ? parts[0]! : `[${parts.join(', ')}]`;
+  const qualified = group ? `${kind}.${group}` : kind;
+  return new ApiError(422, 'Invalid', `${qualified} "${name}" is invalid: ${text}`, {
+    name, group, kind, causes: causes.map((c) => ({ reason: c.reason ?? 'FieldValueInvalid', message: c.message, field: c.field })),
   });
 }
 

@@ -5,10 +5,15 @@
  * where each event is encoded once and the same bytes go to every watcher.
  */
 import { randomUUID } from 'node:crypto';
-import { fieldsOf, resourceByPlural, RESOURCES, supportedFields, apiVersionOf, type KubeObject, type ResourceType } from './resources.ts';
+import { checkCRD, crdStatus, resourceOfCRD } from './crds.ts';
+import { KindRules, type AdmitContext } from './kinds.ts';
+import { fieldsOf, keyOfResource, resourceByPlural, RESOURCES, supportedFields, apiVersionOf, type KubeObject, type ResourceType } from './resources.ts';
 import { matchesMap, parseFieldSelector, parseLabelSelector, type FieldSelector, type LabelSelector } from './selectors.ts';
 import { applyPatch, type PatchType } from './patch.ts';
-import { alreadyExists, ApiError, badRequest, conflict, expired, invalid, notFound } from './status.ts';
+import { validateCustomObject, type StructuralSchema } from './schema.ts';
+import type { ServiceRangeOptions } from './services.ts';
+import { alreadyExists, ApiError, badRequest, conflict, expired, invalid, notFound, type Cause } from './status.ts';
+import { timestamp } from './time.ts';
 
 export interface StoredObject {
   readonly key: string;
@@ -54,8 +59,31 @@ export interface StoreOptions {
   snapshotTtlMs?: number;
   maxSnapshots?: number;
   now?: () => Date;
-  /** Service cluster IP range for services created without spec.clusterIP. */
-  serviceCIDR?: string;
+  /** Service cluster IP ranges and the node port range. */
+  services?: ServiceRangeOptions;
+  /** How long a deleted namespace stays Terminating before it and its content go (default 500 ms). */
+  namespaceCleanupMs?: number;
+}
+
+/** How a write treats fields a custom resource's schema does not declare (the `fieldValidation` query parameter). */
+export type FieldValidation = 'Ignore' | 'Warn' | 'Strict';
+
+export interface WriteOptions {
+  dryRun?: boolean;
+  subresource?: 'status';
+  fieldValidation?: FieldValidation;
+}
+
+export interface DeleteOptions {
+  uid?: string;
+  resourceVersion?: string;
+  dryRun?: boolean;
+  /**
+   * Seconds until the object goes (default 0: at once). Above 0, it gets metadata.deletionTimestamp and
+   * deletionGracePeriodSeconds, stays (a MODIFIED event) and goes when the period ends. Finalizers keep any object until
+   * they are removed, whatever the grace period.
+   */
+  gracePeriodSeconds?: number;
 }
 
 class EventWindow {
@@ -187,7 +215,7 @@ class Collection {
   readonly window: EventWindow;
   published = 0;
 
-  constructor(readonly resource: ResourceType, windowEvents: number, windowBytes: number) {
+  constructor(public resource: ResourceType, windowEvents: number, windowBytes: number) {
     this.window = new EventWindow(windowEvents, windowBytes);
   }
 
@@ -198,7 +226,7 @@ class Collection {
     if (!ns) this.byNamespace.set(obj.namespace, (ns = new Map()));
     ns.set(obj.key, obj);
     const node = obj.fields['spec.nodeName'];
-    if (this.resource.plural === 'pods' && node) {
+    if (this.resource.plural === 'pods' && this.resource.group === '' && node) {
       let set = this.byNode.get(node);
       if (!set) this.byNode.set(node, (set = new Map()));
       set.set(obj.key, obj);
@@ -256,12 +284,7 @@ const LABEL_VALUE = /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/;
 const LABEL_KEY = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
 const SYSTEM_NAMESPACES = ['default', 'kube-system', 'kube-public', 'kube-node-lease'];
 
-export const timestamp = (date: Date) => date.toISOString().replace(/\.\d{3}Z$/, 'Z');
-
-function ipv4ToInt(ip: string): number {
-  return ip.split('.').reduce((acc, part) => acc * 256 + Number(part), 0);
-}
-const intToIpv4 = (n: number) => [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
+export { timestamp };
 
 export class Store {
   private rv = 1;
@@ -274,25 +297,70 @@ export class Store {
   private readonly snapshotTtl: number;
   private readonly maxSnapshots: number;
   private readonly now: () => Date;
-  private readonly usedClusterIPs = new Set<string>();
-  private readonly serviceBase: number;
-  private readonly serviceSize: number;
-  private nextServiceOffset = 10;
+  private readonly windowEvents: number;
+  private readonly windowBytes: number;
+  /** "group/version/plural" → collection, every served version of every type. */
+  private readonly routes = new Map<string, Collection>();
+  /** Pending ends of grace periods, by collection and object key. */
+  private readonly graceTimers = new Map<string, NodeJS.Timeout>();
+  readonly kinds: KindRules;
+  private readonly namespaceCleanupMs: number;
   readonly counters = { droppedWatchers: 0, eventsPublished: 0, watchEventsSent: 0, watchBytesSent: 0, expiredWatches: 0 };
   readonly closedWatchers: WatcherInfo[] = [];
+  /** Bumped whenever the set of served types changes (discovery and OpenAPI hashes follow it). */
+  typeGeneration = 0;
 
   constructor(options: StoreOptions = {}) {
-    const windowEvents = options.windowEvents ?? 10_000;
-    const windowBytes = options.windowBytes ?? 128 * 1024 * 1024;
-    for (const r of RESOURCES) this.collections.set(r.plural, new Collection(r, windowEvents, windowBytes));
+    this.windowEvents = options.windowEvents ?? 10_000;
+    this.windowBytes = options.windowBytes ?? 128 * 1024 * 1024;
+    for (const r of RESOURCES) this.registerResource(r);
     this.maxBacklog = options.maxWatcherBacklogBytes ?? 64 * 1024 * 1024;
     this.snapshotTtl = options.snapshotTtlMs ?? 5 * 60_000;
     this.maxSnapshots = options.maxSnapshots ?? 256;
     this.now = options.now ?? (() => new Date());
-    const [base, bits] = (options.serviceCIDR ?? '10.96.0.0/12').split('/');
-    this.serviceBase = ipv4ToInt(base!);
-    this.serviceSize = 2 ** (32 - Number(bits));
+    this.kinds = new KindRules(options.services);
+    this.namespaceCleanupMs = options.namespaceCleanupMs ?? 500;
     for (const ns of SYSTEM_NAMESPACES) this.create('namespaces', { metadata: { name: ns } });
+  }
+
+  // ---------------------------------------------------------------- types
+
+  /** Serves a type (a built-in one, or a custom resource once its CRD is accepted); re-registering updates it. */
+  registerResource(r: ResourceType): void {
+    const key = keyOfResource(r);
+    let c = this.collections.get(key);
+    if (c) {
+      for (const v of c.resource.versions ?? [c.resource.version]) this.routes.delete(`${c.resource.group}/${v}/${c.resource.plural}`);
+      c.resource = r;
+    } else this.collections.set(key, (c = new Collection(r, this.windowEvents, this.windowBytes)));
+    for (const v of r.versions ?? [r.version]) this.routes.set(`${r.group}/${v}/${r.plural}`, c);
+    this.typeGeneration++;
+  }
+
+  /** Stops serving a custom type: its objects are deleted (watchers see DELETED), then its watches end. */
+  private unregisterResource(key: string): void {
+    const c = this.collections.get(key);
+    if (!c) return;
+    for (const obj of [...c.objects.values()]) this.remove(c, obj);
+    for (const w of [...c.watchers]) w.close('resource type removed');
+    for (const v of c.resource.versions ?? [c.resource.version]) this.routes.delete(`${c.resource.group}/${v}/${c.resource.plural}`);
+    this.collections.delete(key);
+    this.typeGeneration++;
+  }
+
+  findResource(group: string, version: string, plural: string): ResourceType | undefined {
+    return this.routes.get(`${group}/${version}/${plural}`)?.resource;
+  }
+
+  /** Every type served now (discovery). */
+  resources(): ResourceType[] {
+    return [...this.collections.values()].map((c) => c.resource);
+  }
+
+  /** Ends pending grace-period timers (the server is shutting down). */
+  stop(): void {
+    for (const t of this.graceTimers.values()) clearTimeout(t);
+    this.graceTimers.clear();
   }
 
   get resourceVersion(): number {
@@ -347,13 +415,14 @@ export class Store {
    * `owned`: the caller hands the object over (no defensive copy; the simulation's bulk loads). `quiet`: no watch
    * event (bulk load before anyone watches; call resetWindows() after).
    */
-  create(plural: string, input: KubeObject, options: { dryRun?: boolean; quiet?: boolean; owned?: boolean } = {}): StoredObject {
+  create(plural: string, input: KubeObject, options: WriteOptions & { quiet?: boolean; owned?: boolean } = {}): StoredObject {
     const c = this.coll(plural);
     const r = c.resource;
     const obj = options.owned ? input : structuredCloneJson(input);
     obj.apiVersion ??= apiVersionOf(r);
     obj.kind ??= r.kind;
-    if (obj.kind !== r.kind || obj.apiVersion !== apiVersionOf(r)) {
+    const versions = (r.versions ?? [r.version]).map((v) => (r.group ? `${r.group}/${v}` : v));
+    if (obj.kind !== r.kind || !versions.includes(obj.apiVersion)) {
       throw badRequest(`the API version in the data (${obj.apiVersion}) does not match the expected API version (${apiVersionOf(r)}) or kind ${obj.kind} is not ${r.kind}`);
     }
     const meta = (obj.metadata ??= {});
@@ -361,16 +430,24 @@ export class Store {
     const namespace = r.namespaced ? (meta.namespace ?? 'default') : '';
     if (r.namespaced) meta.namespace = namespace;
     else delete meta.namespace;
-    this.validate(r, obj);
-    const name = meta.name!;
-    if (r.namespaced && !this.coll('namespaces').objects.has(namespace)) throw notFound('namespaces', namespace);
-    if (c.objects.has(keyOf(r, namespace, name))) throw alreadyExists(r.plural, name, r.group);
+    const name = meta.name ?? '';
+    const ns = r.namespaced ? this.coll('namespaces').objects.get(namespace) : undefined;
+    if (r.namespaced && !ns) throw notFound('namespaces', namespace);
+    if (ns?.json.includes('"deletionTimestamp"')) {
+      throw new ApiError(403, 'Forbidden', `${r.plural} "${meta.name ?? ''}" is forbidden: unable to create new content in namespace ${namespace} because it is being terminated`, { name: meta.name ?? '', group: r.group, kind: r.plural });
+    }
+    if (name && c.objects.has(keyOf(r, namespace, name))) throw alreadyExists(r.plural, name, r.group);
     meta.uid ??= randomUUID();
     meta.creationTimestamp ??= timestamp(this.now());
     delete meta.deletionTimestamp;
-    this.defaults(r, obj);
+    delete meta.deletionGracePeriodSeconds;
+    if (r.generation) meta.generation = 1;
+    const ctx: AdmitContext = { dryRun: options.dryRun ?? false, now: this.now() };
+    this.admit(r, obj, ctx, options.fieldValidation);
     if (options.dryRun) return this.encode(r, obj, this.rv);
-    return this.commit(c, obj, undefined, options.quiet ?? false);
+    const stored = this.commit(c, obj, undefined, options.quiet ?? false);
+    if (isCRDType(r)) this.serveCRD(obj);
+    return stored;
   }
 
   /**
@@ -378,7 +455,7 @@ export class Store {
    * The main resource keeps the stored status and the status subresource keeps everything but status, as the real
    * server's strategies do.
    */
-  update(plural: string, namespace: string, name: string, input: KubeObject, options: { subresource?: 'status'; dryRun?: boolean } = {}): StoredObject {
+  update(plural: string, namespace: string, name: string, input: KubeObject, options: WriteOptions = {}): StoredObject {
     const c = this.coll(plural);
     const r = c.resource;
     const current = c.objects.get(keyOf(r, namespace, name));
@@ -396,27 +473,47 @@ export class Store {
       throw conflict(r.plural, name, r.group);
     }
     const old = JSON.parse(current.json) as KubeObject;
+    const oldMeta = old.metadata!;
     meta.name = name;
     if (r.namespaced) meta.namespace = namespace;
-    meta.uid = old.metadata?.uid;
-    meta.creationTimestamp = old.metadata?.creationTimestamp;
+    meta.uid = oldMeta.uid;
+    meta.creationTimestamp = oldMeta.creationTimestamp;
+    // Deletion is the server's to record: a client can neither set nor clear it.
+    if (oldMeta.deletionTimestamp) {
+      meta.deletionTimestamp = oldMeta.deletionTimestamp;
+      meta.deletionGracePeriodSeconds = oldMeta.deletionGracePeriodSeconds;
+    } else {
+      delete meta.deletionTimestamp;
+      delete meta.deletionGracePeriodSeconds;
+    }
     let next: KubeObject = obj;
     if (r.subresources.includes('status')) {
-      if (options.subresource === 'status') next = { ...old, status: obj.status, metadata: { ...old.metadata, labels: meta.labels, annotations: meta.annotations } };
+      if (options.subresource === 'status') next = { ...old, status: obj.status, metadata: { ...oldMeta, labels: meta.labels, annotations: meta.annotations } };
       else if ('status' in old) next = { ...obj, status: old.status };
       else delete next.status;
     }
-    this.validate(r, next);
-    this.defaults(r, next);
+    if (r.generation) {
+      const specOf = (o: KubeObject) => JSON.stringify({ ...o, metadata: undefined, status: undefined, apiVersion: undefined });
+      const generation = Number(oldMeta.generation ?? 1);
+      next.metadata!.generation = options.subresource !== 'status' && specOf(next) !== specOf(old) ? generation + 1 : generation;
+    }
+    if (oldMeta.deletionTimestamp) {
+      const added = (next.metadata!.finalizers as string[] | undefined ?? []).filter((f) => !((oldMeta.finalizers as string[] | undefined) ?? []).includes(f));
+      if (added.length) throw invalid(r.kind, name, [{ field: 'metadata.finalizers', message: `Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers ${JSON.stringify(added)}`, reason: 'FieldValueForbidden' }], r.group);
+    }
+    const ctx: AdmitContext = { old, dryRun: options.dryRun ?? false, now: this.now(), ...(options.subresource ? { subresource: options.subresource } : {}) };
+    this.admit(r, next, ctx, options.fieldValidation);
     if (options.dryRun) return this.encode(r, next, current.rv);
-    return this.commit(c, next, current, false);
+    const stored = this.commit(c, next, current, false);
+    if (isCRDType(r)) this.serveCRD(next);
+    return this.maybeFinalize(c, stored);
   }
 
   /**
    * PATCH semantics: the patch applies to the stored object; a patch that names metadata.resourceVersion is a
    * precondition (409 when stale), as kubectl label --resource-version relies on.
    */
-  patch(plural: string, namespace: string, name: string, type: PatchType, patch: unknown, options: { subresource?: 'status'; dryRun?: boolean } = {}): StoredObject {
+  patch(plural: string, namespace: string, name: string, type: PatchType, patch: unknown, options: WriteOptions = {}): StoredObject {
     const c = this.coll(plural);
     const r = c.resource;
     const current = c.objects.get(keyOf(r, namespace, name));
@@ -430,7 +527,24 @@ export class Store {
     return this.update(plural, namespace, name, obj, options);
   }
 
-  delete(plural: string, namespace: string, name: string, options: { uid?: string; resourceVersion?: string; dryRun?: boolean } = {}): StoredObject {
+  /**
+   * Server-side apply, simplified: the applied configuration is merged into the live object (strategic merge for the
+   * built-in kinds, JSON merge for custom resources) or created when there is none. Field ownership is not tracked.
+   */
+  apply(plural: string, namespace: string, name: string, config: KubeObject, options: WriteOptions = {}): { object: StoredObject; created: boolean } {
+    const c = this.coll(plural);
+    const r = c.resource;
+    const current = c.objects.get(keyOf(r, namespace, name));
+    const meta = config.metadata ?? {};
+    if (meta.name !== undefined && meta.name !== name) throw badRequest(`the name of the object (${meta.name}) does not match the name on the URL (${name})`);
+    if (!current) {
+      const obj = { ...config, metadata: { ...meta, name, ...(r.namespaced ? { namespace } : {}) } };
+      return { object: this.create(plural, obj, options), created: true };
+    }
+    return { object: this.patch(plural, namespace, name, r.custom || r.atomicLists ? 'merge' : 'strategic', config, options), created: false };
+  }
+
+  delete(plural: string, namespace: string, name: string, options: DeleteOptions = {}): StoredObject {
     const c = this.coll(plural);
     const r = c.resource;
     const current = c.objects.get(keyOf(r, namespace, name));
@@ -442,11 +556,77 @@ export class Store {
       throw new ApiError(409, 'Conflict', `Precondition failed: ResourceVersion in precondition: ${options.resourceVersion}, ResourceVersion in object meta: ${current.rv}`, { name, kind: r.plural });
     }
     if (options.dryRun) return current;
-    if (r.plural === 'namespaces') {
+    const grace = Math.max(0, Math.floor(options.gracePeriodSeconds ?? 0));
+    const obj = JSON.parse(current.json) as KubeObject;
+    const meta = obj.metadata!;
+    const finalizers = (meta.finalizers as string[] | undefined) ?? [];
+    const now = this.now().getTime();
+    const timerKey = `${keyOfResource(r)}\0${current.key}`;
+    if (meta.deletionTimestamp) {
+      // Already terminating: a shorter grace period brings the end forward, a longer one changes nothing.
+      const end = Date.parse(meta.deletionTimestamp);
+      if (now + grace * 1000 < end) {
+        if (grace === 0 && finalizers.length === 0) return this.remove(c, current);
+        meta.deletionTimestamp = timestamp(new Date(now + grace * 1000));
+        meta.deletionGracePeriodSeconds = grace;
+        const stored = this.commit(c, obj, current, false);
+        this.scheduleEnd(c, stored, timerKey, grace * 1000);
+        return stored;
+      }
+      return current;
+    }
+    if (r.plural === 'namespaces' && r.group === '') {
+      // The namespace controller's part: Terminating first, its content deleted shortly after, then the namespace.
+      meta.deletionTimestamp = timestamp(new Date(now));
+      meta.deletionGracePeriodSeconds = 0;
+      obj.status = { ...(obj.status as object), phase: 'Terminating' };
+      const stored = this.commit(c, obj, current, false);
+      this.scheduleEnd(c, stored, timerKey, this.namespaceCleanupMs);
+      return stored;
+    }
+    if (grace === 0 && finalizers.length === 0) return this.remove(c, current);
+    meta.deletionTimestamp = timestamp(new Date(now + grace * 1000));
+    meta.deletionGracePeriodSeconds = grace;
+    const stored = this.commit(c, obj, current, false);
+    if (grace > 0) this.scheduleEnd(c, stored, timerKey, grace * 1000);
+    return stored;
+  }
+
+  private scheduleEnd(c: Collection, stored: StoredObject, timerKey: string, ms: number): void {
+    clearTimeout(this.graceTimers.get(timerKey));
+    const uid = stored.uid;
+    const key = stored.key;
+    const timer = setTimeout(() => {
+      this.graceTimers.delete(timerKey);
+      const now = this.collections.get(keyOfResource(c.resource)) === c ? c.objects.get(key) : undefined;
+      if (now && now.uid === uid) this.maybeFinalize(c, now, true);
+    }, ms);
+    timer.unref();
+    this.graceTimers.set(timerKey, timer);
+  }
+
+  /** Removes a terminating object whose grace period is over and whose finalizers are gone. */
+  private maybeFinalize(c: Collection, stored: StoredObject, graceOver = false): StoredObject {
+    if (!stored.json.includes('"deletionTimestamp"')) return stored;
+    const obj = JSON.parse(stored.json) as KubeObject;
+    const meta = obj.metadata!;
+    if (!meta.deletionTimestamp || ((meta.finalizers as string[] | undefined) ?? []).length > 0) return stored;
+    const pending = this.graceTimers.has(`${keyOfResource(c.resource)}\0${stored.key}`);
+    if (!graceOver && pending) return stored;
+    return this.remove(c, stored);
+  }
+
+  /** The object goes: a DELETED event, its allocations released, its contents (namespace, CRD) with it. */
+  private remove(c: Collection, current: StoredObject): StoredObject {
+    const r = c.resource;
+    const timerKey = `${keyOfResource(r)}\0${current.key}`;
+    clearTimeout(this.graceTimers.get(timerKey));
+    this.graceTimers.delete(timerKey);
+    if (r.plural === 'namespaces' && r.group === '') {
       // A simplification of namespace finalization: everything in it goes at once.
       for (const other of this.collections.values()) {
         if (!other.resource.namespaced) continue;
-        for (const obj of [...(other.byNamespace.get(name)?.values() ?? [])]) this.delete(other.resource.plural, name, obj.name);
+        for (const obj of [...(other.byNamespace.get(current.name)?.values() ?? [])]) this.remove(other, obj);
       }
     }
     const rv = ++this.rv;
@@ -454,8 +634,12 @@ export class Store {
     obj.metadata!.resourceVersion = String(rv);
     const deleted = this.encode(r, obj, rv);
     c.unindex(current);
-    if (r.plural === 'services') this.releaseClusterIP(obj);
+    this.kinds.released(r, obj);
     this.publish(c, { type: 'DELETED', rv, object: deleted, previous: current });
+    if (isCRDType(r)) {
+      const served = this.collections.get(current.name);
+      if (served?.resource.custom?.crd === current.name) this.unregisterResource(current.name);
+    }
     return deleted;
   }
 
@@ -474,11 +658,53 @@ export class Store {
     for (const c of this.collections.values()) c.window.startRV = Math.max(c.window.startRV, this.rv);
   }
 
-  private validate(r: ResourceType, obj: KubeObject): void {
+  /** Every check and default of a write, in the real server's order: metadata, the kind's rules or the CRD's schema, defaults. */
+  private admit(r: ResourceType, obj: KubeObject, ctx: AdmitContext, fieldValidation: FieldValidation | undefined): void {
+    const name = obj.metadata?.name ?? '';
+    const causes = [...this.validateMeta(obj), ...this.kinds.validate(r, obj)];
+    if (r.custom) {
+      const version = String(obj.apiVersion).split('/')[1] ?? r.version;
+      const result = validateCustomObject(obj as Record<string, unknown>, r.custom.schemas[version] as StructuralSchema | undefined);
+      if (result.pruned.length && fieldValidation === 'Strict') {
+        throw badRequest(`${r.kind} in version "${version}" cannot be handled as a ${r.kind}: strict decoding error: ${result.pruned.map((f) => `unknown field "${f}"`).join(', ')}`);
+      }
+      causes.push(...result.causes);
+    }
+    if (isCRDType(r)) {
+      causes.push(...checkCRD(obj));
+      const oldScope = (ctx.old?.spec as { scope?: string } | undefined)?.scope;
+      const scope = (obj.spec as { scope?: string }).scope;
+      if (oldScope && oldScope !== scope) causes.push({ field: 'spec.scope', message: `Invalid value: "${scope}": field is immutable` });
+    }
+    if (causes.length) throw invalid(r.kind, name, causes, r.group);
+    this.kinds.prepare(r, obj, ctx);
+    this.kinds.workloadStatus(r, obj, ctx, this.count('nodes'));
+    if (isCRDType(r)) obj.status = crdStatus(obj, ctx.now, this.crdConflict(obj));
+  }
+
+  /** Why a CRD's names cannot be served (another type holds them), or undefined. */
+  private crdConflict(obj: KubeObject): string | undefined {
+    const resource = resourceOfCRD(obj);
+    if (!resource) return undefined;
+    const holder = this.collections.get(keyOfResource(resource));
+    if (holder && holder.resource.custom?.crd !== obj.metadata?.name) return `"${resource.plural}" is already in use`;
+    return undefined;
+  }
+
+  /** Serves (or stops serving, or re-serves) the type a stored CRD defines. */
+  private serveCRD(obj: KubeObject): void {
+    if (this.crdConflict(obj)) return;
+    const resource = resourceOfCRD(obj);
+    const name = obj.metadata!.name!;
+    if (resource) this.registerResource(resource);
+    else if (this.collections.get(name)?.resource.custom?.crd === name) this.unregisterResource(name);
+  }
+
+  private validateMeta(obj: KubeObject): Cause[] {
     const meta = obj.metadata!;
     const name = meta.name ?? '';
-    const causes: { field: string; message: string }[] = [];
-    if (!name) causes.push({ field: 'metadata.name', message: 'Required value: name or generateName is required' });
+    const causes: Cause[] = [];
+    if (!name) causes.push({ field: 'metadata.name', message: 'Required value: name or generateName is required', reason: 'FieldValueRequired' });
     else if (name.length > 253 || !DNS_SUBDOMAIN.test(name)) {
       causes.push({ field: 'metadata.name', message: `Invalid value: "${name}": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character` });
     }
@@ -489,53 +715,11 @@ export class Store {
     for (const [k, v] of Object.entries(meta.annotations ?? {})) {
       if (typeof v !== 'string') causes.push({ field: `metadata.annotations.${k}`, message: 'Invalid value: must be a string' });
     }
-    if (r.plural === 'pods') {
-      const spec = obj.spec as { containers?: unknown } | undefined;
-      if (!Array.isArray(spec?.containers) || spec.containers.length === 0) causes.push({ field: 'spec.containers', message: 'Required value' });
+    const finalizers = meta.finalizers;
+    if (finalizers !== undefined && (!Array.isArray(finalizers) || finalizers.some((f) => typeof f !== 'string'))) {
+      causes.push({ field: 'metadata.finalizers', message: 'Invalid value: must be a list of strings' });
     }
-    if (r.plural === 'services') {
-      const spec = obj.spec as { clusterIP?: unknown } | undefined;
-      if (spec?.clusterIP !== undefined && typeof spec.clusterIP !== 'string') causes.push({ field: 'spec.clusterIP', message: 'Invalid value: must be a string' });
-    }
-    if (causes.length) throw invalid(r.kind, name, causes, r.group);
-  }
-
-  private defaults(r: ResourceType, obj: KubeObject): void {
-    if (r.plural === 'pods') {
-      const status = ((obj.status as Record<string, unknown> | undefined) ??= {});
-      status.phase ??= 'Pending';
-    } else if (r.plural === 'namespaces') {
-      obj.spec ??= { finalizers: ['kubernetes'] };
-      obj.status ??= { phase: 'Active' };
-      const meta = obj.metadata!;
-      meta.labels = { 'kubernetes.io/metadata.name': meta.name!, ...meta.labels };
-    } else if (r.plural === 'services') {
-      const spec = ((obj.spec as Record<string, unknown> | undefined) ??= {});
-      spec.type ??= 'ClusterIP';
-      if (spec.clusterIP === undefined || spec.clusterIP === '') {
-        spec.clusterIP = this.allocateClusterIP();
-        spec.clusterIPs = [spec.clusterIP];
-      } else if (spec.clusterIP !== 'None') this.usedClusterIPs.add(String(spec.clusterIP));
-      spec.clusterIPs ??= [spec.clusterIP];
-    }
-  }
-
-  private allocateClusterIP(): string {
-    for (let i = 0; i < this.serviceSize; i++) {
-      const offset = this.nextServiceOffset;
-      this.nextServiceOffset = offset + 1 >= this.serviceSize - 1 ? 10 : offset + 1;
-      const ip = intToIpv4((this.serviceBase + offset) >>> 0);
-      if (!this.usedClusterIPs.has(ip)) {
-        this.usedClusterIPs.add(ip);
-        return ip;
-      }
-    }
-    throw new ApiError(500, 'InternalError', 'range is full: no more cluster IPs');
-  }
-
-  private releaseClusterIP(obj: KubeObject): void {
-    const ip = (obj.spec as { clusterIP?: string } | undefined)?.clusterIP;
-    if (ip) this.usedClusterIPs.delete(ip);
+    return causes;
   }
 
   private encode(r: ResourceType, obj: KubeObject, rv: number): StoredObject {
@@ -740,6 +924,8 @@ export class Store {
       .filter((s) => matchesMap((s.spec as { selector?: Record<string, string> } | undefined)?.selector, labels));
   }
 }
+
+const isCRDType = (r: ResourceType) => r.plural === 'customresourcedefinitions' && r.group === 'apiextensions.k8s.io';
 
 export function keyOf(r: ResourceType, namespace: string, name: string): string {
   return r.namespaced ? `${namespace}/${name}` : name;

@@ -2,7 +2,7 @@
  * Server-side printing (meta.k8s.io/v1 Table), which `kubectl get` asks for: the same columns the real server
  * prints for nodes, pods, services, namespaces and endpointslices.
  */
-import type { KubeObject, ResourceType } from './resources.ts';
+import { keyOfResource, type KubeObject, type PrinterColumn, type ResourceType } from './resources.ts';
 import type { StoredObject } from './store.ts';
 
 export const wantsTable = (accept: string | undefined) => !!accept && /as=Table/.test(accept);
@@ -68,7 +68,17 @@ const COLUMNS: Record<string, Column[]> = {
     ageCol,
     { name: 'Selector', type: 'string', priority: 1, cell: (o) => Object.entries((o as Any).spec?.selector ?? {}).map(([k, v]) => `${k}=${String(v)}`).join(',') || '<none>' },
   ],
-  namespaces: [name, { name: 'Status', type: 'string', cell: (o) => (o as Any).status?.phase ?? 'Active' }, ageCol],
+  namespaces: [name, { name: 'Status', type: 'string', cell: (o) => (o.metadata?.deletionTimestamp ? 'Terminating' : (o as Any).status?.phase ?? 'Active') }, ageCol],
+  customresourcedefinitions: [name, { name: 'Created At', type: 'date', cell: (o) => String(o.metadata?.creationTimestamp ?? '') }],
+  deployments: [
+    name,
+    { name: 'Ready', type: 'string', cell: (o) => `${(o as Any).status?.readyReplicas ?? 0}/${(o as Any).spec?.replicas ?? 1}` },
+    { name: 'Up-to-date', type: 'integer', cell: (o) => (o as Any).status?.updatedReplicas ?? 0 },
+    { name: 'Available', type: 'integer', cell: (o) => (o as Any).status?.availableReplicas ?? 0 },
+    ageCol,
+  ],
+  configmaps: [name, { name: 'Data', type: 'integer', cell: (o) => Object.keys((o as Any).data ?? {}).length + Object.keys((o as Any).binaryData ?? {}).length }, ageCol],
+  secrets: [name, { name: 'Type', type: 'string', cell: (o) => (o as Any).type ?? 'Opaque' }, { name: 'Data', type: 'integer', cell: (o) => Object.keys((o as Any).data ?? {}).length }, ageCol],
   endpointslices: [
     name,
     { name: 'AddressType', type: 'string', cell: (o) => (o as Any).addressType ?? '' },
@@ -81,6 +91,31 @@ const COLUMNS: Record<string, Column[]> = {
   ],
 };
 
+/** A CRD printer column's value: the simple JSONPath subset CRDs use (`.spec.a.b`, `.status.list[0].x`). */
+function jsonPathValue(obj: KubeObject, path: string): string | number {
+  let node: unknown = obj;
+  for (const part of path.replace(/^\./, '').split('.')) {
+    const m = /^([^[\]]*)((\[\d+\])*)$/.exec(part);
+    if (!m) return '';
+    if (m[1]) node = node && typeof node === 'object' ? (node as Record<string, unknown>)[m[1]] : undefined;
+    for (const idx of m[2]!.matchAll(/\[(\d+)\]/g)) node = Array.isArray(node) ? node[Number(idx[1])] : undefined;
+  }
+  if (node === undefined || node === null) return '';
+  if (typeof node === 'number') return node;
+  return typeof node === 'object' ? JSON.stringify(node) : String(node);
+}
+
+function customColumns(columns: PrinterColumn[]): Column[] {
+  return [
+    name,
+    ...columns.map((c): Column => ({
+      name: c.name, type: c.type, ...(c.format ? { format: c.format } : {}), ...(c.priority ? { priority: c.priority } : {}),
+      cell: c.type === 'date' ? (o) => age(jsonPathValue(o, c.jsonPath)) : (o) => jsonPathValue(o, c.jsonPath),
+    })),
+    ...(columns.some((c) => c.jsonPath === '.metadata.creationTimestamp') ? [] : [ageCol]),
+  ];
+}
+
 function rowObject(obj: KubeObject, include: string): unknown {
   if (include === 'None') return undefined;
   if (include === 'Object') return obj;
@@ -88,8 +123,10 @@ function rowObject(obj: KubeObject, include: string): unknown {
 }
 
 export function tableFor(r: ResourceType, items: (StoredObject | KubeObject)[], resourceVersion: string, continueToken: string | undefined, include = 'PartialObjectMetadata') {
-  const columns = COLUMNS[r.plural] ?? [name, ageCol];
   const objects = items.map((i) => ('json' in i && typeof i.json === 'string' ? (JSON.parse(i.json) as KubeObject) : (i as KubeObject)));
+  const version = String(objects[0]?.apiVersion ?? '').split('/')[1] ?? r.version;
+  const custom = r.custom?.printerColumns[version] ?? r.custom?.printerColumns[r.version];
+  const columns = custom ? customColumns(custom) : COLUMNS[keyOfResource(r)] ?? [name, ageCol];
   return {
     kind: 'Table', apiVersion: 'meta.k8s.io/v1',
     metadata: { resourceVersion, ...(continueToken ? { continue: continueToken } : {}) },
