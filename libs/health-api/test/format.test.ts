@@ -4,6 +4,7 @@ import {
   emptyProbeStatus,
   formatClusterSummary,
   formatHealthJson,
+  formatHealthChange,
   formatHealthStatus,
   formatRtt,
   HealthApiError,
@@ -84,5 +85,35 @@ describe('message validation', () => {
     expect(() => parseMessage(reportProbesRequestSchema, bad, 'ReportProbesRequest')).toThrow(HealthApiError);
     expect(() => parseMessage(reportProbesRequestSchema, bad, 'ReportProbesRequest')).toThrow(/results\.0\.target/);
     expect(() => parseMessage(reportProbesRequestSchema, { reporter: 'n', results: [{ ...bad.results[0], target: 'x', kind: 'PROBE_KIND_UNSPECIFIED' }] }, 'r')).toThrow(/kind/);
+  });
+
+  it('prints the asking node first as localhost, the succinct and the verbose views', () => {
+    const view: ClusterHealth = {
+      summary: { ...health.summary, agentNotRunning: ['node-2'], brokenPaths: ['node-2->node-1'], endpointUnreachable: ['node-2'] },
+      nodes: [
+        node('node-1', 'REACHABILITY_REACHABLE', { unreachableFrom: ['node-2'] }),
+        node('node-2', 'REACHABILITY_REACHABLE', { agent: 'AGENT_STATE_NOT_RUNNING', endpointReachability: 'REACHABILITY_UNREACHABLE' }),
+      ],
+    };
+    const text = formatHealthStatus(view, { node: 'node-2' });
+    expect(text).toContain('Nodes:\n  node-2 (localhost): reachable, agent not running, endpoint unreachable\n    Host connectivity to 10.0.0.1:\n      ICMP to stack:   OK, RTT=412µs\n');
+    expect(text).toContain('  node-1: reachable, unreachable from node-2 (localhost) (others reach it)\n');
+    expect(text).toContain('Cluster health: 1/2 reachable (unreachable: node-2; agent not running: node-2; broken paths: node-2->node-1)');
+    const succinct = formatHealthStatus(view, { succinct: true }).split('\n');
+    expect(succinct).toContain('  node-1: reachable, unreachable from node-2 (others reach it)   Host: OK   Endpoint: OK');
+    expect(succinct.some((l) => l.includes('connectivity to'))).toBe(false);
+    const verbose = formatHealthStatus(view, { verbose: true, nowMs: 1_790_000_002_000 });
+    expect(verbose).toContain('      ICMP to stack:   OK, RTT=412µs   (by node-b, 2s ago)');
+    expect(verbose).toContain('    Agent:           not running');
+    expect(verbose).toContain('Endpoint health: 1/2 not known unreachable (unreachable: node-2)');
+    expect(verbose).toContain('Broken paths: node-2->node-1');
+  });
+
+  it('prints a watch event as one line, a removal included', () => {
+    const n = node('node-3', 'REACHABILITY_UNREACHABLE');
+    expect(formatHealthChange({ node: 'node-3', previous: 'REACHABILITY_REACHABLE', current: 'REACHABILITY_UNREACHABLE', timeUnixMs: 1_790_000_000_000, health: n, removed: false }))
+      .toBe(`${new Date(1_790_000_000_000).toISOString()}  node-3: reachable → unreachable\n`);
+    expect(formatHealthChange({ node: 'node-3', previous: 'REACHABILITY_UNREACHABLE', current: 'REACHABILITY_UNSPECIFIED', timeUnixMs: 1_790_000_000_000, health: n, removed: true }))
+      .toContain('node-3: unreachable → removed (left the cluster)');
   });
 });

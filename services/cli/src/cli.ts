@@ -6,6 +6,8 @@ import { Command, CommanderError, Option } from 'commander';
 import { ConfigError, flag, validate, z } from '@sluice/config';
 import type { ProbeRunner } from './connectivity.ts';
 import { CliError, oneLine } from './errors.ts';
+import { addHealthCommands, healthTlsOptions, healthTlsSchema, type HealthTls } from './health-commands.ts';
+import { addOutputFormats } from './output.ts';
 import { globalOptionsSchema, requireDemo, resolveTarget, type Target } from './target.ts';
 
 // The heavy modules (gRPC, the Kubernetes client, libbpf through koffi) load only in the command that needs them, so
@@ -50,41 +52,41 @@ export function buildProgram(io: Io, setExit: (code: number) => void): Command {
     return resolveTarget(globals, io.env, io.cwd);
   };
   const opts = <S extends z.ZodType>(cmd: Command, schema: S): z.infer<S> => validate(schema, cmd.opts());
+  const tlsOf = (cmd: Command): HealthTls => validate(healthTlsSchema, cmd.optsWithGlobals());
+  for (const option of healthTlsOptions()) program.addOption(option);
 
   program
     .command('status')
     .description('One screen on the cluster: KVStore, Kubernetes, operator, agents, host routing, masquerading, endpoints, controllers, cluster health')
     .option('--json', 'print the report as JSON')
     .addOption(new Option('--node <name>', 'the agent-side lines for this node only'))
+    .option('--verbose', 'every section\'s details below its line')
+    .option('--brief', 'one line: OK, or what is wrong')
+    .option('--wait', 'wait until the cluster is ready (no section in error, every node reachable) before printing')
+    .option('--wait-timeout <duration>', 'how long --wait waits', '5m')
     .action(async (_o, cmd: Command) => {
-      const o = opts(cmd, z.object({ json: z.boolean().optional(), node: z.string().min(1).optional() }));
-      const { failed, gatherStatus } = await import('./status.ts');
-      const { renderStatus } = await import('./render.ts');
-      const report = await gatherStatus(await target(cmd), { node: o.node });
-      io.stdout(o.json ? json(report) : renderStatus(report));
-      if (failed(report)) setExit(1);
+      const { schemas } = await import('@sluice/config');
+      const o = opts(cmd, z.object({
+        json: z.boolean().optional(), node: z.string().min(1).optional(), verbose: z.boolean().optional(), brief: z.boolean().optional(),
+        wait: z.boolean().optional(), waitTimeout: schemas.duration.pipe(z.number().min(1000)),
+      }));
+      if (o.verbose && o.brief) throw new CliError('--verbose and --brief contradict each other', 2);
+      const { failed, gatherStatus, ready } = await import('./status.ts');
+      const { renderBrief, renderStatus } = await import('./render.ts');
+      const t = await target(cmd);
+      const gather = () => gatherStatus(t, { node: o.node, healthTls: tlsOf(cmd) });
+      let report = await gather();
+      const deadline = Date.now() + o.waitTimeout;
+      while (o.wait && !ready(report) && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+        report = await gather();
+      }
+      io.stdout(o.json ? json(report) : o.brief ? renderBrief(report) : renderStatus(report, { verbose: o.verbose }));
+      if (failed(report) || (o.wait && !ready(report))) setExit(1);
     });
 
   const health = program.command('health').description('The cluster health service');
-  health
-    .command('status')
-    .description('Probe results per node, in the shape of cilium-health status')
-    .option('--json', 'print as JSON')
-    .action(async (_o, cmd: Command) => {
-      const o = opts(cmd, z.object({ json: z.boolean().optional() }));
-      const t = await target(cmd);
-      if (!t.healthAddress) throw new CliError('no health service known: pass --health host:port, or start the demo with npm start');
-      const { createHealthClient, formatHealthJson, formatHealthStatus } = await import('@sluice/health-api');
-      const client = createHealthClient(t.healthAddress, { deadlineMs: 5000 });
-      try {
-        const view = await client.getClusterHealth().catch((err: unknown) => {
-          throw new CliError(`health service at ${t.healthAddress} unreachable: ${oneLine(err)}`);
-        });
-        io.stdout(o.json ? formatHealthJson(view) : formatHealthStatus(view));
-      } finally {
-        client.close();
-      }
-    });
+  addHealthCommands(health, io, target, tlsOf);
 
   program
     .command('nodes')
@@ -159,6 +161,7 @@ export function buildProgram(io: Io, setExit: (code: number) => void): Command {
       if (connectivityFailed(results)) setExit(1);
     });
 
+  addOutputFormats(program, io);
   return program;
 }
 

@@ -3,7 +3,8 @@
  * that render.ts prints in the shape of `cilium status`, or --json prints as it is.
  */
 import type { AgentStatusRecord } from '@sluice/kvstore';
-import { createHealthClient, formatClusterSummary, type ClusterSummary } from '@sluice/health-api';
+import { formatClusterSummary, type ClusterSummary } from '@sluice/health-api';
+import { healthClientFor, type HealthTls } from './health-commands.ts';
 import { countPrefix, etcdStatus, openCluster, readAgents, readHealthEndpoints, readNodes, readOperator, type EtcdStatus } from './cluster.ts';
 import { CliError, oneLine } from './errors.ts';
 import { readKube } from './kube.ts';
@@ -95,6 +96,8 @@ const hostRoutingText = (a: AgentStatusRecord) => (a.hostRouting.mode === 'BPF' 
 
 export interface StatusOptions {
   node?: string;
+  /** TLS to the health service (the CLI's --health-tls-* flags). */
+  healthTls?: HealthTls;
   /** Deadline for each remote call. */
   timeoutMs?: number;
 }
@@ -110,7 +113,7 @@ export async function gatherStatus(target: Target, options: StatusOptions = {}):
       readHealthEndpoints(reader),
       countPrefix(reader, reader.keys.prefix('pods')),
       target.kubeconfig ? readKube(target.kubeconfig, options.timeoutMs) : Promise.resolve(undefined),
-      readHealth(target.healthAddress, options.timeoutMs),
+      readHealth(target.healthAddress, options.timeoutMs, options.healthTls),
     ]);
     let agents = agentsRead.items.sort((a, b) => a.node.localeCompare(b.node));
     const nodeNames = nodesRead.items.map((n) => n.name);
@@ -140,7 +143,8 @@ export async function gatherStatus(target: Target, options: StatusOptions = {}):
         : { state: 'Disabled', summary: 'unknown (no agent reporting)' },
       endpoints: endpointsSection(agents, podCount, options.node),
       controllers: controllersSection(operator.syncedKinds.length, operator.kinds.length, agents, watches, [...agentsRead.errors, ...nodesRead.errors]),
-      clusterHealth: health.summary ? summarySection(health.summary, withoutAgent(nodeNames, healthRead.items.map((r) => r.node))) : health.section,
+      // Every node record is a member of the health view (one without an agent shows as such): nothing left out.
+      clusterHealth: health.summary ? summarySection(health.summary) : health.section,
     };
     return report;
   } finally {
@@ -212,9 +216,9 @@ function controllersSection(syncedKinds: number, kinds: number, agents: AgentSta
   };
 }
 
-async function readHealth(address: string | undefined, timeoutMs = 3000): Promise<{ summary?: ClusterSummary; section: Section }> {
+async function readHealth(address: string | undefined, timeoutMs = 3000, tls: HealthTls = {}): Promise<{ summary?: ClusterSummary; section: Section }> {
   if (!address) return { section: { state: 'Disabled', summary: 'no health service (pass --health host:port)' } };
-  const client = createHealthClient(address, { deadlineMs: timeoutMs });
+  const client = await healthClientFor(address, tls, timeoutMs);
   try {
     const health = await client.getClusterHealth({ summaryOnly: true });
     return { summary: health.summary, section: summarySection(health.summary) };
@@ -231,9 +235,16 @@ export function withoutAgent(nodeNames: readonly string[], healthRecordNodes: re
   return nodeNames.filter((n) => !members.has(n)).sort();
 }
 
+/** `--wait`: nothing in error and the health service (when there is one) sees every node reachable. */
+export function ready(report: StatusReport): boolean {
+  if (failed(report)) return false;
+  const health = report.clusterHealth.data as ClusterSummary | undefined;
+  return report.clusterHealth.state === 'Disabled' || (!!health && health.total > 0 && health.reachable === health.total && health.unreachable.length === 0);
+}
+
 export function summarySection(summary: ClusterSummary, withoutAgentNodes: readonly string[] = []): Section {
   const line = formatClusterSummary(summary, { withoutAgent: withoutAgentNodes }).replace(/^Cluster health:\s*/, '');
   const time = summary.probeTimeUnixMs > 0 ? `   (${new Date(summary.probeTimeUnixMs).toISOString()})` : '';
-  const state: Level = summary.unreachable.length ? 'Warning' : 'Ok';
+  const state: Level = summary.unreachable.length || summary.agentNotRunning.length || summary.brokenPaths.length || summary.endpointUnreachable.length ? 'Warning' : 'Ok';
   return { state, summary: `${line}${time}`, data: { ...summary, withoutAgent: [...withoutAgentNodes] } };
 }
