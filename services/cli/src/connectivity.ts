@@ -13,7 +13,8 @@ import { oneLine } from './errors.ts';
 import type { Target } from './target.ts';
 
 export type Probe =
-  | { kind: 'http'; netns: string; url: string }
+  /** `expect`: the body must be this name (the pod's web server answers with its pod name, a health port with its node's). */
+  | { kind: 'http'; netns: string; url: string; expect?: string }
   | { kind: 'icmp'; netns: string; ip: string }
   | { kind: 'health'; address: string; nodes: string[] };
 
@@ -42,7 +43,9 @@ const podName = (p: DemoPod) => `${p.namespace}/${p.name}`;
 export function planTests(demo: DemoState, health: Map<string, HealthEndpointRecord>, healthAddress: string | undefined): PlannedTest[] {
   const tests: PlannedTest[] = [];
   const podsOf = (node: string) => demo.pods.filter((p) => p.node === node).sort((a, b) => a.name.localeCompare(b.name));
-  const http = (from: DemoPod, to: DemoPod): Probe => ({ kind: 'http', netns: from.netns, url: `http://${to.ip}:${to.port}/` });
+  // Any 2xx is not enough: the answer must come from the pod asked for (a stale route or a wrong NAT could hand the
+  // request to another pod, which answers 200 too).
+  const http = (from: DemoPod, to: DemoPod): Probe => ({ kind: 'http', netns: from.netns, url: `http://${to.ip}:${to.port}/`, expect: to.name });
   for (const node of demo.nodes) {
     const [a, b] = podsOf(node.name);
     if (a && b) tests.push({ scenario: 'pod-to-pod (same node)', description: `${podName(a)} → ${podName(b)} on ${node.name}`, probe: http(a, b) });
@@ -65,7 +68,7 @@ export function planTests(demo: DemoState, health: Map<string, HealthEndpointRec
       const record = health.get(other.name);
       if (record?.agentPort) {
         const url = `http://${record.nodeIP}:${record.agentPort}/hello`;
-        tests.push({ scenario: 'health (agent)', description: `${podName(a)} → ${other.name} agent ${url}`, probe: { kind: 'http', netns: a.netns, url } });
+        tests.push({ scenario: 'health (agent)', description: `${podName(a)} → ${other.name} agent ${url}`, probe: { kind: 'http', netns: a.netns, url, expect: other.name } });
       }
       if (record?.healthIP) {
         tests.push({ scenario: 'health (endpoint)', description: `${podName(a)} → ${other.name} health endpoint ${record.healthIP} (ICMP)`, probe: { kind: 'icmp', netns: a.netns, ip: record.healthIP } });
@@ -93,10 +96,9 @@ export const runProbe: ProbeRunner = async (probe, timeoutMs) => {
   const seconds = String(Math.max(1, Math.round(timeoutMs / 1000)));
   switch (probe.kind) {
     case 'http': {
-      const r = await exec('nsenter', [`--net=/run/netns/${probe.netns}`, '--', 'curl', '-sS', '-o', '/dev/null', '-m', seconds, '-w', '%{http_code}', probe.url], timeoutMs + 2000);
-      const status = r.stdout.trim();
-      if (r.code === 0 && /^2\d\d$/.test(status)) return { ok: true, detail: `HTTP ${status}` };
-      return { ok: false, detail: r.code === 0 ? `HTTP ${status}` : oneLine(r.stderr || `curl exit ${r.code}`) };
+      // The body, then the status code on a line of its own.
+      const r = await exec('nsenter', [`--net=/run/netns/${probe.netns}`, '--', 'curl', '-sS', '-m', seconds, '-w', '\\n%{http_code}', probe.url], timeoutMs + 2000);
+      return judgeHttp(r.code, r.stdout, r.stderr, probe.expect);
     }
     case 'icmp': {
       const r = await exec('nsenter', [`--net=/run/netns/${probe.netns}`, '--', 'ping', '-c', '1', '-W', seconds, probe.ip], timeoutMs + 2000);
@@ -120,6 +122,17 @@ export const runProbe: ProbeRunner = async (probe, timeoutMs) => {
     }
   }
 };
+
+/** An HTTP check's verdict from curl's exit code and output (body, then the status code): a 2xx from the pod asked for. */
+export function judgeHttp(code: number, stdout: string, stderr: string, expect?: string): ProbeOutcome {
+  if (code !== 0) return { ok: false, detail: oneLine(stderr || `curl exit ${code}`) };
+  const cut = stdout.lastIndexOf('\n');
+  const status = stdout.slice(cut + 1).trim();
+  const body = stdout.slice(0, Math.max(0, cut)).trim();
+  if (!/^2\d\d$/.test(status)) return { ok: false, detail: `HTTP ${status}` };
+  if (expect !== undefined && body !== expect) return { ok: false, detail: `HTTP ${status} from ${JSON.stringify(body.slice(0, 60))}, not ${expect}` };
+  return { ok: true, detail: expect !== undefined ? `HTTP ${status} from ${expect}` : `HTTP ${status}` };
+}
 
 /** The agents' health records from etcd (where each node's agent health port and health endpoint are). */
 export async function readHealthRecords(target: Target): Promise<Map<string, HealthEndpointRecord>> {

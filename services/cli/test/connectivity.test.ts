@@ -91,3 +91,13 @@ describe('sluice connectivity test: skipped tests', () => {
     expect(c.out()).toMatch(/✅ All 15 tests successful, 1 test skipped\.\n$/);
   });
 });
+
+describe('HTTP checks', () => {
+  it('pass only on a 2xx from the pod asked for', async () => {
+    const { judgeHttp } = await import('../src/connectivity.ts');
+    expect(judgeHttp(0, 'web-2-1\n200', '', 'web-2-1')).toEqual({ ok: true, detail: 'HTTP 200 from web-2-1' });
+    expect(judgeHttp(0, 'web-3-1\n200', '', 'web-2-1')).toEqual({ ok: false, detail: 'HTTP 200 from "web-3-1", not web-2-1' });
+    expect(judgeHttp(0, 'oops\n503', '', 'web-2-1')).toEqual({ ok: false, detail: 'HTTP 503' });
+    expect(judgeHttp(7, '', 'curl: (7) Failed to connect', 'web-2-1')).toMatchObject({ ok: false, detail: 'curl: (7) Failed to connect' });
+  });
+});
