@@ -8,7 +8,8 @@ const namespaces = () => execFileSync('ip', ['netns', 'list'], { encoding: 'utf8
 describe('NetLab', () => {
   const outsider = `sl-${shortId()}-out`;
   afterAll(() => {
-    execFileSync('ip', ['netns', 'delete', outsider], { stdio: 'ignore' });
+    // It may not exist if the test failed before making it.
+    if (namespaces().includes(outsider)) execFileSync('ip', ['netns', 'delete', outsider], { stdio: 'ignore' });
   });
 
   it('builds namespaces, veths, a bridge, addresses and routes that pass traffic, then removes exactly them', async () => {
@@ -56,13 +57,17 @@ describe('NetLab', () => {
 
   it('cleans up after a failed step, and refuses names it must not own', async () => {
     const lab = new NetLab();
-    const ns = await lab.addNetns(lab.name('x'));
-    await expect(lab.addNetns('not-ours')).rejects.toThrow(NetnsError);
-    await expect(lab.addVeth({ name: 'veth-host' }, { ns, name: 'eth0' })).rejects.toThrow(/must start with sl-/);
-    await expect(lab.addVeth({ ns, name: 'a-very-long-ifname' }, { ns, name: 'b' })).rejects.toThrow(/at most 15/);
-    await expect(lab.addAddr(ns, 'nosuchdev', '10.0.0.1/32')).rejects.toThrow(/ip -n .* addr add/);
-    await lab.cleanup();
-    expect(namespaces()).not.toContain(ns);
-    expect(() => checkIfname('sl-abcd-lxc1234')).not.toThrow();
+    try {
+      const ns = await lab.addNetns(lab.name('x'));
+      await expect(lab.addNetns('not-ours')).rejects.toThrow(NetnsError);
+      await expect(lab.addVeth({ name: 'veth-host' }, { ns, name: 'eth0' })).rejects.toThrow(/must start with sl-/);
+      await expect(lab.addVeth({ ns, name: 'a-very-long-ifname' }, { ns, name: 'b' })).rejects.toThrow(/at most 15/);
+      await expect(lab.addAddr(ns, 'nosuchdev', '10.0.0.1/32')).rejects.toThrow(/ip -n .* addr add/);
+      expect(await lab.cleanup()).toEqual([]);
+      expect(namespaces()).not.toContain(ns);
+      expect(() => checkIfname('sl-abcd-lxc1234')).not.toThrow();
+    } finally {
+      await lab.cleanup();
+    }
   });
 });

@@ -37,7 +37,8 @@ import { AgentCore } from './core.ts';
 import { startHealthListener, type HealthListener } from './health-listener.ts';
 import { startHealthProbing, type HealthProbing } from './health-probing.ts';
 import { LocalEndpointStore, toCoreEndpoint, type LocalEndpointRecord } from './local-store.ts';
-import { NetnsRoutes } from './routes.ts';
+import { RoutesTarget } from './reconcilers/routes.ts';
+import { stopInOrder, type ShutdownStep } from './shutdown.ts';
 import { StatusPublisher } from './status.ts';
 import { startServices } from './reconcilers/services.ts';
 
@@ -70,6 +71,12 @@ export interface AgentOptions {
   healthTls?: TlsFiles;
   healthTlsServerName?: string;
   clusterSize?: number;
+  /** podCIDRs (and every address derived from them) must lie inside it; default DEFAULT_CLUSTER_CIDR. */
+  clusterCidr?: string;
+  /** Periodic full reconcile of every target (drift repair), ms; default 60 s. */
+  reconcileIntervalMs?: number;
+  /** Who may call the local API besides root (SO_PEERCRED). */
+  apiAllow?: { uids?: number[]; gids?: number[] };
   log?: Logger;
 }
 
@@ -84,7 +91,11 @@ export interface RunningAgent {
   nodeIp: string;
   /** The cluster-health prober, when a health service was given. */
   health: HealthProbing | undefined;
-  stop(): Promise<void>;
+  /**
+   * Stops everything, in order. With `graceMs`, returns after at most that long whatever etcd's state: what has not
+   * finished by then is abandoned and logged (the datapath stays programmed and attached either way).
+   */
+  stop(options?: { graceMs?: number }): Promise<void>;
 }
 
 async function ipJson<T>(netns: string | undefined, args: string[]): Promise<T> {
@@ -177,7 +188,9 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
     registry,
     log,
     localEndpoints: store.all().map(toCoreEndpoint),
-    routes: new NetnsRoutes({ netns, mode: routing, uplink: options.uplink, vxlan }),
+    routes: new RoutesTarget({ netns, mode: routing, uplink: options.uplink, vxlan }),
+    ...(options.clusterCidr ? { clusterCidr: options.clusterCidr } : {}),
+    ...(options.reconcileIntervalMs !== undefined ? { refreshIntervalMs: options.reconcileIntervalMs } : {}),
     onProgrammed: () => publisher?.update(),
   });
   core.start();
@@ -201,6 +214,8 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
     socket: options.apiSocket,
     port: options.apiPort,
     info: { pinDir: options.pinDir, netns, nodeIp },
+    ...(options.apiAllow ? { allow: options.apiAllow } : {}),
+    log,
     onChange: (ep) => {
       publisher?.update();
       if (ep.health) publishHealth();
@@ -217,6 +232,8 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
       synced: s.synced,
       endpoints: s.endpoints,
       writes: s.writes,
+      reconcilers: s.reconcilers,
+      conflicts: s.conflicts,
       routing,
       hostRouting,
       masquerading,
@@ -289,15 +306,18 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
     features,
     nodeIp,
     health: probing,
-    async stop() {
-      await probing?.stop();
-      health?.stop();
-      publisher?.close();
-      await api.close();
-      await status.close();
-      await core.stop();
-      await leased.close();
-      await services.stop().catch((err: unknown) => log.warn({ error: (err as Error).message }, 'stopping the services reconciler failed'));
+    async stop(stopOptions = {}) {
+      const steps: ShutdownStep[] = [
+        ['health probing', () => probing?.stop()],
+        ['health listener', () => health?.stop()],
+        ['status publisher', () => publisher?.close()],
+        ['local API', () => api.close()],
+        ['status server', () => status.close()],
+        ['etcd watches and reconcilers', () => core.stop()],
+        ['agent lease (etcd)', () => leased.close()],
+        ['services reconciler', () => services.stop().catch((err: unknown) => log.warn({ error: (err as Error).message }, 'stopping the services reconciler failed'))],
+      ];
+      await stopInOrder(steps, log, stopOptions.graceMs);
       client.close();
       dp.close();
     },

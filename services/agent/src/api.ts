@@ -7,12 +7,27 @@
  *   DELETE /v1/endpoints/<id>   → 200 | 404
  *   GET    /v1/endpoints        → records
  *   GET    /v1/node             → {name, ip?, podCIDRs, pinDir, netns?}
+ *
+ * Who may call it: the socket is created 0600 (0660 with `allow.gids`, group-owned by the first), and every
+ * connection's peer credentials (SO_PEERCRED) are checked: root, or a uid/gid in `allow`; anyone else is cut off
+ * before a byte is read. The loopback port (tests, debugging) has no peer credentials: it is for trusted hosts only.
+ *
+ * What a registration must be: the IP inside this node's podCIDRs and not held by another endpoint or by a pod of
+ * another node; the interface an existing veth in the node's namespace with the ifindex given; at most
+ * `maxEndpoints` endpoints.
  */
-import { existsSync, unlinkSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { chmodSync, chownSync, existsSync, lstatSync, unlinkSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
+import { promisify } from 'node:util';
+import { RepeatSuppressor, type Logger } from '@sluice/log';
 import type { AgentCore } from './core.ts';
 import { localEndpointSchema, toCoreEndpoint, type LocalEndpointRecord, type LocalEndpointStore } from './local-store.ts';
+import { peerCredentials } from './peercred.ts';
+
+const exec = promisify(execFile);
+export const DEFAULT_MAX_ENDPOINTS = 1024;
 
 export interface AgentApiOptions {
   core: AgentCore;
@@ -21,6 +36,13 @@ export interface AgentApiOptions {
   socket?: string;
   port?: number;
   info: { pinDir: string; netns?: string; nodeIp?: string };
+  /** Callers allowed besides root (uid 0). */
+  allow?: { uids?: number[]; gids?: number[] };
+  /** Most local endpoints the node takes (default 1024). */
+  maxEndpoints?: number;
+  /** Checks that `ifname` is a veth with `ifindex` in the node's namespace (default: `ip -d -j link show`). */
+  checkInterface?: (ifname: string, ifindex: number) => Promise<string | undefined>;
+  log?: Logger;
   /** Called after a local endpoint was added or removed (status, health registration). */
   onChange?: (ep: LocalEndpointRecord, op: 'put' | 'delete') => void;
 }
@@ -32,19 +54,57 @@ export interface AgentApi {
   close(): Promise<void>;
 }
 
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
 async function body(req: IncomingMessage): Promise<unknown> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const c of req) {
     size += (c as Buffer).length;
-    if (size > 64 * 1024) throw new Error('request body too large');
+    if (size > 64 * 1024) throw new HttpError(413, 'request body too large');
     chunks.push(c as Buffer);
   }
-  return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  } catch {
+    throw new HttpError(400, 'request body is not JSON');
+  }
+}
+
+/** The default interface check: `ifname` exists in the node's namespace, is a veth, and has that ifindex. */
+export function vethChecker(netns: string | undefined): (ifname: string, ifindex: number) => Promise<string | undefined> {
+  return async (ifname, ifindex) => {
+    let links: Array<{ ifname: string; ifindex: number; linkinfo?: { info_kind?: string } }>;
+    try {
+      const { stdout } = await exec('ip', [...(netns ? ['-n', netns] : []), '-d', '-j', 'link', 'show', 'dev', ifname], { timeout: 10_000 });
+      links = JSON.parse(stdout || '[]') as typeof links;
+    } catch {
+      return `interface ${ifname} does not exist in ${netns ? `namespace ${netns}` : 'the node namespace'}`;
+    }
+    const link = links[0];
+    if (!link) return `interface ${ifname} does not exist`;
+    if (link.linkinfo?.info_kind !== 'veth') return `interface ${ifname} is not a veth (${link.linkinfo?.info_kind ?? 'no kind'})`;
+    if (link.ifindex !== ifindex) return `interface ${ifname} has ifindex ${link.ifindex}, not ${ifindex}`;
+    return undefined;
+  };
 }
 
 export async function startAgentApi(options: AgentApiOptions): Promise<AgentApi> {
   const { core, store } = options;
+  const log = options.log;
+  const repeats = new RepeatSuppressor(60_000);
+  const maxEndpoints = options.maxEndpoints ?? DEFAULT_MAX_ENDPOINTS;
+  const checkInterface = options.checkInterface ?? vethChecker(options.info.netns);
+  const allowedUids = new Set([0, ...(options.allow?.uids ?? [])]);
+  const allowedGids = new Set(options.allow?.gids ?? []);
+
   const server = createServer((req, res) => {
     const reply = (code: number, value: unknown) => {
       res.writeHead(code, { 'content-type': 'application/json' });
@@ -55,7 +115,7 @@ export async function startAgentApi(options: AgentApiOptions): Promise<AgentApi>
         const path = (req.url ?? '/').split('?')[0] ?? '/';
         if (path === '/v1/node' && req.method === 'GET') {
           const n = core.node(core.nodeName);
-          return reply(200, { name: core.nodeName, ip: n?.ip ?? options.info.nodeIp, podCIDRs: n?.cidrs ?? [], pinDir: options.info.pinDir, netns: options.info.netns, synced: core.isSynced });
+          return reply(200, { name: core.nodeName, ip: n?.ip ?? options.info.nodeIp, podCIDRs: n?.ownedCidrs ?? [], pinDir: options.info.pinDir, netns: options.info.netns, synced: core.isSynced });
         }
         if (path === '/v1/endpoints' && req.method === 'GET') return reply(200, store.all());
         const m = /^\/v1\/endpoints\/([^/]+)$/.exec(path);
@@ -69,6 +129,7 @@ export async function startAgentApi(options: AgentApiOptions): Promise<AgentApi>
           const ep = store.delete(id);
           if (!ep) return reply(404, { error: `no endpoint ${id}` });
           core.removeLocal(id);
+          await store.saved();
           await core.flush();
           options.onChange?.(ep, 'delete');
           return reply(200, { deleted: id });
@@ -79,39 +140,79 @@ export async function startAgentApi(options: AgentApiOptions): Promise<AgentApi>
             const issue = parsed.error.issues[0]!;
             return reply(400, { error: `bad endpoint: field ${issue.path.join('.') || '(record)'} ${issue.message}` });
           }
-          if (parsed.data.id !== id) return reply(400, { error: `endpoint id ${parsed.data.id} does not match the path (${id})` });
-          const clash = store.all().find((e) => e.ip === parsed.data.ip && e.id !== id);
-          if (clash) return reply(409, { error: `IP ${parsed.data.ip} is already used by endpoint ${clash.id}` });
-          store.put(parsed.data);
-          core.upsertLocal(toCoreEndpoint(parsed.data));
+          const ep = parsed.data;
+          if (ep.id !== id) return reply(400, { error: `endpoint id ${ep.id} does not match the path (${id})` });
+          const existing = store.get(id);
+          if (!existing && store.size >= maxEndpoints) return reply(429, { error: `this node already has ${store.size} endpoints (at most ${maxEndpoints})` });
+          const clash = store.all().find((e) => e.ip === ep.ip && e.id !== id);
+          if (clash) return reply(409, { error: `IP ${ep.ip} is already used by endpoint ${clash.id}` });
+          const ipProblem = core.checkLocalIp(ep.ip, id);
+          if (ipProblem) return reply(core.node(core.nodeName) ? 409 : 503, { error: ipProblem });
+          const ifProblem = await checkInterface(ep.hostIfname, ep.hostIfindex);
+          if (ifProblem) return reply(400, { error: ifProblem });
+          store.put(ep);
+          core.upsertLocal(toCoreEndpoint(ep));
+          await store.saved();
           await core.flush();
-          options.onChange?.(parsed.data, 'put');
+          options.onChange?.(ep, 'put');
           return reply(200, { programmed: core.isSynced });
         }
         return reply(405, { error: `method ${req.method} not allowed` });
       } catch (err) {
-        return reply(500, { error: (err as Error).message });
+        return reply(err instanceof HttpError ? err.status : 500, { error: (err as Error).message });
       }
     })();
   });
+
+  if (options.socket) {
+    server.on('connection', (socket: Socket) => {
+      const peer = peerCredentials(socket);
+      if (peer && (allowedUids.has(peer.uid) || allowedGids.has(peer.gid))) return;
+      const who = peer ? `uid ${peer.uid} gid ${peer.gid} pid ${peer.pid}` : 'unknown peer';
+      const suppressed = repeats.shouldLog(`peer:${peer?.uid ?? '?'}`);
+      if (suppressed !== undefined) log?.warn({ peer: who, suppressed }, 'local API: refused a caller that is not root or allowed');
+      socket.destroy();
+    });
+  }
+
   let address: string;
   if (options.socket) {
-    if (existsSync(options.socket)) unlinkSync(options.socket); // a previous agent's socket
+    const path = options.socket;
+    if (existsSync(path)) {
+      if (!lstatSync(path).isSocket()) throw new Error(`${path} exists and is not a socket; refusing to replace it`);
+      unlinkSync(path); // a previous agent's socket
+    }
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(options.socket, () => resolve());
+      // bind() creates the socket file: with this umask it is never reachable by others, not even for an instant.
+      const umask = process.umask(0o177);
+      try {
+        server.listen(path, () => resolve());
+      } finally {
+        process.umask(umask);
+      }
     });
-    address = `unix:${options.socket}`;
+    const gid = options.allow?.gids?.[0];
+    if (gid !== undefined) {
+      chownSync(path, 0, gid);
+      chmodSync(path, 0o660);
+    } else chmodSync(path, 0o600);
+    address = `unix:${path}`;
   } else {
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(options.port ?? 0, '127.0.0.1', () => resolve());
     });
     address = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    log?.warn({ address }, 'local API on a loopback port: callers are not authenticated (use the unix socket on real nodes)');
   }
   return {
     server,
     address,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
   };
 }

@@ -1,52 +1,53 @@
 /**
- * The agent's core: etcd (nodes, pods) + the node's local endpoints → the node's BPF maps (and, through a RouteSync,
- * the kernel routes to other nodes' podCIDRs). No processes, sockets or namespaces here, so the scale harness can run
- * dozens of these in one process against memoryDatapath().
+ * The agent's core: etcd (nodes, pods) + the node's local endpoints → desired-state tables → one reconciler per
+ * target (sl_endpoints, the ipcache maps, sl_tunnel, and through a routes target the kernel routes to other nodes'
+ * podCIDRs). No processes, sockets or namespaces here, so the scale harness can run dozens of these in one process
+ * against memoryDatapath().
  *
- * Memory: at 100,000 pods the caches are what matters. Per pod we keep only what we program: its key → {ip, node}
- * (node is the interned name string of the node record) and ip → key. Whole records are never kept.
+ * Tables (tables/): nodes (validated against the cluster CIDR, podCIDR ownership), pods (IP ownership), local
+ * endpoints; derived rows (tables/derived.ts) are computed from them on demand, never stored twice. Memory per pod:
+ * key → {ip, node} and ip → key, nothing else; the reconcilers remember only rows that are not done.
  *
- * Programming: nothing is written before BOTH watches delivered listDone; the first write is a full reconcile
- * (smallest diff against what the maps hold — after a restart that is usually nothing; maps are never flushed).
- * After that, events only mark keys dirty and a flush per tick (batchMs) writes just those keys in batches.
- * While etcd is unreachable the watchers retry and nothing is written: the datapath stays as it is.
+ * Programming: nothing is written before BOTH watches delivered listDone; then each reconciler runs a full pass
+ * (write what differs, prune what is not desired — after a restart usually nothing; maps are never flushed), then
+ * incremental passes on changed rows, and a periodic full pass that repairs drift. While etcd is unreachable the
+ * watchers retry and nothing changes: the datapath stays as it is.
+ *
+ * "Programmed up to revision R" (Programmed, whenProgrammed): every change of that watch up to R is in every target,
+ * i.e. R is below the lowest revision of any row not done — a row in error holds it until its retry lands.
  */
-import { IPCACHE_F_LOCAL, type EndpointKey, type EndpointValue, type IpcacheValue, type LpmKey, type TunnelValue } from '@sluice/bpf';
-import { deleteIpcache, reconcile, reconcileIpcache, upsertIpcache, type Datapath, type ReconcileResult } from '@sluice/datapath';
+import type { EndpointValue, IpcacheValue, TunnelValue } from '@sluice/bpf';
+import type { Datapath } from '@sluice/datapath';
 import { keySchema, watchPrefix, type Etcd3, type KeySchema, type PrefixWatch, type WatchEvent } from '@sluice/kvstore';
 import { createLogger, RepeatSuppressor, type Logger } from '@sluice/log';
-import { Counter, Gauge, Histogram, LATENCY_BUCKETS, type Registry } from '@sluice/metrics';
+import { Gauge, type Registry } from '@sluice/metrics';
 import { decodeSlim, podPhase, SCHEMA_VERSION } from '@sluice/slim';
 import { z } from 'zod';
 import ipaddr from 'ipaddr.js';
+import { Reconciler, type ReconcilerStatus, type ReconcileTarget } from './reconciler.ts';
+import { endpointsMapTarget } from './reconcilers/endpoints-map.ts';
+import { ipcacheMapTarget } from './reconcilers/ipcache-map.ts';
+import { tunnelMapTarget } from './reconcilers/tunnel-map.ts';
+import { parseV4Cidr } from './tables/cidr.ts';
+import { Conflicts, type Conflict, type ConflictReason } from './tables/conflicts.ts';
+import { ClusterView, endpointRows, ipcacheRows, LocalTable, routeRows, tunnelRows, type LocalEndpoint, type RouteRow } from './tables/derived.ts';
+import { NodeTable, type NodeEntry } from './tables/nodes.ts';
+import { PodTable, type PodEntry } from './tables/pods.ts';
 
-/** A pod on this node, as the CNI plugin reported it (only the node knows ifindexes and MACs). */
-export interface LocalEndpoint {
-  /** The CNI container id. */
-  id: string;
-  ip: string;
-  /** Host-side veth, in the node's namespace. */
-  hostIfname: string;
-  hostIfindex: number;
-  hostMac: string;
-  /** The pod's eth0 MAC. */
-  mac: string;
-  podNamespace?: string;
-  podName?: string;
-}
+export type { LocalEndpoint, RouteRow } from './tables/derived.ts';
+export type { NodeEntry } from './tables/nodes.ts';
+export type { PodEntry } from './tables/pods.ts';
 
-/** Installs the kernel routes to other nodes' podCIDRs (like Cilium's autoDirectNodeRoutes / tunnel routes). */
-export interface RouteSync {
-  /** The complete desired set, remote podCIDR → node IP; the implementation diffs against what it installed. */
-  sync(desired: ReadonlyMap<string, string>): Promise<void>;
-}
+/** kube-sim's (and kube-controller-manager's usual) cluster CIDR; the agent's --cluster-cidr default. */
+export const DEFAULT_CLUSTER_CIDR = '10.128.0.0/9';
 
 export interface Programmed {
-  /** Highest etcd revision of the pods / nodes watch whose change is now in the maps. */
+  /** Highest etcd revision of the pods / nodes watch whose change is now in every target. */
   podsRevision: number;
   nodesRevision: number;
-  /** True for the first (full) reconcile after both lists. */
+  /** True for the first report, after the full passes that follow both lists. */
   full: boolean;
+  /** Rows written / removed since the previous report. */
   upserts: number;
   deletes: number;
 }
@@ -59,33 +60,28 @@ export interface AgentCoreOptions {
   keys?: KeySchema;
   /** This node's IP, when known before its node record arrives (the agent reads it from the uplink). */
   nodeIp?: string;
+  /** podCIDRs must lie inside it (default DEFAULT_CLUSTER_CIDR). */
+  clusterCidr?: string;
   clusterSize?: number;
   registry?: Registry;
   log?: Logger;
   /** Local endpoints known at start (persisted by the agent across restarts). */
   localEndpoints?: Iterable<LocalEndpoint>;
-  routes?: RouteSync;
-  /** Called after every flush that reached the maps. */
+  /** The kernel routes target (reconcilers/routes.ts); none: routes are not managed. */
+  routes?: ReconcileTarget<RouteRow>;
+  /** Called after passes that may have moved the programmed revisions (coalesced per macrotask). */
   onProgrammed?: (programmed: Programmed) => void;
   /** Coalescing window for deltas, ms (0: the next macrotask). */
   batchMs?: number;
+  /** Periodic full pass of every reconciler (drift repair), ms; 0: none. Default 60 s. */
+  refreshIntervalMs?: number;
+  /** Retry backoff of rows in error (default 200 ms … 30 s). */
+  retryBackoff?: { minMs: number; maxMs: number };
   /**
    * Keys per page of the initial lists. Default 10,000: etcd 3.4 counts the rest of the range for every page, so
    * small pages make a 100,000-pod list quadratic (1,000 → 4.7 s, 10,000 → 1.6 s); a page is ~4 MB.
    */
   listPageSize?: number;
-}
-
-interface NodeEntry {
-  name: string;
-  ip: string;
-  cidrs: string[];
-  healthIPs: string[];
-}
-interface PodEntry {
-  ip: string;
-  /** The node record's name string (shared). */
-  node: string;
 }
 
 export class AgentRecordError extends Error {}
@@ -142,27 +138,14 @@ export function decodeNodeEntry(bytes: Uint8Array): NodeEntry {
   return { name: node.name, ip, cidrs, healthIPs: node.healthIPs.filter((h) => ipaddr.IPv4.isValidFourPartDecimal(h)) };
 }
 
-interface CoreMetrics {
-  flushes: Counter<'kind'>;
-  writes: Counter<'map' | 'op'>;
-  flushDuration: Histogram<'kind'>;
-  endpoints: Gauge<'scope'>;
-}
-
-const metricsByRegistry = new WeakMap<Registry, CoreMetrics>();
-function coreMetrics(registry: Registry): CoreMetrics {
-  let m = metricsByRegistry.get(registry);
-  if (!m) {
-    const registers = [registry];
-    m = {
-      flushes: new Counter({ name: 'sluice_agent_flushes_total', help: 'Map programming passes (full reconcile or delta)', labelNames: ['kind'], registers }),
-      writes: new Counter({ name: 'sluice_agent_map_writes_total', help: 'Entries written or deleted by the agent', labelNames: ['map', 'op'], registers }),
-      flushDuration: new Histogram({ name: 'sluice_agent_flush_duration_seconds', help: 'Time to program one batch of changes', labelNames: ['kind'], buckets: LATENCY_BUCKETS, registers }),
-      endpoints: new Gauge({ name: 'sluice_agent_endpoints', help: 'Endpoints known to the agent', labelNames: ['scope'], registers }),
-    };
-    metricsByRegistry.set(registry, m);
+const endpointGauges = new WeakMap<Registry, Gauge<'scope'>>();
+function endpointsGauge(registry: Registry): Gauge<'scope'> {
+  let g = endpointGauges.get(registry);
+  if (!g) {
+    g = new Gauge({ name: 'sluice_agent_endpoints', help: 'Endpoints known to the agent', labelNames: ['scope'], registers: [registry] });
+    endpointGauges.set(registry, g);
   }
-  return m;
+  return g;
 }
 
 export interface AgentCoreStatus {
@@ -170,9 +153,19 @@ export interface AgentCoreStatus {
   synced: boolean;
   etcd: { connected: boolean; podsRevision: number; nodesRevision: number; retries: number; decodeErrors: number; lastError: string | undefined };
   endpoints: { local: number; cluster: number; nodes: number };
-  /** Cumulative map writes by the agent (updates+deletes), for "reconciled, not flushed" checks. */
+  /** Cumulative rows written / removed by the reconcilers, and full passes (of the endpoints reconciler). */
   writes: { upserts: number; deletes: number; fullReconciles: number };
-  lastFullReconcile?: ReconcileResult[];
+  /** Per target: rows done / pending / in error, drift repaired. */
+  reconcilers: ReconcilerStatus[];
+  /** Records refused (not programmed), by reason, and a few of them. */
+  conflicts: { counts: Partial<Record<ConflictReason, number>>; examples: Conflict[] };
+}
+
+interface Targets {
+  endpoints: Reconciler<EndpointValue>;
+  ipcache: Reconciler<IpcacheValue>;
+  tunnel: Reconciler<TunnelValue>;
+  routes: Reconciler<RouteRow> | undefined;
 }
 
 export class AgentCore {
@@ -180,45 +173,79 @@ export class AgentCore {
   private readonly keys: KeySchema;
   private readonly log: Logger;
   private readonly repeats = new RepeatSuppressor(60_000);
-  private readonly metrics: CoreMetrics | undefined;
-  private readonly nodes = new Map<string, NodeEntry>();
-  private readonly pods = new Map<string, PodEntry>();
-  private readonly byIp = new Map<string, string>();
-  private readonly healthOwner = new Map<string, string>();
-  private readonly cidrOwner = new Map<string, string>();
-  private readonly local = new Map<string, LocalEndpoint>();
-  private readonly localByIp = new Map<string, LocalEndpoint>();
-  private dirtyIps = new Set<string>();
-  private dirtyCidrs = new Set<string>();
-  private dirtyLocal = new Set<string>();
-  private dirtyNodeIps = new Set<string>();
+  private readonly endpointsGauge: Gauge<'scope'> | undefined;
+  private readonly conflicts: Conflicts;
+  private readonly nodes: NodeTable;
+  private readonly pods: PodTable;
+  private readonly local = new LocalTable();
+  private readonly view: ClusterView;
+  private readonly reconcilers: Targets;
+  private readonly all: Array<Reconciler<never>>;
+  /** Nodes whose pods' rows must be re-derived (IP, owned CIDRs or presence changed), with the revision. */
+  private readonly nodesToDerive = new Map<string, number>();
   private podsListed = false;
   private nodesListed = false;
+  private startedReconcilers = false;
   private fullDone = false;
-  private timer: NodeJS.Timeout | undefined;
-  private flushing: Promise<void> | undefined;
   private podsRevision = 0;
   private nodesRevision = 0;
+  /** The revision being applied (events mark their rows with it). */
+  private eventRevision = 0;
   private programmedPods = 0;
   private programmedNodes = 0;
-  private routesDirty = false;
-  private routeChain: Promise<void> = Promise.resolve();
+  private reported = { upserts: 0, deletes: 0, full: false };
+  private notifyTimer: NodeJS.Timeout | undefined;
   private readonly waiters: Array<{ kind: 'pods' | 'nodes'; revision: number; resolve: () => void }> = [];
   private watches: PrefixWatch[] = [];
   private stopped = false;
-  private readonly totals = { upserts: 0, deletes: 0, fullReconciles: 0 };
-  private lastFull: ReconcileResult[] | undefined;
   private readonly syncedListeners: Array<() => void> = [];
 
   constructor(private readonly options: AgentCoreOptions) {
     this.nodeName = options.nodeName;
     this.keys = options.keys ?? keySchema();
     this.log = options.log ?? createLogger({ component: 'agent', node: options.nodeName });
-    this.metrics = options.registry ? coreMetrics(options.registry) : undefined;
-    for (const ep of options.localEndpoints ?? []) this.setLocal(ep);
+    this.endpointsGauge = options.registry ? endpointsGauge(options.registry) : undefined;
+    const cluster = parseV4Cidr(options.clusterCidr ?? DEFAULT_CLUSTER_CIDR);
+    if (!cluster) throw new Error(`cluster CIDR ${options.clusterCidr} is not an IPv4 CIDR`);
+    this.conflicts = new Conflicts(this.log, options.registry);
+    this.nodes = new NodeTable(cluster, this.conflicts, {
+      cidrChanged: (cidr) => {
+        this.reconcilers?.ipcache.changed(cidr, this.eventRevision);
+        this.reconcilers?.tunnel.changed(cidr, this.eventRevision);
+        this.reconcilers?.routes?.changed(cidr, this.eventRevision);
+      },
+      nodeChanged: (name) => {
+        if (!this.startedReconcilers) return;
+        const old = this.nodesToDerive.get(name);
+        this.nodesToDerive.set(name, old === undefined ? this.eventRevision : Math.min(old, this.eventRevision));
+        this.scheduleNotify();
+      },
+      healthChanged: (ip) => this.reconcilers?.ipcache.changed(`${ip}/32`, this.eventRevision),
+    });
+    this.pods = new PodTable(this.conflicts, (ip) => this.reconcilers?.ipcache.changed(`${ip}/32`, this.eventRevision));
+    this.view = new ClusterView(this.nodeName, this.nodes, this.pods, this.local, this.conflicts, () => options.nodeIp);
+    for (const ep of options.localEndpoints ?? []) this.local.set(ep);
+    const common = {
+      log: this.log,
+      registry: options.registry,
+      refreshIntervalMs: options.refreshIntervalMs ?? 60_000,
+      batchMs: options.batchMs ?? 0,
+      ...(options.retryBackoff ? { backoff: options.retryBackoff } : {}),
+      revision: () => Math.min(this.podsRevision, this.nodesRevision),
+      beforePass: () => this.derive(),
+      onPass: () => this.afterPass(),
+    };
+    const dp = options.datapath;
+    this.reconcilers = {
+      endpoints: new Reconciler({ ...common, target: endpointsMapTarget(dp), desired: endpointRows(this.view) }),
+      ipcache: new Reconciler({ ...common, target: ipcacheMapTarget(dp), desired: ipcacheRows(this.view) }),
+      tunnel: new Reconciler({ ...common, target: tunnelMapTarget(dp), desired: tunnelRows(this.view) }),
+      routes: options.routes ? new Reconciler({ ...common, target: options.routes, desired: routeRows(this.view) }) : undefined,
+    };
+    this.all = [this.reconcilers.endpoints, this.reconcilers.ipcache, this.reconcilers.tunnel, ...(this.reconcilers.routes ? [this.reconcilers.routes] : [])] as Array<Reconciler<never>>;
   }
 
-  /** Starts both watches; resolves once they are running (not once synced: see `synced()`). */
+  /** Starts both watches; returns at once (see `synced()`). */
   start(): void {
     const common = { clusterSize: this.options.clusterSize, registry: this.options.registry, log: this.log, pageSize: this.options.listPageSize ?? 10_000 };
     this.watches = [
@@ -237,7 +264,7 @@ export class AgentCore {
     ];
   }
 
-  /** Resolves after the first full reconcile (both lists done and programmed). */
+  /** Resolves after the first full pass of every reconciler (both lists done and programmed). */
   synced(): Promise<void> {
     if (this.fullDone) return Promise.resolve();
     return new Promise((resolve) => this.syncedListeners.push(resolve));
@@ -247,62 +274,75 @@ export class AgentCore {
     return this.fullDone;
   }
 
-  /** Highest revision of that watch whose change is in the maps. */
+  /** Highest revision of that watch whose changes are all in the targets. */
   programmedRevision(kind: 'pods' | 'nodes'): number {
     return kind === 'pods' ? this.programmedPods : this.programmedNodes;
   }
 
-  /** Resolves once every change of that prefix up to `revision` (e.g. a put's header revision) is in the maps. */
+  /** Resolves once every change of that prefix up to `revision` (e.g. a put's header revision) is in the targets. */
   whenProgrammed(kind: 'pods' | 'nodes', revision: number): Promise<void> {
     if (this.programmedRevision(kind) >= revision) return Promise.resolve();
     return new Promise((resolve) => this.waiters.push({ kind, revision, resolve }));
   }
 
+  /** A reconciler's view of one row (tests, debugging): 'ipcache' keys are CIDRs, 'endpoints' keys IPs. */
+  rowStatus(target: 'endpoints' | 'ipcache' | 'tunnel' | 'routes', key: string) {
+    return this.reconcilers[target]?.rowStatus(key);
+  }
+
   // ---- local endpoints (from the CNI plugin) -------------------------------------------------------------------
 
-  /** Adds or replaces a local endpoint; programmed in the next flush (at once if synced). */
+  /** Adds or replaces a local endpoint; programmed in the next pass (`flush()` waits for it). */
   upsertLocal(ep: LocalEndpoint): void {
-    const old = this.local.get(ep.id);
-    if (old && old.ip !== ep.ip) this.removeLocal(ep.id);
-    this.setLocal(ep);
-    this.dirtyLocal.add(ep.ip);
-    this.dirtyIps.add(ep.ip);
-    this.schedule();
+    const old = this.local.set(ep);
+    if (old && old.ip !== ep.ip) this.localChanged(old.ip);
+    this.localChanged(ep.ip);
   }
 
   removeLocal(id: string): LocalEndpoint | undefined {
-    const ep = this.local.get(id);
-    if (!ep) return undefined;
-    this.local.delete(id);
-    if (this.localByIp.get(ep.ip) === ep) this.localByIp.delete(ep.ip);
-    this.dirtyLocal.add(ep.ip);
-    this.dirtyIps.add(ep.ip);
-    this.schedule();
+    const ep = this.local.delete(id);
+    if (ep) this.localChanged(ep.ip);
     return ep;
   }
 
-  /** A node as the agent knows it from etcd (its IP, podCIDRs, health IPs). */
-  node(name: string): { name: string; ip: string; cidrs: string[]; healthIPs: string[] } | undefined {
+  private localChanged(ip: string): void {
+    this.reconcilers.endpoints.changed(ip);
+    this.reconcilers.ipcache.changed(`${ip}/32`);
+  }
+
+  /** A node as the agent knows it from etcd (its IP, podCIDRs, health IPs), and the podCIDRs it owns. */
+  node(name: string): { name: string; ip: string; cidrs: string[]; ownedCidrs: string[]; healthIPs: string[] } | undefined {
     const n = this.nodes.get(name);
-    return n ? { ...n, cidrs: [...n.cidrs], healthIPs: [...n.healthIPs] } : undefined;
+    if (!n) return undefined;
+    return { name: n.name, ip: n.ip, cidrs: [...n.cidrs], ownedCidrs: n.cidrs.filter((c) => this.nodes.ownerOf(c) === name), healthIPs: [...n.healthIPs] };
+  }
+
+  /** True when `ip` may be registered as a local endpoint: inside this node's podCIDRs, not another pod's. */
+  checkLocalIp(ip: string, id: string): string | undefined {
+    if (!this.nodes.ownsAny(this.nodeName)) return `this node has no podCIDR yet (node record ${this.nodes.get(this.nodeName) ? 'has none it owns' : 'not seen'})`;
+    if (!this.nodes.inOwnedCidr(this.nodeName, ip)) return `IP ${ip} is outside this node's podCIDRs (${this.node(this.nodeName)?.ownedCidrs.join(', ')})`;
+    const local = this.local.byIp.get(ip);
+    if (local && local.id !== id) return `IP ${ip} is already used by endpoint ${local.id}`;
+    const pod = this.pods.ownerOf(ip);
+    if (pod && pod.node !== this.nodeName) return `IP ${ip} belongs to a pod on node ${pod.node}`;
+    return undefined;
   }
 
   localEndpoints(): LocalEndpoint[] {
-    return [...this.local.values()];
+    return [...this.local.byId.values()];
   }
 
-  private setLocal(ep: LocalEndpoint): void {
-    this.local.set(ep.id, ep);
-    this.localByIp.set(ep.ip, ep);
-  }
-
-  /** Flushes pending changes now (if synced) and waits for it. */
+  /** Runs a pass of every reconciler for what is pending now and waits for it. */
   async flush(): Promise<void> {
-    if (this.timer) {
-      clearTimeout(this.timer);
-      this.timer = undefined;
-    }
-    await this.runFlush();
+    if (!this.startedReconcilers) return;
+    this.derive();
+    await Promise.all(this.all.map((r) => r.flush()));
+  }
+
+  /** Runs a full pass (update what differs + prune) of every reconciler now and waits for it. */
+  async refresh(): Promise<void> {
+    if (!this.startedReconcilers) return;
+    await Promise.all(this.all.map((r) => r.fullPass()));
   }
 
   // ---- events ---------------------------------------------------------------------------------------------------
@@ -311,240 +351,115 @@ export class AgentCore {
     if (e.type === 'listDone') {
       this.nodesListed = true;
       this.nodesRevision = Math.max(this.nodesRevision, e.revision);
-      this.schedule();
+      this.maybeStart();
       return;
     }
     this.nodesRevision = Math.max(this.nodesRevision, e.modRevision);
+    this.eventRevision = e.modRevision;
     const name = this.keys.parse('nodes', e.key)?.[0];
     if (!name) return;
-    const old = this.nodes.get(name);
-    const next = e.type === 'upsert' ? e.value : undefined;
-    if (next && next.name !== name) {
-      this.repeats.warn(this.log, `node-name:${e.key}`, { key: e.key, name: next.name }, 'skipping node record whose name does not match its key');
-      return;
-    }
-    if (old) {
-      for (const c of old.cidrs) if (this.cidrOwner.get(c) === name) (this.cidrOwner.delete(c), this.dirtyCidrs.add(c));
-      for (const h of old.healthIPs) if (this.healthOwner.get(h) === name) (this.healthOwner.delete(h), this.dirtyIps.add(h));
-    }
-    if (next) {
-      this.nodes.set(name, next);
-      for (const c of next.cidrs) (this.cidrOwner.set(c, name), this.dirtyCidrs.add(c));
-      for (const h of next.healthIPs) (this.healthOwner.set(h, name), this.dirtyIps.add(h));
+    if (e.type === 'upsert') {
+      if (e.value.name !== name) {
+        this.repeats.warn(this.log, `node-name:${e.key}`, { key: e.key, name: e.value.name }, 'skipping node record whose name does not match its key');
+        return;
+      }
+      this.nodes.upsert(e.value);
     } else {
       this.nodes.delete(name);
     }
-    if (old?.ip !== next?.ip) this.dirtyNodeIps.add(name);
-    if (old?.cidrs.join() !== next?.cidrs.join() || old?.ip !== next?.ip) this.routesDirty = true;
-    this.schedule();
+    this.scheduleNotify();
   }
 
   private onPodEvent(e: WatchEvent<PodEntry | null>): void {
     if (e.type === 'listDone') {
       this.podsListed = true;
       this.podsRevision = Math.max(this.podsRevision, e.revision);
-      this.schedule();
+      this.maybeStart();
       return;
     }
     this.podsRevision = Math.max(this.podsRevision, e.modRevision);
-    const old = this.pods.get(e.key);
+    this.eventRevision = e.modRevision;
     const value = e.type === 'upsert' ? e.value : null;
-    if (old) {
-      if (value && value.ip === old.ip && value.node === old.node) return;
-      this.pods.delete(e.key);
-      if (this.byIp.get(old.ip) === e.key) {
-        this.byIp.delete(old.ip);
-        // Another pod may still claim the IP (a stale record during IP reuse): it takes over.
-        this.dirtyIps.add(old.ip);
-      }
-    }
-    if (value) {
-      // Intern the node name: 100,000 pods share a few thousand strings.
-      const node = this.nodes.get(value.node)?.name ?? value.node;
-      this.pods.set(e.key, { ip: value.ip, node });
-      this.byIp.set(value.ip, e.key);
-      this.dirtyIps.add(value.ip);
-    }
-    this.schedule();
+    // Intern the node name: 100,000 pods share a few thousand strings.
+    const entry = value ? { ip: value.ip, node: this.nodes.get(value.node)?.name ?? value.node } : null;
+    this.pods.set(e.key, entry);
+    this.scheduleNotify();
   }
 
   // ---- programming ----------------------------------------------------------------------------------------------
 
-  private schedule(): void {
-    if (this.stopped || !this.podsListed || !this.nodesListed || this.timer) return;
-    const run = () => {
-      this.timer = undefined;
-      void this.runFlush();
-    };
-    this.timer = this.options.batchMs ? setTimeout(run, this.options.batchMs) : setTimeout(run, 0);
-  }
-
-  private runFlush(): Promise<void> {
-    if (!this.podsListed || !this.nodesListed || this.stopped) return Promise.resolve();
-    // One flush at a time; a flush requested while one runs is chained after it.
-    const prev = this.flushing ?? Promise.resolve();
-    const next = prev.then(() => this.flushOnce()).catch((err: unknown) => {
-      this.log.error({ error: (err as Error).message }, 'programming the BPF maps failed; will retry on the next change');
-      setTimeout(() => this.schedule(), 1000).unref();
-    });
-    this.flushing = next;
-    return next;
-  }
-
-  private selfIp(): string | undefined {
-    return this.nodes.get(this.nodeName)?.ip ?? this.options.nodeIp;
-  }
-
-  /** The ipcache value for a /32, by precedence: local endpoint, pod, health endpoint. */
-  private desiredHost(ip: string): IpcacheValue | undefined {
-    const self = this.selfIp();
-    if (this.localByIp.has(ip)) return self ? { nodeIp: self, flags: IPCACHE_F_LOCAL } : undefined;
-    const key = this.byIp.get(ip);
-    const owner = key !== undefined ? this.pods.get(key)?.node : this.healthOwner.get(ip);
-    if (owner === undefined) return undefined;
-    const nodeIp = owner === this.nodeName ? self : this.nodes.get(owner)?.ip;
-    if (!nodeIp) return undefined;
-    return { nodeIp, flags: owner === this.nodeName ? IPCACHE_F_LOCAL : 0 };
-  }
-
-  private desiredCidr(cidr: string): { ipcache?: IpcacheValue; tunnel?: TunnelValue } {
-    const owner = this.cidrOwner.get(cidr);
-    const node = owner === undefined ? undefined : this.nodes.get(owner);
-    if (!node) return {};
-    const isSelf = owner === this.nodeName;
-    return { ipcache: { nodeIp: node.ip, flags: isSelf ? IPCACHE_F_LOCAL : 0 }, tunnel: isSelf ? undefined : { nodeIp: node.ip, vni: 0 } };
-  }
-
-  private endpointValue(ep: LocalEndpoint): EndpointValue {
-    return { ifindex: ep.hostIfindex, flags: 0, mac: ep.mac, nodeMac: ep.hostMac };
-  }
-
-  private async flushOnce(): Promise<void> {
+  private maybeStart(): void {
+    if (this.stopped || !this.podsListed || !this.nodesListed || this.startedReconcilers) return;
+    this.startedReconcilers = true;
     const started = process.hrtime.bigint();
-    const full = !this.fullDone;
-    const podsRevision = this.podsRevision;
-    const nodesRevision = this.nodesRevision;
-    const maps = this.options.datapath.maps;
-    let upserts = 0;
-    let deletes = 0;
-    if (full) {
-      const hosts: Array<[LpmKey, IpcacheValue]> = [];
-      const seen = new Set<string>();
-      const addHost = (ip: string) => {
-        if (seen.has(ip)) return;
-        seen.add(ip);
-        const v = this.desiredHost(ip);
-        if (v) hosts.push([{ cidr: `${ip}/32` }, v]);
-      };
-      for (const ip of this.localByIp.keys()) addHost(ip);
-      for (const ip of this.byIp.keys()) addHost(ip);
-      for (const ip of this.healthOwner.keys()) addHost(ip);
-      const prefixes: Array<[LpmKey, IpcacheValue]> = [];
-      const tunnels: Array<[LpmKey, TunnelValue]> = [];
-      for (const cidr of this.cidrOwner.keys()) {
-        const d = this.desiredCidr(cidr);
-        if (d.ipcache) prefixes.push([{ cidr }, d.ipcache]);
-        if (d.tunnel) tunnels.push([{ cidr }, d.tunnel]);
-      }
-      const eps: Array<[EndpointKey, EndpointValue]> = [...this.local.values()].map((ep) => [{ ip: ep.ip }, this.endpointValue(ep)]);
-      const results = [
-        reconcile(maps.endpoints, eps),
-        ...reconcileIpcache({ maps }, [...hosts, ...prefixes]),
-        reconcile(maps.tunnel, tunnels),
-      ];
-      for (const r of results) {
-        upserts += r.updated;
-        deletes += r.deleted;
-        this.metrics?.writes.inc({ map: r.map, op: 'update' }, r.updated);
-        this.metrics?.writes.inc({ map: r.map, op: 'delete' }, r.deleted);
-        if (r.error) this.log.error({ map: r.map, error: r.error.message }, 'BPF map full: the datapath is partially programmed');
-      }
-      this.lastFull = results;
-      this.totals.fullReconciles++;
-      this.dirtyIps.clear();
-      this.dirtyCidrs.clear();
-      this.dirtyLocal.clear();
-      this.dirtyNodeIps.clear();
-      this.routesDirty = true;
-      this.log.info({ results: results.map((r) => `${r.map}: +${r.updated} -${r.deleted} =${r.unchanged}`).join(', ') }, 'maps reconciled to etcd state');
-    } else {
-      if (this.dirtyNodeIps.size) {
-        // A node's IP changed (or a node appeared/vanished): its pods' ipcache values change with it.
-        const changed = this.dirtyNodeIps;
-        this.dirtyNodeIps = new Set();
-        for (const pod of this.pods.values()) if (changed.has(pod.node)) this.dirtyIps.add(pod.ip);
-        if (changed.has(this.nodeName)) for (const ip of this.localByIp.keys()) this.dirtyIps.add(ip);
-        for (const [cidr, owner] of this.cidrOwner) if (changed.has(owner)) this.dirtyCidrs.add(cidr);
-        for (const [ip, owner] of this.healthOwner) if (changed.has(owner)) this.dirtyIps.add(ip);
-      }
-      const ips = this.dirtyIps;
-      const cidrs = this.dirtyCidrs;
-      const localIps = this.dirtyLocal;
-      this.dirtyIps = new Set();
-      this.dirtyCidrs = new Set();
-      this.dirtyLocal = new Set();
-      const epUp: Array<[EndpointKey, EndpointValue]> = [];
-      const epDel: EndpointKey[] = [];
-      for (const ip of localIps) {
-        const ep = this.localByIp.get(ip);
-        if (ep) epUp.push([{ ip }, this.endpointValue(ep)]);
-        else epDel.push({ ip });
-      }
-      const ipUp: Array<[LpmKey, IpcacheValue]> = [];
-      const ipDel: LpmKey[] = [];
-      for (const ip of ips) {
-        const v = this.desiredHost(ip);
-        if (v) ipUp.push([{ cidr: `${ip}/32` }, v]);
-        else ipDel.push({ cidr: `${ip}/32` });
-      }
-      const tunUp: Array<[LpmKey, TunnelValue]> = [];
-      const tunDel: LpmKey[] = [];
-      for (const cidr of cidrs) {
-        const d = this.desiredCidr(cidr);
-        if (d.ipcache) ipUp.push([{ cidr }, d.ipcache]);
-        else ipDel.push({ cidr });
-        if (d.tunnel) tunUp.push([{ cidr }, d.tunnel]);
-        else tunDel.push({ cidr });
-      }
-      // Deletes first: room for the new entries in a nearly full map.
-      maps.endpoints.deleteBatch(epDel);
-      deleteIpcache({ maps }, ipDel);
-      maps.tunnel.deleteBatch(tunDel);
-      this.writeSafely('sl_endpoints', () => maps.endpoints.upsertBatch(epUp));
-      this.writeSafely('sl_ipcache', () => upsertIpcache({ maps }, ipUp));
-      this.writeSafely('sl_tunnel', () => maps.tunnel.upsertBatch(tunUp));
-      upserts = epUp.length + ipUp.length + tunUp.length;
-      deletes = epDel.length + ipDel.length + tunDel.length;
-      this.metrics?.writes.inc({ map: 'sl_endpoints', op: 'update' }, epUp.length);
-      this.metrics?.writes.inc({ map: 'sl_endpoints', op: 'delete' }, epDel.length);
-      this.metrics?.writes.inc({ map: 'sl_ipcache', op: 'update' }, ipUp.length);
-      this.metrics?.writes.inc({ map: 'sl_ipcache', op: 'delete' }, ipDel.length);
-      this.metrics?.writes.inc({ map: 'sl_tunnel', op: 'update' }, tunUp.length);
-      this.metrics?.writes.inc({ map: 'sl_tunnel', op: 'delete' }, tunDel.length);
+    void Promise.all(this.all.map((r) => r.start())).then(() => {
+      const s = this.all.map((r) => r.status());
+      this.log.info({ ms: Math.round(Number(process.hrtime.bigint() - started) / 1e6), rows: s.map((r) => `${r.name}: ${r.rows.done} done, ${r.rows.error} error`).join('; ') }, 'targets reconciled to etcd state');
+      this.afterPass();
+    });
+  }
+
+  /** A node's IP, owned CIDRs or presence changed: its pods' (and health IPs', and local endpoints') rows follow. */
+  private derive(): void {
+    if (!this.nodesToDerive.size) return;
+    const changed = new Map(this.nodesToDerive);
+    this.nodesToDerive.clear();
+    const ipcache = this.reconcilers.ipcache;
+    for (const [ip, owner] of this.pods.entriesByIp()) {
+      const rev = changed.get(owner);
+      if (rev !== undefined) ipcache.changed(`${ip}/32`, rev);
     }
-    this.totals.upserts += upserts;
-    this.totals.deletes += deletes;
-    this.metrics?.flushes.inc({ kind: full ? 'full' : 'delta' });
-    this.metrics?.flushDuration.observe({ kind: full ? 'full' : 'delta' }, Number(process.hrtime.bigint() - started) / 1e9);
-    this.metrics?.endpoints.set({ scope: 'local' }, this.local.size);
-    this.metrics?.endpoints.set({ scope: 'cluster' }, this.byIp.size);
-    this.programmedPods = Math.max(this.programmedPods, podsRevision);
-    this.programmedNodes = Math.max(this.programmedNodes, nodesRevision);
-    if (this.routesDirty && this.options.routes) {
-      this.routesDirty = false;
-      const desired = this.desiredRoutes();
-      const routes = this.options.routes;
-      this.routeChain = this.routeChain.then(() => routes.sync(desired)).catch((err: unknown) => {
-        this.log.error({ error: (err as Error).message }, 'installing routes to other nodes failed; retrying');
-        this.routesDirty = true;
-        setTimeout(() => this.schedule(), 1000).unref();
-      });
-      await this.routeChain;
+    for (const [ip, owner] of this.nodes.healthIps()) {
+      const rev = changed.get(owner);
+      if (rev !== undefined) ipcache.changed(`${ip}/32`, rev);
     }
-    if (full) {
+    for (const [cidr, owner] of this.nodes.ownedCidrs()) {
+      const rev = changed.get(owner);
+      if (rev === undefined) continue;
+      ipcache.changed(cidr, rev);
+      this.reconcilers.tunnel.changed(cidr, rev);
+      this.reconcilers.routes?.changed(cidr, rev);
+    }
+    const self = changed.get(this.nodeName);
+    if (self !== undefined) {
+      for (const ip of this.local.byIp.keys()) {
+        ipcache.changed(`${ip}/32`, self);
+        this.reconcilers.endpoints.changed(ip, self);
+      }
+    }
+  }
+
+  private scheduleNotify(): void {
+    if (!this.startedReconcilers || this.notifyTimer || this.stopped) return;
+    this.notifyTimer = setTimeout(() => {
+      this.notifyTimer = undefined;
+      this.derive();
+      this.afterPass();
+    }, 0);
+  }
+
+  private afterPass(): void {
+    if (this.stopped || !this.startedReconcilers) return;
+    if (!this.fullDone) {
+      if (!this.all.every((r) => r.status().fullPasses > 0)) return;
       this.fullDone = true;
       for (const l of this.syncedListeners.splice(0)) l();
     }
+    let low = Infinity;
+    for (const r of this.all) low = Math.min(low, r.lowestUndoneRevision());
+    for (const rev of this.nodesToDerive.values()) if (rev) low = Math.min(low, rev);
+    const below = low === Infinity ? Infinity : low - 1;
+    const pods = Math.max(this.programmedPods, Math.min(this.podsRevision, below));
+    const nodes = Math.max(this.programmedNodes, Math.min(this.nodesRevision, below));
+    const totals = this.writeTotals();
+    const full = !this.reported.full;
+    if (pods === this.programmedPods && nodes === this.programmedNodes && !full && totals.upserts === this.reported.upserts && totals.deletes === this.reported.deletes) return;
+    this.programmedPods = pods;
+    this.programmedNodes = nodes;
+    const programmed: Programmed = { podsRevision: pods, nodesRevision: nodes, full, upserts: totals.upserts - this.reported.upserts, deletes: totals.deletes - this.reported.deletes };
+    this.reported = { upserts: totals.upserts, deletes: totals.deletes, full: true };
+    this.endpointsGauge?.set({ scope: 'local' }, this.local.size);
+    this.endpointsGauge?.set({ scope: 'cluster' }, this.pods.ipCount);
     for (let i = this.waiters.length - 1; i >= 0; i--) {
       const w = this.waiters[i]!;
       if (this.programmedRevision(w.kind) >= w.revision) {
@@ -552,30 +467,23 @@ export class AgentCore {
         w.resolve();
       }
     }
-    this.options.onProgrammed?.({ podsRevision: this.programmedPods, nodesRevision: this.programmedNodes, full, upserts, deletes });
+    this.options.onProgrammed?.(programmed);
   }
 
-  private writeSafely(map: string, write: () => void): void {
-    try {
-      write();
-    } catch (err) {
-      if ((err as { name?: string }).name !== 'MapFullError') throw err;
-      this.log.error({ map, error: (err as Error).message }, 'BPF map full: the datapath is partially programmed');
+  private writeTotals(): { upserts: number; deletes: number } {
+    let upserts = 0;
+    let deletes = 0;
+    for (const r of this.all) {
+      const w = r.writes;
+      upserts += w.updated;
+      deletes += w.deleted;
     }
-  }
-
-  private desiredRoutes(): Map<string, string> {
-    const out = new Map<string, string>();
-    for (const [cidr, owner] of this.cidrOwner) {
-      if (owner === this.nodeName) continue;
-      const ip = this.nodes.get(owner)?.ip;
-      if (ip) out.set(cidr, ip);
-    }
-    return out;
+    return { upserts, deletes };
   }
 
   status(): AgentCoreStatus {
     const ws = this.watches.map((w) => w.status());
+    const totals = this.writeTotals();
     return {
       node: this.nodeName,
       synced: this.fullDone,
@@ -587,17 +495,17 @@ export class AgentCore {
         decodeErrors: ws.reduce((a, w) => a + w.decodeErrors, 0),
         lastError: ws.find((w) => w.lastError)?.lastError,
       },
-      endpoints: { local: this.local.size, cluster: this.byIp.size, nodes: this.nodes.size },
-      writes: { ...this.totals },
-      ...(this.lastFull ? { lastFullReconcile: this.lastFull } : {}),
+      endpoints: { local: this.local.size, cluster: this.pods.ipCount, nodes: this.nodes.size },
+      writes: { ...totals, fullReconciles: this.reconcilers.endpoints.status().fullPasses },
+      reconcilers: this.all.map((r) => r.status()),
+      conflicts: { counts: this.conflicts.counts(), examples: this.conflicts.list() },
     };
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
+    clearTimeout(this.notifyTimer);
     await Promise.all(this.watches.map((w) => w.stop()));
-    await this.flushing?.catch(() => undefined);
-    await this.routeChain;
+    await Promise.all(this.all.map((r) => r.stop()));
   }
 }

@@ -1,9 +1,15 @@
 /**
  * The node's local endpoints, persisted in the agent's state dir: only the CNI plugin knows a pod's ifindex and MACs,
- * so a restarted agent reads them back from here instead of losing (and flushing) them. Written atomically (temp
- * file + rename) on every change; a few hundred pods per node make that cheap.
+ * so a restarted agent reads them back from here instead of losing (and flushing) them.
+ *
+ * Writes are coalesced: a change schedules one save and `saved()` resolves once a save that includes it is on disk,
+ * so a burst of CNI calls costs a few writes, not one per call. Each save goes to a new temp file opened with O_EXCL
+ * (never through a planted symlink) and is renamed over the state file. The state dir is created 0700 and must be
+ * a real directory, not a symlink.
  */
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, readFileSync } from 'node:fs';
+import { open, rename, unlink } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { z } from 'zod';
 import type { LocalEndpoint } from './core.ts';
@@ -28,12 +34,22 @@ const fileSchema = z.strictObject({ version: z.literal(1), endpoints: z.array(lo
 export class LocalEndpointStore {
   private readonly path: string;
   private readonly endpoints = new Map<string, LocalEndpointRecord>();
+  /** The save in progress, and whether another is needed after it. */
+  private saving: Promise<void> | undefined;
+  private dirty = false;
+  private waiting: Promise<void> | undefined;
+  /** Saves written so far (tests, metrics). */
+  saves = 0;
 
-  constructor(stateDir: string) {
-    mkdirSync(stateDir, { recursive: true });
+  constructor(private readonly stateDir: string) {
+    mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+    const st = lstatSync(stateDir);
+    if (!st.isDirectory()) throw new Error(`state dir ${stateDir} is not a directory (a symlink?)`);
+    if (st.uid === process.getuid?.() && (st.mode & 0o077) !== 0) chmodSync(stateDir, 0o700);
     this.path = join(stateDir, 'endpoints.json');
     let text: string | undefined;
     try {
+      if (lstatSync(this.path).isSymbolicLink()) throw new Error(`${this.path} is a symlink; refusing to read it`);
       text = readFileSync(this.path, 'utf8');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
@@ -45,6 +61,10 @@ export class LocalEndpointStore {
     }
   }
 
+  get size(): number {
+    return this.endpoints.size;
+  }
+
   all(): LocalEndpointRecord[] {
     return [...this.endpoints.values()];
   }
@@ -53,24 +73,55 @@ export class LocalEndpointStore {
     return this.endpoints.get(id);
   }
 
+  /** Changes the endpoint in memory and schedules a save; `await saved()` before telling anyone it is persisted. */
   put(ep: LocalEndpointRecord): void {
     this.endpoints.set(ep.id, ep);
-    this.save();
+    this.markDirty();
   }
 
   delete(id: string): LocalEndpointRecord | undefined {
     const ep = this.endpoints.get(id);
     if (ep) {
       this.endpoints.delete(id);
-      this.save();
+      this.markDirty();
     }
     return ep;
   }
 
-  private save(): void {
-    const tmp = `${this.path}.${process.pid}.tmp`;
-    writeFileSync(tmp, JSON.stringify({ version: 1, endpoints: this.all() }));
-    renameSync(tmp, this.path);
+  /** Resolves once every change made so far is on disk. */
+  saved(): Promise<void> {
+    return this.waiting ?? this.saving ?? Promise.resolve();
+  }
+
+  private markDirty(): void {
+    this.dirty = true;
+    if (this.waiting) return; // the next save (queued) will include this change
+    const next = (this.saving ?? Promise.resolve()).catch(() => undefined).then(() => {
+      this.waiting = undefined;
+      this.dirty = false;
+      this.saving = this.write().finally(() => {
+        if (this.saving === current) this.saving = undefined;
+      });
+      const current = this.saving;
+      return current;
+    });
+    this.waiting = next;
+  }
+
+  private async write(): Promise<void> {
+    const tmp = join(this.stateDir, `.endpoints.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+    const file = await open(tmp, 'wx', 0o600);
+    try {
+      await file.writeFile(JSON.stringify({ version: 1, endpoints: this.all() }));
+      await file.sync();
+    } catch (err) {
+      await file.close();
+      await unlink(tmp).catch(() => undefined);
+      throw err;
+    }
+    await file.close();
+    await rename(tmp, this.path);
+    this.saves++;
   }
 }
 

@@ -6,6 +6,8 @@
 import { Command, flag, parseOptions, schemas, z } from '@sluice/config';
 import { createLogger } from '@sluice/log';
 import { runAgent } from './agent.ts';
+import { DEFAULT_CLUSTER_CIDR } from './core.ts';
+import { parseV4Cidr } from './tables/cidr.ts';
 
 const program = new Command('sluice-agent')
   .description('Program a node\'s eBPF datapath from etcd (nodes, pods) and serve the CNI plugin')
@@ -31,6 +33,9 @@ const program = new Command('sluice-agent')
   .addOption(flag('--health-tls-key <file>', 'client private key for mutual TLS (PEM)'))
   .addOption(flag('--health-tls-server-name <name>', 'name to expect in the health service\'s certificate (default: the host of --health-service)'))
   .addOption(flag('--cluster-size <n>', 'nodes in the cluster (scales etcd reconnect backoff)', '1'))
+  .addOption(flag('--cluster-cidr <cidr>', 'the cluster\'s pod range: node podCIDRs (and the addresses in them) outside it are refused', DEFAULT_CLUSTER_CIDR))
+  .addOption(flag('--reconcile-interval <duration>', 'full reconcile of every target (maps, routes) that repairs drift, e.g. 30s or 5m (0: only at start)', '1m'))
+  .addOption(flag('--shutdown-grace <seconds>', 'on SIGTERM/SIGINT, how long to wait for etcd before abandoning what is pending and exiting', '10'))
   .addOption(flag('--log-level <level>', 'fatal, error, warn, info, debug or trace', 'info'));
 
 const options = parseOptions(
@@ -58,6 +63,9 @@ const options = parseOptions(
     healthTlsKey: z.string().min(1).optional(),
     healthTlsServerName: z.string().min(1).optional(),
     clusterSize: schemas.positiveInt,
+    clusterCidr: z.string().refine((c) => /^(\d{1,3}\.){3}\d{1,3}\/\d{1,2}$/.test(c) && parseV4Cidr(c)?.text === c, 'must be an IPv4 network like 10.128.0.0/9 (no host bits)'),
+    reconcileInterval: schemas.duration,
+    shutdownGrace: z.coerce.number().min(0).max(3600),
     logLevel: schemas.logLevel,
   })
     .refine((o) => !!o.healthTlsCert === !!o.healthTlsKey, { message: 'needs both --health-tls-cert and --health-tls-key', path: ['healthTlsCert'] })
@@ -68,13 +76,14 @@ const options = parseOptions(
 const log = createLogger({ component: 'agent', node: options.nodeName, level: options.logLevel });
 const stateDir = options.stateDir ?? `/var/run/sluice/${options.nodeName}`;
 try {
-  const { healthTlsCa, healthTlsCert, healthTlsKey, ...rest } = options;
+  const { healthTlsCa, healthTlsCert, healthTlsKey, reconcileInterval, shutdownGrace, ...rest } = options;
   const agent = await runAgent({
     ...rest,
     ...(healthTlsCa ? { healthTls: { ca: healthTlsCa, cert: healthTlsCert, key: healthTlsKey } } : {}),
     pinDir: options.pinDir ?? `/sys/fs/bpf/sluice/${options.nodeName}`,
     stateDir,
     apiSocket: options.apiPort === undefined ? (options.apiSocket ?? `${stateDir}/agent.sock`) : undefined,
+    reconcileIntervalMs: reconcileInterval,
     log,
   });
   log.info({ status: agent.status.url, api: agent.api.address, nodeIp: agent.nodeIp }, 'agent running');
@@ -82,8 +91,14 @@ try {
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
-    log.info({ signal }, 'stopping (the datapath stays programmed and attached)');
-    void agent.stop().finally(() => process.exit(0));
+    log.info({ signal, graceSeconds: shutdownGrace }, 'stopping (the datapath stays programmed and attached)');
+    const graceMs = shutdownGrace * 1000;
+    // The last resort: nothing (a socket close that hangs, a library waiting on etcd) keeps the process past its grace.
+    setTimeout(() => {
+      log.error({ graceSeconds: shutdownGrace }, 'still not stopped after the grace period; exiting anyway');
+      process.exit(0);
+    }, graceMs + 2_000).unref();
+    void agent.stop({ graceMs }).finally(() => process.exit(0));
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));

@@ -158,6 +158,7 @@ export class Reconciler<V> {
   private driftRepaired = 0;
   private lastFullPassAt: Date | undefined;
   private fullBackoff: Backoff | undefined;
+  private readonly totals = { updated: 0, deleted: 0 };
 
   constructor(private readonly options: ReconcilerOptions<V>) {
     this.name = options.target.name;
@@ -228,6 +229,11 @@ export class Reconciler<V> {
     for (const rev of this.inflight.values()) if (rev && rev < low) low = rev;
     for (const e of this.errors.values()) if (e.revision && e.revision < low) low = e.revision;
     return low;
+  }
+
+  /** Rows written and removed (delete and prune) so far. */
+  get writes(): { updated: number; deleted: number } {
+    return { ...this.totals };
   }
 
   /** True when no row is pending or in error. */
@@ -340,6 +346,7 @@ export class Reconciler<V> {
         }
         for (const key of result.pruned) if (periodic && !rows.has(key)) drift.push(key);
         this.countOp('prune', 'ok', result.pruned.length);
+        this.totals.deleted += result.pruned.length;
         this.countOp('prune', 'error', result.failures.length);
         for (const f of result.failures) {
           failed.set(f.key, f.error);
@@ -387,6 +394,8 @@ export class Reconciler<V> {
       failures = (batch as ReadonlyArray<readonly [string, V] | string>).map((row) => ({ key: typeof row === 'string' ? row : row[0], error }));
     }
     for (const f of failures) failed.set(f.key, f.error);
+    if (op === 'update') this.totals.updated += batch.length - failures.length;
+    else this.totals.deleted += batch.length - failures.length;
     this.countOp(op, 'ok', batch.length - failures.length);
     this.countOp(op, 'error', failures.length);
   }

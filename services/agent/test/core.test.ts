@@ -1,10 +1,14 @@
-import { IPCACHE_F_LOCAL } from '@sluice/bpf';
-import { lookupIpcache, memoryDatapath, type Datapath } from '@sluice/datapath';
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { BPF_DIR, IPCACHE_F_LOCAL } from '@sluice/bpf';
+import { BpfError, loadDatapath, lookupIpcache, memoryDatapath, removePins, type Datapath } from '@sluice/datapath';
 import { startEtcd } from '@sluice/etcd-runner';
 import { createKvClient, keySchema, type Etcd3 } from '@sluice/kvstore';
+import { createLogger } from '@sluice/log';
+import { createRegistry } from '@sluice/metrics';
 import { encodeSlimString, SCHEMA_VERSION, type SlimNode, type SlimPod } from '@sluice/slim';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AgentCore, type LocalEndpoint, type RouteSync } from '../src/index.ts';
+import { AgentCore, type LocalEndpoint, type ReconcileTarget, type RouteRow } from '../src/index.ts';
 
 const keys = keySchema(`agent-core-${process.pid}/`);
 
@@ -15,10 +19,23 @@ function pod(name: string, nodeName: string, ip: string, phase: SlimPod['phase']
   return { v: SCHEMA_VERSION, namespace: 'default', name, uid: name, nodeName, hostIP: '', podIPs: ip ? [ip] : [], hostNetwork: false, phase, labels: {}, deleting: false, ports: [] };
 }
 
-class RecordingRoutes implements RouteSync {
+/** Routes in memory: cidr → node IP. */
+export class MemoryRoutes implements ReconcileTarget<RouteRow> {
+  readonly name = 'routes';
   current = new Map<string, string>();
-  async sync(desired: ReadonlyMap<string, string>): Promise<void> {
-    this.current = new Map(desired);
+  update(rows: ReadonlyArray<readonly [string, RouteRow]>) {
+    for (const [cidr, row] of rows) this.current.set(cidr, row.nodeIp);
+    return [];
+  }
+  delete(keys: readonly string[]) {
+    for (const k of keys) this.current.delete(k);
+    return [];
+  }
+  prune(desired: { get(k: string): RouteRow | undefined; entries(): Iterable<readonly [string, RouteRow]> }) {
+    const pruned = [...this.current.keys()].filter((k) => !desired.get(k));
+    for (const k of pruned) this.current.delete(k);
+    const outOfDate = [...desired.entries()].filter(([k, v]) => this.current.get(k) !== v.nodeIp).map(([k]) => k);
+    return { outOfDate, pruned, failures: [] };
   }
 }
 
@@ -44,11 +61,11 @@ const localA: LocalEndpoint = { id: 'c-a', ip: '10.9.1.10', hostIfname: 'lxca', 
 
 describe('AgentCore', () => {
   let dp: Datapath;
-  const routes = new RecordingRoutes();
+  const routes = new MemoryRoutes();
 
   it('programs nothing before both lists, then everything in one reconcile', async () => {
     dp = memoryDatapath();
-    const core = new AgentCore({ nodeName: 'n1', client, datapath: dp, keys, localEndpoints: [localA], routes });
+    const core = new AgentCore({ nodeName: 'n1', client, datapath: dp, keys, clusterCidr: '10.9.0.0/16', localEndpoints: [localA], routes });
     expect(dp.maps.ipcacheHost.count()).toBe(0);
     core.start();
     await core.synced();
@@ -64,7 +81,7 @@ describe('AgentCore', () => {
   });
 
   it('restarts over the same maps without writing anything (reconcile, not flush)', async () => {
-    const core = new AgentCore({ nodeName: 'n1', client, datapath: dp, keys, localEndpoints: [localA], routes });
+    const core = new AgentCore({ nodeName: 'n1', client, datapath: dp, keys, clusterCidr: '10.9.0.0/16', localEndpoints: [localA], routes });
     core.start();
     await core.synced();
     const s = core.status();
@@ -75,7 +92,7 @@ describe('AgentCore', () => {
 
   it('applies deltas: new pod, pod deleted, node added, local endpoint added and removed', async () => {
     const programmed: number[] = [];
-    const core = new AgentCore({ nodeName: 'n1', client, datapath: dp, keys, localEndpoints: [localA], routes, onProgrammed: (p) => programmed.push(p.podsRevision) });
+    const core = new AgentCore({ nodeName: 'n1', client, datapath: dp, keys, clusterCidr: '10.9.0.0/16', localEndpoints: [localA], routes, onProgrammed: (p) => programmed.push(p.podsRevision) });
     core.start();
     await core.synced();
     const put = await client.put(keys.pod('default', 'c')).value(encodeSlimString('pod', pod('c', 'n2', '10.9.2.11')));
@@ -116,7 +133,7 @@ describe('AgentCore', () => {
   });
 
   it('skips bad records (invalid IP, invalid CIDR, unknown schema version) and programs nothing from them', async () => {
-    const core = new AgentCore({ nodeName: 'n1', client, datapath: dp, keys, localEndpoints: [localA], routes });
+    const core = new AgentCore({ nodeName: 'n1', client, datapath: dp, keys, clusterCidr: '10.9.0.0/16', localEndpoints: [localA], routes });
     core.start();
     await core.synced();
     const before = { hosts: dp.maps.ipcacheHost.entries(), prefixes: dp.maps.ipcache.entries(), tunnel: dp.maps.tunnel.entries() };
@@ -140,7 +157,7 @@ describe('AgentCore', () => {
   });
 
   it('keeps the datapath as it is while etcd is unreachable, and resyncs after', async () => {
-    const core = new AgentCore({ nodeName: 'n1', client, datapath: dp, keys, localEndpoints: [localA], routes, clusterSize: 1 });
+    const core = new AgentCore({ nodeName: 'n1', client, datapath: dp, keys, clusterCidr: '10.9.0.0/16', localEndpoints: [localA], routes, clusterSize: 1 });
     core.start();
     await core.synced();
     const before = dp.maps.ipcacheHost.entries();
@@ -154,5 +171,138 @@ describe('AgentCore', () => {
     expect(lookupIpcache(dp, { cidr: '10.9.2.20/32' })).toEqual({ nodeIp: '192.168.9.2', flags: 0 });
     writer.close();
     await core.stop();
+  });
+});
+
+describe('AgentCore tables and reconcilers', () => {
+  const k = keySchema(`agent-core-tables-${process.pid}/`);
+  const silent = createLogger({ component: 'test', level: 'silent' });
+
+  async function until(what: string, check: () => boolean, ms = 15_000): Promise<void> {
+    const end = Date.now() + ms;
+    while (!check()) {
+      if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  it('an IP claimed by two pod records: the first key owns it; deleting either claim leaves the other programmed', async () => {
+    const dp = memoryDatapath();
+    const registry = createRegistry();
+    await client.put(k.node('n1')).value(encodeSlimString('node', node('n1', '192.168.9.1', '10.9.1.0/24')));
+    await client.put(k.node('n2')).value(encodeSlimString('node', node('n2', '192.168.9.2', '10.9.2.0/24')));
+    await client.put(k.node('n3')).value(encodeSlimString('node', node('n3', '192.168.9.3', '10.9.3.0/24')));
+    await client.put(k.pod('default', 'b-old')).value(encodeSlimString('pod', pod('b-old', 'n2', '10.9.2.50')));
+    const core = new AgentCore({ nodeName: 'n1', client, datapath: dp, keys: k, clusterCidr: '10.9.0.0/16', registry, log: silent });
+    core.start();
+    await core.synced();
+    try {
+      expect(lookupIpcache(dp, { cidr: '10.9.2.50/32' })).toEqual({ nodeIp: '192.168.9.2', flags: 0 });
+      // A second record for the same IP whose key sorts first takes it, whatever the order of arrival...
+      let put = await client.put(k.pod('default', 'a-new')).value(encodeSlimString('pod', pod('a-new', 'n2', '10.9.2.50')));
+      await core.whenProgrammed('pods', Number(put.header.revision));
+      expect(core.status().conflicts.counts).toEqual({ pod_ip_claimed_twice: 1 });
+      // ...and deleting the owner restores the other claim's entry instead of deleting it.
+      const del = await client.delete().key(k.pod('default', 'a-new'));
+      await core.whenProgrammed('pods', Number(del.header.revision));
+      expect(lookupIpcache(dp, { cidr: '10.9.2.50/32' })).toEqual({ nodeIp: '192.168.9.2', flags: 0 });
+      expect(core.status().conflicts.counts).toEqual({});
+      // The same with the other order: the later claim (a key sorting later) goes, the owner stays.
+      put = await client.put(k.pod('default', 'c-later')).value(encodeSlimString('pod', pod('c-later', 'n3', '10.9.2.50')));
+      await core.whenProgrammed('pods', Number(put.header.revision));
+      expect(lookupIpcache(dp, { cidr: '10.9.2.50/32' })).toEqual({ nodeIp: '192.168.9.2', flags: 0 });
+      const del2 = await client.delete().key(k.pod('default', 'b-old'));
+      await core.whenProgrammed('pods', Number(del2.header.revision));
+      // c-later claims an IP outside its node's podCIDR: refused, reported, not programmed.
+      expect(lookupIpcache(dp, { cidr: '10.9.2.50/32' })).toBeUndefined();
+      expect(core.status().conflicts.counts).toEqual({ pod_ip_outside_node_cidr: 1 });
+      expect(await registry.getSingleMetricAsString('sluice_agent_conflicts_total')).toMatch(/reason="pod_ip_claimed_twice"} 2/) // a-new, then c-later;
+    } finally {
+      await core.stop();
+      await client.delete().prefix(k.prefix('pods'));
+      await client.delete().prefix(k.prefix('nodes'));
+    }
+  });
+
+  it('podCIDRs: outside the cluster CIDR, the default route, a silly prefix or overlapping another node\'s are refused and reported', async () => {
+    const dp = memoryDatapath();
+    const routes = new MemoryRoutes();
+    const registry = createRegistry();
+    await client.put(k.node('n1')).value(encodeSlimString('node', node('n1', '192.168.9.1', '10.9.1.0/24')));
+    await client.put(k.node('n2')).value(encodeSlimString('node', node('n2', '192.168.9.2', '10.9.2.0/24')));
+    const core = new AgentCore({ nodeName: 'n1', client, datapath: dp, keys: k, clusterCidr: '10.9.0.0/16', registry, log: silent, routes });
+    core.start();
+    await core.synced();
+    try {
+      const bad = [
+        ['evil-default', '192.168.9.20', '0.0.0.0/0'],
+        ['evil-outside', '192.168.9.21', '10.10.0.0/24'],
+        ['evil-tiny', '192.168.9.22', '10.9.7.0/31'],
+        ['z-overlap', '192.168.9.23', '10.9.2.0/25'],
+        ['z-inside', '10.9.5.1', '10.9.5.0/24'],
+      ];
+      let rev = 0;
+      for (const [name, ip, cidr] of bad) rev = Number((await client.put(k.node(name!)).value(encodeSlimString('node', node(name!, ip!, cidr!)))).header.revision);
+      await core.whenProgrammed('nodes', rev);
+      expect([...routes.current]).toEqual([['10.9.2.0/24', '192.168.9.2']]);
+      expect(dp.maps.tunnel.entries().map(([key]) => key.cidr)).toEqual(['10.9.2.0/24']);
+      expect(dp.maps.ipcache.entries().map(([key]) => key.cidr).sort()).toEqual(['10.9.1.0/24', '10.9.2.0/24']);
+      expect(core.status().conflicts.counts).toEqual({ pod_cidr_outside_cluster: 1, pod_cidr_prefix_length: 2, pod_cidr_overlap: 1, node_ip_in_cluster_cidr: 1 });
+      // The overlap is decided by name, not by arrival: a node sorting before n2 takes the CIDR from it.
+      const a = await client.put(k.node('a-first')).value(encodeSlimString('node', node('a-first', '192.168.9.30', '10.9.2.0/26')));
+      await core.whenProgrammed('nodes', Number(a.header.revision));
+      expect([...routes.current]).toEqual([['10.9.2.0/26', '192.168.9.30']]);
+      const gone = await client.delete().key(k.node('a-first'));
+      await core.whenProgrammed('nodes', Number(gone.header.revision));
+      expect([...routes.current]).toEqual([['10.9.2.0/24', '192.168.9.2']]);
+      expect(await registry.getSingleMetricAsString('sluice_agent_conflicts')).toMatch(/reason="pod_cidr_overlap"} 1/);
+    } finally {
+      await core.stop();
+      await client.delete().prefix(k.prefix('nodes'));
+    }
+  });
+
+  it('on kernel maps: a write failure injected in the datapath is retried until it lands and holds the programmed revision; an entry deleted with bpftool is repaired', async () => {
+    execFileSync('make', ['-s', '-C', BPF_DIR]);
+    const pinDir = `/sys/fs/bpf/sluice/sl-core-${randomBytes(4).toString('hex')}`;
+    const dp = loadDatapath({ pinDir });
+    const registry = createRegistry();
+    await client.put(k.node('n1')).value(encodeSlimString('node', node('n1', '192.168.9.1', '10.9.1.0/24')));
+    await client.put(k.node('n2')).value(encodeSlimString('node', node('n2', '192.168.9.2', '10.9.2.0/24')));
+    const core = new AgentCore({ nodeName: 'n1', client, datapath: dp, keys: k, clusterCidr: '10.9.0.0/16', registry, log: silent, refreshIntervalMs: 300, retryBackoff: { minMs: 50, maxMs: 200 } });
+    core.start();
+    await core.synced();
+    try {
+      const raw = dp.maps.ipcacheHost.raw;
+      const original = raw.updateRaw.bind(raw);
+      let failures = 3;
+      raw.updateRaw = (keysBuf, values, count) => {
+        if (failures > 0) {
+          failures--;
+          throw new BpfError('bpf_map_update_batch', 12, raw.name);
+        }
+        original(keysBuf, values, count);
+      };
+      const put = await client.put(k.pod('default', 'p1')).value(encodeSlimString('pod', pod('p1', 'n2', '10.9.2.60')));
+      const revision = Number(put.header.revision);
+      await until('the write to fail', () => core.rowStatus('ipcache', '10.9.2.60/32')?.state === 'error');
+      expect(core.programmedRevision('pods')).toBeLessThan(revision);
+      await core.whenProgrammed('pods', revision);
+      expect(failures).toBe(0);
+      expect(lookupIpcache(dp, { cidr: '10.9.2.60/32' })).toEqual({ nodeIp: '192.168.9.2', flags: 0 });
+
+      // bpftool deletes the entry behind the agent's back: the next refresh puts it back.
+      execFileSync('bpftool', ['map', 'delete', 'pinned', `${pinDir}/sl_ipcache_host`, 'key', '10', '9', '2', '60']);
+      expect(lookupIpcache(dp, { cidr: '10.9.2.60/32' })).toBeUndefined();
+      await until('the entry to come back', () => lookupIpcache(dp, { cidr: '10.9.2.60/32' }) !== undefined);
+      await until('the drift to be counted', () => (core.status().reconcilers.find((r) => r.name === 'ipcache-map')?.driftRepaired ?? 0) >= 1);
+      expect(await registry.getSingleMetricAsString('sluice_agent_reconciler_drift_repaired_total')).toMatch(/reconciler="ipcache-map"} [1-9]/);
+    } finally {
+      await core.stop();
+      dp.close();
+      removePins(pinDir);
+      await client.delete().prefix(k.prefix('pods'));
+      await client.delete().prefix(k.prefix('nodes'));
+    }
   });
 });

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { runAgent, type RunningAgent } from '@sluice/agent';
 import { defaultPinDir } from '@sluice/datapath';
 import { startEtcd, type EtcdServer } from '@sluice/etcd-runner';
+import { createKvClient, keySchema } from '@sluice/kvstore';
 import { NetLab, execIn, linkInfo, ping } from '@sluice/netns';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CNI_BINARY, hostIfname } from '../src/index.ts';
@@ -55,10 +56,20 @@ beforeAll(async () => {
   await lab.addAddr(nodeNs, 'eth0', '192.168.201.1/24');
   for (let i = 0; i < 3; i++) pods.push(await lab.addNetns(lab.name(`p${i}`)));
   const pinDir = lab.trackPinDir(defaultPinDir(`${lab.id}-node`));
+  // The node's record (what the operator would write): the agent takes registrations only inside its podCIDR.
+  const writer = createKvClient({ endpoints: [etcd.endpoint] });
+  try {
+    await writer.put(keySchema(`cni-${lab.id}/`).node('cni-node')).value(JSON.stringify({
+      v: 1, name: 'cni-node', labels: {}, addresses: [{ type: 'InternalIP', ip: '192.168.201.1' }], podCIDRs: ['10.201.0.0/24'], ready: 'True', healthIPs: [],
+    }));
+  } finally {
+    writer.close();
+  }
   agent = await runAgent({
     nodeName: 'cni-node', etcd: [etcd.endpoint], rootPrefix: `cni-${lab.id}/`, pinDir, netns: nodeNs, uplink: 'eth0',
-    routing: 'native', hostRouting: 'auto', stateDir, apiSocket: join(stateDir, 'agent.sock'), healthPort: 0,
+    routing: 'native', hostRouting: 'auto', stateDir, apiSocket: join(stateDir, 'agent.sock'), healthPort: 0, clusterCidr: '10.201.0.0/16',
   });
+  await agent.core.synced();
   config = { cniVersion: '1.0.0', name: 'sluice', type: 'sluice-cni', agentSocket: join(stateDir, 'agent.sock'), nodeNetns: nodeNs, ipam: { dataDir: join(stateDir, 'ipam'), subnet: '10.201.0.0/24' } };
 });
 
