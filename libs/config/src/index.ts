@@ -42,7 +42,7 @@ export const VERSION: string = (JSON.parse(readFileSync(new URL('../package.json
 const CONFIG_DIR_FLAG = '--config-dir';
 
 /** Finds --config-dir in argv (either form), else $SLUICE_CONFIG_DIR. Read before parsing, since it supplies values. */
-function configDirOf(argv: readonly string[], env: NodeJS.ProcessEnv): string | undefined {
+export function configDirOf(argv: readonly string[], env: NodeJS.ProcessEnv): string | undefined {
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     if (arg === '--') break;

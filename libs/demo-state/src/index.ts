@@ -47,7 +47,8 @@ export const demoStateSchema = z.object({
   pid,
   startedAt: z.string(),
   /** Absent only while starting. */
-  etcd: z.object({ endpoints: z.array(url).min(1), pid: pid.optional() }).optional(),
+  /** With TLS (the demo's default): the CA to trust and a client certificate the CLI may read with. */
+  etcd: z.object({ endpoints: z.array(url).min(1), pid: pid.optional(), ca: z.string().min(1).optional(), cert: z.string().min(1).optional(), key: z.string().min(1).optional() }).optional(),
   kubernetes: z.object({ server: url, kubeconfig: z.string().min(1), statsUrl: url.optional() }).optional(),
   operator: z.object({ metricsUrl: url, statusUrl: url, pid: pid.optional() }).optional(),
   health: z.object({ address: z.string().min(1), statusUrl: url.optional(), pid: pid.optional() }).optional(),
@@ -148,7 +149,7 @@ export async function readDemoStateFile(path: string): Promise<DemoState | undef
 /** Reads the state of a running, ready demo; every other case is a DemoStateError with a one-line, actionable message. */
 export async function loadDemoState(path = demoStatePath(), options: { allowStarting?: boolean } = {}): Promise<ReadyDemoState> {
   const state = await readDemoStateFile(path);
-  if (!state) throw new DemoStateError(`no demo running: ${path} not found; start one with npm start, or pass --etcd`, 'missing');
+  if (!state) throw new DemoStateError(`no demo running: ${path} not found; start one with npm start, or pass --etcd-endpoints`, 'missing');
   if (!pidAlive(state.pid)) {
     throw new DemoStateError(`no demo running: ${path} was left by demo pid ${state.pid}, which is gone; start one with npm start`, 'stale');
   }

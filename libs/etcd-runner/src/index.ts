@@ -79,6 +79,8 @@ export interface EtcdMember {
 }
 
 export interface EtcdServer extends EtcdMember {
+  /** The temporary folder holding the data dir and the certificates (what stop() removes). */
+  readonly dir: string;
   /** [endpoint]: the same field as a cluster's. */
   readonly endpoints: string[];
   /** The CA and client certificates, when started with tls. */
@@ -94,6 +96,8 @@ export interface EtcdServer extends EtcdMember {
 }
 
 export interface EtcdCluster {
+  /** The temporary folder holding the data dirs and the certificates (what stop() removes). */
+  readonly dir: string;
   readonly members: readonly EtcdMember[];
   /** Every member's client URL. */
   readonly endpoints: string[];
@@ -338,6 +342,7 @@ export async function startEtcdCluster(options: EtcdClusterOptions = {}): Promis
     return path;
   };
   return {
+    dir: base,
     members,
     endpoints,
     tls,
@@ -371,6 +376,7 @@ export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdServer> 
   const only = cluster.members[0]!;
   return {
     name: only.name,
+    dir: cluster.dir,
     endpoint: only.endpoint,
     endpoints: cluster.endpoints,
     dataDir: only.dataDir,

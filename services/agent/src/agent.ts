@@ -25,6 +25,7 @@ import {
   RECORD_VERSION,
   type AgentStatusRecord,
   type Etcd3,
+  type KvClientOptions,
   type HostRoutingRequest,
   type NodeConfigRecord,
   type RoutingMode,
@@ -47,7 +48,8 @@ export const AGENT_VERSION = (JSON.parse(readFileSync(new URL('../package.json',
 
 export interface AgentOptions {
   nodeName: string;
-  etcd: string[];
+  /** etcd endpoints, or the whole client configuration (TLS, user) from @sluice/config's resolveEtcdConfig. */
+  etcd: string[] | KvClientOptions;
   rootPrefix?: string;
   pinDir: string;
   /** The node's network namespace (name under /run/netns); undefined = the agent's own. */
@@ -123,7 +125,7 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
   const log = options.log ?? createLogger({ component: 'agent', node: options.nodeName });
   const registry = createRegistry({ defaultMetrics: true });
   const keys = keySchema(options.rootPrefix);
-  const client = createKvClient({ endpoints: options.etcd });
+  const client = createKvClient(Array.isArray(options.etcd) ? { endpoints: options.etcd } : options.etcd);
   const vxlan = options.vxlan ?? 'vx0';
   const netns = options.netns;
 

@@ -3,7 +3,7 @@
  * sluice-agent: one per node. Watches nodes and pods in etcd, programs the node's BPF maps and routes, serves the CNI
  * plugin's local API and a status endpoint, and publishes its status in etcd. See agent.ts for where it runs.
  */
-import { Command, flag, parseOptions, schemas, z } from '@sluice/config';
+import { Command, configOrExit, etcdFlags, etcdFlagShape, flag, parseOptions, resolveEtcdConfig, schemas, z } from '@sluice/config';
 import { createLogger } from '@sluice/log';
 import { runAgent } from './agent.ts';
 import { DEFAULT_CLUSTER_CIDR } from './core.ts';
@@ -12,8 +12,6 @@ import { parseV4Cidr } from './tables/cidr.ts';
 const program = new Command('sluice-agent')
   .description('Program a node\'s eBPF datapath from etcd (nodes, pods) and serve the CNI plugin')
   .addOption(flag('--node-name <name>', 'this node\'s name, as in Kubernetes').makeOptionMandatory())
-  .addOption(flag('--etcd <urls>', 'etcd client URLs, comma-separated').makeOptionMandatory())
-  .addOption(flag('--root-prefix <prefix>', 'etcd key prefix of Sluice\'s records', 'sluice/'))
   .addOption(flag('--pin-dir <dir>', 'bpffs directory of this node\'s maps and programs (default /sys/fs/bpf/sluice/<node>)'))
   .addOption(flag('--netns <name>', 'the node\'s network namespace (under /run/netns) to act on; default: the agent\'s own'))
   .addOption(flag('--uplink <dev>', 'the node\'s uplink device', 'eth0'))
@@ -24,8 +22,8 @@ const program = new Command('sluice-agent')
   .addOption(flag('--state-dir <dir>', 'where local endpoints are kept across restarts (default /var/run/sluice/<node>)'))
   .addOption(flag('--api-socket <path>', 'unix socket of the local API for the CNI plugin (default <state-dir>/agent.sock)'))
   .addOption(flag('--api-port <port>', 'serve the local API on 127.0.0.1:<port> instead of a unix socket'))
-  .addOption(flag('--status-host <host>', 'address of /status, /metrics, /healthz, /readyz', '127.0.0.1'))
-  .addOption(flag('--status-port <port>', 'port of the status endpoint (0 picks a free one)', '9876'))
+  .addOption(flag('--metrics-host <host>', 'address of /metrics, /status, /healthz, /readyz', '127.0.0.1'))
+  .addOption(flag('--metrics-port <port>', 'port of /metrics, /status, /healthz, /readyz (0 picks a free one)', '9876'))
   .addOption(flag('--health-port <port>', 'health port inside the node namespace, probed by peers at the node IP (0: none)', '4240'))
   .addOption(flag('--health-service <host:port>', 'the health service: probe peers for cluster health and report there (no probing without it)'))
   .addOption(flag('--health-tls-ca <file>', 'CA bundle of the health service\'s certificate (PEM); enables TLS'))
@@ -37,13 +35,13 @@ const program = new Command('sluice-agent')
   .addOption(flag('--reconcile-interval <duration>', 'full reconcile of every target (maps, routes) that repairs drift, e.g. 30s or 5m (0: only at start)', '1m'))
   .addOption(flag('--shutdown-grace <seconds>', 'on SIGTERM/SIGINT, how long to wait for etcd before abandoning what is pending and exiting', '10'))
   .addOption(flag('--log-level <level>', 'fatal, error, warn, info, debug or trace', 'info'));
+for (const option of etcdFlags()) program.addOption(option);
 
 const options = parseOptions(
   program,
   z.object({
     nodeName: z.string().regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/, 'must be a DNS subdomain').max(253),
-    etcd: schemas.endpoints,
-    rootPrefix: z.string().regex(/^[^/].*\/$/, 'must be non-empty and end with "/"'),
+    ...etcdFlagShape,
     pinDir: z.string().startsWith('/sys/fs/bpf/', 'must be under /sys/fs/bpf/').optional(),
     netns: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'must be a namespace name under /run/netns').optional(),
     uplink: z.string().min(1).max(15),
@@ -54,8 +52,8 @@ const options = parseOptions(
     stateDir: z.string().min(1).optional(),
     apiSocket: z.string().min(1).optional(),
     apiPort: schemas.port.optional(),
-    statusHost: z.string().min(1),
-    statusPort: schemas.port,
+    metricsHost: z.string().min(1),
+    metricsPort: schemas.port,
     healthPort: schemas.port,
     healthService: z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/, 'must be host:port').optional(),
     healthTlsCa: z.string().min(1).optional(),
@@ -73,12 +71,17 @@ const options = parseOptions(
     .refine((o) => !(o.healthTlsCa || o.healthTlsCert) || !!o.healthService, { message: 'TLS flags need --health-service', path: ['healthService'] }),
 );
 
+const etcd = configOrExit(program, () => resolveEtcdConfig(options));
 const log = createLogger({ component: 'agent', node: options.nodeName, level: options.logLevel });
 const stateDir = options.stateDir ?? `/var/run/sluice/${options.nodeName}`;
 try {
-  const { healthTlsCa, healthTlsCert, healthTlsKey, reconcileInterval, shutdownGrace, ...rest } = options;
+  const { healthTlsCa, healthTlsCert, healthTlsKey, metricsHost, metricsPort, reconcileInterval, shutdownGrace, ...rest } = options;
   const agent = await runAgent({
     ...rest,
+    etcd: etcd.client,
+    rootPrefix: etcd.prefix,
+    statusHost: metricsHost,
+    statusPort: metricsPort,
     ...(healthTlsCa ? { healthTls: { ca: healthTlsCa, cert: healthTlsCert, key: healthTlsKey } } : {}),
     pinDir: options.pinDir ?? `/sys/fs/bpf/sluice/${options.nodeName}`,
     stateDir,

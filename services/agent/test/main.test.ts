@@ -10,15 +10,15 @@ describe('sluice-agent flags', () => {
   it('--help describes the flags and exits 0', () => {
     const r = agent('--help');
     expect(r.status).toBe(0);
-    for (const f of ['--node-name', '--etcd', '--pin-dir', '--netns', '--routing', '--host-routing', '--state-dir', '--api-socket', '--status-port', '--cluster-size']) expect(r.stdout).toContain(f);
+    for (const f of ['--node-name', '--etcd-endpoints', '--etcd-config', '--etcd-ca-file', '--metrics-port', '--config-dir', '--pin-dir', '--netns', '--routing', '--host-routing', '--state-dir', '--api-socket', '--cluster-size']) expect(r.stdout).toContain(f);
   });
 
   it.each([
-    [['--etcd', 'http://127.0.0.1:2379'], /node-name/],
-    [['--node-name', 'n1', '--etcd', 'http://127.0.0.1:2379', '--routing', 'bgp'], /--routing/],
-    [['--node-name', 'n1', '--etcd', 'http://127.0.0.1:2379', '--host-routing', 'fast'], /--host-routing/],
-    [['--node-name', 'n1', '--etcd', 'nope'], /--etcd/],
-    [['--node-name', 'n1', '--etcd', 'http://127.0.0.1:2379', '--pin-dir', '/tmp/x'], /--pin-dir/],
+    [['--etcd-endpoints', 'http://127.0.0.1:2379'], /node-name/],
+    [['--node-name', 'n1', '--etcd-endpoints', 'http://127.0.0.1:2379', '--routing', 'bgp'], /--routing/],
+    [['--node-name', 'n1', '--etcd-endpoints', 'http://127.0.0.1:2379', '--host-routing', 'fast'], /--host-routing/],
+    [['--node-name', 'n1', '--etcd-endpoints', 'nope'], /--etcd-endpoints/],
+    [['--node-name', 'n1', '--etcd-endpoints', 'http://127.0.0.1:2379', '--pin-dir', '/tmp/x'], /--pin-dir/],
   ])('bad flags %j: exit 2 with one line', (args, pattern) => {
     const r = agent(...args);
     expect(r.status).toBe(2);

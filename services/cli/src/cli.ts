@@ -3,7 +3,7 @@
  * 0 success, 1 a failure to report (not running, a failed test), 2 a bad flag or argument (one line on stderr).
  */
 import { Command, CommanderError, Option } from 'commander';
-import { ConfigError, flag, validate, z } from '@sluice/config';
+import { addStandardOptions, applyConfigDir, ConfigError, configDirOf, etcdFlags, flag, oneLineError, validate, z } from '@sluice/config';
 import type { ProbeRunner } from './connectivity.ts';
 import { CliError, oneLine } from './errors.ts';
 import { addHealthCommands, healthTlsOptions, healthTlsSchema, type HealthTls } from './health-commands.ts';
@@ -35,20 +35,17 @@ const json = (value: unknown) => `${JSON.stringify(value, null, 2)}\n`;
 export function buildProgram(io: Io, setExit: (code: number) => void): Command {
   const program = new Command('sluice')
     .description('Inspect and test a Sluice cluster (by default the demo started with npm start, found through .sluice/demo.json)')
-    .configureOutput({ writeOut: io.stdout, writeErr: io.stderr, outputError: (text, write) => write(text.split('\n')[0] + '\n') })
+    .configureOutput({ writeOut: io.stdout, writeErr: io.stderr, outputError: (text, write) => write(oneLineError(text)) })
     .showSuggestionAfterError(true)
     .exitOverride()
-    .addOption(flag('--etcd <urls>', 'etcd client URLs, comma-separated (default: the demo\'s)'))
     .addOption(flag('--health <address>', 'health service gRPC address host:port (default: the demo\'s)'))
     .addOption(flag('--kubeconfig <file>', 'kubeconfig of the Kubernetes API server (default: the demo\'s)'))
-    .addOption(flag('--state <file>', 'the demo state file (default: .sluice/demo.json up from the cwd, or $SLUICE_DEMO_STATE)'))
-    .addOption(flag('--etcd-root <prefix>', 'root prefix of Sluice\'s keys in etcd', 'sluice/'));
+    .addOption(flag('--demo-state <file>', 'the demo state file (default: .sluice/demo.json up from the cwd)'));
+  for (const option of etcdFlags({ endpointsNote: 'default: the demo\'s' })) program.addOption(option);
+  addStandardOptions(program);
 
   const target = async (cmd: Command): Promise<Target> => {
-    const globals = validate(globalOptionsSchema, {
-      ...cmd.optsWithGlobals(),
-      etcd: cmd.optsWithGlobals().etcd,
-    });
+    const globals = validate(globalOptionsSchema, cmd.optsWithGlobals());
     return resolveTarget(globals, io.env, io.cwd);
   };
   const opts = <S extends z.ZodType>(cmd: Command, schema: S): z.infer<S> => validate(schema, cmd.opts());
@@ -169,6 +166,8 @@ export async function runCli(argv: readonly string[], io: Io = processIo()): Pro
   let code = 0;
   const program = buildProgram(io, (c) => (code = c));
   try {
+    const configDir = configDirOf(argv, io.env);
+    if (configDir) applyConfigDir(program, configDir);
     await program.parseAsync(argv as string[], { from: 'user' });
     return code;
   } catch (err) {

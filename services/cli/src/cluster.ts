@@ -2,7 +2,7 @@
  * What etcd holds about the cluster, read once (a snapshot for one command, not a watch): slim nodes and pods, the
  * agents' status records, the operator's heartbeat and synced markers, and etcd's own status.
  */
-import { agentStatusRecord, createKvClient, decodeRecord, keySchema, RESOURCE_KINDS, type AgentStatusRecord, type Etcd3, type KeySchema, healthEndpointRecord, type HealthEndpointRecord } from '@sluice/kvstore';
+import { agentStatusRecord, createKvClient, decodeRecord, keySchema, RESOURCE_KINDS, type AgentStatusRecord, type Etcd3, type KeySchema, type KvClientOptions, healthEndpointRecord, type HealthEndpointRecord } from '@sluice/kvstore';
 import { decodeSlim, type SlimNode, type SlimPod } from '@sluice/slim';
 import { z } from '@sluice/config';
 import { CliError, oneLine } from './errors.ts';
@@ -11,13 +11,18 @@ export interface ClusterReader {
   client: Etcd3;
   keys: KeySchema;
   endpoints: string[];
+  /** How to reach etcd (TLS, user): etcdStatus asks each endpoint on its own with it. */
+  config: KvClientOptions;
   close(): void;
 }
 
-export function openCluster(endpoints: string[], root: string): ClusterReader {
-  // Short deadlines: a CLI must say "not running" within seconds, not hang on a dead endpoint.
-  const client = createKvClient({ endpoints, dialTimeoutMs: 2000, callTimeoutMs: 3000 });
-  return { client, keys: keySchema(root), endpoints, close: () => client.close() };
+// Short deadlines: a CLI must say "not running" within seconds, not hang on a dead endpoint.
+const CLI_DEADLINES = { dialTimeoutMs: 2000, callTimeoutMs: 3000 };
+
+export function openCluster(etcd: string[] | KvClientOptions, root: string): ClusterReader {
+  const config = Array.isArray(etcd) ? { endpoints: etcd } : etcd;
+  const client = createKvClient({ ...config, ...CLI_DEADLINES });
+  return { client, keys: keySchema(root), endpoints: config.endpoints, config, close: () => client.close() };
 }
 
 export interface EtcdStatus {
@@ -38,13 +43,17 @@ export async function etcdStatus(reader: ClusterReader): Promise<EtcdStatus> {
   let lastError = '';
   await Promise.all(
     reader.endpoints.map(async (endpoint) => {
+      // Over gRPC with the client's own TLS and credentials: etcd's HTTP /version needs a client certificate too
+      // under --client-cert-auth.
+      const one = createKvClient({ ...reader.config, endpoints: [endpoint], ...CLI_DEADLINES });
       try {
-        const response = await fetch(`${endpoint}/version`, { signal: AbortSignal.timeout(2000) });
-        const body = z.object({ etcdserver: z.string() }).parse(await response.json());
+        const status = await one.maintenance.status();
         connected++;
-        first ??= { endpoint, version: body.etcdserver };
+        first ??= { endpoint, version: status.version };
       } catch (err) {
         lastError = oneLine(err);
+      } finally {
+        one.close();
       }
     }),
   );

@@ -136,7 +136,7 @@ export function judgeHttp(code: number, stdout: string, stderr: string, expect?:
 
 /** The agents' health records from etcd (where each node's agent health port and health endpoint are). */
 export async function readHealthRecords(target: Target): Promise<Map<string, HealthEndpointRecord>> {
-  const reader = openCluster(target.etcdEndpoints, target.etcdRoot);
+  const reader = openCluster(target.etcd, target.etcdRoot);
   try {
     const all = await reader.client.getAll().prefix(reader.keys.prefix('health')).exec();
     const out = new Map<string, HealthEndpointRecord>();

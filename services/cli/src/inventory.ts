@@ -20,7 +20,7 @@ export interface Inventory<T> {
 }
 
 export async function listNodes(target: Target): Promise<Inventory<NodeRow>> {
-  const reader = openCluster(target.etcdEndpoints, target.etcdRoot);
+  const reader = openCluster(target.etcd, target.etcdRoot);
   try {
     const [nodes, agents] = await Promise.all([readNodes(reader), readAgents(reader)]);
     const byNode = new Map<string, AgentStatusRecord>(agents.items.map((a) => [a.node, a]));
@@ -65,7 +65,7 @@ export function renderNodes(rows: NodeRow[]): string {
 }
 
 export async function listEndpoints(target: Target, node?: string): Promise<Inventory<SlimPod>> {
-  const reader = openCluster(target.etcdEndpoints, target.etcdRoot);
+  const reader = openCluster(target.etcd, target.etcdRoot);
   try {
     const pods = await readPods(reader);
     const items = pods.items

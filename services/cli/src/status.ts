@@ -103,7 +103,7 @@ export interface StatusOptions {
 }
 
 export async function gatherStatus(target: Target, options: StatusOptions = {}): Promise<StatusReport> {
-  const reader = openCluster(target.etcdEndpoints, target.etcdRoot);
+  const reader = openCluster(target.etcd, target.etcdRoot);
   try {
     const etcd = await etcdStatus(reader);
     const [operator, agentsRead, nodesRead, healthRead, podCount, kube, health] = await Promise.all([

@@ -1,22 +1,25 @@
 /**
- * Where the cluster is: the flags (--etcd, --health, --kubeconfig) win; whatever they leave out comes from the demo's
- * state file (.sluice/demo.json, found walking up from the cwd, or $SLUICE_DEMO_STATE, or --state).
+ * Where the cluster is: the flags (--etcd-endpoints or --etcd-config, --health, --kubeconfig) win; whatever they leave out comes from the demo's
+ * state file (.sluice/demo.json, found walking up from the cwd, or $SLUICE_DEMO_STATE, or --demo-state).
  */
 import { DemoStateError, demoStatePath, loadDemoState, type ReadyDemoState } from '@sluice/demo-state';
-import { schemas, z } from '@sluice/config';
+import { readFileSync } from 'node:fs';
+import { etcdFlagShape, resolveEtcdConfig, z } from '@sluice/config';
+import type { KvClientOptions } from '@sluice/kvstore';
 import { CliError } from './errors.ts';
 
 export const globalOptionsSchema = z.object({
-  etcd: schemas.endpoints.optional(),
+  ...etcdFlagShape,
   health: z.string().regex(/^(unix:\/\/\/.+|\[?[0-9a-zA-Z.:-]+\]?:\d{1,5})$/, 'expected host:port').optional(),
   kubeconfig: z.string().min(1).optional(),
-  state: z.string().min(1).optional(),
-  etcdRoot: z.string().regex(/^[^/].*\/$/, 'must be non-empty and end with "/"'),
+  demoState: z.string().min(1).optional(),
 });
 export type GlobalOptions = z.infer<typeof globalOptionsSchema>;
 
 export interface Target {
   etcdEndpoints: string[];
+  /** The etcd client configuration: the flags', or the demo's (its CA and client certificate). */
+  etcd: KvClientOptions;
   etcdRoot: string;
   healthAddress?: string;
   kubeconfig?: string;
@@ -26,29 +29,47 @@ export interface Target {
 }
 
 /**
- * Resolves the target. The demo state is required only when --etcd is missing; with --etcd, a demo that happens to be
+ * Resolves the target. The demo state is required only when no etcd endpoint is given; with one, a demo that happens to be
  * running still fills in --health and --kubeconfig, unless the flags name another cluster.
  */
 export async function resolveTarget(options: GlobalOptions, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): Promise<Target> {
-  const statePath = options.state ?? demoStatePath(cwd, env);
+  const etcd = resolveEtcdConfig(options, { endpointsOptional: true });
+  const given = etcd.client.endpoints.length > 0 ? etcd.client.endpoints : undefined;
+  const statePath = options.demoState ?? demoStatePath(cwd, env);
   let demo: ReadyDemoState | undefined;
   try {
     demo = await loadDemoState(statePath);
   } catch (err) {
     if (!(err instanceof DemoStateError)) throw err;
-    if (!options.etcd) throw new CliError(err.message);
+    if (!given) throw new CliError(err.message);
   }
   // A demo only fills the gaps when it is the cluster the flags point at (or the flags name none).
-  const sameCluster = !options.etcd || (demo?.etcd.endpoints.some((e) => options.etcd!.includes(e)) ?? false);
+  const sameCluster = !given || (demo?.etcd.endpoints.some((e) => given.includes(e)) ?? false);
   if (!sameCluster) demo = undefined;
+  const client: KvClientOptions = given ? etcd.client : demoEtcdClient(demo!);
   return {
-    etcdEndpoints: options.etcd ?? demo!.etcd.endpoints,
-    etcdRoot: options.etcdRoot,
+    etcdEndpoints: client.endpoints,
+    etcd: client,
+    etcdRoot: etcd.prefix,
     healthAddress: options.health ?? demo?.health?.address,
     kubeconfig: options.kubeconfig ?? demo?.kubernetes?.kubeconfig,
     demo,
     statePath,
   };
+}
+
+/** How to reach the demo's etcd: its endpoints, and under TLS the CA and the client certificate it left for the CLI. */
+function demoEtcdClient(demo: ReadyDemoState): KvClientOptions {
+  const { endpoints, ca, cert, key } = demo.etcd;
+  const read = (file: string) => {
+    try {
+      return readFileSync(file);
+    } catch (err) {
+      throw new CliError(`cannot read the demo's etcd credentials ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+  };
+  if (!ca && !cert) return { endpoints };
+  return { endpoints, tls: { ...(ca ? { ca: read(ca) } : {}), ...(cert && key ? { cert: read(cert), key: read(key) } : {}) } };
 }
 
 /** The demo is needed (connectivity test, pin dirs): a clear error when there is none. */

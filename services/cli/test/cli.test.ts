@@ -28,10 +28,10 @@ describe('sluice: flags, help and errors', () => {
     expect(c.err()).toContain("unknown command 'statsu'");
   });
 
-  it('a bad --etcd value exits 2 naming the flag', async () => {
+  it('a bad --etcd-endpoints value exits 2 naming the flag', async () => {
     const c = capture();
-    expect(await runCli(['status', '--etcd', 'localhost:2379'], c.io)).toBe(2);
-    expect(c.err()).toMatch(/^sluice: invalid --etcd: .*http/);
+    expect(await runCli(['status', '--etcd-endpoints', 'localhost:2379'], c.io)).toBe(2);
+    expect(c.err()).toMatch(/^sluice: invalid --etcd-endpoints: .*http/);
   });
 
   it('a missing required flag exits 2', async () => {
@@ -44,7 +44,7 @@ describe('sluice: flags, help and errors', () => {
     for (const argv of [['status'], ['nodes'], ['endpoints'], ['health', 'status'], ['connectivity', 'test']]) {
       const c = capture();
       expect(await runCli(argv, c.io), argv.join(' ')).toBe(1);
-      expect(c.err()).toMatch(/^sluice: no demo running: \S+demo\.json not found; start one with npm start, or pass --etcd\n$/);
+      expect(c.err()).toMatch(/^sluice: no demo running: \S+demo\.json not found; start one with npm start, or pass --etcd-endpoints\n$/);
       expect(c.out()).toBe('');
     }
   });
@@ -68,19 +68,19 @@ describe('sluice: flags, help and errors', () => {
 
   it('an etcd that does not answer: exit 1 naming it', async () => {
     const c = capture();
-    expect(await runCli(['status', '--etcd', 'http://127.0.0.1:9'], c.io)).toBe(1);
+    expect(await runCli(['status', '--etcd-endpoints', 'http://127.0.0.1:9'], c.io)).toBe(1);
     expect(c.err()).toMatch(/^sluice: cannot reach etcd at http:\/\/127\.0\.0\.1:9: .*; is the demo running \(npm start\)\?\n$/);
   });
 
   it('health status without a health address says how to give one', async () => {
     const c = capture();
-    expect(await runCli(['health', 'status', '--etcd', 'http://127.0.0.1:9'], c.io)).toBe(1);
+    expect(await runCli(['health', 'status', '--etcd-endpoints', 'http://127.0.0.1:9'], c.io)).toBe(1);
     expect(c.err()).toBe('sluice: no health service known: pass --health host:port, or start the demo with npm start\n');
   });
 
   it('a health service that is not there: exit 1 naming the address', async () => {
     const c = capture();
-    expect(await runCli(['health', 'status', '--etcd', 'http://127.0.0.1:9', '--health', '127.0.0.1:9'], c.io)).toBe(1);
+    expect(await runCli(['health', 'status', '--etcd-endpoints', 'http://127.0.0.1:9', '--health', '127.0.0.1:9'], c.io)).toBe(1);
     expect(c.err()).toMatch(/^sluice: health service at 127\.0\.0\.1:9 unreachable: /);
   });
 

@@ -108,7 +108,7 @@ describe('sluice status / nodes / endpoints on a real etcd', () => {
 
   it('--json carries the same facts as data', async () => {
     const c = capture({ statePath });
-    expect(await runCli(['status', '--json', '--etcd', etcd.endpoint], c.io)).toBe(0);
+    expect(await runCli(['status', '--json', '--etcd-endpoints', etcd.endpoint], c.io)).toBe(0);
     const report = JSON.parse(c.out());
     expect(report.kvstore.data.endpoint).toBe(etcd.endpoint);
     expect(report.operator).toMatchObject({ state: 'Ok', data: { identity: 'operator-a', term: 3, synced: true } });

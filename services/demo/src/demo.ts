@@ -10,7 +10,7 @@ import { freePort, startEtcd, type EtcdServer } from '@sluice/etcd-runner';
 import { pidAlive, readDemoStateFile, removeDemoState, writeDemoState, type DemoState, type DemoStateInput } from '@sluice/demo-state';
 import { startKubeSim, type KubeSim } from '@sluice/kube-sim';
 import { createHealthClient } from '@sluice/health-api';
-import { createKvClient, keySchema, RESOURCE_KINDS } from '@sluice/kvstore';
+import { createKvClient, ETCD_USERS, keySchema, RESOURCE_KINDS, type KvClientOptions } from '@sluice/kvstore';
 import { createLogger } from '@sluice/log';
 import { httpOk, spawnService, waitFor, type ChildService } from './children.ts';
 import { cleanupStale } from './cleanup.ts';
@@ -116,10 +116,11 @@ export async function startDemo(options: DemoOptions, progress: Progress): Promi
 
   try {
     progress.start('etcd');
-    etcd = await startEtcd({ logFile: join(logDir, 'etcd.log') });
-    // Its data dir is listed so that the next demo can remove it if this one is killed before it stops etcd.
-    const etcdDataDir = etcd.dataDir;
-    await save({ etcd: { endpoints: [etcd.endpoint], pid: etcd.pid }, tempDirs: [etcdDataDir] });
+    // Mutual TLS, as production runs etcd: each component has its own client certificate (its CN is its etcd user).
+    etcd = await startEtcd({ logFile: join(logDir, 'etcd.log'), clientCertAuth: true });
+    // Its folder (data and certificates) is listed so that the next demo can remove it if this one is killed first.
+    const cli = etcd.clientFiles(ETCD_USERS.cli);
+    await save({ etcd: { endpoints: [etcd.endpoint], pid: etcd.pid, ca: cli.ca, cert: cli.cert, key: cli.key }, tempDirs: [etcd.dir] });
     progress.done('etcd', etcd.endpoint);
 
     progress.start('kube-sim');
@@ -136,10 +137,10 @@ export async function startDemo(options: DemoOptions, progress: Progress): Promi
 
     progress.start('operator');
     const operatorPort = await freePort();
-    operator = spawnService('operator', OPERATOR_MAIN, ['--etcd', etcd.endpoint, '--kube-server', sim.url, '--metrics-port', String(operatorPort), '--lease-ttl', '5', '--log-level', 'info'], join(logDir, 'operator.log'));
+    operator = spawnService('operator', OPERATOR_MAIN, ['--etcd-config', etcd.writeClientConfig(join(stateDir, 'etcd-operator.config'), ETCD_USERS.operator), '--kube-server', sim.url, '--metrics-port', String(operatorPort), '--lease-ttl', '5', '--log-level', 'info'], join(logDir, 'operator.log'));
     const operatorUrl = `http://127.0.0.1:${operatorPort}`;
     await save({ operator: { metricsUrl: `${operatorUrl}/metrics`, statusUrl: `${operatorUrl}/status`, pid: operator.pid }, processes: processes() });
-    await waitFor(operator, 'the operator synced Kubernetes into etcd', () => operatorSynced(etcd!.endpoint), options.partTimeoutMs);
+    await waitFor(operator, 'the operator synced Kubernetes into etcd', () => operatorSynced(etcd!.clientOptions()), options.partTimeoutMs);
     progress.done('operator', `leader, synced  (metrics ${operatorUrl}/metrics)`);
 
     if (options.health && existsSync(HEALTH_MAIN)) {
@@ -147,7 +148,7 @@ export async function startDemo(options: DemoOptions, progress: Progress): Promi
       const [grpcPort, statusPort] = [await freePort(), await freePort()];
       const address = `127.0.0.1:${grpcPort}`;
       healthAddress = address;
-      health = spawnService('health', HEALTH_MAIN, ['--listen', address, '--etcd-endpoints', etcd.endpoint, '--insecure', '--status-port', String(statusPort), '--log-level', 'info'], join(logDir, 'health.log'));
+      health = spawnService('health', HEALTH_MAIN, ['--listen', address, '--etcd-config', etcd.writeClientConfig(join(stateDir, 'etcd-health.config'), ETCD_USERS.health), '--insecure', '--metrics-port', String(statusPort), '--log-level', 'info'], join(logDir, 'health.log'));
       const statusUrl = `http://127.0.0.1:${statusPort}`;
       await save({ health: { address, statusUrl: `${statusUrl}/status`, pid: health.pid }, processes: processes() });
       await waitFor(health, 'the health service is ready', () => httpOk(`${statusUrl}/readyz`), options.partTimeoutMs);
@@ -163,9 +164,10 @@ export async function startDemo(options: DemoOptions, progress: Progress): Promi
           nodes: options.nodes,
           podsPerNode: options.podsPerNode,
           etcdEndpoint: etcd.endpoint,
+          etcd,
           sim,
           ...(healthAddress ? { healthService: healthAddress } : {}),
-          onCreating: (made) => save({ ...made, tempDirs: [...made.tempDirs, etcdDataDir] }),
+          onCreating: (made) => save({ ...made, tempDirs: [...made.tempDirs, etcd!.dir] }),
         }).then((r) => {
           if ('error' in r) throw new LabUnavailable(r.error);
           return r;
@@ -223,8 +225,8 @@ async function labReachable(address: string, names: readonly string[], timeoutMs
 }
 
 /** The operator's heartbeat exists once its first full sync is written, and every kind has its synced marker. */
-async function operatorSynced(endpoint: string): Promise<boolean> {
-  const client = createKvClient({ endpoints: [endpoint], dialTimeoutMs: 1000, callTimeoutMs: 1000 });
+async function operatorSynced(etcdClient: KvClientOptions): Promise<boolean> {
+  const client = createKvClient({ ...etcdClient, dialTimeoutMs: 1000, callTimeoutMs: 1000 });
   try {
     const keys = keySchema();
     const [heartbeat, synced] = await Promise.all([client.get(keys.operatorHeartbeat()).string(), client.getAll().prefix(keys.prefix('synced')).count()]);

@@ -4,6 +4,7 @@
  * them and the operator carries them into etcd).
  */
 import type { DemoNode, DemoPod } from '@sluice/demo-state';
+import type { EtcdServer } from '@sluice/etcd-runner';
 import type { KubeSim } from '@sluice/kube-sim';
 import { startLab, WEB_PORT } from '@sluice/lab';
 import { createLogger } from '@sluice/log';
@@ -22,6 +23,8 @@ export interface LabPartOptions {
   nodes: number;
   podsPerNode: number;
   etcdEndpoint: string;
+  /** The demo's etcd: each agent gets its own etcd.config and client certificate from it. */
+  etcd?: Pick<EtcdServer, 'writeClientConfig'>;
   sim: KubeSim;
   /** host:port of the health service: the agents probe their peers and report there. */
   healthService?: string;
@@ -40,6 +43,7 @@ export async function startLabPart(options: LabPartOptions): Promise<LabPart | {
     nodes: options.nodes,
     podsPerNode: options.podsPerNode,
     etcdEndpoint: options.etcdEndpoint,
+    ...(options.etcd ? { etcd: options.etcd } : {}),
     kubeSim: options.sim,
     // The demo runs the operator itself (one, with its metrics port recorded).
     operator: false,

@@ -10,7 +10,7 @@ import { Progress } from './progress.ts';
 
 const program = new Command('sluice-demo')
   .description('Start a demo Sluice cluster on this machine (Ctrl-C stops it and removes everything it made)')
-  .addOption(flag('--state-dir <dir>', 'where the demo writes demo.json, its kubeconfig and logs', join(REPO_ROOT, '.sluice')))
+  .addOption(flag('--demo-dir <dir>', 'where the demo writes demo.json, its kubeconfig, the components\' etcd.config files and logs', join(REPO_ROOT, '.sluice')))
   .addOption(flag('--nodes <n>', 'lab nodes: network namespaces with a real agent and eBPF datapath (0: none)', '3'))
   .addOption(flag('--pods-per-node <n>', 'pods per lab node, each running a small web server', '2'))
   .addOption(flag('--sim-nodes <n>', 'extra nodes simulated by kube-sim (no agent, no datapath)', '0'))
@@ -20,7 +20,7 @@ const program = new Command('sluice-demo')
 const options = parseOptions(
   program,
   z.object({
-    stateDir: z.string().min(1),
+    demoDir: z.string().min(1),
     nodes: z.coerce.number().int().min(0).max(8),
     podsPerNode: z.coerce.number().int().min(0).max(16),
     simNodes: schemas.nonNegativeInt,
@@ -86,7 +86,7 @@ try {
   out('Starting the Sluice demo cluster\n');
   demo = await startDemo(
     {
-      stateDir: options.stateDir,
+      stateDir: options.demoDir,
       nodes: options.nodes,
       podsPerNode: options.podsPerNode,
       simNodes: options.simNodes,
@@ -99,7 +99,7 @@ try {
   if (!stopping) {
     out('\n$ sluice status\n');
     try {
-      const target = await resolveTarget({ etcdRoot: 'sluice/', state: demo.statePath });
+      const target = await resolveTarget({ etcdPrefix: 'sluice/', demoState: demo.statePath });
       out(renderStatus(await gatherStatus(target)));
     } catch (err) {
       out(`(sluice status failed: ${(err as Error).message})\n`);

@@ -41,10 +41,10 @@ describe('npm start (the demo)', () => {
   let demo: ChildProcess;
   let output = '';
   let state: DemoState;
-  const sluice = (...args: string[]) => run(SLUICE, ['--state', statePath, ...args]);
+  const sluice = (...args: string[]) => run(SLUICE, ['--demo-state', statePath, ...args]);
 
   beforeAll(async () => {
-    const args = ['--import', TSX_LOADER, DEMO, '--state-dir', stateDir, '--sim-nodes', '2', '--sim-pods-per-node', '1'];
+    const args = ['--import', TSX_LOADER, DEMO, '--demo-dir', stateDir, '--sim-nodes', '2', '--sim-pods-per-node', '1'];
     demo = spawn(process.execPath, args, { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
     demo.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
     demo.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
@@ -158,7 +158,7 @@ describe('npm start (the demo)', () => {
   });
 
   it('a second demo on the same state says one is running and exits non-zero', async () => {
-    const r = await run(process.execPath, ['--import', TSX_LOADER, DEMO, '--state-dir', stateDir]);
+    const r = await run(process.execPath, ['--import', TSX_LOADER, DEMO, '--demo-dir', stateDir]);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain(`a demo is already running (pid ${state.pid}`);
   });
@@ -183,9 +183,9 @@ describe('npm start (the demo)', () => {
     // Nothing running in (or for) the lab's namespaces: the pods' web servers, nsenter, the agents.
     const leftovers = await run('pgrep', ['-f', state.namespacePrefix!]);
     expect(leftovers.stdout).toBe('');
-    const after = await run(SLUICE, ['--state', statePath, 'status']);
+    const after = await run(SLUICE, ['--demo-state', statePath, 'status']);
     expect(after.code).toBe(1);
-    expect(after.stderr).toBe(`sluice: no demo running: ${statePath} not found; start one with npm start, or pass --etcd\n`);
+    expect(after.stderr).toBe(`sluice: no demo running: ${statePath} not found; start one with npm start, or pass --etcd-endpoints\n`);
   }, 60_000);
 });
 
@@ -197,7 +197,7 @@ describe('a demo that was killed (SIGKILL) is cleaned up after by the next one',
   let done = false;
 
   const startDemo = async (args: string[]): Promise<{ child: ChildProcess; output: () => string }> => {
-    const child = spawn(process.execPath, ['--import', TSX_LOADER, DEMO, '--state-dir', stateDir, ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--import', TSX_LOADER, DEMO, '--demo-dir', stateDir, ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
     children.push(child);
     let output = '';
     child.stdout!.on('data', (c: Buffer) => (output += c.toString()));

@@ -2,7 +2,7 @@
 /**
  * sluice-operator: mirrors Kubernetes into etcd as slim records. Run two for availability; one leads.
  */
-import { Command, flag, parseOptions, schemas, z } from '@sluice/config';
+import { Command, configOrExit, etcdFlags, etcdFlagShape, flag, parseOptions, resolveEtcdConfig, schemas, z } from '@sluice/config';
 import { createKvClient, keySchema } from '@sluice/kvstore';
 import { createLogger } from '@sluice/log';
 import { createRegistry, startStatusServer } from '@sluice/metrics';
@@ -12,10 +12,8 @@ import { trackApiTraffic } from './traffic.ts';
 
 const program = new Command('sluice-operator')
   .description('Mirror Kubernetes Nodes, Pods, Services and EndpointSlices into etcd as slim records (one active instance, leader-elected)')
-  .addOption(flag('--etcd <urls>', 'etcd client URLs, comma-separated').makeOptionMandatory())
   .addOption(flag('--kube-server <url>', 'Kubernetes API server URL (no credentials), instead of a kubeconfig'))
   .addOption(flag('--kubeconfig <file>', 'kubeconfig file (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)'))
-  .addOption(flag('--root-prefix <prefix>', 'etcd key prefix under which Sluice keeps its records', 'sluice/'))
   .addOption(flag('--identity <name>', 'this instance\'s name in the leader election (default: operator-<host>-<pid>)'))
   .addOption(flag('--lease-ttl <seconds>', 'leader lease TTL; a standby takes over within it after the leader dies', '15'))
   .addOption(flag('--page-size <n>', 'objects per page when listing Kubernetes', '500'))
@@ -24,14 +22,14 @@ const program = new Command('sluice-operator')
   .addOption(flag('--metrics-port <port>', 'port for /metrics, /healthz, /readyz (0 picks a free one)', '9963'))
   .addOption(flag('--shutdown-grace <seconds>', 'on SIGTERM/SIGINT, how long to wait for etcd and the API server before abandoning what is pending and exiting', '10'))
   .addOption(flag('--log-level <level>', 'fatal, error, warn, info, debug or trace', 'info'));
+for (const option of etcdFlags()) program.addOption(option);
 
 const options = parseOptions(
   program,
   z.object({
-    etcd: schemas.endpoints,
+    ...etcdFlagShape,
     kubeServer: schemas.url.optional(),
     kubeconfig: z.string().min(1).optional(),
-    rootPrefix: z.string().regex(/^[^/].*\/$/, 'must be non-empty and end with "/"'),
     identity: z.string().min(1).optional(),
     leaseTtl: z.coerce.number().int().min(2).max(300),
     pageSize: z.coerce.number().int().min(1).max(10_000),
@@ -43,6 +41,7 @@ const options = parseOptions(
   }),
 );
 
+const etcdConfig = configOrExit(program, () => resolveEtcdConfig(options));
 const log = createLogger({ component: 'operator', level: options.logLevel });
 const registry = createRegistry({ defaultMetrics: true });
 let kube;
@@ -53,11 +52,11 @@ try {
   process.exit(2);
 }
 const traffic = trackApiTraffic(apiServerOrigin(kube), registry);
-const etcd = createKvClient({ endpoints: options.etcd });
+const etcd = createKvClient(etcdConfig.client);
 const operator = new Operator({
   kube,
   etcd,
-  keys: keySchema(options.rootPrefix),
+  keys: keySchema(etcdConfig.prefix),
   registry,
   log,
   identity: options.identity,
@@ -73,7 +72,7 @@ const status = await startStatusServer({
   ready: () => !operator.isLeader || operator.isSynced,
   routes: { '/status': () => operator.status() },
 });
-log.info({ identity: operator.identity, metrics: `${status.url}/metrics`, kube: apiServerOrigin(kube).href, etcd: options.etcd }, 'operator starting');
+log.info({ identity: operator.identity, metrics: `${status.url}/metrics`, kube: apiServerOrigin(kube).href, etcd: etcdConfig.describe }, 'operator starting');
 operator.start();
 
 let stopping = false;

@@ -13,7 +13,7 @@ const LEASE_TTL = 3;
 const logs = new WeakMap<ChildProcess, () => string>();
 
 function startOperator(env: Env, identity: string, extra: string[] = []): ChildProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', MAIN, '--etcd', env.etcd.endpoint, '--kube-server', env.sim.url, '--identity', identity, '--lease-ttl', String(LEASE_TTL), '--metrics-port', '0', '--log-level', 'warn', ...extra], {
+  const child = spawn(process.execPath, ['--import', 'tsx', MAIN, '--etcd-endpoints', env.etcd.endpoint, '--kube-server', env.sim.url, '--identity', identity, '--lease-ttl', String(LEASE_TTL), '--metrics-port', '0', '--log-level', 'warn', ...extra], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let stderr = '';

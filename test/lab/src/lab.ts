@@ -24,6 +24,8 @@ import { keySchema } from '@sluice/kvstore';
 import { createLogger, type Logger } from '@sluice/log';
 import { execIn, NetLab, ping as nsPing, run, shortId, type ExecResult } from '@sluice/netns';
 import { HEALTH_IPS_ANNOTATION } from '@sluice/slim';
+import type { EtcdServer } from '@sluice/etcd-runner';
+import { ETCD_USERS } from '@sluice/kvstore';
 import { LabKubelet, webServer, WEB_PORT, type Sandbox } from './kubelet.ts';
 
 const REPO = fileURLToPath(new URL('../../../', import.meta.url));
@@ -39,6 +41,12 @@ export interface LabOptions {
   hostRouting?: 'auto' | 'bpf' | 'legacy';
   masquerade?: boolean;
   etcdEndpoint: string;
+  /**
+   * The etcd the lab runs against, as @sluice/etcd-runner started it. With it, every component reaches etcd through
+   * its own etcd.config (--etcd-config) and, under TLS, its own client certificate: CN sluice-agent-<node> for each
+   * agent, sluice-operator for the operator (the users etcd auth knows them by). Without it: --etcd-endpoints.
+   */
+  etcd?: Pick<EtcdServer, 'writeClientConfig'>;
   /** An in-process kube-sim (the lab adds its nodes and pods through it). */
   kubeSim: KubeSim;
   /** etcd key root of the operator and agents. Default `sluice/`. */
@@ -248,14 +256,18 @@ export async function startLab(options: LabOptions): Promise<Lab> {
     if (failures.length) log.warn({ failures }, 'lab cleanup left something behind');
   };
 
+  // Each component with its own etcd identity, as in production (@sluice/kvstore auth.ts).
+  const etcdArgs = (dir: string, user: string): string[] =>
+    options.etcd ? ['--etcd-config', options.etcd.writeClientConfig(join(dir, `etcd-${user}.config`), user)] : ['--etcd-endpoints', options.etcdEndpoint];
+
   const startAgent = async (node: LabNode): Promise<void> => {
     const logFile = join(node.stateDir, 'agent.log');
     const args = [
       '--import', TSX_LOADER, AGENT_MAIN,
-      '--node-name', node.name, '--etcd', options.etcdEndpoint, '--root-prefix', rootPrefix,
+      '--node-name', node.name, ...etcdArgs(node.stateDir, ETCD_USERS.agent(node.name)), '--etcd-prefix', rootPrefix,
       '--pin-dir', node.pinDir, '--netns', node.netns, '--uplink', 'eth0', '--vxlan', 'vx0',
       '--routing', routing, '--host-routing', hostRouting, '--state-dir', node.stateDir, '--api-socket', node.agentSocket,
-      '--status-port', '0', '--health-port', String(healthPort), '--cluster-size', String(options.nodes),
+      '--metrics-port', '0', '--health-port', String(healthPort), '--cluster-size', String(options.nodes),
       '--log-level', options.agentLogLevel ?? 'info',
       ...(options.masquerade ? ['--masquerade'] : []),
       ...(options.healthService ? ['--health-service', options.healthService] : []),
@@ -371,7 +383,7 @@ export async function startLab(options: LabOptions): Promise<Lab> {
       });
     }
     if (options.operator ?? true) {
-      const op = spawn(process.execPath, ['--import', TSX_LOADER, OPERATOR_MAIN, '--etcd', options.etcdEndpoint, '--kube-server', sim.url, '--root-prefix', rootPrefix, '--metrics-port', '0', '--log-level', 'info'], { stdio: ['ignore', 'ignore', 'pipe'] });
+      const op = spawn(process.execPath, ['--import', TSX_LOADER, OPERATOR_MAIN, ...etcdArgs(stateRoot, ETCD_USERS.operator), '--kube-server', sim.url, '--etcd-prefix', rootPrefix, '--metrics-port', '0', '--log-level', 'info'], { stdio: ['ignore', 'ignore', 'pipe'] });
       processes.add(op);
       op.stderr!.on('data', (c: Buffer) => {
         if (!stopped) appendFileSync(join(stateRoot, 'operator.log'), c);
