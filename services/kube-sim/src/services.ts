@@ -247,6 +247,8 @@ export class ServiceAllocator {
         causes.push({ field: `spec.ports[${i}].protocol`, message: `Unsupported value: "${p.protocol}": supported values: "SCTP", "TCP", "UDP"`, reason: 'FieldValueNotSupported' });
       }
       if (!needsNodePorts(spec)) {
+        // dropTypeDependentFields: a type change away from node ports drops the ones the client left unchanged.
+        if (p.nodePort && old && needsNodePorts(old) && p.nodePort === oldPortOf(p)) delete p.nodePort;
         if (p.nodePort && spec.type === 'ClusterIP') causes.push({ field: `spec.ports[${i}].nodePort`, message: `Forbidden: may not be used when \`type\` is 'ClusterIP'`, reason: 'FieldValueForbidden' });
         if (spec.type !== 'LoadBalancer') delete p.nodePort;
         return;
@@ -276,6 +278,7 @@ export class ServiceAllocator {
         causes.push({ field: 'spec.healthCheckNodePort', message: `Invalid value: ${hc}: provided health check port is already allocated` });
       } else takenHere.add(hc);
     } else {
+      if (spec.healthCheckNodePort && spec.healthCheckNodePort === old?.healthCheckNodePort) delete spec.healthCheckNodePort;
       if (spec.healthCheckNodePort && spec.type !== 'LoadBalancer') {
         causes.push({ field: 'spec.healthCheckNodePort', message: 'Invalid value: may only be set when `type` is \'LoadBalancer\' and `externalTrafficPolicy` is \'Local\'' });
       }

@@ -29,7 +29,7 @@ describe('kube-sim main', () => {
   });
 
   it('exits 2 with one line on a bad flag or a bad scenario', async () => {
-    for (const args of [['--nodes', 'many'], ['--cluster-cidr', '10.0.0.0'], ['--heartbeat-interval', 'soon'], ['--bogus']]) {
+    for (const args of [['--nodes', 'many'], ['--cluster-cidr', '10.0.0.0'], ['--heartbeat-interval', 'soon'], ['--bogus'], ['--heartbeat-mode', 'pigeon'], ['--token-file', '/nonexistent/tokens.json']]) {
       const { code, stderr } = await exitOf(args);
       expect(code).toBe(2);
       expect(stderr.trim().split('\n').filter((l) => !l.startsWith('npm warn'))).toHaveLength(1);
@@ -64,6 +64,41 @@ describe('kube-sim main', () => {
       expect(pods.items).toHaveLength(6);
     } finally {
       child.kill('SIGTERM');
+    }
+  });
+
+  it('serves HTTPS with tokens from a token file, lease heartbeats from the scenario, and ends on SIGTERM with a watch open', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'kube-sim-main-'));
+    const scenario = join(dir, 'scenario.json');
+    const tokens = join(dir, 'tokens.json');
+    const kubeconfig = join(dir, 'kubeconfig');
+    await writeFile(scenario, JSON.stringify({ nodes: 2, podsPerNode: 1, services: 1, heartbeat: 'lease', heartbeatInterval: '200ms' }));
+    await writeFile(tokens, JSON.stringify({ tokens: [{ token: 'main-test-token-1', user: 'admin', rules: [{ verbs: ['*'], resources: ['*'] }] }] }));
+    const child = spawn(tsx, [main, '--scenario', scenario, '--port', '0', '--kubeconfig', kubeconfig, '--tls', '--token-file', tokens, '--shutdown-grace', '2', '--log-level', 'silent'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    try {
+      const start = Date.now();
+      while (!out.includes('\nca ')) {
+        if (Date.now() - start > 20_000) throw new Error(`no startup lines: ${out}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const url = /serving (https:\S+)/.exec(out)![1]!;
+      const caPath = /\nca (\S+)/.exec(out)![1]!;
+      expect(caPath).toBe(join(dir, 'kube-sim-ca.crt'));
+      const cache = join(dir, 'cache');
+      const { stdout } = await run('kubectl', ['--kubeconfig', kubeconfig, '--cache-dir', cache, 'get', 'leases', '-n', 'kube-node-lease', '-o', 'name'], { timeout: 30_000 });
+      expect(stdout).toBe('lease.coordination.k8s.io/node-00001\nlease.coordination.k8s.io/node-00002\n');
+      // A watch that never reads: shutdown must not wait for it.
+      const watcher = spawn('kubectl', ['--kubeconfig', kubeconfig, '--cache-dir', cache, 'get', 'pods', '-A', '-w'], { stdio: ['ignore', 'ignore', 'ignore'] });
+      await new Promise((r) => setTimeout(r, 1_000));
+      expect(url).toMatch(/^https:/);
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+      watcher.kill();
+    } finally {
+      child.kill('SIGKILL');
     }
   });
 });
