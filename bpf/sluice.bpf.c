@@ -577,9 +577,10 @@ static __always_inline int set_tunnel(struct __sk_buff *skb, __u32 node_ip, __u3
 /*
  * BPF host routing of a packet whose destination is final (after any service translation): a local pod gets it
  * through bpf_redirect_peer, a pod on another node through the tunnel or bpf_redirect_neigh, anything else goes to
- * the kernel stack. `local`, `pass`: counters; the remote ones are from_container's.
+ * the kernel stack — or, with `neigh_fallback`, straight out of the uplink (bpf_redirect_neigh: the kernel's route
+ * and neighbour, without its input checks). `local`, `pass`: counters; the remote ones are from_container's.
  */
-static __always_inline int route(struct __sk_buff *skb, struct sl_config *cfg, __u32 local, __u32 pass)
+static __always_inline int route(struct __sk_buff *skb, struct sl_config *cfg, __u32 local, __u32 pass, int neigh_fallback)
 {
 	struct sl_endpoint_value *ep;
 	struct sl_ipcache_value *remote;
@@ -616,7 +617,24 @@ static __always_inline int route(struct __sk_buff *skb, struct sl_config *cfg, _
 	return bpf_redirect_neigh(cfg->uplink_ifindex, 0, 0, 0);
 pass:
 	count(pass, skb);
+	if (neigh_fallback && cfg->uplink_ifindex)
+		return bpf_redirect_neigh(cfg->uplink_ifindex, 0, 0, 0);
 	return TC_ACT_OK;
+}
+
+/*
+ * A reply that reverse NAT gave this node's own address as its source (a NodePort's): the kernel would drop it as
+ * a martian (a local source arriving on a device), so it is forwarded in BPF in either host-routing mode.
+ */
+static __always_inline int from_node_address(struct __sk_buff *skb, struct sl_config *cfg)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct iphdr *ip = data + sizeof(struct ethhdr);
+
+	if (!cfg || (void *)(ip + 1) > data_end)
+		return 0;
+	return ip->saddr == cfg->node_ip;
 }
 
 /*
@@ -676,10 +694,13 @@ int from_container(struct __sk_buff *skb)
 	}
 	/* Replies of local backends (to a hairpinned pod, a NodePort client) first, then service translation; both
 	 * happen in either host-routing mode: legacy only hands the result to the kernel. */
-	if (lb_rev_nat(skb) < 0) {
+	ret = lb_rev_nat(skb);
+	if (ret < 0) {
 		count(SL_CNT_DROP_MALFORMED, skb);
 		return TC_ACT_SHOT;
 	}
+	if (ret > 0 && from_node_address(skb, cfg))
+		return route(skb, cfg, SL_CNT_FROM_CONTAINER_LOCAL, SL_CNT_FROM_CONTAINER_PASS, 1);
 	ret = lb_ingress(skb, cfg, 1, &translated);
 	if (ret != TC_ACT_UNSPEC)
 		return ret;
@@ -687,7 +708,7 @@ int from_container(struct __sk_buff *skb)
 		count(SL_CNT_LEGACY, skb);
 		return TC_ACT_OK;
 	}
-	return route(skb, cfg, SL_CNT_FROM_CONTAINER_LOCAL, SL_CNT_FROM_CONTAINER_PASS);
+	return route(skb, cfg, SL_CNT_FROM_CONTAINER_LOCAL, SL_CNT_FROM_CONTAINER_PASS, 0);
 }
 
 static __always_inline int ingress_to_local(struct __sk_buff *skb, __u32 seen, __u32 local, __u32 pass, int overlay)
@@ -713,10 +734,15 @@ static __always_inline int ingress_to_local(struct __sk_buff *skb, __u32 seen, _
 			return TC_ACT_SHOT;
 		}
 		translated = ret;
+		if (translated && from_node_address(skb, cfg))
+			return route(skb, cfg, local, pass, 1);
 		if (!translated) {
 			ret = lb_ingress(skb, cfg, 0, &translated);
 			if (ret != TC_ACT_UNSPEC)
 				return ret;
+			/* SNATed to this node (a NodePort's backend on another node): the kernel would drop it too. */
+			if (translated && from_node_address(skb, cfg))
+				return route(skb, cfg, local, pass, 1);
 		}
 	}
 	if (!cfg || !(cfg->flags & SL_CFG_F_BPF_HOST_ROUTING)) {
@@ -724,7 +750,7 @@ static __always_inline int ingress_to_local(struct __sk_buff *skb, __u32 seen, _
 		return TC_ACT_OK;
 	}
 	if (translated)
-		return route(skb, cfg, local, pass);
+		return route(skb, cfg, local, pass, 0);
 	daddr = skb->pkt_type == PACKET_HOST ? ipv4_daddr(skb) : 0;
 	if (daddr) {
 		ep = bpf_map_lookup_elem(&sl_endpoints, &daddr);

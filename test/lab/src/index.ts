@@ -1,2 +1,3 @@
 export * from './lab.ts';
 export { LabKubelet, webServer, type Sandbox } from './kubelet.ts';
+export * from './services.ts';

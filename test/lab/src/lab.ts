@@ -27,6 +27,7 @@ import { HEALTH_IPS_ANNOTATION } from '@sluice/slim';
 import type { EtcdServer } from '@sluice/etcd-runner';
 import { ETCD_USERS } from '@sluice/kvstore';
 import { LabKubelet, webServer, WEB_PORT, type Sandbox } from './kubelet.ts';
+import { labServices, type LabServices } from './services.ts';
 
 const REPO = fileURLToPath(new URL('../../../', import.meta.url));
 const TSX_LOADER = `file://${join(REPO, 'node_modules/tsx/dist/loader.mjs')}`;
@@ -129,6 +130,8 @@ export interface Lab {
   /** Resolves when every node's maps hold every lab pod (and nothing of pods that are gone). */
   waitConverged(timeoutMs?: number): Promise<void>;
   node(name: string): LabNode;
+  /** Services (see services.ts in this folder): selector-less Services and hand-written EndpointSlices in kube-sim. */
+  services: LabServices;
   stop(): Promise<void>;
 }
 
@@ -492,6 +495,7 @@ export async function startLab(options: LabOptions): Promise<Lab> {
           return true;
         }, timeoutMs, 200);
       },
+      services: labServices({ sim, net, processes, podNamespace, nodes: () => nodes, pods }),
       stop: cleanup,
     };
     return lab;

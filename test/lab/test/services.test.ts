@@ -1,0 +1,297 @@
+/**
+ * Services with real packets (kube-proxy replacement): kube-sim Services and EndpointSlices → operator → etcd → the
+ * agents' services reconcilers → BPF maps → connections between pod namespaces, from a client on the underlay that
+ * is not a node, and back. Lab A: native routing, BPF host routing — everything. Lab B: VXLAN tunnel, legacy host
+ * routing — ClusterIP TCP and UDP, NodePort through another node (SNAT), hairpin.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { openPinnedMaps } from '@sluice/datapath';
+import { startEtcd, type EtcdServer } from '@sluice/etcd-runner';
+import { startKubeSim, type KubeSim } from '@sluice/kube-sim';
+import { execIn } from '@sluice/netns';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startLab, stopAllLabs, type Lab, type LabClient, type LabPod } from '../src/index.ts';
+
+const ECHO_PORT = 7000;
+const UDP_PORT = 5353;
+const WHO_PORT = 9090;
+
+/** TCP: echoes each line prefixed with the pod's name. UDP: echoes each datagram prefixed likewise. TCP 9090: says who connected. */
+const SERVERS = `
+const net = require('node:net'), dgram = require('node:dgram');
+const name = process.argv[1];
+net.createServer((s) => { let buf = ''; s.on('data', (d) => { buf += d; let i; while ((i = buf.indexOf('\\n')) >= 0) { s.write(name + ' ' + buf.slice(0, i) + '\\n'); buf = buf.slice(i + 1); } }); s.on('error', () => {}); }).listen(${ECHO_PORT});
+net.createServer((s) => s.end(s.remoteAddress.replace('::ffff:', ''))).listen(${WHO_PORT});
+const u = dgram.createSocket('udp4'); u.on('message', (m, r) => u.send(name + ' ' + m, r.port, r.address)); u.bind(${UDP_PORT}, () => console.log('ready'));
+`;
+
+/** One datagram over a connected socket: prints the answer (only the service address can answer), "refused" or times out. */
+const UDP_CLIENT = `
+const s = require('node:dgram').createSocket('udp4');
+const [host, port] = process.argv.slice(1);
+const t = setTimeout(() => { console.log('timeout'); process.exit(1); }, 3000);
+s.on('message', (m) => { console.log(String(m)); process.exit(0); });
+s.on('error', (e) => { console.log(e.code === 'ECONNREFUSED' ? 'refused' : e.code); process.exit(3); });
+s.connect(Number(port), host, () => s.send('hello'));
+`;
+
+/** TCP: prints what the server sends until it closes; "refused" or a timeout otherwise. */
+const TCP_READ = `
+const net = require('node:net');
+const [host, port] = process.argv.slice(1);
+let got = '';
+const s = net.connect(Number(port), host);
+s.setTimeout(3000, () => { console.log('timeout'); process.exit(1); });
+s.on('data', (d) => (got += d));
+s.on('end', () => { console.log(got); process.exit(0); });
+s.on('error', (e) => { console.log(e.code === 'ECONNREFUSED' ? 'refused' : e.code); process.exit(3); });
+`;
+
+/** A long-lived stream: a numbered line every 100 ms, each echo printed; exits printing why when the connection ends. */
+const STREAM = `
+const net = require('node:net');
+const [host, port] = process.argv.slice(1);
+let n = 0, buf = '';
+const s = net.connect(Number(port), host, () => setInterval(() => s.write('seq ' + n++ + '\\n'), 100));
+s.on('data', (d) => { buf += d; let i; while ((i = buf.indexOf('\\n')) >= 0) { console.log(buf.slice(0, i)); buf = buf.slice(i + 1); } });
+s.on('close', () => { console.log('closed'); process.exit(1); });
+s.on('error', (e) => { console.log('error ' + e.code); process.exit(1); });
+`;
+
+let etcd: EtcdServer;
+let sim: KubeSim;
+
+beforeAll(async () => {
+  etcd = await startEtcd();
+  sim = await startKubeSim({ nodes: 0, services: 0 });
+});
+
+afterAll(async () => {
+  stopAllLabs();
+  await sim?.close();
+  await etcd?.stop();
+});
+
+function dropped(lab: Lab, node: string): bigint {
+  const dp = openPinnedMaps(lab.node(node).pinDir);
+  try {
+    return dp.readCounters().dropSpoofed.packets;
+  } finally {
+    dp.close();
+  }
+}
+
+async function node(pod: LabPod | LabClient, script: string, args: string[]): Promise<string> {
+  const r = await execIn(pod.netns, process.execPath, ['-e', script, ...args], { timeoutMs: 10_000 });
+  return r.stdout.trim();
+}
+const udp = (from: LabPod | LabClient, host: string, port: number) => node(from, UDP_CLIENT, [host, String(port)]);
+const tcpRead = (from: LabPod | LabClient, host: string, port: number) => node(from, TCP_READ, [host, String(port)]);
+async function http(from: LabPod | LabClient, host: string, port: number): Promise<{ code: number; body: string }> {
+  const r = await execIn(from.netns, 'curl', ['-s', '-m', '3', `http://${host}:${port}/`], { timeoutMs: 10_000 });
+  return { code: r.code, body: r.stdout.trim() };
+}
+
+const PORTS = [
+  { name: 'http', port: 8080 },
+  { name: 'dns', port: UDP_PORT, protocol: 'UDP' as const },
+  { name: 'echo', port: ECHO_PORT },
+  { name: 'who', port: WHO_PORT },
+];
+
+async function startServers(lab: Lab): Promise<ChildProcess[]> {
+  return Promise.all(
+    lab.pods().map(
+      (pod) =>
+        new Promise<ChildProcess>((resolve, reject) => {
+          const child = lab.services.spawnIn(pod.netns, process.execPath, ['-e', SERVERS, pod.name]);
+          child.stdout!.once('data', () => resolve(child));
+          child.once('exit', (code) => reject(new Error(`servers in ${pod.name} exited (${code})`)));
+        }),
+    ),
+  );
+}
+
+function podsByName(lab: Lab): Record<string, LabPod> {
+  return Object.fromEntries(lab.pods().map((p) => [p.name, p]));
+}
+
+/** What both labs check: ClusterIP TCP + UDP from every pod (named target ports), NodePort from outside via every node, hairpin. */
+function basics(get: () => Lab, prefix: string, base: string) {
+  it('ClusterIP, TCP and UDP, named target ports: every pod on every node reaches the backends, answers come from the service address', async () => {
+    const lab = get();
+    const pods = podsByName(lab);
+    const backends = [pods[`${prefix}1-2`]!, pods[`${prefix}2-2`]!];
+    const vip = `${base}.10`;
+    lab.services.apply({ name: `${prefix}web`, clusterIP: vip, ports: [{ name: 'http', port: 80, targetPort: 'http' }, { name: 'dns', port: 53, targetPort: 'dns', protocol: 'UDP' }] });
+    lab.services.setEndpoints(`${prefix}web`, backends.map((pod) => ({ pod })), PORTS);
+    await lab.services.waitFrontend({ vip, port: 80, proto: 'tcp' }, (v) => v.count === 2);
+    await lab.services.waitFrontend({ vip, port: 53, proto: 'udp' }, (v) => v.count === 2);
+    const seen = new Set<string>();
+    const failures: string[] = [];
+    for (const client of lab.pods()) {
+      for (let i = 0; i < 3; i++) {
+        const r = await http(client, vip, 80);
+        if (r.code !== 0 || !backends.some((b) => b.name === r.body)) failures.push(`${client.name} tcp: ${r.code} ${r.body}`);
+        else seen.add(r.body);
+      }
+      const answer = await udp(client, vip, 53);
+      if (!backends.some((b) => answer === `${b.name} hello`)) failures.push(`${client.name} udp: ${answer}`);
+    }
+    expect(failures).toEqual([]);
+    expect(seen).toEqual(new Set(backends.map((b) => b.name)));
+  });
+
+  it('NodePort from a client outside the cluster, on every node, the backend on one node only', async () => {
+    const lab = get();
+    const pods = podsByName(lab);
+    const backend = pods[`${prefix}1-2`]!;
+    lab.services.apply({ name: `${prefix}np`, type: 'NodePort', clusterIP: `${base}.13`, ports: [{ name: 'http', port: 80, targetPort: 'http', nodePort: 30080 }, { name: 'dns', port: 53, targetPort: 'dns', protocol: 'UDP', nodePort: 30053 }] });
+    lab.services.setEndpoints(`${prefix}np`, [{ pod: backend }], PORTS);
+    await lab.services.waitFrontend({ vip: '0.0.0.0', port: 30080, proto: 'tcp' }, (v) => v.count === 1);
+    await lab.services.waitFrontend({ vip: '0.0.0.0', port: 30053, proto: 'udp' }, (v) => v.count === 1);
+    const client = await lab.services.addClient();
+    for (const n of lab.nodes) {
+      expect(await http(client, n.ip, 30080), n.name).toEqual({ code: 0, body: backend.name });
+      expect(await udp(client, n.ip, 30053), n.name).toBe(`${backend.name} hello`);
+    }
+    // From a pod too, to its own node's address and to the other node's.
+    for (const n of lab.nodes) expect((await http(pods[`${prefix}2-1`]!, n.ip, 30080)).body, n.name).toBe(backend.name);
+  });
+
+  it('hairpin: a pod reaches itself through its own service', async () => {
+    const lab = get();
+    const self = podsByName(lab)[`${prefix}1-1`]!;
+    const vip = `${base}.12`;
+    lab.services.apply({ name: `${prefix}self`, clusterIP: vip, ports: [{ name: 'http', port: 80, targetPort: 'http' }, { name: 'dns', port: 53, targetPort: 'dns', protocol: 'UDP' }] });
+    lab.services.setEndpoints(`${prefix}self`, [{ pod: self }], PORTS);
+    await lab.services.waitFrontend({ vip, port: 80, proto: 'tcp' }, (v) => v.count === 1);
+    expect(await http(self, vip, 80)).toEqual({ code: 0, body: self.name });
+    expect(await udp(self, vip, 53)).toBe(`${self.name} hello`);
+  });
+}
+
+describe('services, native routing, BPF host routing', () => {
+  let lab: Lab;
+  beforeAll(async () => {
+    lab = await startLab({ nodes: 2, podsPerNode: 2, etcdEndpoint: etcd.endpoint, kubeSim: sim, routing: 'native', hostRouting: 'bpf', podPrefix: 'sa-', healthEndpoints: false, healthPort: 0 });
+    await startServers(lab);
+  }, 240_000);
+  afterAll(async () => {
+    await lab?.stop();
+  });
+
+  basics(() => lab, 'sa-', '10.96.200');
+
+  it('a service without endpoints rejects: TCP connection refused, UDP port unreachable (not a timeout)', async () => {
+    const vip = '10.96.200.11';
+    lab.services.apply({ name: 'empty', clusterIP: vip, ports: [{ name: 'http', port: 80, targetPort: 'http' }, { name: 'dns', port: 53, targetPort: 'dns', protocol: 'UDP' }] });
+    lab.services.setEndpoints('empty', [], PORTS);
+    await lab.services.waitFrontend({ vip, port: 80, proto: 'tcp' }, (v) => v.count === 0);
+    await lab.services.waitFrontend({ vip, port: 53, proto: 'udp' }, (v) => v.count === 0);
+    const client = lab.pods()[0]!;
+    expect(await tcpRead(client, vip, 80)).toBe('refused');
+    expect(await udp(client, vip, 53)).toBe('refused');
+  });
+
+  it('externalTrafficPolicy Local: the backend sees the client’s own address; a node without a local backend does not answer', async () => {
+    const pods = podsByName(lab);
+    const backend = pods['sa-2-1']!;
+    lab.services.apply({ name: 'local', type: 'NodePort', clusterIP: '10.96.200.15', externalTrafficPolicy: 'Local', ports: [{ name: 'who', port: 90, targetPort: 'who', nodePort: 30090 }] });
+    lab.services.setEndpoints('local', [{ pod: backend }], PORTS);
+    await lab.services.waitFrontend({ vip: '0.0.0.0', port: 30090, proto: 'tcp' }, (v, n) => (n.name === backend.node ? v.count === 1 : v.count === 0));
+    const client = await lab.services.addClient();
+    const home = lab.node(backend.node);
+    const other = lab.nodes.find((n) => n.name !== backend.node)!;
+    expect(await tcpRead(client, home.ip, 30090)).toBe(client.ip);
+    expect(await tcpRead(client, other.ip, 30090)).toBe('timeout');
+  });
+
+  it('a long-lived TCP stream keeps its backend while backends are added, removed and it turns terminating; new connections avoid the terminating one', async () => {
+    const pods = podsByName(lab);
+    const vip = '10.96.200.14';
+    const spec = { name: 'stream', clusterIP: vip, ports: [{ name: 'echo', port: ECHO_PORT, targetPort: 'echo' }, { name: 'http', port: 80, targetPort: 'http' }] };
+    lab.services.apply(spec);
+    lab.services.setEndpoints('stream', [{ pod: pods['sa-1-2']! }, { pod: pods['sa-2-1']! }], PORTS);
+    await lab.services.waitFrontend({ vip, port: ECHO_PORT, proto: 'tcp' }, (v) => v.count === 2);
+    const client = pods['sa-1-1']!;
+    const stream = lab.services.spawnIn(client.netns, process.execPath, ['-e', STREAM, vip, String(ECHO_PORT)]);
+    const lines: string[] = [];
+    let out = '';
+    stream.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      let i;
+      while ((i = out.indexOf('\n')) >= 0) {
+        lines.push(out.slice(0, i));
+        out = out.slice(i + 1);
+      }
+    });
+    const waitLines = async (n: number) => {
+      const deadline = Date.now() + 10_000;
+      while (lines.length < n && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      expect(lines.length).toBeGreaterThanOrEqual(n);
+    };
+    try {
+      await waitLines(3);
+      const backendName = lines[0]!.split(' ')[0]!;
+      const backend = pods[backendName]!;
+      const other = [pods['sa-1-2']!, pods['sa-2-1']!].find((p) => p.name !== backendName)!;
+      // Scale up to four.
+      lab.services.setEndpoints('stream', [{ pod: backend }, { pod: other }, { pod: pods['sa-2-2']! }, { pod: pods['sa-1-1']! }], PORTS);
+      await lab.services.waitFrontend({ vip, port: ECHO_PORT, proto: 'tcp' }, (v) => v.count === 4);
+      await waitLines(lines.length + 5);
+      // Scale down: the other original backend goes.
+      lab.services.setEndpoints('stream', [{ pod: backend }, { pod: pods['sa-2-2']! }, { pod: pods['sa-1-1']! }], PORTS);
+      await lab.services.waitFrontend({ vip, port: ECHO_PORT, proto: 'tcp' }, (v) => v.count === 3);
+      await waitLines(lines.length + 5);
+      // The stream's backend turns terminating (still serving).
+      lab.services.setEndpoints('stream', [{ pod: backend, terminating: true }, { pod: pods['sa-2-2']! }, { pod: pods['sa-1-1']! }], PORTS);
+      await lab.services.waitFrontend({ vip, port: ECHO_PORT, proto: 'tcp' }, (v) => v.count === 2);
+      await waitLines(lines.length + 5);
+      // New connections never go to it while others serve.
+      const answers = new Set<string>();
+      for (const c of lab.pods()) for (let i = 0; i < 3; i++) answers.add((await http(c, vip, 80)).body);
+      expect(answers.has(backend.name)).toBe(false);
+      expect([...answers].every((a) => a === 'sa-2-2' || a === 'sa-1-1')).toBe(true);
+      // Every echo came from the same backend, in order, and the stream is still open.
+      expect(lines.filter((l) => l === 'closed' || l.startsWith('error'))).toEqual([]);
+      expect(lines.every((l, i) => l === `${backendName} seq ${i}`)).toBe(true);
+      // When every endpoint is terminating, the serving ones take new connections (Kubernetes' rule).
+      lab.services.setEndpoints('stream', [{ pod: backend, terminating: true }], PORTS);
+      await lab.services.waitFrontend({ vip, port: 80, proto: 'tcp' }, (v) => v.count === 1);
+      expect((await http(pods['sa-2-2']!, vip, 80)).body).toBe(backend.name);
+    } finally {
+      stream.kill('SIGKILL');
+    }
+  });
+
+  it('a pod sending with a source address that is not its own is dropped and counted', async () => {
+    const pods = podsByName(lab);
+    const spoofer = pods['sa-1-1']!;
+    const target = pods['sa-2-1']!;
+    const before = dropped(lab, spoofer.node);
+    await lab.exec(spoofer, 'ip', ['addr', 'add', '10.250.0.1/32', 'dev', 'eth0']);
+    try {
+      const r = await lab.exec(spoofer, 'ping', ['-c', '3', '-i', '0.2', '-W', '1', '-I', '10.250.0.1', target.ip]);
+      expect(r.code).not.toBe(0);
+      expect(dropped(lab, spoofer.node) - before).toBeGreaterThanOrEqual(3n);
+      // Its own address still works.
+      expect(await lab.ping(spoofer, target.ip, { count: 1 })).toBe(true);
+    } finally {
+      await lab.exec(spoofer, 'ip', ['addr', 'del', '10.250.0.1/32', 'dev', 'eth0']);
+    }
+  });
+});
+
+describe('services, VXLAN tunnel, legacy host routing', () => {
+  let lab: Lab;
+  beforeAll(async () => {
+    lab = await startLab({ nodes: 2, podsPerNode: 2, etcdEndpoint: etcd.endpoint, kubeSim: sim, routing: 'tunnel', hostRouting: 'legacy', podPrefix: 'sb-', healthEndpoints: false, healthPort: 0 });
+    await startServers(lab);
+  }, 240_000);
+  afterAll(async () => {
+    await lab?.stop();
+  });
+
+  basics(() => lab, 'sb-', '10.96.201');
+});
