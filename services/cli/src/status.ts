@@ -11,21 +11,24 @@ import { readKube } from './kube.ts';
 import type { Target } from './target.ts';
 import { z } from '@sluice/config';
 
-/** The part of an agent's local /status this command reads: its etcd watch health. */
+/** The part of an agent's local /status this command reads: its etcd watch health, its reconcilers' rows. */
 const agentWatchSchema = z.object({
   etcd: z.object({ connected: z.boolean(), retries: z.number(), decodeErrors: z.number(), lastError: z.string().optional() }),
+  reconcilers: z.array(z.object({ name: z.string(), rows: z.object({ done: z.number(), pending: z.number(), error: z.number() }), driftRepaired: z.number().optional() })).optional(),
+  conflicts: z.object({ counts: z.record(z.string(), z.number()) }).optional(),
 });
-type AgentWatch = z.infer<typeof agentWatchSchema>['etcd'];
+type AgentLocalStatus = z.infer<typeof agentWatchSchema>;
+type AgentWatch = AgentLocalStatus['etcd'];
 
-/** Each agent's watch state from its status endpoint (best effort: an endpoint this host cannot reach is left out). */
-async function readAgentWatches(agents: AgentStatusRecord[], timeoutMs: number): Promise<Map<string, AgentWatch>> {
-  const out = new Map<string, AgentWatch>();
+/** Each agent's local status from its status endpoint (best effort: an endpoint this host cannot reach is left out). */
+async function readAgentWatches(agents: AgentStatusRecord[], timeoutMs: number): Promise<Map<string, AgentLocalStatus>> {
+  const out = new Map<string, AgentLocalStatus>();
   await Promise.all(
     agents.map(async (a) => {
       if (!a.statusUrl) return;
       try {
         const response = await fetch(`${a.statusUrl.replace(/\/$/, '')}/status`, { signal: AbortSignal.timeout(timeoutMs) });
-        out.set(a.node, agentWatchSchema.parse(await response.json()).etcd);
+        out.set(a.node, agentWatchSchema.parse(await response.json()));
       } catch {
         // not reachable from here (another host) or not answering: the etcd record still speaks for it
       }
@@ -54,6 +57,7 @@ export interface StatusReport {
   masquerading: Section;
   endpoints: Section;
   controllers: Section;
+  reconcilers: Section;
   clusterHealth: Section;
 }
 
@@ -66,6 +70,7 @@ export const SECTION_LABELS: Record<Exclude<keyof StatusReport, 'node' | 'time'>
   masquerading: 'Masquerading',
   endpoints: 'Endpoints',
   controllers: 'Controller Status',
+  reconcilers: 'Reconcilers',
   clusterHealth: 'Cluster health',
 };
 
@@ -123,7 +128,8 @@ export async function gatherStatus(target: Target, options: StatusOptions = {}):
       agents = agents.filter((a) => a.node === options.node);
     }
     const expected = target.demo ? target.demo.nodes.map((n) => n.name) : undefined;
-    const watches = await readAgentWatches(agents, Math.min(options.timeoutMs ?? 3000, 1500));
+    const locals = await readAgentWatches(agents, Math.min(options.timeoutMs ?? 3000, 1500));
+    const watches = new Map([...locals].map(([node, l]) => [node, l.etcd]));
     const report: StatusReport = {
       node: options.node,
       time: new Date().toISOString(),
@@ -143,6 +149,7 @@ export async function gatherStatus(target: Target, options: StatusOptions = {}):
         : { state: 'Disabled', summary: 'unknown (no agent reporting)' },
       endpoints: endpointsSection(agents, podCount, options.node),
       controllers: controllersSection(operator.syncedKinds.length, operator.kinds.length, agents, watches, [...agentsRead.errors, ...nodesRead.errors]),
+      reconcilers: reconcilersSection(locals, agents.length),
       // Every node record is a member of the health view (one without an agent shows as such): nothing left out.
       clusterHealth: health.summary ? summarySection(health.summary) : health.section,
     };
@@ -213,6 +220,34 @@ function controllersSection(syncedKinds: number, kinds: number, agents: AgentSta
     state: healthy === total && !errors.length ? 'Ok' : 'Warning',
     summary: `${healthy}/${total} healthy (operator mirrors synced ${syncedKinds}/${kinds}, agents synced ${syncedAgents}/${agents.length}${watchNote}, record errors ${errors.length})`,
     data: { syncedKinds, kinds, syncedAgents, agents: agents.length, watches: Object.fromEntries(watches), disconnected, errors },
+  };
+}
+
+/** Rows per target summed over the agents whose status endpoint answered: done, pending, in error; drift; conflicts. */
+export function reconcilersSection(locals: Map<string, AgentLocalStatus>, agents: number): Section {
+  const reporting = [...locals].filter(([, l]) => l.reconcilers);
+  if (!reporting.length) return { state: 'Disabled', summary: 'unknown (no agent status endpoint reachable from here)' };
+  const byTarget = new Map<string, { done: number; pending: number; error: number; drift: number; errorNodes: string[] }>();
+  let conflicts = 0;
+  for (const [node, l] of reporting) {
+    for (const r of l.reconcilers ?? []) {
+      const t = byTarget.get(r.name) ?? { done: 0, pending: 0, error: 0, drift: 0, errorNodes: [] };
+      t.done += r.rows.done;
+      t.pending += r.rows.pending;
+      t.error += r.rows.error;
+      t.drift += r.driftRepaired ?? 0;
+      if (r.rows.error) t.errorNodes.push(node);
+      byTarget.set(r.name, t);
+    }
+    for (const n of Object.values(l.conflicts?.counts ?? {})) conflicts += n;
+  }
+  const sum = (k: 'done' | 'pending' | 'error' | 'drift') => [...byTarget.values()].reduce((a, t) => a + t[k], 0);
+  const inError = [...byTarget].filter(([, t]) => t.error).map(([name, t]) => `${name} ${t.error} (${t.errorNodes.join(', ')})`);
+  const summary = `${byTarget.size} targets on ${reporting.length}/${agents} agents: ${sum('done')} rows done, ${sum('pending')} pending, ${sum('error')} in error${inError.length ? ` [${inError.join('; ')}]` : ''}; drift repaired ${sum('drift')}; records refused ${conflicts}`;
+  return {
+    state: sum('error') || conflicts ? 'Warning' : 'Ok',
+    summary,
+    data: { targets: Object.fromEntries(byTarget), conflicts, agents: Object.fromEntries(reporting.map(([node, l]) => [node, { reconcilers: l.reconcilers, conflicts: l.conflicts?.counts ?? {} }])) },
   };
 }
 

@@ -98,6 +98,9 @@ function init(msg: WorkerInit): void {
   msg.full.forEach((nodeName, i) => {
     const agent = new AgentCore({
       nodeName, client: shared!, datapath: memoryDatapath(), keys, clusterSize: msg.clusterSize, log,
+      // Nobody edits these in-memory maps behind the agents' backs: a periodic full pass (drift repair, ~0.4 s at
+      // 100,000 pods) would only add CPU to the figures.
+      refreshIntervalMs: 0,
       onProgrammed: (p) => programmed.push([i, p.podsRevision, Date.now()]),
     });
     agent.start();

@@ -108,9 +108,17 @@ export function splitTarget<V>(name: string, parts: ReadonlyArray<{ owns: (key: 
       return failures;
     },
     async prune(desired) {
+      // One walk over the table, rows bucketed by part (a derived table computes each row as it is read).
+      const buckets = parts.map(() => [] as Array<readonly [string, V]>);
+      for (const row of desired.entries()) {
+        const i = parts.findIndex((p) => p.owns(row[0]));
+        if (i >= 0) buckets[i]!.push(row);
+      }
       const result: PruneResult = { outOfDate: [], pruned: [], failures: [] };
-      for (const p of parts) {
-        const r = await p.target.prune(filteredRows(desired, p.owns));
+      for (const [i, p] of parts.entries()) {
+        const rows = buckets[i]!;
+        const view: DesiredRows<V> = { get: (key) => (p.owns(key) ? desired.get(key) : undefined), entries: () => rows, size: rows.length };
+        const r = await p.target.prune(view);
         result.outOfDate.push(...r.outOfDate);
         result.pruned.push(...r.pruned);
         result.failures.push(...r.failures);

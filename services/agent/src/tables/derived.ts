@@ -137,16 +137,21 @@ export function ipcacheRows(view: ClusterView): DesiredRows<IpcacheValue> {
   return {
     get: (key) => (isHost(key) ? view.host(key.slice(0, -3)) : view.prefix(key)),
     *entries() {
-      const seen = new Set<string>();
-      const host = function* (ip: string): Generator<[string, IpcacheValue]> {
-        if (seen.has(ip)) return;
-        seen.add(ip);
+      const local = view.local.byIp;
+      for (const ip of local.keys()) {
         const v = view.host(ip);
         if (v) yield [`${ip}/32`, v];
-      };
-      for (const ip of view.local.byIp.keys()) yield* host(ip);
-      for (const ip of view.pods.ips()) yield* host(ip);
-      for (const ip of view.nodes.healthIps().keys()) yield* host(ip);
+      }
+      for (const ip of view.pods.ips()) {
+        if (local.has(ip)) continue;
+        const v = view.host(ip);
+        if (v) yield [`${ip}/32`, v];
+      }
+      for (const ip of view.nodes.healthIps().keys()) {
+        if (local.has(ip) || view.pods.ownerOf(ip)) continue;
+        const v = view.host(ip);
+        if (v) yield [`${ip}/32`, v];
+      }
       for (const cidr of view.nodes.ownedCidrs().keys()) {
         const v = view.prefix(cidr);
         if (v) yield [cidr, v];

@@ -23,6 +23,8 @@ export interface NodeEntry {
 interface NodeRow extends NodeEntry {
   /** The claims that passed validation (owned or not). */
   valid: V4Cidr[];
+  /** The ones it owns (kept in step with `owners`: every pod and health IP is checked against them). */
+  owned: V4Cidr[];
 }
 
 interface Claim {
@@ -82,8 +84,7 @@ export class NodeTable {
 
   /** True when the node owns at least one podCIDR. */
   ownsAny(node: string): boolean {
-    const row = this.rows.get(node);
-    return !!row && row.valid.some((c) => this.owners.get(c.text) === node);
+    return (this.rows.get(node)?.owned.length ?? 0) > 0;
   }
 
   /** True when `ip` lies in one of the podCIDRs `node` owns. */
@@ -92,7 +93,7 @@ export class NodeTable {
     if (!row) return false;
     const n = ipv4ToInt(ip);
     if (n === undefined) return false;
-    for (const c of row.valid) if (this.owners.get(c.text) === node && cidrContains(c, n)) return true;
+    for (const c of row.owned) if (cidrContains(c, n)) return true;
     return false;
   }
 
@@ -128,13 +129,14 @@ export class NodeTable {
     for (const c of old?.cidrs ?? []) {
       if (!claimed.has(c)) for (const r of ['pod_cidr_prefix_length', 'pod_cidr_outside_cluster', 'pod_cidr_overlap'] as const) this.conflicts.clear(r, `${entry.name} ${c}`);
     }
-    const row: NodeRow = { ...entry, cidrs: [...claimed], valid };
+    const row: NodeRow = { ...entry, cidrs: [...claimed], valid, owned: [] };
     this.rows.set(entry.name, row);
     const before = old ? this.ownedBy(old) : '';
     const touched = new Set<string>();
     for (const c of old?.valid ?? []) if (!valid.some((v) => v.text === c.text)) (this.unclaim(c, entry.name), touched.add(c.text));
     for (const c of valid) if (!old?.valid.some((v) => v.text === c.text)) (this.claim(c, entry.name), touched.add(c.text));
     this.settleOwners(touched);
+    this.refreshOwned(row);
     this.settleHealth(entry.name, old?.healthIPs ?? [], entry.healthIPs);
     if (!old || old.ip !== entry.ip || before !== this.ownedBy(row)) this.events.nodeChanged(entry.name);
   }
@@ -149,6 +151,10 @@ export class NodeTable {
     this.settleOwners(touched);
     this.settleHealth(name, old.healthIPs, []);
     this.events.nodeChanged(name);
+  }
+
+  private refreshOwned(row: NodeRow): void {
+    row.owned = row.valid.filter((c) => this.owners.get(c.text) === row.name);
   }
 
   private ownedBy(row: NodeRow): string {
@@ -225,6 +231,10 @@ export class NodeTable {
       if (before) changedNodes.add(before);
       if (owner) changedNodes.add(owner);
       this.events.cidrChanged(text);
+    }
+    for (const n of changedNodes) {
+      const row = this.rows.get(n);
+      if (row) this.refreshOwned(row);
     }
     for (const n of changedNodes) this.events.nodeChanged(n);
   }

@@ -4,7 +4,7 @@
  * record whose key sorts first owns it; when the owner goes, the next claim takes over — its ipcache entry is
  * rewritten, not deleted. The conflict is reported while it lasts.
  *
- * Memory: per pod one Map entry key → {ip, node} (node: the interned name string) and one ip → key entry; the
+ * Memory: per pod one record {ip, node, key} (node: the interned name string) in two maps, by key and by IP; the
  * rare second claims live in a side map.
  */
 import type { Conflicts } from './conflicts.ts';
@@ -15,10 +15,15 @@ export interface PodEntry {
   node: string;
 }
 
+/** A pod as stored: the entry and its key (the owners map points at the same object). */
+interface PodRow extends PodEntry {
+  key: string;
+}
+
 export class PodTable {
-  private readonly pods = new Map<string, PodEntry>();
-  /** ip → the owning pod key. */
-  private readonly owners = new Map<string, string>();
+  private readonly pods = new Map<string, PodRow>();
+  /** ip → the owning pod. */
+  private readonly owners = new Map<string, PodRow>();
   /** ip → the other claimants, sorted. */
   private readonly others = new Map<string, string[]>();
 
@@ -42,8 +47,7 @@ export class PodTable {
 
   /** The pod that owns `ip`. */
   ownerOf(ip: string): PodEntry | undefined {
-    const key = this.owners.get(ip);
-    return key === undefined ? undefined : this.pods.get(key);
+    return this.owners.get(ip);
   }
 
   /** Distinct IPs claimed. */
@@ -53,7 +57,7 @@ export class PodTable {
 
   /** [ip, owning pod's node] for every claimed IP. */
   *entriesByIp(): Generator<[string, string]> {
-    for (const [ip, key] of this.owners) yield [ip, this.pods.get(key)!.node];
+    for (const [ip, row] of this.owners) yield [ip, row.node];
   }
 
   ips(): IterableIterator<string> {
@@ -70,34 +74,36 @@ export class PodTable {
       this.unclaim(old.ip, key);
     }
     if (entry) {
-      this.pods.set(key, entry);
-      this.claim(entry.ip, key);
+      const row: PodRow = { ip: entry.ip, node: entry.node, key };
+      this.pods.set(key, row);
+      this.claim(row);
     }
     if (old) this.changed(old.ip);
     if (entry && entry.ip !== old?.ip) this.changed(entry.ip);
     return true;
   }
 
-  private claim(ip: string, key: string): void {
+  private claim(row: PodRow): void {
+    const { ip, key } = row;
     const owner = this.owners.get(ip);
     if (owner === undefined) {
-      this.owners.set(ip, key);
+      this.owners.set(ip, row);
       return;
     }
-    const all = [owner, ...(this.others.get(ip) ?? []), key].sort();
-    this.owners.set(ip, all[0]!);
+    const all = [owner.key, ...(this.others.get(ip) ?? []), key].sort();
+    this.owners.set(ip, this.pods.get(all[0]!)!);
     this.others.set(ip, all.slice(1));
     this.conflicts.report('pod_ip_claimed_twice', ip, `IP ${ip} is claimed by ${all.length} pod records; ${all[0]} owns it`, { claims: all });
   }
 
   private unclaim(ip: string, key: string): void {
     const rest = this.others.get(ip);
-    if (this.owners.get(ip) === key) {
+    if (this.owners.get(ip)?.key === key) {
       if (!rest) {
         this.owners.delete(ip);
         return;
       }
-      this.owners.set(ip, rest.shift()!);
+      this.owners.set(ip, this.pods.get(rest.shift()!)!);
     } else if (rest) {
       const i = rest.indexOf(key);
       if (i >= 0) rest.splice(i, 1);
