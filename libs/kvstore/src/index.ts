@@ -5,18 +5,23 @@
  *   createKvClient({ endpoints, callTimeoutMs?, dialTimeoutMs? }): Etcd3
  *
  * Writer (operator)
- *   const writer = new KvWriter({ client, guard?: election, registry?, log?, maxTxnOps? = 128, maxInFlight? = 4,
- *                                 qps? = 400, burst? = 40, backoff? })
+ *   const writer = new KvWriter({ client, guard?: election, registry?, log?, maxTxnOps? = 128,
+ *                                 maxRequestBytes? = 1.5 MiB, maxInFlight? = 4, qps? = 400, burst? = 40, backoff? })
+ *   Transactions are cut by operations and bytes; one etcd refuses for good (too large, too many operations) is split
+ *   until the refused key is isolated: it is dropped and reported (getStats().rejectedKeys, log once, metric), the
+ *   others land; a lower --max-txn-ops in etcd is learned. flush() never waits on a refused key.
  *   writer.upsert(key, value: string | Uint8Array): void   // queued; skipped if etcd holds the same bytes
  *   writer.delete(key): void                                // queued; skipped if etcd is known not to hold it
  *   await writer.beginSync(prefix): { prefix, existing }    // mark: loads the prefix, records upserts under it
  *   await writer.finishSync(prefix, { key: keys.synced(kind), value: syncedMarkerValue(kind) }): { deleted }
  *                                                           // sweep un-asserted keys, flush, write the marker
  *   await writer.flush()                                    // everything queued so far has landed
- *   writer.getStats(): { writes, skipped, deletes, retries, transactions, fenced, pending, inFlight }
+ *   writer.getStats(): { writes, skipped, deletes, retries, transactions, fenced, rejected, rejectedKeys, maxTxnOps,
+ *                        pending, inFlight }
  *   writer.close()
  *   Metrics: sluice_kv_writes_total, _writes_skipped_total, _deletes_total, _write_retries_total,
- *   _writes_fenced_total, sluice_kv_txn_ops (histogram), sluice_kv_txn_duration_seconds (histogram).
+ *   _writes_fenced_total, _writes_rejected_total, sluice_kv_rejected_keys, sluice_kv_txn_ops (histogram),
+ *   sluice_kv_txn_duration_seconds (histogram).
  *
  * Watcher (agents, health service, scale harness)
  *   const watch = watchPrefix<T>(client, prefix, { decode: (key, bytes: Buffer) => T, onEvent: (e: WatchEvent<T>) => void,
@@ -37,6 +42,10 @@
  * Keys bound to this process's lease (heartbeat, agent status/health registration)
  *   const leased = new LeasedKeys({ client, ttlSeconds? = 15 }); await leased.put(key, value); await leased.delete(key);
  *   await leased.close()   // revokes the lease: the keys vanish at once
+ *
+ * Least privilege (etcd auth)
+ *   await setupAuth(rootClient, keys, { nodes, password?, enable? = true }); authPlan(keys, nodes); ETCD_USERS
+ *   bin sluice-etcd-auth (src/etcd-auth-main.ts): the same from the command line.
  *
  * Records
  * - records.ts: zod schemas of NodeConfigRecord, AgentStatusRecord, HealthEndpointRecord (`decodeRecord`).

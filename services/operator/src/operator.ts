@@ -28,7 +28,7 @@ export interface OperatorOptions {
   leaseTtlSeconds?: number;
   pageSize?: number;
   /** Writer limits; the defaults suit a local etcd. */
-  writer?: { qps?: number; burst?: number; maxInFlight?: number };
+  writer?: { qps?: number; burst?: number; maxInFlight?: number; maxTxnOps?: number; maxRequestBytes?: number };
 }
 
 export interface OperatorStatus {
@@ -178,6 +178,8 @@ export class Operator {
       guard: this.election,
       registry: this.options.registry,
       log: log.child({ subsystem: 'writer' }),
+      // Transactions are cut by operations and by bytes (--max-txn-ops, --max-request-bytes): a full EndpointSlice
+      // record is ~22 KB, so 128 of them would pass etcd's 1.5 MiB request limit.
       ...this.options.writer,
     });
     this.writer = writer;
