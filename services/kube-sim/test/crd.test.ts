@@ -348,3 +348,35 @@ spec:
     expect(await kubectl('apply', '--server-side', '-f', await manifest('ssa.yaml', 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ssa2, namespace: default}\ndata: {c: "3"}\n'))).toContain('serverside-applied');
   });
 });
+
+describe('custom resource watches in the store', () => {
+  const crd = {
+    apiVersion: 'apiextensions.k8s.io/v1', kind: 'CustomResourceDefinition', metadata: { name: 'gadgets.example.com' },
+    spec: {
+      group: 'example.com', scope: 'Cluster', names: { plural: 'gadgets', kind: 'Gadget' },
+      versions: [{ name: 'v1', served: true, storage: true, schema: { openAPIV3Schema: { type: 'object', properties: { spec: { type: 'object', 'x-kubernetes-preserve-unknown-fields': true } } } } }],
+    },
+  };
+  const sink = () => {
+    const lines: string[] = [];
+    return { lines, sink: { write: (b: Buffer) => lines.push(...b.toString().trim().split('\n')), backlog: () => 0, end: () => undefined } };
+  };
+
+  it('answers a resourceVersion older than the window with a 410 ERROR event, and sends bookmarks to those who asked', async () => {
+    const { Store } = await import('../src/index.ts');
+    const store = new Store({ windowEvents: 2 });
+    store.create('customresourcedefinitions', crd);
+    const first = store.create('gadgets.example.com', { apiVersion: 'example.com/v1', kind: 'Gadget', metadata: { name: 'g0' }, spec: {} });
+    for (let i = 1; i < 5; i++) store.create('gadgets.example.com', { apiVersion: 'example.com/v1', kind: 'Gadget', metadata: { name: `g${i}` }, spec: {} });
+    const old = sink();
+    const w = store.watch('gadgets.example.com', { resourceVersion: String(first.rv) }, old.sink);
+    expect(w.closed).toBe(true);
+    expect(JSON.parse(old.lines[0]!)).toMatchObject({ type: 'ERROR', object: { kind: 'Status', code: 410, reason: 'Expired' } });
+    const recent = sink();
+    store.watch('gadgets.example.com', { resourceVersion: String(store.resourceVersion), allowWatchBookmarks: true }, recent.sink);
+    store.sendBookmarks();
+    expect(JSON.parse(recent.lines[0]!)).toMatchObject({ type: 'BOOKMARK', object: { kind: 'Gadget', apiVersion: 'example.com/v1', metadata: { resourceVersion: String(store.resourceVersion) } } });
+    // A wrong kind or version for the type is refused.
+    expect(() => store.create('gadgets.example.com', { apiVersion: 'example.com/v2', kind: 'Gadget', metadata: { name: 'x' } })).toThrow(/does not match/);
+  });
+});
