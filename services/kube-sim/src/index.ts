@@ -56,6 +56,14 @@ export interface KubeSimOptions extends Partial<SimulationOptions> {
   preinstalledCRDs?: boolean;
 }
 
+export interface ServiceAccountFiles {
+  /** Give this to `KubeConfig.loadFromCluster(pathPrefix)`. */
+  pathPrefix: string;
+  /** The service-account directory. */
+  dir: string;
+  env: { KUBERNETES_SERVICE_HOST: string; KUBERNETES_SERVICE_PORT: string };
+}
+
 export interface KubeSimStats {
   resourceVersion: number;
   objects: Record<string, number>;
@@ -89,6 +97,12 @@ export interface KubeSim {
   token?: string;
   /** A kubeconfig for another token (or none), same server and CA. */
   kubeconfigFor(token?: string): string;
+  /**
+   * What a pod's in-cluster client reads: `<root>/var/run/secrets/kubernetes.io/serviceaccount/{token,ca.crt,namespace}`
+   * and the KUBERNETES_SERVICE_HOST/PORT environment. `KubeConfig.loadFromCluster(pathPrefix)` with that env reaches
+   * this kube-sim over HTTPS with the token (default: the kubeconfig's).
+   */
+  writeServiceAccount(root: string, options?: { token?: string; namespace?: string }): Promise<ServiceAccountFiles>;
   store: Store;
   cluster: Simulation;
   faults: Faults;
@@ -157,6 +171,15 @@ export async function startKubeSim(options: KubeSimOptions = {}): Promise<KubeSi
     url, port, kubeconfigPath, kubeconfig: kubeconfigFor(url, 'kube-sim', auth), store, cluster, faults, server, stats,
     ...(tls ? { caPem: tls.caPem, caPath } : {}), ...(token ? { token } : {}),
     kubeconfigFor: (t?: string) => kubeconfigFor(url, 'kube-sim', { ...(tls ? { caPem: tls.caPem } : {}), ...(t ? { token: t } : {}) }),
+    async writeServiceAccount(root, sa = {}) {
+      if (!tls) throw new Error('kube-sim: in-cluster clients speak HTTPS; start it with tls');
+      const dir = join(root, 'var/run/secrets/kubernetes.io/serviceaccount');
+      await mkdir(dir, { recursive: true });
+      await Promise.all([
+        writeFile(join(dir, 'token'), sa.token ?? token ?? ''), writeFile(join(dir, 'ca.crt'), tls.caPem), writeFile(join(dir, 'namespace'), sa.namespace ?? 'default'),
+      ]);
+      return { pathPrefix: root, dir, env: { KUBERNETES_SERVICE_HOST: host, KUBERNETES_SERVICE_PORT: String(port) } };
+    },
     async close() {
       cluster.stop();
       await server.close();

@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
-import { readFile, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { request as httpsRequest } from 'node:https';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
@@ -102,5 +103,27 @@ describe('HTTPS and bearer tokens', () => {
     const readerKc = new KubeConfig();
     readerKc.loadFromString(sim.kubeconfigFor(READER));
     await expect(readerKc.makeApiClient(CoreV1Api).listServiceForAllNamespaces()).rejects.toThrow(/403|forbidden/i);
+  });
+
+  it('serves an in-cluster client (service-account token and CA files, KUBERNETES_SERVICE_HOST/PORT)', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'kube-sim-sa-'));
+    const sa = await sim.writeServiceAccount(root, { token: READER, namespace: 'ns-0' });
+    expect(await readFile(join(sa.dir, 'namespace'), 'utf8')).toBe('ns-0');
+    const saved = { host: process.env.KUBERNETES_SERVICE_HOST, port: process.env.KUBERNETES_SERVICE_PORT };
+    Object.assign(process.env, sa.env);
+    try {
+      const kc = new KubeConfig();
+      kc.loadFromCluster(sa.pathPrefix);
+      expect(kc.getCurrentCluster()?.server).toBe(sim.url);
+      const nodes = await kc.makeApiClient(CoreV1Api).listNode();
+      expect(nodes.items.map((n) => n.metadata?.name)).toEqual(['node-00001', 'node-00002']);
+      await expect(kc.makeApiClient(CoreV1Api).listNamespacedService({ namespace: 'ns-0' })).rejects.toThrow(/403|forbidden/i);
+    } finally {
+      for (const [k, v] of [['KUBERNETES_SERVICE_HOST', saved.host], ['KUBERNETES_SERVICE_PORT', saved.port]] as const) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+      await rm(root, { recursive: true, force: true });
+    }
   });
 });
