@@ -15,3 +15,5 @@ export { LocalEndpointStore, localEndpointSchema, type LocalEndpointRecord } fro
 export { StatusPublisher } from './status.ts';
 export { startHealthListener, type HealthListener, type HttpProbeOutcome } from './health-listener.ts';
 export { startHealthProbing, type HealthProbing, type HealthProbingOptions } from './health-probing.ts';
+export { buildLbService, ServicesTable } from './tables/services.ts';
+export { startServices, servicesTarget, collectConntrack, type Services, type ServicesOptions, type ServicesStatus } from './reconcilers/services.ts';

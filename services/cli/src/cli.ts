@@ -133,6 +133,61 @@ export function buildProgram(io: Io, setExit: (code: number) => void): Command {
       });
   }
 
+  // Services (kube-proxy replacement): the frontends a node load-balances, and its raw load-balancer maps.
+  const nodeMapsOptions = z.object({ node: z.string().min(1), pinDir: z.string().min(1).optional(), json: z.boolean().optional() });
+  program
+    .command('service')
+    .description('Services as a node load-balances them')
+    .command('list')
+    .description('Every frontend of a node: ID, frontend, service type, each backend (active, terminating), like cilium-dbg service list')
+    .requiredOption('--node <name>', 'the node (traffic policies Local make the answer per node)')
+    .option('--pin-dir <dir>', 'the node\'s bpffs pin directory, for the ids (default: from the demo, else /sys/fs/bpf/sluice/<node>)')
+    .option('--json', 'print as JSON')
+    .action(async (_o, cmd: Command) => {
+      const o = opts(cmd, nodeMapsOptions);
+      const t = await target(cmd);
+      const { openCluster } = await import('./cluster.ts');
+      const { listServices, renderServices } = await import('./services.ts');
+      const { openNodeMaps, pinDirFor } = await import('./bpf.ts');
+      // The ids come from the node's maps; without them (not root, another machine) the list still prints.
+      let dp: Awaited<ReturnType<typeof openNodeMaps>> | undefined;
+      try {
+        dp = openNodeMaps(o.node, pinDirFor(t, o.node, o.pinDir));
+      } catch {
+        dp = undefined;
+      }
+      const reader = openCluster(t.etcd, t.etcdRoot);
+      try {
+        const rows = await listServices(reader, o.node, dp);
+        io.stdout(o.json ? json(rows.items) : renderServices(rows.items));
+        for (const e of rows.errors) io.stderr(`sluice: unreadable record ${e}\n`);
+      } finally {
+        reader.close();
+        dp?.close();
+      }
+    });
+  bpf
+    .command('lb')
+    .description('The load-balancer maps of a node')
+    .command('list')
+    .description('Frontends, backends, Maglev tables and connection-tracking counts as the node\'s maps hold them')
+    .requiredOption('--node <name>', 'the node')
+    .option('--pin-dir <dir>', 'the node\'s bpffs pin directory (default: from the demo, else /sys/fs/bpf/sluice/<node>)')
+    .option('--json', 'print as JSON')
+    .action(async (_o, cmd: Command) => {
+      const o = opts(cmd, nodeMapsOptions);
+      const t = o.pinDir ? undefined : await target(cmd).catch(() => undefined);
+      const { openNodeMaps, pinDirFor } = await import('./bpf.ts');
+      const { readLbMaps, renderLbMaps } = await import('./services.ts');
+      const dp = openNodeMaps(o.node, pinDirFor(t, o.node, o.pinDir));
+      try {
+        const view = readLbMaps(dp);
+        io.stdout(o.json ? json(view) : renderLbMaps(view));
+      } finally {
+        dp.close();
+      }
+    });
+
   const connectivity = program.command('connectivity').description('Connectivity checks');
   connectivity
     .command('test')

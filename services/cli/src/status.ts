@@ -16,6 +16,7 @@ const agentWatchSchema = z.object({
   etcd: z.object({ connected: z.boolean(), retries: z.number(), decodeErrors: z.number(), lastError: z.string().optional() }),
   reconcilers: z.array(z.object({ name: z.string(), rows: z.object({ done: z.number(), pending: z.number(), error: z.number() }), driftRepaired: z.number().optional() })).optional(),
   conflicts: z.object({ counts: z.record(z.string(), z.number()) }).optional(),
+  kubeProxyReplacement: z.object({ enabled: z.boolean(), synced: z.boolean(), services: z.number(), programmed: z.number() }).optional(),
 });
 type AgentLocalStatus = z.infer<typeof agentWatchSchema>;
 type AgentWatch = AgentLocalStatus['etcd'];
@@ -55,6 +56,7 @@ export interface StatusReport {
   agents: Section;
   hostRouting: Section;
   masquerading: Section;
+  kubeProxyReplacement: Section;
   endpoints: Section;
   controllers: Section;
   reconcilers: Section;
@@ -68,6 +70,7 @@ export const SECTION_LABELS: Record<Exclude<keyof StatusReport, 'node' | 'time'>
   agents: 'Agents',
   hostRouting: 'Host Routing',
   masquerading: 'Masquerading',
+  kubeProxyReplacement: 'KubeProxyReplacement',
   endpoints: 'Endpoints',
   controllers: 'Controller Status',
   reconcilers: 'Reconcilers',
@@ -147,6 +150,7 @@ export async function gatherStatus(target: Target, options: StatusOptions = {}):
       masquerading: agents.length
         ? { state: 'Ok', summary: byValue(agents, (a) => a.masquerading), data: Object.fromEntries(agents.map((a) => [a.node, a.masquerading])) }
         : { state: 'Disabled', summary: 'unknown (no agent reporting)' },
+      kubeProxyReplacement: kubeProxyReplacementSection(locals, agents.length),
       endpoints: endpointsSection(agents, podCount, options.node),
       controllers: controllersSection(operator.syncedKinds.length, operator.kinds.length, agents, watches, [...agentsRead.errors, ...nodesRead.errors]),
       reconcilers: reconcilersSection(locals, agents.length),
@@ -224,6 +228,24 @@ function controllersSection(syncedKinds: number, kinds: number, agents: AgentSta
 }
 
 /** Rows per target summed over the agents whose status endpoint answered: done, pending, in error; drift; conflicts. */
+/** What the agents' service load balancer does (their local /status), like cilium's "KubeProxyReplacement: True". */
+export function kubeProxyReplacementSection(locals: Map<string, AgentLocalStatus>, agents: number): Section {
+  const reporting = [...locals].filter(([, l]) => l.kubeProxyReplacement);
+  if (!reporting.length) return { state: 'Disabled', summary: 'unknown (no agent status endpoint reachable from here)' };
+  const off = reporting.filter(([, l]) => !l.kubeProxyReplacement!.enabled).map(([n]) => n);
+  const syncing = reporting.filter(([, l]) => !l.kubeProxyReplacement!.synced).map(([n]) => n);
+  const services = Math.max(...reporting.map(([, l]) => l.kubeProxyReplacement!.services));
+  const features = '[ClusterIP, NodePort, ExternalIPs, LoadBalancer IPs; TCP, UDP; Maglev, connection tracking, session affinity, traffic policies; no socket LB]';
+  const parts = [off.length === reporting.length ? 'False' : `True   ${features}`, `${services} services`, `${reporting.length}/${agents} agents reporting`];
+  if (off.length && off.length < reporting.length) parts.push(`off on ${off.join(', ')}`);
+  if (syncing.length) parts.push(`not synced yet on ${syncing.join(', ')}`);
+  return {
+    state: syncing.length ? 'Warning' : 'Ok',
+    summary: parts.join(', '),
+    data: Object.fromEntries(reporting.map(([n, l]) => [n, l.kubeProxyReplacement])),
+  };
+}
+
 export function reconcilersSection(locals: Map<string, AgentLocalStatus>, agents: number): Section {
   const reporting = [...locals].filter(([, l]) => l.reconcilers);
   if (!reporting.length) return { state: 'Disabled', summary: 'unknown (no agent status endpoint reachable from here)' };
