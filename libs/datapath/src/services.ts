@@ -246,6 +246,73 @@ export class LbProgrammer {
   }
 
   /**
+   * Programs many services at once (`undefined`: remove): one batch per map for all of them, in apply()'s order.
+   * If a batch fails, each service is applied on its own so only the ones that fail are reported.
+   */
+  applyMany(rows: ReadonlyArray<readonly [string, LbService | undefined]>): Array<{ key: string; error: Error }> {
+    if (rows.length <= 1) return rows.flatMap(([key, svc]) => this.tryApply(key, svc));
+    const maps = this.dp.maps;
+    const plans = rows.map(([key, svc]) => ({ key, old: this.programmed.get(key), next: svc ? this.compile(svc) : undefined }));
+    const backends = new Map<number, BackendValue>();
+    const tables = new Map<number, Uint32Array>();
+    const frontends = new Map<string, [ServiceKey, ServiceValue]>();
+    const goneFrontends = new Map<string, ServiceKey>();
+    const goneTables = new Set<number>();
+    for (const { old, next } of plans) {
+      for (const [id, v] of next?.backends ?? []) if (!sameBackend(old?.backends.get(id), v)) backends.set(id, v);
+      for (const [id, t] of next?.tables ?? []) if (!sameTable(old?.tables.get(id), t)) tables.set(id, t);
+      for (const [id, e] of next?.frontends ?? []) if (!sameFrontend(old?.frontends.get(id)?.[1], e[1])) frontends.set(id, e);
+      for (const [id, [k]] of old?.frontends ?? []) if (!next?.frontends.has(id)) goneFrontends.set(id, k);
+      for (const id of old?.tables.keys() ?? []) if (!next?.tables.has(id)) goneTables.add(id);
+    }
+    for (const id of frontends.keys()) goneFrontends.delete(id);
+    for (const id of tables.keys()) goneTables.delete(id);
+    try {
+      maps.backends.upsertBatch([...backends].map(([id, v]) => [{ id }, v] as const));
+      maps.maglev.upsertBatch([...tables]);
+      maps.services.upsertBatch([...frontends.values()]);
+      maps.services.deleteBatch([...goneFrontends.values()]);
+      maps.maglev.deleteBatch([...goneTables]);
+    } catch {
+      return rows.flatMap(([key, svc]) => this.tryApply(key, svc));
+    }
+    const released = new Set<number>();
+    for (const { key, old, next } of plans) {
+      for (const id of next?.backends.keys() ?? []) {
+        if (old?.backends.has(id)) continue;
+        this.backendRefs.set(id, (this.backendRefs.get(id) ?? 0) + 1);
+        released.delete(id);
+      }
+      for (const id of old?.backends.keys() ?? []) {
+        if (next?.backends.has(id)) continue;
+        const refs = (this.backendRefs.get(id) ?? 1) - 1;
+        if (refs > 0) this.backendRefs.set(id, refs);
+        else {
+          this.backendRefs.delete(id);
+          released.add(id);
+        }
+      }
+      if (next) this.programmed.set(key, next);
+      else this.programmed.delete(key);
+    }
+    try {
+      if (released.size) maps.backends.deleteBatch([...released].map((id) => ({ id })));
+    } catch {
+      // Unreferenced backends left behind are harmless (nothing points at them); the next full pass removes them.
+    }
+    return [];
+  }
+
+  private tryApply(key: string, svc: LbService | undefined): Array<{ key: string; error: Error }> {
+    try {
+      this.apply(key, svc);
+      return [];
+    } catch (err) {
+      return [{ key, error: err instanceof Error ? err : new Error(String(err)) }];
+    }
+  }
+
+  /**
    * Compares the maps with every desired service: removes entries none of them has, returns the services whose
    * entries are missing or differ (to apply again). Afterwards the programmer's idea of the maps is what they hold.
    */

@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { BE_F_TERMINATING, HAIRPIN_IP, MAGLEV_M } from '@sluice/bpf';
 import { afterAll, describe, expect, it } from 'vitest';
-import { activeBackends, LbProgrammer, loadDatapath, maglevTable, removePins, simpleService, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, testRun, type Datapath, type LbBackend, type LbService } from '../src/index.ts';
+import { activeBackends, LbProgrammer, loadDatapath, maglevTable, memoryDatapath, removePins, simpleService, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, testRun, type Datapath, type LbBackend, type LbService } from '../src/index.ts';
 
 const pinDirs: string[] = [];
 afterAll(() => {
@@ -82,6 +82,25 @@ describe('Maglev', () => {
     expect(activeBackends([b('10.0.0.2', true, true, false), b('10.0.0.1', false, true, true)]).map((x) => x.ip)).toEqual(['10.0.0.2']);
     expect(activeBackends([b('10.0.0.2', false, false, true), b('10.0.0.1', false, true, true)]).map((x) => x.ip)).toEqual(['10.0.0.1']);
     expect(activeBackends([b('10.0.0.1', false, false, false)])).toEqual([]);
+  });
+});
+
+describe('LbProgrammer.applyMany', () => {
+  it('programs many services in one batch per map; a backend shared by two services lives while one uses it', () => {
+    const dp = memoryDatapath();
+    const lb = new LbProgrammer(dp);
+    const shared = { ip: '10.1.0.1', port: 8080 };
+    expect(lb.applyMany([
+      ['a', simpleService('a', '10.96.0.1', 80, 'tcp', [shared, { ip: '10.1.0.2', port: 8080 }])],
+      ['b', simpleService('b', '10.96.0.2', 80, 'tcp', [shared])],
+      ['c', simpleService('c', '10.96.0.3', 53, 'udp', [])],
+    ])).toEqual([]);
+    expect([dp.maps.services.count(), dp.maps.maglev.count(), dp.maps.backends.count()]).toEqual([3, 2, 2]);
+    lb.applyMany([['a', undefined], ['c', undefined]]);
+    expect(dp.maps.backends.entries().map(([, v]) => v.ip)).toEqual(['10.1.0.1']);
+    lb.applyMany([['b', undefined], ['a', simpleService('a', '10.96.0.1', 80, 'tcp', [shared])]]);
+    expect([dp.maps.services.count(), dp.maps.maglev.count(), dp.maps.backends.count()]).toEqual([1, 1, 1]);
+    expect(lb.prune([['a', simpleService('a', '10.96.0.1', 80, 'tcp', [shared])]]).outOfDate).toEqual([]);
   });
 });
 

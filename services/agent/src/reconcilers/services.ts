@@ -35,10 +35,8 @@ export function servicesTarget(programmer: LbProgrammer): ReconcileTarget<LbServ
   };
   return {
     name: 'services',
-    update: (rows) => {
-      const byKey = new Map(rows);
-      return each([...byKey.keys()], (key) => programmer.apply(key, byKey.get(key)));
-    },
+    // One batch per map for the whole set of rows (a cold start programs 20,000 services in three writes).
+    update: (rows) => programmer.applyMany(rows),
     delete: (keys) => each(keys, (key) => programmer.apply(key, undefined)),
     prune: (desired) => {
       const r = programmer.prune(desired.entries());
