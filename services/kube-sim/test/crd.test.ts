@@ -65,6 +65,7 @@ describe('custom resources through kubectl', () => {
       const crd = JSON.parse(await kubectl('get', 'crd', name, '-o', 'json'));
       expect(crd.status.conditions).toEqual(expect.arrayContaining([expect.objectContaining({ type: 'Established', status: 'True' })]));
     }
+    expect(await kubectl('wait', '--for=condition=Established', 'crd/sluicenodeconfigs.sluice.io', '--timeout=10s')).toContain('condition met');
     const resources = await kubectl('api-resources', '--api-group', 'sluice.io');
     expect(resources).toMatch(/sluiceloadbalancerippools\s+lbippool,lbippools\s+sluice\.io\/v1alpha1\s+false\s+SluiceLoadBalancerIPPool/);
     expect(resources).toMatch(/sluicenodeconfigs\s+snc\s+sluice\.io\/v1alpha1\s+false\s+SluiceNodeConfig/);

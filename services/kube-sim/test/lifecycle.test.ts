@@ -103,6 +103,24 @@ describe('pod lifecycle', () => {
     await waitFor(() => sim!.store.get('pods', churned[0]!.namespace, churned[0]!.name)?.fields['status.phase'] === 'Running');
   });
 
+  it('keeps the lab kubelet\'s path: a Pending pod on an empty node, its status patched Running by the kubelet, deleted at once', async () => {
+    sim = await startSmall({ nodes: 1, podsPerNode: 1, services: 0, namespaces: 1, podStartDelayMs: 50 });
+    sim.cluster.addNode({ name: 'lab-1', pods: 0, heartbeat: true });
+    const info = sim.cluster.nodeInfo('lab-1')!;
+    sim.cluster.createPod({ namespace: 'default', name: 'web-1-1', nodeName: 'lab-1', phase: 'Pending', assignIP: false, labels: { app: 'lab-web' } });
+    const listed = await request(sim, 'GET', `/api/v1/pods?fieldSelector=${encodeURIComponent('spec.nodeName=lab-1')}`);
+    expect(listed.json.items.map((p: { metadata: { name: string } }) => p.metadata.name)).toEqual(['web-1-1']);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(sim.store.get('pods', 'default', 'web-1-1')!.fields['status.phase']).toBe('Pending');
+    const ip = info.podCIDR.replace(/0\/\d+$/, '7');
+    const patched = await request(sim, 'PATCH', '/api/v1/namespaces/default/pods/web-1-1/status',
+      { status: { phase: 'Running', podIP: ip, podIPs: [{ ip }], hostIP: info.internalIP, hostIPs: [{ ip: info.internalIP }] } }, 'application/merge-patch+json');
+    expect(patched.status).toBe(200);
+    expect(patched.json.status.podIP).toBe(ip);
+    sim.cluster.deletePod('default', 'web-1-1');
+    expect(sim.store.get('pods', 'default', 'web-1-1')).toBeUndefined();
+  });
+
   it('leaves the lab kubelet\'s pods (on nodes registered empty) to it', () => {
     const store = new Store();
     const cluster = new Simulation(store, { nodes: 0, services: 0, podStartDelayMs: 1 });
