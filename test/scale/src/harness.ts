@@ -14,6 +14,7 @@ import type { HostCommand, HostMessage, KubeSimCounters, PodChange, WorkerComman
 import { forkTs, spawnTs, type Child } from './processes.ts';
 import { metricValue, procSample, scrape } from './procstat.ts';
 import type { Scenario } from './scenario.ts';
+import { runHealthPhase } from './health-phase.ts';
 import { lowerBound, summarize } from './stats.ts';
 import type { Results, SeriesPoint } from './results.ts';
 
@@ -517,24 +518,11 @@ export async function runScale(scenario: Scenario, options: RunOptions): Promise
     // --- health ---
     let healthResult: Results['health'] = undefined;
     if (scenario.healthPhase > 0) {
-      phase(`health: ${ready.nodes.length} simulated probers report to the health service; one node dies half-way`);
-      const victim = ready.nodes[Math.floor(ready.nodes.length / 2)]!;
-      const sim = spawnTs('health-sim', here('./health-sim.ts'), [JSON.stringify({
-        address: `127.0.0.1:${healthPort}`, nodes: ready.nodes, failAfterMs: scenario.healthPhase / 2, durationMs: scenario.healthPhase, victim,
-      })], join(logs, 'health-sim.log'), 'pipe');
-      let out = '';
-      sim.process.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
-      const exited = new Promise<void>((resolve) => sim.process.once('exit', () => resolve()));
-      const healthCpu0 = procSample(health.pid)?.cpuSeconds ?? 0;
-      const hT0 = Date.now();
-      await Promise.race([exited, sleep(scenario.healthPhase + 60_000)]);
-      await sim.stop();
-      const healthCpu1 = procSample(health.pid)?.cpuSeconds ?? 0;
-      const line = out.trim().split('\n').at(-1);
-      if (line) {
-        const parsed = JSON.parse(line) as NonNullable<Results['health']>;
-        healthResult = { ...parsed, serviceCpuPercent: ((healthCpu1 - healthCpu0) / ((Date.now() - hT0) / 1000)) * 100, serviceRssMiB: (procSample(health.pid)?.rssBytes ?? 0) / 1024 / 1024 };
-      }
+      phase(`health: ${ready.nodes.length} simulated probers report to the health service (${scenario.healthLoss * 100} % probe loss, a broken pair); one node dies half-way`);
+      healthResult = await runHealthPhase({
+        address: `127.0.0.1:${healthPort}`, nodes: ready.nodes, durationMs: scenario.healthPhase, lossRate: scenario.healthLoss, pair: scenario.healthPair,
+        servicePid: health.pid, logFile: join(logs, 'health-sim.log'),
+      });
     }
 
     // --- figures ---

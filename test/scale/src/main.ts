@@ -30,6 +30,8 @@ const program = new Command('sluice-scale')
   .addOption(flag('--light-workers <n>', 'processes for them (default 2)'))
   .addOption(flag('--light-clients <n>', 'etcd clients (watch streams) for them, in total (default 1000)'))
   .addOption(flag('--health-phase <duration>', 'health phase after the measured one, 0 to skip (default 40s)'))
+  .addOption(flag('--health-loss <share>', 'share of the health phase\'s probes lost at random (default 0.01)'))
+  .addOption(flag('--health-pair <which>', 'the pair that breaks in the health phase: next, random or none (default next)'))
   .addOption(flag('--out <dir>', 'parent folder of the run folder', 'scale-runs'))
   .addOption(flag('--report <runDir>', 'only (re)write the report of an earlier run from its results.json'));
 
@@ -41,6 +43,7 @@ const options = parseOptions(program, z.object({
   duration: z.string().optional(), heartbeatOnly: z.string().optional(), burstPods: intFlag, burstAt: z.string().optional(),
   etcdRestartAt: z.string().optional(), etcdDowntime: z.string().optional(), fullAgents: intFlag, fullWorkers: intFlag,
   lightWatchers: intFlag, lightWorkers: intFlag, lightClients: intFlag, healthPhase: z.string().optional(), out: z.string().min(1),
+  healthLoss: z.coerce.number().min(0).max(0.5).optional(), healthPair: z.enum(['next', 'random', 'none']).optional(),
   report: z.string().min(1).optional(),
 }));
 
@@ -65,6 +68,7 @@ try {
     duration: options.duration, heartbeatOnly: options.heartbeatOnly, burstPods: options.burstPods, burstAt: options.burstAt,
     etcdRestartAt: options.etcdRestartAt, etcdDowntime: options.etcdDowntime, fullAgents: options.fullAgents, fullWorkers: options.fullWorkers,
     lightWatchers: options.lightWatchers, lightWorkers: options.lightWorkers, lightClients: options.lightClients, healthPhase: options.healthPhase,
+    healthLoss: options.healthLoss, healthPair: options.healthPair,
   };
   for (const [k, v] of Object.entries(overrides)) if (v !== undefined) base[k] = v;
   scenario = resolveScenario(base);

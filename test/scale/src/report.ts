@@ -2,6 +2,7 @@
  * The run's report: report.md with SVG plots rendered by vega-lite → vega (server-side, no canvas, no native deps),
  * goals against results, and how each figure was obtained.
  */
+import { healthPhaseFindings } from './health-phase.ts';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as vega from 'vega';
@@ -84,7 +85,14 @@ export function goals(r: Results): Goal[] {
         }, {
           goal: 'Health: probes per node per second', target: '≤ 15',
           result: `${fmt(r.health.probesPerNodePerSecondMean, 1)} mean, ${fmt(r.health.probesPerNodePerSecondMax, 1)} max`, met: r.health.probesPerNodePerSecondMax <= 15.5,
-        }]
+        }, {
+          goal: `Health: no false verdict with ${fmt((r.health.lossRate ?? 0) * 100, 1)} % random probe loss`, target: '0',
+          result: `${fmt(r.health.falseVerdicts ?? 0)}`, met: (r.health.falseVerdicts ?? 0) === 0,
+        }, ...(r.health.pair ? [{
+          goal: 'Health: broken pair shown (from its first failed probe; the ring reaches a random pair later)', target: '≤ 60 s',
+          result: r.health.pair.shownAfterFirstFailedProbeMs === null ? 'not shown' : `${fmt(r.health.pair.shownAfterFirstFailedProbeMs / 1000, 1)} s (${fmt((r.health.pair.shownAfterMs ?? 0) / 1000, 1)} s after the block; random pair ~${fmt(r.health.pair.expectedCoverageMs / 1000, 0)} s)`,
+          met: r.health.pair.shownAfterFirstFailedProbeMs !== null && r.health.pair.shownAfterFirstFailedProbeMs <= 60_000,
+        }] : [])]
       : []),
   ];
 }
@@ -224,8 +232,8 @@ export async function writeReport(r: Results, outDir: string): Promise<string[]>
   if (r.health) {
     const h = r.health;
     lines.push('## Health', '');
-    lines.push(`The real health service, with ${fmt(h.n)} simulated probers on the schedule of \`@sluice/prober\` (fanout ${h.fanout}, round ${fmt(h.roundMs)} ms, a probe of each node every ${fmt(h.slotMs)} ms, quorum ${h.quorum}), each reporting once per second on its own open ReportProbes stream. Probes are simulated (no packets: this machine cannot hold ${fmt(h.n)} network namespaces); a node (${h.victim}) died half-way. ` +
-      `**Detection: ${h.detectionMs === null ? 'not detected' : `${fmt(h.detectionMs / 1000, 2)} s`}** (WatchClusterHealth event; documented bound ${fmt(h.documentedDetectionMs / 1000, 2)} s). **Probes per node per second: ${fmt(h.probesPerNodePerSecondMean, 1)}** (max ${fmt(h.probesPerNodePerSecondMax, 1)}). Health service: ${fmt(h.serviceCpuPercent)} % CPU, ${fmt(h.serviceRssMiB)} MiB RSS during this phase. Report send errors: ${h.sendErrors}.`, '');
+    lines.push(`The real health service, with ${fmt(h.n)} simulated probers on the schedule of \`@sluice/prober\` (fanout ${h.fanout}, round ${fmt(h.roundMs)} ms, a probe of each node every ${fmt(h.slotMs)} ms, quorum ${h.quorum}), each reporting once per second on its own open ReportProbes stream. Probes are simulated (no packets: this machine cannot hold ${fmt(h.n)} network namespaces); a node (${h.victim}) died half-way, a pair stopped reaching each other early on. ` +
+      `**Detection: ${h.detectionMs === null ? 'not detected' : `${fmt(h.detectionMs / 1000, 2)} s`}** (WatchClusterHealth event; documented bound ${fmt(h.documentedDetectionMs / 1000, 2)} s). **Probes per node per second: ${fmt(h.probesPerNodePerSecondMean, 1)}** (max ${fmt(h.probesPerNodePerSecondMax, 1)}). Health service: ${fmt(h.serviceCpuPercent)} % CPU, ${fmt(h.serviceRssMiB)} MiB RSS during this phase. Report send errors: ${h.sendErrors}. ${healthPhaseFindings(h)}`, '');
   }
   lines.push('## Files', '', '- `results.json`: every figure above and the time series.', `- ${files.map((f) => `\`${f}\``).join(', ')}: plots (vega-lite → SVG).`, '- `logs/`: each process\'s log.', '');
   await writeFile(join(outDir, 'report.md'), lines.join('\n'));

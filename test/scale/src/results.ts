@@ -129,6 +129,15 @@ export interface Results {
         sendErrors: number;
         serviceCpuPercent?: number;
         serviceRssMiB?: number;
+        lossRate?: number;
+        /** The broken pair: when its first probe failed and when the service showed it, from the block. */
+        pair?: {
+          a: string; b: string; choice: string; blockedAt: number;
+          firstFailedProbeAfterMs: number | null; shownAfterMs: number | null; shownAfterFirstFailedProbeMs: number | null; expectedCoverageMs: number;
+        } | null;
+        /** Verdicts about nodes that were fine (unreachable, endpoint or agent down, a pair other than the broken one). */
+        falseVerdicts?: number;
+        falseVerdictExamples?: string[];
       }
     | undefined;
   kubeSim: { stats: KubeSimCounters | null };

@@ -39,6 +39,10 @@ export const scenarioSchema = z.strictObject({
   lightClients: z.number().int().min(1).default(1000),
   /** After the measured phase: simulated probers report to the health service; one node is made unreachable. */
   healthPhase: duration.default(40_000),
+  /** Share of the health phase's probes lost at random: no false verdict may come of it (the goal: 1 % over 10 min). */
+  healthLoss: z.number().min(0).max(0.5).default(0.01),
+  /** The pair of nodes that stop reaching each other during the health phase (see health-sim.ts). */
+  healthPair: z.enum(['next', 'random', 'none']).default('next'),
   /** Seconds between progress lines when stdout is not a TTY. */
   progressEvery: duration.default(5_000),
 });
