@@ -35,6 +35,7 @@ export interface StructuralSchema {
   'x-kubernetes-int-or-string'?: boolean;
   'x-kubernetes-embedded-resource'?: boolean;
   'x-kubernetes-list-type'?: string;
+  'x-kubernetes-list-map-keys'?: string[];
   [key: string]: unknown;
 }
 
@@ -158,6 +159,17 @@ class Walker {
       v.forEach((e, i) => {
         const k = JSON.stringify(e);
         if (seen.has(k)) this.bad(`${path}[${i}]`, `Duplicate value: ${shown(e)}`, 'FieldValueDuplicate');
+        seen.add(k);
+      });
+    }
+    const mapKeys = s['x-kubernetes-list-type'] === 'map' ? (s['x-kubernetes-list-map-keys'] as string[] | undefined) ?? [] : [];
+    if (mapKeys.length) {
+      const seen = new Set<string>();
+      v.forEach((e, i) => {
+        if (!isObject(e)) return;
+        const id = Object.fromEntries(mapKeys.filter((k) => e[k] !== undefined).map((k) => [k, e[k]]));
+        const k = JSON.stringify(id);
+        if (seen.has(k)) this.bad(`${path}[${i}]`, `Duplicate value: map[string]interface {}{${mapKeys.filter((m) => m in id).map((m) => `"${m}":${JSON.stringify(id[m])}`).join(', ')}}`, 'FieldValueDuplicate');
         seen.add(k);
       });
     }

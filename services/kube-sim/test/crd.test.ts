@@ -66,6 +66,7 @@ describe('custom resources through kubectl', () => {
       expect(crd.status.conditions).toEqual(expect.arrayContaining([expect.objectContaining({ type: 'Established', status: 'True' })]));
     }
     expect(await kubectl('wait', '--for=condition=Established', 'crd/sluicenodeconfigs.sluice.io', '--timeout=10s')).toContain('condition met');
+    expect((await kubectl('apply', '-k', CRDS)).match(/unchanged/g)).toHaveLength(3);
     const resources = await kubectl('api-resources', '--api-group', 'sluice.io');
     expect(resources).toMatch(/sluiceloadbalancerippools\s+lbippool,lbippools\s+sluice\.io\/v1alpha1\s+false\s+SluiceLoadBalancerIPPool/);
     expect(resources).toMatch(/sluicenodeconfigs\s+snc\s+sluice\.io\/v1alpha1\s+false\s+SluiceNodeConfig/);
@@ -134,6 +135,9 @@ spec:
     const badStatus = await request(sim, 'PATCH', `${base}/st/status`, { status: { conditions: [{ ...condition, status: 'Maybe' }] } }, 'application/merge-patch+json');
     expect(badStatus.status).toBe(422);
     expect(badStatus.json.details.causes[0].field).toBe('status.conditions[0].status');
+    const twice = await request(sim, 'PATCH', `${base}/st/status`, { status: { conditions: [condition, condition] } }, 'application/merge-patch+json');
+    expect(twice.status).toBe(422);
+    expect(twice.json.details.causes[0]).toMatchObject({ field: 'status.conditions[1]', reason: 'FieldValueDuplicate' });
     const json = await request(sim, 'PATCH', `${base}/st`, [{ op: 'replace', path: '/spec/defaults/a', value: '3' }], 'application/json-patch+json');
     expect(json.json.spec.defaults.a).toBe('3');
   });
