@@ -3,7 +3,7 @@
  * already sorted by the converters. Decoding validates against the same schema and names the first bad field.
  */
 import type { z } from 'zod';
-import { SCHEMA_VERSION, slimSchemas, type SlimKind, type SlimRecord } from './schema.ts';
+import { badEndpointAddress, SCHEMA_VERSION, slimEndpointSchema, slimSchemas, type SlimEndpoint, type SlimKind, type SlimRecord } from './schema.ts';
 
 export class SlimError extends Error {
   constructor(
@@ -43,6 +43,18 @@ export function validateSlim<K extends SlimKind>(kind: K, record: SlimRecord<K>)
     const id = [(record as { namespace?: string }).namespace, (record as { name?: string }).name].filter(Boolean).join('/');
     throw describeIssue(result.error, `bad ${kind}${id ? ` ${id}` : ''}`);
   }
+}
+
+/** Validates one endpoint of a slice of `type` (see `joinSlimEndpointSlice`); throws SlimError naming the field. */
+export function validateSlimEndpoint(type: SlimRecord<'endpointSlice'>['addressType'], endpoint: SlimEndpoint, index: number): void {
+  const result = slimEndpointSchema.safeParse(endpoint);
+  if (!result.success) {
+    const issue = result.error.issues[0]!;
+    const field = ['endpoints', index, ...issue.path].map(String).join('.');
+    throw new SlimError(`bad endpoint: field ${field} ${issue.message}`, field);
+  }
+  const bad = badEndpointAddress(type, endpoint);
+  if (bad >= 0) throw new SlimError(`bad endpoint: field endpoints.${index}.addresses.${bad} is not a valid ${type} address`, `endpoints.${index}.addresses.${bad}`);
 }
 
 const encoder = new TextEncoder();

@@ -4,13 +4,14 @@
  * heartbeat that touches nothing the datapath reads gives byte-identical output: the operator's "write only on change"
  * rests on that.
  */
-import type { V1EndpointSlice, V1Node, V1Pod, V1Service } from '@kubernetes/client-node';
+import type { V1Endpoint, V1EndpointSlice, V1Node, V1Pod, V1Service } from '@kubernetes/client-node';
 import {
   SCHEMA_VERSION,
   slimEndpointSliceSchema,
   slimNodeSchema,
   slimPodSchema,
   slimServiceSchema,
+  type SlimEndpoint,
   type SlimEndpointSlice,
   type SlimNode,
   type SlimPod,
@@ -133,6 +134,24 @@ export function buildSlimService(service: V1Service): SlimService {
   };
 }
 
+/** One endpoint of a slice, unvalidated (see `validateSlimEndpoint`). */
+export function buildSlimEndpoint(e: V1Endpoint): SlimEndpoint {
+  return {
+    addresses: orderedUnique(e.addresses ?? []),
+    // The API's rule: a nil ready condition means ready, nil serving follows ready, nil terminating means not.
+    ready: e.conditions?.ready ?? true,
+    serving: e.conditions?.serving ?? e.conditions?.ready ?? true,
+    terminating: e.conditions?.terminating ?? false,
+    nodeName: e.nodeName ?? '',
+    ...when('zone', e.zone || undefined),
+    ...when('hints', e.hints ? { forZones: sortedStrings((e.hints.forZones ?? []).map((z) => z.name)), ...when('forNodes', nonEmpty(sortedStrings((e.hints.forNodes ?? []).map((n) => n.name)))) } : undefined),
+    ...when('targetRef', e.targetRef ? { kind: e.targetRef.kind ?? '', namespace: e.targetRef.namespace ?? '', name: e.targetRef.name ?? '', uid: e.targetRef.uid ?? '' } : undefined),
+  };
+}
+
+/** The canonical order of a slice's endpoints: by their addresses (a stable sort, so ties keep the API's order). */
+export const endpointSortKey = (e: Pick<SlimEndpoint, 'addresses'>): string => e.addresses.join(',');
+
 /** Builds the record without validating it; `slimEndpointSlice` validates. Fields are built in schema order (canonical). */
 export function buildSlimEndpointSlice(slice: V1EndpointSlice): SlimEndpointSlice {
   return {
@@ -141,23 +160,26 @@ export function buildSlimEndpointSlice(slice: V1EndpointSlice): SlimEndpointSlic
     name: slice.metadata?.name ?? '',
     service: slice.metadata?.labels?.['kubernetes.io/service-name'] ?? '',
     addressType: slice.addressType as SlimEndpointSlice['addressType'],
-    endpoints: (slice.endpoints ?? [])
-      .map((e) => ({
-        addresses: orderedUnique(e.addresses ?? []),
-        // The API's rule: a nil ready condition means ready, nil serving follows ready, nil terminating means not.
-        ready: e.conditions?.ready ?? true,
-        serving: e.conditions?.serving ?? e.conditions?.ready ?? true,
-        terminating: e.conditions?.terminating ?? false,
-        nodeName: e.nodeName ?? '',
-        ...when('zone', e.zone || undefined),
-        ...when('hints', e.hints ? { forZones: sortedStrings((e.hints.forZones ?? []).map((z) => z.name)), ...when('forNodes', nonEmpty(sortedStrings((e.hints.forNodes ?? []).map((n) => n.name)))) } : undefined),
-        ...when('targetRef', e.targetRef ? { kind: e.targetRef.kind ?? '', namespace: e.targetRef.namespace ?? '', name: e.targetRef.name ?? '', uid: e.targetRef.uid ?? '' } : undefined),
-      }))
-      .sort(byKey((e) => e.addresses.join(','))),
+    endpoints: (slice.endpoints ?? []).map(buildSlimEndpoint).sort(byKey(endpointSortKey)),
     ports: (slice.ports ?? [])
       .map((p) => ({ name: p.name ?? '', port: p.port ?? 0, protocol: (p.protocol ?? 'TCP') as SlimEndpointSlice['ports'][number]['protocol'] }))
       .sort(byKey((p) => `${p.protocol}/${String(p.port).padStart(5, '0')}/${p.name}`)),
   };
+}
+
+/**
+ * The canonical bytes of a slice from its parts: `header` is the record built with no endpoints, `endpoints` the
+ * canonical bytes of each endpoint (`JSON.stringify(buildSlimEndpoint(e))`), already in canonical order. Equal to
+ * `JSON.stringify(buildSlimEndpointSlice(slice))`: lets a caller that sees one endpoint change in a slice of a hundred
+ * re-encode only that one.
+ */
+export function joinSlimEndpointSlice(header: SlimEndpointSlice, endpoints: readonly string[]): string {
+  const empty = JSON.stringify(header);
+  // The first `"endpoints":[]` is the key: inside a string a quote is escaped, so no value can contain it.
+  const at = empty.indexOf('"endpoints":[]');
+  if (at < 0 || header.endpoints.length > 0) throw new Error('joinSlimEndpointSlice needs a header built without endpoints');
+  const open = at + '"endpoints":['.length;
+  return `${empty.slice(0, open)}${endpoints.join(',')}${empty.slice(open)}`;
 }
 
 /**

@@ -2,7 +2,11 @@ import { describe, expect, it } from 'vitest';
 import type { V1Node } from '@kubernetes/client-node';
 import { heartbeat, realisticEndpointSlice, realisticNode, realisticPod, realisticService } from '@sluice/kube-objects';
 import {
+  buildSlimEndpoint,
   buildSlimEndpointSlice,
+  endpointSortKey,
+  joinSlimEndpointSlice,
+  validateSlimEndpoint,
   buildSlimNode,
   buildSlimPod,
   buildSlimService,
@@ -266,6 +270,23 @@ describe('literal records (written by hand, not computed with the converters)', 
       '{"v":1,"namespace":"shop","name":"cart-1","uid":"uid-cart-1","nodeName":"node-9","hostIP":"10.0.0.9","podIPs":["10.244.9.7","fd00:10:244:9::7"],' +
         '"hostNetwork":false,"phase":"Running","labels":{"app":"cart","pod-template-hash":"abc"},"deleting":true,"ports":[{"name":"http","port":80,"protocol":"TCP"}],"terminating":true}',
     );
+  });
+});
+
+describe('a slice from its parts', () => {
+  it('joins a header and encoded endpoints into exactly the bytes of the whole record', () => {
+    const slice = realisticEndpointSlice({ namespace: 'shop', service: 'web', name: 'web-1', endpoints: [{ ip: '10.244.2.3', nodeName: 'n2', podName: 'b' }, { ip: '10.244.1.3', nodeName: 'n1', podName: 'a' }] });
+    const header = buildSlimEndpointSlice({ ...slice, endpoints: [] });
+    const parts = slice.endpoints.map(buildSlimEndpoint).sort((a, b) => endpointSortKey(a).localeCompare(endpointSortKey(b))).map((e) => JSON.stringify(e));
+    expect(joinSlimEndpointSlice(header, parts)).toBe(JSON.stringify(buildSlimEndpointSlice(slice)));
+    expect(() => joinSlimEndpointSlice(buildSlimEndpointSlice(slice), parts)).toThrow(/without endpoints/);
+  });
+
+  it('validates one endpoint as the whole record would, naming the field', () => {
+    expect(() => validateSlimEndpoint('IPv4', buildSlimEndpoint({ addresses: ['10.1.2.3'] }), 0)).not.toThrow();
+    expect(() => validateSlimEndpoint('IPv4', buildSlimEndpoint({ addresses: ['fd00::3'] }), 7)).toThrow(/field endpoints\.7\.addresses\.0 is not a valid IPv4 address/);
+    expect(() => validateSlimEndpoint('IPv6', buildSlimEndpoint({ addresses: ['fd00::3'], zone: '' }), 1)).not.toThrow();
+    expect(() => validateSlimEndpoint('FQDN', buildSlimEndpoint({ addresses: ['db.example.com'] }), 0)).not.toThrow();
   });
 });
 

@@ -18,6 +18,7 @@ import { RepeatSuppressor, type Logger } from '@sluice/log';
 import { Counter, type Registry } from '@sluice/metrics';
 import { SlimError } from '@sluice/slim';
 import type { Mirrored } from './resources.ts';
+import type { EndpointSliceDecoder } from './slice-decoder.ts';
 import { UnchangedEventFilter } from './unchanged-filter.ts';
 import { KubeHttpError, listPage, watchOnce, type KubeObject, type WatchEventType } from './watch.ts';
 
@@ -56,6 +57,8 @@ export interface MirrorOptions {
   backoff?: Backoff;
 }
 
+type Precomputed = { value: string } | { error: unknown };
+
 /** A 410: the resourceVersion or continue token is too old for the API server. */
 function isGone(err: unknown): boolean {
   return err instanceof KubeHttpError && err.statusCode === 410;
@@ -71,6 +74,7 @@ export class KindMirror {
    */
   private readonly lastValue = new Map<string, string>();
   private readonly filter: UnchangedEventFilter | undefined;
+  private readonly decoder: EndpointSliceDecoder | undefined;
   private readonly suppressor = new RepeatSuppressor(60_000);
   private readonly backoff: Backoff;
   private readonly controller = new AbortController();
@@ -85,6 +89,7 @@ export class KindMirror {
   constructor(private readonly options: MirrorOptions) {
     this.backoff = options.backoff ?? new Backoff({ minMs: 500, maxMs: 30_000 });
     this.filter = options.resource.heartbeats ? new UnchangedEventFilter() : undefined;
+    this.decoder = options.resource.decoder?.();
     this.synced = new Promise((resolve) => (this.syncedResolve = resolve));
   }
 
@@ -158,6 +163,7 @@ export class KindMirror {
     const { resource, config, metrics, sink } = this.options;
     metrics.relists.inc({ kind: resource.kubeKind });
     this.filter?.clear();
+    this.decoder?.clear();
     let seen = new Set<string>();
     let token: string | undefined;
     let version = '';
@@ -210,14 +216,14 @@ export class KindMirror {
         resource.path,
         { resourceVersion: this.version, allowWatchBookmarks: true, timeoutSeconds: watchTimeoutSeconds() },
         {
-          onEvent: (type, object) => {
+          onEvent: (type, object, record) => {
             delivered++;
             if (type === 'ERROR') {
               failure = object as { code?: unknown; message?: unknown };
               local.abort();
               return;
             }
-            this.onEvent(type, object);
+            this.onEvent(type, object, record);
           },
           onUnchanged: () => this.onUnchanged(),
           onMalformed: (reason) => {
@@ -226,7 +232,7 @@ export class KindMirror {
           },
         },
         local.signal,
-        { filter: this.filter },
+        { filter: this.filter, decoder: this.decoder },
       );
     } finally {
       this.controller.signal.removeEventListener('abort', onStop);
@@ -238,8 +244,8 @@ export class KindMirror {
     return delivered ? 'ended' : 'empty';
   }
 
-  private onEvent(type: Exclude<WatchEventType, 'ERROR'>, object: KubeObject): void {
-    if (type === 'ADDED' || type === 'MODIFIED') this.apply(type, object);
+  private onEvent(type: Exclude<WatchEventType, 'ERROR'>, object: KubeObject, record?: Precomputed): void {
+    if (type === 'ADDED' || type === 'MODIFIED') this.apply(type, object, record);
     else if (type === 'DELETED') this.remove(object);
     const version = object.metadata?.resourceVersion;
     if (typeof version === 'string' && version) this.version = version;
@@ -254,8 +260,11 @@ export class KindMirror {
     this.backoff.reset();
   }
 
-  /** Applies an object's current state; returns its key (undefined for an object without a name). */
-  private apply(type: 'ADDED' | 'MODIFIED' | 'LISTED', obj: KubeObject): string | undefined {
+  /**
+   * Applies an object's current state; returns its key (undefined for an object without a name). `precomputed` is
+   * the validated canonical record a selective decoder already made, or the reason it could not.
+   */
+  private apply(type: 'ADDED' | 'MODIFIED' | 'LISTED', obj: KubeObject, precomputed?: Precomputed): string | undefined {
     const { resource, sink, metrics } = this.options;
     metrics.events.inc({ kind: resource.kubeKind, type });
     this.backoff.reset();
@@ -263,6 +272,15 @@ export class KindMirror {
     if (key === undefined) {
       this.skipMalformed(obj, new Error('the object has no name'));
       return undefined;
+    }
+    if (precomputed) {
+      if ('error' in precomputed) this.skipMalformed(obj, precomputed.error);
+      else if (this.lastValue.get(key) === precomputed.value) metrics.unchanged.inc({ kind: resource.kubeKind });
+      else {
+        this.lastValue.set(key, precomputed.value);
+        sink.upsert(key, precomputed.value);
+      }
+      return key;
     }
     let record;
     try {

@@ -14,6 +14,7 @@ import {
   type SlimKind,
   type SlimRecord,
 } from '@sluice/slim';
+import { EndpointSliceDecoder } from './slice-decoder.ts';
 import type { KubeObject } from './watch.ts';
 
 export interface Mirrored {
@@ -34,6 +35,8 @@ export interface Mirrored {
   validate: (record: SlimRecord<SlimKind>) => void;
   /** Whether its watch events are worth fingerprinting: only kinds whose objects heartbeat (Nodes). */
   heartbeats: boolean;
+  /** A selective decoder for its watch events, for kinds whose events are large and mostly unchanged. */
+  decoder?: () => EndpointSliceDecoder;
 }
 
 /** The name of an object, when it has a usable one. */
@@ -95,6 +98,7 @@ export function mirroredResources(keys: KeySchema): Mirrored[] {
       build: (obj) => buildSlimEndpointSlice(obj as V1EndpointSlice),
       validate: (record) => validateSlim('endpointSlice', record as SlimRecord<'endpointSlice'>),
       heartbeats: false,
+      decoder: () => new EndpointSliceDecoder(),
     },
   ];
 }

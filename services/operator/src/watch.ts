@@ -9,6 +9,7 @@
 import { STATUS_CODES, request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { request as httpsRequest, type RequestOptions } from 'node:https';
 import type { KubeConfig } from '@kubernetes/client-node';
+import type { EndpointSliceDecoder } from './slice-decoder.ts';
 import { UnchangedEventFilter, type FingerprintedObject } from './unchanged-filter.ts';
 
 /** An object as the API server sends it: only what the operator reads is typed, the rest is unknown. */
@@ -93,8 +94,11 @@ function statusMessage(body: Buffer): string | undefined {
 }
 
 export interface WatchHandlers {
-  /** A decoded event. For BOOKMARK (sent, or an unchanged event skipped) only metadata.resourceVersion is there. */
-  onEvent(type: WatchEventType, object: KubeObject): void;
+  /**
+   * A decoded event. For BOOKMARK (sent, or an unchanged event skipped) only metadata.resourceVersion is there.
+   * `record` is set when a selective decoder already made the slim record (or found why it cannot be made).
+   */
+  onEvent(type: WatchEventType, object: KubeObject, record?: { value: string } | { error: unknown }): void;
   /** Called for each event skipped without decoding (it changed nothing a slim record sees). */
   onUnchanged?(): void;
   /** Called for each line that is not a watch event (bad JSON or shape); the line is dropped. */
@@ -106,6 +110,8 @@ export interface WatchOptions {
   filter?: UnchangedEventFilter;
   /** A longer line than this ends the watch with an error instead of buffering without bound. */
   maxLineBytes?: number;
+  /** Decodes events selectively (EndpointSlices); a line it does not take is decoded as usual. */
+  decoder?: EndpointSliceDecoder;
 }
 
 const WATCH_TYPES = new Set<string>(['ADDED', 'MODIFIED', 'DELETED', 'BOOKMARK', 'ERROR']);
@@ -146,7 +152,7 @@ export async function watchOnce(config: KubeConfig, path: string, query: Query, 
         return;
       }
       response.socket.setKeepAlive(true, 30_000);
-      const lines = new LineSplitter(maxLineBytes, (line) => onLine(line, handlers, options.filter));
+      const lines = new LineSplitter(maxLineBytes, (line) => onLine(line, handlers, options));
       response.on('data', (chunk: Buffer) => {
         if (!lines.push(chunk)) end(new Error(`a watch event longer than ${maxLineBytes} bytes`));
       });
@@ -160,7 +166,12 @@ export async function watchOnce(config: KubeConfig, path: string, query: Query, 
   });
 }
 
-function onLine(line: Buffer, handlers: WatchHandlers, filter: UnchangedEventFilter | undefined): void {
+function onLine(line: Buffer, handlers: WatchHandlers, { filter, decoder }: WatchOptions): void {
+  const decoded = decoder?.decode(line);
+  if (decoded) {
+    handlers.onEvent(decoded.type, decoded.object, decoded.record);
+    return;
+  }
   const verdict = filter?.classify(line.toString('latin1'));
   if (verdict?.unchanged) {
     handlers.onUnchanged?.();
