@@ -22,6 +22,7 @@ const program = new Command('sluice-agent')
   .addOption(flag('--state-dir <dir>', 'where local endpoints are kept across restarts (default /var/run/sluice/<node>)'))
   .addOption(flag('--api-socket <path>', 'unix socket of the local API for the CNI plugin (default <state-dir>/agent.sock)'))
   .addOption(flag('--api-port <port>', 'serve the local API on 127.0.0.1:<port> instead of a unix socket'))
+  .addOption(flag('--api-group <gid>', 'numeric group that may call the local API besides root (the socket becomes 0660, owned by it)'))
   .addOption(flag('--metrics-host <host>', 'address of /metrics, /status, /healthz, /readyz', '127.0.0.1'))
   .addOption(flag('--metrics-port <port>', 'port of /metrics, /status, /healthz, /readyz (0 picks a free one)', '9876'))
   .addOption(flag('--health-port <port>', 'health port inside the node namespace, probed by peers at the node IP (0: none)', '4240'))
@@ -52,6 +53,7 @@ const options = parseOptions(
     stateDir: z.string().min(1).optional(),
     apiSocket: z.string().min(1).optional(),
     apiPort: schemas.port.optional(),
+    apiGroup: schemas.nonNegativeInt.optional(),
     metricsHost: z.string().min(1),
     metricsPort: schemas.port,
     healthPort: schemas.port,
@@ -75,7 +77,7 @@ const etcd = configOrExit(program, () => resolveEtcdConfig(options));
 const log = createLogger({ component: 'agent', node: options.nodeName, level: options.logLevel });
 const stateDir = options.stateDir ?? `/var/run/sluice/${options.nodeName}`;
 try {
-  const { healthTlsCa, healthTlsCert, healthTlsKey, metricsHost, metricsPort, reconcileInterval, shutdownGrace, ...rest } = options;
+  const { healthTlsCa, healthTlsCert, healthTlsKey, metricsHost, metricsPort, reconcileInterval, shutdownGrace, apiGroup, ...rest } = options;
   const agent = await runAgent({
     ...rest,
     etcd: etcd.client,
@@ -86,6 +88,7 @@ try {
     pinDir: options.pinDir ?? `/sys/fs/bpf/sluice/${options.nodeName}`,
     stateDir,
     apiSocket: options.apiPort === undefined ? (options.apiSocket ?? `${stateDir}/agent.sock`) : undefined,
+    ...(apiGroup !== undefined ? { apiAllow: { gids: [apiGroup] } } : {}),
     reconcileIntervalMs: reconcileInterval,
     log,
   });
