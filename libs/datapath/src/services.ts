@@ -84,25 +84,29 @@ export function maglevTable(backends: ReadonlyArray<{ name: string; id: number }
   const n = backends.length;
   if (!n) return table;
   const sorted = [...backends].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-  const offset = new Uint32Array(n);
+  // Each backend's next position in its permutation (offset + j·skip mod m), advanced by adding skip.
+  const pos = new Uint32Array(n);
   const skip = new Uint32Array(n);
-  const next = new Uint32Array(n);
+  const ids = new Uint32Array(n);
   for (let i = 0; i < n; i++) {
-    offset[i] = fnv1a(sorted[i]!.name, 0) % m;
+    pos[i] = fnv1a(sorted[i]!.name, 0) % m;
     skip[i] = (fnv1a(sorted[i]!.name, 0x9e3779b9) % (m - 1)) + 1;
+    ids[i] = sorted[i]!.id;
   }
   const filled = new Uint8Array(m);
   let count = 0;
   for (;;) {
     for (let i = 0; i < n; i++) {
-      let c = (offset[i]! + next[i]! * skip[i]!) % m;
+      let c = pos[i]!;
+      const step = skip[i]!;
       while (filled[c]) {
-        next[i]!++;
-        c = (offset[i]! + next[i]! * skip[i]!) % m;
+        c += step;
+        if (c >= m) c -= m;
       }
-      table[c] = sorted[i]!.id;
+      table[c] = ids[i]!;
       filled[c] = 1;
-      next[i]!++;
+      c += step;
+      pos[i] = c >= m ? c - m : c;
       if (++count === m) return table;
     }
   }
@@ -111,11 +115,18 @@ export function maglevTable(backends: ReadonlyArray<{ name: string; id: number }
 const frontendId = (k: ServiceKey) => `${k.vip}:${k.port}/${k.proto}`;
 const backendName = (ip: string, port: number) => `${ip}:${port}`;
 
+/** A backend set's Maglev table, by what it is computed from: built only when it has to be written. */
+interface TableSpec {
+  /** The active backend ids, sorted: equal signatures are equal tables. */
+  sig: string;
+  members: Array<{ name: string; id: number }>;
+}
+
 interface Compiled {
   /** JSON of the input, to skip recompiling an unchanged service in a full pass. */
   input: string;
   frontends: Map<string, [ServiceKey, ServiceValue]>;
-  tables: Map<number, Uint32Array>;
+  tables: Map<number, TableSpec>;
   backends: Map<number, BackendValue>;
 }
 
@@ -128,10 +139,14 @@ export interface LbPruneResult {
   removedKeys: string[];
 }
 
-function sameTable(a: Uint32Array | undefined, b: Uint32Array): boolean {
-  if (!a || a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
+const sameTable = (a: TableSpec | undefined, b: TableSpec) => a?.sig === b.sig;
+const buildTable = (t: TableSpec) => maglevTable(t.members);
+
+/** A table in the map holds exactly the spec's backends (a full pass checks this rather than rebuilding every table). */
+function tableHolds(table: Uint32Array | undefined, spec: TableSpec): boolean {
+  if (!table) return false;
+  const ids = new Set(table);
+  return ids.size === spec.members.length && spec.members.every((m) => ids.has(m.id));
 }
 const sameBackend = (a: BackendValue | undefined, b: BackendValue) => !!a && a.ip === b.ip && a.port === b.port && a.flags === b.flags;
 const sameFrontend = (a: ServiceValue | undefined, b: ServiceValue) => !!a && a.id === b.id && a.count === b.count && a.flags === b.flags && a.affinityTimeout === b.affinityTimeout;
@@ -200,7 +215,10 @@ export class LbProgrammer {
         out.backends.set(this.backendId(b.ip, b.port), { ip: b.ip, port: b.port, flags });
       }
       const active = activeBackends(set.backends);
-      if (active.length) out.tables.set(id, maglevTable(active.map((b) => ({ name: backendName(b.ip, b.port), id: this.backendId(b.ip, b.port) }))));
+      if (active.length) {
+        const members = active.map((b) => ({ name: backendName(b.ip, b.port), id: this.backendId(b.ip, b.port) }));
+        out.tables.set(id, { sig: members.map((x) => x.id).sort((a, b) => a - b).join(','), members });
+      }
       for (const f of svc.frontends) {
         if (f.set !== set.name) continue;
         const flags = (f.external ? SVC_F_EXTERNAL : 0) | (set.affinityTimeout ? SVC_F_AFFINITY : 0) | (set.dropWhenEmpty && !active.length ? SVC_F_DROP : 0);
@@ -221,7 +239,7 @@ export class LbProgrammer {
       const backends = [...next.backends].filter(([id, v]) => !sameBackend(old?.backends.get(id), v));
       maps.backends.upsertBatch(backends.map(([id, v]) => [{ id }, v] as const));
       const tables = [...next.tables].filter(([id, t]) => !sameTable(old?.tables.get(id), t));
-      maps.maglev.upsertBatch(tables);
+      maps.maglev.upsertBatch(tables.map(([id, t]) => [id, buildTable(t)] as const));
       const frontends = [...next.frontends.values()].filter(([k, v]) => !sameFrontend(old?.frontends.get(frontendId(k))?.[1], v));
       maps.services.upsertBatch(frontends);
     }
@@ -254,7 +272,7 @@ export class LbProgrammer {
     const maps = this.dp.maps;
     const plans = rows.map(([key, svc]) => ({ key, old: this.programmed.get(key), next: svc ? this.compile(svc) : undefined }));
     const backends = new Map<number, BackendValue>();
-    const tables = new Map<number, Uint32Array>();
+    const tables = new Map<number, TableSpec>();
     const frontends = new Map<string, [ServiceKey, ServiceValue]>();
     const goneFrontends = new Map<string, ServiceKey>();
     const goneTables = new Set<number>();
@@ -269,7 +287,7 @@ export class LbProgrammer {
     for (const id of tables.keys()) goneTables.delete(id);
     try {
       maps.backends.upsertBatch([...backends].map(([id, v]) => [{ id }, v] as const));
-      maps.maglev.upsertBatch([...tables]);
+      maps.maglev.upsertBatch([...tables].map(([id, t]) => [id, buildTable(t)] as const));
       maps.services.upsertBatch([...frontends.values()]);
       maps.services.deleteBatch([...goneFrontends.values()]);
       maps.maglev.deleteBatch([...goneTables]);
@@ -340,7 +358,7 @@ export class LbProgrammer {
       }
       for (const [id, t] of c.tables) {
         wantTables.add(id);
-        if (!sameTable(haveTables.get(id), t)) current = false;
+        if (!tableHolds(haveTables.get(id), t)) current = false;
       }
       for (const [id, v] of c.backends) {
         wantBackends.add(id);
