@@ -8,6 +8,7 @@
  * must happen in the same walk that validates, with the server's field paths.
  */
 import { isIP } from 'node:net';
+import { parse as parseCel, type ParseResult } from '@marcbachmann/cel-js';
 import type { Cause } from './status.ts';
 
 export interface StructuralSchema {
@@ -36,7 +37,38 @@ export interface StructuralSchema {
   'x-kubernetes-embedded-resource'?: boolean;
   'x-kubernetes-list-type'?: string;
   'x-kubernetes-list-map-keys'?: string[];
+  'x-kubernetes-validations'?: CelRule[];
   [key: string]: unknown;
+}
+
+/** A CRD validation rule (CEL): `self` is the value at the schema node; transition rules (oldSelf) are not run. */
+export interface CelRule {
+  rule: string;
+  message?: string;
+  fieldPath?: string;
+  reason?: string;
+}
+
+const celCache = new Map<string, ParseResult | Error>();
+function compiled(rule: string): ParseResult | Error {
+  let c = celCache.get(rule);
+  if (!c) {
+    try {
+      c = parseCel(rule);
+    } catch (err) {
+      c = err as Error;
+    }
+    celCache.set(rule, c);
+  }
+  return c;
+}
+
+/** JSON as CEL sees it: integers are CEL ints (bigint in the evaluator), objects and lists recursively. */
+function celValue(v: unknown): unknown {
+  if (typeof v === 'number') return Number.isInteger(v) ? BigInt(v) : v;
+  if (Array.isArray(v)) return v.map(celValue);
+  if (isObject(v)) return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, celValue(x)]));
+  return v;
 }
 
 export interface SchemaResult {
@@ -125,10 +157,40 @@ class Walker {
     if (schema.enum && !schema.enum.some((e) => JSON.stringify(e) === JSON.stringify(value))) {
       this.bad(path, `Unsupported value: ${shown(value)}: supported values: ${schema.enum.map((e) => JSON.stringify(e)).join(', ')}`, 'FieldValueNotSupported');
     }
+    const before = this.causes.length;
     if (typeof value === 'string') this.string(value, schema, path);
     else if (typeof value === 'number') this.number(value, schema, path);
     else if (Array.isArray(value)) this.array(value, schema, path);
     else if (isObject(value)) this.object(value, schema, path);
+    // Rules run on a value the schema accepted (a missing required field would only repeat as an evaluation error).
+    if (schema['x-kubernetes-validations']?.length && this.causes.length === before) this.rules(value, schema['x-kubernetes-validations'], path);
+  }
+
+  /** The node's CEL rules, on the pruned and defaulted value (as the API server runs them, after the schema checks). */
+  private rules(value: unknown, rules: CelRule[], path: string): void {
+    let self: unknown;
+    for (const r of rules) {
+      if (typeof r?.rule !== 'string' || /\boldSelf\b/.test(r.rule)) continue;
+      const fn = compiled(r.rule);
+      const field = r.fieldPath ? `${path}${r.fieldPath.startsWith('[') ? '' : '.'}${r.fieldPath.replace(/^\./, '')}` : path;
+      const reason = r.reason ?? 'FieldValueInvalid';
+      const shownValue = isObject(value) ? '"object"' : Array.isArray(value) ? '"array"' : shown(value);
+      if (fn instanceof Error) {
+        this.bad(field, `Invalid value: ${shownValue}: compilation failed: ${fn.message.split('\n')[0]}`);
+        continue;
+      }
+      let ok: unknown;
+      try {
+        ok = fn({ self: (self ??= celValue(value)) });
+      } catch (err) {
+        this.bad(field, `Invalid value: ${shownValue}: ${(err as Error).message.split('\n')[0]} evaluating rule: ${r.rule}`);
+        continue;
+      }
+      if (ok !== true) {
+        const message = r.message ?? `failed rule: ${r.rule}`;
+        this.bad(field, reason === 'FieldValueInvalid' ? `Invalid value: ${shownValue}: ${message}` : message, reason);
+      }
+    }
   }
 
   private string(v: string, s: StructuralSchema, path: string): void {
@@ -253,6 +315,10 @@ export function structuralProblems(schema: unknown, path: string): Cause[] {
     }
     if (node.pattern !== undefined && (typeof node.pattern !== 'string' || regexOf(node.pattern) === null)) {
       out.push({ field: `${p}.pattern`, message: `Invalid value: ${JSON.stringify(node.pattern)}: must be a valid regular expression` });
+    }
+    for (const [i, r] of (node['x-kubernetes-validations'] ?? []).entries()) {
+      const fn = typeof r?.rule === 'string' ? compiled(r.rule) : new Error('rule must be a string');
+      if (fn instanceof Error) out.push({ field: `${p}.x-kubernetes-validations[${i}].rule`, message: `Invalid value: ${JSON.stringify(r?.rule)}: compilation failed: ${fn.message.split('\n')[0]}` });
     }
     for (const [k, v] of Object.entries(node.properties ?? {})) visit(v, `${p}.properties[${k}]`);
     if (node.items !== undefined) visit(node.items, `${p}.items`);

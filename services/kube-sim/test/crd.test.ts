@@ -108,6 +108,22 @@ spec:
     expect(error).toMatch(/spec\.blocks\[0\]\.cidr: Invalid value: "not-a-cidr"/);
     expect(error).toMatch(/spec\.disabled: Invalid value: "string": spec\.disabled in body must be of type boolean/);
     expect(error).toMatch(/spec\.serviceSelector\.matchExpressions\[0\]\.operator: Unsupported value: "Near"/);
+    // The CRD's CEL rules hold too: a block is a cidr or a start and a stop, In needs values.
+    const rules = await manifest('rules.yaml', `apiVersion: sluice.io/v1alpha1
+kind: SluiceLoadBalancerIPPool
+metadata: {name: pool-rules}
+spec:
+  blocks:
+  - {cidr: 192.0.2.0/24, start: 192.0.2.1}
+  - {start: 192.0.2.1, stop: 192.0.2.9}
+  serviceSelector:
+    matchExpressions:
+    - {key: app, operator: In}
+`);
+    const ruleError = await kubectlError('apply', '-f', rules);
+    expect(ruleError).toMatch(/spec\.blocks\[0\]: Invalid value: "object": a block is either a cidr or a start and a stop/);
+    expect(ruleError).not.toMatch(/spec\.blocks\[1\]/);
+    expect(ruleError).toMatch(/spec\.serviceSelector\.matchExpressions\[0\]: Invalid value: "object": In and NotIn need values/);
     const missing = await manifest('missing.yaml', 'apiVersion: sluice.io/v1alpha1\nkind: SluiceLoadBalancerIPPool\nmetadata: {name: pool-empty}\nspec: {}\n');
     expect(await kubectlError('apply', '-f', missing)).toMatch(/spec\.blocks: Required value/);
     const unknown = await manifest('unknown.yaml', 'apiVersion: sluice.io/v1alpha1\nkind: SluiceNodeConfig\nmetadata: {name: odd}\nspec: {bogus: 1}\n');
@@ -209,6 +225,15 @@ spec:
     expect(res.status).toBe(422);
     const fields = (res.json.details.causes as { field: string }[]).map((c) => c.field);
     expect(fields).toEqual(expect.arrayContaining(['spec.scope', 'metadata.name', 'spec.versions[0].schema.openAPIV3Schema']));
+    const badRule = await request(sim, 'POST', '/apis/apiextensions.k8s.io/v1/customresourcedefinitions', {
+      apiVersion: 'apiextensions.k8s.io/v1', kind: 'CustomResourceDefinition', metadata: { name: 'things.example.com' },
+      spec: {
+        group: 'example.com', scope: 'Cluster', names: { plural: 'things', kind: 'Thing' },
+        versions: [{ name: 'v1', served: true, storage: true, schema: { openAPIV3Schema: { type: 'object', 'x-kubernetes-validations': [{ rule: 'self.(' }] } } }],
+      },
+    });
+    expect(badRule.status).toBe(422);
+    expect(badRule.json.details.causes[0].field).toBe('spec.versions[0].schema.openAPIV3Schema.x-kubernetes-validations[0].rule');
   });
 });
 
