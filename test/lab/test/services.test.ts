@@ -265,6 +265,37 @@ describe('services, native routing, BPF host routing', () => {
     }
   });
 
+  it('sessionAffinity ClientIP: every new connection of a client goes to the same backend', async () => {
+    const pods = podsByName(lab);
+    const vip = '10.96.200.16';
+    lab.services.apply({ name: 'sticky', clusterIP: vip, sessionAffinity: 'ClientIP', ports: [{ name: 'http', port: 80, targetPort: 'http' }] });
+    lab.services.setEndpoints('sticky', [{ pod: pods['sa-1-2']! }, { pod: pods['sa-2-1']! }, { pod: pods['sa-2-2']! }], PORTS);
+    await lab.services.waitFrontend({ vip, port: 80, proto: 'tcp' }, (v) => v.count === 3);
+    for (const client of [pods['sa-1-1']!, pods['sa-2-1']!]) {
+      const answers = new Set<string>();
+      for (let i = 0; i < 8; i++) answers.add((await http(client, vip, 80)).body);
+      expect(answers.size, client.name).toBe(1);
+      expect([...answers][0], client.name).toMatch(/^sa-/);
+    }
+  });
+
+  it('internalTrafficPolicy Local: pods reach only their own node’s backends; without one the service does not answer', async () => {
+    const pods = podsByName(lab);
+    const vip = '10.96.200.17';
+    lab.services.apply({ name: 'itp', clusterIP: vip, internalTrafficPolicy: 'Local', ports: [{ name: 'http', port: 80, targetPort: 'http' }] });
+    lab.services.setEndpoints('itp', [{ pod: pods['sa-1-2']! }, { pod: pods['sa-2-2']! }], PORTS);
+    await lab.services.waitFrontend({ vip, port: 80, proto: 'tcp' }, (v) => v.count === 1);
+    for (const client of lab.pods()) {
+      const local = client.node === pods['sa-1-2']!.node ? 'sa-1-2' : 'sa-2-2';
+      for (let i = 0; i < 3; i++) expect((await http(client, vip, 80)).body, client.name).toBe(local);
+    }
+    lab.services.setEndpoints('itp', [{ pod: pods['sa-2-2']! }], PORTS);
+    const home = pods['sa-2-2']!.node;
+    await lab.services.waitFrontend({ vip, port: 80, proto: 'tcp' }, (v, n) => v.count === (n.name === home ? 1 : 0));
+    const away = lab.pods().find((p) => p.node !== home)!;
+    expect((await http(away, vip, 80)).code).toBe(28); // dropped: curl's timeout, not a refusal
+  });
+
   it('a pod sending with a source address that is not its own is dropped and counted', async () => {
     const pods = podsByName(lab);
     const spoofer = pods['sa-1-1']!;
