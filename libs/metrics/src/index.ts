@@ -4,6 +4,8 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 
 export { Counter, Gauge, Histogram, Registry } from 'prom-client';
 
+const NON_COUNTER_TOTALS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
+
 /**
  * A registry per process (or per simulated agent), with Node's default metrics when asked, under their standard
  * names (process_cpu_seconds_total, nodejs_heap_size_used_bytes, ...) so that the usual dashboards and alerts on
@@ -12,7 +14,12 @@ export { Counter, Gauge, Histogram, Registry } from 'prom-client';
 export function createRegistry(options: { defaultMetrics?: boolean; labels?: Record<string, string> } = {}): Registry {
   const registry = new Registry();
   if (options.labels) registry.setDefaultLabels(options.labels);
-  if (options.defaultMetrics) collectDefaultMetrics({ register: registry });
+  if (options.defaultMetrics) {
+    collectDefaultMetrics({ register: registry });
+    // prom-client's gauges named *_total break the convention that only counters end in _total (promtool rejects
+    // them); nodejs_active_handles / _requests / _resources carry the same counts, by type.
+    for (const name of NON_COUNTER_TOTALS) registry.removeSingleMetric(name);
+  }
   return registry;
 }
 

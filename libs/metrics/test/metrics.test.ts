@@ -40,5 +40,7 @@ describe('createRegistry', () => {
       expect(text).toMatch(new RegExp(`^# TYPE ${name} `, 'm'));
     }
     expect(text).not.toMatch(/^# TYPE sluice_(process|nodejs)_/m);
+    // Only counters end in _total.
+    for (const m of text.matchAll(/^# TYPE (\S+_total) (\S+)$/gm)) expect(m[2], m[1]).toBe('counter');
   });
 });

@@ -32,7 +32,7 @@ import {
 } from '@sluice/kvstore';
 import type { TlsFiles } from '@sluice/health-api';
 import { createLogger, type Logger } from '@sluice/log';
-import { createRegistry, startStatusServer, type StatusServer } from '@sluice/metrics';
+import { createRegistry, Gauge, startStatusServer, type StatusServer } from '@sluice/metrics';
 import { startAgentApi, type AgentApi } from './api.ts';
 import { AgentCore } from './core.ts';
 import { startHealthListener, type HealthListener } from './health-listener.ts';
@@ -245,6 +245,8 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
       api: api.address,
     };
   };
+  // Readiness as a series, for the "agents not synced" alert (deploy/monitoring).
+  new Gauge({ name: 'sluice_agent_synced', help: '1 once the agent has synced with etcd and programmed its maps (its readiness)', registers: [registry], collect() { this.set(core.isSynced ? 1 : 0); } });
   const status = await startStatusServer({
     registry,
     host: options.statusHost ?? '127.0.0.1',

@@ -107,7 +107,7 @@ describe('the overlays change what they say', () => {
 
   it('etcd over TLS: each component reads its own identity (etcd.config, CA, certificate, key) with --etcd-config', () => {
     const objects = rendered.get('overlays/etcd-tls')!;
-    expect(configData(objects, 'sluice-config')['etcd-endpoints']).toBeUndefined();
+    expect(configData(objects, 'sluice-config')['etcd-endpoints']!.split(',').every((u) => u.startsWith('https://'))).toBe(true);
     const identity: Record<string, string> = { 'sluice-operator': 'secret sluice-etcd-operator', 'sluice-health': 'secret sluice-etcd-health', 'sluice-agent': 'hostPath /etc/sluice/etcd' };
     for (const w of workloads(objects)) {
       const spec = w.spec.template.spec;
