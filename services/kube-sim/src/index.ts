@@ -77,6 +77,11 @@ export interface KubeSimStats {
   heartbeats: number;
   podsCreated: number;
   podsDeleted: number;
+  /** Pods the simulated kubelet ran after the start delay. */
+  podsStarted: number;
+  /** Lease mode: Lease renewals, and Node status writes (both modes: every Node status the simulation wrote). */
+  leaseRenewals: number;
+  nodeStatusWrites: number;
   injectedFailures: number;
   rateLimited: number;
   watchers: WatcherInfo[];

@@ -150,6 +150,8 @@ describe('node heartbeats', () => {
     const leaseRVs = leases.map((l) => l.rv);
     await waitFor(() => sim!.store.objectsIn('leases', 'kube-node-lease').every((l, i) => l.rv > leaseRVs[i]! + 0) && sim!.cluster.counters.leaseRenewals >= 9, 10_000);
     expect(sim.store.objectsIn('nodes').map((n) => n.rv)).toEqual(nodeRVs);
+    expect(sim.stats()).toMatchObject({ nodeStatusWrites: 0, objects: { leases: 3 } });
+    expect(sim.stats().leaseRenewals).toBeGreaterThanOrEqual(9);
     // A condition change is written at once.
     sim.cluster.setNodeCondition('node-00002', 'MemoryPressure', 'True', 'KubeletHasInsufficientMemory');
     const node = sim.store.getParsed('nodes', '', 'node-00002')! as { status: { conditions: { type: string; status: string }[] } };
