@@ -62,6 +62,7 @@ export {
   type PrefixSync,
 } from './writer.ts';
 export { watchPrefix, prefixRangeEnd, type WatchEvent, type WatchOptions, type WatchStatus, type PrefixWatch } from './watcher.ts';
+export { watchSyncMarkers, type CompletenessGate, type SyncMarkers, type SyncMarkersOptions } from './sync.ts';
 export { LeaderElection, observeLeader, type LeaderElectionOptions } from './election.ts';
 export { LeasedKeys, type LeasedKeysOptions } from './leased.ts';
 export * from './records.ts';

@@ -10,15 +10,17 @@
  * | <root>v1/pods/<namespace>/<pod>               | SlimPod, endpoints only (see slim)  | operator        |
  * | <root>v1/services/<namespace>/<service>       | SlimService                         | operator        |
  * | <root>v1/endpointslices/<namespace>/<slice>   | SlimEndpointSlice                   | operator        |
- * | <root>v1/synced/<kind>                        | SyncedMarker `{"kind","schema"}` (see syncedMarkerValue): present once the operator's initial sync of that kind finished | operator |
+ * | <root>v1/synced/<kind>                        | SyncedMarker `{"kind","schema","term","revision"}` (see syncedMarkerValue): present once the current operator term's sweep of that kind ended (deleted when a new term starts) | operator |
  * | <root>v1/operator/heartbeat                   | OperatorHeartbeat, on the leader's lease | operator   |
  * | <root>v1/operator/leader/<lease id>           | the candidate's identity (etcd3 election) | operator  |
  * | <root>v1/nodeconfig/<node>                    | NodeConfigRecord (records.ts): per-node datapath settings | an admin or the demo |
  * | <root>v1/agents/<node>                        | AgentStatusRecord (records.ts), on the agent's lease | agent           |
  * | <root>v1/health/<node>                        | HealthEndpointRecord (records.ts): where a node's agent health port and health endpoint answer probes, on the agent's lease | agent |
  *
- * The synced marker's value is deliberately stable (no timestamp): an operator restart that finds nothing changed
- * must write nothing at all, marker included. Candidate keys under operator/leader are created once and never
+ * The synced marker names the operator term and the revision its sweep ended at (Cilium's cilium/synced markers):
+ * readers (agents, health) wait for it before their first full reconcile and never prune on a view without it. An
+ * operator restart that finds nothing changed writes only the markers (deleted at the term's start, rewritten at the
+ * end of its sweep). Candidate keys under operator/leader are created once and never
  * rewritten (their modRevision is their create revision; the lowest leads).
  *
  * Names in Kubernetes are DNS subdomains (no `/`), so `namespace/name` splits unambiguously.
@@ -74,7 +76,42 @@ export function keySchema(root = DEFAULT_ROOT): KeySchema {
   };
 }
 
-/** The value of the `synced/<kind>` marker (stable bytes, so that rewriting it after an unchanged resync is skipped). */
-export function syncedMarkerValue(kind: ResourceKind): string {
-  return JSON.stringify({ kind, schema: SCHEMA });
+/**
+ * Which operator term wrote a sync marker, and the etcd revision at which that term's sweep of the prefix ended: a
+ * reader that has seen the prefix up to that revision holds the complete state the operator asserted.
+ */
+export interface SyncStamp {
+  /** The leader's fence (the create revision of its election key): a new term has a new one. */
+  term: string;
+  revision: number;
+}
+
+export interface SyncedMarker {
+  kind: ResourceKind;
+  schema: string;
+  term?: string;
+  revision?: number;
+}
+
+/**
+ * The value of the `synced/<kind>` marker. With a stamp (what the operator writes) it names the term and revision; a
+ * new term deletes the markers when it starts and writes them again when its sweep ends, so that a reader never
+ * takes an incomplete prefix for a complete one. Without a stamp the bytes are stable (tests, tools).
+ */
+export function syncedMarkerValue(kind: ResourceKind, stamp?: SyncStamp): string {
+  return JSON.stringify(stamp ? { kind, schema: SCHEMA, term: stamp.term, revision: stamp.revision } : { kind, schema: SCHEMA });
+}
+
+/** Reads a marker's value; undefined when it is not one (another schema, garbage). */
+export function parseSyncedMarker(bytes: Buffer | string): SyncedMarker | undefined {
+  try {
+    const value = JSON.parse(bytes.toString()) as Partial<SyncedMarker>;
+    if (typeof value !== 'object' || value === null || value.schema !== SCHEMA) return undefined;
+    if (!(RESOURCE_KINDS as readonly string[]).includes(String(value.kind))) return undefined;
+    if (value.term !== undefined && typeof value.term !== 'string') return undefined;
+    if (value.revision !== undefined && (typeof value.revision !== 'number' || !Number.isSafeInteger(value.revision) || value.revision < 0)) return undefined;
+    return value as SyncedMarker;
+  } catch {
+    return undefined;
+  }
 }

@@ -3,6 +3,7 @@ import { RepeatSuppressor, createLogger, type Logger } from '@sluice/log';
 import { Counter, Gauge, type Registry } from '@sluice/metrics';
 import type { Etcd3, IKeyValue, IWatchResponse, Watcher } from 'etcd3';
 import { errorMessage, isCompactedError, isWatchCanceledError } from './errors.ts';
+import type { CompletenessGate } from './sync.ts';
 
 /** What a consumer of a prefix receives, in etcd's order. */
 export type WatchEvent<T> =
@@ -16,8 +17,17 @@ export interface WatchOptions<T> {
   decode: (key: string, bytes: Buffer) => T;
   /** Receives every event. Called synchronously, one event at a time; must not throw. */
   onEvent: (event: WatchEvent<T>) => void;
-  /** Number of nodes watching etcd like this one; scales the reconnect backoff so they do not return in lockstep. */
-  clusterSize?: number;
+  /**
+   * Number of nodes watching etcd like this one; scales the reconnect backoff so they do not return in lockstep. A
+   * function is asked again before each reconnect (the live node count, e.g. the size of the nodes prefix).
+   */
+  clusterSize?: number | (() => number);
+  /**
+   * The completeness contract (sync.ts): `listDone` waits until the gate calls the view complete (the operator's
+   * sync marker is there and this watch has seen the prefix up to its revision), and after a relist the deletes of
+   * keys missing from it wait for the same, so that an empty or incomplete etcd never prunes what the consumer holds.
+   */
+  completeness?: CompletenessGate;
   /** Reconnect backoff before cluster-size scaling, in ms. Default 200 ms … 1 s (1.7 s … 8.5 s at 5,000 nodes). */
   backoff?: { minMs: number; maxMs: number };
   /** Keys per page of the list. Default 1,000. */
@@ -49,6 +59,10 @@ export interface WatchStatus {
   relists: number;
   decodeErrors: number;
   lastError: string | undefined;
+  /** Listed, but waiting for the completeness gate (the operator's sync) before listDone or before pruning. */
+  waitingForSync: boolean;
+  /** Keys missing from the last relist whose deletes wait for the gate. */
+  staleKeys: number;
 }
 
 export interface PrefixWatch {
@@ -109,6 +123,9 @@ class StoppedError extends Error {
   }
 }
 
+/** The etcd behind the endpoint is another one (another cluster id) or went back in time (restored from a backup). */
+class EtcdReplacedError extends Error {}
+
 /**
  * Lists `prefix` at one pinned revision (paginated), emits the items and one `listDone`, then watches from that
  * revision + 1. On a lost connection it resumes from the last revision it delivered, after a jittered backoff
@@ -133,7 +150,8 @@ class PrefixWatcher<T> implements PrefixWatch {
   private readonly name: string;
   private readonly key: Buffer;
   private readonly rangeEnd: Buffer;
-  private readonly backoff: Backoff;
+  private backoff: Backoff;
+  private backoffSize: number;
   private readonly log: Logger;
   private readonly metrics: WatchMetrics | undefined;
   private readonly abort = new AbortController();
@@ -149,6 +167,19 @@ class PrefixWatcher<T> implements PrefixWatch {
   private current: Watcher | undefined;
   private wakeWatch: (() => void) | undefined;
   private readonly done: Promise<void>;
+  /** The etcd cluster the held state came from. */
+  private clusterId: string | undefined;
+  /** Keys the consumer holds that the last relist did not find, not deleted yet because the view is incomplete. */
+  private readonly stale = new Set<string>();
+  private listed = false;
+  private unsubscribeGate: (() => void) | undefined;
+  private probeTimer: NodeJS.Timeout | undefined;
+  private probing = false;
+  /**
+   * After etcd was replaced, what the gate said about the old etcd is not evidence about the new one: until the gate
+   * changes (the marker watch relisted, or the operator wrote the marker again) the view counts as incomplete.
+   */
+  private gateDistrusted = false;
 
   constructor(
     private readonly client: Etcd3,
@@ -158,8 +189,8 @@ class PrefixWatcher<T> implements PrefixWatch {
     this.name = options.name ?? prefix;
     this.key = Buffer.from(prefix);
     this.rangeEnd = prefixRangeEnd(this.key);
-    const base = options.backoff ?? { minMs: 200, maxMs: 1_000 };
-    this.backoff = clusterSizeBackoff({ ...base, clusterSize: options.clusterSize ?? 1, random: options.random });
+    this.backoffSize = this.currentClusterSize();
+    this.backoff = this.makeBackoff(this.backoffSize);
     this.log = options.log ?? (defaultLog ??= createLogger({ component: 'kvstore' }));
     this.metrics = options.registry ? watchMetrics(options.registry) : undefined;
     this.synced = new Promise<void>((resolve, reject) => {
@@ -168,7 +199,92 @@ class PrefixWatcher<T> implements PrefixWatch {
     });
     this.synced.catch(() => undefined); // a watch stopped before its list is not an unhandled rejection
     this.metrics?.watches.inc({ watch: this.name });
+    this.unsubscribeGate = options.completeness?.onChange(() => {
+      this.gateDistrusted = false;
+      this.checkComplete();
+    });
     this.done = this.run();
+  }
+
+  private currentClusterSize(): number {
+    const size = typeof this.options.clusterSize === 'function' ? this.options.clusterSize() : this.options.clusterSize;
+    return Number.isFinite(size) && size! >= 1 ? Math.floor(size!) : 1;
+  }
+
+  private makeBackoff(clusterSize: number): Backoff {
+    const base = this.options.backoff ?? { minMs: 200, maxMs: 1_000 };
+    return clusterSizeBackoff({ ...base, clusterSize, random: this.options.random });
+  }
+
+  /**
+   * Emits listDone, and the deletes a relist held back, once the gate calls the view complete. When the marker is
+   * there but this watch has not seen its revision yet (a quiet prefix: no event since), a cheap probe checks whether
+   * the prefix changed at all since what was delivered, rather than waiting for etcd's next progress notification.
+   */
+  private checkComplete(): void {
+    const gate = this.options.completeness;
+    if (!gate || !this.listed || this.stopped) return;
+    if (this.gateDistrusted || !gate.isComplete(this.revision)) {
+      const required = gate.requiredRevision();
+      if (required !== undefined && required > this.revision) this.probeSoon();
+      return;
+    }
+    clearTimeout(this.probeTimer);
+    if (this.stale.size > 0) {
+      const pruned = this.stale.size;
+      for (const key of this.stale) {
+        if (this.held.delete(key)) this.emit({ type: 'delete', key, modRevision: this.revision });
+      }
+      this.stale.clear();
+      this.log.info({ prefix: this.prefix, pruned }, `${gate.description} is complete again: deleting what it no longer holds`);
+    }
+    if (!this.isSynced) this.markSynced();
+  }
+
+  private markSynced(): void {
+    this.isSynced = true;
+    this.emit({ type: 'listDone', revision: this.revision });
+    this.resolveSynced();
+  }
+
+  private probeSoon(): void {
+    if (this.probing || this.probeTimer) return;
+    this.probeTimer = setTimeout(() => {
+      this.probeTimer = undefined;
+      void this.probe();
+    }, 200);
+    this.probeTimer.unref?.();
+  }
+
+  /** Advances the revision to etcd's current one if nothing under the prefix changed since what was delivered. */
+  private async probe(): Promise<void> {
+    if (this.probing || this.stopped) return;
+    this.probing = true;
+    try {
+      const from = this.revision;
+      const changed = await this.client.kv.range({ key: this.key, range_end: this.rangeEnd, count_only: true, min_mod_revision: String(from + 1) });
+      const at = Number(changed.header.revision);
+      const total = await this.client.kv.range({ key: this.key, range_end: this.rangeEnd, count_only: true, revision: String(at) });
+      // No key written since `from` and as many keys as the consumer holds: no put and no delete in (from, at].
+      if (Number(changed.count) === 0 && Number(total.count) === this.held.size - this.stale.size && this.revision === from && at > from) {
+        this.revision = at;
+      }
+    } catch {
+      // etcd unavailable: the watch's own retries deal with it; try again on the next change
+    } finally {
+      this.probing = false;
+    }
+    if (!this.stopped) {
+      this.checkComplete();
+      const gate = this.options.completeness;
+      if (gate && !gate.isComplete(this.revision) && gate.requiredRevision() !== undefined && !this.probeTimer) {
+        this.probeTimer = setTimeout(() => {
+          this.probeTimer = undefined;
+          void this.probe();
+        }, 1000);
+        this.probeTimer.unref?.();
+      }
+    }
   }
 
   status(): WatchStatus {
@@ -183,12 +299,16 @@ class PrefixWatcher<T> implements PrefixWatch {
       relists: this.relists,
       decodeErrors: this.decodeErrors,
       lastError: this.lastError,
+      waitingForSync: !!this.options.completeness && this.listed && (!this.isSynced || this.stale.size > 0),
+      staleKeys: this.stale.size,
     };
   }
 
   async stop(): Promise<void> {
     if (!this.abort.signal.aborted) {
       this.abort.abort(new StoppedError());
+      this.unsubscribeGate?.();
+      clearTimeout(this.probeTimer);
       this.wakeWatch?.();
       this.metrics?.watches.dec({ watch: this.name });
     }
@@ -206,17 +326,27 @@ class PrefixWatcher<T> implements PrefixWatch {
         if (mustList) {
           await this.list();
           mustList = false;
-          if (!this.isSynced) {
-            this.isSynced = true;
-            this.emit({ type: 'listDone', revision: this.revision });
-            this.resolveSynced();
-          }
+          this.listed = true;
+          if (this.options.completeness) this.checkComplete();
+          else if (!this.isSynced) this.markSynced();
         }
         await this.watchFrom(this.revision + 1);
         if (this.stopped) break;
         await this.retryAfter('watch stream disconnected');
       } catch (err) {
         if (this.stopped || err instanceof StoppedError) break;
+        if (err instanceof EtcdReplacedError) {
+          // Revisions of another etcd (or of an older past) mean nothing here: relist and re-deliver every key, and
+          // let the completeness gate decide when what is missing may be deleted.
+          mustList = true;
+          this.relists++;
+          this.metrics?.relists.inc({ watch: this.name });
+          for (const key of this.held.keys()) this.held.set(key, -1);
+          this.revision = 0;
+          this.gateDistrusted = true;
+          this.log.warn({ prefix: this.prefix, reason: err.message }, 'etcd was replaced or restored: relisting, keeping what is held until the operator has synced again');
+          continue;
+        }
         if (isWatchCanceledError(err) || isCompactedError(err)) {
           // The revision we would resume from is gone: relist and diff. No backoff for the first relist, since
           // nothing is wrong with the connection; repeated cancels still back off below.
@@ -235,6 +365,11 @@ class PrefixWatcher<T> implements PrefixWatch {
   }
 
   private async retryAfter(reason: string): Promise<void> {
+    const size = this.currentClusterSize();
+    if (size !== this.backoffSize) {
+      this.backoffSize = size;
+      this.backoff = this.makeBackoff(size);
+    }
     this.retries++;
     this.lastError = reason;
     this.metrics?.retries.inc({ watch: this.name });
@@ -267,6 +402,7 @@ class PrefixWatcher<T> implements PrefixWatch {
 
   private applyPut(kv: IKeyValue, modRevision: number, fresh: Map<string, number>): void {
     const key = kv.key.toString();
+    this.stale.delete(key); // present again
     if (this.held.get(key) === modRevision) {
       fresh.set(key, modRevision); // unchanged since the consumer got it
       return;
@@ -292,7 +428,10 @@ class PrefixWatcher<T> implements PrefixWatch {
       if (this.stopped) throw new StoppedError();
       const page = await this.client.kv.range({ key: start, range_end: this.rangeEnd, limit: pageSize, revision: pinned });
       if (this.stopped) throw new StoppedError();
-      if (pinned === 0) pinned = Number(page.header.revision);
+      if (pinned === 0) {
+        pinned = Number(page.header.revision);
+        this.clusterId = String(page.header.cluster_id);
+      }
       for (const kv of page.kvs) {
         const key = kv.key.toString();
         seen.add(key);
@@ -304,10 +443,16 @@ class PrefixWatcher<T> implements PrefixWatch {
       if (!page.more || !last) break;
       start = Buffer.concat([last.key, Buffer.from([0])]);
     }
+    // Without the gate's word that this view is complete, what is missing is kept (stale) instead of deleted.
+    const complete = !this.options.completeness || (!this.gateDistrusted && this.options.completeness.isComplete(pinned));
     for (const key of [...this.held.keys()]) {
-      if (!seen.has(key)) {
+      if (seen.has(key)) continue;
+      if (complete) {
         this.held.delete(key);
+        this.stale.delete(key);
         this.emit({ type: 'delete', key, modRevision: pinned });
+      } else {
+        this.stale.add(key);
       }
     }
     this.revision = pinned;
@@ -333,12 +478,25 @@ class PrefixWatcher<T> implements PrefixWatch {
         else reject(err);
       };
       this.wakeWatch = () => finish();
-      watcher.on('connected', () => {
+      watcher.on('connected', (response?: IWatchResponse) => {
+        const header = response?.header;
+        if (header && this.clusterId !== undefined) {
+          if (String(header.cluster_id) !== this.clusterId) return finish(new EtcdReplacedError(`cluster id ${this.clusterId} → ${header.cluster_id}`));
+          if (Number(header.revision) < this.revision) return finish(new EtcdReplacedError(`revision went back from ${this.revision} to ${header.revision}`));
+        }
         this.connected = true;
         this.backoff.reset();
       });
       watcher.on('data', (response: IWatchResponse) => {
         if (settled) return;
+        if (response.events.length === 0) {
+          // A progress notification: every change up to this revision has been sent. A quiet prefix stays fresh, so
+          // that a reconnect after a compaction resumes instead of relisting.
+          const revision = Number(response.header.revision);
+          if (revision > this.revision) this.revision = revision;
+          this.checkComplete();
+          return;
+        }
         // All the events of one transaction share its revision and etcd sends a revision whole in one response, so
         // duplicates (replayed after a reconnect) are the events at or below what was delivered before this response.
         const delivered = this.revision;
@@ -349,10 +507,12 @@ class PrefixWatcher<T> implements PrefixWatch {
           if (event.type === 'Put') {
             this.applyPut(event.kv, modRevision, this.held);
           } else if (this.held.delete(key)) {
+            this.stale.delete(key);
             this.emit({ type: 'delete', key, modRevision });
           }
           this.revision = modRevision;
         }
+        if (this.options.completeness) this.checkComplete();
       });
       watcher.on('disconnected', () => finish());
       watcher.on('error', (err: Error) => finish(err));

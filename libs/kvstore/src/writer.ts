@@ -4,6 +4,7 @@ import { RepeatSuppressor, createLogger, type Logger } from '@sluice/log';
 import { Counter, Gauge, Histogram, LATENCY_BUCKETS, type Registry } from '@sluice/metrics';
 import type { Etcd3, ICompare, IRequestOp } from 'etcd3';
 import { errorMessage, isRetryableEtcdError } from './errors.ts';
+import { parseSyncedMarker, type SyncStamp } from './keys.ts';
 import { prefixRangeEnd } from './watcher.ts';
 
 /** The proof of leadership a write carries: it only applies while this key still has this create revision. */
@@ -163,6 +164,8 @@ export class KvWriter {
   private idleWaiters: Array<() => void> = [];
   private readonly abort = new AbortController();
   private readonly stats = { writes: 0, skipped: 0, deletes: 0, retries: 0, transactions: 0, fenced: 0, rejected: 0 };
+  /** The highest etcd revision a transaction or load of this writer saw: what a sync marker is stamped with. */
+  private revisionSeen = 0;
   /** key → why etcd refused its latest write (the key may still hold an older value: never "known absent"). */
   private readonly rejected = new Map<string, { reason: string; bytes: number }>();
 
@@ -216,13 +219,14 @@ export class KvWriter {
    * desired state of the prefix, then call `finishSync`. With a guard it first waits to lead; if leadership is lost
    * before `finishSync`, start the sync again once leading (the sweep of a term must use that term's mark).
    */
-  async beginSync(prefix: string): Promise<PrefixSync> {
+  async beginSync(prefix: string, options: { marker?: string } = {}): Promise<PrefixSync> {
     this.assertOpen();
     if (this.guard) {
       // The mark belongs to the term that will write: wait to lead, and drop what an earlier term knew.
       await this.guard.whenLeader(this.abort.signal);
       this.checkTerm(this.guard.fence());
     }
+    if (options.marker) await this.invalidateMarker(options.marker);
     const existing = await this.load(prefix);
     this.syncs.set(prefix, new Set());
     return { prefix, existing };
@@ -233,7 +237,7 @@ export class KvWriter {
    * is written, then writes the synced marker (if given) and waits for it too. The marker value should be stable
    * (see `syncedMarkerValue`) so that a restart that changes nothing writes nothing at all.
    */
-  async finishSync(prefix: string, marker?: { key: string; value: string | Uint8Array }): Promise<{ deleted: number }> {
+  async finishSync(prefix: string, marker?: { key: string; value: string | Uint8Array | ((stamp: SyncStamp) => string) }): Promise<{ deleted: number }> {
     const asserted = this.syncs.get(prefix);
     if (!asserted) throw new Error(`finishSync(${prefix}) without beginSync`);
     this.syncs.delete(prefix);
@@ -247,10 +251,40 @@ export class KvWriter {
     await this.flush();
     if (marker) {
       if (!this.known.has(marker.key)) await this.loadKey(marker.key);
-      this.upsert(marker.key, marker.value);
+      // The revision covers every write of the sweep (flushed above) and what the load saw.
+      const value = typeof marker.value === 'function' ? marker.value({ term: this.term(), revision: this.revisionSeen }) : marker.value;
+      this.upsert(marker.key, value);
       await this.flush();
     }
     return { deleted };
+  }
+
+  /** This writer's leadership term: the fence's create revision ('0' without a guard). */
+  private term(): string {
+    return this.lastFence?.createRevision ?? '0';
+  }
+
+  /**
+   * A new term starts by deleting a sync marker an earlier term wrote: until this term's sweep ends, readers must
+   * not take the prefix for complete (a replaced etcd, or a leader that died half-way, leaves it incomplete).
+   */
+  private async invalidateMarker(key: string): Promise<void> {
+    const backoff = new Backoff(this.backoffOptions);
+    for (;;) {
+      try {
+        const kv = (await this.client.kv.range({ key: Buffer.from(key) })).kvs[0];
+        if (!kv) return;
+        const marker = parseSyncedMarker(kv.value);
+        if (marker?.term !== undefined && marker.term === this.term()) return;
+        break;
+      } catch (err) {
+        if (!isRetryableEtcdError(err)) throw err;
+        await backoff.wait(this.abort.signal);
+      }
+    }
+    this.known.set(key, 'unknown'); // makes delete() send it
+    this.delete(key);
+    await this.flush();
   }
 
   /** Resolves once every write queued so far (and since) has landed in etcd: the writer is idle. */
@@ -330,6 +364,7 @@ export class KvWriter {
       }
       if (revision === 0) {
         revision = Number(page.header.revision);
+        this.revisionSeen = Math.max(this.revisionSeen, revision);
         // Entries for keys that vanished since we last looked must not survive the reload.
         for (const k of [...this.known.keys()]) if (k.startsWith(prefix)) this.known.delete(k);
       }
@@ -456,6 +491,7 @@ export class KvWriter {
     const settled = new Set<string>();
     try {
       await this.writeOrSplit(batch, compare, settled);
+      if (this.abort.signal.aborted) return;
     } catch (err) {
       if (!(err instanceof FencedError)) throw err;
       if (fence) this.refusedFence = fence;
@@ -525,6 +561,7 @@ export class KvWriter {
         const response = await this.client.kv.txn({ compare, success, failure: [] });
         this.metrics?.latency.observe((performance.now() - started) / 1000);
         if (!response.succeeded) throw new FencedError();
+        this.revisionSeen = Math.max(this.revisionSeen, Number(response.header.revision));
         return;
       } catch (err) {
         if (err instanceof FencedError) throw err;

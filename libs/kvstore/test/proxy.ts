@@ -10,11 +10,13 @@ export interface CutProxy {
   /** Destroys every connection and refuses new ones until restore(). */
   cut(): void;
   restore(): void;
+  /** Sends new connections to another server from now on (as a DNS name moved to a replacement etcd would). */
+  retarget(target: string): void;
   close(): Promise<void>;
 }
 
 export async function startProxy(target: string): Promise<CutProxy> {
-  const url = new URL(target);
+  let url = new URL(target);
   const sockets = new Set<Socket>();
   let open = true;
   const server: Server = createServer((client) => {
@@ -48,6 +50,9 @@ export async function startProxy(target: string): Promise<CutProxy> {
     },
     restore() {
       open = true;
+    },
+    retarget(target) {
+      url = new URL(target);
     },
     close: () =>
       new Promise<void>((resolve) => {

@@ -73,6 +73,8 @@ export interface AgentOptions {
   healthTls?: TlsFiles;
   healthTlsServerName?: string;
   clusterSize?: number;
+  /** Wait for the operator's sync markers before the first full pass, never prune without them (AgentCore). */
+  waitForSync?: boolean;
   /** podCIDRs (and every address derived from them) must lie inside it; default DEFAULT_CLUSTER_CIDR. */
   clusterCidr?: string;
   /** Periodic full reconcile of every target (drift repair), ms; default 60 s. */
@@ -187,6 +189,7 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
     keys,
     nodeIp,
     clusterSize: options.clusterSize,
+    ...(options.waitForSync ? { waitForSync: true } : {}),
     registry,
     log,
     localEndpoints: store.all().map(toCoreEndpoint),

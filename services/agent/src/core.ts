@@ -18,7 +18,7 @@
  */
 import type { EndpointValue, IpcacheValue, TunnelValue } from '@sluice/bpf';
 import type { Datapath } from '@sluice/datapath';
-import { keySchema, watchPrefix, type Etcd3, type KeySchema, type PrefixWatch, type WatchEvent } from '@sluice/kvstore';
+import { keySchema, watchPrefix, watchSyncMarkers, type Etcd3, type KeySchema, type PrefixWatch, type SyncMarkers, type WatchEvent } from '@sluice/kvstore';
 import { createLogger, RepeatSuppressor, type Logger } from '@sluice/log';
 import { Gauge, type Registry } from '@sluice/metrics';
 import { decodeSlim, podPhase, SCHEMA_VERSION } from '@sluice/slim';
@@ -62,7 +62,14 @@ export interface AgentCoreOptions {
   nodeIp?: string;
   /** podCIDRs must lie inside it (default DEFAULT_CLUSTER_CIDR). */
   clusterCidr?: string;
+  /** Nodes in the cluster before the node list arrives (reconnect backoff scaling); then the live node count. */
   clusterSize?: number;
+  /**
+   * The completeness contract (@sluice/kvstore sync.ts): the nodes and pods lists count as done, and the first full
+   * pass runs, only once the operator's sync markers are there; a relist never prunes without them ("waiting for the
+   * operator's sync" in the log and status). Off by default for tests that write records without an operator.
+   */
+  waitForSync?: boolean;
   registry?: Registry;
   log?: Logger;
   /** Local endpoints known at start (persisted by the agent across restarts). */
@@ -176,6 +183,7 @@ export class AgentCore {
   private readonly endpointsGauge: Gauge<'scope'> | undefined;
   private readonly conflicts: Conflicts;
   private readonly nodes: NodeTable;
+  private syncMarkers: SyncMarkers | undefined;
   private readonly pods: PodTable;
   private readonly local = new LocalTable();
   private readonly view: ClusterView;
@@ -247,16 +255,22 @@ export class AgentCore {
 
   /** Starts both watches; returns at once (see `synced()`). */
   start(): void {
-    const common = { clusterSize: this.options.clusterSize, registry: this.options.registry, log: this.log, pageSize: this.options.listPageSize ?? 10_000 };
+    // The live node count scales the reconnect backoff (5,000 agents must not come back in lockstep).
+    const clusterSize = () => Math.max(1, this.nodes.size || (this.options.clusterSize ?? 1));
+    const common = { clusterSize, registry: this.options.registry, log: this.log, pageSize: this.options.listPageSize ?? 10_000 };
+    if (this.options.waitForSync) this.syncMarkers = watchSyncMarkers(this.options.client, this.keys, { log: this.log, registry: this.options.registry, clusterSize });
+    const gate = (kind: 'nodes' | 'pods') => (this.syncMarkers ? { completeness: this.syncMarkers.gate(kind) } : {});
     this.watches = [
       watchPrefix<NodeEntry>(this.options.client, this.keys.prefix('nodes'), {
         ...common,
+        ...gate('nodes'),
         name: 'nodes',
         decode: (_key, bytes) => decodeNodeEntry(bytes),
         onEvent: (e) => this.onNodeEvent(e),
       }),
       watchPrefix<PodEntry | null>(this.options.client, this.keys.prefix('pods'), {
         ...common,
+        ...gate('pods'),
         name: 'pods',
         decode: (_key, bytes) => decodePodEntry(bytes),
         onEvent: (e) => this.onPodEvent(e),
@@ -506,6 +520,7 @@ export class AgentCore {
     this.stopped = true;
     clearTimeout(this.notifyTimer);
     await Promise.all(this.watches.map((w) => w.stop()));
+    await this.syncMarkers?.stop();
     await Promise.all(this.all.map((r) => r.stop()));
   }
 }

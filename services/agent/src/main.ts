@@ -31,7 +31,7 @@ const program = new Command('sluice-agent')
   .addOption(flag('--health-tls-cert <file>', 'client certificate for mutual TLS (PEM; must name this node)'))
   .addOption(flag('--health-tls-key <file>', 'client private key for mutual TLS (PEM)'))
   .addOption(flag('--health-tls-server-name <name>', 'name to expect in the health service\'s certificate (default: the host of --health-service)'))
-  .addOption(flag('--cluster-size <n>', 'nodes in the cluster (scales etcd reconnect backoff)', '1'))
+  .addOption(flag('--cluster-size <n>', 'nodes in the cluster until the node list arrives (scales etcd reconnect backoff; then the live node count)'))
   .addOption(flag('--cluster-cidr <cidr>', 'the cluster\'s pod range: node podCIDRs (and the addresses in them) outside it are refused', DEFAULT_CLUSTER_CIDR))
   .addOption(flag('--reconcile-interval <duration>', 'full reconcile of every target (maps, routes) that repairs drift, e.g. 30s or 5m (0: only at start)', '1m'))
   .addOption(flag('--shutdown-grace <seconds>', 'on SIGTERM/SIGINT, how long to wait for etcd before abandoning what is pending and exiting', '10'))
@@ -62,7 +62,7 @@ const options = parseOptions(
     healthTlsCert: z.string().min(1).optional(),
     healthTlsKey: z.string().min(1).optional(),
     healthTlsServerName: z.string().min(1).optional(),
-    clusterSize: schemas.positiveInt,
+    clusterSize: schemas.positiveInt.optional(),
     clusterCidr: z.string().refine((c) => /^(\d{1,3}\.){3}\d{1,3}\/\d{1,2}$/.test(c) && parseV4Cidr(c)?.text === c, 'must be an IPv4 network like 10.128.0.0/9 (no host bits)'),
     reconcileInterval: schemas.duration,
     shutdownGrace: z.coerce.number().min(0).max(3600),
@@ -84,6 +84,8 @@ try {
     rootPrefix: etcd.prefix,
     statusHost: metricsHost,
     statusPort: metricsPort,
+    // Production has an operator: wait for its sync markers, never prune on an etcd it has not synced.
+    waitForSync: true,
     ...(healthTlsCa ? { healthTls: { ca: healthTlsCa, cert: healthTlsCert, key: healthTlsKey } } : {}),
     pinDir: options.pinDir ?? `/sys/fs/bpf/sluice/${options.nodeName}`,
     stateDir,

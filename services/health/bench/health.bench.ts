@@ -17,7 +17,7 @@ import type { Figure } from '../../../bench/run.ts';
 import { N, names, roundReports } from './sim.ts';
 import { createHealthClient } from '@sluice/health-api';
 import { freePort, startEtcd } from '@sluice/etcd-runner';
-import { createKvClient, keySchema } from '@sluice/kvstore';
+import { createKvClient, keySchema, syncedMarkerValue } from '@sluice/kvstore';
 import { ownChild, stopChild } from '@sluice/process';
 import { encodeSlimString, SCHEMA_VERSION } from '@sluice/slim';
 import { PLAN_DEFAULTS, probePlan, roundRing, type ProbePlan } from '@sluice/prober';
@@ -103,6 +103,7 @@ export default async function health(): Promise<Figure[]> {
     await Promise.all(infos.map((info) => limit(() => kv.put(keys.node(info.name)).value(encodeSlimString('node', {
       v: SCHEMA_VERSION, name: info.name, labels: {}, addresses: [{ type: 'InternalIP', ip: info.hostIP }], podCIDRs: [], ready: 'True', healthIPs: [info.endpointIP],
     })))));
+    await kv.put(keys.synced('nodes')).value(syncedMarkerValue('nodes')); // the operator's "complete" for the nodes
     kv.close();
     const port = await freePort();
     const statusPort = await freePort();

@@ -13,11 +13,13 @@ import {
   healthEndpointRecord,
   keySchema,
   watchPrefix,
+  watchSyncMarkers,
   type Etcd3,
   type HealthEndpointRecord,
   type KvClientOptions,
   type KeySchema,
   type PrefixWatch,
+  type SyncMarkers,
   type WatchEvent,
 } from '@sluice/kvstore';
 import { createLogger, type Logger } from '@sluice/log';
@@ -45,6 +47,11 @@ export interface EtcdNodeSourceOptions {
   root?: string;
   debounceMs?: number;
   logger?: Logger;
+  /**
+   * Wait for the operator's sync marker of the nodes prefix before the first node list, and never drop nodes on a
+   * view without it (an empty or replaced etcd): see @sluice/kvstore sync.ts. Default true.
+   */
+  waitForSync?: boolean;
 }
 
 export class EtcdNodeSource implements NodeSource {
@@ -55,7 +62,10 @@ export class EtcdNodeSource implements NodeSource {
   private readonly nodes = new Map<string, SlimNode>();
   private readonly registrations = new Map<string, HealthEndpointRecord>();
   private watches: PrefixWatch[] = [];
+  private markers: SyncMarkers | undefined;
   private timer: NodeJS.Timeout | undefined;
+  /** Changes reach onChange only after the first complete list (start() resolved). */
+  private listed = false;
   private onChange: (nodes: NodeInfo[]) => void = () => {};
 
   constructor(private readonly options: EtcdNodeSourceOptions) {
@@ -70,10 +80,13 @@ export class EtcdNodeSource implements NodeSource {
   async start(onChange: (nodes: NodeInfo[]) => void): Promise<void> {
     this.onChange = onChange;
     const nameOf = (collection: 'nodes' | 'health', key: string) => this.keys.parse(collection, key)?.join('/') ?? key;
+    // Node records are the operator's: complete only once its sync marker says so. Health records are the agents'.
+    if (this.options.waitForSync ?? true) this.markers = watchSyncMarkers(this.client, this.keys, { log: this.log, clusterSize: () => Math.max(1, this.nodes.size) });
     const follow = <T>(collection: 'nodes' | 'health', map: Map<string, T>, decode: (bytes: Buffer) => T) =>
       watchPrefix<T>(this.client, this.keys.prefix(collection), {
         name: `health-${collection}`,
         log: this.log,
+        ...(collection === 'nodes' && this.markers ? { completeness: this.markers.gate('nodes') } : {}),
         decode: (_key, bytes) => decode(bytes),
         onEvent: (event: WatchEvent<T>) => {
           if (event.type === 'upsert') map.set(nameOf(collection, event.key), event.value);
@@ -87,10 +100,12 @@ export class EtcdNodeSource implements NodeSource {
       follow('health', this.registrations, (bytes) => decodeRecord(healthEndpointRecord, 'health endpoint', bytes)),
     ];
     await Promise.all(this.watches.map((w) => w.synced));
+    this.listed = true;
     this.emit();
   }
 
   private schedule(): void {
+    if (!this.listed) return;
     clearTimeout(this.timer);
     this.timer = setTimeout(() => this.emit(), this.options.debounceMs ?? 100);
   }
@@ -105,6 +120,7 @@ export class EtcdNodeSource implements NodeSource {
   async stop(): Promise<void> {
     clearTimeout(this.timer);
     await Promise.all(this.watches.map((w) => w.stop()));
+    await this.markers?.stop();
     if (this.ownClient) this.client.close();
   }
 }

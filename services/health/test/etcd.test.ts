@@ -3,7 +3,8 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHealthClient, type HealthClient } from '@sluice/health-api';
 import { freePort, startEtcd, type EtcdServer } from '@sluice/etcd-runner';
-import { createKvClient, keySchema, RECORD_VERSION, type Etcd3, type HealthEndpointRecord } from '@sluice/kvstore';
+import { createKvClient, keySchema, RECORD_VERSION, syncedMarkerValue, type Etcd3, type HealthEndpointRecord } from '@sluice/kvstore';
+import { createLogger } from '@sluice/log';
 import { EtcdNodeSource } from '../src/index.ts';
 import { encodeSlimString, SCHEMA_VERSION, type SlimNode } from '@sluice/slim';
 
@@ -31,6 +32,8 @@ beforeAll(async () => {
   etcd = await startEtcd();
   kv = createKvClient({ endpoints: [etcd.endpoint] });
   for (const i of [1, 2, 3, 5]) await kv.put(keys.node(`node-${i}`)).value(encodeSlimString('node', node(i)));
+  // As the operator does at the end of its sync: the service takes the node list for complete only after this.
+  await kv.put(keys.synced('nodes')).value(syncedMarkerValue('nodes'));
   // node-5 has no agent (no health record): it is still a member of the health view, its agent "not running".
   for (const i of [1, 3]) await kv.put(keys.health(`node-${i}`)).value(JSON.stringify(record(i)));
   await kv.put(keys.health('node-2')).value(JSON.stringify({ ...record(2), healthIP: '10.102.0.9', healthPort: 4240 }));
@@ -77,5 +80,21 @@ describe('sluice-health with etcd', () => {
     await source.stop();
     expect(seen[0]).toContainEqual(['node-5', false]);
     expect(seen[0]).toContainEqual(['node-1', true]);
+  });
+
+  it('waits for the operator\'s sync marker of the nodes before its first node list', async () => {
+    const other = keySchema('health-sync/');
+    await kv.put(other.node('node-1')).value(encodeSlimString('node', node(1)));
+    const lines: string[] = [];
+    const logger = createLogger({ component: 'test', level: 'info', destination: { write: (line: string) => void lines.push(line) } });
+    const seen: string[][] = [];
+    const source = new EtcdNodeSource({ client: kv, root: 'health-sync/', debounceMs: 10, logger });
+    const started = source.start((nodes) => seen.push(nodes.map((n) => n.name)));
+    await expect.poll(() => lines.some((l) => l.includes("waiting for the operator's sync of nodes")), { timeout: 10_000 }).toBe(true);
+    expect(seen).toEqual([]); // listed, but not taken for complete
+    await kv.put(other.synced('nodes')).value(syncedMarkerValue('nodes'));
+    await started;
+    expect(seen[0]).toEqual(['node-1']);
+    await source.stop();
   });
 });

@@ -187,7 +187,8 @@ export class Operator {
     // as asserted, and the sweep would delete its key.
     const loadStart = Date.now();
     let inEtcd = 0;
-    for (const kind of RESOURCE_KINDS) inEtcd += (await writer.beginSync(keys.prefix(kind))).existing;
+    // The mark of a new term deletes the previous term's sync markers: readers hold off pruning until this sweep ends.
+    for (const kind of RESOURCE_KINDS) inEtcd += (await writer.beginSync(keys.prefix(kind), { marker: keys.synced(kind) })).existing;
     if (term !== this.term) return;
     log.info({ term, keys: inEtcd, ms: Date.now() - loadStart }, 'loaded what etcd holds');
 
@@ -206,7 +207,7 @@ export class Operator {
 
     let deleted = 0;
     for (const kind of RESOURCE_KINDS) {
-      deleted += (await writer.finishSync(keys.prefix(kind), { key: keys.synced(kind), value: syncedMarkerValue(kind) })).deleted;
+      deleted += (await writer.finishSync(keys.prefix(kind), { key: keys.synced(kind), value: (stamp) => syncedMarkerValue(kind, stamp) })).deleted;
     }
     if (term !== this.term) return;
     // The heartbeat lives on the leader's lease: it vanishes by itself when this operator dies or loses its lease.

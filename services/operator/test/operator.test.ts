@@ -2,7 +2,7 @@ import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '@sluice/log';
 import { createRegistry, type Registry } from '@sluice/metrics';
-import { syncedMarkerValue } from '@sluice/kvstore';
+import { parseSyncedMarker } from '@sluice/kvstore';
 import { loadKubeConfig } from '../src/kube-client.ts';
 import { Operator } from '../src/operator.ts';
 import { allKeys, etcdRecords, etcdRevision, expectedRecords, RESOURCE_KINDS, startEnv, waitFor, waitForMirror, type Env } from './env.ts';
@@ -51,7 +51,9 @@ describe('operator against kube-sim and a real etcd: 200 nodes × 20 pods', () =
 
     const markers = RESOURCE_KINDS.map((kind) => env.keys.synced(kind));
     for (const kind of RESOURCE_KINDS) {
-      expect((await env.client.get(env.keys.synced(kind)).string())).toBe(syncedMarkerValue(kind));
+      // The marker names this term (its election key's create revision) and the revision its sweep ended at.
+      const marker = parseSyncedMarker((await env.client.get(env.keys.synced(kind)).buffer())!);
+      expect(marker).toMatchObject({ kind, schema: 'v1', term: expect.stringMatching(/^\d+$/), revision: expect.any(Number) });
     }
     const heartbeat = JSON.parse((await env.client.get(env.keys.operatorHeartbeat()).string()) ?? '{}');
     expect(heartbeat.identity).toBe(operator.identity);
