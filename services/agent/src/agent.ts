@@ -36,6 +36,7 @@ import { createRegistry, Gauge, startStatusServer, type StatusServer } from '@sl
 import { startAgentApi, type AgentApi } from './api.ts';
 import { AgentCore } from './core.ts';
 import { startHealthListener, type HealthListener } from './health-listener.ts';
+import { ownHealthEndpoint, type HealthEndpoint } from './health-endpoint.ts';
 import { startHealthProbing, type HealthProbing } from './health-probing.ts';
 import { LocalEndpointStore, toCoreEndpoint, type LocalEndpointRecord } from './local-store.ts';
 import { RoutesTarget } from './reconcilers/routes.ts';
@@ -72,6 +73,8 @@ export interface AgentOptions {
   /** TLS to the health service: a CA (TLS), plus a certificate and key (mutual TLS; the certificate names this node). */
   healthTls?: TlsFiles;
   healthTlsServerName?: string;
+  /** Make and own the node's health endpoint (health-endpoint.ts): its namespace's name and its health port. */
+  healthEndpoint?: { netns: string; port: number };
   clusterSize?: number;
   /** Wait for the operator's sync markers before the first full pass, never prune without them (AgentCore). */
   waitForSync?: boolean;
@@ -205,12 +208,13 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
   const leased = new LeasedKeys({ client, log });
   let statusUrl = '';
   const healthPort = options.healthPort ?? 0;
+  let healthEndpoint: HealthEndpoint | undefined;
   const healthEp = (): LocalEndpointRecord | undefined => store.all().find((e) => e.health);
   const publishHealth = () => {
     if (!healthPort && !healthEp()) return;
     const ep = healthEp();
     void publisher
-      ?.publishHealth({ v: RECORD_VERSION, node: options.nodeName, nodeIP: nodeIp, ...(healthPort ? { agentPort: healthPort } : {}), ...(ep ? { healthIP: ep.ip } : {}) })
+      ?.publishHealth({ v: RECORD_VERSION, node: options.nodeName, nodeIP: nodeIp, ...(healthPort ? { agentPort: healthPort } : {}), ...(ep ? { healthIP: ep.ip } : {}), ...(ep && healthEndpoint ? { healthPort: healthEndpoint.port } : {}) })
       .catch((err: unknown) => log.warn({ error: (err as Error).message }, 'publishing the health endpoint failed'));
   };
   const api = await startAgentApi({
@@ -279,6 +283,17 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
   publisher = new StatusPublisher({ leased, keys, node: options.nodeName, build: buildStatus, log });
   publisher.publishNow();
 
+  // Through the local API like a pod's, once synced (the CNI plugin needs this node's podCIDR); retried until made.
+  const endpointOwner = options.healthEndpoint
+    ? ownHealthEndpoint({
+        node: options.nodeName, netns: options.healthEndpoint.netns, port: options.healthEndpoint.port, nodeNetns: netns,
+        apiSocket: options.apiSocket, apiPort: options.apiPort, stateDir: options.stateDir, log, after: core.synced(),
+        onReady: (endpoint) => {
+          healthEndpoint = endpoint;
+          publishHealth();
+        },
+      })
+    : undefined;
   let health: HealthListener | undefined;
   if (healthPort || options.healthService) health = await startHealthListener(netns, healthPort, options.nodeName);
   publishHealth();
@@ -317,6 +332,7 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
       const steps: ShutdownStep[] = [
         ['health probing', () => probing?.stop()],
         ['health listener', () => health?.stop()],
+        ['health endpoint', () => endpointOwner?.stop()],
         ['status publisher', () => publisher?.close()],
         ['local API', () => api.close()],
         ['status server', () => status.close()],

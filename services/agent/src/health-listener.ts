@@ -107,8 +107,8 @@ export interface HttpProbeOutcome {
 }
 
 export interface HealthListener {
-  /** The prober child (HTTP probes of the peers). */
-  child: ChildProcess;
+  /** The prober child (HTTP probes of the peers); undefined when started without probing. */
+  child: ChildProcess | undefined;
   /** The listener child on the health port, when there is one. */
   server: ChildProcess | undefined;
   /** Connections closed by the per-source rate limit (reported by the listener every 10 s). */
@@ -135,8 +135,8 @@ async function startChild(netns: string | undefined, script: string, args: strin
 
 const limitedSchema = z.object({ limited: z.number().int().min(0) });
 
-/** Starts the helpers; `port` 0 runs no listener (probing only). */
-export async function startHealthListener(netns: string | undefined, port: number, node: string): Promise<HealthListener> {
+/** Starts the helpers; `port` 0 runs no listener (probing only), `probe: false` no prober (serving only). */
+export async function startHealthListener(netns: string | undefined, port: number, node: string, options: { probe?: boolean } = {}): Promise<HealthListener> {
   let limited = 0;
   let server: ChildProcess | undefined;
   if (port > 0) {
@@ -147,22 +147,23 @@ export async function startHealthListener(netns: string | undefined, port: numbe
       if (parsed.success) limited += parsed.data.limited;
     });
   }
-  const { child, lines } = await startChild(netns, PROBER_SCRIPT, [], 'health prober').catch((err: Error) => {
+  const prober = options.probe === false ? undefined : await startChild(netns, PROBER_SCRIPT, [], 'health prober').catch((err: Error) => {
     server?.stdin?.end();
     server?.kill('SIGTERM');
     throw err;
   });
+  const child = prober?.child;
   const pending = new Map<number, (outcome: HttpProbeOutcome) => void>();
   let seq = 0;
-  let gone = false;
-  lines.on('line', (line) => {
+  let gone = !child;
+  prober?.lines.on('line', (line) => {
     const parsed = answerSchema.safeParse((() => { try { return JSON.parse(line) as unknown; } catch { return undefined; } })());
     if (!parsed.success) return;
     const { id, ...outcome } = parsed.data;
     pending.get(id)?.(outcome);
     pending.delete(id);
   });
-  child.once('exit', () => {
+  child?.once('exit', () => {
     gone = true;
     for (const resolve of pending.values()) resolve({ ok: false, rttUs: 0, error: 'health helper exited' });
     pending.clear();
@@ -174,7 +175,7 @@ export async function startHealthListener(netns: string | undefined, port: numbe
       return limited;
     },
     httpProbe(ip, probePort, timeoutMs) {
-      if (gone || !child.stdin?.writable) return Promise.resolve({ ok: false, rttUs: 0, error: 'health helper exited' });
+      if (gone || !child?.stdin?.writable) return Promise.resolve({ ok: false, rttUs: 0, error: child ? 'health helper exited' : 'this helper does not probe' });
       const id = ++seq;
       return new Promise((resolve) => {
         // The helper answers every probe within timeoutMs; this covers a helper that hangs.

@@ -26,6 +26,8 @@ const program = new Command('sluice-agent')
   .addOption(flag('--metrics-host <host>', 'address of /metrics, /status, /healthz, /readyz', '127.0.0.1'))
   .addOption(flag('--metrics-port <port>', 'port of /metrics, /status, /healthz, /readyz (0 picks a free one)', '9876'))
   .addOption(flag('--health-port <port>', 'health port inside the node namespace, probed by peers at the node IP (0: none)', '4240'))
+  .addOption(flag('--health-endpoint-port <port>', 'make and own the node\'s health endpoint (a namespace with a podCIDR address, like cilium-health-ep) answering on this port (0: none; deployments use 4240)', '0'))
+  .addOption(flag('--health-endpoint-netns <name>', 'name of the health endpoint\'s namespace under /run/netns (default: <netns>-health, or sluice-health)'))
   .addOption(flag('--health-service <host:port>', 'the health service: probe peers for cluster health and report there (no probing without it)'))
   .addOption(flag('--health-tls-ca <file>', 'CA bundle of the health service\'s certificate (PEM); enables TLS'))
   .addOption(flag('--health-tls-cert <file>', 'client certificate for mutual TLS (PEM; must name this node)'))
@@ -57,6 +59,8 @@ const options = parseOptions(
     metricsHost: z.string().min(1),
     metricsPort: schemas.port,
     healthPort: schemas.port,
+    healthEndpointPort: schemas.port,
+    healthEndpointNetns: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, 'is not a namespace name').optional(),
     healthService: z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/, 'must be host:port').optional(),
     healthTlsCa: z.string().min(1).optional(),
     healthTlsCert: z.string().min(1).optional(),
@@ -77,7 +81,7 @@ const etcd = configOrExit(program, () => resolveEtcdConfig(options));
 const log = createLogger({ component: 'agent', node: options.nodeName, level: options.logLevel });
 const stateDir = options.stateDir ?? `/var/run/sluice/${options.nodeName}`;
 try {
-  const { healthTlsCa, healthTlsCert, healthTlsKey, metricsHost, metricsPort, reconcileInterval, shutdownGrace, apiGroup, ...rest } = options;
+  const { healthEndpointPort, healthEndpointNetns, healthTlsCa, healthTlsCert, healthTlsKey, metricsHost, metricsPort, reconcileInterval, shutdownGrace, apiGroup, ...rest } = options;
   const agent = await runAgent({
     ...rest,
     etcd: etcd.client,
@@ -87,6 +91,7 @@ try {
     // Production has an operator: wait for its sync markers, never prune on an etcd it has not synced.
     waitForSync: true,
     ...(healthTlsCa ? { healthTls: { ca: healthTlsCa, cert: healthTlsCert, key: healthTlsKey } } : {}),
+    ...(healthEndpointPort ? { healthEndpoint: { port: healthEndpointPort, netns: healthEndpointNetns ?? `${options.netns ?? 'sluice'}-health` } } : {}),
     pinDir: options.pinDir ?? `/sys/fs/bpf/sluice/${options.nodeName}`,
     stateDir,
     apiSocket: options.apiPort === undefined ? (options.apiSocket ?? `${stateDir}/agent.sock`) : undefined,

@@ -70,7 +70,7 @@ describe('health helper in the node namespace', () => {
     } finally {
       await lab.exec(b, 'ip', ['link', 'set', 'eth0', 'up']);
     }
-    const exited = new Promise((resolve) => prober.child.once('exit', resolve));
+    const exited = new Promise((resolve) => prober.child!.once('exit', resolve));
     prober.stop();
     await exited;
     expect(await prober.httpProbe('10.93.0.2', 4240, 500)).toMatchObject({ ok: false, error: 'health helper exited' });

@@ -49,6 +49,14 @@ export interface AggregatorOptions {
   plan?: PlanOptions;
   /** Consecutive failed rounds of one reporter needed to list a pair failure (a re-probe confirms each). */
   pairConfirmations?: number;
+  /**
+   * How old a failed HTTP probe of an agent must be before it counts against the agent. One lost HTTP probe is
+   * common (1 % loss makes thousands a minute at 5,000 nodes) and is refuted by the next success — but reports arrive
+   * out of time order (each reporter flushes once a second), so a success sent after a run of failures may arrive
+   * after them; waiting this long lets it. A dead agent is reported that much later; a dead node is not (its host
+   * verdict needs every probe of a round to fail, and is not delayed).
+   */
+  agentSettleMs?: number;
   now?: () => number;
 }
 
@@ -126,6 +134,7 @@ export class Aggregator {
   readonly staleMs: number;
   private readonly confirmations: number;
   private readonly pairConfirmations: number;
+  private readonly agentSettleMs: number;
   readonly counters: AggregatorCounters = {
     results: {
       PROBE_KIND_HOST_ICMP: { ok: 0, failed: 0 },
@@ -158,6 +167,7 @@ export class Aggregator {
     this.staleMs = options.staleMs ?? 20_000;
     this.confirmations = options.confirmations ?? 3;
     this.pairConfirmations = Math.max(1, options.pairConfirmations ?? 2);
+    this.agentSettleMs = options.agentSettleMs ?? 3000;
     this.planOptions = { ...options.plan, confirmations: options.confirmations ?? options.plan?.confirmations ?? 3 };
     this.now = options.now ?? Date.now;
   }
@@ -330,7 +340,11 @@ export class Aggregator {
       }
     }
     if (round.httpOk) record(state.agentEvidence, reporter, time, true);
-    else if (round.httpSeen && round.icmpOk) record(state.agentEvidence, reporter, time, false);
+    else if (round.httpSeen && round.icmpOk) {
+      record(state.agentEvidence, reporter, time, false);
+      // Re-evaluated once the failure has settled (see agentSettleMs).
+      if (time + this.agentSettleMs < state.expiresAt) state.expiresAt = time + this.agentSettleMs;
+    }
     if (round.endpointSeen) record(state.endpoint, reporter, time, round.endpointOk);
     round.time = -1;
     round.hostSeen = round.hostOk = round.icmpOk = round.httpSeen = round.httpOk = round.endpointSeen = round.endpointOk = false;
@@ -392,7 +406,7 @@ export class Aggregator {
       const failing = countFailers(state.host, fresh);
       const reachability = verdict(state.host, failing, quorum, fresh);
       const endpointReachability = verdict(state.endpoint, countFailers(state.endpoint, fresh), quorum, fresh);
-      const agentFailing = countFailers(state.agentEvidence, fresh);
+      const agentFailing = countFailers(state.agentEvidence, fresh, now - this.agentSettleMs);
       const info = this.nodes.get(name);
       const hostAnswers = reachability === 'REACHABILITY_REACHABLE' || reachability === 'REACHABILITY_SUSPECT';
       const agent: AgentState =
@@ -457,12 +471,15 @@ export class Aggregator {
       for (const time of e.failers.values()) if (time >= fresh && time < oldest) oldest = time;
     }
     for (const run of state.pairs.values()) if (run.last >= fresh && run.last < oldest) oldest = run.last;
+    let settles = Number.POSITIVE_INFINITY;
+    const now = fresh + this.staleMs;
+    for (const time of state.agentEvidence.failers.values()) if (time + this.agentSettleMs > now && time + this.agentSettleMs < settles) settles = time + this.agentSettleMs;
     for (const [kind, status] of state.latest) {
       if (status.timeUnixMs < fresh) state.latest.delete(kind);
       else if (status.timeUnixMs < oldest) oldest = status.timeUnixMs;
     }
     if (state.lastProbe < fresh) state.lastProbe = 0;
-    state.expiresAt = oldest + this.staleMs;
+    state.expiresAt = Math.min(oldest + this.staleMs, settles);
   }
 
   private buildView(name: string, state: TargetState | undefined): NodeHealth {
@@ -553,14 +570,17 @@ function record(e: Evidence, reporter: string, time: number, ok: boolean): void 
   }
 }
 
-/** Drops failures refuted by a newer success or gone stale; the reporters still failing. */
-function countFailers(e: Evidence, fresh: number): number {
+/**
+ * Drops failures refuted by a newer success or gone stale; the reporters still failing (with `settledBy`, only those
+ * whose failure is at least that old).
+ */
+function countFailers(e: Evidence, fresh: number, settledBy = Number.POSITIVE_INFINITY): number {
   let failing = 0;
   for (const [reporter, lastFail] of e.failers) {
     // A failure older than the newest success is refuted for good (newestOk only drops by expiring, and then this
     // failure, older still, has expired too).
     if (lastFail <= e.newestOk || lastFail < fresh) e.failers.delete(reporter);
-    else failing++;
+    else if (lastFail <= settledBy) failing++;
   }
   return failing;
 }

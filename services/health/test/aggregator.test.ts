@@ -140,6 +140,17 @@ describe('Aggregator', () => {
     // Two reporters are not the quorum (3): one refused connection may be a pair problem.
     expect(aggregator.nodeHealth('node-3')?.agent).toBe('AGENT_STATE_RUNNING');
     aggregator.ingest('node-4', agentDown('node-3', now()));
+    // Three failures, but a success sent after them may still be on its way (reporters flush once a second).
+    expect(aggregator.nodeHealth('node-3')?.agent).toBe('AGENT_STATE_RUNNING');
+    advance(1000);
+    aggregator.ingest('node-5', host('node-3', true, now() - 500));
+    advance(3000);
+    aggregator.sweep();
+    expect(aggregator.nodeHealth('node-3')?.agent).toBe('AGENT_STATE_RUNNING');
+    // Failures that nothing refutes count once they have settled.
+    for (const reporter of ['node-1', 'node-2', 'node-4']) aggregator.ingest(reporter, agentDown('node-3', now()));
+    advance(3000);
+    aggregator.sweep();
     expect(aggregator.nodeHealth('node-3')).toMatchObject({ reachability: 'REACHABILITY_REACHABLE', agent: 'AGENT_STATE_NOT_RUNNING' });
     expect(aggregator.summary()).toMatchObject({ reachable: 10 - 9, agentNotRunning: ['node-3'] });
     expect(changes.at(-1)).toMatchObject({ node: 'node-3', previous: 'REACHABILITY_REACHABLE', current: 'REACHABILITY_REACHABLE', health: { agent: 'AGENT_STATE_NOT_RUNNING' } });

@@ -4,8 +4,10 @@
  *   underlay  sl-<id>-u     a bridge (br0, MTU 9000) that every node's uplink plugs into
  *   node i    sl-<id>-n<i>  eth0 (node IP from kube-sim's node range), vx0 (collect_md VXLAN), ip_forward, a REAL
  *                           agent process (tsx services/agent/src/main.ts) in the host namespace acting on it
- *   health i  sl-<id>-h<i>  the node's health endpoint (like cilium-health-ep): made by the CNI plugin, its IP
- *                           advertised on the node (annotation sluice.io/health-ips) and under keys.health(node)
+ *   health i  sl-<id>-h<i>  the node's health endpoint (like cilium-health-ep): made and owned by the node's agent
+ *                           (--health-endpoint-netns/-port; with agents from manifests, by the lab through the CNI
+ *                           plugin), its IP advertised on the node (annotation sluice.io/health-ips) and under
+ *                           keys.health(node), answering HTTP on HEALTH_ENDPOINT_PORT
  *   pod       sl-<id>-p<k>  made by the node's lab kubelet through the CNI plugin, with a web server on :8080
  *
  * etcd, kube-sim, the operator and the agents live on the host's loopback. The lab registers its nodes in kube-sim
@@ -13,7 +15,7 @@
  * always cleans up — namespaces, processes, pins under /sys/fs/bpf/sluice/<lab id>/, its state dir — even after a
  * failed start; it never touches an interface or address outside the namespaces it made.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { appendFileSync, cpSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -30,6 +32,8 @@ import { LabKubelet, webServer, WEB_PORT, type Sandbox } from './kubelet.ts';
 import { labServices, type LabServices } from './services.ts';
 
 const REPO = fileURLToPath(new URL('../../../', import.meta.url));
+/** The health port of each node's health endpoint (inside its own namespace, like cilium-health-ep's 4240). */
+export const HEALTH_ENDPOINT_PORT = 4240;
 const TSX_LOADER = `file://${join(REPO, 'node_modules/tsx/dist/loader.mjs')}`;
 export const AGENT_MAIN = join(REPO, 'services/agent/src/main.ts');
 export const OPERATOR_MAIN = join(REPO, 'services/operator/src/main.ts');
@@ -203,6 +207,9 @@ export async function startLab(options: LabOptions): Promise<Lab> {
   const pinRoot = `/sys/fs/bpf/sluice/${id}`;
   const sim = options.kubeSim;
   const healthPort = options.healthPort ?? 4240;
+  // The agents make their nodes' health endpoints; agents from manifests get no per-node flags, so the lab does.
+  const agentsMakeHealthEndpoints = (options.healthEndpoints ?? true) && !options.manifests;
+  const healthEndpointsDeferred = new Set<string>();
   mkdirSync(stateRoot, { recursive: true });
   net.defer(`state dir ${stateRoot}`, () => {
     // SLUICE_LAB_LOGS=<dir>: keep the agents' and operator's logs of every lab (debugging a failed run).
@@ -274,7 +281,14 @@ export async function startLab(options: LabOptions): Promise<Lab> {
       '--log-level', options.agentLogLevel ?? 'info',
       ...(options.masquerade ? ['--masquerade'] : []),
       ...(options.healthService ? ['--health-service', options.healthService] : []),
+      ...(agentsMakeHealthEndpoints ? ['--health-endpoint-port', String(HEALTH_ENDPOINT_PORT), '--health-endpoint-netns', net.name(`h${node.index}`)] : []),
     ];
+    if (agentsMakeHealthEndpoints && !healthEndpointsDeferred.has(node.name)) {
+      // A killed agent leaves its endpoint behind: the lab takes it away with the rest.
+      healthEndpointsDeferred.add(node.name);
+      const netns = net.name(`h${node.index}`);
+      net.defer(`netns ${netns}`, () => void execFileSync('ip', ['netns', 'delete', netns], { stdio: 'ignore' }));
+    }
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     processes.add(child);
     agents.set(node.name, child);
@@ -292,8 +306,12 @@ export async function startLab(options: LabOptions): Promise<Lab> {
         const line = buffer.slice(0, nl);
         buffer = buffer.slice(nl + 1);
         try {
-          const rec = JSON.parse(line) as { msg?: string; status?: string; error?: string };
+          const rec = JSON.parse(line) as { msg?: string; status?: string; error?: string; ip?: string; netns?: string };
           if (rec.msg === 'agent running' && rec.status) statusUrl = rec.status;
+          if (rec.msg === 'health endpoint ready' && rec.ip && rec.netns) {
+            node.healthIp = rec.ip;
+            node.healthNetns = rec.netns;
+          }
           if (rec.msg === 'agent failed to start') failed = rec.error;
         } catch {
           // not JSON (a libbpf message)
@@ -398,9 +416,14 @@ export async function startLab(options: LabOptions): Promise<Lab> {
     if (options.healthEndpoints ?? true) {
       await Promise.all(
         nodes.map(async (node) => {
-          const netns = await net.addNetns(net.name(`h${node.index}`));
-          node.healthNetns = netns;
-          node.healthIp = await cniAdd(node, netns, `health-${node.name}`, `K8S_POD_NAME=sluice-health;SLUICE_HEALTH=true`);
+          if (agentsMakeHealthEndpoints) {
+            // Made by the agent once it synced (health-endpoint.ts), which says so in its log.
+            await waitFor(`agent ${node.name} to make its health endpoint (log in ${join(node.stateDir, 'agent.log')})`, () => node.healthIp, 60_000);
+          } else {
+            const netns = await net.addNetns(net.name(`h${node.index}`));
+            node.healthNetns = netns;
+            node.healthIp = await cniAdd(node, netns, `health-${node.name}`, `K8S_POD_NAME=sluice-health;SLUICE_HEALTH=true`);
+          }
           if (healthPort) node.agentHealthUrl = `http://${node.ip}:${healthPort}`;
           sim.store.mutate('nodes', '', node.name, (obj) => {
             const meta = obj.metadata!;
@@ -409,7 +432,7 @@ export async function startLab(options: LabOptions): Promise<Lab> {
         }),
       );
     }
-    log.info({ ms: Date.now() - t0 }, 'lab: health endpoints made');
+    log.info({ ms: Date.now() - t0 }, agentsMakeHealthEndpoints ? 'lab: health endpoints made by the agents' : 'lab: health endpoints made');
     for (const node of nodes) makeNode(node);
     const podsPerNode = options.podsPerNode ?? 0;
     for (const node of nodes) {

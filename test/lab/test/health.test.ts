@@ -1,7 +1,7 @@
 /**
  * Cluster health in the lab, end to end: the real health service process (services/health), real agent processes
  * probing with --health-service from their node namespaces (ICMP and HTTP to the peers' node IPs and agents' health
- * ports, ICMP to their health endpoints), a 3-node lab on a real bridge. Cut one node's underlay link: within the
+ * ports, and to their health endpoints, which each agent makes and owns), a 3-node lab on a real bridge. Cut one node's underlay link: within the
  * documented detection time the cluster view shows it unreachable and WatchClusterHealth streams the change; restore
  * it: reachable again. The host namespace has no route into the lab, so every successful probe also shows that the
  * probes leave from the node namespaces. Then, one at a time, each shown in `sluice health status`, the gRPC answer
@@ -75,7 +75,8 @@ describe('cluster health in the lab (real agents probing, real health service)',
       const keys = keySchema(ROOT);
       for (const node of lab.nodes) {
         const record = decodeRecord(healthEndpointRecord, 'health endpoint', (await kv.get(keys.health(node.name)).string()) ?? '');
-        expect(record).toMatchObject({ node: node.name, nodeIP: node.ip, agentPort: 4240, healthIP: node.healthIp });
+        // The agent made the health endpoint (the lab did not) and publishes its address and port.
+        expect(record).toMatchObject({ node: node.name, nodeIP: node.ip, agentPort: 4240, healthIP: node.healthIp, healthPort: 4240 });
       }
     } finally {
       kv.close();
@@ -90,7 +91,7 @@ describe('cluster health in the lab (real agents probing, real health service)',
       return (
         view.summary.total === N &&
         view.summary.reachable === N &&
-        view.nodes.every((n) => n.reachability === 'REACHABILITY_REACHABLE' && n.host.icmp.ok && n.host.http.ok && n.endpoint.icmp.ok)
+        view.nodes.every((n) => n.reachability === 'REACHABILITY_REACHABLE' && n.host.icmp.ok && n.host.http.ok && n.endpoint.icmp.ok && n.endpoint.http.ok)
       );
     };
     await expect.poll(allPathsUp, { timeout: 30_000, interval: 250 }).toBe(true);
@@ -143,6 +144,7 @@ describe('cluster health in the lab (real agents probing, real health service)',
     expect(text.out).toContain(`Nodes:\n  ${lab.nodes[0]!.name} (localhost): reachable\n    Host connectivity to ${lab.nodes[0]!.ip}:\n      ICMP to stack:   OK, RTT=`);
     expect(text.out).toMatch(/HTTP to agent: {3}OK, RTT=/);
     expect(text.out).toContain(`Endpoint connectivity to ${lab.nodes[0]!.healthIp}:`);
+    expect(text.out.split('Endpoint connectivity to')[1]).toMatch(/^ [\d.]+:\n {6}ICMP to stack: {3}OK, RTT=[^\n]+\n {6}HTTP to agent: {3}OK, RTT=/);
     expect(text.out).toContain(`Cluster health: ${N}/${N} reachable`);
   });
 
