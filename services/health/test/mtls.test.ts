@@ -82,4 +82,26 @@ describe('mutual TLS', () => {
     await expect(anonymous.getClusterHealth()).rejects.toMatchObject({ code: grpc.status.UNAVAILABLE });
     anonymous.close();
   });
+
+  it('is read by `sluice health status` with the CLI\'s --health-tls-* flags', async () => {
+    // The CLI in-process (services/cli), against this mutual-TLS service.
+    const { runCli } = await import('../../cli/src/cli.ts');
+    const run = async (...args: string[]) => {
+      let out = '';
+      let err = '';
+      const code = await runCli(['health', 'status', '--etcd-endpoints', 'http://127.0.0.1:9', '--health', address, ...args], {
+        stdout: (t) => void (out += t), stderr: (t) => void (err += t), env: { SLUICE_DEMO_STATE: join(dir, 'no-demo.json') }, cwd: dir,
+      });
+      return { code, out, err };
+    };
+    const tls = await run('--health-tls-ca', join(dir, 'ca.crt'), '--health-tls-cert', join(dir, 'node-a.crt'), '--health-tls-key', join(dir, 'node-a.key'));
+    expect(tls.err).toBe('');
+    expect(tls.code).toBe(0);
+    expect(tls.out).toContain('  node-c: reachable');
+    const yaml = await run('-o', 'yaml', '--health-tls-ca', join(dir, 'ca.crt'), '--health-tls-cert', join(dir, 'node-a.crt'), '--health-tls-key', join(dir, 'node-a.key'));
+    expect(yaml.out).toContain('total: 3\n');
+    const plain = await run();
+    expect(plain.code).toBe(1);
+    expect(plain.err).toMatch(/health service at localhost:\d+ unreachable/);
+  });
 });
