@@ -2,6 +2,7 @@
 /**
  * sluice-operator: mirrors Kubernetes into etcd as slim records. Run two for availability; one leads.
  */
+import { createWriteStream } from 'node:fs';
 import { Command, configOrExit, etcdFlags, etcdFlagShape, flag, parseOptions, resolveEtcdConfig, schemas, z } from '@sluice/config';
 import { createKvClient, keySchema } from '@sluice/kvstore';
 import { createLogger } from '@sluice/log';
@@ -23,6 +24,7 @@ const program = new Command('sluice-operator')
   .addOption(flag('--metrics-host <host>', 'address for /metrics, /healthz, /readyz', '127.0.0.1'))
   .addOption(flag('--metrics-port <port>', 'port for /metrics, /healthz, /readyz (0 picks a free one)', '9963'))
   .addOption(flag('--shutdown-grace <seconds>', 'on SIGTERM/SIGINT, how long to wait for etcd and the API server before abandoning what is pending and exiting', '10'))
+  .addOption(flag('--receipt-log <file>', 'for measurement harnesses: append "<epoch ms> <A|D> <namespace>/<name>" per Pod ADDED/DELETED watch event as it arrives'))
   .addOption(flag('--log-level <level>', 'fatal, error, warn, info, debug or trace', 'info'));
 for (const option of etcdFlags()) program.addOption(option);
 
@@ -41,6 +43,7 @@ const options = parseOptions(
     metricsHost: z.string().min(1),
     metricsPort: schemas.port,
     shutdownGrace: z.coerce.number().min(0).max(3600),
+    receiptLog: z.string().min(1).optional(),
     logLevel: schemas.logLevel,
   }),
 );
@@ -57,7 +60,12 @@ try {
 }
 const traffic = trackApiTraffic(apiServerOrigin(kube), registry);
 const etcd = createKvClient(etcdConfig.client);
+// Buffered and unsynchronised: a line per pod change must not cost the event loop a write() each.
+const receipts = options.receiptLog ? createWriteStream(options.receiptLog, { flags: 'a' }) : undefined;
 const operator = new Operator({
+  onReceived: receipts && ((kind, type, namespace, name) => {
+    if (kind === 'Pod' && type !== 'MODIFIED') receipts.write(`${Date.now()} ${type === 'ADDED' ? 'A' : 'D'} ${namespace}/${name}\n`);
+  }),
   kube,
   etcd,
   keys: keySchema(etcdConfig.prefix),
@@ -88,14 +96,20 @@ const shutdown = async (signal: string) => {
   // The last resort: nothing (a hung socket close, a library waiting on etcd) may keep the process past its grace.
   setTimeout(() => {
     log.error({ graceSeconds: options.shutdownGrace }, 'shutdown: still not done after the grace period; exiting anyway');
-    process.exit(1);
+    exit(1);
   }, graceMs + 2_000).unref();
   await operator.stop(graceMs);
   await Promise.race([status.close(), new Promise((resolve) => setTimeout(resolve, 1_000).unref())]);
   traffic.close();
+  receipts?.end();
   etcd.close();
   log.info('stopped');
-  process.exit(0);
+  exit(0);
 };
+/** Exits once the asynchronous log destination has written what it holds (what was abandoned must be seen). */
+function exit(code: number): void {
+  log.flush(() => process.exit(code));
+  setTimeout(() => process.exit(code), 1_000).unref();
+}
 process.on('SIGINT', () => void shutdown('SIGINT'));
 process.on('SIGTERM', () => void shutdown('SIGTERM'));

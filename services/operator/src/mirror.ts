@@ -55,6 +55,8 @@ export interface MirrorOptions {
   metrics: MirrorMetrics;
   pageSize?: number;
   backoff?: Backoff;
+  /** Called as each watch event arrives, before it is applied (a measurement hook: where latency splits). */
+  onReceived?: (type: 'ADDED' | 'MODIFIED' | 'DELETED', object: KubeObject) => void;
 }
 
 type Precomputed = { value: string } | { error: unknown };
@@ -245,6 +247,7 @@ export class KindMirror {
   }
 
   private onEvent(type: Exclude<WatchEventType, 'ERROR'>, object: KubeObject, record?: Precomputed): void {
+    if (type !== 'BOOKMARK') this.options.onReceived?.(type, object);
     if (type === 'ADDED' || type === 'MODIFIED') this.apply(type, object, record);
     else if (type === 'DELETED') this.remove(object);
     const version = object.metadata?.resourceVersion;
