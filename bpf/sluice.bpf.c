@@ -897,4 +897,51 @@ int to_container(struct __sk_buff *skb)
 	return TC_ACT_OK;
 }
 
+/*
+ * Socket-level load balancing for processes of the node itself (host-namespace clients): connect() to a service
+ * frontend is rewritten to a backend before the socket exists on the wire, so no per-packet translation and no
+ * reverse NAT are needed (TCP, and UDP sockets that connect()). Attached to the node's cgroup (cgroup/connect4). A
+ * backend is drawn at random from the Maglev table (so terminating backends, never in the table, are never drawn);
+ * a frontend without backends fails the connect() at once instead of letting it hang.
+ */
+SEC("cgroup/connect4")
+int sock4_connect(struct bpf_sock_addr *ctx)
+{
+	struct sl_config *cfg = config();
+	struct sl_service_key sk = {};
+	struct sl_service_value *svc;
+	struct sl_maglev_value *table;
+	struct sl_backend_value *be;
+	__u32 slot, id;
+
+	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
+		return 1;
+	sk.vip = ctx->user_ip4;
+	sk.port = (__u16)ctx->user_port;
+	sk.proto = ctx->protocol;
+	svc = bpf_map_lookup_elem(&sl_services, &sk);
+	if (!svc && cfg && sk.vip == cfg->node_ip) {
+		sk.vip = 0;
+		svc = bpf_map_lookup_elem(&sl_services, &sk);
+	}
+	if (!svc)
+		return 1;
+	if (!svc->count)
+		return 0;
+	table = bpf_map_lookup_elem(&sl_lb_maglev, &svc->id);
+	if (!table)
+		return 0;
+	slot = bpf_get_prandom_u32() % SL_MAGLEV_M;
+	asm volatile("" : "+r"(slot));
+	if (slot >= SL_MAGLEV_M)
+		return 0;
+	id = table->backend_ids[slot];
+	be = bpf_map_lookup_elem(&sl_backends, &id);
+	if (!be)
+		return 0;
+	ctx->user_ip4 = be->ip;
+	ctx->user_port = be->port;
+	return 1;
+}
+
 char LICENSE[] SEC("license") = "GPL";

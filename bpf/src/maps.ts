@@ -799,5 +799,6 @@ export const PROGRAMS = {
   fromOverlay: { name: 'from_overlay', attach: 'ingress', on: 'the VXLAN device' },
   toOverlay: { name: 'to_overlay', attach: 'egress', on: 'the VXLAN device' },
   toContainer: { name: 'to_container', attach: 'egress', on: "a pod's host-side veth" },
+  sockConnect4: { name: 'sock4_connect', attach: 'cgroup/connect4', on: "the node's cgroup (host-namespace clients)" },
 } as const;
 export type ProgramName = (typeof PROGRAMS)[keyof typeof PROGRAMS]['name'];

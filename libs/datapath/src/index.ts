@@ -11,3 +11,4 @@ export * from './reconcile.ts';
 export * from './services.ts';
 export * from './tc.ts';
 export * from './test-run.ts';
+export * from './cgroup.ts';

@@ -5,10 +5,11 @@
  * servers and long-lived clients), killed when the lab stops.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { openPinnedMaps } from '@sluice/datapath';
+import { existsSync, mkdirSync, rmdirSync } from 'node:fs';
+import { attachSocketLb, openPinnedMaps } from '@sluice/datapath';
 import type { ServiceKey, ServiceValue } from '@sluice/bpf';
 import type { KubeSim } from '@sluice/kube-sim';
-import type { NetLab } from '@sluice/netns';
+import { run, type ExecResult, type NetLab } from '@sluice/netns';
 import type { LabNode, LabPod } from './lab.ts';
 
 export interface LabServicePort {
@@ -57,6 +58,18 @@ export interface LabServices {
   addClient(): Promise<LabClient>;
   /** Runs a long-lived process in a namespace; it is killed when the lab stops. */
   spawnIn(netns: string, cmd: string, args: readonly string[]): ChildProcess;
+  /**
+   * Runs a command as a process of the node itself (its network namespace) inside the node's own cgroup, where the
+   * node's socket load balancer (sock4_connect) is attached — a host-namespace client of the node's services.
+   */
+  hostExec(node: LabNode, cmd: string, args: readonly string[], options?: { timeoutMs?: number }): Promise<ExecResult>;
+}
+
+/** The cgroup v2 hierarchy (unified, or the hybrid layout's /sys/fs/cgroup/unified). */
+function cgroup2Root(): string {
+  if (existsSync('/sys/fs/cgroup/cgroup.controllers')) return '/sys/fs/cgroup';
+  if (existsSync('/sys/fs/cgroup/unified/cgroup.controllers')) return '/sys/fs/cgroup/unified';
+  throw new Error('no cgroup v2 hierarchy mounted (needed for the socket load balancer)');
 }
 
 interface Context {
@@ -72,6 +85,26 @@ export function labServices(ctx: Context): LabServices {
   const { sim, net, podNamespace: namespace } = ctx;
   const created = new Set<string>();
   let clients = 0;
+  const cgroups = new Map<string, string>();
+  net.defer('lab cgroups', () => {
+    for (const dir of cgroups.values()) {
+      try {
+        rmdirSync(dir);
+      } catch {
+        // still has a process (killed with the lab) or already gone
+      }
+    }
+  });
+  const cgroupOf = (node: LabNode): string => {
+    let dir = cgroups.get(node.name);
+    if (!dir) {
+      dir = `${cgroup2Root()}/${net.name(`cg${node.index}`)}`;
+      mkdirSync(dir);
+      cgroups.set(node.name, dir);
+      attachSocketLb(node.pinDir, dir);
+    }
+    return dir;
+  };
   net.defer('lab services', () => {
     for (const name of created) {
       for (const [plural, n] of [['endpointslices', `${name}-lab`], ['services', name]] as const) {
@@ -172,6 +205,10 @@ export function labServices(ctx: Context): LabServices {
       await net.setMaster(underlay, ifname, 'br0');
       await net.addAddr(netns, 'eth0', `${ip}/${bits}`);
       return { netns, ip };
+    },
+    hostExec(node, cmd, args, options = {}) {
+      const dir = cgroupOf(node);
+      return run('sh', ['-c', `echo $$ > ${dir}/cgroup.procs && exec nsenter --net=/run/netns/${node.netns} "$@"`, 'sh', cmd, ...args], { timeoutMs: options.timeoutMs ?? 15_000 });
     },
     spawnIn(netns, cmd, args) {
       const child = spawn('nsenter', [`--net=/run/netns/${netns}`, cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });

@@ -159,6 +159,25 @@ function basics(get: () => Lab, prefix: string, base: string) {
     for (const n of lab.nodes) expect((await http(pods[`${prefix}2-1`]!, n.ip, 30080)).body, n.name).toBe(backend.name);
   });
 
+  it('host-namespace clients: a process of each node reaches a ClusterIP (TCP, and connected UDP) through the socket load balancer', async () => {
+    const lab = get();
+    const pods = podsByName(lab);
+    const backends = [pods[`${prefix}1-2`]!, pods[`${prefix}2-2`]!];
+    const vip = `${base}.10`;
+    await lab.services.waitFrontend({ vip, port: 80, proto: 'tcp' }, (v) => v.count === 2);
+    for (const n of lab.nodes) {
+      const seen = new Set<string>();
+      for (let i = 0; i < 4; i++) {
+        const r = await lab.services.hostExec(n, 'curl', ['-s', '-m', '3', `http://${vip}:80/`]);
+        expect(r.code, `${n.name}: ${r.stderr}`).toBe(0);
+        seen.add(r.stdout.trim());
+      }
+      expect([...seen].every((s) => backends.some((b) => b.name === s)), n.name).toBe(true);
+      const udpAnswer = await lab.services.hostExec(n, process.execPath, ['-e', UDP_CLIENT, vip, '53']);
+      expect(backends.some((b) => udpAnswer.stdout.trim() === `${b.name} hello`), `${n.name}: ${udpAnswer.stdout}`).toBe(true);
+    }
+  });
+
   it('hairpin: a pod reaches itself through its own service', async () => {
     const lab = get();
     const self = podsByName(lab)[`${prefix}1-1`]!;
@@ -174,7 +193,7 @@ function basics(get: () => Lab, prefix: string, base: string) {
 describe('services, native routing, BPF host routing', () => {
   let lab: Lab;
   beforeAll(async () => {
-    lab = await startLab({ nodes: 2, podsPerNode: 2, etcdEndpoint: etcd.endpoint, kubeSim: sim, routing: 'native', hostRouting: 'bpf', podPrefix: 'sa-', healthEndpoints: false, healthPort: 0 });
+    lab = await startLab({ nodes: 2, podsPerNode: 2, etcdEndpoint: etcd.endpoint, kubeSim: sim, routing: 'native', hostRouting: 'bpf', podPrefix: 'sa-', nodePrefix: 'svca-node-', rootPrefix: 'svca/', healthEndpoints: false, healthPort: 0 });
     await startServers(lab);
   }, 240_000);
   afterAll(async () => {
@@ -317,7 +336,7 @@ describe('services, native routing, BPF host routing', () => {
 describe('services, VXLAN tunnel, legacy host routing', () => {
   let lab: Lab;
   beforeAll(async () => {
-    lab = await startLab({ nodes: 2, podsPerNode: 2, etcdEndpoint: etcd.endpoint, kubeSim: sim, routing: 'tunnel', hostRouting: 'legacy', podPrefix: 'sb-', healthEndpoints: false, healthPort: 0 });
+    lab = await startLab({ nodes: 2, podsPerNode: 2, etcdEndpoint: etcd.endpoint, kubeSim: sim, routing: 'tunnel', hostRouting: 'legacy', podPrefix: 'sb-', nodePrefix: 'svcb-node-', rootPrefix: 'svcb/', healthEndpoints: false, healthPort: 0 });
     await startServers(lab);
   }, 240_000);
   afterAll(async () => {
