@@ -72,6 +72,11 @@ export function planTests(demo: DemoState, health: Map<string, HealthEndpointRec
       }
       if (record?.healthIP) {
         tests.push({ scenario: 'health (endpoint)', description: `${podName(a)} → ${other.name} health endpoint ${record.healthIP} (ICMP)`, probe: { kind: 'icmp', netns: a.netns, ip: record.healthIP } });
+        if (record.healthPort) {
+          // The endpoint's listener answers with its node's name, like the agent's health port.
+          const url = `http://${record.healthIP}:${record.healthPort}/hello`;
+          tests.push({ scenario: 'health (endpoint)', description: `${podName(a)} → ${other.name} health endpoint ${url}`, probe: { kind: 'http', netns: a.netns, url, expect: other.name } });
+        }
       }
     }
   }

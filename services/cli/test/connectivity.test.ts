@@ -45,6 +45,13 @@ describe('sluice connectivity test', () => {
     expect(tests.map((t) => describeProbe(t.probe))).toContain('http sl-t-n1-p1 http://10.200.1.2:8080/');
     expect(tests.map((t) => describeProbe(t.probe))).toContain('http sl-t-n1-p1 http://10.0.0.2:4240/hello');
     expect(tests.map((t) => describeProbe(t.probe))).toContain('icmp sl-t-n3-p1 10.200.0.200');
+    // The HTTP checks name whom the answer must come from.
+    expect(tests.find((t) => t.probe.kind === 'http' && t.probe.url === 'http://10.0.0.2:4240/hello')?.probe).toMatchObject({ expect: 'n2' });
+    // A health record with the endpoint's port adds the endpoint's HTTP check.
+    const withPort = new Map([...health].map(([node, r]) => [node, { ...r, healthPort: 4240 }]));
+    const endpointHttp = planTests(state, withPort, undefined).filter((t) => t.scenario === 'health (endpoint)' && t.probe.kind === 'http');
+    expect(endpointHttp.map((t) => describeProbe(t.probe))).toContain('http sl-t-n3-p1 http://10.200.0.200:4240/hello');
+    expect(endpointHttp).toHaveLength(3);
   });
 
   it('all probes pass: a ✅ line each, the summary, exit 0', async () => {
