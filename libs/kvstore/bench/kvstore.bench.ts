@@ -1,8 +1,9 @@
 /**
  * kvstore benchmark: batched writer throughput vs single puts, and watch delivery to 1, 100 and 1,000 watchers of one
- * prefix sharing one client, against a local etcd 3.4 (data on tmpfs).
+ * prefix sharing one client, against a local etcd 3.4 (data on tmpfs); and on a 3-member cluster, how long writes stop
+ * when the leader is SIGKILLed during churn (the fault tests assert that nothing is lost, not how fast).
  */
-import { startEtcd } from '@sluice/etcd-runner';
+import { startEtcd, startEtcdCluster } from '@sluice/etcd-runner';
 import { createLogger } from '@sluice/log';
 import type { Figure } from '../../../bench/run.ts';
 import { KvWriter, createKvClient, watchPrefix, type PrefixWatch } from '../src/index.ts';
@@ -115,5 +116,43 @@ export default async function bench(): Promise<Figure[]> {
     watchClient.close();
     await etcd.stop();
   }
+  figures.push(...(await leaderKill()));
   return figures;
+}
+
+/** A writer churning 500 keys on a 3-member cluster; the leader is SIGKILLed: time to a new leader, then to the next landed transaction. */
+export async function leaderKill(): Promise<Figure[]> {
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  const cluster = await startEtcdCluster({ members: 3 });
+  const client = createKvClient({ endpoints: cluster.endpoints, callTimeoutMs: 3000, dialTimeoutMs: 1000 });
+  try {
+    const writer = new KvWriter({ client, log, backoff: { minMs: 50, maxMs: 500 } });
+    let stop = false;
+    const churn = (async () => {
+      for (let i = 0; !stop; i++) {
+        writer.upsert(`bench/churn/${i % 500}`, value(i));
+        await sleep(2);
+      }
+    })();
+    await sleep(1000);
+    const leader = await cluster.leader();
+    const killedAt = performance.now();
+    await leader.kill();
+    await cluster.leader(15_000);
+    const electedAt = performance.now();
+    const landed = writer.getStats().transactions;
+    while (writer.getStats().transactions === landed) await sleep(5);
+    const resumedAt = performance.now();
+    stop = true;
+    await churn;
+    await writer.flush();
+    writer.close();
+    return [
+      { metric: '3-member cluster, leader SIGKILLed: a new leader after', value: Math.round(electedAt - killedAt), unit: 'ms' },
+      { metric: '3-member cluster, leader SIGKILLed: writes land again after the new leader', value: Math.round(resumedAt - electedAt), unit: 'ms' },
+    ];
+  } finally {
+    client.close();
+    await cluster.stop();
+  }
 }

@@ -482,7 +482,17 @@ class PrefixWatcher<T> implements PrefixWatch {
         const header = response?.header;
         if (header && this.clusterId !== undefined) {
           if (String(header.cluster_id) !== this.clusterId) return finish(new EtcdReplacedError(`cluster id ${this.clusterId} → ${header.cluster_id}`));
-          if (Number(header.revision) < this.revision) return finish(new EtcdReplacedError(`revision went back from ${this.revision} to ${header.revision}`));
+          if (Number(header.revision) < this.revision) {
+            // A member that lags a little answers with an older revision too: only a linearizable read that is
+            // still behind what was delivered means that etcd went back in time (a replacement with the same id).
+            const seen = this.revision;
+            this.client.kv
+              .range({ key: this.key, range_end: this.rangeEnd, count_only: true })
+              .then((r) => {
+                if (Number(r.header.revision) < seen) finish(new EtcdReplacedError(`revision went back from ${seen} to ${r.header.revision}`));
+              })
+              .catch(() => undefined); // unavailable: the stream's own errors take over
+          }
         }
         this.connected = true;
         this.backoff.reset();
