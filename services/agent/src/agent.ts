@@ -15,7 +15,7 @@
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
-import { attachNode, decideHostRouting, loadDatapath, probeKernel, type Datapath, type HostRoutingDecision, type KernelFeatures } from '@sluice/datapath';
+import { attachNode, attachSocketLb, decideHostRouting, loadDatapath, probeKernel, type Datapath, type HostRoutingDecision, type KernelFeatures } from '@sluice/datapath';
 import {
   createKvClient,
   decodeRecord,
@@ -61,6 +61,8 @@ export interface AgentOptions {
   routing: RoutingMode;
   hostRouting: HostRoutingRequest;
   masquerade?: boolean;
+  /** cgroup v2 directory to attach the socket load balancer to (host-namespace clients of services). */
+  cgroupRoot?: string;
   stateDir: string;
   apiSocket?: string;
   apiPort?: number;
@@ -182,6 +184,10 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
     }
   }
   attachNode(dp, { uplink: options.uplink, vxlan: vx ? vxlan : undefined, pods: store.all().map((e) => e.hostIfname) }, netns);
+  if (options.cgroupRoot) {
+    attachSocketLb(options.pinDir, options.cgroupRoot);
+    log.info({ cgroup: options.cgroupRoot }, 'socket load balancer attached (host-namespace clients of services)');
+  }
   log.info({ reusedMaps: dp.reusedMaps, endpoints: store.all().length }, dp.reusedMaps ? 'reusing pinned maps (no flush)' : 'created maps');
 
   let publisher: StatusPublisher | undefined;
@@ -248,7 +254,7 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
       masquerading,
       kernel: features,
       maps: dp.fillLevels(),
-      kubeProxyReplacement: { enabled: true, ...services.status() },
+      kubeProxyReplacement: { enabled: true, socketLb: !!options.cgroupRoot, ...services.status() },
       api: api.address,
     };
   };

@@ -19,6 +19,7 @@ const program = new Command('sluice-agent')
   .addOption(flag('--routing <mode>', 'native or tunnel (a nodeconfig record in etcd overrides it)', 'native'))
   .addOption(flag('--host-routing <mode>', 'auto, bpf or legacy (a nodeconfig record in etcd overrides it)', 'auto'))
   .addOption(flag('--masquerade', 'SNAT pod traffic leaving the cluster to the node IP (BPF)', false))
+  .addOption(flag('--cgroup-root <dir>', 'cgroup v2 directory whose processes get socket-level load balancing of services (connect() to a ClusterIP goes to a backend): the hierarchy\'s root on a real node; none by default'))
   .addOption(flag('--state-dir <dir>', 'where local endpoints are kept across restarts (default /var/run/sluice/<node>)'))
   .addOption(flag('--api-socket <path>', 'unix socket of the local API for the CNI plugin (default <state-dir>/agent.sock)'))
   .addOption(flag('--api-port <port>', 'serve the local API on 127.0.0.1:<port> instead of a unix socket'))
@@ -52,6 +53,7 @@ const options = parseOptions(
     routing: z.enum(['native', 'tunnel']),
     hostRouting: z.enum(['auto', 'bpf', 'legacy']),
     masquerade: z.coerce.boolean(),
+    cgroupRoot: z.string().startsWith('/', 'must be an absolute path').optional(),
     stateDir: z.string().min(1).optional(),
     apiSocket: z.string().min(1).optional(),
     apiPort: schemas.port.optional(),

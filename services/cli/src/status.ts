@@ -16,7 +16,7 @@ const agentWatchSchema = z.object({
   etcd: z.object({ connected: z.boolean(), retries: z.number(), decodeErrors: z.number(), lastError: z.string().optional() }),
   reconcilers: z.array(z.object({ name: z.string(), rows: z.object({ done: z.number(), pending: z.number(), error: z.number() }), driftRepaired: z.number().optional() })).optional(),
   conflicts: z.object({ counts: z.record(z.string(), z.number()) }).optional(),
-  kubeProxyReplacement: z.object({ enabled: z.boolean(), synced: z.boolean(), services: z.number(), programmed: z.number() }).optional(),
+  kubeProxyReplacement: z.object({ enabled: z.boolean(), socketLb: z.boolean().optional(), synced: z.boolean(), services: z.number(), programmed: z.number() }).optional(),
 });
 type AgentLocalStatus = z.infer<typeof agentWatchSchema>;
 type AgentWatch = AgentLocalStatus['etcd'];
@@ -235,7 +235,9 @@ export function kubeProxyReplacementSection(locals: Map<string, AgentLocalStatus
   const off = reporting.filter(([, l]) => !l.kubeProxyReplacement!.enabled).map(([n]) => n);
   const syncing = reporting.filter(([, l]) => !l.kubeProxyReplacement!.synced).map(([n]) => n);
   const services = Math.max(...reporting.map(([, l]) => l.kubeProxyReplacement!.services));
-  const features = '[ClusterIP, NodePort, ExternalIPs, LoadBalancer IPs; TCP, UDP; Maglev, connection tracking, session affinity, traffic policies; no socket LB]';
+  const socketLb = reporting.filter(([, l]) => l.kubeProxyReplacement!.socketLb).length;
+  const socket = socketLb === reporting.length ? 'socket LB' : socketLb ? `socket LB on ${socketLb}/${reporting.length}` : 'no socket LB';
+  const features = `[ClusterIP, NodePort, ExternalIPs, LoadBalancer IPs; TCP, UDP; Maglev, connection tracking, session affinity, traffic policies; ${socket}]`;
   const parts = [off.length === reporting.length ? 'False' : `True   ${features}`, `${services} services`, `${reporting.length}/${agents} agents reporting`];
   if (off.length && off.length < reporting.length) parts.push(`off on ${off.join(', ')}`);
   if (syncing.length) parts.push(`not synced yet on ${syncing.join(', ')}`);

@@ -29,7 +29,7 @@ import { HEALTH_IPS_ANNOTATION } from '@sluice/slim';
 import type { EtcdServer } from '@sluice/etcd-runner';
 import { ETCD_USERS } from '@sluice/kvstore';
 import { LabKubelet, webServer, WEB_PORT, type Sandbox } from './kubelet.ts';
-import { labServices, type LabServices } from './services.ts';
+import { labServices, makeNodeCgroup, type LabServices } from './services.ts';
 
 const REPO = fileURLToPath(new URL('../../../', import.meta.url));
 /** The health port of each node's health endpoint (inside its own namespace, like cilium-health-ep's 4240). */
@@ -98,6 +98,8 @@ export interface LabNode {
   agentHealthUrl?: string;
   /** The underlay-side end of the node's uplink (cutLink sets it down). */
   underlayIf: string;
+  /** The node's own cgroup (v2): its agent attaches the socket load balancer there (host-namespace clients). */
+  cgroup?: string;
 }
 
 export interface LabPod {
@@ -280,6 +282,7 @@ export async function startLab(options: LabOptions): Promise<Lab> {
       '--metrics-port', '0', '--health-port', String(healthPort), '--cluster-size', String(options.nodes),
       '--log-level', options.agentLogLevel ?? 'info',
       ...(options.masquerade ? ['--masquerade'] : []),
+      ...(node.cgroup ? ['--cgroup-root', node.cgroup] : []),
       ...(options.healthService ? ['--health-service', options.healthService] : []),
       ...(agentsMakeHealthEndpoints ? ['--health-endpoint-port', String(HEALTH_ENDPOINT_PORT), '--health-endpoint-netns', net.name(`h${node.index}`)] : []),
     ];
@@ -402,6 +405,7 @@ export async function startLab(options: LabOptions): Promise<Lab> {
         name, index: i, netns, ip: info.internalIP, podCidr: info.podCIDR, pinDir: join(pinRoot, name), stateDir,
         agentSocket: join(stateDir, 'agent.sock'), statusUrl: '', agentPid: undefined, agentLog: '', underlayIf,
       });
+      nodes[nodes.length - 1]!.cgroup = makeNodeCgroup(net, i);
     }
     if (options.operator ?? true) {
       const op = spawn(process.execPath, ['--import', TSX_LOADER, OPERATOR_MAIN, ...etcdArgs(stateRoot, ETCD_USERS.operator), '--kube-server', sim.url, '--etcd-prefix', rootPrefix, '--metrics-port', '0', '--log-level', 'info'], { stdio: ['ignore', 'ignore', 'pipe'] });

@@ -65,6 +65,20 @@ export interface LabServices {
   hostExec(node: LabNode, cmd: string, args: readonly string[], options?: { timeoutMs?: number }): Promise<ExecResult>;
 }
 
+/** A cgroup of the lab's own for a node (removed when the lab stops): where its socket load balancer goes. */
+export function makeNodeCgroup(net: NetLab, index: number): string {
+  const dir = `${cgroup2Root()}/${net.name(`cg${index}`)}`;
+  mkdirSync(dir);
+  net.defer(`cgroup ${dir}`, () => {
+    try {
+      rmdirSync(dir);
+    } catch {
+      // a process still in it (killed with the lab) or already gone
+    }
+  });
+  return dir;
+}
+
 /** The cgroup v2 hierarchy (unified, or the hybrid layout's /sys/fs/cgroup/unified). */
 function cgroup2Root(): string {
   if (existsSync('/sys/fs/cgroup/cgroup.controllers')) return '/sys/fs/cgroup';
@@ -95,7 +109,9 @@ export function labServices(ctx: Context): LabServices {
       }
     }
   });
+  // The node's agent attached its socket load balancer to node.cgroup; a lab without one gets it attached here.
   const cgroupOf = (node: LabNode): string => {
+    if (node.cgroup) return node.cgroup;
     let dir = cgroups.get(node.name);
     if (!dir) {
       dir = `${cgroup2Root()}/${net.name(`cg${node.index}`)}`;
