@@ -142,11 +142,12 @@ function basics(get: () => Lab, prefix: string, base: string) {
     expect(seen).toEqual(new Set(backends.map((b) => b.name)));
   });
 
-  it('NodePort from a client outside the cluster, on every node, the backend on one node only', async () => {
+  it('NodePort and externalIPs from a client outside the cluster, through every node, the backend on one node only', async () => {
     const lab = get();
     const pods = podsByName(lab);
     const backend = pods[`${prefix}1-2`]!;
-    lab.services.apply({ name: `${prefix}np`, type: 'NodePort', clusterIP: `${base}.13`, ports: [{ name: 'http', port: 80, targetPort: 'http', nodePort: 30080 }, { name: 'dns', port: 53, targetPort: 'dns', protocol: 'UDP', nodePort: 30053 }] });
+    const externalIP = prefix === 'sa-' ? '192.0.2.10' : '192.0.2.11';
+    lab.services.apply({ name: `${prefix}np`, type: 'NodePort', clusterIP: `${base}.13`, externalIPs: [externalIP], ports: [{ name: 'http', port: 80, targetPort: 'http', nodePort: 30080 }, { name: 'dns', port: 53, targetPort: 'dns', protocol: 'UDP', nodePort: 30053 }] });
     lab.services.setEndpoints(`${prefix}np`, [{ pod: backend }], PORTS);
     await lab.services.waitFrontend({ vip: '0.0.0.0', port: 30080, proto: 'tcp' }, (v) => v.count === 1);
     await lab.services.waitFrontend({ vip: '0.0.0.0', port: 30053, proto: 'udp' }, (v) => v.count === 1);
@@ -157,6 +158,12 @@ function basics(get: () => Lab, prefix: string, base: string) {
     }
     // From a pod too, to its own node's address and to the other node's.
     for (const n of lab.nodes) expect((await http(pods[`${prefix}2-1`]!, n.ip, 30080)).body, n.name).toBe(backend.name);
+    // The external IP, routed by the client through either node (as an upstream router would).
+    await lab.services.waitFrontend({ vip: externalIP, port: 80, proto: 'tcp' }, (v) => v.count === 1);
+    for (const n of lab.nodes) {
+      await execIn(client.netns, 'ip', ['route', 'replace', `${externalIP}/32`, 'via', n.ip]);
+      expect(await http(client, externalIP, 80), `${externalIP} via ${n.name}`).toEqual({ code: 0, body: backend.name });
+    }
   });
 
   it('host-namespace clients: a process of each node reaches a ClusterIP (TCP, and connected UDP) through the socket load balancer', async () => {
