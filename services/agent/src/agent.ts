@@ -209,7 +209,7 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
   });
   core.start();
   // Services and EndpointSlices → the load balancer's maps (kube-proxy replacement): a reconciler of its own.
-  const services = startServices({ nodeName: options.nodeName, client, keys, datapath: dp, log, registry, nodeIp, ...(options.clusterSize ? { clusterSize: options.clusterSize } : {}), ...(options.reconcileIntervalMs !== undefined ? { refreshIntervalMs: options.reconcileIntervalMs } : {}) });
+  const services = startServices({ nodeName: options.nodeName, client, keys, datapath: dp, log, registry, nodeIp, ...(options.clusterSize ? { clusterSize: options.clusterSize } : {}) });
 
   const leased = new LeasedKeys({ client, log });
   let statusUrl = '';

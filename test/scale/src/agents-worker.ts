@@ -4,6 +4,7 @@
  * lightweight watchers count what each other node would receive, spread over `lightClients` etcd clients (each its
  * own HTTP/2 connection and watch stream). Started with --expose-gc so that memory samples are taken after a GC.
  */
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { readFileSync } from 'node:fs';
 import { AgentCore } from '@sluice/agent';
 import { memoryDatapath } from '@sluice/datapath';
@@ -56,7 +57,13 @@ function rchar(): number {
   }
 }
 
+const loop = monitorEventLoopDelay({ resolution: 10 });
+loop.enable();
+
 function sample(gc: boolean): WorkerSample {
+  // Before the GC asked for here, which would count as this process's stall.
+  const eventLoopMaxMs = loop.max / 1e6;
+  loop.reset();
   if (gc) (globalThis as { gc?: () => void }).gc?.();
   const mem = process.memoryUsage();
   const merged: Record<string, number> = { ...errors };
@@ -73,6 +80,7 @@ function sample(gc: boolean): WorkerSample {
     rchar: rchar(),
     heapUsed: mem.heapUsed,
     rss: mem.rss,
+    eventLoopMaxMs,
     clusterEndpoints: agents.map((a) => a.status().endpoints.cluster),
   };
 }

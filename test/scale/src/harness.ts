@@ -3,7 +3,7 @@
  * agents (worker processes), a timeline (heartbeats only; churn with a burst and an etcd restart; health), and
  * every figure collected into one Results object (results.json) from which the report is made.
  */
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -39,6 +39,8 @@ interface OperatorMetrics {
   skipped: number;
   deletes: number;
   retries: number;
+  /** prom-client's max event-loop delay since the previous scrape, ms. */
+  eventLoopMaxMs: number;
 }
 
 function operatorMetrics(text: string | undefined): OperatorMetrics | undefined {
@@ -52,7 +54,19 @@ function operatorMetrics(text: string | undefined): OperatorMetrics | undefined 
     skipped: metricValue(text, 'sluice_kv_writes_skipped_total'),
     deletes: metricValue(text, 'sluice_kv_deletes_total'),
     retries: metricValue(text, 'sluice_kv_write_retries_total'),
+    eventLoopMaxMs: metricValue(text, 'nodejs_eventloop_lag_max_seconds') * 1000,
   };
+}
+
+/** The operator's --receipt-log: "<type> <key>" → when the operator received that watch event. */
+async function readReceipts(file: string): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  const text = await readFile(file, 'utf8').catch(() => '');
+  for (const line of text.split('\n')) {
+    const [at, type, key] = line.split(' ');
+    if (at && type && key && !out.has(`${type} ${key}`)) out.set(`${type} ${key}`, Number(at));
+  }
+  return out;
 }
 
 interface EtcdMetrics {
@@ -156,9 +170,11 @@ export async function runScale(scenario: Scenario, options: RunOptions): Promise
     const kubeSimStartMs = Date.now() - kubeStart;
     const changes: PodChange[] = [];
     let burst: { started: number; ended: number; pods: number } | undefined;
+    let kubeLoopMaxMs: number | undefined;
     kube.onMessage((m) => {
       if (m.type === 'changes') for (const c of m.changes) changes.push(c);
       else if (m.type === 'burstDone') burst = m;
+      else if (m.type === 'eventLoop') kubeLoopMaxMs = Math.max(kubeLoopMaxMs ?? 0, m.maxMs);
     });
     let statsId = 0;
     const kubeStats = async (): Promise<KubeSimCounters | undefined> => {
@@ -171,8 +187,10 @@ export async function runScale(scenario: Scenario, options: RunOptions): Promise
     phase('starting the operator');
     const operatorPort = await freePort();
     const operatorStart = Date.now();
+    const receiptLog = join(logs, 'operator-receipts.log');
     const operator = spawnTs('operator', join(repo, 'services/operator/src/main.ts'), [
       '--etcd-endpoints', etcd.endpoint, '--kube-server', ready.url, '--metrics-port', String(operatorPort), '--log-level', 'info', '--identity', 'scale-operator',
+      '--receipt-log', receiptLog,
     ], join(logs, 'operator.log'));
     cleanups.push(() => operator.stop());
     const operatorUrl = `http://127.0.0.1:${operatorPort}/metrics`;
@@ -192,6 +210,7 @@ export async function runScale(scenario: Scenario, options: RunOptions): Promise
       '--listen', `127.0.0.1:${healthPort}`, '--etcd-endpoints', etcd.endpoint, '--insecure', '--metrics-port', String(healthStatusPort), '--log-level', 'warn',
     ], join(logs, 'health.log'));
     cleanups.push(() => health.stop());
+    const healthMetricsUrl = `http://127.0.0.1:${healthStatusPort}/metrics`;
 
     // --- agents ---
     const fullNames = ready.nodes.slice(0, scenario.fullAgents);
@@ -331,6 +350,17 @@ export async function runScale(scenario: Scenario, options: RunOptions): Promise
       const om = operatorMetrics(await scrape(operatorUrl));
       if (om) lastOperator = om;
       await sampleWorkers();
+      const loops: Record<string, number> = {};
+      if (om) loops.operator = om.eventLoopMaxMs;
+      const hm = await scrape(healthMetricsUrl);
+      if (hm) loops.health = metricValue(hm, 'nodejs_eventloop_lag_max_seconds') * 1000;
+      if (kubeLoopMaxMs !== undefined) loops['kube-sim'] = kubeLoopMaxMs;
+      kubeLoopMaxMs = undefined;
+      for (const w of workers) {
+        const ws = samples.get(w);
+        if (ws) loops[w.name] = ws.eventLoopMaxMs;
+      }
+      point.eventLoopMaxMs = loops;
       const t = totals();
       point.lightEvents = t.lightEvents;
       point.fullConnected = t.fullConnected;
@@ -456,11 +486,13 @@ export async function runScale(scenario: Scenario, options: RunOptions): Promise
       return out;
     };
     let evaluated = evaluate();
+    let receipts = new Map<string, number>();
     await until('every change in every full agent', () => {
       evaluated = evaluate();
       return evaluated.every((e) => e.missing === 0);
     }, 120_000, 1000).catch(() => undefined);
     evaluated = evaluate();
+    receipts = await readReceipts(receiptLog);
     const kubeAfter = await kubeStats();
     const opAfter = operatorMetrics(await scrape(operatorUrl));
     const etcdAfter = etcdMetrics(await scrape(`${etcd.endpoint}/metrics`));
@@ -541,6 +573,24 @@ export async function runScale(scenario: Scenario, options: RunOptions): Promise
     }
     const perturbed = (at: number) => perturbations.some((w) => at >= w.from && at <= w.to);
     const steady = evaluated.filter((e) => e.allAt !== undefined && !perturbed(e.c[2]));
+    // The split at the operator's receipt; a change the operator never received as such (coalesced, or listed after a
+    // relist) has no receipt and is left out of it.
+    const splitAtReceipt = (list: typeof evaluated) => {
+      const parts = list.flatMap((e) => {
+        const at = receipts.get(`${e.c[1]} ${e.c[0]}`);
+        return at === undefined || e.etcdAt === undefined || e.allAt === undefined ? [] : [[at - e.c[2], e.etcdAt - at, e.allAt - e.etcdAt] as const];
+      });
+      return {
+        kubeSimToOperatorMs: summarize(parts.map((p) => p[0])),
+        operatorToEtcdMs: summarize(parts.map((p) => p[1])),
+        etcdToAllAgentsMs: summarize(parts.map((p) => p[2])),
+      };
+    };
+    const receiptsMatched = evaluated.filter((e) => receipts.has(`${e.c[1]} ${e.c[0]}`)).length;
+    const loopStats = (name: string) => {
+      const values = series.filter((p) => p.t >= 0 && p.t <= phaseS).map((p) => p.eventLoopMaxMs?.[name]).filter((v): v is number => v !== undefined);
+      return values.length ? { eventLoopMaxMs: Math.max(...values), eventLoopWindowsOver200Ms: values.filter((v) => v > 200).length } : { eventLoopMaxMs: null, eventLoopWindowsOver200Ms: null };
+    };
     const perAgent = evaluated.flatMap((e) => e.perAgent);
     const incomplete = evaluated.filter((e) => e.missing > 0);
     const phaseS = (phaseEnd - phaseT0) / 1000;
@@ -629,6 +679,7 @@ export async function runScale(scenario: Scenario, options: RunOptions): Promise
         perturbedWindows: perturbations.map((w) => ({ name: w.name, fromS: (w.from - phaseT0) / 1000, toS: (w.to - phaseT0) / 1000 })),
         perAgentMs: summarize(perAgent),
         kubeToEtcdMs: summarize(evaluated.filter((e) => e.etcdAt !== undefined).map((e) => e.etcdAt! - e.c[2])),
+        split: { all: splitAtReceipt(evaluated), steady: splitAtReceipt(steady), receiptsMatched },
         burst: burst ? { pods: burst.pods, createMs: burst.ended - burst.started, lastArrivalMs: Math.max(0, ...burstChanges.filter((e) => e.allAt !== undefined).map((e) => e.allAt! - burst!.started)), latencyMs: summarize(burstChanges.filter((e) => e.allAt !== undefined).map((e) => e.allAt! - e.c[2])) } : null,
         series: evaluated.filter((e) => e.allAt !== undefined).map((e) => ({ t: (e.c[2] - phaseT0) / 1000, ms: e.allAt! - e.c[2], ...(e.etcdAt !== undefined ? { etcdMs: e.etcdAt - e.c[2] } : {}), type: e.c[1] })),
       },
@@ -640,7 +691,7 @@ export async function runScale(scenario: Scenario, options: RunOptions): Promise
         rssBytesPerPod: fullRss / fullNames.length / podsInCluster,
         byProcess: fullMemory,
       },
-      processes: Object.fromEntries(Object.keys(pids()).map((name) => [name, { cpuPercentMean: cpuPct(name), peakRssMiB: (peakRss.get(name) ?? 0) / 1024 / 1024 }])),
+      processes: Object.fromEntries(Object.keys(pids()).map((name) => [name, { cpuPercentMean: cpuPct(name), peakRssMiB: (peakRss.get(name) ?? 0) / 1024 / 1024, ...loopStats(name) }])),
       etcd: {
         dbSizeBytes: etcdAfter?.dbSize ?? lastEtcdMetrics?.dbSize ?? null,
         resourceExhaustedReturned: etcdAfter?.resourceExhausted ?? null,

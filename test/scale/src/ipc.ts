@@ -30,7 +30,9 @@ export type HostMessage =
   | { type: 'ready'; url: string; nodes: string[] }
   | { type: 'changes'; changes: PodChange[] }
   | { type: 'burstDone'; started: number; ended: number; pods: number }
-  | { type: 'stats'; id: number; stats: KubeSimCounters };
+  | { type: 'stats'; id: number; stats: KubeSimCounters }
+  /** The event loop's delay over the last ~2 s (max and p99, ms): a stall is pinned on the process that had it. */
+  | { type: 'eventLoop'; maxMs: number; p99Ms: number };
 
 export interface WorkerInit {
   type: 'init';
@@ -72,6 +74,8 @@ export interface WorkerSample {
   rchar: number;
   heapUsed: number;
   rss: number;
+  /** The longest event-loop delay since the previous sample, ms. */
+  eventLoopMaxMs: number;
   /** Endpoints and nodes held by each full agent (for completeness checks). */
   clusterEndpoints: number[];
 }

@@ -3,6 +3,7 @@
  * the IPC channel. It stamps every pod creation and deletion with the time it happened in the API server, which is
  * where the propagation latency starts.
  */
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { startKubeSim, type KubeSim } from '@sluice/kube-sim';
 import { createLogger } from '@sluice/log';
 import type { HostCommand, HostMessage, PodChange } from './ipc.ts';
@@ -22,6 +23,15 @@ const flushTimer = setInterval(() => {
   send({ type: 'changes', changes: pending });
   pending = [];
 }, 200);
+
+// The API server's own event-loop delay, sent every 2 s: a stall here delays every watcher at once.
+const loop = monitorEventLoopDelay({ resolution: 10 });
+loop.enable();
+const loopTimer = setInterval(() => {
+  if (!sim) return;
+  send({ type: 'eventLoop', maxMs: loop.max / 1e6, p99Ms: loop.percentile(99) / 1e6 });
+  loop.reset();
+}, 2000);
 
 function onCommand(command: HostCommand): void {
   if (!sim) return;
@@ -78,5 +88,6 @@ process.on('message', (raw) => {
 });
 process.on('disconnect', () => {
   clearInterval(flushTimer);
+  clearInterval(loopTimer);
   process.exit(0);
 });

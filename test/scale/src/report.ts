@@ -211,13 +211,23 @@ export async function writeReport(r: Results, outDir: string): Promise<string[]>
   if (pr.burst) row(`burst of ${fmt(pr.burst.pods)} pods`, pr.burst.latencyMs);
   row('per agent (each agent × change)', pr.perAgentMs);
   row('kube-sim → etcd (operator only)', pr.kubeToEtcdMs);
+  if (pr.split) {
+    row('split, steady: kube-sim → operator receipt (API server + watch)', pr.split.steady.kubeSimToOperatorMs);
+    row('split, steady: operator receipt → etcd (decode, slim, write)', pr.split.steady.operatorToEtcdMs);
+    row('split, steady: etcd → every full agent', pr.split.steady.etcdToAllAgentsMs);
+    row('split, all: kube-sim → operator receipt', pr.split.all.kubeSimToOperatorMs);
+    row('split, all: operator receipt → etcd', pr.split.all.operatorToEtcdMs);
+    row('split, all: etcd → every full agent', pr.split.all.etcdToAllAgentsMs);
+  }
   lines.push('', `${fmt(pr.changes)} changes recorded, ${fmt(pr.reachedEveryFullAgent)} reached every full agent, ${fmt(pr.incomplete)} did not${pr.notInEtcd ? ` (${fmt(pr.notInEtcd)} never appeared in etcd)` : ''}.` +
     (pr.coalesced ? ` ${fmt(pr.coalesced)} more were pods created and deleted while the operator could not write (a net no-op the writer coalesced; etcd never saw them; not counted as lost).` : '') +
     (pr.burst ? ` The burst: ${fmt(pr.burst.pods)} pods created in ${fmt(pr.burst.createMs)} ms; the last one was in every full agent ${fmt(pr.burst.lastArrivalMs)} ms after the burst began.` : ''), '');
   lines.push('## Memory and CPU', '', `![cpu](${cpuPlot})`, '', `![memory](${rssPlot})`, '', `![etcd db](${dbPlot})`, '');
   lines.push(`- Full agents: ${bytesText(r.memory.fullAgentHeapBytes)} of heap each (worker heap after sync minus before any agent, after a GC, divided by agents) = **${fmt(r.memory.heapBytesPerPod)} B per pod in the cluster** (RSS: ${fmt(r.memory.rssBytesPerPod)} B per pod). That includes the agent's caches, its memoryDatapath maps (the real agent's maps are in the kernel) and its watchers' key → revision maps.`);
-  lines.push('', '| process | mean CPU (measured phase, % of one core) | peak RSS |', '| --- | --- | --- |');
-  for (const [name, p] of Object.entries(r.processes)) lines.push(`| ${name} | ${fmt(p.cpuPercentMean)} % | ${fmt(p.peakRssMiB)} MiB |`);
+  lines.push('', '| process | mean CPU (measured phase, % of one core) | peak RSS | longest event-loop delay (measured phase) | 2 s windows with a delay over 200 ms |', '| --- | --- | --- | --- | --- |');
+  for (const [name, p] of Object.entries(r.processes)) {
+    lines.push(`| ${name} | ${fmt(p.cpuPercentMean)} % | ${fmt(p.peakRssMiB)} MiB | ${p.eventLoopMaxMs === null || p.eventLoopMaxMs === undefined ? '–' : `${fmt(p.eventLoopMaxMs)} ms`} | ${fmt(p.eventLoopWindowsOver200Ms ?? null)} |`);
+  }
   lines.push('', `etcd database size at the end: ${bytesText(r.etcd.dbSizeBytes)}; slow watchers at the end: ${fmt(r.etcd.slowWatchers)}.`, '');
   if (r.restart) {
     lines.push('## etcd restart', '');

@@ -15,6 +15,8 @@ export interface SeriesPoint {
   lightEvents?: number;
   fullConnected?: number;
   lightConnected?: number;
+  /** Each process's longest event-loop delay over the last interval, ms. */
+  eventLoopMaxMs?: Record<string, number>;
 }
 
 export interface Results {
@@ -81,6 +83,15 @@ export interface Results {
     perturbedWindows: Array<{ name: 'burst' | 'outage'; fromS: number; toS: number }>;
     perAgentMs: Summary;
     kubeToEtcdMs: Summary;
+    /**
+     * Each change's latency split at the operator's receipt (its --receipt-log): kube-sim → operator (the API server
+     * and the watch), operator → etcd (decode, slim, write), etcd → every full agent. All changes, and the steady set.
+     */
+    split: {
+      all: { kubeSimToOperatorMs: Summary; operatorToEtcdMs: Summary; etcdToAllAgentsMs: Summary };
+      steady: { kubeSimToOperatorMs: Summary; operatorToEtcdMs: Summary; etcdToAllAgentsMs: Summary };
+      receiptsMatched: number;
+    };
     burst: { pods: number; createMs: number; lastArrivalMs: number; latencyMs: Summary } | null;
     /** Per change: when it was made (s into the phase), its latency to every full agent, and to etcd (the operator's part). */
     series: Array<{ t: number; ms: number; etcdMs?: number; type: 'A' | 'D' }>;
@@ -93,7 +104,7 @@ export interface Results {
     rssBytesPerPod: number;
     byProcess: Array<{ agents: number; heapBytes: number; rssBytes: number }>;
   };
-  processes: Record<string, { cpuPercentMean: number | null; peakRssMiB: number }>;
+  processes: Record<string, { cpuPercentMean: number | null; peakRssMiB: number; eventLoopMaxMs: number | null; eventLoopWindowsOver200Ms: number | null }>;
   etcd: { dbSizeBytes: number | null; resourceExhaustedReturned: number | null; slowWatchers: number | null };
   tooManyRequests: { reachingWatchConsumers: number; operatorLogMentions: number; etcdReturnedResourceExhausted: number | null };
   errorsSeenByWatchers: Record<string, number>;

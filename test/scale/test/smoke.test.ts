@@ -48,6 +48,15 @@ describe('scale harness (smoke scenario)', () => {
     expect(results.propagation.burst?.latencyMs.count).toBeGreaterThanOrEqual(SMOKE.burstPods!);
   });
 
+  it('splits each change at the operator\'s receipt and reports every process\'s event-loop delay', () => {
+    const { split } = results.propagation;
+    // Nearly every change has a receipt (those made while the operator's watch was being re-established may not).
+    expect(split.receiptsMatched).toBeGreaterThan(results.propagation.changes * 0.9);
+    expect(split.all.kubeSimToOperatorMs.count).toBeGreaterThan(SMOKE.burstPods!);
+    expect(split.all.operatorToEtcdMs.count).toBe(split.all.kubeSimToOperatorMs.count);
+    for (const name of ['kube-sim', 'operator', 'health', 'agents-full-0']) expect(results.processes[name]?.eventLoopMaxMs, name).toBeGreaterThan(0);
+  });
+
   it('everyone reconnected and resynced after the etcd restart, and no "too many requests" reached a caller', () => {
     const restart = results.restart!;
     expect(restart).toBeDefined();
