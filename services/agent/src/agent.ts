@@ -209,7 +209,7 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
   });
   core.start();
   // Services and EndpointSlices → the load balancer's maps (kube-proxy replacement): a reconciler of its own.
-  const services = startServices({ nodeName: options.nodeName, client, keys, datapath: dp, log, registry, nodeIp, ...(options.clusterSize ? { clusterSize: options.clusterSize } : {}) });
+  const services = startServices({ nodeName: options.nodeName, client, keys, datapath: dp, log, registry, nodeIp, ...(options.clusterSize ? { clusterSize: options.clusterSize } : {}), ...(options.reconcileIntervalMs !== undefined ? { refreshIntervalMs: options.reconcileIntervalMs } : {}) });
 
   const leased = new LeasedKeys({ client, log });
   let statusUrl = '';
@@ -247,7 +247,8 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
       synced: s.synced,
       endpoints: s.endpoints,
       writes: s.writes,
-      reconcilers: s.reconcilers,
+      // Every target, the services one included, as `sluice status` sums them.
+      reconcilers: [...s.reconcilers, services.status().reconciler],
       conflicts: s.conflicts,
       routing,
       hostRouting,
