@@ -328,8 +328,9 @@ export const maglevValue: Codec<MaglevTable> = {
     Buffer.from(v.buffer, v.byteOffset, v.byteLength).copy(buf, off);
   },
   decode: (buf, off) => {
+    // A copy (the dump's buffer is reused), in one memcpy; little-endian host as for encode.
     const out = new Uint32Array(MAGLEV_M);
-    for (let i = 0; i < MAGLEV_M; i++) out[i] = buf.readUInt32LE(off + i * 4);
+    new Uint8Array(out.buffer).set(buf.subarray(off, off + MAGLEV_M * 4));
     return out;
   },
 };

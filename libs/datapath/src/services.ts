@@ -145,8 +145,14 @@ const buildTable = (t: TableSpec) => maglevTable(t.members);
 /** A table in the map holds exactly the spec's backends (a full pass checks this rather than rebuilding every table). */
 function tableHolds(table: Uint32Array | undefined, spec: TableSpec): boolean {
   if (!table) return false;
-  const ids = new Set(table);
-  return ids.size === spec.members.length && spec.members.every((m) => ids.has(m.id));
+  const want = new Set(spec.members.map((m) => m.id));
+  const seen = new Set<number>();
+  for (let i = 0; i < table.length; i++) {
+    const id = table[i]!;
+    if (!want.has(id)) return false;
+    if (seen.size < want.size) seen.add(id);
+  }
+  return seen.size === want.size;
 }
 const sameBackend = (a: BackendValue | undefined, b: BackendValue) => !!a && a.ip === b.ip && a.port === b.port && a.flags === b.flags;
 const sameFrontend = (a: ServiceValue | undefined, b: ServiceValue) => !!a && a.id === b.id && a.count === b.count && a.flags === b.flags && a.affinityTimeout === b.affinityTimeout;

@@ -16,6 +16,8 @@
  * | <root>v1/nodeconfig/<node>                    | NodeConfigRecord (records.ts): per-node datapath settings | an admin or the demo |
  * | <root>v1/agents/<node>                        | AgentStatusRecord (records.ts), on the agent's lease | agent           |
  * | <root>v1/health/<node>                        | HealthEndpointRecord (records.ts): where a node's agent health port and health endpoint answer probes, on the agent's lease | agent |
+ * | <root>v1/l2announcements/<policy>             | SlimL2Announcement (slim l2.ts): a SluiceL2AnnouncementPolicy with the addresses it selects | operator |
+ * | <root>v1/l2leases/<ip>                        | the name of the node announcing that address, on its agent's lease (created only if absent) | agent |
  *
  * The synced marker names the operator term and the revision its sweep ended at (Cilium's cilium/synced markers):
  * readers (agents, health) wait for it before their first full reconcile and never prune on a view without it. An
@@ -34,7 +36,7 @@ export type ResourceKind = (typeof RESOURCE_KINDS)[number];
 export interface KeySchema {
   readonly root: string;
   /** The prefix under which every key of a collection lives, ending in `/`. */
-  prefix(collection: ResourceKind | 'synced' | 'nodeconfig' | 'agents' | 'health' | 'operator'): string;
+  prefix(collection: ResourceKind | 'synced' | 'nodeconfig' | 'agents' | 'health' | 'operator' | 'l2announcements' | 'l2leases'): string;
   node(name: string): string;
   pod(namespace: string, name: string): string;
   service(namespace: string, name: string): string;
@@ -46,8 +48,12 @@ export interface KeySchema {
   nodeConfig(node: string): string;
   agent(node: string): string;
   health(node: string): string;
+  /** A SluiceL2AnnouncementPolicy as the operator resolved it (not one of RESOURCE_KINDS: no sync marker). */
+  l2Announcement(policy: string): string;
+  /** Who announces an address on the underlay: one agent holds this key on its lease. */
+  l2Lease(ip: string): string;
   /** Splits a key under a collection prefix back into its name parts, or undefined if it is not under it. */
-  parse(collection: ResourceKind | 'nodeconfig' | 'agents' | 'health', key: string): string[] | undefined;
+  parse(collection: ResourceKind | 'nodeconfig' | 'agents' | 'health' | 'l2announcements' | 'l2leases', key: string): string[] | undefined;
 }
 
 export function keySchema(root = DEFAULT_ROOT): KeySchema {
@@ -67,6 +73,8 @@ export function keySchema(root = DEFAULT_ROOT): KeySchema {
     nodeConfig: (node) => `${prefix('nodeconfig')}${node}`,
     agent: (node) => `${prefix('agents')}${node}`,
     health: (node) => `${prefix('health')}${node}`,
+    l2Announcement: (policy) => `${prefix('l2announcements')}${policy}`,
+    l2Lease: (ip) => `${prefix('l2leases')}${ip}`,
     parse(collection, key) {
       const p = prefix(collection);
       if (!key.startsWith(p)) return undefined;

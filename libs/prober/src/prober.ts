@@ -63,7 +63,10 @@ export class Prober {
   /** When the sink started failing (undefined while it works). */
   private failingSince: number | undefined;
   private inFlight = new Set<Promise<void>>();
-  /** Peers whose last round failed on every host probe, oldest first: re-probed in the rounds' re-probe slots. */
+  /**
+   * Peers whose last round failed on every host probe, or reached the host but not the agent, oldest first:
+   * re-probed in the rounds' re-probe slots.
+   */
   private readonly rechecks = new Set<string>();
   currentPlan: ProbePlan;
 
@@ -158,8 +161,11 @@ export class Prober {
       if (peer.endpointPort) probes.push(['PROBE_KIND_ENDPOINT_HTTP', peer.endpointIP, http(peer.endpointIP, peer.endpointPort, timeoutMs)]);
     }
     const outcomes = await Promise.all(probes.map(([, , outcome]) => outcome));
-    const hostOk = probes.some(([kind], i) => (kind === 'PROBE_KIND_HOST_ICMP' || kind === 'PROBE_KIND_HOST_HTTP') && outcomes[i]!.ok);
-    if (hostOk) this.rechecks.delete(peer.name);
+    const ok = (which: ProbeKind) => probes.some(([kind], i) => kind === which && outcomes[i]!.ok);
+    const hostOk = ok('PROBE_KIND_HOST_ICMP') || ok('PROBE_KIND_HOST_HTTP');
+    // The host answers but its agent does not: re-probed too, so that the service sees two rounds in a row.
+    const agentDown = !!peer.agentPort && ok('PROBE_KIND_HOST_ICMP') && !ok('PROBE_KIND_HOST_HTTP');
+    if (hostOk && !agentDown) this.rechecks.delete(peer.name);
     else if (!this.rechecks.has(peer.name)) this.rechecks.add(peer.name);
     return probes.map(([kind, ip], i) => ({ target: peer.name, kind, ip, timeUnixMs: time, ...outcomes[i]! }));
   }

@@ -40,6 +40,8 @@ export interface AgentApiOptions {
   allow?: { uids?: number[]; gids?: number[] };
   /** Most local endpoints the node takes (default 1024). */
   maxEndpoints?: number;
+  /** How long a registration waits for this node's podCIDR to be known before a 503 (default 10 s, below the plugin's 15 s). */
+  nodeWaitMs?: number;
   /** Checks that `ifname` is a veth with `ifindex` in the node's namespace (default: `ip -d -j link show`). */
   checkInterface?: (ifname: string, ifindex: number) => Promise<string | undefined>;
   log?: Logger;
@@ -101,6 +103,7 @@ export async function startAgentApi(options: AgentApiOptions): Promise<AgentApi>
   const log = options.log;
   const repeats = new RepeatSuppressor(60_000);
   const maxEndpoints = options.maxEndpoints ?? DEFAULT_MAX_ENDPOINTS;
+  const nodeWaitMs = options.nodeWaitMs ?? 10_000;
   const checkInterface = options.checkInterface ?? vethChecker(options.info.netns);
   const allowedUids = new Set([0, ...(options.allow?.uids ?? [])]);
   const allowedGids = new Set(options.allow?.gids ?? []);
@@ -115,12 +118,17 @@ export async function startAgentApi(options: AgentApiOptions): Promise<AgentApi>
         const path = (req.url ?? '/').split('?')[0] ?? '/';
         if (path === '/v1/node' && req.method === 'GET') {
           const n = core.node(core.nodeName);
-          return reply(200, { name: core.nodeName, ip: n?.ip ?? options.info.nodeIp, podCIDRs: n?.ownedCidrs ?? [], pinDir: options.info.pinDir, netns: options.info.netns, synced: core.isSynced });
+          return reply(200, { name: core.nodeName, ip: n?.ip ?? options.info.nodeIp, podCIDRs: n?.validCidrs ?? [], pinDir: options.info.pinDir, netns: options.info.netns, synced: core.isSynced });
         }
         if (path === '/v1/endpoints' && req.method === 'GET') return reply(200, store.all());
         const m = /^\/v1\/endpoints\/([^/]+)$/.exec(path);
         if (!m) return reply(404, { error: `no route ${req.method} ${path}` });
         const id = decodeURIComponent(m[1]!);
+        const refuse = (code: number, error: string) => {
+          const suppressed = repeats.shouldLog(`refused:${id}`);
+          if (suppressed !== undefined) log?.warn({ endpoint: id, status: code, error, suppressed }, 'local API: registration refused');
+          return reply(code, { error });
+        };
         if (req.method === 'GET') {
           const ep = store.get(id);
           return ep ? reply(200, ep) : reply(404, { error: `no endpoint ${id}` });
@@ -143,13 +151,14 @@ export async function startAgentApi(options: AgentApiOptions): Promise<AgentApi>
           const ep = parsed.data;
           if (ep.id !== id) return reply(400, { error: `endpoint id ${ep.id} does not match the path (${id})` });
           const existing = store.get(id);
-          if (!existing && store.size >= maxEndpoints) return reply(429, { error: `this node already has ${store.size} endpoints (at most ${maxEndpoints})` });
+          if (!existing && store.size >= maxEndpoints) return refuse(429, `this node already has ${store.size} endpoints (at most ${maxEndpoints})`);
           const clash = store.all().find((e) => e.ip === ep.ip && e.id !== id);
-          if (clash) return reply(409, { error: `IP ${ep.ip} is already used by endpoint ${clash.id}` });
+          if (clash) return refuse(409, `IP ${ep.ip} is already used by endpoint ${clash.id}`);
+          await core.whenOwnCidrKnown(nodeWaitMs);
           const ipProblem = core.checkLocalIp(ep.ip, id);
-          if (ipProblem) return reply(core.node(core.nodeName) ? 409 : 503, { error: ipProblem });
+          if (ipProblem) return refuse(core.node(core.nodeName) ? 409 : 503, ipProblem);
           const ifProblem = await checkInterface(ep.hostIfname, ep.hostIfindex);
-          if (ifProblem) return reply(400, { error: ifProblem });
+          if (ifProblem) return refuse(400, ifProblem);
           store.put(ep);
           core.upsertLocal(toCoreEndpoint(ep));
           await store.saved();

@@ -324,17 +324,30 @@ export class AgentCore {
     this.reconcilers.ipcache.changed(`${ip}/32`);
   }
 
-  /** A node as the agent knows it from etcd (its IP, podCIDRs, health IPs), and the podCIDRs it owns. */
-  node(name: string): { name: string; ip: string; cidrs: string[]; ownedCidrs: string[]; healthIPs: string[] } | undefined {
+  /** A node as the agent knows it from etcd (its IP, podCIDRs, health IPs): the ones valid, the ones it owns. */
+  node(name: string): { name: string; ip: string; cidrs: string[]; validCidrs: string[]; ownedCidrs: string[]; healthIPs: string[] } | undefined {
     const n = this.nodes.get(name);
     if (!n) return undefined;
-    return { name: n.name, ip: n.ip, cidrs: [...n.cidrs], ownedCidrs: n.cidrs.filter((c) => this.nodes.ownerOf(c) === name), healthIPs: [...n.healthIPs] };
+    return { name: n.name, ip: n.ip, cidrs: [...n.cidrs], validCidrs: this.nodes.validCidrs(name), ownedCidrs: n.cidrs.filter((c) => this.nodes.ownerOf(c) === name), healthIPs: [...n.healthIPs] };
   }
 
-  /** True when `ip` may be registered as a local endpoint: inside this node's podCIDRs, not another pod's. */
+  /**
+   * Resolves true once this node's record with a valid podCIDR is known (at start the CNI plugin may call before the
+   * operator wrote it), false after `timeoutMs`.
+   */
+  async whenOwnCidrKnown(timeoutMs: number): Promise<boolean> {
+    const end = Date.now() + timeoutMs;
+    while (!this.nodes.claimsAny(this.nodeName)) {
+      if (this.stopped || Date.now() >= end) return false;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    return true;
+  }
+
+  /** Why `ip` may not be registered as a local endpoint (inside this node's podCIDRs, not another's), or undefined. */
   checkLocalIp(ip: string, id: string): string | undefined {
-    if (!this.nodes.ownsAny(this.nodeName)) return `this node has no podCIDR yet (node record ${this.nodes.get(this.nodeName) ? 'has none it owns' : 'not seen'})`;
-    if (!this.nodes.inOwnedCidr(this.nodeName, ip)) return `IP ${ip} is outside this node's podCIDRs (${this.node(this.nodeName)?.ownedCidrs.join(', ')})`;
+    if (!this.nodes.claimsAny(this.nodeName)) return `this node has no valid podCIDR (node record ${this.nodes.get(this.nodeName) ? 'has none' : 'not seen yet'})`;
+    if (!this.nodes.inClaimedCidr(this.nodeName, ip)) return `IP ${ip} is outside this node's podCIDRs (${this.node(this.nodeName)?.cidrs.join(', ')})`;
     const local = this.local.byIp.get(ip);
     if (local && local.id !== id) return `IP ${ip} is already used by endpoint ${local.id}`;
     const pod = this.pods.ownerOf(ip);

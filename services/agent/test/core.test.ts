@@ -256,6 +256,20 @@ describe('AgentCore tables and reconcilers', () => {
       await core.whenProgrammed('nodes', Number(gone.header.revision));
       expect([...routes.current]).toEqual([['10.9.2.0/24', '192.168.9.2']]);
       expect(await registry.getSingleMetricAsString('sluice_agent_conflicts')).toMatch(/reason="pod_cidr_overlap"} 1/);
+
+      // A stale record (sorting first) holds this node's own podCIDR: other nodes' routes follow the rule, but this
+      // node still takes registrations in the CIDR its own record claims, and owns it again once the stale one goes.
+      const stale = await client.put(k.node('a-stale')).value(encodeSlimString('node', node('a-stale', '192.168.9.40', '10.9.1.0/24')));
+      await core.whenProgrammed('nodes', Number(stale.header.revision));
+      expect(lookupIpcache(dp, { cidr: '10.9.1.0/24' })).toEqual({ nodeIp: '192.168.9.40', flags: 0 });
+      expect(core.checkLocalIp('10.9.1.20', 'c-x')).toBeUndefined();
+      expect(core.checkLocalIp('10.9.2.20', 'c-x')).toMatch(/outside this node's podCIDRs/);
+      core.upsertLocal({ id: 'c-x', ip: '10.9.1.20', hostIfname: 'lxcx', hostIfindex: 12, hostMac: '02:00:00:00:02:01', mac: '02:00:00:00:02:02' });
+      await core.flush();
+      expect(dp.maps.endpoints.lookup({ ip: '10.9.1.20' })?.ifindex).toBe(12);
+      const staleGone = await client.delete().key(k.node('a-stale'));
+      await core.whenProgrammed('nodes', Number(staleGone.header.revision));
+      expect(lookupIpcache(dp, { cidr: '10.9.1.0/24' })).toEqual({ nodeIp: '192.168.9.1', flags: IPCACHE_F_LOCAL });
     } finally {
       await core.stop();
       await client.delete().prefix(k.prefix('nodes'));

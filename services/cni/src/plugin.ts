@@ -211,7 +211,7 @@ export async function cmdAdd(env: CniEnv, config: NetConfig): Promise<unknown> {
     await ipNode(config, ['route', 'replace', `${ip}/32`, 'dev', host, 'scope', 'link']);
     const { attachPod } = await import('@sluice/datapath');
     attachPod(node.pinDir, host, config.nodeNetns);
-    const res = await agentCall(config, 'PUT', `/v1/endpoints/${encodeURIComponent(env.containerId)}`, {
+    const endpoint = {
       id: env.containerId,
       ip,
       hostIfname: host,
@@ -221,7 +221,14 @@ export async function cmdAdd(env: CniEnv, config: NetConfig): Promise<unknown> {
       ...(env.args.K8S_POD_NAMESPACE ? { podNamespace: env.args.K8S_POD_NAMESPACE } : {}),
       ...(env.args.K8S_POD_NAME ? { podName: env.args.K8S_POD_NAME } : {}),
       ...(env.args.SLUICE_HEALTH === 'true' ? { health: true } : {}),
-    });
+    };
+    // 503: the agent does not know this node's podCIDR yet (it starts before the operator wrote the node record);
+    // it waits ~10 s per call, so a few calls cover a slow start. Any other refusal is final.
+    let res = await agentCall(config, 'PUT', `/v1/endpoints/${encodeURIComponent(env.containerId)}`, endpoint);
+    for (let attempt = 1; res.status === 503 && attempt < 6; attempt++) {
+      await new Promise((r) => setTimeout(r, Math.min(4000, 250 * 2 ** attempt)));
+      res = await agentCall(config, 'PUT', `/v1/endpoints/${encodeURIComponent(env.containerId)}`, endpoint);
+    }
     if (res.status !== 200) throw new CniError(CNI_ERR.tryAgainLater, 'the Sluice agent refused the endpoint', JSON.stringify(res.json));
     return {
       cniVersion: config.cniVersion,

@@ -20,12 +20,14 @@ function cmdline(pid: number): string {
 export function cleanupStale(state: DemoState): string[] {
   const removed: string[] = [];
   const endpoint = state.etcd?.endpoints[0];
+  // Only folders the demo makes (the lab's, the control-plane host's, etcd's), whatever a tampered state file says.
+  const ownDirs = state.tempDirs.filter((dir) => /^\/(tmp|dev\/shm)\/sluice-[^/]+$/.test(dir));
   const pids = [...state.processes, ...(state.etcd?.pid ? [{ name: 'etcd', pid: state.etcd.pid }] : [])];
   for (const { name, pid } of pids) {
-    // A pid may have been reused since: only a process that names this demo's etcd (every service is started with
-    // its endpoint, etcd listens on it) is the one we started.
+    // A pid may have been reused since: only a process that names this demo's etcd (etcd listens on it) or one of
+    // its folders (the manifests' containers read their config from there) is one we started.
     const cmd = cmdline(pid);
-    if (!endpoint || !cmd.includes(endpoint)) continue;
+    if (!cmd || !((endpoint && cmd.includes(endpoint)) || ownDirs.some((dir) => cmd.includes(`${dir}/`)))) continue;
     try {
       process.kill(pid, 'SIGKILL');
       removed.push(`${name} (pid ${pid})`);
@@ -64,11 +66,7 @@ export function cleanupStale(state: DemoState): string[] {
       // already gone
     }
   }
-  for (const dir of state.tempDirs) {
-    // Only folders the demo makes (the lab's, and etcd's data dir on tmpfs), whatever a tampered state file says.
-    if (!/^\/(tmp|dev\/shm)\/sluice-[^/]+$/.test(dir)) continue;
-    rmSync(dir, { recursive: true, force: true });
-  }
+  for (const dir of ownDirs) rmSync(dir, { recursive: true, force: true });
   if (state.pinRoot?.startsWith('/sys/fs/bpf/sluice/')) {
     try {
       removePins(state.pinRoot);

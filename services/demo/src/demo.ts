@@ -1,26 +1,27 @@
 /**
- * The demo cluster as a library: etcd, kube-sim (in this process), the operator and the health service (child
- * processes), and a lab of nodes in network namespaces with real agents and eBPF. `startDemo` brings the parts up in
- * order, recording each in the state file as it goes, so that `stop()` — or a later demo, after a crash — can take
+ * The demo cluster as a library: etcd, kube-sim (in this process), Sluice installed into it from deploy/ with kubectl
+ * (overlay demo), the Deployments' containers (operator ×2, health) run as processes on this machine, and a lab of
+ * nodes in network namespaces whose kubelets run the agent DaemonSet with real eBPF. `startDemo` brings the parts up
+ * in order, recording each in the state file as it goes, so that `stop()` — or a later demo, after a crash — can take
  * down exactly what was made.
  */
-import { existsSync, mkdirSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { appendFileSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { join, relative, resolve } from 'node:path';
 import { freePort, startEtcd, type EtcdServer } from '@sluice/etcd-runner';
 import { pidAlive, readDemoStateFile, removeDemoState, writeDemoState, type DemoState, type DemoStateInput } from '@sluice/demo-state';
 import { startKubeSim, type KubeSim } from '@sluice/kube-sim';
 import { createHealthClient } from '@sluice/health-api';
 import { createKvClient, ETCD_USERS, keySchema, RESOURCE_KINDS, type KvClientOptions } from '@sluice/kvstore';
+import { WorkloadKubelet } from '@sluice/lab';
 import { createLogger } from '@sluice/log';
-import { httpOk, spawnService, waitFor, type ChildService } from './children.ts';
+import { httpOk, tail, waitFor } from './children.ts';
 import { cleanupStale } from './cleanup.ts';
 import { startLabPart, type LabPart } from './lab.ts';
+import { kubectlApply, SLUICE_NAMESPACE, writeDemoKustomization } from './manifests.ts';
 import type { Progress } from './progress.ts';
 
 export { REPO_ROOT } from './paths.ts';
 import { REPO_ROOT } from './paths.ts';
-const OPERATOR_MAIN = join(REPO_ROOT, 'services/operator/src/main.ts');
-const HEALTH_MAIN = join(REPO_ROOT, 'services/health/src/main.ts');
 
 export interface DemoOptions {
   stateDir: string;
@@ -84,8 +85,9 @@ export async function startDemo(options: DemoOptions, progress: Progress): Promi
 
   let etcd: EtcdServer | undefined;
   let sim: KubeSim | undefined;
-  let operator: ChildService | undefined;
-  let health: ChildService | undefined;
+  let controlPlane: WorkloadKubelet | undefined;
+  let hostRoot: string | undefined;
+  const manifestsDir = join(stateDir, 'manifests');
   let healthAddress: string | undefined;
   let lab: LabPart | undefined;
   let stopped: Promise<void> | undefined;
@@ -95,8 +97,7 @@ export async function startDemo(options: DemoOptions, progress: Progress): Promi
     await writeDemoState(statePath, state);
   };
   const processes = () => [
-    ...(operator ? [{ name: 'operator', pid: operator.pid }] : []),
-    ...(health ? [{ name: 'health', pid: health.pid }] : []),
+    ...(controlPlane?.containers().filter((c) => c.pid > 0).map((c) => ({ name: `${c.container} ${c.pod}`, pid: c.pid })) ?? []),
     ...(lab?.processes ?? []),
   ];
 
@@ -106,8 +107,10 @@ export async function startDemo(options: DemoOptions, progress: Progress): Promi
       const errors: string[] = [];
       const attempt = async (what: string, fn: () => Promise<void>) => fn().catch((err: Error) => void errors.push(`${what}: ${err.message}`));
       if (lab) await attempt('lab', () => lab!.stop());
-      await attempt('health', async () => health?.stop());
-      await attempt('operator', async () => operator?.stop());
+      await attempt('operator and health', async () => controlPlane?.stop());
+      // Their files (config, the etcd identities' keys) go with them.
+      if (hostRoot) rmSync(hostRoot, { recursive: true, force: true });
+      rmSync(manifestsDir, { recursive: true, force: true });
       await attempt('kube-sim', async () => sim?.close());
       await attempt('etcd', async () => etcd?.stop());
       await removeDemoState(statePath);
@@ -135,26 +138,60 @@ export async function startDemo(options: DemoOptions, progress: Progress): Promi
     await save({ kubernetes: { server: sim.url, kubeconfig, statsUrl: `${sim.url}/kube-sim/stats` }, simNodes: options.simNodes });
     progress.done('kube-sim', `${sim.url}  (kubeconfig ${kubeconfig}${options.simNodes ? `, ${options.simNodes} simulated nodes` : ''})`);
 
-    progress.start('operator');
-    const operatorPort = await freePort();
-    operator = spawnService('operator', OPERATOR_MAIN, ['--etcd-config', etcd.writeClientConfig(join(stateDir, 'etcd-operator.config'), ETCD_USERS.operator), '--kube-server', sim.url, '--metrics-port', String(operatorPort), '--lease-ttl', '5', '--log-level', 'info'], join(logDir, 'operator.log'));
-    const operatorUrl = `http://127.0.0.1:${operatorPort}`;
-    await save({ operator: { metricsUrl: `${operatorUrl}/metrics`, statusUrl: `${operatorUrl}/status`, pid: operator.pid }, processes: processes() });
-    await waitFor(operator, 'the operator synced Kubernetes into etcd', () => operatorSynced(etcd!.clientOptions()), options.partTimeoutMs);
-    progress.done('operator', `leader, synced  (metrics ${operatorUrl}/metrics)`);
+    progress.start('manifests');
+    const healthPorts = options.health ? { grpcPort: await freePort(), metricsPort: await freePort() } : undefined;
+    writeDemoKustomization({ dir: manifestsDir, kubeconfig, etcd, kubeServer: sim.url, health: healthPorts });
+    const applied = await kubectlApply(kubeconfig, manifestsDir);
+    const shown = relative(process.cwd(), manifestsDir);
+    progress.done('manifests', `kubectl apply -k ${shown && !shown.startsWith('..') ? shown : manifestsDir}  (deploy/overlays/demo: ${applied.length} objects)`);
 
-    if (options.health && existsSync(HEALTH_MAIN)) {
+    // The Deployments' pods run on this machine, as on a control-plane node: a private mkdtemp folder for their
+    // files, recorded before anything runs from it.
+    progress.start('operator');
+    hostRoot = mkdtempSync('/tmp/sluice-demo-');
+    await save({ tempDirs: [etcd.dir, hostRoot] });
+    const operatorUrls = new Map<string, string>();
+    controlPlane = new WorkloadKubelet({
+      apiUrl: sim.url,
+      namespace: SLUICE_NAMESPACE,
+      kinds: ['Deployment'],
+      repoRoot: REPO_ROOT,
+      log: createLogger({ component: 'kubelet', level: 'warn' }),
+      node: { name: 'demo-control-plane', ip: '127.0.0.1', hostRoot },
+      onLine: (c, line) => {
+        appendFileSync(join(logDir, `${c.pod}.log`), `${line}\n`);
+        if (c.workload !== 'sluice-operator') return;
+        try {
+          const rec = JSON.parse(line) as { msg?: string; metrics?: unknown };
+          if (rec.msg === 'operator starting' && typeof rec.metrics === 'string') operatorUrls.set(c.pod, rec.metrics.replace(/\/metrics$/, ''));
+        } catch {
+          // not a log record
+        }
+      },
+    });
+    await controlPlane.start();
+    await save({ processes: processes() });
+    const operatorLog = join(logDir, 'sluice-operator-0.log');
+    await waitFor(undefined, `the operator synced Kubernetes into etcd (its log: ${operatorLog}${tail(operatorLog) ? `\n${tail(operatorLog)}` : ''})`, () => operatorSynced(etcd!.clientOptions()), options.partTimeoutMs);
+    const leader = await waitFor(undefined, 'the operators to say where they listen', async () => (await leaderOf(operatorUrls)) !== undefined, options.partTimeoutMs).then(() => leaderOf(operatorUrls));
+    const operatorUrl = leader!.url;
+    const operatorPid = controlPlane.containers().find((c) => c.pod === leader!.pod)?.pid;
+    await save({ operator: { metricsUrl: `${operatorUrl}/metrics`, statusUrl: `${operatorUrl}/status`, ...(operatorPid ? { pid: operatorPid } : {}) }, processes: processes() });
+    const replicas = controlPlane.containers().filter((c) => c.workload === 'sluice-operator').length;
+    progress.done('operator', `leader, synced  (${leader!.pod} of ${replicas} replicas; metrics ${operatorUrl}/metrics)`);
+
+    if (healthPorts) {
       progress.start('health service');
-      const [grpcPort, statusPort] = [await freePort(), await freePort()];
-      const address = `127.0.0.1:${grpcPort}`;
+      const address = `127.0.0.1:${healthPorts.grpcPort}`;
       healthAddress = address;
-      health = spawnService('health', HEALTH_MAIN, ['--listen', address, '--etcd-config', etcd.writeClientConfig(join(stateDir, 'etcd-health.config'), ETCD_USERS.health), '--insecure', '--metrics-port', String(statusPort), '--log-level', 'info'], join(logDir, 'health.log'));
-      const statusUrl = `http://127.0.0.1:${statusPort}`;
-      await save({ health: { address, statusUrl: `${statusUrl}/status`, pid: health.pid }, processes: processes() });
-      await waitFor(health, 'the health service is ready', () => httpOk(`${statusUrl}/readyz`), options.partTimeoutMs);
+      const statusUrl = `http://127.0.0.1:${healthPorts.metricsPort}`;
+      const healthPid = controlPlane.containers().find((c) => c.workload === 'sluice-health')?.pid;
+      await save({ health: { address, statusUrl: `${statusUrl}/status`, ...(healthPid ? { pid: healthPid } : {}) }, processes: processes() });
+      const healthLog = join(logDir, 'sluice-health-0.log');
+      await waitFor(undefined, `the health service is ready (its log: ${healthLog})`, () => httpOk(`${statusUrl}/readyz`), options.partTimeoutMs);
       progress.done('health service', `grpc ${address}  (metrics ${statusUrl}/metrics)`);
     } else {
-      progress.skip('health service', options.health ? 'services/health is not there' : '--no-health');
+      progress.skip('health service', '--no-health');
     }
 
     if (options.nodes > 0) {
@@ -166,8 +203,7 @@ export async function startDemo(options: DemoOptions, progress: Progress): Promi
           etcdEndpoint: etcd.endpoint,
           etcd,
           sim,
-          ...(healthAddress ? { healthService: healthAddress } : {}),
-          onCreating: (made) => save({ ...made, tempDirs: [...made.tempDirs, etcd!.dir] }),
+          onCreating: (made) => save({ ...made, tempDirs: [...made.tempDirs, etcd!.dir, hostRoot!] }),
         }).then((r) => {
           if ('error' in r) throw new LabUnavailable(r.error);
           return r;
@@ -222,6 +258,15 @@ async function labReachable(address: string, names: readonly string[], timeoutMs
   } finally {
     client.close();
   }
+}
+
+/** The operator replica that leads (its /status says so), and where it listens. */
+async function leaderOf(urls: ReadonlyMap<string, string>): Promise<{ pod: string; url: string } | undefined> {
+  for (const [pod, url] of urls) {
+    const status = (await fetch(`${url}/status`, { signal: AbortSignal.timeout(1000) }).then((r) => r.json()).catch(() => undefined)) as { leading?: boolean } | undefined;
+    if (status?.leading) return { pod, url };
+  }
+  return undefined;
 }
 
 /** The operator's heartbeat exists once its first full sync is written, and every kind has its synced marker. */

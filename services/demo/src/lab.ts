@@ -3,6 +3,7 @@
  * small web server, through @sluice/lab (which registers its nodes and pods in the demo's kube-sim, so kubectl sees
  * them and the operator carries them into etcd).
  */
+import { mkdtempSync } from 'node:fs';
 import type { DemoNode, DemoPod } from '@sluice/demo-state';
 import type { EtcdServer } from '@sluice/etcd-runner';
 import type { KubeSim } from '@sluice/kube-sim';
@@ -23,11 +24,9 @@ export interface LabPartOptions {
   nodes: number;
   podsPerNode: number;
   etcdEndpoint: string;
-  /** The demo's etcd: each agent gets its own etcd.config and client certificate from it. */
+  /** The demo's etcd: each node gets its agent's etcd identity (etcd.config, client certificate) from it. */
   etcd?: Pick<EtcdServer, 'writeClientConfig'>;
   sim: KubeSim;
-  /** host:port of the health service: the agents probe their peers and report there. */
-  healthService?: string;
   /** Called before anything is made, so that a crash midway still leaves a record of what to clean up. */
   onCreating(made: { namespacePrefix: string; pinRoot: string; tempDirs: string[] }): Promise<void>;
 }
@@ -36,8 +35,9 @@ export async function startLabPart(options: LabPartOptions): Promise<LabPart | {
   if (process.getuid?.() !== 0) return { error: 'the lab needs root (network namespaces, eBPF); run npm start as root' };
   const id = shortId(4);
   const pinRoot = `/sys/fs/bpf/sluice/${id}`;
-  // The lab's own naming (namespaces sl-<id>-…, pins and /tmp/sluice-lab-<id>), recorded before anything exists.
-  await options.onCreating({ namespacePrefix: `sl-${id}-`, pinRoot, tempDirs: [`/tmp/sluice-lab-${id}`] });
+  // The lab's own naming (namespaces sl-<id>-…, pins, its mkdtemp folder), recorded before anything runs in them.
+  const stateRoot = mkdtempSync(`/tmp/sluice-lab-${id}-`);
+  await options.onCreating({ namespacePrefix: `sl-${id}-`, pinRoot, tempDirs: [stateRoot] });
   const lab = await withoutNewSignalHandlers(() => startLab({
     id,
     nodes: options.nodes,
@@ -45,10 +45,12 @@ export async function startLabPart(options: LabPartOptions): Promise<LabPart | {
     etcdEndpoint: options.etcdEndpoint,
     ...(options.etcd ? { etcd: options.etcd } : {}),
     kubeSim: options.sim,
-    // The demo runs the operator itself (one, with its metrics port recorded).
+    stateRoot,
+    // The agents are the DaemonSet of deploy/ that the demo applied (its config has the health service's address);
+    // the operator is one of the Deployments the demo runs.
+    manifests: { namespace: 'sluice' },
     operator: false,
     nodePrefix: 'lab-node-',
-    ...(options.healthService ? { healthService: options.healthService } : {}),
     podNamespace: 'default',
     log: createLogger({ component: 'lab', level: 'warn' }),
   }));

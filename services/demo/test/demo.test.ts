@@ -3,7 +3,7 @@
  * label through Kubernetes and watch it reach etcd, then Ctrl-C and check that nothing is left behind.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
@@ -74,9 +74,10 @@ describe('npm start (the demo)', () => {
   }, 60_000);
 
   it('shows each part coming up, where it is, the status and what to try, without carriage returns', () => {
-    expect(output).toMatch(/✔ etcd {2}http:\/\/127\.0\.0\.1:\d+/);
+    expect(output).toMatch(/✔ etcd {2}https?:\/\/127\.0\.0\.1:\d+/);
     expect(output).toMatch(/✔ kube-sim {2}http:\/\/127\.0\.0\.1:\d+/);
-    expect(output).toMatch(/✔ operator {2}leader, synced/);
+    expect(output).toMatch(/✔ manifests {2}kubectl apply -k \S+ {2}\(deploy\/overlays\/demo: \d+ objects\)/);
+    expect(output).toMatch(/✔ operator {2}leader, synced {2}\(sluice-operator-\d of 2 replicas/);
     expect(output).toMatch(/✔ health service {2}grpc 127\.0\.0\.1:\d+/);
     for (const n of state.nodes) expect(output).toContain(`✔ node ${n.name}  ${n.nodeIP}  netns ${n.netns}  agent http://127.0.0.1:`);
     expect(output).toMatch(/✔ lab {2}3 nodes, 6 pods/);
@@ -147,6 +148,34 @@ describe('npm start (the demo)', () => {
     expect(table.stdout).toContain('sluice.example/demo-test=yes');
   });
 
+  it('what runs is what the manifests in kube-sim say: their replicas, their command, their config directory', async () => {
+    const kubectl = (...args: string[]) => run('kubectl', ['--kubeconfig', state.kubernetes!.kubeconfig!, ...args]);
+    const got = await kubectl('get', 'deployments,daemonsets', '-n', 'sluice', '-o', 'json');
+    expect(got.stderr).toBe('');
+    const items = (JSON.parse(got.stdout) as { items: Array<{ kind: string; metadata: { name: string }; spec: { replicas?: number; template: { spec: { containers: Array<{ command: string[]; args: string[] }> } } } }> }).items;
+    const byName = new Map(items.map((i) => [i.metadata.name, i]));
+    expect([...byName.keys()].sort()).toEqual(['sluice-agent', 'sluice-health', 'sluice-operator']);
+    const running = new Map<string, Array<{ cmd: string; cwd: string }>>();
+    for (const p of state.processes) {
+      const [container] = p.name.split(' ');
+      const cmd = readFileSync(`/proc/${p.pid}/cmdline`, 'utf8').split('\0').filter(Boolean).join(' ');
+      running.set(container!, [...(running.get(container!) ?? []), { cmd, cwd: readlinkSync(`/proc/${p.pid}/cwd`) }]);
+    }
+    expect(running.get('operator')).toHaveLength(byName.get('sluice-operator')!.spec.replicas!);
+    expect(running.get('health')).toHaveLength(byName.get('sluice-health')!.spec.replicas!);
+    expect(running.get('agent')).toHaveLength(state.nodes.length);
+    for (const [container, workload] of [['operator', 'sluice-operator'], ['health', 'sluice-health'], ['agent', 'sluice-agent']] as const) {
+      const c = byName.get(workload)!.spec.template.spec.containers[0]!;
+      const script = c.command.find((a) => a.endsWith('main.ts'))!;
+      for (const { cmd, cwd } of running.get(container)!) {
+        // The command as the manifest says, in the image's WORKDIR (this checkout), the config from its files.
+        expect(cmd, container).toMatch(new RegExp(`^\\S*node ${c.command.slice(1).join(' ')} --config-dir /tmp/sluice-(demo|lab)-\\S+`));
+        expect(cmd, container).toContain(script);
+        expect(cwd, container).toBe(REPO_ROOT);
+      }
+    }
+  });
+
   it('sluice bpf endpoints shows the pods of the node from its pinned map', async () => {
     const node = state.nodes[0]!;
     const r = await sluice('bpf', 'endpoints', '--node', node.name);
@@ -170,7 +199,7 @@ describe('npm start (the demo)', () => {
     expect(output).toContain('Stopped; nothing left behind.');
     expect(existsSync(statePath)).toBe(false);
     const pids = [...state.processes.map((p) => p.pid), state.etcd!.pid!];
-    expect(state.processes.map((p) => p.name)).toEqual(expect.arrayContaining(['operator', 'health', ...state.nodes.map((n) => `agent ${n.name}`)]));
+    expect(state.processes.map((p) => p.name)).toEqual(expect.arrayContaining(['operator sluice-operator-0', 'operator sluice-operator-1', 'health sluice-health-0', ...state.nodes.map((n) => `agent ${n.name}`)]));
     for (const pid of pids) expect(pidAlive(pid), `pid ${pid}`).toBe(false);
     const addresses = [state.etcd!.endpoints[0]!, state.kubernetes!.server, state.operator!.metricsUrl, state.health!.address, ...state.nodes.map((n) => n.agentStatusUrl!)];
     for (const a of addresses) expect(await portOpen(a), a).toBe(false);

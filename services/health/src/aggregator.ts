@@ -6,8 +6,8 @@
  * SUSPECT; a fresh success makes it REACHABLE; nothing fresher than the staleness window makes it UNKNOWN.
  *
  * The health endpoint gets its own verdict by the same rule over the endpoint probes, and the agent one over rounds in
- * which the host answered ICMP: a quorum of reporters whose HTTP probe of the agent failed in such a round (or no
- * health record at all while the host answers) makes it "not running". Per pair, a reporter whose last
+ * which the host answered ICMP: a quorum of reporters whose HTTP probe of the agent failed in two such rounds in a row
+ * (or no health record at all while the host answers) makes it "not running". Per pair, a reporter whose last
  * `pairConfirmations` rounds of a target all failed while others reached the target is listed in `unreachableFrom`:
  * a one-way or pair failure, invisible to the quorum.
  *
@@ -111,6 +111,8 @@ interface TargetState {
   agentEvidence: Evidence;
   /** Reporters whose latest rounds of this target failed (sparse: deleted at their next success). */
   pairs: Map<string, PairRun>;
+  /** Reporters whose latest rounds reached the host but not the agent (sparse: deleted at their next HTTP success). */
+  agentRuns: Map<string, PairRun>;
   latest: Map<ProbeKind, ProbeStatus>;
   reachability: Reachability;
   endpointReachability: Reachability;
@@ -339,11 +341,23 @@ export class Aggregator {
         }
       }
     }
-    if (round.httpOk) record(state.agentEvidence, reporter, time, true);
-    else if (round.httpSeen && round.icmpOk) {
-      record(state.agentEvidence, reporter, time, false);
-      // Re-evaluated once the failure has settled (see agentSettleMs).
-      if (time + this.agentSettleMs < state.expiresAt) state.expiresAt = time + this.agentSettleMs;
+    if (round.httpOk) {
+      record(state.agentEvidence, reporter, time, true);
+      state.agentRuns.delete(reporter);
+    } else if (round.httpSeen && round.icmpOk) {
+      // A reporter counts against the agent after two such rounds in a row (the prober re-probes after the first):
+      // one lost HTTP probe is common, two in a row from one reporter, times the quorum, is not.
+      const run = state.agentRuns.get(reporter);
+      if (!run) state.agentRuns.set(reporter, { rounds: 1, since: time, last: time });
+      else if (time > run.last) {
+        run.rounds++;
+        run.last = time;
+      }
+      if ((state.agentRuns.get(reporter)?.rounds ?? 0) >= this.pairConfirmations) {
+        record(state.agentEvidence, reporter, time, false);
+        // Re-evaluated once the failure has settled (see agentSettleMs).
+        if (time + this.agentSettleMs < state.expiresAt) state.expiresAt = time + this.agentSettleMs;
+      }
     }
     if (round.endpointSeen) record(state.endpoint, reporter, time, round.endpointOk);
     round.time = -1;
@@ -373,7 +387,7 @@ export class Aggregator {
     let state = this.targets.get(name);
     if (!state) {
       state = {
-        witnesses: new Map(), host: evidence(), endpoint: evidence(), agentEvidence: evidence(), pairs: new Map(), latest: new Map(),
+        witnesses: new Map(), host: evidence(), endpoint: evidence(), agentEvidence: evidence(), pairs: new Map(), agentRuns: new Map(), latest: new Map(),
         reachability: 'REACHABILITY_UNKNOWN', endpointReachability: 'REACHABILITY_UNKNOWN', agent: 'AGENT_STATE_UNKNOWN', unreachableFrom: [],
         failing: 0, reporters: 0, lastProbe: 0, expiresAt: Number.POSITIVE_INFINITY, view: undefined,
       };
@@ -471,6 +485,10 @@ export class Aggregator {
       for (const time of e.failers.values()) if (time >= fresh && time < oldest) oldest = time;
     }
     for (const run of state.pairs.values()) if (run.last >= fresh && run.last < oldest) oldest = run.last;
+    for (const [reporter, run] of state.agentRuns) {
+      if (run.last < fresh) state.agentRuns.delete(reporter);
+      else if (run.last < oldest) oldest = run.last;
+    }
     let settles = Number.POSITIVE_INFINITY;
     const now = fresh + this.staleMs;
     for (const time of state.agentEvidence.failers.values()) if (time + this.agentSettleMs > now && time + this.agentSettleMs < settles) settles = time + this.agentSettleMs;

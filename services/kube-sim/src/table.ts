@@ -63,7 +63,7 @@ const COLUMNS: Record<string, Column[]> = {
     name,
     { name: 'Type', type: 'string', cell: (o) => (o as Any).spec?.type ?? 'ClusterIP' },
     { name: 'Cluster-IP', type: 'string', cell: (o) => (o as Any).spec?.clusterIP ?? '<none>' },
-    { name: 'External-IP', type: 'string', cell: () => '<none>' },
+    { name: 'External-IP', type: 'string', cell: (o) => externalIPCell(o as Any) },
     { name: 'Port(s)', type: 'string', cell: (o) => ((o as Any).spec?.ports ?? []).map((p: Any) => `${p.port}${p.nodePort ? `:${p.nodePort}` : ''}/${p.protocol ?? 'TCP'}`).join(',') || '<none>' },
     ageCol,
     { name: 'Selector', type: 'string', priority: 1, cell: (o) => Object.entries((o as Any).spec?.selector ?? {}).map(([k, v]) => `${k}=${String(v)}`).join(',') || '<none>' },
@@ -133,4 +133,18 @@ export function tableFor(r: ResourceType, items: (StoredObject | KubeObject)[], 
     columnDefinitions: columns.map((c) => ({ name: c.name, type: c.type, format: c.format ?? '', description: c.name, priority: c.priority ?? 0 })),
     rows: objects.map((o) => ({ cells: columns.map((c) => c.cell(o)), object: rowObject(o, include) })),
   };
+}
+
+/**
+ * kubectl's EXTERNAL-IP: a LoadBalancer's ingress addresses (and its externalIPs), `<pending>` while it has none; the
+ * externalIPs of any other Service.
+ */
+function externalIPCell(service: Any): string {
+  const external: string[] = service.spec?.externalIPs ?? [];
+  if (service.spec?.type === 'LoadBalancer') {
+    const ingress: string[] = (service.status?.loadBalancer?.ingress ?? []).map((i: Any) => i.ip ?? i.hostname).filter(Boolean);
+    const all = [...ingress, ...external];
+    return all.length ? all.join(',') : '<pending>';
+  }
+  return external.length ? external.join(',') : '<none>';
 }

@@ -15,6 +15,7 @@ import { Backoff } from '@sluice/backoff';
 import { KvWriter, LeaderElection, RESOURCE_KINDS, syncedMarkerValue, type Etcd3, type KeySchema } from '@sluice/kvstore';
 import type { Logger } from '@sluice/log';
 import { Gauge, type Registry } from '@sluice/metrics';
+import { LbIpamController } from './lb-ipam/controller.ts';
 import { KindMirror, mirrorMetrics, type MirrorMetrics, type RecordSink } from './mirror.ts';
 import { mirroredResources } from './resources.ts';
 
@@ -71,6 +72,8 @@ export class Operator {
   private synced = false;
   private stopping = false;
   private transition: Promise<void> = Promise.resolve();
+  /** LB IPAM and the L2 announcement records (lb-ipam/): follows its kinds always, writes only while leading. */
+  private lbIpam: LbIpamController | undefined;
 
   constructor(private readonly options: OperatorOptions) {
     this.identity = options.identity ?? `operator-${hostname()}-${process.pid}`;
@@ -106,6 +109,8 @@ export class Operator {
         }),
     );
     for (const mirror of this.mirrors) mirror.start();
+    this.lbIpam = new LbIpamController({ kube: this.options.kube, etcd: this.options.etcd, keys, election: this.election, log: log.child({ subsystem: 'lb-ipam' }), registry: this.options.registry });
+    this.lbIpam.start();
     this.election.onChange((leading) => {
       // Terms run one after another: a step-down waits for the previous term to have started fully, and vice versa.
       this.transition = this.transition.then(() => (leading ? this.lead() : this.follow())).catch((err: unknown) => {
@@ -170,6 +175,7 @@ export class Operator {
     const mirrors = this.mirrors;
     this.mirrors = [];
     await within('stopping the informers', Promise.all(mirrors.map((m) => m.stop())), Date.now() + graceMs / 4);
+    await within('stopping LB IPAM', this.lbIpam?.stop() ?? Promise.resolve());
     const writer = this.writer;
     if (writer && !(await within('writing what was queued', writer.flush(), Date.now() + graceMs / 2))) {
       const { pending, inFlight } = writer.getStats();

@@ -69,7 +69,7 @@ export function permissionsUsed(srcDir: string): Set<Permission> {
         const g = /group:\s*['"]([^'"]+)['"]/.exec(m[3] ?? '')?.[1];
         const p = /plural:\s*['"]([^'"]+)['"]/.exec(m[3] ?? '')?.[1];
         if (!g || !p) throw new Error(`${file}: ${method} without literal group and plural; RBAC cannot be derived`);
-        out.add(`${g}/${p}:${verb}`);
+        out.add(`${g}/${p}${/Status$/.test(method) ? '/status' : ''}:${verb}`);
         continue;
       }
       const rest = method.replace(/^(list|read|create|patch|replace|deleteCollection|delete)/, '').replace(/^Namespaced/, '').replace(/ForAllNamespaces$/, '');
@@ -81,7 +81,7 @@ export function permissionsUsed(srcDir: string): Set<Permission> {
     // (client-node's ListWatch, or the operator's own GET list pages and watch=true streams).
     const paths = [
       ...[...text.matchAll(/['"`]\/api\/v1\/([a-z]+)['"`]/g)].map((m) => `/${m[1]}`),
-      ...[...text.matchAll(/['"`]\/apis\/([a-z0-9.-]+)\/v[0-9a-z]+\/([a-z]+)['"`]/g)].map((m) => `${m[1]}/${m[2]}`),
+      ...[...text.matchAll(/['"`]\/apis\/([a-z0-9.-]+)\/v[0-9a-z]+\/([a-z0-9]+)['"`]/g)].map((m) => `${m[1]}/${m[2]}`),
     ];
     for (const path of paths) for (const verb of ['list', 'watch']) out.add(`${path}:${verb}`);
     // Raw HTTP that writes to the API server would escape the derivation: refuse to guess.

@@ -1,3 +1,3 @@
 export * from './lab.ts';
-export { LabKubelet, webServer, type Sandbox } from './kubelet.ts';
+export { LabKubelet, webServer, WorkloadKubelet, IMAGE_WORKDIR, type Sandbox, type WorkloadContainer, type WorkloadKubeletOptions, type WorkloadNode } from './kubelet.ts';
 export * from './services.ts';

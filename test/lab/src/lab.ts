@@ -16,7 +16,7 @@
  * failed start; it never touches an interface or address outside the namespaces it made.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { appendFileSync, cpSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CNI_BINARY } from '@sluice/cni';
@@ -28,7 +28,7 @@ import { execIn, NetLab, ping as nsPing, run, shortId, type ExecResult } from '@
 import { HEALTH_IPS_ANNOTATION } from '@sluice/slim';
 import type { EtcdServer } from '@sluice/etcd-runner';
 import { ETCD_USERS } from '@sluice/kvstore';
-import { LabKubelet, webServer, WEB_PORT, type Sandbox } from './kubelet.ts';
+import { LabKubelet, webServer, WorkloadKubelet, WEB_PORT, type Sandbox } from './kubelet.ts';
 import { labServices, makeNodeCgroup, type LabServices } from './services.ts';
 
 const REPO = fileURLToPath(new URL('../../../', import.meta.url));
@@ -74,6 +74,14 @@ export interface LabOptions {
   /** Node names: `<prefix><i>` (default `lab-<id>-node-`). */
   nodePrefix?: string;
   agentLogLevel?: string;
+  /**
+   * Run the agents from the manifests instead: each node's WorkloadKubelet (kubelet.ts) runs the DaemonSets that
+   * kube-sim holds in this namespace (applied from deploy/ beforehand). The lab adds only what tells its nodes apart
+   * on one machine (SLUICE_NETNS, SLUICE_PIN_DIR, state dir, socket, free metrics port) as the node's environment.
+   */
+  manifests?: { namespace: string };
+  /** The lab's own directory, made by the caller with mkdtemp (0700); default a new mkdtemp /tmp/sluice-lab-<id>-*. */
+  stateRoot?: string;
   id?: string;
   log?: Logger;
 }
@@ -205,14 +213,14 @@ export async function startLab(options: LabOptions): Promise<Lab> {
   const routing = options.routing ?? 'native';
   const hostRouting = options.hostRouting ?? 'auto';
   const podNamespace = options.podNamespace ?? 'default';
-  const stateRoot = `/tmp/sluice-lab-${id}`;
+  // mkdtemp: a fresh 0700 directory whose name nobody could predict and plant a link at.
+  const stateRoot = options.stateRoot ?? mkdtempSync(`/tmp/sluice-lab-${id}-`);
   const pinRoot = `/sys/fs/bpf/sluice/${id}`;
   const sim = options.kubeSim;
   const healthPort = options.healthPort ?? 4240;
   // The agents make their nodes' health endpoints; agents from manifests get no per-node flags, so the lab does.
   const agentsMakeHealthEndpoints = (options.healthEndpoints ?? true) && !options.manifests;
   const healthEndpointsDeferred = new Set<string>();
-  mkdirSync(stateRoot, { recursive: true });
   net.defer(`state dir ${stateRoot}`, () => {
     // SLUICE_LAB_LOGS=<dir>: keep the agents' and operator's logs of every lab (debugging a failed run).
     const keep = process.env.SLUICE_LAB_LOGS;
@@ -239,6 +247,7 @@ export async function startLab(options: LabOptions): Promise<Lab> {
     stopped = true;
     active.delete(id);
     for (const k of kubelets.values()) void k.stop().catch(() => undefined);
+    for (const w of workloadKubelets.values()) w.killAll();
     for (const p of processes) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
     net.cleanupSync();
   };
@@ -249,6 +258,7 @@ export async function startLab(options: LabOptions): Promise<Lab> {
     stopped = true;
     active.delete(id);
     await Promise.all([...kubelets.values()].map((k) => k.stop().catch(() => undefined)));
+    await Promise.all([...workloadKubelets.values()].map((w) => w.stop(3000).catch(() => undefined)));
     for (const p of processes) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
     const failures = net.cleanupSync();
     for (const name of createdPods) {
@@ -272,7 +282,72 @@ export async function startLab(options: LabOptions): Promise<Lab> {
   const etcdArgs = (dir: string, user: string): string[] =>
     options.etcd ? ['--etcd-config', options.etcd.writeClientConfig(join(dir, `etcd-${user}.config`), user)] : ['--etcd-endpoints', options.etcdEndpoint];
 
+  // options.manifests: the agent of each node is the DaemonSet's pod, which the node's WorkloadKubelet runs (and
+  // restarts when it exits); its lines reach the current start-up watch of that node.
+  const workloadKubelets = new Map<string, WorkloadKubelet>();
+  const agentWatch = new Map<string, (line: string) => void>();
+  const startManifestAgent = async (node: LabNode, namespace: string): Promise<void> => {
+    const logFile = join(node.stateDir, 'agent.log');
+    let statusUrl: string | undefined;
+    let failed: string | undefined;
+    agentWatch.set(node.name, (line) => {
+      try {
+        const rec = JSON.parse(line) as { msg?: string; status?: string; error?: string };
+        if (rec.msg === 'agent running' && rec.status) statusUrl = rec.status;
+        if (rec.msg === 'agent failed to start') failed = rec.error;
+      } catch {
+        // not JSON (a libbpf message)
+      }
+    });
+    if (!workloadKubelets.has(node.name)) {
+      const hostRoot = join(node.stateDir, 'host');
+      // The node's own etcd identity, where deploy/overlays/etcd-tls mounts it from the host (/etc/sluice/etcd).
+      if (options.etcd) {
+        mkdirSync(join(hostRoot, 'etc/sluice/etcd'), { recursive: true, mode: 0o700 });
+        options.etcd.writeClientConfig(join(hostRoot, 'etc/sluice/etcd/etcd.config'), ETCD_USERS.agent(node.name));
+      }
+      const wk = new WorkloadKubelet({
+        apiUrl: sim.url,
+        namespace,
+        kinds: ['DaemonSet'],
+        repoRoot: REPO.replace(/\/$/, ''),
+        log,
+        node: {
+          name: node.name,
+          ip: node.ip,
+          hostRoot,
+          hostPaths: { '/sys/fs/bpf': '/sys/fs/bpf' },
+          env: {
+            SLUICE_NETNS: node.netns, SLUICE_PIN_DIR: node.pinDir, SLUICE_STATE_DIR: node.stateDir, SLUICE_API_SOCKET: node.agentSocket,
+            SLUICE_METRICS_HOST: '127.0.0.1', SLUICE_METRICS_PORT: '0', SLUICE_CLUSTER_SIZE: String(options.nodes),
+          },
+        },
+        onStart: (c) => {
+          const child = wk.process(c.pod, c.container);
+          if (c.container !== 'agent' || !child) return;
+          processes.add(child);
+          agents.set(node.name, child);
+          node.agentPid = c.pid;
+        },
+        onLine: (c, line) => {
+          if (c.container !== 'agent') return;
+          node.agentLog += `${line}\n`;
+          if (!stopped) appendFileSync(logFile, `${line}\n`);
+          agentWatch.get(node.name)?.(line);
+        },
+      });
+      workloadKubelets.set(node.name, wk);
+      await wk.start();
+    }
+    node.statusUrl = await waitFor(`agent ${node.name} to start (DaemonSet pod)`, () => {
+      if (failed) throw new Error(`agent ${node.name}: ${failed}; log in ${logFile}`);
+      return statusUrl;
+    }, 60_000);
+    await waitFor(`agent ${node.name} to sync`, async () => (await fetch(`${node.statusUrl}/readyz`)).ok || undefined, 60_000);
+  };
+
   const startAgent = async (node: LabNode): Promise<void> => {
+    if (options.manifests) return startManifestAgent(node, options.manifests.namespace);
     const logFile = join(node.stateDir, 'agent.log');
     const args = [
       '--import', TSX_LOADER, AGENT_MAIN,

@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Command, flag, parseOptions, schemas, z } from '@sluice/config';
 import { freePort, startEtcd } from '@sluice/etcd-runner';
-import { createKvClient, keySchema } from '@sluice/kvstore';
+import { createKvClient, keySchema, syncedMarkerValue } from '@sluice/kvstore';
 import { encodeSlimString, SCHEMA_VERSION } from '@sluice/slim';
 import { healthPhaseFindings, runHealthPhase } from './health-phase.ts';
 
@@ -45,6 +45,8 @@ try {
       }));
     }));
   }
+  // What the operator writes once its sweep of the node records ended: the service waits for it.
+  await kv.put(keys.synced('nodes')).value(syncedMarkerValue('nodes'));
   kv.close();
   const port = await freePort();
   const statusPort = await freePort();

@@ -108,6 +108,7 @@ const pairBroken = (reporter: string, target: string, sentAt: number) =>
 let pairFirstFailAt: number | undefined;
 
 /** Results done but not yet "known" to the reporter: they join its queue (and its re-probe list) at doneAt. */
+/** `hostOk`: nothing to re-probe (the host and its agent answered). */
 interface Done { reporter: string; target: string; doneAt: number; hostOk: boolean; results: ProbeResult[] }
 let inFlight: Done[] = [];
 /** Per reporter, peers whose last round failed on every host probe (insertion order = oldest first). */
@@ -144,14 +145,16 @@ function send(from: number, to: number): void {
         if (pairBroken(reporter, target, sentAt)) pairFirstFailAt ??= sentAt;
         const results: ProbeResult[] = [];
         let doneAt = sentAt + 1;
-        let hostOk = false;
+        const okBy = new Map<string, boolean>();
         for (const kind of KINDS) {
           const ok = !down && !(lossRate > 0 && random() < lossRate);
           if (!ok) doneAt = sentAt + PLAN_DEFAULTS.probeTimeoutMs;
-          if (ok && (kind === 'PROBE_KIND_HOST_ICMP' || kind === 'PROBE_KIND_HOST_HTTP')) hostOk = true;
+          okBy.set(kind, ok);
           results.push({ target, kind, ip: '10.0.0.1', ok, rttUs: ok ? 300 : 0, error: ok ? '' : 'Connection timed out', timeUnixMs: Math.round(sentAt) });
         }
-        inFlight.push({ reporter, target, doneAt, hostOk, results });
+        // As the prober: re-probed next round after a failed host round, or a host that answered without its agent.
+        const recheck = !(okBy.get('PROBE_KIND_HOST_ICMP') || okBy.get('PROBE_KIND_HOST_HTTP')) || (okBy.get('PROBE_KIND_HOST_ICMP')! && !okBy.get('PROBE_KIND_HOST_HTTP'));
+        inFlight.push({ reporter, target, doneAt, hostOk: !recheck, results });
       }
     }
   }

@@ -76,10 +76,10 @@ export class ClusterView {
     return this.nodes.get(this.nodeName)?.ip ?? this.fallbackIp();
   }
 
-  /** A local endpoint may be programmed: inside this node's owned podCIDR (unknown yet: trusted). */
+  /** A local endpoint may be programmed: inside a podCIDR this node's record claims (none known yet: trusted). */
   localValid(ep: LocalEndpoint): boolean {
-    if (!this.nodes.ownsAny(this.nodeName)) return true;
-    if (this.nodes.inOwnedCidr(this.nodeName, ep.ip)) {
+    if (!this.nodes.claimsAny(this.nodeName)) return true;
+    if (this.nodes.inClaimedCidr(this.nodeName, ep.ip)) {
       this.conflicts.clear('local_ip_outside_node_cidr', ep.ip);
       return true;
     }

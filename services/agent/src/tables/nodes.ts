@@ -87,6 +87,28 @@ export class NodeTable {
     return (this.rows.get(node)?.owned.length ?? 0) > 0;
   }
 
+  /** The podCIDRs the node claims that passed validation (owned or lost to an overlap). */
+  validCidrs(node: string): string[] {
+    return this.rows.get(node)?.valid.map((c) => c.text) ?? [];
+  }
+
+  /** True when the node claims a podCIDR that passed validation (owned or lost to an overlap). */
+  claimsAny(node: string): boolean {
+    return (this.rows.get(node)?.valid.length ?? 0) > 0;
+  }
+
+  /**
+   * True when `ip` lies in a podCIDR the node claims and that passed validation, owned or not: what this node's own
+   * local endpoints are checked against (its record is what it was assigned; an overlap decides what others route).
+   */
+  inClaimedCidr(node: string, ip: string): boolean {
+    const row = this.rows.get(node);
+    const n = ipv4ToInt(ip);
+    if (!row || n === undefined) return false;
+    for (const c of row.valid) if (cidrContains(c, n)) return true;
+    return false;
+  }
+
   /** True when `ip` lies in one of the podCIDRs `node` owns. */
   inOwnedCidr(node: string, ip: string): boolean {
     const row = this.rows.get(node);

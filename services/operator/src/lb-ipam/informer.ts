@@ -1,0 +1,124 @@
+/**
+ * A small list/watch cache for LB IPAM's kinds (pools, Services, L2 policies), over the operator's raw list and
+ * watch requests (watch.ts). LB IPAM reads whole objects (labels, annotations, status), unlike the mirrors, which
+ * keep only slim records; Services are few compared to Pods, so holding them is cheap.
+ *
+ * A watch that ends is resumed from the last resourceVersion; a 410 (or a watch ERROR) relists. A kind the API server
+ * does not serve (404: its CRD is not installed yet) is retried with backoff and logged once, not in a flood.
+ */
+import type { KubeConfig } from '@kubernetes/client-node';
+import { Backoff } from '@sluice/backoff';
+import type { Logger } from '@sluice/log';
+import { KubeHttpError, listPage, watchOnce, type KubeObject } from '../watch.ts';
+
+export type Obj = Record<string, unknown> & { metadata?: Record<string, unknown> };
+
+export interface ObjectCacheOptions {
+  config: KubeConfig;
+  /** The collection's path, e.g. `/api/v1/services`. */
+  path: string;
+  log: Logger;
+  /** Called (synchronously) after every change to the cache, and after each complete list. */
+  onChange: () => void;
+}
+
+const keyOf = (o: Obj): string => {
+  const m = o.metadata ?? {};
+  return `${typeof m.namespace === 'string' ? m.namespace : ''}/${typeof m.name === 'string' ? m.name : ''}`;
+};
+
+export class ObjectCache {
+  private readonly objects = new Map<string, Obj>();
+  private readonly abort = new AbortController();
+  private loop: Promise<void> | undefined;
+  private listed = false;
+  private resourceVersion = '';
+
+  constructor(private readonly options: ObjectCacheOptions) {}
+
+  get hasSynced(): boolean {
+    return this.listed;
+  }
+
+  list(): Obj[] {
+    return [...this.objects.values()];
+  }
+
+  start(): void {
+    this.loop ??= this.run();
+  }
+
+  async stop(): Promise<void> {
+    this.abort.abort();
+    await this.loop;
+  }
+
+  private async run(): Promise<void> {
+    const { log, path } = this.options;
+    const backoff = new Backoff({ minMs: 500, maxMs: 15_000 });
+    let lastError = '';
+    let needList = true;
+    while (!this.abort.signal.aborted) {
+      try {
+        if (needList) await this.relist();
+        needList = false;
+        const expired = await this.watch();
+        if (expired) needList = true;
+        backoff.reset();
+        lastError = '';
+      } catch (err) {
+        if (this.abort.signal.aborted) return;
+        const message = err instanceof KubeHttpError && err.statusCode === 404 ? `${path} is not served (is its CRD installed?)` : (err as Error).message;
+        if (message !== lastError) log.warn({ path, err: message }, 'list/watch failed; retrying with backoff');
+        lastError = message;
+        if (err instanceof KubeHttpError && err.statusCode === 410) needList = true;
+        else if (!this.listed) needList = true;
+        await new Promise((resolve) => setTimeout(resolve, backoff.nextDelayMs()));
+      }
+    }
+  }
+
+  private async relist(): Promise<void> {
+    const fresh = new Map<string, Obj>();
+    let token: string | undefined;
+    let resourceVersion = '';
+    do {
+      const page = await listPage(this.options.config, this.options.path, { limit: 500, continue: token }, this.abort.signal);
+      for (const item of page.items) fresh.set(keyOf(item as Obj), item as Obj);
+      token = page.continueToken;
+      resourceVersion = page.resourceVersion;
+    } while (token);
+    this.objects.clear();
+    for (const [k, v] of fresh) this.objects.set(k, v);
+    this.resourceVersion = resourceVersion;
+    this.listed = true;
+    this.options.onChange();
+  }
+
+  /** One watch request; true when it must relist (the server said its resourceVersion is gone). */
+  private async watch(): Promise<boolean> {
+    let expired = false;
+    await watchOnce(
+      this.options.config,
+      this.options.path,
+      { resourceVersion: this.resourceVersion, allowWatchBookmarks: true, timeoutSeconds: 300 },
+      {
+        onEvent: (type, object: KubeObject) => {
+          const o = object as Obj;
+          const rv = o.metadata?.resourceVersion;
+          if (type === 'ERROR') {
+            expired = true;
+            return;
+          }
+          if (typeof rv === 'string' && rv) this.resourceVersion = rv;
+          if (type === 'BOOKMARK') return;
+          if (type === 'DELETED') this.objects.delete(keyOf(o));
+          else this.objects.set(keyOf(o), o);
+          this.options.onChange();
+        },
+      },
+      this.abort.signal,
+    );
+    return expired;
+  }
+}
