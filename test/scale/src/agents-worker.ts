@@ -91,7 +91,7 @@ function init(msg: WorkerInit): void {
   const baseline = { heapUsed: before.heapUsed, rss: before.rss };
   const keys = keySchema(msg.root);
   const podsPrefix = keys.prefix('pods');
-  if (msg.full.length > 0 || msg.trackRevisions) clients.push(createKvClient({ endpoints: [msg.etcd] }));
+  if (msg.full.length > 0 || msg.trackRevisions) clients.push(createKvClient({ endpoints: msg.etcd.split(',') }));
   const shared = clients[0];
   if (msg.trackRevisions && shared) {
     // The library's resumable watch (no values decoded): the etcd revision of every pod change, for matching.
@@ -118,7 +118,7 @@ function init(msg: WorkerInit): void {
     agents.push(agent);
   });
   const lightClients: Etcd3[] = [];
-  for (let c = 0; c < Math.min(msg.lightClients, msg.light.length); c++) lightClients.push(createKvClient({ endpoints: [msg.etcd] }));
+  for (let c = 0; c < Math.min(msg.lightClients, msg.light.length); c++) lightClients.push(createKvClient({ endpoints: msg.etcd.split(',') }));
   clients.push(...lightClients);
   msg.light.forEach((_node, i) => {
     lights.push(new LightWatcher({

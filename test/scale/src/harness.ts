@@ -8,7 +8,8 @@ import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { freePort, startEtcd, type EtcdServer } from '@sluice/etcd-runner';
+import { freePort } from '@sluice/etcd-runner';
+import { startScaleEtcd, type ScaleEtcd } from './etcd.ts';
 import { createKvClient, keySchema, prefixRangeEnd, type Etcd3 } from '@sluice/kvstore';
 import type { HostCommand, HostMessage, KubeSimCounters, PodChange, WorkerCommand, WorkerMessage, WorkerSample } from './ipc.ts';
 import { forkTs, spawnTs, type Child } from './processes.ts';
@@ -144,15 +145,15 @@ export async function runScale(scenario: Scenario, options: RunOptions): Promise
   const t0 = Date.now();
   const phase = (name: string) => progress(`[${((Date.now() - t0) / 1000).toFixed(0).padStart(4)} s] ${name}`);
 
-  let etcd: EtcdServer | undefined;
+  let etcd: ScaleEtcd | undefined;
   let client: Etcd3 | undefined;
   try {
     // --- etcd ---
     phase('starting etcd');
-    etcd = await startEtcd({ quotaBackendBytes: 8 * 1024 ** 3, logFile: join(logs, 'etcd.log'), startTimeoutMs: 60_000 });
+    etcd = await startScaleEtcd(scenario.etcdMembers, scenario.etcdFault, { quotaBackendBytes: 8 * 1024 ** 3, logFile: join(logs, 'etcd.log'), startTimeoutMs: 60_000 });
     const etcdServer = etcd;
     cleanups.push(() => etcdServer.stop());
-    client = createKvClient({ endpoints: [etcd.endpoint] });
+    client = createKvClient({ endpoints: etcd.endpoints });
 
     // --- kube-sim ---
     phase(`starting kube-sim: ${scenario.nodes} nodes × ${scenario.podsPerNode} pods (own process, --max-old-space-size=1536)`);
@@ -189,7 +190,7 @@ export async function runScale(scenario: Scenario, options: RunOptions): Promise
     const operatorStart = Date.now();
     const receiptLog = join(logs, 'operator-receipts.log');
     const operator = spawnTs('operator', join(repo, 'services/operator/src/main.ts'), [
-      '--etcd-endpoints', etcd.endpoint, '--kube-server', ready.url, '--metrics-port', String(operatorPort), '--log-level', 'info', '--identity', 'scale-operator',
+      '--etcd-endpoints', etcd.endpoints.join(','), '--kube-server', ready.url, '--metrics-port', String(operatorPort), '--log-level', 'info', '--identity', 'scale-operator',
       '--receipt-log', receiptLog,
     ], join(logs, 'operator.log'));
     cleanups.push(() => operator.stop());
@@ -207,7 +208,7 @@ export async function runScale(scenario: Scenario, options: RunOptions): Promise
     const healthStatusPort = await freePort();
     const health = spawnTs('health', join(repo, 'services/health/src/main.ts'), [
       // Every node record is a member; the simulated probers report without mutual TLS.
-      '--listen', `127.0.0.1:${healthPort}`, '--etcd-endpoints', etcd.endpoint, '--insecure', '--metrics-port', String(healthStatusPort), '--log-level', 'warn',
+      '--listen', `127.0.0.1:${healthPort}`, '--etcd-endpoints', etcd.endpoints.join(','), '--insecure', '--metrics-port', String(healthStatusPort), '--log-level', 'warn',
     ], join(logs, 'health.log'));
     cleanups.push(() => health.stop());
     const healthMetricsUrl = `http://127.0.0.1:${healthStatusPort}/metrics`;
@@ -225,7 +226,7 @@ export async function runScale(scenario: Scenario, options: RunOptions): Promise
       w.full = full;
       w.light = light;
       cleanups.push(() => w.stop());
-      w.send({ type: 'init', etcd: etcd!.endpoint, root: ROOT, clusterSize: scenario.nodes, full, light, lightClients, trackRevisions, startRevision });
+      w.send({ type: 'init', etcd: etcd!.endpoints.join(','), root: ROOT, clusterSize: scenario.nodes, full, light, lightClients, trackRevisions, startRevision });
       workers.push(w);
       return w;
     };
@@ -406,9 +407,9 @@ export async function runScale(scenario: Scenario, options: RunOptions): Promise
       if (!restart && elapsed >= scenario.etcdRestartAt) {
         restart = { pausedAt: Date.now() };
         const r = restart;
-        phase(`etcd stopped (SIGKILL, data kept) for ${scenario.etcdDowntime / 1000} s`);
+        phase(`${etcd!.fault}, down for ${scenario.etcdDowntime / 1000} s`);
         restartTask = (async () => {
-          await etcd!.pause('SIGKILL');
+          await etcd!.pause();
           await sleep(scenario.etcdDowntime);
           await etcd!.resume();
           r.resumedAt = Date.now();

@@ -36,6 +36,7 @@ export type HostMessage =
 
 export interface WorkerInit {
   type: 'init';
+  /** etcd client URLs, comma-separated. */
   etcd: string;
   root: string;
   clusterSize: number;

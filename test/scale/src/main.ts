@@ -24,6 +24,8 @@ const program = new Command('sluice-scale')
   .addOption(flag('--burst-at <duration>', 'when, in the measured phase (default 90s)'))
   .addOption(flag('--etcd-restart-at <duration>', 'when etcd is stopped (default 180s)'))
   .addOption(flag('--etcd-downtime <duration>', 'how long it stays down (default 10s)'))
+  .addOption(flag('--etcd-members <n>', '1, or 3 (a 3-member etcd cluster on loopback; default 1)'))
+  .addOption(flag('--etcd-fault <kind>', 'restart (every member SIGKILLed and started again) or leader-kill (3 members; default restart)'))
   .addOption(flag('--full-agents <n>', 'full-state AgentCores (default 50)'))
   .addOption(flag('--full-workers <n>', 'processes for them (default 2)'))
   .addOption(flag('--light-watchers <n>', 'lightweight watchers (default: nodes − full agents)'))
@@ -42,6 +44,7 @@ const options = parseOptions(program, z.object({
   nodes: intFlag, podsPerNode: intFlag, services: intFlag, churn: z.coerce.number().min(0).optional(),
   duration: z.string().optional(), heartbeatOnly: z.string().optional(), burstPods: intFlag, burstAt: z.string().optional(),
   etcdRestartAt: z.string().optional(), etcdDowntime: z.string().optional(), fullAgents: intFlag, fullWorkers: intFlag,
+  etcdMembers: z.coerce.number().pipe(z.union([z.literal(1), z.literal(3)])).optional(), etcdFault: z.enum(['restart', 'leader-kill']).optional(),
   lightWatchers: intFlag, lightWorkers: intFlag, lightClients: intFlag, healthPhase: z.string().optional(), out: z.string().min(1),
   healthLoss: z.coerce.number().min(0).max(0.5).optional(), healthPair: z.enum(['next', 'random', 'none']).optional(),
   report: z.string().min(1).optional(),
@@ -68,7 +71,7 @@ try {
     duration: options.duration, heartbeatOnly: options.heartbeatOnly, burstPods: options.burstPods, burstAt: options.burstAt,
     etcdRestartAt: options.etcdRestartAt, etcdDowntime: options.etcdDowntime, fullAgents: options.fullAgents, fullWorkers: options.fullWorkers,
     lightWatchers: options.lightWatchers, lightWorkers: options.lightWorkers, lightClients: options.lightClients, healthPhase: options.healthPhase,
-    healthLoss: options.healthLoss, healthPair: options.healthPair,
+    healthLoss: options.healthLoss, healthPair: options.healthPair, etcdMembers: options.etcdMembers, etcdFault: options.etcdFault,
   };
   for (const [k, v] of Object.entries(overrides)) if (v !== undefined) base[k] = v;
   scenario = resolveScenario(base);

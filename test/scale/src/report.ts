@@ -232,7 +232,9 @@ export async function writeReport(r: Results, outDir: string): Promise<string[]>
   if (r.restart) {
     lines.push('## etcd restart', '');
     if (reconnectPlot) lines.push(`![reconnects](${reconnectPlot})`, '');
-    lines.push(`etcd was killed (SIGKILL, data kept) at ${fmt(r.restart.pausedAtS, 1)} s and was serving again at ${fmt(r.restart.resumedAtS, 1)} s (${fmt(r.restart.downtimeS, 1)} s down). ` +
+    // Older results have no etcdMembers/etcdFault: one member, restarted.
+    const killed = r.scenario.etcdFault === 'leader-kill' ? `The leader of ${r.scenario.etcdMembers} etcd members was killed (SIGKILL)` : (r.scenario.etcdMembers ?? 1) > 1 ? `All ${r.scenario.etcdMembers} etcd members were killed (SIGKILL, data kept)` : 'etcd was killed (SIGKILL, data kept)';
+    lines.push(`${killed} at ${fmt(r.restart.pausedAtS, 1)} s and was serving again at ${fmt(r.restart.resumedAtS, 1)} s (${fmt(r.restart.downtimeS, 1)} s down). ` +
       `Reconnect attempts: ${fmt(r.restart.retries.full)} by full-agent watches (retries counted by the library when a stream is lost), ${fmt(r.restart.retries.light)} by lightweight watches (after their backoff). ` +
       `The operator wrote its first pod change again **${r.restart.operatorWritesResumedMs === null ? 'never' : `${fmt(r.restart.operatorWritesResumedMs / 1000, 1)} s`}** after etcd was back. ` +
       `Every watcher was connected again within **${r.restart.lightReconnectedMs === null ? 'n/a' : `${fmt(r.restart.lightReconnectedMs / 1000, 1)} s`}** of etcd's return (2 s sampling); ` +

@@ -25,6 +25,10 @@ export const scenarioSchema = z.strictObject({
   /** etcd stopped (SIGKILL, data kept) and started again, and how long it stays down. */
   etcdRestartAt: duration.default(180_000),
   etcdDowntime: duration.default(10_000),
+  /** etcd members: 1, or a 3-member cluster on loopback. */
+  etcdMembers: z.union([z.literal(1), z.literal(3)]).default(1),
+  /** The fault at etcdRestartAt: every member SIGKILLed and restarted, or only the leader (needs 3 members). */
+  etcdFault: z.enum(['restart', 'leader-kill']).default('restart'),
   /**
    * Full-state AgentCores against memoryDatapath, over this many worker processes. A real agent has its own ~35 MiB
    * heap; 25 agents in one process share a ~900 MiB heap whose collections stall all of them at once (at the default
@@ -64,6 +68,7 @@ export function resolveScenario(input: unknown): Scenario {
   const lightWatchers = s.lightWatchers ?? s.nodes - s.fullAgents;
   if (s.burstAt >= s.duration) throw new ScenarioError(`burstAt must fall inside duration`);
   if (s.etcdRestartAt + s.etcdDowntime >= s.duration) throw new ScenarioError(`the etcd restart must end inside duration`);
+  if (s.etcdFault === 'leader-kill' && s.etcdMembers !== 3) throw new ScenarioError('etcdFault leader-kill needs etcdMembers 3');
   return { ...s, lightWatchers, lightClients: Math.min(s.lightClients, Math.max(1, lightWatchers)) };
 }
 
