@@ -30,12 +30,32 @@ export interface KvClientOptions {
  * - gRPC keep-alive pings every 10 s with a 5 s timeout detect a dead connection that TCP would not report for
  *   minutes; etcd's server rejects pings more frequent than 5 s (--grpc-keepalive-min-time), so we stay above.
  */
+let sniWarningFiltered = false;
+
+/**
+ * gRPC sends the endpoint's host as the TLS server name even when it is an IP address, and Node warns about that
+ * (DEP0123: SNI carries names only) on stderr, once per process — in every CLI answer against an https://<ip>
+ * endpoint. The certificate is still verified against the IP (its SAN); only that one warning is dropped.
+ */
+function filterIpServerNameWarning(): void {
+  if (sniWarningFiltered) return;
+  sniWarningFiltered = true;
+  const emit = process.emitWarning.bind(process) as (...args: unknown[]) => void;
+  process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
+    const first = rest[0];
+    const code = typeof first === 'object' && first !== null ? (first as { code?: string }).code : rest[1];
+    if (code === 'DEP0123') return;
+    emit(warning, ...rest);
+  }) as typeof process.emitWarning;
+}
+
 export function createKvClient(options: KvClientOptions): Etcd3 {
   if (options.endpoints.length === 0) throw new Error('createKvClient needs at least one etcd endpoint');
   const callTimeoutMs = options.callTimeoutMs ?? 10_000;
   const extraHosts = options.endpoints.length - 1;
   const https = options.endpoints.some((e) => e.startsWith('https://'));
   if (options.tls && !https) throw new Error('createKvClient: TLS options need https:// endpoints');
+  if (https && options.endpoints.some((e) => /^https:\/\/(\d+\.\d+\.\d+\.\d+|\[[0-9a-fA-F:]+\])(:\d+)?/.test(e))) filterIpServerNameWarning();
   return new Etcd3({
     hosts: options.endpoints,
     ...(options.tls && (options.tls.ca || options.tls.cert)
