@@ -107,16 +107,17 @@ export function formatHealthStatus(health: ClusterHealth, options: HealthFormatO
   const local = options.node ? health.nodes.filter((n) => n.name === options.node) : [];
   for (const node of [...local, ...health.nodes.filter((n) => n.name !== options.node)]) lines.push(formatNodeHealth(node, options));
   lines.push(formatClusterSummary(health.summary));
-  if (options.verbose) lines.push(...formatDetailSummaries(health.summary));
+  if (options.verbose) lines.push(...formatDetailSummaries(health));
   return `${lines.join('\n')}\n`;
 }
 
 /** The verbose view's summaries beside the cluster line: endpoints, agents, broken paths. */
-export function formatDetailSummaries(summary: ClusterSummary): string[] {
+export function formatDetailSummaries(health: ClusterHealth): string[] {
+  const { summary } = health;
   const list = (names: readonly string[]) => (names.length <= 10 ? names.join(', ') : `${names.slice(0, 10).join(', ')}, … (${names.length})`);
-  const endpointsOk = summary.total - summary.endpointUnreachable.length;
+  const reachable = health.nodes.filter((n) => n.endpointReachability === 'REACHABILITY_REACHABLE' || n.endpointReachability === 'REACHABILITY_SUSPECT').length;
   return [
-    `Endpoint health: ${endpointsOk}/${summary.total} not known unreachable${summary.endpointUnreachable.length ? ` (unreachable: ${list(summary.endpointUnreachable)})` : ''}`,
+    `Endpoint health: ${reachable}/${summary.total} reachable${summary.endpointUnreachable.length ? ` (unreachable: ${list(summary.endpointUnreachable)})` : ''}`,
     `Agents: ${summary.agentNotRunning.length ? `not running on ${list(summary.agentNotRunning)}` : 'none known down'}`,
     `Broken paths: ${summary.brokenPaths.length ? list(summary.brokenPaths) : 'none'}`,
   ];

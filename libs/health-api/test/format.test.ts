@@ -105,7 +105,7 @@ describe('message validation', () => {
     const verbose = formatHealthStatus(view, { verbose: true, nowMs: 1_790_000_002_000 });
     expect(verbose).toContain('      ICMP to stack:   OK, RTT=412µs   (by node-b, 2s ago)');
     expect(verbose).toContain('    Agent:           not running');
-    expect(verbose).toContain('Endpoint health: 1/2 not known unreachable (unreachable: node-2)');
+    expect(verbose).toContain('Endpoint health: 1/2 reachable (unreachable: node-2)');
     expect(verbose).toContain('Broken paths: node-2->node-1');
   });
 
