@@ -211,16 +211,21 @@ export class Operator {
     if (term !== this.term) return;
     log.info({ term, keys: inEtcd, ms: Date.now() - loadStart }, 'loaded what etcd holds');
 
-    // Synchronously: no event can slip in between the switch to this term's writer and the replay.
+    // Events go to this term's writer from now on. The replay walks the mirrors' live maps a slice per event-loop turn
+    // (100,000 records in one turn stall the loop for a second): an event between two slices updates or deletes its
+    // key there, so the replay meets the newer value or none, and a key it already passed is written again after it.
     this.sink.writer = writer;
     let replayed = 0;
     for (const mirror of this.mirrors) {
       for (const [key, value] of mirror.desired()) {
         writer.upsert(key, value);
-        replayed++;
+        if (++replayed % 2_000 === 0) {
+          await new Promise((resolve) => setImmediate(resolve));
+          if (term !== this.term) return;
+        }
       }
     }
-    log.info({ term, replayed }, 'replaying the state the informers hold');
+    log.info({ term, replayed }, 'replayed the state the informers hold');
     await Promise.all(this.mirrors.map((m) => m.synced));
     if (term !== this.term) return;
 

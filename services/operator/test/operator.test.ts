@@ -140,7 +140,7 @@ describe('operator against kube-sim and a real etcd: 200 nodes × 20 pods', () =
     expect((await podAdds()) - addsBefore).toBe(1);
     expect(await relists()).toBe(relistsBefore);
     expect(relistsBefore).toBe(4);
-    const replays = captured.lines.filter((l) => l.msg === 'replaying the state the informers hold');
+    const replays = captured.lines.filter((l) => l.msg === 'replayed the state the informers hold');
     expect(replays.at(-1)?.replayed).toBeGreaterThan(200 * 20);
   });
 });
