@@ -290,7 +290,8 @@ export interface EndpointSliceInput {
   namespace: string;
   service: string;
   name?: string;
-  endpoints: { ip: string; nodeName?: string; ready?: boolean; podName?: string }[];
+  /** `podUid`: the pod's metadata.uid for its targetRef (default: one derived from the pod's name, stable across writes). */
+  endpoints: { ip: string; nodeName?: string; ready?: boolean; podName?: string; podUid?: string }[];
   ports?: { name?: string; port: number; protocol?: string }[];
   seed?: number;
   now?: Date;
@@ -316,7 +317,9 @@ export function realisticEndpointSlice(input: EndpointSliceInput): V1EndpointSli
       addresses: [e.ip],
       conditions: { ready: e.ready ?? true, serving: e.ready ?? true, terminating: false },
       nodeName: e.nodeName,
-      targetRef: e.podName ? { kind: 'Pod', namespace: input.namespace, name: e.podName, uid: uid(random) } : undefined,
+      // The pod's uid, not the next of this slice's random sequence: a controller rewriting the slice writes every other
+      // endpoint's bytes unchanged, as the real EndpointSlice controller does.
+      targetRef: e.podName ? { kind: 'Pod', namespace: input.namespace, name: e.podName, uid: e.podUid ?? uid(seededRandom(hashString(`pod/${input.namespace}/${e.podName}`))) } : undefined,
     })),
     ports: (input.ports ?? [{ name: 'http', port: 80 }]).map((p) => ({ protocol: 'TCP', ...p })),
   };

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { heartbeat, realisticNode, realisticPod } from '../src/index.ts';
+import { heartbeat, realisticEndpointSlice, realisticNode, realisticPod } from '../src/index.ts';
 
 describe('realistic objects', () => {
   it('makes a Node of 10–20 KB of JSON, the same for the same input', () => {
@@ -27,5 +27,16 @@ describe('realistic objects', () => {
     expect(pod.status?.phase).toBe('Running');
     expect(pod.status?.podIPs).toEqual([{ ip: '10.244.1.5' }]);
     expect(pod.metadata?.labels?.app).toBe('web');
+  });
+});
+
+describe('realistic endpoint slices', () => {
+  it('write an endpoint with the same bytes whatever else the slice holds (its targetRef is its pod\'s)', () => {
+    const a = realisticEndpointSlice({ namespace: 'shop', service: 'web', name: 'web-1', endpoints: [{ ip: '10.1.0.1', podName: 'p1' }, { ip: '10.1.0.2', podName: 'p2' }] });
+    const b = realisticEndpointSlice({ namespace: 'shop', service: 'web', name: 'web-1', endpoints: [{ ip: '10.1.0.2', podName: 'p2' }] });
+    expect(JSON.stringify(b.endpoints[0])).toBe(JSON.stringify(a.endpoints[1]));
+    expect(a.endpoints[0]!.targetRef!.uid).not.toBe(a.endpoints[1]!.targetRef!.uid);
+    const given = realisticEndpointSlice({ namespace: 'shop', service: 'web', endpoints: [{ ip: '10.1.0.3', podName: 'p3', podUid: 'uid-3' }] });
+    expect(given.endpoints[0]!.targetRef!.uid).toBe('uid-3');
   });
 });
