@@ -255,7 +255,7 @@ describe('AgentCore tables and reconcilers', () => {
       const gone = await client.delete().key(k.node('a-first'));
       await core.whenProgrammed('nodes', Number(gone.header.revision));
       expect([...routes.current]).toEqual([['10.9.2.0/24', '192.168.9.2']]);
-      expect(await registry.getSingleMetricAsString('sluice_agent_conflicts')).toMatch(/reason="pod_cidr_overlap"} 1/);
+      expect(await registry.getSingleMetricAsString('sluice_agent_active_conflicts')).toMatch(/reason="pod_cidr_overlap"} 1/);
 
       // A stale record (sorting first) holds this node's own podCIDR: other nodes' routes follow the rule, but this
       // node still takes registrations in the CIDR its own record claims, and owns it again once the stale one goes.

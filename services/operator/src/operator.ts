@@ -78,7 +78,7 @@ export class Operator {
   constructor(private readonly options: OperatorOptions) {
     this.identity = options.identity ?? `operator-${hostname()}-${process.pid}`;
     this.metrics = mirrorMetrics(options.registry);
-    this.leadingSince = new Gauge({ name: 'sluice_operator_term_start_seconds', help: 'Unix time at which the current leadership term began (0 while standing by)', registers: [options.registry] });
+    this.leadingSince = new Gauge({ name: 'sluice_operator_term_start_time_seconds', help: 'Unix time at which the current leadership term began (0 while standing by)', registers: [options.registry] });
     this.syncedGauge = new Gauge({ name: 'sluice_operator_synced', help: '1 once the current term has mirrored every kind into etcd', registers: [options.registry] });
     this.election = new LeaderElection({
       client: options.etcd,

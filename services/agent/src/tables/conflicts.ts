@@ -2,7 +2,7 @@
  * Records from etcd (or the CNI plugin) that the tables refuse to program: a podCIDR outside the cluster CIDR, two
  * nodes' overlapping podCIDRs, a pod IP outside its node's podCIDR, one IP claimed by two pods... Each conflict is
  * logged once when it appears (and once when it clears), counted in sluice_agent_conflicts_total{reason}, and the
- * ones present now are in sluice_agent_conflicts{reason} and the agent's /status.
+ * ones present now are in sluice_agent_active_conflicts{reason} and the agent's /status.
  */
 import type { Logger } from '@sluice/log';
 import { Counter, Gauge, type Registry } from '@sluice/metrics';
@@ -28,7 +28,7 @@ function conflictMetrics(registry: Registry): ConflictMetrics {
     const registers = [registry];
     m = {
       total: new Counter({ name: 'sluice_agent_conflicts_total', help: 'Records refused by the agent (not programmed), by reason, counted when the conflict appears', labelNames: ['reason'], registers }),
-      current: new Gauge({ name: 'sluice_agent_conflicts', help: 'Conflicts present now, by reason', labelNames: ['reason'], registers }),
+      current: new Gauge({ name: 'sluice_agent_active_conflicts', help: 'Conflicts present now, by reason', labelNames: ['reason'], registers }),
     };
     metricsByRegistry.set(registry, m);
   }
