@@ -85,4 +85,22 @@ describe('routes reconciler', () => {
       await reconciler.stop();
     }
   });
+
+  it('tunnel mode: podCIDRs via the VXLAN device; a route of ours pointing elsewhere is rewritten at start', async () => {
+    await lab.addVxlan(ns, 'vx0');
+    await ip(ns, ['route', 'replace', '10.221.2.0/24', 'via', '192.168.220.2', 'dev', 'eth0', 'proto', String(ROUTE_PROTO)]); // left by native mode
+    const table = new Table<RouteRow>();
+    const reconciler = new Reconciler({ target: new RoutesTarget({ netns: ns, mode: 'tunnel', uplink: 'eth0', vxlan: 'vx0' }), desired: table, log, refreshIntervalMs: 0 });
+    table.follow(reconciler);
+    try {
+      table.set('10.221.2.0/24', { nodeIp: '192.168.220.2' });
+      table.set('10.221.3.0/24', { nodeIp: '192.168.220.3' });
+      await reconciler.start();
+      const r = (JSON.parse(await ip(ns, ['-j', 'route', 'show', 'proto', String(ROUTE_PROTO)])) as Array<{ dst: string; dev: string; gateway?: string }>).map((x) => [x.dst, x.dev, x.gateway ?? '']);
+      expect(r.filter(([dst]) => dst!.startsWith('10.221.')).sort()).toEqual([['10.221.2.0/24', 'vx0', ''], ['10.221.3.0/24', 'vx0', '']]);
+      expect(reconciler.status().rows).toEqual({ done: 2, pending: 0, error: 0 });
+    } finally {
+      await reconciler.stop();
+    }
+  });
 });
