@@ -4,7 +4,7 @@
  * logged once when it appears (and once when it clears), counted in sluice_agent_conflicts_total{reason}, and the
  * ones present now are in sluice_agent_active_conflicts{reason} and the agent's /status.
  */
-import type { Logger } from '@sluice/log';
+import { RepeatSuppressor, type Logger } from '@sluice/log';
 import { Counter, Gauge, type Registry } from '@sluice/metrics';
 
 export type ConflictReason =
@@ -46,6 +46,7 @@ const LISTED = 20;
 export class Conflicts {
   private readonly active = new Map<string, Conflict>();
   private readonly metrics: ConflictMetrics | undefined;
+  private readonly repeats = new RepeatSuppressor(60_000);
 
   constructor(private readonly log: Logger, registry?: Registry) {
     this.metrics = registry ? conflictMetrics(registry) : undefined;
@@ -66,7 +67,8 @@ export class Conflicts {
     this.active.set(id, { reason, subject, message });
     this.metrics?.total.inc({ reason });
     this.metrics?.current.inc({ reason });
-    this.log.warn({ reason, subject, ...detail }, `not programmed: ${message}`);
+    const suppressed = this.repeats.shouldLog(`report:${reason}`);
+    if (suppressed !== undefined) this.log.warn({ reason, subject, ...detail, ...(suppressed ? { moreSinceLastLine: suppressed } : {}) }, `not programmed: ${message}`);
   }
 
   clear(reason: ConflictReason, subject: string): void {
@@ -76,7 +78,8 @@ export class Conflicts {
     if (!c) return;
     this.active.delete(id);
     this.metrics?.current.dec({ reason });
-    this.log.info({ reason, subject }, `conflict cleared: ${c.message}`);
+    const suppressed = this.repeats.shouldLog(`clear:${reason}`);
+    if (suppressed !== undefined) this.log.info({ reason, subject, ...(suppressed ? { moreSinceLastLine: suppressed } : {}) }, `conflict cleared: ${c.message}`);
   }
 
   counts(): Partial<Record<ConflictReason, number>> {
