@@ -68,6 +68,9 @@ describe('etcd auth: least privilege per component', () => {
     const health = as(ETCD_USERS.health);
     expect(await health.getAll().prefix(keys.prefix('nodes')).keys()).toEqual([keys.node('n1')]);
     await expect(health.put(keys.health('n1')).value('{}')).rejects.toThrow(denied);
+    // What `sluice status` asks besides the records: etcd's own status.
+    expect((await as(ETCD_USERS.cli).maintenance.status()).version).toMatch(/^3\./);
+    await expect(as(ETCD_USERS.cli).put(keys.pod('default', 'x')).value('{}')).rejects.toThrow(denied);
     // A certificate with another CN, logging in as sluice-cli with its password: the password's user counts.
     const cli = as('someone-else', { username: ETCD_USERS.cli, password: 'cli-secret' });
     expect(await cli.get(keys.node('n1')).string()).toBe('{}');

@@ -11,7 +11,7 @@ import { freePort, startEtcd, type EtcdServer } from '@sluice/etcd-runner';
 import { pidAlive, readDemoStateFile, removeDemoState, writeDemoState, type DemoState, type DemoStateInput } from '@sluice/demo-state';
 import { startKubeSim, type KubeSim } from '@sluice/kube-sim';
 import { createHealthClient } from '@sluice/health-api';
-import { createKvClient, ETCD_USERS, keySchema, RESOURCE_KINDS, type KvClientOptions } from '@sluice/kvstore';
+import { createKvClient, ETCD_USERS, keySchema, RESOURCE_KINDS, setupAuth, type KvClientOptions } from '@sluice/kvstore';
 import { WorkloadKubelet } from '@sluice/lab';
 import { createLogger } from '@sluice/log';
 import { httpOk, tail, waitFor } from './children.ts';
@@ -124,6 +124,10 @@ export async function startDemo(options: DemoOptions, progress: Progress): Promi
     // Its folder (data and certificates) is listed so that the next demo can remove it if this one is killed first.
     const cli = etcd.clientFiles(ETCD_USERS.cli);
     await save({ etcd: { endpoints: [etcd.endpoint], pid: etcd.pid, ca: cli.ca, cert: cli.cert, key: cli.key }, tempDirs: [etcd.dir] });
+    // Least privilege from the start: etcd auth on, the operator, the health service and the CLI each with its own
+    // user and role (the lab adds one per agent): libs/kvstore auth.ts.
+    const admin = createKvClient(etcd.clientOptions());
+    await setupAuth(admin, keySchema(), { nodes: [] }).finally(() => admin.close());
     progress.done('etcd', etcd.endpoint);
 
     progress.start('kube-sim');

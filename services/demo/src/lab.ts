@@ -24,8 +24,8 @@ export interface LabPartOptions {
   nodes: number;
   podsPerNode: number;
   etcdEndpoint: string;
-  /** The demo's etcd: each node gets its agent's etcd identity (etcd.config, client certificate) from it. */
-  etcd?: Pick<EtcdServer, 'writeClientConfig'>;
+  /** The demo's etcd: each node gets its agent's etcd identity (etcd.config, client certificate, etcd user) from it. */
+  etcd?: Pick<EtcdServer, 'writeClientConfig' | 'clientOptions'>;
   sim: KubeSim;
   /** Called before anything is made, so that a crash midway still leaves a record of what to clean up. */
   onCreating(made: { namespacePrefix: string; pinRoot: string; tempDirs: string[] }): Promise<void>;
@@ -43,7 +43,7 @@ export async function startLabPart(options: LabPartOptions): Promise<LabPart | {
     nodes: options.nodes,
     podsPerNode: options.podsPerNode,
     etcdEndpoint: options.etcdEndpoint,
-    ...(options.etcd ? { etcd: options.etcd } : {}),
+    ...(options.etcd ? { etcd: options.etcd, etcdAuth: true } : {}),
     kubeSim: options.sim,
     stateRoot,
     // The agents are the DaemonSet of deploy/ that the demo applied (its config has the health service's address);

@@ -22,12 +22,22 @@ import { fileURLToPath } from 'node:url';
 import { CNI_BINARY } from '@sluice/cni';
 import { lookupIpcache, openPinnedMaps } from '@sluice/datapath';
 import type { KubeSim } from '@sluice/kube-sim';
-import { keySchema } from '@sluice/kvstore';
+import { createKvClient, keySchema, setupAuth } from '@sluice/kvstore';
 import { createLogger, type Logger } from '@sluice/log';
 import { execIn, NetLab, ping as nsPing, run, shortId, type ExecResult } from '@sluice/netns';
 import { HEALTH_IPS_ANNOTATION } from '@sluice/slim';
 import type { EtcdServer } from '@sluice/etcd-runner';
 import { ETCD_USERS } from '@sluice/kvstore';
+
+/** Creates (or completes) the etcd users and roles of these nodes' agents and turns etcd auth on (kvstore auth.ts). */
+async function grantAgents(etcd: Pick<EtcdServer, 'clientOptions'>, root: string, nodes: string[]): Promise<void> {
+  const admin = createKvClient(etcd.clientOptions());
+  try {
+    await setupAuth(admin, keySchema(root), { nodes });
+  } finally {
+    admin.close();
+  }
+}
 import { LabKubelet, webServer, WorkloadKubelet, WEB_PORT, type Sandbox } from './kubelet.ts';
 import { labServices, makeNodeCgroup, type LabServices } from './services.ts';
 
@@ -51,7 +61,12 @@ export interface LabOptions {
    * its own etcd.config (--etcd-config) and, under TLS, its own client certificate: CN sluice-agent-<node> for each
    * agent, sluice-operator for the operator (the users etcd auth knows them by). Without it: --etcd-endpoints.
    */
-  etcd?: Pick<EtcdServer, 'writeClientConfig'>;
+  etcd?: Pick<EtcdServer, 'writeClientConfig' | 'clientOptions'>;
+  /**
+   * With `etcd` (and client-certificate auth): give each agent its own etcd user and role before it starts and turn
+   * etcd auth on, so that an agent can write only its own node's keys (kvstore auth.ts). One key root per etcd.
+   */
+  etcdAuth?: boolean;
   /** An in-process kube-sim (the lab adds its nodes and pods through it). */
   kubeSim: KubeSim;
   /** etcd key root of the operator and agents. Default `sluice/`. */
@@ -490,6 +505,7 @@ export async function startLab(options: LabOptions): Promise<Lab> {
       });
     }
     const t0 = Date.now();
+    if (options.etcd && options.etcdAuth) await grantAgents(options.etcd, rootPrefix, nodes.map((n) => n.name));
     await Promise.all(nodes.map((n) => startAgent(n)));
     log.info({ ms: Date.now() - t0 }, 'lab: agents running');
     if (options.healthEndpoints ?? true) {

@@ -14,7 +14,8 @@ let etcd: EtcdServer;
 let sim: KubeSim;
 
 beforeAll(async () => {
-  etcd = await startEtcd();
+  // Mutual TLS, each component with its own client certificate and etcd user (least privilege: etcdAuth below).
+  etcd = await startEtcd({ clientCertAuth: true });
   sim = await startKubeSim({ nodes: 0, services: 0 });
 });
 
@@ -55,7 +56,7 @@ describe.each(['native', 'tunnel'] as const)('%s routing, BPF host routing', (ro
   let lab: Lab;
 
   beforeAll(async () => {
-    lab = await startLab({ nodes: 3, podsPerNode: 3, routing, hostRouting: 'bpf', etcdEndpoint: etcd.endpoint, kubeSim: sim, nodePrefix: `${routing}-node-`, podPrefix: `${routing}-web-`, rootPrefix: `${routing}/` });
+    lab = await startLab({ nodes: 3, podsPerNode: 3, routing, hostRouting: 'bpf', etcdEndpoint: etcd.endpoint, etcd, etcdAuth: true, kubeSim: sim, nodePrefix: `${routing}-node-`, podPrefix: `${routing}-web-`, rootPrefix: `${routing}/` });
   }, 180_000);
 
   afterAll(async () => {

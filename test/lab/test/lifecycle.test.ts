@@ -17,10 +17,11 @@ let lab: Lab;
 let client: Etcd3;
 
 beforeAll(async () => {
-  etcd = await startEtcd();
+  // Mutual TLS, each component with its own client certificate (the lab writes their etcd.config files).
+  etcd = await startEtcd({ clientCertAuth: true });
   sim = await startKubeSim({ nodes: 0, services: 0 });
-  lab = await startLab({ nodes: 3, podsPerNode: 3, routing: 'native', hostRouting: 'bpf', etcdEndpoint: etcd.endpoint, kubeSim: sim, nodePrefix: 'life-node-', podPrefix: 'life-web-' });
-  client = createKvClient({ endpoints: [etcd.endpoint] });
+  lab = await startLab({ nodes: 3, podsPerNode: 3, routing: 'native', hostRouting: 'bpf', etcdEndpoint: etcd.endpoint, etcd, kubeSim: sim, nodePrefix: 'life-node-', podPrefix: 'life-web-' });
+  client = createKvClient(etcd.clientOptions());
 }, 180_000);
 
 afterAll(async () => {
