@@ -32,6 +32,15 @@
  *   Metrics: sluice_kv_watch_events_total{watch,type}, _watch_decode_errors_total{watch}, _watch_retries_total{watch},
  *   _watch_relists_total{watch}, sluice_kv_watches{watch}.
  *
+ * Completeness (agents, health service): the operator's sync markers, synced/<kind> = { kind, schema, term, revision }
+ *   writer.beginSync(prefix, { marker: keys.synced(kind) })        // a new term deletes the old term's marker
+ *   writer.finishSync(prefix, { key, value: (stamp) => syncedMarkerValue(kind, stamp) })
+ *   const markers = watchSyncMarkers(client, keys, { log?, registry?, clusterSize? })
+ *   await markers.waitForSync(kind); markers.isSynced(kind, revision?); markers.waiting()
+ *   watchPrefix(client, prefix, { ..., completeness: markers.gate(kind) })
+ *     // listDone only once the marker is there and the watch has seen its revision; a relist (compaction, an etcd
+ *     // replaced or restored) never deletes without it: status().waitingForSync / staleKeys
+ *
  * Leader election (operator)
  *   const election = new LeaderElection({ client, prefix: keys.operatorElection(), identity, ttlSeconds? = 15, log?,
  *                                        registry? }).start()
