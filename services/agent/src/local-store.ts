@@ -34,9 +34,8 @@ const fileSchema = z.strictObject({ version: z.literal(1), endpoints: z.array(lo
 export class LocalEndpointStore {
   private readonly path: string;
   private readonly endpoints = new Map<string, LocalEndpointRecord>();
-  /** The save in progress, and whether another is needed after it. */
+  /** The save in progress, and the one queued after it (which includes every change made meanwhile). */
   private saving: Promise<void> | undefined;
-  private dirty = false;
   private waiting: Promise<void> | undefined;
   /** Saves written so far (tests, metrics). */
   saves = 0;
@@ -94,15 +93,13 @@ export class LocalEndpointStore {
   }
 
   private markDirty(): void {
-    this.dirty = true;
     if (this.waiting) return; // the next save (queued) will include this change
     const next = (this.saving ?? Promise.resolve()).catch(() => undefined).then(() => {
       this.waiting = undefined;
-      this.dirty = false;
-      this.saving = this.write().finally(() => {
+      const current: Promise<void> = this.write().finally(() => {
         if (this.saving === current) this.saving = undefined;
       });
-      const current = this.saving;
+      this.saving = current;
       return current;
     });
     this.waiting = next;
