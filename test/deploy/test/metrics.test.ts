@@ -110,6 +110,8 @@ describe('every component\'s /metrics', () => {
       const fams = families(scrapes.get(component)!);
       for (const name of ['process_cpu_seconds_total', 'process_resident_memory_bytes', 'process_start_time_seconds', 'nodejs_heap_size_used_bytes', 'nodejs_eventloop_lag_p99_seconds']) expect(fams.has(name), name).toBe(true);
       for (const name of fams.keys()) expect(name, name).toMatch(/^(sluice|process|nodejs)_/);
+      // In OpenMetrics a counter x_total is the family x: no other metric may be called x.
+      for (const [name, type] of fams) if (type === 'counter' && name.endsWith('_total')) expect(fams.has(name.slice(0, -'_total'.length)), `${name} and ${name.slice(0, -6)}`).toBe(false);
     });
   }
 
