@@ -5,7 +5,7 @@
  * in order, recording each in the state file as it goes, so that `stop()` — or a later demo, after a crash — can take
  * down exactly what was made.
  */
-import { appendFileSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { closeSync, constants, existsSync, mkdirSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { freePort, startEtcd, type EtcdServer } from '@sluice/etcd-runner';
 import { pidAlive, readDemoStateFile, removeDemoState, writeDemoState, type DemoState, type DemoStateInput } from '@sluice/demo-state';
@@ -88,6 +88,22 @@ export async function startDemo(options: DemoOptions, progress: Progress): Promi
   let controlPlane: WorkloadKubelet | undefined;
   let hostRoot: string | undefined;
   const manifestsDir = join(stateDir, 'manifests');
+  // The pods' logs under the state dir, opened without following a link someone may have put in a log's place.
+  const podLogs = new Map<string, number>();
+  const podLog = (pod: string, line: string) => {
+    let fd = podLogs.get(pod);
+    if (fd === undefined) {
+      try {
+        fd = openSync(join(logDir, `${pod}.log`), constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
+      } catch (err) {
+        // Said once; the pod's output is still in its own folder (the kubelet's log file).
+        fd = -1;
+        process.stderr.write(`sluice-demo: not writing ${join(logDir, `${pod}.log`)}: ${(err as Error).message}\n`);
+      }
+      podLogs.set(pod, fd);
+    }
+    if (fd >= 0) writeSync(fd, `${line}\n`);
+  };
   let healthAddress: string | undefined;
   let lab: LabPart | undefined;
   let stopped: Promise<void> | undefined;
@@ -108,6 +124,7 @@ export async function startDemo(options: DemoOptions, progress: Progress): Promi
       const attempt = async (what: string, fn: () => Promise<void>) => fn().catch((err: Error) => void errors.push(`${what}: ${err.message}`));
       if (lab) await attempt('lab', () => lab!.stop());
       await attempt('operator and health', async () => controlPlane?.stop());
+      for (const fd of podLogs.values()) if (fd >= 0) closeSync(fd);
       // Their files (config, the etcd identities' keys) go with them.
       if (hostRoot) rmSync(hostRoot, { recursive: true, force: true });
       rmSync(manifestsDir, { recursive: true, force: true });
@@ -163,7 +180,7 @@ export async function startDemo(options: DemoOptions, progress: Progress): Promi
       log: createLogger({ component: 'kubelet', level: 'warn' }),
       node: { name: 'demo-control-plane', ip: '127.0.0.1', hostRoot },
       onLine: (c, line) => {
-        appendFileSync(join(logDir, `${c.pod}.log`), `${line}\n`);
+        podLog(c.pod, line);
         if (c.workload !== 'sluice-operator') return;
         try {
           const rec = JSON.parse(line) as { msg?: string; metrics?: unknown };
