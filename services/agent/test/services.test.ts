@@ -13,7 +13,7 @@ import { collectConntrack, servicesTarget } from '../src/reconcilers/services.ts
 import { buildLbService, ServicesTable } from '../src/tables/services.ts';
 import { LbProgrammer } from '@sluice/datapath';
 
-const log = createLogger({ level: 'silent' });
+const log = createLogger({ component: 'test', level: 'silent' });
 
 function service(over: Partial<SlimService> = {}): SlimService {
   return {
