@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # prometheus: for promtool (test/deploy checks every component's /metrics with `promtool check metrics`).
-PACKAGES=(clang llvm libbpf-dev bpftool etcd-server etcd-client iptables iputils-ping iproute2 curl make linux-libc-dev prometheus)
+PACKAGES=(clang llvm libbpf-dev bpftool etcd-server etcd-client iptables iputils-ping iputils-arping iproute2 curl make linux-libc-dev prometheus)
 say() { printf 'bootstrap: %s\n' "$*" >&2; }
 
 missing=()

@@ -52,7 +52,7 @@ export interface AuthPlan {
 export function authPlan(keys: KeySchema, nodes: readonly string[]): AuthPlan {
   const everything = keys.prefix('nodes').replace(/nodes\/$/, '');
   const read: Grant = { permission: 'Read', key: everything, prefix: true };
-  const operatorWrites = (['nodes', 'pods', 'services', 'endpointslices', 'synced', 'operator'] as const).map((c): Grant => ({ permission: 'Readwrite', key: keys.prefix(c), prefix: true }));
+  const operatorWrites = (['nodes', 'pods', 'services', 'endpointslices', 'synced', 'operator', 'l2announcements'] as const).map((c): Grant => ({ permission: 'Readwrite', key: keys.prefix(c), prefix: true }));
   const roles: AuthPlan['roles'] = [
     { name: ETCD_ROLES.operator, grants: [read, ...operatorWrites] },
     { name: ETCD_ROLES.reader, grants: [read] },
@@ -66,7 +66,8 @@ export function authPlan(keys: KeySchema, nodes: readonly string[]): AuthPlan {
   for (const node of nodes) {
     roles.push({
       name: ETCD_ROLES.agent(node),
-      grants: [read, { permission: 'Readwrite', key: keys.agent(node), prefix: false }, { permission: 'Readwrite', key: keys.health(node), prefix: false }],
+      // l2leases: agents compete for the addresses they may announce (create-if-absent on their own lease).
+      grants: [read, { permission: 'Readwrite', key: keys.agent(node), prefix: false }, { permission: 'Readwrite', key: keys.health(node), prefix: false }, { permission: 'Readwrite', key: keys.prefix('l2leases'), prefix: true }],
     });
     users.push({ name: ETCD_USERS.agent(node), roles: [ETCD_ROLES.agent(node)] });
   }

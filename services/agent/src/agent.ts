@@ -43,6 +43,7 @@ import { RoutesTarget } from './reconcilers/routes.ts';
 import { stopInOrder, type ShutdownStep } from './shutdown.ts';
 import { StatusPublisher } from './status.ts';
 import { startServices } from './reconcilers/services.ts';
+import { startL2Announcer } from './reconcilers/l2-announcer.ts';
 
 const exec = promisify(execFile);
 export const AGENT_VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
@@ -211,6 +212,9 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
   // Services and EndpointSlices → the load balancer's maps (kube-proxy replacement): a reconciler of its own.
   const services = startServices({ nodeName: options.nodeName, client, keys, datapath: dp, log, registry, nodeIp, ...(options.clusterSize ? { clusterSize: options.clusterSize } : {}), ...(options.reconcileIntervalMs !== undefined ? { refreshIntervalMs: options.reconcileIntervalMs } : {}) });
 
+  // LoadBalancer/external addresses this node answers ARP for, one node per address (a per-address etcd lease).
+  const l2 = startL2Announcer({ nodeName: options.nodeName, client, keys, netns, uplink: options.uplink, log, registry, ...(options.reconcileIntervalMs !== undefined ? { refreshIntervalMs: options.reconcileIntervalMs } : {}) });
+
   const leased = new LeasedKeys({ client, log });
   let statusUrl = '';
   const healthPort = options.healthPort ?? 0;
@@ -256,6 +260,7 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
       kernel: features,
       maps: dp.fillLevels(),
       kubeProxyReplacement: { enabled: true, socketLb: !!options.cgroupRoot, ...services.status() },
+      l2Announcements: l2.status(),
       api: api.address,
     };
   };
@@ -343,6 +348,7 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
         ['status publisher', () => publisher?.close()],
         ['local API', () => api.close()],
         ['status server', () => status.close()],
+        ['L2 announcements (withdrawn, leases given back)', () => l2.stop()],
         ['etcd watches and reconcilers', () => core.stop()],
         ['agent lease (etcd)', () => leased.close()],
         ['services reconciler', () => services.stop().catch((err: unknown) => log.warn({ error: (err as Error).message }, 'stopping the services reconciler failed'))],
