@@ -159,6 +159,8 @@ const sameFrontend = (a: ServiceValue | undefined, b: ServiceValue) => !!a && a.
 
 export class LbProgrammer {
   private readonly programmed = new Map<string, Compiled>();
+  /** What a full pass compiled for the services it found out of date: the update that follows reuses it. */
+  private readonly prepared = new Map<string, Compiled>();
   private readonly backendRefs = new Map<number, number>();
   private readonly backendIds = new Map<string, number>();
   private readonly setIds = new Map<string, number>();
@@ -236,10 +238,19 @@ export class LbProgrammer {
   }
 
 
+  private compiledFor(key: string, svc: LbService): Compiled {
+    const pre = this.prepared.get(key);
+    if (pre) {
+      this.prepared.delete(key);
+      if (pre.input === JSON.stringify(svc)) return pre;
+    }
+    return this.compile(svc);
+  }
+
   /** Programs one service (`undefined`: removes it). Throws when a map write fails; applying again is safe. */
   apply(key: string, svc: LbService | undefined): void {
     const old = this.programmed.get(key);
-    const next = svc ? this.compile(svc) : undefined;
+    const next = svc ? this.compiledFor(key, svc) : undefined;
     const maps = this.dp.maps;
     if (next) {
       const backends = [...next.backends].filter(([id, v]) => !sameBackend(old?.backends.get(id), v));
@@ -276,7 +287,7 @@ export class LbProgrammer {
   applyMany(rows: ReadonlyArray<readonly [string, LbService | undefined]>): Array<{ key: string; error: Error }> {
     if (rows.length <= 1) return rows.flatMap(([key, svc]) => this.tryApply(key, svc));
     const maps = this.dp.maps;
-    const plans = rows.map(([key, svc]) => ({ key, old: this.programmed.get(key), next: svc ? this.compile(svc) : undefined }));
+    const plans = rows.map(([key, svc]) => ({ key, old: this.programmed.get(key), next: svc ? this.compiledFor(key, svc) : undefined }));
     const backends = new Map<number, BackendValue>();
     const tables = new Map<number, TableSpec>();
     const frontends = new Map<string, [ServiceKey, ServiceValue]>();
@@ -355,6 +366,7 @@ export class LbProgrammer {
     const wantBackends = new Set<number>();
     const outOfDate: string[] = [];
     this.programmed.clear();
+    this.prepared.clear();
     this.backendRefs.clear();
     for (const [key, c] of wanted) {
       let current = true;
@@ -372,6 +384,7 @@ export class LbProgrammer {
       }
       if (!current) {
         outOfDate.push(key);
+        this.prepared.set(key, c);
         continue;
       }
       this.programmed.set(key, c);
