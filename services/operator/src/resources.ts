@@ -39,11 +39,13 @@ export interface Mirrored {
   decoder?: () => EndpointSliceDecoder;
 }
 
-/** The name of an object, when it has a usable one. */
-function nameOf(obj: KubeObject): { namespace: string; name: string } | undefined {
-  const { name, namespace } = obj.metadata ?? {};
-  if (typeof name !== 'string' || name === '') return undefined;
-  return { namespace: typeof namespace === 'string' ? namespace : '', name };
+/** An object's etcd key from its namespace and name; undefined when it has no usable name. */
+function keyBy(key: (namespace: string, name: string) => string): (obj: KubeObject) => string | undefined {
+  return (obj) => {
+    const { name, namespace } = obj.metadata ?? {};
+    if (typeof name !== 'string' || name === '') return undefined;
+    return key(typeof namespace === 'string' ? namespace : '', name);
+  };
 }
 
 export function mirroredResources(keys: KeySchema): Mirrored[] {
@@ -52,10 +54,7 @@ export function mirroredResources(keys: KeySchema): Mirrored[] {
       kind: 'nodes',
       kubeKind: 'Node',
       path: '/api/v1/nodes',
-      key: (obj) => {
-        const id = nameOf(obj);
-        return id && keys.node(id.name);
-      },
+      key: keyBy((_namespace, name) => keys.node(name)),
       build: (obj) => buildSlimNode(obj as V1Node),
       validate: (record) => validateSlim('node', record as SlimRecord<'node'>),
       heartbeats: true,
@@ -64,10 +63,7 @@ export function mirroredResources(keys: KeySchema): Mirrored[] {
       kind: 'pods',
       kubeKind: 'Pod',
       path: '/api/v1/pods',
-      key: (obj) => {
-        const id = nameOf(obj);
-        return id && keys.pod(id.namespace, id.name);
-      },
+      key: keyBy((namespace, name) => keys.pod(namespace, name)),
       build: (obj) => {
         const slim = buildSlimPod(obj as V1Pod);
         return isEndpoint(slim) ? slim : undefined;
@@ -79,10 +75,7 @@ export function mirroredResources(keys: KeySchema): Mirrored[] {
       kind: 'services',
       kubeKind: 'Service',
       path: '/api/v1/services',
-      key: (obj) => {
-        const id = nameOf(obj);
-        return id && keys.service(id.namespace, id.name);
-      },
+      key: keyBy((namespace, name) => keys.service(namespace, name)),
       build: (obj) => buildSlimService(obj as V1Service),
       validate: (record) => validateSlim('service', record as SlimRecord<'service'>),
       heartbeats: false,
@@ -91,10 +84,7 @@ export function mirroredResources(keys: KeySchema): Mirrored[] {
       kind: 'endpointslices',
       kubeKind: 'EndpointSlice',
       path: '/apis/discovery.k8s.io/v1/endpointslices',
-      key: (obj) => {
-        const id = nameOf(obj);
-        return id && keys.endpointSlice(id.namespace, id.name);
-      },
+      key: keyBy((namespace, name) => keys.endpointSlice(namespace, name)),
       build: (obj) => buildSlimEndpointSlice(obj as V1EndpointSlice),
       validate: (record) => validateSlim('endpointSlice', record as SlimRecord<'endpointSlice'>),
       heartbeats: false,

@@ -1,6 +1,7 @@
 /** A real etcd and an in-process kube-sim, plus what the operator tests compare etcd against. */
 import type { KubernetesObject, V1EndpointSlice, V1Node, V1Pod, V1Service } from '@kubernetes/client-node';
 import { startEtcd, type EtcdServer } from '@sluice/etcd-runner';
+import type { Registry } from '@sluice/metrics';
 import { createKvClient, keySchema, RESOURCE_KINDS, type Etcd3, type KeySchema } from '@sluice/kvstore';
 import { startKubeSim, type KubeSim, type KubeSimOptions } from '@sluice/kube-sim';
 import { encodeSlimString, isEndpoint, slimEndpointSlice, slimNode, slimPod, slimService } from '@sluice/slim';
@@ -100,6 +101,13 @@ export async function waitForMirror(env: Env, timeoutMs = 30_000): Promise<Map<s
     for (const [key, value] of expected) if (actual.get(key)?.value !== value) return undefined;
     return actual;
   }, timeoutMs);
+}
+
+/** A counter's value summed over the series whose labels include `labels`. */
+export async function metricValue(registry: Registry, name: string, labels: Record<string, string> = {}): Promise<number> {
+  const metric = (await registry.getMetricsAsJSON()).find((m) => m.name === name);
+  const values = (metric?.values ?? []) as { value: number; labels: Record<string, string | number> }[];
+  return values.filter((v) => Object.entries(labels).every(([k, l]) => String(v.labels[k]) === l)).reduce((sum, v) => sum + v.value, 0);
 }
 
 export { RESOURCE_KINDS };

@@ -11,7 +11,7 @@ import { createLogger } from '@sluice/log';
 import { createRegistry, type Registry } from '@sluice/metrics';
 import { loadKubeConfig } from '../src/kube-client.ts';
 import { Operator } from '../src/operator.ts';
-import { etcdRecords, startEnv, waitFor, type Env } from './env.ts';
+import { etcdRecords, startEnv, waitFor, type Env, metricValue } from './env.ts';
 
 const NS = 'shop';
 
@@ -222,10 +222,7 @@ describe('bearer tokens against kube-sim over HTTPS', () => {
     return operator;
   }
 
-  const restarts = async (registry: Registry, kind: string) => {
-    const metric = (await registry.getMetricsAsJSON()).find((m) => m.name === 'sluice_operator_informer_restarts_total');
-    return ((metric?.values ?? []) as { value: number; labels: Record<string, string | number> }[]).filter((v) => v.labels.kind === kind).reduce((s, v) => s + v.value, 0);
-  };
+  const restarts = (registry: Registry, kind: string) => metricValue(registry, 'sluice_operator_informer_restarts_total', { kind });
 
   it('a token without access to pods gets 403s for pods only: it mirrors the rest and retries pods', async () => {
     const registry = createRegistry();

@@ -5,7 +5,7 @@ import { createRegistry, type Registry } from '@sluice/metrics';
 import { parseSyncedMarker } from '@sluice/kvstore';
 import { loadKubeConfig } from '../src/kube-client.ts';
 import { Operator } from '../src/operator.ts';
-import { allKeys, etcdRecords, etcdRevision, expectedRecords, RESOURCE_KINDS, startEnv, waitFor, waitForMirror, type Env } from './env.ts';
+import { allKeys, etcdRecords, etcdRevision, expectedRecords, RESOURCE_KINDS, startEnv, waitFor, waitForMirror, type Env, metricValue } from './env.ts';
 
 function capturedLog() {
   const lines: Record<string, unknown>[] = [];
@@ -16,12 +16,6 @@ function capturedLog() {
     },
   });
   return { log: createLogger({ component: 'operator', level: 'info', destination: stream }), lines };
-}
-
-async function metricValue(registry: Registry, name: string, labels: Record<string, string> = {}): Promise<number> {
-  const metric = (await registry.getMetricsAsJSON()).find((m) => m.name === name);
-  const values = (metric?.values ?? []) as { value: number; labels: Record<string, string | number> }[];
-  return values.filter((v) => Object.entries(labels).every(([k, l]) => String(v.labels[k]) === l)).reduce((sum, v) => sum + v.value, 0);
 }
 
 describe('operator against kube-sim and a real etcd: 200 nodes × 20 pods', () => {

@@ -8,13 +8,7 @@ import { createLogger } from '@sluice/log';
 import { createRegistry, type Registry } from '@sluice/metrics';
 import { loadKubeConfig } from '../src/kube-client.ts';
 import { Operator } from '../src/operator.ts';
-import { startEnv, waitFor, waitForMirror, type Env } from './env.ts';
-
-async function metricValue(registry: Registry, name: string, labels: Record<string, string> = {}): Promise<number> {
-  const metric = (await registry.getMetricsAsJSON()).find((m) => m.name === name);
-  const values = (metric?.values ?? []) as { value: number; labels: Record<string, string | number> }[];
-  return values.filter((v) => Object.entries(labels).every(([k, l]) => String(v.labels[k]) === l)).reduce((sum, v) => sum + v.value, 0);
-}
+import { startEnv, waitFor, waitForMirror, type Env, metricValue } from './env.ts';
 
 describe('a relist between a state and its revert', () => {
   let env: Env;
