@@ -17,6 +17,7 @@ const agentWatchSchema = z.object({
   reconcilers: z.array(z.object({ name: z.string(), rows: z.object({ done: z.number(), pending: z.number(), error: z.number() }), driftRepaired: z.number().optional() })).optional(),
   conflicts: z.object({ counts: z.record(z.string(), z.number()) }).optional(),
   kubeProxyReplacement: z.object({ enabled: z.boolean(), socketLb: z.boolean().optional(), synced: z.boolean(), services: z.number(), programmed: z.number() }).optional(),
+  l2Announcements: z.object({ eligible: z.number(), announcing: z.array(z.string()), uplinkUp: z.boolean() }).optional(),
 });
 type AgentLocalStatus = z.infer<typeof agentWatchSchema>;
 type AgentWatch = AgentLocalStatus['etcd'];
@@ -57,6 +58,7 @@ export interface StatusReport {
   hostRouting: Section;
   masquerading: Section;
   kubeProxyReplacement: Section;
+  l2Announcements: Section;
   endpoints: Section;
   controllers: Section;
   reconcilers: Section;
@@ -71,6 +73,7 @@ export const SECTION_LABELS: Record<Exclude<keyof StatusReport, 'node' | 'time'>
   hostRouting: 'Host Routing',
   masquerading: 'Masquerading',
   kubeProxyReplacement: 'KubeProxyReplacement',
+  l2Announcements: 'L2 Announcements',
   endpoints: 'Endpoints',
   controllers: 'Controller Status',
   reconcilers: 'Reconcilers',
@@ -151,6 +154,7 @@ export async function gatherStatus(target: Target, options: StatusOptions = {}):
         ? { state: 'Ok', summary: byValue(agents, (a) => a.masquerading), data: Object.fromEntries(agents.map((a) => [a.node, a.masquerading])) }
         : { state: 'Disabled', summary: 'unknown (no agent reporting)' },
       kubeProxyReplacement: kubeProxyReplacementSection(locals, agents.length),
+      l2Announcements: l2AnnouncementsSection(locals),
       endpoints: endpointsSection(agents, podCount, options.node),
       controllers: controllersSection(operator.syncedKinds.length, operator.kinds.length, agents, watches, [...agentsRead.errors, ...nodesRead.errors]),
       reconcilers: reconcilersSection(locals, agents.length),
@@ -246,6 +250,25 @@ export function kubeProxyReplacementSection(locals: Map<string, AgentLocalStatus
     summary: parts.join(', '),
     data: Object.fromEntries(reporting.map(([n, l]) => [n, l.kubeProxyReplacement])),
   };
+}
+
+/**
+ * Which node answers ARP for each LoadBalancer/external address (the agents' local /status): one node per address;
+ * an address two nodes announce is a Warning (a partition, or an agent that died holding it).
+ */
+export function l2AnnouncementsSection(locals: Map<string, AgentLocalStatus>): Section {
+  const reporting = [...locals].filter(([, l]) => l.l2Announcements);
+  const byIp = new Map<string, string[]>();
+  for (const [node, l] of reporting) for (const ip of l.l2Announcements!.announcing) byIp.set(ip, [...(byIp.get(ip) ?? []), node]);
+  const eligible = reporting.filter(([, l]) => l.l2Announcements!.eligible > 0);
+  if (!byIp.size && !eligible.length) return { state: 'Disabled', summary: reporting.length ? 'no address to announce (no SluiceL2AnnouncementPolicy selects one)' : 'unknown (no agent status endpoint reachable from here)' };
+  const twice = [...byIp].filter(([, nodes]) => nodes.length > 1);
+  const down = reporting.filter(([, l]) => !l.l2Announcements!.uplinkUp).map(([n]) => n);
+  const list = [...byIp].sort(([a], [b]) => (a < b ? -1 : 1)).map(([ip, nodes]) => `${ip} on ${nodes.join('+')}`);
+  const parts = [`${byIp.size} address${byIp.size === 1 ? '' : 'es'} announced${list.length ? ` (${list.slice(0, 8).join(', ')}${list.length > 8 ? ', ...' : ''})` : ''}`, `${eligible.length}/${reporting.length} agents eligible`];
+  if (down.length) parts.push(`uplink down on ${down.join(', ')}`);
+  if (twice.length) parts.push(`announced by more than one node: ${twice.map(([ip]) => ip).join(', ')}`);
+  return { state: twice.length || (eligible.length && !byIp.size) ? 'Warning' : 'Ok', summary: parts.join(', '), data: Object.fromEntries(byIp) };
 }
 
 export function reconcilersSection(locals: Map<string, AgentLocalStatus>, agents: number): Section {

@@ -1,0 +1,69 @@
+/** LB IPAM's rules as a pure function of pools and Services (the end-to-end behaviour is in lb-ipam.test.ts). */
+import { describe, expect, it } from 'vitest';
+import { allocate, bigIntToIp, canonicalIp, ipToBigInt, type PoolInput, type ServiceInput } from '../src/lb-ipam/allocator.ts';
+
+const pool = (name: string, blocks: PoolInput['blocks'], extra: Partial<PoolInput> = {}): PoolInput => ({ name, created: `2026-01-01T00:00:0${extra.created ?? '0'}Z`, blocks, disabled: false, ...extra, ...(extra.created ? { created: extra.created } : {}) });
+let n = 0;
+const svc = (name: string, extra: Partial<ServiceInput> = {}): ServiceInput => ({
+  namespace: 'default', name, created: `2026-01-02T00:00:${String(n++).padStart(2, '0')}Z`, type: 'LoadBalancer', labels: {}, annotations: {}, ingressIPs: [], ...extra,
+});
+const ipsOf = (a: ReturnType<typeof allocate>) => Object.fromEntries(a.services.map((s) => [s.name, s.ips]));
+
+describe('LB IPAM allocator', () => {
+  it('IPv4 and IPv6 text <-> numbers, canonical forms', () => {
+    expect(bigIntToIp('IPv4', ipToBigInt('10.0.0.255')!.value + 1n)).toBe('10.0.1.0');
+    expect(canonicalIp('2001:db8:0:0:0:0:0:1')).toBe('2001:db8::1');
+    expect(canonicalIp('2001:db8::')).toBe('2001:db8::');
+    expect(canonicalIp('::1')).toBe('::1');
+    expect(canonicalIp('10.1')).toBeUndefined();
+  });
+
+  it('hands out CIDR addresses without the network and broadcast address, and ranges inclusively', () => {
+    const a = allocate([pool('a', [{ cidr: '10.0.0.0/30' }, { start: '10.0.1.5', stop: '10.0.1.5' }])], [svc('s1'), svc('s2'), svc('s3'), svc('s4')]);
+    expect(ipsOf(a)).toEqual({ s1: ['10.0.0.1'], s2: ['10.0.0.2'], s3: ['10.0.1.5'], s4: [] });
+    expect(a.services.find((s) => s.name === 's4')!.condition).toMatchObject({ status: 'False', reason: 'PoolExhausted' });
+    expect(a.pools[0]).toMatchObject({ total: 3n, used: 3 });
+  });
+
+  it('keeps what the status shows (restart), the oldest Service keeping an address two Services show', () => {
+    const older = svc('older', { ingressIPs: ['10.0.0.2'] });
+    const younger = svc('younger', { ingressIPs: ['10.0.0.2'] });
+    const a = allocate([pool('a', [{ cidr: '10.0.0.0/29' }])], [younger, older]);
+    expect(ipsOf(a)).toEqual({ older: ['10.0.0.2'], younger: ['10.0.0.1'] });
+  });
+
+  it('releases an address no selecting pool contains any more, and one of a Service that is no longer ours', () => {
+    const a = allocate(
+      [pool('a', [{ cidr: '10.0.0.0/29' }], { serviceSelector: { matchLabels: { app: 'x' } } })],
+      [svc('relabelled', { ingressIPs: ['10.0.0.1'] }), svc('now-clusterip', { type: 'ClusterIP', ingressIPs: ['10.0.0.3', '203.0.113.1'] })],
+    );
+    expect(a.services.find((s) => s.name === 'relabelled')).toMatchObject({ ips: [], condition: { reason: 'NoPool' } });
+    // Not ours any more: only the pool's address goes, the foreign one stays, no condition is set.
+    expect(a.services.find((s) => s.name === 'now-clusterip')).toEqual({ namespace: 'default', name: 'now-clusterip', ips: ['203.0.113.1'] });
+  });
+
+  it('a disabled pool keeps what it gave but gives nothing new; a requested address is served before new ones', () => {
+    const a = allocate(
+      [pool('off', [{ cidr: '10.1.0.0/30' }], { disabled: true }), pool('on', [{ start: '10.2.0.1', stop: '10.2.0.2' }])],
+      [svc('kept', { ingressIPs: ['10.1.0.1'] }), svc('new'), svc('wants', { annotations: { 'lbipam.sluice.io/ips': '10.2.0.1' } }), svc('wants-off', { loadBalancerIP: '10.1.0.2' })],
+    );
+    expect(ipsOf(a)).toEqual({ kept: ['10.1.0.1'], new: ['10.2.0.2'], wants: ['10.2.0.1'], 'wants-off': [] });
+    expect(a.services.find((s) => s.name === 'wants-off')!.condition).toMatchObject({ reason: 'RequestedIPNotInPool' });
+  });
+
+  it('a pool overlapping an older one is in conflict and hands out nothing; other classes are ignored; one address per family', () => {
+    const a = allocate(
+      [pool('old', [{ cidr: '10.0.0.0/30' }], { created: '2026-01-01T00:00:00Z' }), pool('new', [{ cidr: '10.0.0.0/24' }, { cidr: '2001:db8::/126' }], { created: '2026-01-01T00:00:05Z' })],
+      [svc('v4'), svc('foreign', { loadBalancerClass: 'example.com/lb' }), svc('dual', { ipFamilies: ['IPv6', 'IPv4'] })],
+    );
+    expect(a.pools.find((p) => p.name === 'new')).toMatchObject({ conflict: 'old' });
+    expect(ipsOf(a)).toEqual({ v4: ['10.0.0.1'], dual: ['10.0.0.2'] });
+    expect(a.services.find((s) => s.name === 'dual')!.condition).toMatchObject({ reason: 'NoPool', message: expect.stringContaining('IPv6') });
+  });
+
+  it('reports bad blocks instead of failing', () => {
+    const a = allocate([pool('bad', [{ cidr: '10.0.0.0/33' }, { start: '10.0.0.9', stop: '10.0.0.1' }, { start: '10.0.0.1', stop: '::1' }])], [svc('s')]);
+    expect(a.pools[0]!.badBlocks).toHaveLength(3);
+    expect(a.services[0]!.condition).toMatchObject({ reason: 'NoPool' });
+  });
+});
