@@ -353,10 +353,12 @@ export class Aggregator {
         run.rounds++;
         run.last = time;
       }
-      if ((state.agentRuns.get(reporter)?.rounds ?? 0) >= this.pairConfirmations) {
+      const current = state.agentRuns.get(reporter)!;
+      if (current.rounds >= this.pairConfirmations) {
         record(state.agentEvidence, reporter, time, false);
-        // Re-evaluated once the failure has settled (see agentSettleMs).
-        if (time + this.agentSettleMs < state.expiresAt) state.expiresAt = time + this.agentSettleMs;
+        // Re-evaluated once the run has settled (see agentFailers).
+        const at = current.since + this.agentSettleMs;
+        if (at < state.expiresAt) state.expiresAt = at;
       }
     }
     if (round.endpointSeen) record(state.endpoint, reporter, time, round.endpointOk);
@@ -420,7 +422,7 @@ export class Aggregator {
       const failing = countFailers(state.host, fresh);
       const reachability = verdict(state.host, failing, quorum, fresh);
       const endpointReachability = verdict(state.endpoint, countFailers(state.endpoint, fresh), quorum, fresh);
-      const agentFailing = countFailers(state.agentEvidence, fresh, now - this.agentSettleMs);
+      const agentFailing = this.agentFailers(state, fresh, now);
       const info = this.nodes.get(name);
       const hostAnswers = reachability === 'REACHABILITY_REACHABLE' || reachability === 'REACHABILITY_SUSPECT';
       const agent: AgentState =
@@ -466,6 +468,23 @@ export class Aggregator {
   }
 
   /**
+   * Reporters whose agent-down rounds (two in a row at least) are newer than any HTTP success of the agent, and whose
+   * run began at least agentSettleMs ago — by the reports' clock when the service is behind them, so that a success
+   * still queued behind the failures (reporters flush once a second) can refute them first. A dead agent keeps
+   * failing round after round: its run's start, not its newest failure, is what ages.
+   */
+  private agentFailers(state: TargetState, fresh: number, now: number): number {
+    const e = state.agentEvidence;
+    const settledBy = Math.min(now, this.newestProbe) - this.agentSettleMs;
+    let failing = 0;
+    for (const [reporter, lastFail] of e.failers) {
+      if (lastFail <= e.newestOk || lastFail < fresh) e.failers.delete(reporter);
+      else if ((state.agentRuns.get(reporter)?.since ?? Number.POSITIVE_INFINITY) <= settledBy) failing++;
+    }
+    return failing;
+  }
+
+  /**
    * Drops what went stale from a target and finds when it next has to: O(what expired), not O(reporters), because a
    * sweep under load visits every node every second. A reporter whose evidence arrived out of time order (behind a
    * fresher one) is counted until the ones ahead of it expire: at most the spread of arrival delays, ~2 s.
@@ -491,7 +510,10 @@ export class Aggregator {
     }
     let settles = Number.POSITIVE_INFINITY;
     const now = fresh + this.staleMs;
-    for (const time of state.agentEvidence.failers.values()) if (time + this.agentSettleMs > now && time + this.agentSettleMs < settles) settles = time + this.agentSettleMs;
+    for (const reporter of state.agentEvidence.failers.keys()) {
+      const at = (state.agentRuns.get(reporter)?.since ?? Number.POSITIVE_INFINITY) + this.agentSettleMs;
+      if (at > now && at < settles) settles = at;
+    }
     for (const [kind, status] of state.latest) {
       if (status.timeUnixMs < fresh) state.latest.delete(kind);
       else if (status.timeUnixMs < oldest) oldest = status.timeUnixMs;
@@ -588,17 +610,14 @@ function record(e: Evidence, reporter: string, time: number, ok: boolean): void 
   }
 }
 
-/**
- * Drops failures refuted by a newer success or gone stale; the reporters still failing (with `settledBy`, only those
- * whose failure is at least that old).
- */
-function countFailers(e: Evidence, fresh: number, settledBy = Number.POSITIVE_INFINITY): number {
+/** Drops failures refuted by a newer success or gone stale; the reporters still failing. */
+function countFailers(e: Evidence, fresh: number): number {
   let failing = 0;
   for (const [reporter, lastFail] of e.failers) {
     // A failure older than the newest success is refuted for good (newestOk only drops by expiring, and then this
     // failure, older still, has expired too).
     if (lastFail <= e.newestOk || lastFail < fresh) e.failers.delete(reporter);
-    else if (lastFail <= settledBy) failing++;
+    else failing++;
   }
   return failing;
 }

@@ -147,12 +147,15 @@ describe('Aggregator', () => {
     advance(3000);
     aggregator.sweep();
     expect(aggregator.nodeHealth('node-3')?.agent).toBe('AGENT_STATE_RUNNING');
-    // Second rounds: they count once they had time to be refuted by a success still in flight.
+    // Second rounds: their runs began 4 s ago, time enough for a success in flight to have refuted them.
     for (const reporter of ['node-1', 'node-2', 'node-4']) aggregator.ingest(reporter, agentDown('node-3', now()));
-    expect(aggregator.nodeHealth('node-3')?.agent).toBe('AGENT_STATE_RUNNING');
-    advance(3000);
-    aggregator.sweep();
     expect(aggregator.nodeHealth('node-3')).toMatchObject({ reachability: 'REACHABILITY_REACHABLE', agent: 'AGENT_STATE_NOT_RUNNING' });
+    // Failing round after round keeps it so (the run's start ages, not its newest failure).
+    for (let round = 0; round < 5; round++) {
+      advance(1000);
+      for (const reporter of ['node-1', 'node-2', 'node-4']) aggregator.ingest(reporter, agentDown('node-3', now()));
+      expect(aggregator.nodeHealth('node-3')?.agent).toBe('AGENT_STATE_NOT_RUNNING');
+    }
     expect(aggregator.summary()).toMatchObject({ reachable: 10 - 9, agentNotRunning: ['node-3'] });
     expect(changes.at(-1)).toMatchObject({ node: 'node-3', previous: 'REACHABILITY_REACHABLE', current: 'REACHABILITY_REACHABLE', health: { agent: 'AGENT_STATE_NOT_RUNNING' } });
     // Its health record went with the lease: still a member, still "not running" once the evidence ages out.
@@ -222,5 +225,29 @@ describe('Aggregator', () => {
     expect(changes).toContainEqual(expect.objectContaining({ node: 'node-3', previous: 'REACHABILITY_REACHABLE', current: 'REACHABILITY_UNSPECIFIED', removed: true }));
     expect(changes).toContainEqual(expect.objectContaining({ node: 'node-9', previous: 'REACHABILITY_UNSPECIFIED', current: 'REACHABILITY_UNKNOWN', removed: false }));
     expect(aggregator.nodeHealth('node-3')).toBeUndefined();
+  });
+
+  it('waits for an agent-down run to settle before it calls the agent not running', () => {
+    const { aggregator, advance, now } = setup();
+    const agentDown = (time: number): ProbeResult[] => [
+      { target: 'node-3', kind: 'PROBE_KIND_HOST_ICMP', ip: '10.0.0.9', ok: true, rttUs: 300, error: '', timeUnixMs: time },
+      { target: 'node-3', kind: 'PROBE_KIND_HOST_HTTP', ip: '10.0.0.9', ok: false, rttUs: 0, error: 'Connection refused', timeUnixMs: time },
+    ];
+    aggregator.ingest('node-1', host('node-3', true, now()));
+    for (let round = 0; round < 2; round++) {
+      advance(500);
+      for (const reporter of ['node-1', 'node-2', 'node-4']) aggregator.ingest(reporter, agentDown(now()));
+    }
+    // Two rounds each, but begun only 1 s ago: a success still in flight could refute them.
+    expect(aggregator.nodeHealth('node-3')?.agent).toBe('AGENT_STATE_RUNNING');
+    for (let round = 0; round < 3; round++) {
+      advance(1000);
+      for (const reporter of ['node-1', 'node-2', 'node-4']) aggregator.ingest(reporter, agentDown(now()));
+    }
+    expect(aggregator.nodeHealth('node-3')?.agent).toBe('AGENT_STATE_NOT_RUNNING');
+    // One success of the agent's health port ends it.
+    advance(500);
+    aggregator.ingest('node-5', host('node-3', true, now()));
+    expect(aggregator.nodeHealth('node-3')?.agent).toBe('AGENT_STATE_RUNNING');
   });
 });
