@@ -2,8 +2,9 @@
  * LoadBalancer Services without a cloud, with real packets: LB IPAM gives the Service an address from a pool in the
  * underlay's subnet (kubectl shows it as EXTERNAL-IP), an L2 announcement policy makes exactly one node answer ARP
  * for it, and a client namespace on the underlay that is not a node — with no route for the pool, only its connected
- * subnet — reaches the Service by ARP alone. Failover: the announcing node's link cut, then another announcer's agent
- * stopped; each time another node takes the address over (gratuitous ARP) and the client is served again. A second
+ * subnet — reaches the Service by ARP alone. Failover: the announcing node's link cut, another announcer's agent
+ * stopped, then a node dying (agent SIGKILL + link cut: its lease has to expire); each time another node takes the
+ * address over (gratuitous ARP) and the client is served again. A second
  * Service finds the pool exhausted and says so in a condition. The failover times are printed as figures.
  */
 import { execFile } from 'node:child_process';
@@ -27,6 +28,7 @@ let lab: Lab;
 let dir: string;
 let client: LabClient;
 let lbIp: string;
+let stoppedAgent: string | undefined;
 
 const kubectl = async (...args: string[]) => (await run('kubectl', ['--kubeconfig', sim.kubeconfigPath, '--cache-dir', join(dir, 'cache'), ...args], { timeout: 30_000 })).stdout;
 const apply = async (name: string, yaml: string) => {
@@ -172,6 +174,7 @@ describe('LB IPAM and L2 announcements in the lab', () => {
     const names = await setBackendsAwayFrom([current]);
     const start = Date.now();
     await lab.killAgent(current.name, 'SIGTERM');
+    stoppedAgent = current.name;
     const ms = await servedAgainAfter(start, lbIp, names, 20_000);
     expect(ms, 'served again after the agent stopped').toBeDefined();
     console.log(`[figure] L2 failover after the announcing agent stopped: served again after ${ms} ms`);
@@ -180,6 +183,25 @@ describe('LB IPAM and L2 announcements in the lab', () => {
       return h.length === 1 && h[0]!.name !== current.name ? h[0] : undefined;
     });
     expect(await clientNeighbour(lbIp)).toBe(await mac(next.netns, 'eth0'));
+  });
+
+  it('fails over when the announcing node dies (agent killed, link cut): its lease expires and another node takes over', async () => {
+    // Every agent runs again (the previous test stopped one).
+    if (stoppedAgent) await lab.restartAgent(stoppedAgent);
+    const current = (await holders(lbIp))[0]!;
+    const names = await setBackendsAwayFrom([current]);
+    const start = Date.now();
+    await lab.killAgent(current.name, 'SIGKILL');
+    await lab.cutLink(current.name);
+    const ms = await servedAgainAfter(start, lbIp, names, 20_000);
+    expect(ms, 'served again after the announcing node died').toBeDefined();
+    console.log(`[figure] L2 failover after the announcing node died (SIGKILL + link cut, 2 s lease TTL): served again after ${ms} ms`);
+    const next = await poll('another announcer', async () => {
+      const h = (await holders(lbIp)).filter((n) => n.name !== current.name);
+      return h.length === 1 ? h[0] : undefined;
+    });
+    expect(await clientNeighbour(lbIp)).toBe(await mac(next.netns, 'eth0'));
+    await lab.restoreLink(current.name);
   });
 
   it('a Service the exhausted pool cannot serve gets a clear condition and stays <pending>', async () => {
