@@ -162,6 +162,25 @@ describe('LB IPAM against kube-sim', () => {
     await waitFor('the l2 record gone', async () => (await env.client.get(env.keys.l2Announcement('gold-l2')).string()) === null, 10_000);
   });
 
+  it('a standby follows but never writes: only the leader assigns', async () => {
+    const leaderRegistry = registry;
+    const standbyRegistry = createRegistry();
+    const standby = new Operator({ kube, etcd: env.client, keys: env.keys, registry: standbyRegistry, log, identity: 'lbipam-standby', leaseTtlSeconds: 3 });
+    standby.start();
+    try {
+      await waitFor('the standby to list', () => standby.informersSynced, 15_000);
+      const before = await writes(leaderRegistry);
+      await createSvc('while-standby', { labels: { tier: 'gold' }, spec: { loadBalancerIP: '10.200.0.2' } });
+      await waitReason('while-standby', 'RequestedIPInUse');
+      expect(await writes(leaderRegistry)).toBeGreaterThan(before);
+      expect(standby.isLeader).toBe(false);
+      expect(await writes(standbyRegistry)).toBe(0);
+    } finally {
+      await standby.stop(2_000);
+      await kubeRequest(kube, 'DELETE', svcPath('while-standby'), undefined);
+    }
+  });
+
   it('reads the assignment back after a restart: a new operator changes nothing and continues from it', async () => {
     const before = Object.fromEntries(await Promise.all(['late', 'gold-1', 'after-foreign', 'req-taken'].map(async (n) => [n, await ips(n)] as const)));
     await operator.stop(2_000);
