@@ -130,6 +130,13 @@ struct {
 	__type(value, struct sl_snat_value);
 } sl_snat_rev SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SL_MAX_SOCK_NAT);
+	__type(key, struct sl_sock_key);
+	__type(value, struct sl_sock_value);
+} sl_lb_sock SEC(".maps");
+
 static __always_inline void count(__u32 index, struct __sk_buff *skb)
 {
 	struct sl_counter *c = bpf_map_lookup_elem(&sl_counters, &index);
@@ -900,12 +907,13 @@ int to_container(struct __sk_buff *skb)
 /*
  * Socket-level load balancing for processes of the node itself (host-namespace clients): connect() to a service
  * frontend is rewritten to a backend before the socket exists on the wire, so no per-packet translation and no
- * reverse NAT are needed (TCP, and UDP sockets that connect()). Attached to the node's cgroup (cgroup/connect4). A
+ * reverse NAT are needed (TCP, and UDP sockets that connect(); unconnected UDP through sendmsg4/recvmsg4 and
+ * sl_lb_sock). Attached to the node's cgroup (cgroup/connect4, sendmsg4, recvmsg4). A
  * backend is drawn at random from the Maglev table (so terminating backends, never in the table, are never drawn);
  * a frontend without backends fails the connect() at once instead of letting it hang.
  */
-SEC("cgroup/connect4")
-int sock4_connect(struct bpf_sock_addr *ctx)
+/* The backend for a socket's destination, or 0 (not a service: leave it); *reject: a service without backends. */
+static __always_inline struct sl_backend_value *sock_backend(struct bpf_sock_addr *ctx, int *reject)
 {
 	struct sl_config *cfg = config();
 	struct sl_service_key sk = {};
@@ -914,8 +922,9 @@ int sock4_connect(struct bpf_sock_addr *ctx)
 	struct sl_backend_value *be;
 	__u32 slot, id;
 
+	*reject = 0;
 	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
-		return 1;
+		return 0;
 	sk.vip = ctx->user_ip4;
 	sk.port = (__u16)ctx->user_port;
 	sk.proto = ctx->protocol;
@@ -925,7 +934,8 @@ int sock4_connect(struct bpf_sock_addr *ctx)
 		svc = bpf_map_lookup_elem(&sl_services, &sk);
 	}
 	if (!svc)
-		return 1;
+		return 0;
+	*reject = 1;
 	if (!svc->count)
 		return 0;
 	table = bpf_map_lookup_elem(&sl_lb_maglev, &svc->id);
@@ -937,10 +947,65 @@ int sock4_connect(struct bpf_sock_addr *ctx)
 		return 0;
 	id = table->backend_ids[slot];
 	be = bpf_map_lookup_elem(&sl_backends, &id);
+	if (be)
+		*reject = 0;
+	return be;
+}
+
+SEC("cgroup/connect4")
+int sock4_connect(struct bpf_sock_addr *ctx)
+{
+	int reject;
+	struct sl_backend_value *be = sock_backend(ctx, &reject);
+
 	if (!be)
-		return 0;
+		return reject ? 0 : 1;
 	ctx->user_ip4 = be->ip;
 	ctx->user_port = be->port;
+	return 1;
+}
+
+/* Unconnected UDP: each datagram to a frontend goes to a backend; the reply is shown as the frontend's (recvmsg4). */
+SEC("cgroup/sendmsg4")
+int sock4_sendmsg(struct bpf_sock_addr *ctx)
+{
+	struct sl_sock_key key = {};
+	struct sl_sock_value fe = {};
+	int reject;
+	struct sl_backend_value *be;
+
+	if (ctx->protocol != IPPROTO_UDP)
+		return 1;
+	fe.vip = ctx->user_ip4;
+	fe.vport = (__u16)ctx->user_port;
+	be = sock_backend(ctx, &reject);
+	if (!be)
+		return reject ? 0 : 1;
+	key.cookie = bpf_get_socket_cookie(ctx);
+	key.addr = be->ip;
+	key.port = be->port;
+	bpf_map_update_elem(&sl_lb_sock, &key, &fe, BPF_ANY);
+	ctx->user_ip4 = be->ip;
+	ctx->user_port = be->port;
+	return 1;
+}
+
+SEC("cgroup/recvmsg4")
+int sock4_recvmsg(struct bpf_sock_addr *ctx)
+{
+	struct sl_sock_key key = {};
+	struct sl_sock_value *fe;
+
+	if (ctx->protocol != IPPROTO_UDP)
+		return 1;
+	key.cookie = bpf_get_socket_cookie(ctx);
+	key.addr = ctx->user_ip4;
+	key.port = (__u16)ctx->user_port;
+	fe = bpf_map_lookup_elem(&sl_lb_sock, &key);
+	if (fe) {
+		ctx->user_ip4 = fe->vip;
+		ctx->user_port = fe->vport;
+	}
 	return 1;
 }
 

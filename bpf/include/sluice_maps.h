@@ -16,6 +16,7 @@
  *   sl_lb_fwd     LRU,    262,144 entries  forward connection tracking of load-balanced flows through this node
  *   sl_lb_ct      LRU,    262,144 entries  their reverse NAT
  *   sl_lb_affinity LRU,    65,536 entries  sessionAffinity ClientIP
+ *   sl_lb_sock    LRU,     65,536 entries  socket LB of unconnected UDP: (socket, backend) -> the frontend it was sent to
  *   sl_snat       LRU,     65,536 entries  masquerade: (pod, peer) -> node IP and NAT port (stretch)
  *   sl_snat_rev   LRU,     65,536 entries  masquerade: (node IP, NAT port, peer) -> pod address
  *   sl_config     array,        1 entry    this node's datapath settings
@@ -35,6 +36,7 @@
 #define SL_MAX_BACKENDS 262144
 #define SL_MAX_LB_CT 262144
 #define SL_MAX_AFFINITY 65536
+#define SL_MAX_SOCK_NAT 65536
 #define SL_MAX_SNAT 65536
 
 /* sl_endpoints: pod IPv4 -> where its host-side veth is. */
@@ -167,6 +169,23 @@ struct sl_lb_rev_value {
 	__u16 vport;       /* network order */
 	__u16 client_port; /* network order; with client_ip */
 	__u32 client_ip;   /* 0: not SNATed; else the real client the reply's destination is restored to */
+};
+
+/*
+ * Socket LB of unconnected UDP (sendmsg4 rewrites each datagram's destination, recvmsg4 shows the replies as coming
+ * from the frontend): (socket cookie, backend address, port) -> the frontend.
+ */
+struct sl_sock_key {
+	__u64 cookie;
+	__u32 addr; /* network order */
+	__u16 port; /* network order */
+	__u16 pad;
+};
+
+struct sl_sock_value {
+	__u32 vip;   /* network order */
+	__u16 vport; /* network order */
+	__u16 pad;
 };
 
 struct sl_affinity_key {

@@ -473,6 +473,50 @@ export const lbRevValue: Codec<LbRevValue> = {
   decode: (buf, off) => ({ vip: readIpv4(buf, off), vport: buf.readUInt16BE(off + 4), clientPort: buf.readUInt16BE(off + 6), clientIp: readIpv4(buf, off + 8) }),
 };
 
+/** sl_lb_sock: (socket cookie, backend) → the frontend an unconnected UDP socket sent to. */
+export interface SockKey {
+  cookie: bigint;
+  addr: string;
+  port: number;
+}
+export const sockKey: Codec<SockKey> = {
+  cType: 'sl_sock_key',
+  size: 16,
+  fields: [
+    { name: 'cookie', offset: 0, size: 8 },
+    { name: 'addr', offset: 8, size: 4 },
+    { name: 'port', offset: 12, size: 2 },
+    { name: 'pad', offset: 14, size: 2 },
+  ],
+  encode: (v, buf, off) => {
+    buf.writeBigUInt64LE(v.cookie, off);
+    writeIpv4(v.addr, buf, off + 8);
+    buf.writeUInt16BE(port(v.port), off + 12);
+    buf.writeUInt16LE(0, off + 14);
+  },
+  decode: (buf, off) => ({ cookie: buf.readBigUInt64LE(off), addr: readIpv4(buf, off + 8), port: buf.readUInt16BE(off + 12) }),
+};
+
+export interface SockValue {
+  vip: string;
+  vport: number;
+}
+export const sockValue: Codec<SockValue> = {
+  cType: 'sl_sock_value',
+  size: 8,
+  fields: [
+    { name: 'vip', offset: 0, size: 4 },
+    { name: 'vport', offset: 4, size: 2 },
+    { name: 'pad', offset: 6, size: 2 },
+  ],
+  encode: (v, buf, off) => {
+    writeIpv4(v.vip, buf, off);
+    buf.writeUInt16BE(port(v.vport), off + 4);
+    buf.writeUInt16LE(0, off + 6);
+  },
+  decode: (buf, off) => ({ vip: readIpv4(buf, off), vport: buf.readUInt16BE(off + 4) }),
+};
+
 export interface AffinityKey {
   serviceId: number;
   clientIp: string;
@@ -687,6 +731,7 @@ export const MAX_SERVICES = 65_536;
 export const MAX_BACKENDS = 262_144;
 export const MAX_LB_CT = 262_144;
 export const MAX_AFFINITY = 65_536;
+export const MAX_SOCK_NAT = 65_536;
 export const MAX_SNAT = 65_536;
 
 export const endpointsMap: MapSpec<EndpointKey, EndpointValue> = {
@@ -786,11 +831,20 @@ export const affinityMap: MapSpec<AffinityKey, AffinityValue> = {
   value: affinityValue,
 };
 
+/** Unconnected UDP of the node's own processes (socket LB), written by sock4_sendmsg, read by sock4_recvmsg. */
+export const sockNatMap: MapSpec<SockKey, SockValue> = {
+  name: 'sl_lb_sock',
+  type: 'lru_hash',
+  maxEntries: MAX_SOCK_NAT,
+  key: sockKey,
+  value: sockValue,
+};
+
 /** Masquerade state, written by to_netdev (forward) and read by from_netdev (reverse). */
 export const snatMap: MapSpec<SnatKey, SnatValue> = { name: 'sl_snat', type: 'lru_hash', maxEntries: MAX_SNAT, key: snatKey, value: snatValue };
 export const snatRevMap: MapSpec<SnatKey, SnatValue> = { name: 'sl_snat_rev', type: 'lru_hash', maxEntries: MAX_SNAT, key: snatKey, value: snatValue };
 
-export const MAPS = [endpointsMap, ipcacheHostMap, ipcacheMap, tunnelMap, configMap, countersMap, servicesMap, maglevMap, backendsMap, lbFwdMap, lbCtMap, affinityMap, snatMap, snatRevMap] as const;
+export const MAPS = [endpointsMap, ipcacheHostMap, ipcacheMap, tunnelMap, configMap, countersMap, servicesMap, maglevMap, backendsMap, lbFwdMap, lbCtMap, affinityMap, sockNatMap, snatMap, snatRevMap] as const;
 
 /** The programs in the object and where they go. */
 export const PROGRAMS = {
@@ -801,5 +855,7 @@ export const PROGRAMS = {
   toOverlay: { name: 'to_overlay', attach: 'egress', on: 'the VXLAN device' },
   toContainer: { name: 'to_container', attach: 'egress', on: "a pod's host-side veth" },
   sockConnect4: { name: 'sock4_connect', attach: 'cgroup/connect4', on: "the node's cgroup (host-namespace clients)" },
+  sockSendmsg4: { name: 'sock4_sendmsg', attach: 'cgroup/sendmsg4', on: "the node's cgroup (unconnected UDP)" },
+  sockRecvmsg4: { name: 'sock4_recvmsg', attach: 'cgroup/recvmsg4', on: "the node's cgroup (unconnected UDP)" },
 } as const;
 export type ProgramName = (typeof PROGRAMS)[keyof typeof PROGRAMS]['name'];

@@ -27,6 +27,8 @@ import {
   maglevValue,
   affinityKey,
   affinityValue,
+  sockKey,
+  sockValue,
   MAGLEV_M,
   snatKey,
   snatValue,
@@ -90,6 +92,8 @@ describe('codecs agree with the C structs (BTF)', () => {
     maglevValue,
     affinityKey,
     affinityValue,
+    sockKey,
+    sockValue,
     snatKey,
     snatValue,
   ] as Array<Codec<never>>;
@@ -159,6 +163,8 @@ describe('codecs', () => {
     expect(roundTrip(lbRevValue, { vip: '10.96.0.10', vport: 53, clientIp: '192.168.0.9', clientPort: 40000 }).toString('hex')).toBe('0a60000a' + '0035' + '9c40' + 'c0a80009');
     expect(roundTrip(affinityKey, { serviceId: 7, clientIp: '10.1.1.11' }).toString('hex')).toBe('07000000' + '0a01010b');
     roundTrip(affinityValue, { backendId: 5, lastUsed: 123 });
+    expect(roundTrip(sockKey, { cookie: 2n ** 40n + 3n, addr: '10.1.1.11', port: 53 }).toString('hex')).toBe('0300000000010000' + '0a01010b' + '0035' + '0000');
+    roundTrip(sockValue, { vip: '10.96.0.10', vport: 53 });
     const table = new Uint32Array(MAGLEV_M).map((_, i) => i * 3);
     const bytes = roundTrip(maglevValue, table);
     expect(bytes.readUInt32LE(4 * 1008)).toBe(3024);

@@ -22,6 +22,7 @@ import {
   lbFwdMap,
   lbCtMap,
   affinityMap,
+  sockNatMap,
   snatMap,
   snatRevMap,
   type Counter,
@@ -68,6 +69,8 @@ export interface DatapathMaps {
   lbCt: CodecMap<KeyOf<typeof lbCtMap>, NodeValue<typeof lbCtMap>>;
   /** sessionAffinity ClientIP entries, written by the programs (LRU). */
   affinity: CodecMap<KeyOf<typeof affinityMap>, NodeValue<typeof affinityMap>>;
+  /** Socket LB of unconnected UDP: (socket, backend) → frontend, written by the cgroup programs (LRU). */
+  sockNat: CodecMap<KeyOf<typeof sockNatMap>, NodeValue<typeof sockNatMap>>;
   /** Masquerade state written by the programs (LRU): forward and reverse. */
   snat: CodecMap<KeyOf<typeof snatMap>, NodeValue<typeof snatMap>>;
   snatRev: CodecMap<KeyOf<typeof snatRevMap>, NodeValue<typeof snatRevMap>>;
@@ -109,7 +112,7 @@ export interface LoadOptions {
   onIncompatible?: 'error' | 'replace';
 }
 
-const MAP_SPECS = { endpoints: endpointsMap, ipcacheHost: ipcacheHostMap, ipcache: ipcacheMap, tunnel: tunnelMap, config: configMap, counters: countersMap, services: servicesMap, backends: backendsMap, maglev: maglevMap, lbFwd: lbFwdMap, lbCt: lbCtMap, affinity: affinityMap, snat: snatMap, snatRev: snatRevMap } as const;
+const MAP_SPECS = { endpoints: endpointsMap, ipcacheHost: ipcacheHostMap, ipcache: ipcacheMap, tunnel: tunnelMap, config: configMap, counters: countersMap, services: servicesMap, backends: backendsMap, maglev: maglevMap, lbFwd: lbFwdMap, lbCt: lbCtMap, affinity: affinityMap, sockNat: sockNatMap, snat: snatMap, snatRev: snatRevMap } as const;
 
 function buildDatapath(pinDir: string, raws: Record<keyof DatapathMaps, RawMap>, registry: Registry | undefined, programs: Datapath['programs'], reusedMaps: boolean, onClose: () => void): Datapath {
   const metrics = registry ? mapMetrics(registry) : undefined;
@@ -127,6 +130,7 @@ function buildDatapath(pinDir: string, raws: Record<keyof DatapathMaps, RawMap>,
     lbFwd: new CodecMap(lbFwdMap, raws.lbFwd, metrics),
     lbCt: new CodecMap(lbCtMap, raws.lbCt, metrics),
     affinity: new CodecMap(affinityMap, raws.affinity, metrics),
+    sockNat: new CodecMap(sockNatMap, raws.sockNat, metrics),
     snat: new CodecMap(snatMap, raws.snat, metrics),
     snatRev: new CodecMap(snatRevMap, raws.snatRev, metrics),
   };

@@ -35,6 +35,15 @@ s.on('error', (e) => { console.log(e.code === 'ECONNREFUSED' ? 'refused' : e.cod
 s.connect(Number(port), host, () => s.send('hello'));
 `;
 
+/** One datagram from an unconnected socket: prints the answer if it comes from the address it was sent to. */
+const UDP_SENDTO = `
+const s = require('node:dgram').createSocket('udp4');
+const [host, port] = process.argv.slice(1);
+setTimeout(() => { console.log('timeout'); process.exit(1); }, 3000);
+s.on('message', (m, r) => { console.log(r.address === host && r.port === Number(port) ? String(m) : 'from ' + r.address + ':' + r.port); process.exit(0); });
+s.send('hello', Number(port), host);
+`;
+
 /** TCP: prints what the server sends until it closes; "refused" or a timeout otherwise. */
 const TCP_READ = `
 const net = require('node:net');
@@ -166,7 +175,7 @@ function basics(get: () => Lab, prefix: string, base: string) {
     }
   });
 
-  it('host-namespace clients: a process of each node reaches a ClusterIP (TCP, and connected UDP) through the socket load balancer', async () => {
+  it('host-namespace clients: a process of each node reaches a ClusterIP (TCP, connected and unconnected UDP) through the socket load balancer', async () => {
     const lab = get();
     const pods = podsByName(lab);
     const backends = [pods[`${prefix}1-2`]!, pods[`${prefix}2-2`]!];
@@ -182,6 +191,9 @@ function basics(get: () => Lab, prefix: string, base: string) {
       expect([...seen].every((s) => backends.some((b) => b.name === s)), n.name).toBe(true);
       const udpAnswer = await lab.services.hostExec(n, process.execPath, ['-e', UDP_CLIENT, vip, '53']);
       expect(backends.some((b) => udpAnswer.stdout.trim() === `${b.name} hello`), `${n.name}: ${udpAnswer.stdout}`).toBe(true);
+      // Unconnected UDP (sendto): the reply shows the service address as its source.
+      const sendto = await lab.services.hostExec(n, process.execPath, ['-e', UDP_SENDTO, vip, '53']);
+      expect(backends.some((b) => sendto.stdout.trim() === `${b.name} hello`), `${n.name}: ${sendto.stdout}`).toBe(true);
     }
   });
 
