@@ -3,7 +3,7 @@
  * label through Kubernetes and watch it reach etcd, then Ctrl-C and check that nothing is left behind.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { existsSync, lstatSync, mkdtempSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
@@ -90,6 +90,14 @@ describe('npm start (the demo)', () => {
     expect(output).not.toContain('\r');
     expect(state.phase).toBe('ready');
     expect(state.pid).toBe(demo.pid);
+    // The lab's and the control-plane host's folders: made by mkdtemp (a random suffix), the owner's only, no link.
+    const own = state.tempDirs.filter((d) => /^\/tmp\/sluice-(lab|demo)-/.test(d));
+    expect(own.map((d) => basename(d).replace(/-[A-Za-z0-9]{6}$/, '-*')).sort()).toEqual(['sluice-demo-*', expect.stringMatching(/^sluice-lab-\w+-\*$/)]);
+    for (const d of own) {
+      const st = lstatSync(d);
+      expect(st.isDirectory() && !st.isSymbolicLink(), d).toBe(true);
+      expect(st.mode & 0o777, d).toBe(0o700);
+    }
   });
 
   it('sluice status reports every part', async () => {
