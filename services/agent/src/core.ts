@@ -158,7 +158,11 @@ function endpointsGauge(registry: Registry): Gauge<'scope'> {
 export interface AgentCoreStatus {
   node: string;
   synced: boolean;
-  etcd: { connected: boolean; podsRevision: number; nodesRevision: number; retries: number; decodeErrors: number; lastError: string | undefined };
+  etcd: {
+    connected: boolean; podsRevision: number; nodesRevision: number; retries: number; decodeErrors: number; lastError: string | undefined;
+    /** With waitForSync: the prefixes waiting for the operator's sync marker (not reconciled, or not pruned, yet). */
+    waitingForSync?: string[];
+  };
   endpoints: { local: number; cluster: number; nodes: number };
   /** Cumulative rows written / removed by the reconcilers, and full passes (of the endpoints reconciler). */
   writes: { upserts: number; deletes: number; fullReconciles: number };
@@ -521,6 +525,7 @@ export class AgentCore {
         retries: ws.reduce((a, w) => a + w.retries, 0),
         decodeErrors: ws.reduce((a, w) => a + w.decodeErrors, 0),
         lastError: ws.find((w) => w.lastError)?.lastError,
+        ...(this.syncMarkers ? { waitingForSync: ws.filter((w) => w.waitingForSync).map((w) => w.name) } : {}),
       },
       endpoints: { local: this.local.size, cluster: this.pods.ipCount, nodes: this.nodes.size },
       writes: { ...totals, fullReconciles: this.reconcilers.endpoints.status().fullPasses },

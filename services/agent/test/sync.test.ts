@@ -62,6 +62,7 @@ describe('AgentCore and the operator\'s sync markers', () => {
     core.start();
     await until('the agent to say it waits', () => waiting('pods') === 1 && waiting('nodes') === 1);
     expect(core.isSynced).toBe(false);
+    await until('its status to say so', () => (core.status().etcd.waitingForSync ?? []).length === 2);
     expect(dp.maps.ipcacheHost.count()).toBe(0);
 
     for (const kind of RESOURCE_KINDS) await direct.put(keys.synced(kind)).value(syncedMarkerValue(kind));
@@ -76,6 +77,7 @@ describe('AgentCore and the operator\'s sync markers', () => {
     proxy.retarget(b.endpoint);
     proxy.restore();
     await until('the agent to wait for the operator again', () => waiting('pods') === 2);
+    await until('its status to say so', () => (core.status().etcd.waitingForSync ?? []).includes('pods'));
     await new Promise((r) => setTimeout(r, 500)); // room for a wrong prune to happen
     expect(ipcache(dp)).toEqual(before); // traffic keeps its state
 
@@ -83,6 +85,7 @@ describe('AgentCore and the operator\'s sync markers', () => {
     const direct2 = createKvClient({ endpoints: [b.endpoint] });
     clients.push(direct2);
     await operatorState(direct2, [['a', 'n1', '10.40.1.10'], ['b', 'n2', '10.40.2.10'], ['d', 'n2', '10.40.2.99']]);
+    await until('the status to stop waiting', () => (core.status().etcd.waitingForSync ?? ['x']).length === 0);
     await until('the maps to follow the re-sync', () => ipcache(dp).some((e) => e.includes('10.40.2.99')) && !ipcache(dp).some((e) => e.includes('10.40.2.11')));
     const after = ipcache(dp);
     expect(after.filter((e) => !before.includes(e)).map((e) => e.split('=')[0])).toEqual([expect.stringContaining('10.40.2.99')]);
