@@ -157,6 +157,16 @@ describe('what the containers run exists in the image, which is this repository'
   });
 });
 
+it('monitoring/ renders the dashboard as a ConfigMap for Grafana\'s sidecar and the PrometheusRule', async () => {
+  const objects = render('monitoring');
+  expect(objects.map((o) => `${o.kind}/${o.metadata.name}`).sort()).toEqual(['ConfigMap/sluice-grafana-dashboard', 'PrometheusRule/sluice']);
+  const cm = find(objects, 'ConfigMap', 'sluice-grafana-dashboard') as KubeObject & { data: Record<string, string> };
+  await validateObject(cm);
+  expect(cm.metadata.labels?.grafana_dashboard).toBe('1');
+  expect(JSON.parse(cm.data['sluice-dashboard.json']!)).toMatchObject({ uid: 'sluice-overview', title: 'Sluice' });
+  // The PrometheusRule's rules are checked with promtool against the components' metrics (metrics.test.ts).
+});
+
 it('the deploy/ folder has no kustomization that this test does not render', () => {
   const overlays = readdirSync(join(REPO, 'deploy/overlays')).sort();
   expect(overlays).toEqual([...OVERLAYS].sort());
