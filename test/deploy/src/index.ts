@@ -126,4 +126,4 @@ export function readRepoFile(path: string): string {
   return readFileSync(join(REPO, path), 'utf8');
 }
 
-export const OVERLAYS = ['native', 'tunnel', 'etcd-tls', 'masquerade', 'demo'] as const;
+export const OVERLAYS = ['native', 'tunnel', 'etcd-tls', 'health-tls', 'masquerade', 'demo'] as const;

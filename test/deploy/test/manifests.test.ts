@@ -90,7 +90,7 @@ describe('the base', () => {
         for (const v of spec.volumes ?? []) {
           for (const cm of [v.configMap?.name, ...(v.projected?.sources.map((s) => s.configMap?.name) ?? [])].filter(Boolean)) expect(names('ConfigMap'), `${dir}: ${w.metadata.name} mounts ${cm}`).toContain(cm);
           // The etcd identities' Secrets are made by whoever installs (../overlays/etcd-tls says how), not shipped.
-          if (v.secret) expect(['sluice-etcd-operator', 'sluice-etcd-health'], `${dir}: ${w.metadata.name}`).toContain(v.secret.secretName);
+          if (v.secret) expect(['sluice-etcd-operator', 'sluice-etcd-health', 'sluice-health-tls'], `${dir}: ${w.metadata.name}`).toContain(v.secret.secretName);
         }
       }
     }
@@ -120,6 +120,28 @@ describe('the overlays change what they say', () => {
       const volume = spec.volumes!.find((v) => v.name === mount.name)!;
       expect(volume.secret ? `secret ${volume.secret.secretName}` : `hostPath ${volume.hostPath?.path}`).toBe(identity[w.metadata.name]);
     }
+  });
+});
+
+describe('probe reports over mutual TLS (overlays/health-tls)', () => {
+  it('the health service asks for client certificates instead of taking reports from anyone, and every file it names is mounted', () => {
+    const objects = rendered.get('overlays/health-tls')!;
+    expect(configData(base, 'sluice-health-config').insecure).toBe('true');
+    const health = configData(objects, 'sluice-health-config');
+    expect(health.insecure).toBeUndefined();
+    const agent = configData(objects, 'sluice-agent-config');
+    const files: Array<[string, string]> = [
+      ['sluice-health', health['tls-cert']!], ['sluice-health', health['tls-key']!], ['sluice-health', health['tls-ca']!],
+      ['sluice-agent', agent['health-tls-ca']!], ['sluice-agent', agent['health-tls-cert']!], ['sluice-agent', agent['health-tls-key']!],
+    ];
+    for (const [name, file] of files) {
+      const w = workloads(objects).find((x) => x.metadata.name === name)!;
+      const mount = w.spec.template.spec.containers[0]!.volumeMounts!.find((m) => file?.startsWith(`${m.mountPath}/`));
+      expect(mount, `${name}: ${file}`).toBeDefined();
+      expect(mount!.readOnly).toBe(true);
+    }
+    // The agents check the service's certificate for the Service's name, which the agent config dials.
+    expect(agent['health-service']!.split(':')[0]).toBe(agent['health-tls-server-name']);
   });
 });
 
