@@ -141,6 +141,21 @@ async function agentCall(config: NetConfig, method: string, path: string, body?:
   });
 }
 
+/**
+ * PUT /v1/endpoints/<id>. A 503 means the agent does not know this node's podCIDR yet (it starts before the operator
+ * wrote the node record; each call waits ~10 s for it), so a few more calls cover a slow start; any other answer is
+ * final.
+ */
+export async function registerEndpoint(config: NetConfig, endpoint: { id: string } & Record<string, unknown>, attempts = 6, baseDelayMs = 250): Promise<{ status: number; json: unknown }> {
+  const path = `/v1/endpoints/${encodeURIComponent(endpoint.id)}`;
+  let res = await agentCall(config, 'PUT', path, endpoint);
+  for (let attempt = 1; res.status === 503 && attempt < attempts; attempt++) {
+    await new Promise((r) => setTimeout(r, Math.min(4000, baseDelayMs * 2 ** attempt)));
+    res = await agentCall(config, 'PUT', path, endpoint);
+  }
+  return res;
+}
+
 const agentNodeSchema = z.object({ name: z.string(), podCIDRs: z.array(z.string()), pinDir: z.string(), synced: z.boolean() });
 
 async function ipNode(config: NetConfig, args: string[]): Promise<string> {
@@ -222,13 +237,7 @@ export async function cmdAdd(env: CniEnv, config: NetConfig): Promise<unknown> {
       ...(env.args.K8S_POD_NAME ? { podName: env.args.K8S_POD_NAME } : {}),
       ...(env.args.SLUICE_HEALTH === 'true' ? { health: true } : {}),
     };
-    // 503: the agent does not know this node's podCIDR yet (it starts before the operator wrote the node record);
-    // it waits ~10 s per call, so a few calls cover a slow start. Any other refusal is final.
-    let res = await agentCall(config, 'PUT', `/v1/endpoints/${encodeURIComponent(env.containerId)}`, endpoint);
-    for (let attempt = 1; res.status === 503 && attempt < 6; attempt++) {
-      await new Promise((r) => setTimeout(r, Math.min(4000, 250 * 2 ** attempt)));
-      res = await agentCall(config, 'PUT', `/v1/endpoints/${encodeURIComponent(env.containerId)}`, endpoint);
-    }
+    const res = await registerEndpoint(config, endpoint);
     if (res.status !== 200) throw new CniError(CNI_ERR.tryAgainLater, 'the Sluice agent refused the endpoint', JSON.stringify(res.json));
     return {
       cniVersion: config.cniVersion,
