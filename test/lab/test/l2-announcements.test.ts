@@ -18,6 +18,7 @@ import { startKubeSim, type KubeSim } from '@sluice/kube-sim';
 import { execIn } from '@sluice/netns';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startLab, stopAllLabs, type Lab, type LabClient, type LabNode } from '../src/index.ts';
+import { backendsAwayFrom, clientGet, clientNeighbour as neighbourOf, l2Holders, linkMac as mac, loadBalancerManifests, pollFor as poll, servedAgainAfter as servedAfter, underlayPoolAddress } from '../src/l2.ts';
 
 const CRDS = fileURLToPath(new URL('../../../deploy/crds', import.meta.url));
 const run = promisify(execFile);
@@ -37,67 +38,9 @@ const apply = async (name: string, yaml: string) => {
   return kubectl('apply', '-f', file);
 };
 
-async function poll<T>(what: string, check: () => Promise<T | undefined>, timeoutMs = 30_000, everyMs = 200): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
-
-/** Nodes that answer ARP for the address: a proxy neighbour entry on their uplink (what the announcer adds). */
-async function holders(ip: string): Promise<LabNode[]> {
-  const out: LabNode[] = [];
-  for (const n of lab.nodes) {
-    const r = await execIn(n.netns, 'ip', ['neigh', 'show', 'proxy', 'dev', 'eth0']);
-    if (r.stdout.split('\n').some((line) => line.split(' ')[0] === ip)) out.push(n);
-  }
-  return out;
-}
-
-async function mac(netns: string, dev: string): Promise<string> {
-  const r = await execIn(netns, 'ip', ['-j', 'link', 'show', 'dev', dev]);
-  return (JSON.parse(r.stdout) as Array<{ address: string }>)[0]!.address;
-}
-
-/** The MAC the client's neighbour table has for the address (undefined while unresolved). */
-async function clientNeighbour(ip: string): Promise<string | undefined> {
-  const r = await execIn(client.netns, 'ip', ['-j', 'neigh', 'show', ip, 'dev', 'eth0']);
-  const entries = JSON.parse(r.stdout || '[]') as Array<{ lladdr?: string; state?: string[] }>;
-  return entries.find((e) => e.lladdr && !(e.state ?? []).includes('FAILED'))?.lladdr;
-}
-
-async function get(ip: string, timeoutS = 2): Promise<string | undefined> {
-  const r = await execIn(client.netns, 'curl', ['-s', '-m', String(timeoutS), `http://${ip}:80/`], { timeoutMs: (timeoutS + 5) * 1000 });
-  return r.code === 0 ? r.stdout.trim() : undefined;
-}
-
-/** Time until the client is served again, polling with short requests; undefined if not within `limitMs`. */
-async function servedAgainAfter(start: number, ip: string, names: string[], limitMs: number): Promise<number | undefined> {
-  while (Date.now() - start < limitMs) {
-    const body = await get(ip, 0.3);
-    if (body && names.includes(body)) return Date.now() - start;
-  }
-  return undefined;
-}
-
-async function setBackendsAwayFrom(nodes: LabNode[]): Promise<string[]> {
-  const away = new Set(nodes.map((n) => n.name));
-  const backends = lab.pods().filter((p) => !away.has(p.node));
-  lab.services.setEndpoints('lb-web', backends.map((pod) => ({ pod })), [{ name: 'http', port: 8080 }]);
-  const names = backends.map((p) => p.name);
-  // Served by the new set only (the load balancer's maps moved).
-  await poll('the backends to change', async () => {
-    for (let i = 0; i < 4; i++) {
-      const body = await get(lbIp);
-      if (!body || !names.includes(body)) return undefined;
-    }
-    return true;
-  });
-  return names;
-}
+const holders = (ip: string) => l2Holders(lab, ip);
+const get = (ip: string, timeoutS = 2) => clientGet(client, ip, timeoutS);
+const setBackendsAwayFrom = (nodes: LabNode[]) => backendsAwayFrom(lab, client, 'lb-web', lbIp, nodes);
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'sluice-l2-'));
@@ -119,12 +62,8 @@ afterAll(async () => {
 describe('LB IPAM and L2 announcements in the lab', () => {
   it('assigns an address from the pool, shown by kubectl; one node announces it and the outside client reaches it by ARP alone', async () => {
     // One address of the underlay's subnet, outside what kube-sim gives nodes (the bottom) and the lab's clients (.250 down).
-    const [a, b, c] = lab.nodes[0]!.ip.split('.');
-    const bits = Number(sim.cluster.options.nodeIPCIDR.split('/')[1]);
-    lbIp = bits <= 16 ? `${a}.${b}.255.240` : `${a}.${b}.${c}.240`;
-    await apply('pool', `apiVersion: sluice.io/v1alpha1\nkind: SluiceLoadBalancerIPPool\nmetadata: {name: underlay}\nspec:\n  blocks: [{start: ${lbIp}, stop: ${lbIp}}]\n`);
-    await apply('policy', `apiVersion: sluice.io/v1alpha1\nkind: SluiceL2AnnouncementPolicy\nmetadata: {name: underlay}\nspec:\n  interfaces: ['^eth0$']\n  loadBalancerIPs: true\n`);
-    await apply('svc', `apiVersion: v1\nkind: Service\nmetadata: {name: lb-web, namespace: default}\nspec:\n  type: LoadBalancer\n  ports: [{name: http, port: 80, targetPort: http, protocol: TCP}]\n`);
+    lbIp = underlayPoolAddress(lab, sim);
+    await apply('lb', loadBalancerManifests(lbIp));
     lab.services.setEndpoints('lb-web', lab.pods().map((pod) => ({ pod })), [{ name: 'http', port: 8080 }]);
 
     const table = await poll('EXTERNAL-IP', async () => {
@@ -145,7 +84,7 @@ describe('LB IPAM and L2 announcements in the lab', () => {
     const names = lab.pods().map((p) => p.name);
     const body = await poll('the client to be served', async () => get(lbIp));
     expect(names).toContain(body);
-    expect(await clientNeighbour(lbIp)).toBe(await mac(announcer.netns, 'eth0'));
+    expect(await neighbourOf(client, lbIp)).toBe(await mac(announcer.netns, 'eth0'));
     expect(await holders(lbIp)).toEqual([announcer]);
   });
 
@@ -154,14 +93,14 @@ describe('LB IPAM and L2 announcements in the lab', () => {
     const names = await setBackendsAwayFrom([first]);
     const start = Date.now();
     await lab.cutLink(first.name);
-    const ms = await servedAgainAfter(start, lbIp, names, 20_000);
+    const ms = await servedAfter(client, start, lbIp, names, 20_000);
     expect(ms, 'served again after the link cut').toBeDefined();
     console.log(`[figure] L2 failover after the announcer's link was cut: served again after ${ms} ms`);
     const now = await poll('the cut node to withdraw', async () => {
       const h = await holders(lbIp);
       return h.length === 1 && h[0]!.name !== first.name ? h[0] : undefined;
     });
-    expect(await clientNeighbour(lbIp)).toBe(await mac(now.netns, 'eth0'));
+    expect(await neighbourOf(client, lbIp)).toBe(await mac(now.netns, 'eth0'));
     // The link comes back: the address stays where it is (no flapping back), still one announcer.
     await lab.restoreLink(first.name);
     await new Promise((r) => setTimeout(r, 1_500));
@@ -175,14 +114,14 @@ describe('LB IPAM and L2 announcements in the lab', () => {
     const start = Date.now();
     await lab.killAgent(current.name, 'SIGTERM');
     stoppedAgent = current.name;
-    const ms = await servedAgainAfter(start, lbIp, names, 20_000);
+    const ms = await servedAfter(client, start, lbIp, names, 20_000);
     expect(ms, 'served again after the agent stopped').toBeDefined();
     console.log(`[figure] L2 failover after the announcing agent stopped: served again after ${ms} ms`);
     const next = await poll('another announcer', async () => {
       const h = await holders(lbIp);
       return h.length === 1 && h[0]!.name !== current.name ? h[0] : undefined;
     });
-    expect(await clientNeighbour(lbIp)).toBe(await mac(next.netns, 'eth0'));
+    expect(await neighbourOf(client, lbIp)).toBe(await mac(next.netns, 'eth0'));
   });
 
   it('fails over when the announcing node dies (agent killed, link cut): its lease expires and another node takes over', async () => {
@@ -193,14 +132,14 @@ describe('LB IPAM and L2 announcements in the lab', () => {
     const start = Date.now();
     await lab.killAgent(current.name, 'SIGKILL');
     await lab.cutLink(current.name);
-    const ms = await servedAgainAfter(start, lbIp, names, 20_000);
+    const ms = await servedAfter(client, start, lbIp, names, 20_000);
     expect(ms, 'served again after the announcing node died').toBeDefined();
     console.log(`[figure] L2 failover after the announcing node died (SIGKILL + link cut, 2 s lease TTL): served again after ${ms} ms`);
     const next = await poll('another announcer', async () => {
       const h = (await holders(lbIp)).filter((n) => n.name !== current.name);
       return h.length === 1 ? h[0] : undefined;
     });
-    expect(await clientNeighbour(lbIp)).toBe(await mac(next.netns, 'eth0'));
+    expect(await neighbourOf(client, lbIp)).toBe(await mac(next.netns, 'eth0'));
     await lab.restoreLink(current.name);
   });
 
