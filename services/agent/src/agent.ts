@@ -300,6 +300,7 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
     ? ownHealthEndpoint({
         node: options.nodeName, netns: options.healthEndpoint.netns, port: options.healthEndpoint.port, nodeNetns: netns,
         apiSocket: options.apiSocket, apiPort: options.apiPort, stateDir: options.stateDir, log, after: core.synced(),
+        existing: () => healthEp()?.ip,
         onReady: (endpoint) => {
           healthEndpoint = endpoint;
           publishHealth();

@@ -6,8 +6,10 @@
  *
  * It is made the way a pod is: the CNI plugin's ADD (in-process, the same code the runtime runs) against this
  * agent's own local API, marked SLUICE_HEALTH=true so that the endpoint is published as the node's health IP, not as
- * a pod. A namespace left by an agent that died (SIGKILL) is taken apart and made again at the next start; a stop
- * takes it apart (CNI DEL, which also frees the address, then the namespace).
+ * a pod. Like a pod it outlives the agent: a restarted agent adopts the endpoint it finds intact (its namespace holds
+ * the address the agent's endpoint store has for it), so that a restart rewrites nothing in the maps; one it finds
+ * half made is taken apart (CNI DEL, which also frees the address, then the namespace) and made again. The agent's
+ * stop ends only the endpoint's listener.
  */
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -15,7 +17,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { runCni } from '@sluice/cni';
 import { RepeatSuppressor, type Logger } from '@sluice/log';
-import { startHealthListener, type HealthListener } from './health-listener.ts';
+import { startHealthListener } from './health-listener.ts';
 
 const exec = promisify(execFile);
 
@@ -32,6 +34,8 @@ export interface HealthEndpointOptions {
   apiPort?: number;
   /** The agent's state directory; the address comes from the host-local IPAM kept under <stateDir>/ipam. */
   stateDir: string;
+  /** The address the agent's endpoint store holds for its health endpoint, if any (restored from its state file). */
+  existing?: () => string | undefined;
   log: Logger;
 }
 
@@ -39,6 +43,7 @@ export interface HealthEndpoint {
   readonly netns: string;
   readonly ip: string;
   readonly port: number;
+  /** Ends the listener; the endpoint stays for the next agent. */
   stop(): Promise<void>;
 }
 
@@ -65,31 +70,34 @@ export async function startHealthEndpoint(options: HealthEndpointOptions): Promi
     if (existsSync(netnsPath)) await exec('ip', ['netns', 'delete', options.netns]).catch(() => undefined);
   };
 
+  const serve = async (ip: string, adopted: boolean): Promise<HealthEndpoint> => {
+    const listener = await startHealthListener(options.netns, options.port, options.node, { probe: false });
+    options.log.info({ netns: options.netns, ip, port: options.port, adopted }, 'health endpoint ready');
+    return {
+      netns: options.netns,
+      ip,
+      port: options.port,
+      async stop() {
+        listener.stop();
+      },
+    };
+  };
   if (existsSync(netnsPath)) {
-    options.log.info({ netns: options.netns }, 'health endpoint: taking apart the one a previous agent left');
+    const known = options.existing?.();
+    const addresses = await exec('ip', ['-n', options.netns, '-4', '-o', 'addr', 'show', 'dev', 'eth0']).then((r) => r.stdout, () => '');
+    if (known && addresses.includes(` ${known}/`)) return serve(known, true);
+    options.log.info({ netns: options.netns }, 'health endpoint: taking apart the one a previous agent left half made');
     await takeApart();
   }
   await exec('ip', ['netns', 'add', options.netns]);
-  let listener: HealthListener | undefined;
   try {
     await exec('ip', ['-n', options.netns, 'link', 'set', 'lo', 'up']);
     const added = await cni('ADD');
     if (added.code !== 0) throw new Error(`CNI ADD failed: ${added.stdout}`);
     const ip = (JSON.parse(added.stdout) as { ips?: Array<{ address: string }> }).ips?.[0]?.address.split('/')[0];
     if (!ip) throw new Error(`CNI ADD returned no address: ${added.stdout}`);
-    listener = await startHealthListener(options.netns, options.port, options.node, { probe: false });
-    options.log.info({ netns: options.netns, ip, port: options.port }, 'health endpoint ready');
-    return {
-      netns: options.netns,
-      ip,
-      port: options.port,
-      async stop() {
-        listener?.stop();
-        await takeApart();
-      },
-    };
+    return await serve(ip, false);
   } catch (err) {
-    listener?.stop();
     await takeApart();
     throw err;
   }
