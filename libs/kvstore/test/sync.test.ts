@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startEtcd, type EtcdServer } from '@sluice/etcd-runner';
 import { createLogger } from '@sluice/log';
+import { realEtcd } from './etcd-fixture.ts';
 import { startProxy, waitFor, type CutProxy } from './proxy.ts';
 import {
   KvWriter,
@@ -35,18 +36,10 @@ async function operatorSync(client: Etcd3, keys: ReturnType<typeof keySchema>, p
 }
 
 describe('sync markers: term and revision, invalidated by a new term', () => {
-  let etcd: EtcdServer;
-  let client: Etcd3;
-  beforeAll(async () => {
-    etcd = await startEtcd();
-    client = createKvClient({ endpoints: [etcd.endpoint] });
-  });
-  afterAll(async () => {
-    client?.close();
-    await etcd?.stop();
-  });
+  const env = realEtcd();
 
   it('a term writes its marker after its sweep; the next term deletes it first and writes its own at the end', async () => {
+    const { client } = env;
     const keys = keySchema('terms/');
     const term = async (n: number): Promise<{ guard: WriteGuard; fence: Fence }> => {
       const put = await client.put(`terms/leader/${n}`).value('me').exec();

@@ -1,8 +1,8 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startEtcd, type EtcdServer } from '@sluice/etcd-runner';
+import { describe, expect, it } from 'vitest';
 import { createLogger } from '@sluice/log';
 import { createRegistry } from '@sluice/metrics';
-import { KvWriter, createKvClient, keySchema, prefixRangeEnd, syncedMarkerValue, type Etcd3 } from '../src/index.ts';
+import { KvWriter, keySchema, prefixRangeEnd, syncedMarkerValue, type Etcd3 } from '../src/index.ts';
+import { realEtcd } from './etcd-fixture.ts';
 
 const log = createLogger({ component: 'test', level: 'silent' });
 const keys = keySchema('limits/');
@@ -25,18 +25,10 @@ function endpointSlice(name: string, n: number): string {
 }
 
 describe('KvWriter within etcd\'s request limits', () => {
-  let etcd: EtcdServer;
-  let client: Etcd3;
-  beforeAll(async () => {
-    etcd = await startEtcd();
-    client = createKvClient({ endpoints: [etcd.endpoint] });
-  });
-  afterAll(async () => {
-    client?.close();
-    await etcd?.stop();
-  });
+  const env = realEtcd();
 
   it('an initial sync of 300 EndpointSlices of 100 endpoints each lands whole (far over 1.5 MiB per 128 operations)', async () => {
+    const { client } = env;
     const value = endpointSlice('probe', 100);
     expect(value.length * 128).toBeGreaterThan(1.5 * 1024 * 1024); // what one transaction of 128 would carry
     const registry = createRegistry();
@@ -53,6 +45,7 @@ describe('KvWriter within etcd\'s request limits', () => {
   });
 
   it('one value etcd refuses is isolated and reported; every other write of its transactions lands; flush does not wait on it', async () => {
+    const { client } = env;
     const registry = createRegistry();
     const writer = new KvWriter({ client, registry, log });
     const prefix = keys.prefix('pods');
@@ -81,18 +74,10 @@ describe('KvWriter within etcd\'s request limits', () => {
 });
 
 describe('KvWriter against an etcd started with --max-txn-ops 16', () => {
-  let etcd: EtcdServer;
-  let client: Etcd3;
-  beforeAll(async () => {
-    etcd = await startEtcd({ maxTxnOps: 16 });
-    client = createKvClient({ endpoints: [etcd.endpoint] });
-  });
-  afterAll(async () => {
-    client?.close();
-    await etcd?.stop();
-  });
+  const env = realEtcd({ maxTxnOps: 16 });
 
   it('learns the lower limit and lands every write', async () => {
+    const { client } = env;
     const writer = new KvWriter({ client, log }); // 128 operations per transaction configured
     for (let i = 0; i < 1000; i++) writer.upsert(`ops/${String(i).padStart(4, '0')}`, `v${i}`);
     await writer.flush();

@@ -1,9 +1,9 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startEtcd, type EtcdServer } from '@sluice/etcd-runner';
+import { describe, expect, it } from 'vitest';
 import { createLogger } from '@sluice/log';
 import { createRegistry } from '@sluice/metrics';
 import { waitFor } from './proxy.ts';
-import { KvWriter, type Fence, type WriteGuard, createKvClient, keySchema, prefixRangeEnd, syncedMarkerValue, type Etcd3 } from '../src/index.ts';
+import { KvWriter, type Fence, type WriteGuard, keySchema, prefixRangeEnd, syncedMarkerValue, type Etcd3 } from '../src/index.ts';
+import { realEtcd } from './etcd-fixture.ts';
 
 async function countUnder(client: Etcd3, prefix: string): Promise<number> {
   const key = Buffer.from(prefix);
@@ -12,20 +12,11 @@ async function countUnder(client: Etcd3, prefix: string): Promise<number> {
 }
 
 describe('KvWriter against a real etcd', () => {
-  let etcd: EtcdServer;
-  let client: Etcd3;
+  const env = realEtcd();
   const log = createLogger({ component: 'test', level: 'silent' });
 
-  beforeAll(async () => {
-    etcd = await startEtcd();
-    client = createKvClient({ endpoints: [etcd.endpoint] });
-  });
-  afterAll(async () => {
-    client?.close();
-    await etcd?.stop();
-  });
-
   it('lands 20,000 upserts from one burst, through an etcd outage, with no error reaching the caller', async () => {
+    const { client, etcd } = env;
     const registry = createRegistry();
     const writer = new KvWriter({ client, registry, log }); // the operator's defaults
     const prefix = 'burst/';
@@ -49,6 +40,7 @@ describe('KvWriter against a real etcd', () => {
   });
 
   it('coalesces, skips unchanged bytes, and after a restart that changes nothing writes nothing; sweeps the rest', async () => {
+    const { client } = env;
     const keys = keySchema('sweep-test/');
     const prefix = keys.prefix('pods');
     const first = new KvWriter({ client, log });
@@ -86,6 +78,7 @@ describe('KvWriter against a real etcd', () => {
   });
 
   it('refuses to write under a fence etcd does not hold, keeps the writes, and writes them under a valid one', async () => {
+    const { client } = env;
     // A guard the test controls (the election implements the same interface against etcd).
     let fence: Fence | undefined = { key: 'fence-test/leader/1', createRevision: '1' }; // no such key: a deposed leader
     const guard: WriteGuard = { fence: () => fence, whenLeader: async () => undefined };
