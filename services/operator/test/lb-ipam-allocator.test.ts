@@ -67,3 +67,25 @@ describe('LB IPAM allocator', () => {
     expect(a.services[0]!.condition).toMatchObject({ reason: 'NoPool' });
   });
 });
+
+describe('L2 announcement records', () => {
+  it('carry the addresses of the Services a policy selects: ingress IPs of our LoadBalancers, externalIPs if asked', async () => {
+    const { l2Records } = await import('../src/lb-ipam/controller.ts');
+    const service = (name: string, labels: Record<string, string>, spec: Record<string, unknown>, ingress: string[] = []) => ({
+      metadata: { namespace: 'default', name, labels }, spec, status: { loadBalancer: { ingress: ingress.map((ip) => ({ ip })) } },
+    });
+    const services = [
+      service('web', { app: 'web' }, { type: 'LoadBalancer', externalIPs: ['192.0.2.50'] }, ['192.0.2.10']),
+      service('other-class', { app: 'web' }, { type: 'LoadBalancer', loadBalancerClass: 'example.com/lb' }, ['192.0.2.11']),
+      service('db', { app: 'db' }, { type: 'LoadBalancer' }, ['192.0.2.12']),
+      service('v6', { app: 'web' }, { type: 'LoadBalancer' }, ['2001:db8:0::1']),
+    ];
+    const policy = (name: string, spec: Record<string, unknown>) => ({ metadata: { name }, spec });
+    const [lb, ext] = l2Records(
+      [policy('lb', { serviceSelector: { matchLabels: { app: 'web' } }, loadBalancerIPs: true, interfaces: ['^eth'] }), policy('ext', { externalIPs: true, nodeSelector: { matchExpressions: [{ key: 'edge', operator: 'Exists' }] } })],
+      services,
+    );
+    expect(lb).toEqual({ v: 1, name: 'lb', interfaces: ['^eth'], addresses: [{ ip: '192.0.2.10', service: 'default/web' }, { ip: '2001:db8::1', service: 'default/v6' }] });
+    expect(ext).toEqual({ v: 1, name: 'ext', nodeSelector: { matchExpressions: [{ key: 'edge', operator: 'Exists' }] }, interfaces: [], addresses: [{ ip: '192.0.2.50', service: 'default/web' }] });
+  });
+});
