@@ -264,18 +264,30 @@ export class LbProgrammer {
       maps.services.deleteBatch([...old.frontends].filter(([id]) => !next?.frontends.has(id)).map(([, [k]]) => k));
       maps.maglev.deleteBatch([...old.tables.keys()].filter((id) => !next?.tables.has(id)));
     }
-    const released: number[] = [];
-    for (const id of next?.backends.keys() ?? []) if (!old?.backends.has(id)) this.backendRefs.set(id, (this.backendRefs.get(id) ?? 0) + 1);
+    const released = new Set<number>();
+    this.settle(key, old, next, released);
+    if (released.size) maps.backends.deleteBatch([...released].map((id) => ({ id })));
+  }
+
+  /**
+   * Records that `key` now has `next` (written): backend reference counts follow, and the backends no service uses
+   * any more are added to `released` (a backend released by one service and taken by a later one is not).
+   */
+  private settle(key: string, old: Compiled | undefined, next: Compiled | undefined, released: Set<number>): void {
+    for (const id of next?.backends.keys() ?? []) {
+      if (old?.backends.has(id)) continue;
+      this.backendRefs.set(id, (this.backendRefs.get(id) ?? 0) + 1);
+      released.delete(id);
+    }
     for (const id of old?.backends.keys() ?? []) {
       if (next?.backends.has(id)) continue;
       const refs = (this.backendRefs.get(id) ?? 1) - 1;
       if (refs > 0) this.backendRefs.set(id, refs);
       else {
         this.backendRefs.delete(id);
-        released.push(id);
+        released.add(id);
       }
     }
-    if (released.length) maps.backends.deleteBatch(released.map((id) => ({ id })));
     if (next) this.programmed.set(key, next);
     else this.programmed.delete(key);
   }
@@ -312,24 +324,7 @@ export class LbProgrammer {
       return rows.flatMap(([key, svc]) => this.tryApply(key, svc));
     }
     const released = new Set<number>();
-    for (const { key, old, next } of plans) {
-      for (const id of next?.backends.keys() ?? []) {
-        if (old?.backends.has(id)) continue;
-        this.backendRefs.set(id, (this.backendRefs.get(id) ?? 0) + 1);
-        released.delete(id);
-      }
-      for (const id of old?.backends.keys() ?? []) {
-        if (next?.backends.has(id)) continue;
-        const refs = (this.backendRefs.get(id) ?? 1) - 1;
-        if (refs > 0) this.backendRefs.set(id, refs);
-        else {
-          this.backendRefs.delete(id);
-          released.add(id);
-        }
-      }
-      if (next) this.programmed.set(key, next);
-      else this.programmed.delete(key);
-    }
+    for (const { key, old, next } of plans) this.settle(key, old, next, released);
     try {
       if (released.size) maps.backends.deleteBatch([...released].map((id) => ({ id })));
     } catch {

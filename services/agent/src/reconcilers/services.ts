@@ -14,30 +14,15 @@ import { watchPrefix, type Etcd3, type KeySchema, type PrefixWatch, type WatchEv
 import type { Logger } from '@sluice/log';
 import { Counter, type Registry } from '@sluice/metrics';
 import { decodeSlim, type SlimEndpointSlice, type SlimService } from '@sluice/slim';
-import { Reconciler, type ReconcileTarget, type ReconcilerStatus, type RowFailure } from '../reconciler.ts';
+import { Reconciler, type ReconcileTarget, type ReconcilerStatus } from '../reconciler.ts';
 import { ServicesTable } from '../tables/services.ts';
 
-function errorOf(err: unknown): Error {
-  return err instanceof Error ? err : new Error(String(err));
-}
-
 export function servicesTarget(programmer: LbProgrammer): ReconcileTarget<LbService> {
-  const each = (keys: readonly string[], fn: (key: string) => void): RowFailure[] => {
-    const failures: RowFailure[] = [];
-    for (const key of keys) {
-      try {
-        fn(key);
-      } catch (err) {
-        failures.push({ key, error: errorOf(err) });
-      }
-    }
-    return failures;
-  };
   return {
     name: 'services',
     // One batch per map for the whole set of rows (a cold start programs 20,000 services in three writes).
     update: (rows) => programmer.applyMany(rows),
-    delete: (keys) => each(keys, (key) => programmer.apply(key, undefined)),
+    delete: (keys) => programmer.applyMany(keys.map((key) => [key, undefined] as const)),
     prune: (desired) => {
       const r = programmer.prune(desired.entries());
       return { outOfDate: r.outOfDate, pruned: r.removedKeys, failures: [] };
@@ -121,31 +106,24 @@ export function startServices(options: ServicesOptions): Services {
     ? new Counter({ name: 'sluice_agent_lb_conntrack_gc_total', help: 'Load-balancer flows removed by garbage collection after their lifetime', registers: [options.registry] })
     : undefined;
 
-  const onEvent =
-    <T>(upsert: (v: T, rev: number) => void, remove: (key: string, rev: number) => void, prefix: string) =>
-    (e: WatchEvent<T>) => {
-      if (e.type === 'upsert') upsert(e.value, e.modRevision);
-      else if (e.type === 'delete') remove(e.key.slice(prefix.length), e.modRevision);
-    };
-  const svcPrefix = keys.prefix('services');
-  const slicePrefix = keys.prefix('endpointslices');
-  const watches: PrefixWatch[] = [
-    watchPrefix<SlimService>(options.client, svcPrefix, {
-      name: 'services',
-      decode: (_k, bytes) => decodeSlim('service', bytes),
-      onEvent: onEvent<SlimService>((v, r) => table.upsertService(v, r), (k, r) => table.deleteService(k, r), svcPrefix),
+  /** One watch of a slim kind into the table: upserts by record, deletes by "namespace/name" (the key's tail). */
+  const watch = <T>(collection: 'services' | 'endpointslices', decode: (bytes: Buffer) => T, upsert: (v: T, rev: number) => void, remove: (key: string, rev: number) => void): PrefixWatch => {
+    const prefix = keys.prefix(collection);
+    return watchPrefix<T>(options.client, prefix, {
+      name: collection,
+      decode: (_k, bytes) => decode(bytes),
+      onEvent: (e: WatchEvent<T>) => {
+        if (e.type === 'upsert') upsert(e.value, e.modRevision);
+        else if (e.type === 'delete') remove(e.key.slice(prefix.length), e.modRevision);
+      },
       log,
       ...(options.registry ? { registry: options.registry } : {}),
       ...(options.clusterSize ? { clusterSize: options.clusterSize } : {}),
-    }),
-    watchPrefix<SlimEndpointSlice>(options.client, slicePrefix, {
-      name: 'endpointslices',
-      decode: (_k, bytes) => decodeSlim('endpointSlice', bytes),
-      onEvent: onEvent<SlimEndpointSlice>((v, r) => table.upsertSlice(v, r), (k, r) => table.deleteSlice(k, r), slicePrefix),
-      log,
-      ...(options.registry ? { registry: options.registry } : {}),
-      ...(options.clusterSize ? { clusterSize: options.clusterSize } : {}),
-    }),
+    });
+  };
+  const watches = [
+    watch<SlimService>('services', (b) => decodeSlim('service', b), (v, r) => table.upsertService(v, r), (k, r) => table.deleteService(k, r)),
+    watch<SlimEndpointSlice>('endpointslices', (b) => decodeSlim('endpointSlice', b), (v, r) => table.upsertSlice(v, r), (k, r) => table.deleteSlice(k, r)),
   ];
   let isSynced = false;
   let stopped = false;
