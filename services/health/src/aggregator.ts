@@ -429,7 +429,9 @@ export class Aggregator {
         !hostAnswers ? 'AGENT_STATE_UNKNOWN'
         : agentFailing >= quorum ? 'AGENT_STATE_NOT_RUNNING'
         : state.agentEvidence.newestOk >= fresh ? 'AGENT_STATE_RUNNING'
-        : info?.agent === false ? 'AGENT_STATE_NOT_RUNNING'
+        // No health record (its lease expired): not running, unless its health port answered recently compared
+        // with its host (a service behind its reports sees both age together, and must not read that as a verdict).
+        : info?.agent === false && state.host.newestOk - state.agentEvidence.newestOk >= this.staleMs / 2 ? 'AGENT_STATE_NOT_RUNNING'
         : 'AGENT_STATE_UNKNOWN';
       const unreachableFrom: string[] = [];
       for (const [reporter, run] of state.pairs) {
