@@ -33,6 +33,13 @@ export interface EtcdOptions {
   tls?: boolean;
   /** Require client certificates (--client-cert-auth; the certificate's CN is the etcd user). Implies tls. */
   clientCertAuth?: boolean;
+  /** Use this PKI (another runner's `tls`) instead of making one: clients of that etcd trust this one too. */
+  pki?: EtcdTls;
+  /**
+   * The first member's client port instead of a free one: an etcd that takes the place of another behind the same
+   * address (disaster recovery tests). The port must be free.
+   */
+  clientPort?: number;
   /** Folder in which the temporary data dir is made; tmpfs (/dev/shm) by default, where fsync costs nothing. */
   dataDirParent?: string;
   /** Extra flags passed as they are. */
@@ -285,7 +292,7 @@ export async function startEtcdCluster(options: EtcdClusterOptions = {}): Promis
   if (!Number.isInteger(count) || count < 1) throw new Error(`an etcd cluster needs at least one member, got ${count}`);
   const parent = options.dataDirParent ?? (existsSync('/dev/shm') ? '/dev/shm' : tmpdir());
   const base = await mkdtemp(join(parent, 'sluice-etcd-'));
-  const useTls = !!(options.tls || options.clientCertAuth);
+  const useTls = !!(options.tls || options.clientCertAuth || options.pki);
   const scheme = useTls ? 'https' : 'http';
   let tls: EtcdTls | undefined;
   const members: MemberHandle[] = [];
@@ -299,7 +306,9 @@ export async function startEtcdCluster(options: EtcdClusterOptions = {}): Promis
     dataDirs.delete(base);
   };
   try {
-    if (useTls) {
+    if (options.pki) {
+      tls = options.pki;
+    } else if (useTls) {
       const dir = join(base, 'tls');
       await mkdir(dir, { mode: 0o700 });
       tls = createTestPki(dir);
@@ -308,7 +317,8 @@ export async function startEtcdCluster(options: EtcdClusterOptions = {}): Promis
     for (let i = 0; i < count; i++) {
       const name = count === 1 ? 'sluice' : `sluice-${i}`;
       const dataDir = count === 1 ? join(base, 'data') : join(base, name);
-      plans.push({ name, dataDir, endpoint: `${scheme}://127.0.0.1:${await freePort()}`, peerUrl: `${scheme}://127.0.0.1:${await freePort()}` });
+      const clientPort = i === 0 && options.clientPort ? options.clientPort : await freePort();
+      plans.push({ name, dataDir, endpoint: `${scheme}://127.0.0.1:${clientPort}`, peerUrl: `${scheme}://127.0.0.1:${await freePort()}` });
     }
     const initialCluster = plans.map((p) => `${p.name}=${p.peerUrl}`).join(',');
     for (const plan of plans) members.push(member(plan, initialCluster, options, tls));

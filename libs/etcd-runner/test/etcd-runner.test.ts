@@ -121,3 +121,23 @@ describe('startEtcdCluster', () => {
     }
   });
 });
+
+describe('a replacement etcd', () => {
+  it('takes the place of a dead one: same address, same CA, none of its data', async () => {
+    const a = await startEtcd({ clientCertAuth: true });
+    let b: Awaited<ReturnType<typeof startEtcd>> | undefined;
+    try {
+      const files = a.clientFiles();
+      const ctl = (...args: string[]) =>
+        execFileSync('etcdctl', ['--endpoints', a.endpoint, '--cacert', files.ca!, '--cert', files.cert!, '--key', files.key!, ...args], { env: { ...process.env, ETCDCTL_API: '3' } }).toString();
+      ctl('put', 'k', 'from-a');
+      await a.kill();
+      b = await startEtcd({ clientCertAuth: true, pki: a.tls, clientPort: Number(new URL(a.endpoint).port) });
+      expect(b.endpoint).toBe(a.endpoint);
+      expect(ctl('get', 'k', '--print-value-only').trim()).toBe(''); // the old client's files still work; the data is gone
+    } finally {
+      await b?.stop();
+      await a.stop();
+    }
+  });
+});
