@@ -140,7 +140,37 @@ describe('LB IPAM and L2 announcements in the lab', () => {
       return h.length === 1 ? h[0] : undefined;
     });
     expect(await neighbourOf(client, lbIp)).toBe(await mac(next.netns, 'eth0'));
+    // The node comes back: its new agent removes the entry the killed one left (its first full pass), one announcer.
     await lab.restoreLink(current.name);
+    await lab.restartAgent(current.name);
+    await poll('the stale entry pruned', async () => ((await holders(lbIp)).length === 1 ? true : undefined));
+    expect(await holders(lbIp)).toEqual([next]);
+  });
+
+  it('keeps announcing while etcd is unreachable for longer than the lease TTL, and ends with one announcer', async () => {
+    const before = await holders(lbIp);
+    expect(before).toHaveLength(1);
+    const names = lab.pods().map((p) => p.name);
+    lab.services.setEndpoints('lb-web', lab.pods().map((pod) => ({ pod })), [{ name: 'http', port: 8080 }]);
+    await poll('served', async () => get(lbIp));
+    await etcd.pause();
+    const failures: number[] = [];
+    try {
+      const until = Date.now() + 6_000; // three TTLs
+      while (Date.now() < until) {
+        const body = await get(lbIp, 1);
+        if (!body || !names.includes(body)) failures.push(Date.now());
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    } finally {
+      await etcd.resume();
+    }
+    expect(failures).toEqual([]);
+    expect(await holders(lbIp)).toEqual(before);
+    // etcd back: the leases are taken again; one node announces (the same one, or another that won the race).
+    await new Promise((r) => setTimeout(r, 4_000));
+    expect(await holders(lbIp)).toHaveLength(1);
+    expect(names).toContain(await get(lbIp));
   });
 
   it('a Service the exhausted pool cannot serve gets a clear condition and stays <pending>', async () => {

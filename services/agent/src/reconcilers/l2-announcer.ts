@@ -7,7 +7,11 @@
  * etcd lease is kept alive on the connection the agent already holds; the create-if-absent transaction gives mutual
  * exclusion without a per-address renew loop. Every eligible agent watches the lease prefix and tries to create a key
  * the moment it is deleted: on a graceful stop (the lease is revoked), when the holder's uplink loses carrier (it
- * withdraws at once), or at the latest one TTL after the holder died or was cut off from etcd.
+ * withdraws at once), or at the latest one TTL after the holder died or was cut off from etcd. A holder that loses
+ * its lease (etcd unreachable) keeps announcing — every node's datapath serves every address, so an etcd outage must
+ * not take the Services off the network — and takes its keys back on a new lease when etcd returns, or withdraws when
+ * it sees another node's key; only a node cut off from etcd but not from the clients may announce beside the new
+ * holder until it reaches etcd again.
  *
  * How it answers (the kernel mechanism): proxy ARP. For each address the agent adds a proxy neighbour entry on the
  * uplink (`ip neigh replace proxy <ip> dev <uplink>`) and a route for it through `lo` (`proto 78`, how we recognise
@@ -181,10 +185,12 @@ export function startL2Announcer(options: L2AnnouncerOptions): L2Announcer {
       leaseId = l.grant();
       l.on('lost', (err: Error) => {
         if (lease !== l) return;
-        log.warn({ err: err.message }, 'L2 lease lost; every address is withdrawn and competed for again');
+        // Availability first: the addresses stay announced (every node's datapath serves every address, so a second
+        // announcer for a while is harmless, while none at all drops the traffic). Once etcd answers again this agent
+        // takes the keys back on a new lease, or sees another node's key and withdraws.
+        log.warn({ err: err.message, announcing: table.heldAddresses() }, 'L2 lease lost (etcd unreachable?); still announcing, taking the keys back on a new lease');
         lease = undefined;
         leaseId = undefined;
-        for (const ip of table.heldAddresses()) table.setHeld(ip, false);
         void compete();
       });
       leaseId.catch(() => {
@@ -194,6 +200,7 @@ export function startL2Announcer(options: L2AnnouncerOptions): L2Announcer {
     return leaseId;
   };
 
+  let competeError = '';
   let competing = false;
   let competeAgain = false;
   /** Tries to take every eligible address nobody holds, and gives back what this node holds but may not announce. */
@@ -216,21 +223,27 @@ export function startL2Announcer(options: L2AnnouncerOptions): L2Announcer {
           log.info({ ip }, 'withdrew an L2 announcement (no longer eligible)');
         }
         for (const ip of eligible.keys()) {
-          if (holders.has(ip) || table.heldAddresses().includes(ip)) continue;
+          // Held without a key (our lease expired while etcd was away): take it back, unless someone else did.
+          if (holders.has(ip)) continue;
           const id = await currentLease();
           const key = keys.l2Lease(ip);
           const result = await client.if(key, 'Create', '==', 0).then(client.put(key).value(nodeName).lease(id)).commit();
           if (result.succeeded) {
             holders.set(ip, nodeName);
-            table.setHeld(ip, true);
-            takeovers.inc();
-            log.info({ ip, service: eligible.get(ip)?.service }, 'announcing an address (won its lease)');
+            if (!table.heldAddresses().includes(ip)) {
+              table.setHeld(ip, true);
+              takeovers.inc();
+              log.info({ ip, service: eligible.get(ip)?.service }, 'announcing an address (won its lease)');
+            }
           }
         }
       } while (competeAgain && !stopped);
+      competeError = '';
     } catch (err) {
-      log.warn({ err: (err as Error).message }, 'competing for L2 leases failed; retrying');
-      setTimeout(() => void compete(), 500).unref();
+      // Once per distinct error, not once per retry (etcd down means a failure every second).
+      const message = (err as Error).message;
+      if (message !== competeError) log.warn({ err: message }, 'competing for L2 leases failed; retrying every second');
+      competeError = message;
     } finally {
       competing = false;
     }
@@ -280,8 +293,8 @@ export function startL2Announcer(options: L2AnnouncerOptions): L2Announcer {
           // Someone else holds it (ours expired while we were cut off from etcd): stop answering.
           if (e.value !== nodeName) table.setHeld(ip, false);
         } else {
+          // Our own key going (our lease expired) keeps the announcement until compete() knows who holds it now.
           holders.delete(ip);
-          table.setHeld(ip, false);
           void compete();
         }
       },
