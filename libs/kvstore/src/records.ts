@@ -21,8 +21,8 @@ export const nodeConfigRecord = z.strictObject({
   v: z.literal(RECORD_VERSION).optional(),
   routing: routingMode.optional(),
   hostRouting: hostRoutingRequest.optional(),
-  /** SNAT pod traffic leaving the cluster to the node IP, in BPF (to_netdev). */
-  masquerade: z.boolean().optional(),
+  /** Masquerading of pod traffic leaving the cluster: off, iptables or bpf (to_netdev); the old boolean: bpf/off. */
+  masquerade: z.union([z.boolean(), z.enum(['off', 'iptables', 'bpf'])]).optional(),
 });
 export type NodeConfigRecord = z.infer<typeof nodeConfigRecord>;
 

@@ -34,7 +34,7 @@ import type { TlsFiles } from '@sluice/health-api';
 import { createLogger, type Logger } from '@sluice/log';
 import { createRegistry, Gauge, startStatusServer, type StatusServer } from '@sluice/metrics';
 import { startAgentApi, type AgentApi } from './api.ts';
-import { AgentCore } from './core.ts';
+import { AgentCore, DEFAULT_CLUSTER_CIDR } from './core.ts';
 import { startHealthListener, type HealthListener } from './health-listener.ts';
 import { ownHealthEndpoint, type HealthEndpoint } from './health-endpoint.ts';
 import { startHealthProbing, type HealthProbing } from './health-probing.ts';
@@ -44,6 +44,9 @@ import { stopInOrder, type ShutdownStep } from './shutdown.ts';
 import { StatusPublisher } from './status.ts';
 import { startServices } from './reconcilers/services.ts';
 import { startL2Announcer } from './reconcilers/l2-announcer.ts';
+import { iptablesMasquerade, type IptablesMasquerade } from './reconcilers/iptables.ts';
+import { masqueradingText, parseMasqueradeMode, type MasqueradeMode } from './tables/masquerade.ts';
+import { withPrerequisites } from './tables/host-routing.ts';
 
 const exec = promisify(execFile);
 export const AGENT_VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
@@ -61,7 +64,8 @@ export interface AgentOptions {
   /** Defaults, overridden by keys.nodeConfig(node) when present. */
   routing: RoutingMode;
   hostRouting: HostRoutingRequest;
-  masquerade?: boolean;
+  /** off, iptables (SLUICE_POST_nat in the node's namespace) or bpf (the datapath's SNAT); true/false: bpf/off. */
+  masquerade?: boolean | MasqueradeMode;
   /** cgroup v2 directory to attach the socket load balancer to (host-namespace clients of services). */
   cgroupRoot?: string;
   stateDir: string;
@@ -139,11 +143,16 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
 
   const config = await readNodeConfig(client, keys.nodeConfig(options.nodeName), log);
   const routing = config.routing ?? options.routing;
-  const masquerade = config.masquerade ?? options.masquerade ?? false;
+  const masqueradeMode: MasqueradeMode = parseMasqueradeMode(config.masquerade ?? options.masquerade) ?? 'off';
+  const clusterCidr = options.clusterCidr ?? DEFAULT_CLUSTER_CIDR;
   const features = await probeKernel();
-  const hostRouting = decideHostRouting(features, config.hostRouting ?? options.hostRouting);
-  const masquerading = masquerade ? 'BPF [IPv4: Enabled]' : 'Disabled';
-  log.info({ hostRouting: hostRouting.mode, reason: hostRouting.reason || undefined }, hostRouting.status);
+  const hostRoutingRequest = config.hostRouting ?? options.hostRouting;
+  // (The BPF service load-balancer always runs in this agent: the prerequisite that can be missing is the masquerade.)
+  const hostRouting = withPrerequisites(decideHostRouting(features, hostRoutingRequest), hostRoutingRequest, { masquerade: masqueradeMode, bpfServiceLb: true });
+  const masquerading = masqueradingText(masqueradeMode, options.uplink, clusterCidr);
+  // The reason once, on a line of its own: what a user greps for (`BPF host routing requires`).
+  log.info({ hostRouting: hostRouting.mode }, `Host Routing: ${hostRouting.mode}`);
+  if (hostRouting.reason) log.warn(hostRouting.reason);
   log.info(`Masquerading: ${masquerading}`);
   log.info({ routing }, `Routing: ${routing === 'tunnel' ? 'Tunnel [vxlan]' : 'Network: Native'}`);
 
@@ -166,7 +175,7 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
   dp.setConfig({
     bpfHostRouting: hostRouting.mode === 'BPF',
     tunnel: routing === 'tunnel',
-    masquerade,
+    masquerade: masqueradeMode === 'bpf',
     nodeIp,
     uplinkIfindex: uplink.ifindex,
     tunnelIfindex: vx?.ifindex ?? 0,
@@ -192,6 +201,7 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
   log.info({ reusedMaps: dp.reusedMaps, endpoints: store.all().length }, dp.reusedMaps ? 'reusing pinned maps (no flush)' : 'created maps');
 
   let publisher: StatusPublisher | undefined;
+  let masquerade: IptablesMasquerade | undefined;
   const core = new AgentCore({
     nodeName: options.nodeName,
     client,
@@ -207,8 +217,14 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
     ...(options.clusterCidr ? { clusterCidr: options.clusterCidr } : {}),
     ...(options.reconcileIntervalMs !== undefined ? { refreshIntervalMs: options.reconcileIntervalMs } : {}),
     onProgrammed: () => publisher?.update(),
+    onNodesChanged: () => masquerade?.nodesChanged(),
   });
   core.start();
+  // iptables masquerading (SLUICE_POST_nat): started once the nodes are known, so a restart never takes the rules
+  // away for want of this node's podCIDR.
+  masquerade = iptablesMasquerade({ netns, clusterCidr, nodes: () => core.nodeAddresses(), mode: masqueradeMode, log, registry, ...(options.reconcileIntervalMs !== undefined ? { refreshIntervalMs: options.reconcileIntervalMs } : {}) });
+  let stopping = false;
+  const masqueradeStarted = core.synced().then(() => (stopping ? undefined : masquerade?.start())).catch((err: unknown) => log.error({ error: (err as Error).message }, 'iptables masquerading did not start'));
   // Services and EndpointSlices → the load balancer's maps (kube-proxy replacement): a reconciler of its own.
   const services = startServices({ nodeName: options.nodeName, client, keys, datapath: dp, log, registry, nodeIp, ...(options.clusterSize ? { clusterSize: options.clusterSize } : {}), ...(options.reconcileIntervalMs !== undefined ? { refreshIntervalMs: options.reconcileIntervalMs } : {}) });
 
@@ -252,7 +268,7 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
       endpoints: s.endpoints,
       writes: s.writes,
       // Every target, the services one included, as `sluice status` sums them.
-      reconcilers: [...s.reconcilers, services.status().reconciler],
+      reconcilers: [...s.reconcilers, services.status().reconciler, ...(masquerade?.reconciler.isStarted ? [masquerade.reconciler.status()] : [])],
       conflicts: s.conflicts,
       routing,
       hostRouting,
@@ -352,6 +368,11 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
         ['L2 announcements (withdrawn, leases given back)', () => l2.stop()],
         ['etcd watches and reconcilers', () => core.stop()],
         ['agent lease (etcd)', () => leased.close()],
+        ['iptables masquerade reconciler (rules stay)', async () => {
+          stopping = true;
+          if (core.isSynced) await masqueradeStarted;
+          await masquerade?.stop();
+        }],
         ['services reconciler', () => services.stop().catch((err: unknown) => log.warn({ error: (err as Error).message }, 'stopping the services reconciler failed'))],
       ];
       await stopInOrder(steps, log, stopOptions.graceMs);

@@ -76,6 +76,8 @@ export interface AgentCoreOptions {
   localEndpoints?: Iterable<LocalEndpoint>;
   /** The kernel routes target (reconcilers/routes.ts); none: routes are not managed. */
   routes?: ReconcileTarget<RouteRow>;
+  /** A node's IP, podCIDRs or presence changed (tables outside the core that derive from nodes, e.g. masquerade). */
+  onNodesChanged?: () => void;
   /** Called after passes that may have moved the programmed revisions (coalesced per macrotask). */
   onProgrammed?: (programmed: Programmed) => void;
   /** Coalescing window for deltas, ms (0: the next macrotask). */
@@ -225,8 +227,10 @@ export class AgentCore {
         this.reconcilers?.ipcache.changed(cidr, this.eventRevision);
         this.reconcilers?.tunnel.changed(cidr, this.eventRevision);
         this.reconcilers?.routes?.changed(cidr, this.eventRevision);
+        options.onNodesChanged?.();
       },
       nodeChanged: (name) => {
+        options.onNodesChanged?.();
         if (!this.startedReconcilers) return;
         const old = this.nodesToDerive.get(name);
         this.nodesToDerive.set(name, old === undefined ? this.eventRevision : Math.min(old, this.eventRevision));
@@ -301,6 +305,13 @@ export class AgentCore {
   whenProgrammed(kind: 'pods' | 'nodes', revision: number): Promise<void> {
     if (this.programmedRevision(kind) >= revision) return Promise.resolve();
     return new Promise((resolve) => this.waiters.push({ kind, revision, resolve }));
+  }
+
+  /** Every valid node's IP and the podCIDRs this node owns (the masquerade table's inputs). */
+  nodeAddresses(): { nodeIps: string[]; ownCidrs: string[] } {
+    const nodeIps = [...this.nodes.values()].map((n) => n.ip);
+    const ownCidrs = [...this.nodes.ownedCidrs()].filter(([, node]) => node === this.nodeName).map(([cidr]) => cidr);
+    return { nodeIps, ownCidrs };
   }
 
   /** A reconciler's view of one row (tests, debugging): 'ipcache' keys are CIDRs, 'endpoints' keys IPs. */

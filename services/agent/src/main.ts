@@ -8,6 +8,8 @@ import { createLogger } from '@sluice/log';
 import { runAgent } from './agent.ts';
 import { DEFAULT_CLUSTER_CIDR } from './core.ts';
 import { parseV4Cidr } from './tables/cidr.ts';
+import { prerequisiteError, unmetPrerequisite } from './tables/host-routing.ts';
+import { parseMasqueradeMode } from './tables/masquerade.ts';
 
 const program = new Command('sluice-agent')
   .description('Program a node\'s eBPF datapath from etcd (nodes, pods) and serve the CNI plugin')
@@ -18,7 +20,7 @@ const program = new Command('sluice-agent')
   .addOption(flag('--vxlan <dev>', 'the VXLAN device for tunnel mode (created if missing)', 'vx0'))
   .addOption(flag('--routing <mode>', 'native or tunnel (a nodeconfig record in etcd overrides it)', 'native'))
   .addOption(flag('--host-routing <mode>', 'auto, bpf or legacy (a nodeconfig record in etcd overrides it)', 'auto'))
-  .addOption(flag('--masquerade', 'SNAT pod traffic leaving the cluster to the node IP (BPF)', false))
+  .addOption(flag('--masquerade [mode]', 'masquerade pod traffic leaving the cluster to the node IP: off, iptables (netfilter rules in the node\'s namespace) or bpf (a bare --masquerade: bpf; a nodeconfig record in etcd overrides it)', 'off'))
   .addOption(flag('--cgroup-root <dir>', 'cgroup v2 directory whose processes get socket-level load balancing of services (connect() to a ClusterIP goes to a backend): the hierarchy\'s root on a real node; none by default'))
   .addOption(flag('--state-dir <dir>', 'where local endpoints are kept across restarts (default /var/run/sluice/<node>)'))
   .addOption(flag('--api-socket <path>', 'unix socket of the local API for the CNI plugin (default <state-dir>/agent.sock)'))
@@ -52,7 +54,7 @@ const options = parseOptions(
     vxlan: z.string().min(1).max(15),
     routing: z.enum(['native', 'tunnel']),
     hostRouting: z.enum(['auto', 'bpf', 'legacy']),
-    masquerade: z.coerce.boolean(),
+    masquerade: z.preprocess((v) => parseMasqueradeMode(v) ?? v, z.enum(['off', 'iptables', 'bpf'], { message: 'must be off, iptables or bpf' })),
     cgroupRoot: z.string().startsWith('/', 'must be an absolute path').optional(),
     stateDir: z.string().min(1).optional(),
     apiSocket: z.string().min(1).optional(),
@@ -74,6 +76,11 @@ const options = parseOptions(
     shutdownGrace: z.coerce.number().min(0).max(3600),
     logLevel: schemas.logLevel,
   })
+    .superRefine((o, ctx) => {
+      // BPF host routing bypasses netfilter: asked for explicitly, a missing prerequisite is an error, not a fallback.
+      const missing = o.hostRouting === 'bpf' ? unmetPrerequisite({ masquerade: o.masquerade, bpfServiceLb: true }) : undefined;
+      if (missing) ctx.addIssue({ code: 'custom', path: ['hostRouting'], message: prerequisiteError(missing, { masquerade: o.masquerade, bpfServiceLb: true }) });
+    })
     .refine((o) => !!o.healthTlsCert === !!o.healthTlsKey, { message: 'needs both --health-tls-cert and --health-tls-key', path: ['healthTlsCert'] })
     .refine((o) => !o.healthTlsCert || !!o.healthTlsCa, { message: 'mutual TLS needs --health-tls-ca too', path: ['healthTlsCa'] })
     .refine((o) => !(o.healthTlsCa || o.healthTlsCert) || !!o.healthService, { message: 'TLS flags need --health-service', path: ['healthService'] }),
