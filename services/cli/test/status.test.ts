@@ -26,7 +26,7 @@ function agent(node: string, patch: Partial<AgentStatusRecord> = {}): AgentStatu
     version: '0.1.0',
     routing: 'native',
     hostRouting: { mode: 'BPF', reason: '', status: 'Host Routing: BPF' },
-    masquerading: 'BPF [IPv4: Enabled]',
+    masquerading: 'BPF [eth0] 10.200.0.0/16 [IPv4: Enabled, IPv6: Disabled]',
     synced: true,
     endpoints: { local: 2, cluster: 6, nodes: 3 },
     ...patch,
@@ -67,8 +67,8 @@ describe('sluice status / nodes / endpoints on a real etcd', () => {
     await client.put(keys.operatorHeartbeat()).value(JSON.stringify({ identity: 'operator-a', leaderSince: '2026-11-21T22:00:00.000Z', term: 3 }));
     await client.put(keys.agent('n1')).value(JSON.stringify(agent('n1', { statusUrl: `http://127.0.0.1:${port}` })));
     await client.put(keys.agent('n2')).value(JSON.stringify(agent('n2', {
-      hostRouting: { mode: 'Legacy', reason: 'BPF host routing requires BPF masquerading', status: 'Host Routing: Legacy' },
-      masquerading: 'Disabled',
+      hostRouting: { mode: 'Legacy', reason: 'BPF host routing requires enable-bpf-masquerade. Falling back to legacy host routing (enable-host-legacy-routing=true).', status: 'Host Routing: Legacy (BPF host routing requires enable-bpf-masquerade. Falling back to legacy host routing (enable-host-legacy-routing=true).)' },
+      masquerading: 'IPTables [IPv4: Enabled, IPv6: Disabled]',
       synced: false,
     })));
   });
@@ -87,8 +87,8 @@ describe('sluice status / nodes / endpoints on a real etcd', () => {
     expect(out).toMatch(/^Kubernetes:\s+Disabled\s+no kubeconfig/m);
     expect(out).toMatch(/^Operator:\s+Ok\s+leader operator-a \(term 3, since 2026-11-21T22:00:00.000Z\), synced$/m);
     expect(out).toMatch(/^Agents:\s+Warning\s+2\/3 running, version 0\.1\.0, 1 of 3 nodes without an agent, missing: n3$/m);
-    expect(out).toMatch(/^Host Routing:\s+BPF on n1; Legacy \(BPF host routing requires BPF masquerading\) on n2$/m);
-    expect(out).toMatch(/^Masquerading:\s+BPF \[IPv4: Enabled\] on n1; Disabled on n2$/m);
+    expect(out).toMatch(/^Host Routing:\s+BPF on n1; Legacy \(BPF host routing requires enable-bpf-masquerade\. Falling back to legacy host routing \(enable-host-legacy-routing=true\)\.\) on n2$/m);
+    expect(out).toMatch(/^Masquerading:\s+BPF \[eth0\] 10\.200\.0\.0\/16 \[IPv4: Enabled, IPv6: Disabled\] on n1; IPTables \[IPv4: Enabled, IPv6: Disabled\] on n2$/m);
     expect(out).toMatch(/^Endpoints:\s+6 pods in etcd, 4 local endpoints on 2 agents$/m);
     expect(out).toMatch(/^Controller Status:\s+5\/6 healthy \(operator mirrors synced 4\/4, agents synced 1\/2, agent etcd watches: 1\/1 connected, 2 retries, 0 decode errors, record errors 0\)$/m);
     expect(out).toMatch(/^Cluster health:\s+no health service/m);
@@ -98,7 +98,7 @@ describe('sluice status / nodes / endpoints on a real etcd', () => {
     const c = capture({ statePath });
     expect(await runCli(['status', '--node', 'n2'], c.io)).toBe(0);
     expect(c.out()).toMatch(/^Node:\s+n2$/m);
-    expect(c.out()).toMatch(/^Host Routing:\s+Legacy \(BPF host routing requires BPF masquerading\)$/m);
+    expect(c.out()).toMatch(/^Host Routing:\s+Legacy \(BPF host routing requires enable-bpf-masquerade\. Falling back to legacy host routing \(enable-host-legacy-routing=true\)\.\)$/m);
     expect(c.out()).toMatch(/^Agents:\s+Warning\s+n2: running, not synced yet/m);
     expect(c.out()).toMatch(/^Endpoints:\s+2 local, 6 cluster-wide programmed, 3 nodes; 6 pods in etcd$/m);
     const missing = capture({ statePath });
@@ -112,7 +112,7 @@ describe('sluice status / nodes / endpoints on a real etcd', () => {
     const report = JSON.parse(c.out());
     expect(report.kvstore.data.endpoint).toBe(etcd.endpoint);
     expect(report.operator).toMatchObject({ state: 'Ok', data: { identity: 'operator-a', term: 3, synced: true } });
-    expect(report.hostRouting.data.n2).toEqual({ mode: 'Legacy', reason: 'BPF host routing requires BPF masquerading', status: 'Host Routing: Legacy' });
+    expect(report.hostRouting.data.n2).toEqual({ mode: 'Legacy', reason: 'BPF host routing requires enable-bpf-masquerade. Falling back to legacy host routing (enable-host-legacy-routing=true).', status: 'Host Routing: Legacy (BPF host routing requires enable-bpf-masquerade. Falling back to legacy host routing (enable-host-legacy-routing=true).)' });
     expect(report.agents.data.missing).toEqual(['n3']);
   });
 
