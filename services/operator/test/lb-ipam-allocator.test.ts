@@ -87,5 +87,8 @@ describe('L2 announcement records', () => {
     );
     expect(lb).toEqual({ v: 1, name: 'lb', interfaces: ['^eth'], addresses: [{ ip: '192.0.2.10', service: 'default/web' }, { ip: '2001:db8::1', service: 'default/v6' }] });
     expect(ext).toEqual({ v: 1, name: 'ext', nodeSelector: { matchExpressions: [{ key: 'edge', operator: 'Exists' }] }, interfaces: [], addresses: [{ ip: '192.0.2.50', service: 'default/web' }] });
+    // An address named twice (ingress and externalIPs) is announced once.
+    const [both] = l2Records([policy('both', { loadBalancerIPs: true, externalIPs: true })], [service('twice', {}, { type: 'LoadBalancer', externalIPs: ['192.0.2.60'] }, ['192.0.2.60'])]);
+    expect(both!.addresses).toEqual([{ ip: '192.0.2.60', service: 'default/twice' }]);
   });
 });

@@ -23,7 +23,7 @@ import { startEnv, waitFor, type Env } from './env.ts';
 
 const CRDS = fileURLToPath(new URL('../../../deploy/crds', import.meta.url));
 const run = promisify(execFile);
-type Any = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+type Any = Record<string, any>;
 
 describe('LB IPAM against kube-sim', () => {
   let env: Env;

@@ -37,7 +37,7 @@ export interface LbIpamOptions {
 /** Status writes are merge patches: they replace our fields and leave the rest of the status alone. */
 const MERGE_PATCH = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
 
-type Any = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+type Any = Record<string, any>;
 
 const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
 const strMap = (v: unknown): Record<string, string> =>
@@ -137,7 +137,7 @@ export function l2Records(policies: readonly Obj[], services: readonly Obj[]): S
         .sort((a, b) => (a.ip < b.ip ? -1 : a.ip > b.ip ? 1 : a.service < b.service ? -1 : a.service > b.service ? 1 : 0))
         .filter((a) => (seen.has(`${a.ip} ${a.service}`) ? false : (seen.add(`${a.ip} ${a.service}`), true)));
       const interfaces = Array.isArray(spec.interfaces) ? spec.interfaces.filter((i: unknown): i is string => typeof i === 'string' && i.length > 0) : [];
-      return { v: SCHEMA_VERSION, name: str(p.metadata?.name) ?? '', ...(nodeSelector ? { nodeSelector } : {}), interfaces, addresses } as SlimL2Announcement;
+      return { v: SCHEMA_VERSION, name: str(p.metadata?.name) ?? '', ...(nodeSelector ? { nodeSelector } : {}), interfaces, addresses: unique } as SlimL2Announcement;
     })
     .filter((r) => r.name);
 }
