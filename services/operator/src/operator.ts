@@ -112,6 +112,10 @@ export class Operator {
     this.lbIpam = new LbIpamController({ kube: this.options.kube, etcd: this.options.etcd, keys, election: this.election, log: log.child({ subsystem: 'lb-ipam' }), registry: this.options.registry });
     this.lbIpam.start();
     this.election.onChange((leading) => {
+      // A lost lease stops this term's writes at once, not behind the transition queue: a term still starting (its
+      // load of etcd retrying against an etcd that times out) would otherwise hold the step-down, and every later
+      // term, for as long as etcd stays slow. Closing the writer ends that start, which then fails and is logged.
+      if (!leading) this.stopWriting();
       // Terms run one after another: a step-down waits for the previous term to have started fully, and vice versa.
       this.transition = this.transition.then(() => (leading ? this.lead() : this.follow())).catch((err: unknown) => {
         this.options.log.error({ err: (err as Error).message }, 'leadership transition failed');
@@ -250,6 +254,11 @@ export class Operator {
   }
 
   private async follow(): Promise<void> {
+    this.stopWriting();
+  }
+
+  /** Ends the current term's writes (the mirrors keep following Kubernetes). */
+  private stopWriting(): void {
     this.term++;
     this.synced = false;
     this.syncedGauge.set(0);

@@ -7,6 +7,7 @@ import type { V1EndpointSlice, V1Pod, V1Service } from '@kubernetes/client-node'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { realisticNode, realisticPod } from '@sluice/kube-objects';
 import type { KubeObject } from '@sluice/kube-sim';
+import { keySchema } from '@sluice/kvstore';
 import { createLogger } from '@sluice/log';
 import { createRegistry, type Registry } from '@sluice/metrics';
 import { loadKubeConfig } from '../src/kube-client.ts';
@@ -215,8 +216,8 @@ describe('bearer tokens against kube-sim over HTTPS', () => {
     return kube;
   }
 
-  function start(token: string, registry: Registry): Operator {
-    const operator = new Operator({ kube: withToken(token), etcd: env.client, keys: env.keys, registry, log: createLogger({ component: 'operator', level: 'silent' }), leaseTtlSeconds: 5, identity: token });
+  function start(token: string, registry: Registry, keys = env.keys): Operator {
+    const operator = new Operator({ kube: withToken(token), etcd: env.client, keys, registry, log: createLogger({ component: 'operator', level: 'silent' }), leaseTtlSeconds: 5, identity: token });
     operators.push(operator);
     operator.start();
     return operator;
@@ -238,14 +239,15 @@ describe('bearer tokens against kube-sim over HTTPS', () => {
 
   it('an unknown token gets 401s and mirrors nothing; the right one syncs everything', async () => {
     const refused = createRegistry();
-    const before = (await etcdRecords(env.client, env.keys)).size;
-    const stranger = start('not-a-known-token', refused);
+    // Under a prefix of its own, so that what it writes (nothing) is not mixed with what the previous test's wrote.
+    const strangerKeys = keySchema('stranger/');
+    const stranger = start('not-a-known-token', refused, strangerKeys);
     await waitFor('every kind to be refused', async () => (await Promise.all(['Node', 'Pod', 'Service', 'EndpointSlice'].map((k) => restarts(refused, k)))).every((n) => n >= 1), 30_000);
     expect(env.sim.server.stats.requests['other 401']).toBeGreaterThan(0);
     expect(stranger.informersSynced).toBe(false);
     await stranger.stop();
     operators.splice(operators.indexOf(stranger), 1);
-    expect((await etcdRecords(env.client, env.keys)).size).toBe(before);
+    expect((await etcdRecords(env.client, strangerKeys)).size).toBe(0);
 
     const operator = start('operator-token-0001', createRegistry());
     await operator.waitUntilSynced(AbortSignal.timeout(60_000));
