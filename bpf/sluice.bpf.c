@@ -9,6 +9,7 @@
  *   to_overlay      egress of the VXLAN device: chooses the remote VTEP for packets the kernel routes into it
  *   to_netdev       egress of the node's uplink: masquerade of pods' traffic leaving the cluster
  *   to_container    egress of a pod's host-side veth: reverse NAT of service replies the kernel delivers (legacy)
+ *   xdp_netdev      XDP on the uplink (--lb-acceleration): NodePort/external frontends to remote backends before the stack
  *
  * With SL_CFG_F_BPF_HOST_ROUTING off every program returns TC_ACT_OK and the kernel forwards (legacy host routing);
  * to_overlay still sets the tunnel key, since a collect_md device cannot send without one.
@@ -543,6 +544,139 @@ int to_netdev(struct __sk_buff *skb)
 	}
 	count(SL_CNT_SNAT, skb);
 	return TC_ACT_OK;
+}
+
+/*
+ * XDP acceleration on the node's uplink (native routing): NodePort, externalIP and LoadBalancer traffic from the
+ * network is translated and forwarded before the kernel allocates an skb. The choice is lb_decide's, the same as
+ * from_netdev's, from the same maps; XDP only handles what it can finish itself, a new or established flow to a
+ * backend on another node (SNAT to this node, then bpf_fib_lookup and XDP_TX / bpf_redirect). Everything else goes
+ * on UNCHANGED to tc with XDP_PASS: replies (reverse NAT), local backends (bpf_redirect_peer is tc's), hairpin,
+ * reject, and a next hop whose neighbour is not resolved yet; since lb_decide already wrote the flow's entries,
+ * from_netdev finds them and continues the same flow on the same backend.
+ */
+static __always_inline __u16 csum_replace(__u16 check, __u32 from, __u32 to, int bits32)
+{
+	/* RFC 1624: HC' = ~(~HC + ~m + m'), in 16-bit words of the same byte order as the packet. */
+	__u32 sum = (__u16)~check;
+
+	if (bits32) {
+		sum += (~from & 0xffff) + (~from >> 16) + (to & 0xffff) + (to >> 16);
+	} else {
+		sum += (~from & 0xffff) + (to & 0xffff);
+	}
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)~sum;
+}
+
+/* The XDP counterpart of rewrite(): the same fields, checksums fixed up by hand (a UDP checksum of 0 stays 0). */
+static __always_inline int xdp_rewrite(void *data, void *data_end, struct l4 *l4, int dst, __u32 new_ip, __u16 new_port)
+{
+	struct iphdr *ip = data + IP_OFF;
+	__u16 *ports = data + L4_OFF;
+	__u16 *l4sum = data + l4->csum_off;
+	__u32 old_ip = dst ? l4->daddr : l4->saddr;
+	__u16 old_port = dst ? l4->dport : l4->sport;
+
+	if ((void *)(ip + 1) > data_end || (void *)(ports + 2) > data_end || (void *)(l4sum + 1) > data_end)
+		return -1;
+	ip->check = csum_replace(ip->check, old_ip, new_ip, 1);
+	if (l4->proto == IPPROTO_TCP || *l4sum) {
+		__u16 sum = csum_replace(*l4sum, old_ip, new_ip, 1);
+		sum = csum_replace(sum, old_port, new_port, 0);
+		if (l4->proto == IPPROTO_UDP && !sum)
+			sum = 0xffff;
+		*l4sum = sum;
+	}
+	if (dst) {
+		ip->daddr = new_ip;
+		ports[1] = new_port;
+		l4->daddr = new_ip;
+		l4->dport = new_port;
+	} else {
+		ip->saddr = new_ip;
+		ports[0] = new_port;
+		l4->saddr = new_ip;
+		l4->sport = new_port;
+	}
+	return 0;
+}
+
+static __always_inline int xdp_pass(__u32 len)
+{
+	count_len(SL_CNT_XDP_PASS, len);
+	return XDP_PASS;
+}
+
+SEC("xdp")
+int xdp_netdev(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct sl_config *cfg = config();
+	struct bpf_fib_lookup fib = {};
+	struct sl_lb_tuple reply = {};
+	struct sl_snat_key masq = {};
+	struct lb_nat nat;
+	struct l4 l4;
+	__u32 len = data_end - data;
+	int verdict, i;
+
+	count_len(SL_CNT_XDP, len);
+	if (!cfg || parse_l4_data(data, data_end, &l4) < 0)
+		return xdp_pass(len);
+	/* tc translates PACKET_HOST frames only: a bridge floods other nodes' frames to us too. */
+	for (i = 0; i < ETH_ALEN; i++)
+		if (eth->h_dest[i] != cfg->uplink_mac[i])
+			return xdp_pass(len);
+	/* A reply that tc translates back (a NodePort flow SNATed here, a masqueraded pod's): not a new frontend. */
+	reply.client_ip = l4.daddr;
+	reply.client_port = l4.dport;
+	reply.peer_ip = l4.saddr;
+	reply.peer_port = l4.sport;
+	reply.proto = l4.proto;
+	if (bpf_map_lookup_elem(&sl_lb_ct, &reply))
+		return xdp_pass(len);
+	if ((cfg->flags & SL_CFG_F_MASQUERADE) && l4.daddr == cfg->node_ip) {
+		masq.addr = l4.daddr;
+		masq.port = l4.dport;
+		masq.peer_ip = l4.saddr;
+		masq.peer_port = l4.sport;
+		masq.proto = l4.proto;
+		if (bpf_map_lookup_elem(&sl_snat_rev, &masq))
+			return xdp_pass(len);
+	}
+
+	verdict = lb_decide(cfg, &l4, 0, len, &nat);
+	if (verdict == LB_DROP)
+		return XDP_DROP;
+	/* Not a frontend, no backend (tc answers with RST / ICMP), or a backend on this node (or the client itself). */
+	if (verdict != LB_DONE || !nat.nat_ip || nat.nat_ip != cfg->node_ip)
+		return xdp_pass(len);
+
+	fib.family = 2; /* AF_INET */
+	fib.l4_protocol = l4.proto;
+	fib.tot_len = l4.ip_len;
+	fib.ipv4_src = nat.nat_ip;
+	fib.ipv4_dst = nat.be_ip;
+	fib.ifindex = ctx->ingress_ifindex;
+	if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
+		return xdp_pass(len); /* tc's bpf_redirect_neigh resolves the neighbour, with the entries lb_decide wrote */
+
+	if (xdp_rewrite(data, data_end, &l4, 1, nat.be_ip, nat.be_port) < 0 ||
+	    xdp_rewrite(data, data_end, &l4, 0, nat.nat_ip, nat.nat_port) < 0)
+		return xdp_pass(len);
+	if ((void *)(eth + 1) > data_end)
+		return xdp_pass(len);
+	__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
+	count_len(SL_CNT_LB_DNAT, len);
+	count_len(SL_CNT_XDP_FWD, len);
+	if (fib.ifindex == ctx->ingress_ifindex)
+		return XDP_TX;
+	return bpf_redirect(fib.ifindex, 0);
 }
 
 SEC("tc")

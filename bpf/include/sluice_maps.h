@@ -270,6 +270,9 @@ enum sl_counter_index {
 	SL_CNT_LB_CT_HIT = 26,      /* a packet of an established load-balanced flow (forward entry found) */
 	SL_CNT_LB_SNAT = 27,        /* a new NodePort flow to another node's backend, SNATed to this node */
 	SL_CNT_LB_HAIRPIN = 28,     /* a new flow of a pod to itself through its service */
+	SL_CNT_XDP = 29,            /* frames seen by xdp_netdev */
+	SL_CNT_XDP_FWD = 30,        /* translated and forwarded in XDP (XDP_TX / redirect) */
+	SL_CNT_XDP_PASS = 31,       /* handed on to the stack and tc unchanged */
 };
 
 #endif

@@ -716,6 +716,9 @@ export const COUNTERS = {
   lbCtHit: 26,
   lbSnat: 27,
   lbHairpin: 28,
+  xdp: 29,
+  xdpFwd: 30,
+  xdpPass: 31,
 } as const;
 export type CounterName = keyof typeof COUNTERS;
 
@@ -854,6 +857,7 @@ export const PROGRAMS = {
   fromOverlay: { name: 'from_overlay', attach: 'ingress', on: 'the VXLAN device' },
   toOverlay: { name: 'to_overlay', attach: 'egress', on: 'the VXLAN device' },
   toContainer: { name: 'to_container', attach: 'egress', on: "a pod's host-side veth" },
+  xdpNetdev: { name: 'xdp_netdev', attach: 'xdp', on: "the node's uplink (--lb-acceleration)" },
   sockConnect4: { name: 'sock4_connect', attach: 'cgroup/connect4', on: "the node's cgroup (host-namespace clients)" },
   sockSendmsg4: { name: 'sock4_sendmsg', attach: 'cgroup/sendmsg4', on: "the node's cgroup (unconnected UDP)" },
   sockRecvmsg4: { name: 'sock4_recvmsg', attach: 'cgroup/recvmsg4', on: "the node's cgroup (unconnected UDP)" },

@@ -12,3 +12,4 @@ export * from './services.ts';
 export * from './tc.ts';
 export * from './test-run.ts';
 export * from './cgroup.ts';
+export * from './xdp.ts';

@@ -144,6 +144,9 @@ export const bpf = {
   tcAttach: lib.func('int bpf_tc_attach(bpf_tc_hook *hook, _Inout_ bpf_tc_opts *opts)') as (hook: TcHook, opts: TcOpts) => number,
   tcDetach: lib.func('int bpf_tc_detach(bpf_tc_hook *hook, bpf_tc_opts *opts)') as (hook: TcHook, opts: TcOpts) => number,
   tcQuery: lib.func('int bpf_tc_query(bpf_tc_hook *hook, _Inout_ bpf_tc_opts *opts)') as (hook: TcHook, opts: TcOpts) => number,
+  xdpAttach: lib.func('int bpf_xdp_attach(int ifindex, int prog_fd, uint32_t flags, void *opts)') as (ifindex: number, progFd: number, flags: number, opts: null) => number,
+  xdpDetach: lib.func('int bpf_xdp_detach(int ifindex, uint32_t flags, void *opts)') as (ifindex: number, flags: number, opts: null) => number,
+  xdpQueryId: lib.func('int bpf_xdp_query_id(int ifindex, int flags, _Out_ uint32_t *prog_id)') as (ifindex: number, flags: number, id: [number]) => number,
   progTestRun: lib.func('int bpf_prog_test_run_opts(int fd, _Inout_ bpf_test_run_opts *opts)') as (fd: number, opts: TestRunOpts) => number,
   probeHelper: lib.func('int libbpf_probe_bpf_helper(int prog_type, int helper_id, void *opts)') as (
     progType: number,
