@@ -3,7 +3,7 @@
  *
  * | user (= client certificate CN)  | role                       | may                                                        |
  * | ------------------------------- | -------------------------- | ---------------------------------------------------------- |
- * | sluice-operator                 | sluice-operator            | read everything under <root>v1/; write nodes/, pods/, services/, endpointslices/, synced/, operator/ |
+ * | sluice-operator                 | sluice-operator            | read everything under <root>v1/; write nodes/, pods/, services/, endpointslices/, synced/, operator/, l2announcements/, effectiveconfig/ |
  * | sluice-agent-<node>             | sluice-agent-<node>        | read everything under <root>v1/; write agents/<node> and health/<node> only |
  * | sluice-health, sluice-cli       | sluice-reader              | read everything under <root>v1/                             |
  * | root                            | root                       | everything (administration, nodeconfig/ records)           |
@@ -52,7 +52,7 @@ export interface AuthPlan {
 export function authPlan(keys: KeySchema, nodes: readonly string[]): AuthPlan {
   const everything = keys.prefix('nodes').replace(/nodes\/$/, '');
   const read: Grant = { permission: 'Read', key: everything, prefix: true };
-  const operatorWrites = (['nodes', 'pods', 'services', 'endpointslices', 'synced', 'operator', 'l2announcements'] as const).map((c): Grant => ({ permission: 'Readwrite', key: keys.prefix(c), prefix: true }));
+  const operatorWrites = (['nodes', 'pods', 'services', 'endpointslices', 'synced', 'operator', 'l2announcements', 'effectiveconfig'] as const).map((c): Grant => ({ permission: 'Readwrite', key: keys.prefix(c), prefix: true }));
   const roles: AuthPlan['roles'] = [
     { name: ETCD_ROLES.operator, grants: [read, ...operatorWrites] },
     { name: ETCD_ROLES.reader, grants: [read] },

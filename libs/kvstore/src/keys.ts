@@ -14,6 +14,7 @@
  * | <root>v1/operator/heartbeat                   | OperatorHeartbeat, on the leader's lease | operator   |
  * | <root>v1/operator/leader/<lease id>           | the candidate's identity (etcd3 election) | operator  |
  * | <root>v1/nodeconfig/<node>                    | NodeConfigRecord (records.ts): per-node datapath settings | an admin or the demo |
+ * | <root>v1/effectiveconfig/<node>               | NodeConfigRecord with `sources`: the node's settings resolved from the SluiceNodeConfigs that select it (agents apply it live, over nodeconfig/ and their flags); absent when none sets anything | operator |
  * | <root>v1/agents/<node>                        | AgentStatusRecord (records.ts), on the agent's lease | agent           |
  * | <root>v1/health/<node>                        | HealthEndpointRecord (records.ts): where a node's agent health port and health endpoint answer probes, on the agent's lease | agent |
  * | <root>v1/l2announcements/<policy>             | SlimL2Announcement (slim l2.ts): a SluiceL2AnnouncementPolicy with the addresses it selects | operator |
@@ -36,7 +37,7 @@ export type ResourceKind = (typeof RESOURCE_KINDS)[number];
 export interface KeySchema {
   readonly root: string;
   /** The prefix under which every key of a collection lives, ending in `/`. */
-  prefix(collection: ResourceKind | 'synced' | 'nodeconfig' | 'agents' | 'health' | 'operator' | 'l2announcements' | 'l2leases'): string;
+  prefix(collection: ResourceKind | 'synced' | 'nodeconfig' | 'effectiveconfig' | 'agents' | 'health' | 'operator' | 'l2announcements' | 'l2leases'): string;
   node(name: string): string;
   pod(namespace: string, name: string): string;
   service(namespace: string, name: string): string;
@@ -46,6 +47,8 @@ export interface KeySchema {
   /** The election prefix (etcd3's Election appends the lease id). */
   operatorElection(): string;
   nodeConfig(node: string): string;
+  /** A node's configuration as the operator resolved it from SluiceNodeConfigs. */
+  effectiveNodeConfig(node: string): string;
   agent(node: string): string;
   health(node: string): string;
   /** A SluiceL2AnnouncementPolicy as the operator resolved it (not one of RESOURCE_KINDS: no sync marker). */
@@ -53,7 +56,7 @@ export interface KeySchema {
   /** Who announces an address on the underlay: one agent holds this key on its lease. */
   l2Lease(ip: string): string;
   /** Splits a key under a collection prefix back into its name parts, or undefined if it is not under it. */
-  parse(collection: ResourceKind | 'nodeconfig' | 'agents' | 'health' | 'l2announcements' | 'l2leases', key: string): string[] | undefined;
+  parse(collection: ResourceKind | 'nodeconfig' | 'effectiveconfig' | 'agents' | 'health' | 'l2announcements' | 'l2leases', key: string): string[] | undefined;
 }
 
 export function keySchema(root = DEFAULT_ROOT): KeySchema {
@@ -71,6 +74,7 @@ export function keySchema(root = DEFAULT_ROOT): KeySchema {
     operatorHeartbeat: () => `${prefix('operator')}heartbeat`,
     operatorElection: () => `${prefix('operator')}leader`,
     nodeConfig: (node) => `${prefix('nodeconfig')}${node}`,
+    effectiveNodeConfig: (node) => `${prefix('effectiveconfig')}${node}`,
     agent: (node) => `${prefix('agents')}${node}`,
     health: (node) => `${prefix('health')}${node}`,
     l2Announcement: (policy) => `${prefix('l2announcements')}${policy}`,

@@ -23,6 +23,8 @@ export const nodeConfigRecord = z.strictObject({
   hostRouting: hostRoutingRequest.optional(),
   /** Masquerading of pod traffic leaving the cluster: off, iptables or bpf (to_netdev); the old boolean: bpf/off. */
   masquerade: z.union([z.boolean(), z.enum(['off', 'iptables', 'bpf'])]).optional(),
+  /** In the operator's record (keys.effectiveNodeConfig): the SluiceNodeConfigs it was resolved from, in order. */
+  sources: z.array(z.string()).optional(),
 });
 export type NodeConfigRecord = z.infer<typeof nodeConfigRecord>;
 

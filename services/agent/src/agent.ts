@@ -18,16 +18,12 @@ import { promisify } from 'node:util';
 import { attachNode, attachSocketLb, decideHostRouting, loadDatapath, probeKernel, type Datapath, type HostRoutingDecision, type KernelFeatures } from '@sluice/datapath';
 import {
   createKvClient,
-  decodeRecord,
   keySchema,
   LeasedKeys,
-  nodeConfigRecord,
   RECORD_VERSION,
   type AgentStatusRecord,
-  type Etcd3,
   type KvClientOptions,
   type HostRoutingRequest,
-  type NodeConfigRecord,
   type RoutingMode,
 } from '@sluice/kvstore';
 import type { TlsFiles } from '@sluice/health-api';
@@ -47,6 +43,7 @@ import { startL2Announcer } from './reconcilers/l2-announcer.ts';
 import { iptablesMasquerade, type IptablesMasquerade } from './reconcilers/iptables.ts';
 import { masqueradingText, parseMasqueradeMode, type MasqueradeMode } from './tables/masquerade.ts';
 import { withPrerequisites } from './tables/host-routing.ts';
+import { DatapathMode, readStartConfig } from './reconcilers/datapath-mode.ts';
 
 const exec = promisify(execFile);
 export const AGENT_VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
@@ -119,20 +116,6 @@ async function ipJson<T>(netns: string | undefined, args: string[]): Promise<T> 
 
 type IpLink = { ifname: string; ifindex: number; address: string; addr_info?: Array<{ family: string; local: string }> };
 
-async function readNodeConfig(client: Etcd3, key: string, log: Logger): Promise<NodeConfigRecord> {
-  try {
-    const text = await Promise.race([
-      client.get(key).string(),
-      new Promise<never>((_, reject) => setTimeout(() => reject(new Error('etcd did not answer within 3 s')), 3000).unref()),
-    ]);
-    if (text === null) return {};
-    return decodeRecord(nodeConfigRecord, 'node config', text);
-  } catch (err) {
-    log.warn({ key, error: (err as Error).message }, 'node config not read; using the flags');
-    return {};
-  }
-}
-
 export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
   const log = options.log ?? createLogger({ component: 'agent', node: options.nodeName });
   const registry = createRegistry({ defaultMetrics: true });
@@ -141,7 +124,10 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
   const vxlan = options.vxlan ?? 'vx0';
   const netns = options.netns;
 
-  const config = await readNodeConfig(client, keys.nodeConfig(options.nodeName), log);
+  // Flags, then the admin's nodeconfig/ record, then the operator's per-node record (datapath-mode.ts).
+  const start = await readStartConfig(client, keys, options.nodeName, log);
+  const base = { masquerade: parseMasqueradeMode(start.admin.masquerade ?? options.masquerade) ?? 'off', hostRouting: start.admin.hostRouting ?? options.hostRouting, routing: start.admin.routing ?? options.routing };
+  const config = { ...start.admin, ...start.effective };
   const routing = config.routing ?? options.routing;
   const masqueradeMode: MasqueradeMode = parseMasqueradeMode(config.masquerade ?? options.masquerade) ?? 'off';
   const clusterCidr = options.clusterCidr ?? DEFAULT_CLUSTER_CIDR;
@@ -224,7 +210,16 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
   // away for want of this node's podCIDR.
   masquerade = iptablesMasquerade({ netns, clusterCidr, nodes: () => core.nodeAddresses(), mode: masqueradeMode, log, registry, ...(options.reconcileIntervalMs !== undefined ? { refreshIntervalMs: options.reconcileIntervalMs } : {}) });
   let stopping = false;
-  const masqueradeStarted = core.synced().then(() => (stopping ? undefined : masquerade?.start())).catch((err: unknown) => log.error({ error: (err as Error).message }, 'iptables masquerading did not start'));
+  const mode = new DatapathMode({
+    datapath: dp, masquerade, features, base, current: { masquerade: masqueradeMode, hostRouting }, uplink: options.uplink, clusterCidr, log,
+    onChange: () => publisher?.update(),
+  });
+  const masqueradeStarted = core.synced().then(async () => {
+    if (stopping) return;
+    await masquerade?.start();
+    // Live switches once the rules can be derived (the nodes are known).
+    if (!stopping) mode.follow({ client, keys, node: options.nodeName, registry, clusterSize: () => Math.max(1, options.clusterSize ?? 1) });
+  }).catch((err: unknown) => log.error({ error: (err as Error).message }, 'iptables masquerading did not start'));
   // Services and EndpointSlices → the load balancer's maps (kube-proxy replacement): a reconciler of its own.
   const services = startServices({ nodeName: options.nodeName, client, keys, datapath: dp, log, registry, nodeIp, ...(options.clusterSize ? { clusterSize: options.clusterSize } : {}), ...(options.reconcileIntervalMs !== undefined ? { refreshIntervalMs: options.reconcileIntervalMs } : {}) });
 
@@ -271,8 +266,8 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
       reconcilers: [...s.reconcilers, services.status().reconciler, ...(masquerade?.reconciler.isStarted ? [masquerade.reconciler.status()] : [])],
       conflicts: s.conflicts,
       routing,
-      hostRouting,
-      masquerading,
+      hostRouting: mode.hostRouting,
+      masquerading: mode.masquerading,
       kernel: features,
       maps: dp.fillLevels(),
       kubeProxyReplacement: { enabled: true, socketLb: !!options.cgroupRoot, ...services.status() },
@@ -302,8 +297,8 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
       statusUrl,
       version: AGENT_VERSION,
       routing,
-      hostRouting: { mode: hostRouting.mode, reason: hostRouting.reason, status: hostRouting.status },
-      masquerading,
+      hostRouting: { mode: mode.hostRouting.mode, reason: mode.hostRouting.reason, status: mode.hostRouting.status },
+      masquerading: mode.masquerading,
       synced: s.synced,
       endpoints: s.endpoints,
     };
@@ -352,7 +347,9 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
     datapath: dp,
     api,
     status,
-    hostRouting,
+    get hostRouting() {
+      return mode.hostRouting;
+    },
     routing,
     features,
     nodeIp,
@@ -371,6 +368,7 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
         ['iptables masquerade reconciler (rules stay)', async () => {
           stopping = true;
           if (core.isSynced) await masqueradeStarted;
+          await mode.stop();
           await masquerade?.stop();
         }],
         ['services reconciler', () => services.stop().catch((err: unknown) => log.warn({ error: (err as Error).message }, 'stopping the services reconciler failed'))],

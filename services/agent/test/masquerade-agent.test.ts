@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
-import { defaultPinDir } from '@sluice/datapath';
+import { decideHostRouting, defaultPinDir, probeKernel } from '@sluice/datapath';
 import { startEtcd, type EtcdServer } from '@sluice/etcd-runner';
 import { createKvClient, keySchema } from '@sluice/kvstore';
 import { createLogger } from '@sluice/log';
@@ -40,14 +40,23 @@ async function until(what: string, check: () => Promise<boolean> | boolean, ms =
 }
 
 describe('agent with iptables masquerading', () => {
+  let nodeNs = '';
+  let prefix = '';
+  const start = (log = createLogger({ component: 'agent', level: 'silent' })) => runAgent({
+    nodeName: 'mq-1', etcd: [etcd!.endpoint], rootPrefix: prefix, pinDir: lab.trackPinDir(defaultPinDir(`${lab.id}-mq`)), netns: nodeNs, uplink: 'eth0',
+    routing: 'native', hostRouting: 'auto', masquerade: 'iptables', stateDir: stateDir!, apiSocket: join(stateDir!, 'agent.sock'), healthPort: 0, clusterCidr: '10.231.0.0/16',
+    reconcileIntervalMs: 0, log,
+  });
+  const nat = async () => (await must('ip', ['netns', 'exec', nodeNs, 'iptables-save', '-t', 'nat'])).split('\n').filter((l) => l.includes('SLUICE_POST_nat') && l.startsWith('-A'));
+
   it('falls back to legacy host routing once, reports IPTables, and programs SLUICE_POST_nat from the node list', async () => {
     etcd = await startEtcd();
-    const prefix = `masq-${lab.id}/`;
+    prefix = `masq-${lab.id}/`;
     const keys = keySchema(prefix);
     const writer = createKvClient({ endpoints: [etcd.endpoint] });
     await writer.put(keys.node('mq-1')).value(nodeRecord('mq-1', '192.168.231.1', '10.231.1.0/24'));
     await writer.put(keys.node('mq-2')).value(nodeRecord('mq-2', '192.168.231.2', '10.231.2.0/24'));
-    const nodeNs = await lab.addNetns(lab.name('node'));
+    nodeNs = await lab.addNetns(lab.name('node'));
     const peer = await lab.addNetns(lab.name('peer'));
     await lab.addVeth({ ns: nodeNs, name: 'eth0' }, { ns: peer, name: 'eth0' });
     await lab.addAddr(nodeNs, 'eth0', '192.168.231.1/24');
@@ -59,12 +68,7 @@ describe('agent with iptables masquerading', () => {
         done();
       },
     });
-    const agent = await runAgent({
-      nodeName: 'mq-1', etcd: [etcd.endpoint], rootPrefix: prefix, pinDir: lab.trackPinDir(defaultPinDir(`${lab.id}-mq`)), netns: nodeNs, uplink: 'eth0',
-      routing: 'native', hostRouting: 'auto', masquerade: 'iptables', stateDir, apiSocket: join(stateDir, 'agent.sock'), healthPort: 0, clusterCidr: '10.231.0.0/16',
-      reconcileIntervalMs: 0, log: createLogger({ component: 'agent', level: 'info', destination }),
-    });
-    const nat = async () => (await must('ip', ['netns', 'exec', nodeNs, 'iptables-save', '-t', 'nat'])).split('\n').filter((l) => l.includes('SLUICE_POST_nat') && l.startsWith('-A'));
+    const agent = await start(createLogger({ component: 'agent', level: 'info', destination }));
     try {
       const reason = 'BPF host routing requires enable-bpf-masquerade. Falling back to legacy host routing (enable-host-legacy-routing=true).';
       expect(agent.hostRouting).toEqual({ mode: 'Legacy', reason, status: `Host Routing: Legacy (${reason})` });
@@ -95,4 +99,49 @@ describe('agent with iptables masquerading', () => {
     // Stopping leaves the rules (flows keep their translation while no agent runs).
     expect(await nat()).toHaveLength(5);
   }, 90_000);
+
+  it('switches masquerading and host routing live from the operator\'s record, new path first, and a restart gives the same', async () => {
+    const keys = keySchema(prefix);
+    const writer = createKvClient({ endpoints: [etcd!.endpoint] });
+    const bpfHostRouting = decideHostRouting(await probeKernel(), 'auto');
+    const reason = 'BPF host routing requires enable-bpf-masquerade. Falling back to legacy host routing (enable-host-legacy-routing=true).';
+    let agent = await start();
+    try {
+      await agent.core.synced();
+      await until('SLUICE_POST_nat', async () => (await nat()).length === 5);
+      // The operator resolved a SluiceNodeConfig for this node: BPF masquerading.
+      await writer.put(keys.effectiveNodeConfig('mq-1')).value(JSON.stringify({ v: 1, masquerade: 'bpf', hostRouting: 'auto', sources: ['50-ebpf'] }));
+      await until('the chain to go', async () => (await nat()).length === 0);
+      await until('the switch to end', () => agent.hostRouting.mode === bpfHostRouting.mode);
+      expect(agent.datapath.getConfig()).toMatchObject({ masquerade: true, bpfHostRouting: bpfHostRouting.mode === 'BPF' });
+      expect(agent.hostRouting).toEqual(bpfHostRouting);
+      const status = (await (await fetch(`${agent.status.url}/status`)).json()) as { masquerading: string };
+      expect(status.masquerading).toBe('BPF [eth0] 10.231.0.0/16 [IPv4: Enabled, IPv6: Disabled]');
+
+      // And back: the rules first, then the BPF SNAT off and legacy host routing, with the reason.
+      await writer.put(keys.effectiveNodeConfig('mq-1')).value(JSON.stringify({ v: 1, masquerade: 'iptables', sources: ['10-base'] }));
+      await until('the chain to come back', async () => (await nat()).length === 5);
+      await until('the BPF SNAT off', () => agent.datapath.getConfig()?.masquerade === false && agent.hostRouting.mode === 'Legacy');
+      expect(agent.datapath.getConfig()).toMatchObject({ bpfHostRouting: false });
+      expect(agent.hostRouting).toMatchObject({ mode: 'Legacy', reason });
+
+      // The record gone: the flags again (iptables here), nothing to switch.
+      await writer.delete().key(keys.effectiveNodeConfig('mq-1'));
+      await new Promise((r) => setTimeout(r, 300));
+      expect(await nat()).toHaveLength(5);
+
+      // A restart with the record already there starts in its mode, and takes away the rules the last run left.
+      await agent.stop({ graceMs: 5000 });
+      await writer.put(keys.effectiveNodeConfig('mq-1')).value(JSON.stringify({ v: 1, masquerade: 'bpf', sources: ['50-ebpf'] }));
+      expect(await nat()).toHaveLength(5);
+      agent = await start();
+      expect(agent.datapath.getConfig()).toMatchObject({ masquerade: true });
+      expect(agent.hostRouting).toEqual(bpfHostRouting);
+      await agent.core.synced();
+      await until('the old run\'s chain to go', async () => (await nat()).length === 0);
+    } finally {
+      await agent.stop({ graceMs: 5000 });
+      writer.close();
+    }
+  }, 120_000);
 });

@@ -16,6 +16,7 @@ import { KvWriter, LeaderElection, RESOURCE_KINDS, syncedMarkerValue, type Etcd3
 import type { Logger } from '@sluice/log';
 import { Gauge, type Registry } from '@sluice/metrics';
 import { LbIpamController } from './lb-ipam/controller.ts';
+import { NodeConfigController } from './node-config/controller.ts';
 import { KindMirror, mirrorMetrics, type MirrorMetrics, type RecordSink } from './mirror.ts';
 import { mirroredResources } from './resources.ts';
 
@@ -74,6 +75,8 @@ export class Operator {
   private transition: Promise<void> = Promise.resolve();
   /** LB IPAM and the L2 announcement records (lb-ipam/): follows its kinds always, writes only while leading. */
   private lbIpam: LbIpamController | undefined;
+  /** SluiceNodeConfigs → each node's effective configuration in etcd (node-config/): writes only while leading. */
+  private nodeConfig: NodeConfigController | undefined;
 
   constructor(private readonly options: OperatorOptions) {
     this.identity = options.identity ?? `operator-${hostname()}-${process.pid}`;
@@ -111,6 +114,8 @@ export class Operator {
     for (const mirror of this.mirrors) mirror.start();
     this.lbIpam = new LbIpamController({ kube: this.options.kube, etcd: this.options.etcd, keys, election: this.election, log: log.child({ subsystem: 'lb-ipam' }), registry: this.options.registry });
     this.lbIpam.start();
+    this.nodeConfig = new NodeConfigController({ kube: this.options.kube, etcd: this.options.etcd, keys, election: this.election, log: log.child({ subsystem: 'node-config' }), registry: this.options.registry });
+    this.nodeConfig.start();
     this.election.onChange((leading) => {
       // A lost lease stops this term's writes at once, not behind the transition queue: a term still starting (its
       // load of etcd retrying against an etcd that times out) would otherwise hold the step-down, and every later
@@ -180,6 +185,7 @@ export class Operator {
     this.mirrors = [];
     await within('stopping the informers', Promise.all(mirrors.map((m) => m.stop())), Date.now() + graceMs / 4);
     await within('stopping LB IPAM', this.lbIpam?.stop() ?? Promise.resolve());
+    await within('stopping node config', this.nodeConfig?.stop() ?? Promise.resolve(), Date.now() + graceMs / 4);
     const writer = this.writer;
     if (writer && !(await within('writing what was queued', writer.flush(), Date.now() + graceMs / 2))) {
       const { pending, inFlight } = writer.getStats();

@@ -1,0 +1,145 @@
+/**
+ * The node's datapath mode — masquerading and host routing — applied live when the operator's per-node record
+ * (keys.effectiveNodeConfig, resolved from SluiceNodeConfigs) changes, without a restart.
+ *
+ * Layers, lowest first: the agent's flags, the admin's nodeconfig/ record (both read at start), the operator's
+ * record (read at start too, so a restart gives what a live switch gave, then watched).
+ *
+ * A switch writes the new path before it removes the old one, so no packet leaves with neither:
+ * - into iptables masquerading: SLUICE_POST_nat is written first, then BPF host routing and the BPF SNAT go off
+ *   (legacy host routing sends pod traffic through netfilter, where the rules now are);
+ * - out of it: the BPF SNAT (and BPF host routing, if its prerequisites now hold) go on first, then the chain goes.
+ * Flows iptables masqueraded keep their conntrack entries in netfilter; replies the BPF path does not know go to the
+ * stack, which still translates them. Routing (native/tunnel) is not switched live: it needs a restart (logged).
+ */
+import { decideHostRouting, type Datapath, type HostRoutingDecision, type KernelFeatures } from '@sluice/datapath';
+import { decodeRecord, nodeConfigRecord, watchPrefix, type Etcd3, type KeySchema, type NodeConfigRecord, type PrefixWatch, type RoutingMode } from '@sluice/kvstore';
+import type { Logger } from '@sluice/log';
+import type { Registry } from '@sluice/metrics';
+import { withPrerequisites, type HostRoutingRequest } from '../tables/host-routing.ts';
+import { masqueradingText, parseMasqueradeMode, type MasqueradeMode } from '../tables/masquerade.ts';
+import type { IptablesMasquerade } from './iptables.ts';
+
+export interface DatapathModeOptions {
+  datapath: Pick<Datapath, 'setConfig' | 'getConfig'>;
+  masquerade: IptablesMasquerade;
+  features: KernelFeatures;
+  /** Flags overlaid with the admin's nodeconfig/ record: what applies where the operator's record says nothing. */
+  base: { masquerade: MasqueradeMode; hostRouting: HostRoutingRequest; routing: RoutingMode };
+  /** What runs now (decided at start). */
+  current: { masquerade: MasqueradeMode; hostRouting: HostRoutingDecision };
+  uplink: string;
+  clusterCidr: string;
+  log: Logger;
+  /** After a switch (status publishing). */
+  onChange?: () => void;
+}
+
+export class DatapathMode {
+  private masqueradeMode: MasqueradeMode;
+  private decision: HostRoutingDecision;
+  private queue: Promise<void> = Promise.resolve();
+  private routingWarned = '';
+  private watch: PrefixWatch | undefined;
+
+  constructor(private readonly options: DatapathModeOptions) {
+    this.masqueradeMode = options.current.masquerade;
+    this.decision = options.current.hostRouting;
+  }
+
+  get masquerade(): MasqueradeMode {
+    return this.masqueradeMode;
+  }
+
+  get hostRouting(): HostRoutingDecision {
+    return this.decision;
+  }
+
+  get masquerading(): string {
+    return masqueradingText(this.masqueradeMode, this.options.uplink, this.options.clusterCidr);
+  }
+
+  /** Applies the operator's record (undefined: none, back to the base); switches run one at a time, in order. */
+  apply(record: NodeConfigRecord | undefined): Promise<void> {
+    this.queue = this.queue.then(() => this.switchTo(record)).catch((err: unknown) => this.options.log.error({ error: (err as Error).message }, 'switching the datapath mode failed'));
+    return this.queue;
+  }
+
+  private async switchTo(record: NodeConfigRecord | undefined): Promise<void> {
+    const { base, datapath, masquerade, log } = this.options;
+    if (record?.routing && record.routing !== base.routing && this.routingWarned !== record.routing) {
+      this.routingWarned = record.routing;
+      log.warn({ routing: record.routing, running: base.routing }, 'the node configuration asks for another routing mode; routing changes need an agent restart');
+    }
+    const mode = parseMasqueradeMode(record?.masquerade ?? base.masquerade) ?? 'off';
+    const requested = record?.hostRouting ?? base.hostRouting;
+    const decision = withPrerequisites(decideHostRouting(this.options.features, requested), requested, { masquerade: mode, bpfServiceLb: true });
+    if (mode === this.masqueradeMode && decision.mode === this.decision.mode && decision.reason === this.decision.reason) return;
+    const from = `${this.masqueradeMode}/${this.decision.mode}`;
+    const config = datapath.getConfig();
+    if (!config) throw new Error('the datapath has no configuration to change');
+    const setDatapath = () => datapath.setConfig({ ...config, masquerade: mode === 'bpf', bpfHostRouting: decision.mode === 'BPF' });
+    if (mode === 'iptables') {
+      await masquerade.setMode(mode);
+      setDatapath();
+    } else {
+      setDatapath();
+      await masquerade.setMode(mode);
+    }
+    const reasonChanged = decision.reason !== this.decision.reason;
+    this.masqueradeMode = mode;
+    this.decision = decision;
+    log.info({ from, to: `${mode}/${decision.mode}` }, `datapath mode switched live: Masquerading: ${this.masquerading}, Host Routing: ${decision.mode}`);
+    if (decision.reason && reasonChanged) log.warn(decision.reason);
+    this.options.onChange?.();
+  }
+
+  /** Follows the operator's record for this node. */
+  follow(options: { client: Etcd3; keys: KeySchema; node: string; registry?: Registry; clusterSize?: () => number }): void {
+    const key = options.keys.effectiveNodeConfig(options.node);
+    let listed: NodeConfigRecord | undefined;
+    let done = false;
+    this.watch = watchPrefix<NodeConfigRecord>(options.client, key, {
+      name: 'effectiveconfig',
+      log: this.options.log,
+      registry: options.registry,
+      clusterSize: options.clusterSize ?? (() => 1),
+      decode: (_key, bytes) => decodeRecord(nodeConfigRecord, 'effective node config', bytes),
+      onEvent: (e) => {
+        if (e.type === 'listDone') {
+          done = true;
+          void this.apply(listed);
+          return;
+        }
+        if (e.key !== key) return; // the prefix also covers nodes whose name starts with ours
+        const value = e.type === 'upsert' ? e.value : undefined;
+        if (done) void this.apply(value);
+        else listed = value;
+      },
+    });
+    this.watch.synced.catch(() => undefined); // rejects when stopped before its list: nothing to do then
+  }
+
+  async stop(): Promise<void> {
+    await this.watch?.stop();
+    await this.queue;
+  }
+}
+
+/** The admin's record and the operator's, read once at start. */
+export async function readStartConfig(client: Etcd3, keys: KeySchema, node: string, log: Logger): Promise<{ admin: NodeConfigRecord; effective: NodeConfigRecord }> {
+  const read = async (key: string, what: string): Promise<NodeConfigRecord> => {
+    try {
+      const text = await Promise.race([
+        client.get(key).string(),
+        new Promise<never>((_, reject) => setTimeout(() => reject(new Error('etcd did not answer within 3 s')), 3000).unref()),
+      ]);
+      return text === null ? {} : decodeRecord(nodeConfigRecord, what, text);
+    } catch (err) {
+      log.warn({ key, error: (err as Error).message }, `${what} not read; using the flags`);
+      return {};
+    }
+  };
+  const [admin, effective] = await Promise.all([read(keys.nodeConfig(node), 'node config'), read(keys.effectiveNodeConfig(node), 'effective node config')]);
+  return { admin, effective };
+}
