@@ -625,7 +625,8 @@ int xdp_netdev(struct xdp_md *ctx)
 	int verdict, i;
 
 	count_len(SL_CNT_XDP, len);
-	if (!cfg || parse_l4_data(data, data_end, &l4) < 0)
+	/* Tunnel mode reaches remote backends through the VXLAN device's tunnel key, which only tc can set. */
+	if (!cfg || (cfg->flags & SL_CFG_F_TUNNEL) || parse_l4_data(data, data_end, &l4) < 0)
 		return xdp_pass(len);
 	/* tc translates PACKET_HOST frames only: a bridge floods other nodes' frames to us too. */
 	for (i = 0; i < ETH_ALEN; i++)

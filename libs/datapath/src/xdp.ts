@@ -62,9 +62,9 @@ export function queryXdp(index: number): { mode: XdpMode; progId: number } | und
 
 /** Removes whatever XDP program is attached (either mode); nothing attached is not an error. */
 export function detachXdp(index: number): void {
-  refuseInitialNetns('detachXdp');
   const attached = queryXdp(index);
   if (!attached) return;
+  refuseInitialNetns('detachXdp');
   const ret = bpf.xdpDetach(index, modeFlags(attached.mode), null);
   if (ret < 0 && ret !== -2) check('bpf_xdp_detach', ret, `ifindex ${index}`);
 }
