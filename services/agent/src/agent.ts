@@ -15,7 +15,7 @@
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
-import { attachNode, attachSocketLb, decideHostRouting, loadDatapath, probeKernel, type Datapath, type HostRoutingDecision, type KernelFeatures } from '@sluice/datapath';
+import { applyLbAcceleration, attachNode, attachSocketLb, decideHostRouting, loadDatapath, probeKernel, xdpStatusText, type Datapath, type HostRoutingDecision, type KernelFeatures, type LbAcceleration, type XdpMode } from '@sluice/datapath';
 import {
   createKvClient,
   keySchema,
@@ -65,6 +65,8 @@ export interface AgentOptions {
   masquerade?: boolean | MasqueradeMode;
   /** cgroup v2 directory to attach the socket load balancer to (host-namespace clients of services). */
   cgroupRoot?: string;
+  /** XDP acceleration of NodePort/LoadBalancer traffic on the uplink (native routing only); default disabled. */
+  lbAcceleration?: LbAcceleration;
   stateDir: string;
   apiSocket?: string;
   apiPort?: number;
@@ -184,6 +186,13 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
     attachSocketLb(options.pinDir, options.cgroupRoot);
     log.info({ cgroup: options.cgroupRoot }, 'socket load balancer attached (host-namespace clients of services)');
   }
+  // XDP before the stack for NodePort/LoadBalancer traffic from outside; 'disabled' also removes a program a previous
+  // run left attached. Tunnel mode needs tc's tunnel key, so it stays on the tc path.
+  const accelerationRequest: LbAcceleration = options.lbAcceleration ?? 'disabled';
+  const accelerationReason = accelerationRequest !== 'disabled' && routing === 'tunnel' ? 'tunnel routing: XDP acceleration needs native routing' : undefined;
+  if (accelerationReason) log.warn({ requested: accelerationRequest }, `XDP acceleration disabled (${accelerationReason})`);
+  const acceleration: XdpMode | 'disabled' = applyLbAcceleration(dp.programs.xdp_netdev, options.uplink, accelerationReason ? 'disabled' : accelerationRequest, netns);
+  if (acceleration !== 'disabled') log.info({ device: options.uplink, mode: acceleration, requested: accelerationRequest }, `XDP Acceleration: ${xdpStatusText(acceleration)}`);
   log.info({ reusedMaps: dp.reusedMaps, endpoints: store.all().length }, dp.reusedMaps ? 'reusing pinned maps (no flush)' : 'created maps');
 
   let publisher: StatusPublisher | undefined;
@@ -270,7 +279,13 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
       masquerading: mode.masquerading,
       kernel: features,
       maps: dp.fillLevels(),
-      kubeProxyReplacement: { enabled: true, socketLb: !!options.cgroupRoot, ...services.status() },
+      kubeProxyReplacement: {
+        enabled: true,
+        socketLb: !!options.cgroupRoot,
+        xdpAcceleration: xdpStatusText(acceleration),
+        xdp: { requested: accelerationRequest, device: options.uplink, ...(accelerationReason ? { reason: accelerationReason } : {}) },
+        ...services.status(),
+      },
       l2Announcements: l2.status(),
       api: api.address,
     };
@@ -370,6 +385,11 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
           if (core.isSynced) await masqueradeStarted;
           await mode.stop();
           await masquerade?.stop();
+        }],
+        // Detached, unlike tc: the uplink's tc programs carry every flow on (the same conntrack), so nothing breaks
+        // while no agent runs, and a next start with acceleration disabled leaves no XDP behind.
+        ['XDP acceleration (detached; tc carries the flows on)', () => {
+          if (acceleration !== 'disabled') applyLbAcceleration(undefined, options.uplink, 'disabled', netns);
         }],
         ['services reconciler', () => services.stop().catch((err: unknown) => log.warn({ error: (err as Error).message }, 'stopping the services reconciler failed'))],
       ];

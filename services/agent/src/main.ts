@@ -21,6 +21,7 @@ const program = new Command('sluice-agent')
   .addOption(flag('--routing <mode>', 'native or tunnel (a nodeconfig record in etcd overrides it)', 'native'))
   .addOption(flag('--host-routing <mode>', 'auto, bpf or legacy (a nodeconfig record in etcd overrides it)', 'auto'))
   .addOption(flag('--masquerade [mode]', 'masquerade pod traffic leaving the cluster to the node IP: off, iptables (netfilter rules in the node\'s namespace) or bpf (a bare --masquerade: bpf; a nodeconfig record in etcd overrides it)', 'off'))
+  .addOption(flag('--lb-acceleration <mode>', 'XDP acceleration of NodePort and LoadBalancer traffic arriving on the uplink (native routing): native (driver mode, generic where the driver has none), generic or disabled', 'disabled'))
   .addOption(flag('--cgroup-root <dir>', 'cgroup v2 directory whose processes get socket-level load balancing of services (connect() to a ClusterIP goes to a backend): the hierarchy\'s root on a real node; none by default'))
   .addOption(flag('--state-dir <dir>', 'where local endpoints are kept across restarts (default /var/run/sluice/<node>)'))
   .addOption(flag('--api-socket <path>', 'unix socket of the local API for the CNI plugin (default <state-dir>/agent.sock)'))
@@ -55,6 +56,7 @@ const options = parseOptions(
     routing: z.enum(['native', 'tunnel']),
     hostRouting: z.enum(['auto', 'bpf', 'legacy']),
     masquerade: z.preprocess((v) => parseMasqueradeMode(v) ?? v, z.enum(['off', 'iptables', 'bpf'], { message: 'must be off, iptables or bpf' })),
+    lbAcceleration: z.enum(['native', 'generic', 'disabled'], { message: 'must be native, generic or disabled' }),
     cgroupRoot: z.string().startsWith('/', 'must be an absolute path').optional(),
     stateDir: z.string().min(1).optional(),
     apiSocket: z.string().min(1).optional(),

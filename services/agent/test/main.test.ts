@@ -10,7 +10,7 @@ describe('sluice-agent flags', () => {
   it('--help describes the flags and exits 0', () => {
     const r = agent('--help');
     expect(r.status).toBe(0);
-    for (const f of ['--node-name', '--etcd-endpoints', '--etcd-config', '--etcd-ca-file', '--metrics-port', '--config-dir', '--pin-dir', '--netns', '--routing', '--host-routing', '--state-dir', '--api-socket', '--cluster-size', '--cluster-cidr', '--reconcile-interval', '--shutdown-grace', '--api-group', '--masquerade']) expect(r.stdout).toContain(f);
+    for (const f of ['--node-name', '--etcd-endpoints', '--etcd-config', '--etcd-ca-file', '--metrics-port', '--config-dir', '--pin-dir', '--netns', '--routing', '--host-routing', '--state-dir', '--api-socket', '--cluster-size', '--cluster-cidr', '--reconcile-interval', '--shutdown-grace', '--api-group', '--masquerade', '--lb-acceleration']) expect(r.stdout).toContain(f);
   });
 
   it.each([
@@ -24,6 +24,7 @@ describe('sluice-agent flags', () => {
     [['--node-name', 'n1', '--etcd-endpoints', 'http://127.0.0.1:2379', '--shutdown-grace', '-1'], /--shutdown-grace/],
     [['--node-name', 'n1', '--etcd-endpoints', 'http://127.0.0.1:2379', '--api-group', 'wheel'], /--api-group/],
     [['--node-name', 'n1', '--etcd-endpoints', 'http://127.0.0.1:2379', '--masquerade', 'nft'], /--masquerade: must be off, iptables or bpf/],
+    [['--node-name', 'n1', '--etcd-endpoints', 'http://127.0.0.1:2379', '--lb-acceleration', 'best-effort'], /--lb-acceleration: must be native, generic or disabled/],
     // BPF host routing asked for explicitly with iptables masquerading: an error at start, not a silent fallback.
     [['--node-name', 'n1', '--etcd-endpoints', 'http://127.0.0.1:2379', '--host-routing', 'bpf', '--masquerade', 'iptables'], /--host-routing: BPF host routing requires enable-bpf-masquerade/],
   ])('bad flags %j: exit 2 with one line', (args, pattern) => {

@@ -16,7 +16,7 @@ const agentWatchSchema = z.object({
   etcd: z.object({ connected: z.boolean(), retries: z.number(), decodeErrors: z.number(), lastError: z.string().optional() }),
   reconcilers: z.array(z.object({ name: z.string(), rows: z.object({ done: z.number(), pending: z.number(), error: z.number() }), driftRepaired: z.number().optional() })).optional(),
   conflicts: z.object({ counts: z.record(z.string(), z.number()) }).optional(),
-  kubeProxyReplacement: z.object({ enabled: z.boolean(), socketLb: z.boolean().optional(), synced: z.boolean(), services: z.number(), programmed: z.number() }).optional(),
+  kubeProxyReplacement: z.object({ enabled: z.boolean(), socketLb: z.boolean().optional(), xdpAcceleration: z.enum(['Native', 'Generic', 'Disabled']).optional(), synced: z.boolean(), services: z.number(), programmed: z.number() }).optional(),
   l2Announcements: z.object({ eligible: z.number(), announcing: z.array(z.string()), uplinkUp: z.boolean() }).optional(),
 });
 type AgentLocalStatus = z.infer<typeof agentWatchSchema>;
@@ -245,10 +245,14 @@ export function kubeProxyReplacementSection(locals: Map<string, AgentLocalStatus
   const parts = [off.length === reporting.length ? 'False' : `True   ${features}`, `${services} services`, `${reporting.length}/${agents} agents reporting`];
   if (off.length && off.length < reporting.length) parts.push(`off on ${off.join(', ')}`);
   if (syncing.length) parts.push(`not synced yet on ${syncing.join(', ')}`);
+  // `XDP Acceleration: Native` under the line with --verbose, per node when the agents differ.
+  const xdpByNode = reporting.map(([n, l]) => ({ node: n, xdp: l.kubeProxyReplacement!.xdpAcceleration ?? 'Disabled' }));
+  const xdpModes = [...new Set(xdpByNode.map((x) => x.xdp))];
+  const xdp = xdpModes.length === 1 ? xdpModes[0]! : xdpModes.map((m) => `${m} on ${xdpByNode.filter((x) => x.xdp === m).map((x) => x.node).join(', ')}`).join('; ');
   return {
     state: syncing.length ? 'Warning' : 'Ok',
     summary: parts.join(', '),
-    data: Object.fromEntries(reporting.map(([n, l]) => [n, l.kubeProxyReplacement])),
+    data: { 'XDP Acceleration': xdp, ...Object.fromEntries(reporting.map(([n, l]) => [n, l.kubeProxyReplacement])) },
   };
 }
 

@@ -88,4 +88,11 @@ describe('sluice status: KubeProxyReplacement', () => {
     expect(kubeProxyReplacementSection(new Map([['n1', local(false)]]), 2)).toMatchObject({ state: 'Warning', summary: expect.stringContaining('not synced yet on n1') });
     expect(kubeProxyReplacementSection(new Map(), 2).state).toBe('Disabled');
   });
+
+  it('--verbose shows XDP Acceleration: Native|Generic|Disabled, per node when the agents differ', async () => {
+    const { kubeProxyReplacementSection } = await import('../src/status.ts');
+    const local = (xdpAcceleration?: 'Native' | 'Generic' | 'Disabled') => ({ etcd: { connected: true, retries: 0, decodeErrors: 0 }, kubeProxyReplacement: { enabled: true, synced: true, services: 3, programmed: 3, ...(xdpAcceleration ? { xdpAcceleration } : {}) } });
+    expect(kubeProxyReplacementSection(new Map([['n1', local('Native')], ['n2', local('Native')]]), 2).data?.['XDP Acceleration']).toBe('Native');
+    expect(kubeProxyReplacementSection(new Map([['n1', local('Generic')], ['n2', local()]]), 2).data?.['XDP Acceleration']).toBe('Generic on n1; Disabled on n2');
+  });
 });
