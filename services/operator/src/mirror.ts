@@ -55,6 +55,8 @@ export interface MirrorOptions {
   metrics: MirrorMetrics;
   pageSize?: number;
   backoff?: Backoff;
+  /** Called after a record of this kind changed, appeared or went (synchronously; callers batch). */
+  onApplied?: () => void;
   /** Called as each watch event arrives, before it is applied (a measurement hook: where latency splits). */
   onReceived?: (type: 'ADDED' | 'MODIFIED' | 'DELETED', object: KubeObject) => void;
 }
@@ -141,6 +143,7 @@ export class KindMirror {
           if (!this.isSynced && !this.stopped) {
             this.isSynced = true;
             this.syncedResolve();
+            this.options.onApplied?.();
           }
         }
         const started = Date.now();
@@ -201,6 +204,7 @@ export class KindMirror {
       this.lastValue.delete(key);
       sink.delete(key);
     }
+    this.options.onApplied?.();
     return version;
   }
 
@@ -282,6 +286,7 @@ export class KindMirror {
       else {
         this.lastValue.set(key, precomputed.value);
         sink.upsert(key, precomputed.value);
+        this.options.onApplied?.();
       }
       return key;
     }
@@ -293,7 +298,10 @@ export class KindMirror {
       return key;
     }
     if (record === undefined) {
-      if (this.lastValue.delete(key)) sink.delete(key);
+      if (this.lastValue.delete(key)) {
+        sink.delete(key);
+        this.options.onApplied?.();
+      }
       return key;
     }
     // Built in schema order, so these are the canonical bytes that a validated record would encode to.
@@ -310,6 +318,7 @@ export class KindMirror {
     }
     this.lastValue.set(key, value);
     sink.upsert(key, value);
+    this.options.onApplied?.();
     return key;
   }
 
@@ -319,8 +328,9 @@ export class KindMirror {
     const key = resource.key(obj);
     if (key === undefined) return;
     // Deleting a key that is not in etcd is skipped by the writer, so a delete is always safe to send.
-    this.lastValue.delete(key);
+    const had = this.lastValue.delete(key);
     sink.delete(key);
+    if (had) this.options.onApplied?.();
   }
 
   private skipMalformed(obj: KubeObject, err: unknown): void {

@@ -77,6 +77,8 @@ export class Operator {
   private lbIpam: LbIpamController | undefined;
   /** SluiceNodeConfigs → each node's effective configuration in etcd (node-config/): writes only while leading. */
   private nodeConfig: NodeConfigController | undefined;
+  /** Called when a node record changes (the node configuration follows node labels). */
+  private readonly nodeListeners: Array<() => void> = [];
 
   constructor(private readonly options: OperatorOptions) {
     this.identity = options.identity ?? `operator-${hostname()}-${process.pid}`;
@@ -109,12 +111,31 @@ export class Operator {
             const { namespace, name } = object.metadata ?? {};
             this.options.onReceived!(resource.kubeKind, type, typeof namespace === 'string' ? namespace : '', typeof name === 'string' ? name : '');
           }),
+          onApplied: resource.kind === 'nodes' ? () => this.nodeListeners.forEach((listener) => listener()) : undefined,
         }),
     );
+    const nodes = this.mirrors.find((m) => m.kind === 'nodes')!;
     for (const mirror of this.mirrors) mirror.start();
     this.lbIpam = new LbIpamController({ kube: this.options.kube, etcd: this.options.etcd, keys, election: this.election, log: log.child({ subsystem: 'lb-ipam' }), registry: this.options.registry });
     this.lbIpam.start();
-    this.nodeConfig = new NodeConfigController({ kube: this.options.kube, etcd: this.options.etcd, keys, election: this.election, log: log.child({ subsystem: 'node-config' }), registry: this.options.registry });
+    this.nodeConfig = new NodeConfigController({
+      kube: this.options.kube, etcd: this.options.etcd, keys, election: this.election, log: log.child({ subsystem: 'node-config' }), registry: this.options.registry,
+      // The Node mirror's slim records carry names and labels: no second Node watch paying for every heartbeat again.
+      nodes: (onChange) => {
+        this.nodeListeners.push(onChange);
+        return {
+          get hasSynced() {
+            return nodes.hasSynced;
+          },
+          list: () => [...nodes.desired()].map(([, value]) => {
+            const node = JSON.parse(value) as { name: string; labels: Record<string, string> };
+            return { metadata: { name: node.name, labels: node.labels } };
+          }),
+          start: () => undefined,
+          stop: async () => undefined,
+        };
+      },
+    });
     this.nodeConfig.start();
     this.election.onChange((leading) => {
       // A lost lease stops this term's writes at once, not behind the transition queue: a term still starting (its

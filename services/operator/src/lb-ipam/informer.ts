@@ -9,6 +9,7 @@
 import type { KubeConfig } from '@kubernetes/client-node';
 import { Backoff } from '@sluice/backoff';
 import type { Logger } from '@sluice/log';
+import { UnchangedEventFilter } from '../unchanged-filter.ts';
 import { KubeHttpError, listPage, watchOnce, type KubeObject } from '../watch.ts';
 
 export type Obj = Record<string, unknown> & { metadata?: Record<string, unknown> };
@@ -20,6 +21,13 @@ export interface ObjectCacheOptions {
   log: Logger;
   /** Called (synchronously) after every change to the cache, and after each complete list. */
   onChange: () => void;
+  /**
+   * What of each object to keep (default: all of it). A change that leaves the kept part as it was is no change: no
+   * onChange. For Nodes, whose 12 KB status heartbeats change nothing a caller reads.
+   */
+  trim?: (o: Obj) => Obj;
+  /** Recognise heartbeat events without decoding them (the mirrors' UnchangedEventFilter): for Nodes. */
+  heartbeats?: boolean;
 }
 
 const keyOf = (o: Obj): string => {
@@ -33,8 +41,11 @@ export class ObjectCache {
   private loop: Promise<void> | undefined;
   private listed = false;
   private resourceVersion = '';
+  private readonly filter: UnchangedEventFilter | undefined;
 
-  constructor(private readonly options: ObjectCacheOptions) {}
+  constructor(private readonly options: ObjectCacheOptions) {
+    this.filter = options.heartbeats ? new UnchangedEventFilter() : undefined;
+  }
 
   get hasSynced(): boolean {
     return this.listed;
@@ -84,10 +95,12 @@ export class ObjectCache {
     let resourceVersion = '';
     do {
       const page = await listPage(this.options.config, this.options.path, { limit: 500, continue: token }, this.abort.signal);
-      for (const item of page.items) fresh.set(keyOf(item as Obj), item as Obj);
+      for (const item of page.items) fresh.set(keyOf(item as Obj), this.options.trim ? this.options.trim(item as Obj) : (item as Obj));
       token = page.continueToken;
       resourceVersion = page.resourceVersion;
     } while (token);
+    // States the list delivered were never seen as events: the filter's fingerprints may be stale.
+    this.filter?.clear();
     this.objects.clear();
     for (const [k, v] of fresh) this.objects.set(k, v);
     this.resourceVersion = resourceVersion;
@@ -113,11 +126,17 @@ export class ObjectCache {
           if (typeof rv === 'string' && rv) this.resourceVersion = rv;
           if (type === 'BOOKMARK') return;
           if (type === 'DELETED') this.objects.delete(keyOf(o));
-          else this.objects.set(keyOf(o), o);
+          else {
+            const kept = this.options.trim ? this.options.trim(o) : o;
+            const previous = this.objects.get(keyOf(o));
+            this.objects.set(keyOf(o), kept);
+            if (this.options.trim && previous && JSON.stringify(previous) === JSON.stringify(kept)) return;
+          }
           this.options.onChange();
         },
       },
       this.abort.signal,
+      { filter: this.filter },
     );
     return expired;
   }

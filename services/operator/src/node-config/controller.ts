@@ -30,6 +30,19 @@ export interface NodeConfigOptions {
   log: Logger;
   registry?: Registry;
   batchMs?: number;
+  /**
+   * Where node names and labels come from. The operator passes its Node mirror's (one Node watch for the whole
+   * process: a second one would cost every 12 KB heartbeat again); by default a watch of its own.
+   */
+  nodes?: (onChange: () => void) => NodeSource;
+}
+
+/** What the controller reads of the nodes: names and labels, whether the first list is done, start and stop. */
+export interface NodeSource {
+  readonly hasSynced: boolean;
+  list(): Obj[];
+  start(): void;
+  stop(): Promise<void>;
 }
 
 interface Condition {
@@ -56,7 +69,7 @@ const labelsOf = (o: Obj): Record<string, string> => {
 
 export class NodeConfigController {
   private readonly configs: ObjectCache;
-  private readonly nodes: ObjectCache;
+  private readonly nodes: NodeSource;
   private readonly custom: CustomObjectsApi;
   private readonly backoff = new Backoff({ minMs: 500, maxMs: 30_000 });
   private readonly statusWrites: Counter<'result'>;
@@ -73,7 +86,11 @@ export class NodeConfigController {
   constructor(private readonly options: NodeConfigOptions) {
     const onChange = () => this.schedule();
     this.configs = new ObjectCache({ config: options.kube, path: NODE_CONFIGS_PATH, log: options.log, onChange });
-    this.nodes = new ObjectCache({ config: options.kube, path: NODES_PATH, log: options.log, onChange });
+    // Only a node's name and labels matter here: heartbeats are recognised undecoded, and nothing else is kept.
+    this.nodes = options.nodes?.(onChange) ?? new ObjectCache({
+      config: options.kube, path: NODES_PATH, log: options.log, onChange, heartbeats: true,
+      trim: (o) => ({ metadata: { name: o.metadata?.name, labels: o.metadata?.labels } }),
+    });
     this.custom = options.kube.makeApiClient(CustomObjectsApi);
     this.statusWrites = new Counter({ name: 'sluice_operator_nodeconfig_status_writes_total', help: 'Status PATCHes of SluiceNodeConfigs, by result', labelNames: ['result'], registers: options.registry ? [options.registry] : [] });
   }
