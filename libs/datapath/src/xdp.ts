@@ -71,7 +71,7 @@ export function detachXdp(index: number): void {
 
 /**
  * Attaches (atomically replacing a program in the same mode). `native` falls back to generic when the driver has
- * no XDP support (EOPNOTSUPP); the returned mode says which one it got. A program in the other mode is removed
+ * no XDP support, or not for this device's MTU; the returned mode says which one it got. A program in the other mode is removed
  * first (the kernel allows one mode at a time).
  */
 export function attachXdp(index: number, progFd: number, want: XdpMode): XdpMode {
@@ -87,7 +87,8 @@ export function attachXdp(index: number, progFd: number, want: XdpMode): XdpMode
     const ret = attach('native');
     bpf.setPrint(print);
     if (ret === 0) return 'native';
-    if (ret !== -95 && ret !== -22) throw new BpfError('bpf_xdp_attach', -ret, `ifindex ${index} native`);
+    // EOPNOTSUPP: no driver support; ERANGE: not at this MTU (veth: its peer's MTU is too large for native XDP).
+    if (ret !== -95 && ret !== -22 && ret !== -34) throw new BpfError('bpf_xdp_attach', -ret, `ifindex ${index} native`);
   }
   check('bpf_xdp_attach', attach('generic'), `ifindex ${index} generic`);
   return 'generic';

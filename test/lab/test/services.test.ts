@@ -352,6 +352,48 @@ describe('services, native routing, BPF host routing', () => {
   });
 });
 
+/**
+ * The same NodePort / externalIP answers with XDP acceleration on every node's uplink: the backend lives on node 1,
+ * so through node 2 xdp_netdev translates and forwards (SNAT, XDP_TX) and through node 1 it hands over to tc.
+ * --lb-acceleration native: the lab's veth uplinks refuse driver mode at their MTU (ERANGE), so the agents fall
+ * back to generic mode, as on any device without driver support.
+ */
+describe('services, native routing, BPF host routing, XDP acceleration', () => {
+  let lab: Lab;
+  beforeAll(async () => {
+    lab = await startLab({ nodes: 2, podsPerNode: 2, etcdEndpoint: etcd.endpoint, kubeSim: sim, routing: 'native', hostRouting: 'bpf', lbAcceleration: 'native', podPrefix: 'sx-', nodePrefix: 'svcx-node-', rootPrefix: 'svcx/', healthEndpoints: false, healthPort: 0 });
+    await startServers(lab);
+  }, 240_000);
+  afterAll(async () => {
+    await lab?.stop();
+  });
+
+  it('NodePort and externalIPs from the outside client give the same answers as without XDP, and XDP forwarded them', async () => {
+    const pods = podsByName(lab);
+    const backend = pods['sx-1-2']!;
+    const externalIP = '192.0.2.12';
+    lab.services.apply({ name: 'sx-np', type: 'NodePort', clusterIP: '10.96.202.13', externalIPs: [externalIP], ports: [{ name: 'http', port: 80, targetPort: 'http', nodePort: 30080 }, { name: 'dns', port: 53, targetPort: 'dns', protocol: 'UDP', nodePort: 30053 }] });
+    lab.services.setEndpoints('sx-np', [{ pod: backend }], PORTS);
+    await lab.services.waitFrontend({ vip: '0.0.0.0', port: 30080, proto: 'tcp' }, (v) => v.count === 1);
+    await lab.services.waitFrontend({ vip: '0.0.0.0', port: 30053, proto: 'udp' }, (v) => v.count === 1);
+    await lab.services.waitFrontend({ vip: externalIP, port: 80, proto: 'tcp' }, (v) => v.count === 1);
+    const client = await lab.services.addClient();
+    for (const n of lab.nodes) {
+      for (let i = 0; i < 3; i++) expect(await http(client, n.ip, 30080), n.name).toEqual({ code: 0, body: backend.name });
+      expect(await udp(client, n.ip, 30053), n.name).toBe(`${backend.name} hello`);
+      await execIn(client.netns, 'ip', ['route', 'replace', `${externalIP}/32`, 'via', n.ip]);
+      expect(await http(client, externalIP, 80), `${externalIP} via ${n.name}`).toEqual({ code: 0, body: backend.name });
+    }
+    const remote = lab.nodes.find((n) => n.name !== backend.node)!;
+    const counters = openPinnedMaps(remote.pinDir);
+    try {
+      expect(counters.readCounters().xdpFwd.packets).toBeGreaterThan(0n);
+    } finally {
+      counters.close();
+    }
+  });
+});
+
 describe('services, VXLAN tunnel, legacy host routing', () => {
   let lab: Lab;
   beforeAll(async () => {
