@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every test: the type check, then each package's vitest suite through Nx, then one closing line that counts them.
+# Every test: the type check, the lint, then each package's vitest suite through Nx, then one closing line that counts them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export NX_DAEMON=false NX_NO_CLOUD=true NX_TUI=false FORCE_COLOR=0
@@ -19,6 +19,11 @@ echo "== typecheck"
 npx tsc -p tsconfig.json --noEmit
 typecheck=$?
 
+# The few rules that catch real bugs (eslint.config.js): floating promises, unused variables and imports.
+echo "== lint"
+npx eslint .
+lint=$?
+
 echo "== tests"
 npx nx run-many -t test --parallel="${SLUICE_TEST_PARALLEL:-2}" --output-style=stream "$@"
 tests=$?
@@ -33,4 +38,4 @@ if [[ -n "$left" ]]; then
   echo "the tests left these behind:"; echo "$left"
 fi
 
-((typecheck == 0 && tests == 0 && summary == 0 && leftovers == 0))
+((typecheck == 0 && lint == 0 && tests == 0 && summary == 0 && leftovers == 0))

@@ -72,8 +72,7 @@ export const etcdFlagShape = {
   etcdPasswordFile: z.string().min(1).optional(),
   etcdPrefix: z.string().regex(/^[^/].*\/$/, 'must be non-empty and end with "/"'),
 };
-const etcdFlagObject = z.object(etcdFlagShape);
-export type EtcdFlagValues = z.infer<typeof etcdFlagObject>;
+export type EtcdFlagValues = z.infer<z.ZodObject<typeof etcdFlagShape>>;
 
 const fileSchema = z
   .object({

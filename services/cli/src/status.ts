@@ -5,7 +5,7 @@
 import type { AgentStatusRecord } from '@sluice/kvstore';
 import { formatClusterSummary, type ClusterSummary } from '@sluice/health-api';
 import { healthClientFor, type HealthTls } from './health-commands.ts';
-import { countPrefix, etcdStatus, openCluster, readAgents, readHealthEndpoints, readNodes, readOperator, type EtcdStatus } from './cluster.ts';
+import { countPrefix, etcdStatus, openCluster, readAgents, readNodes, readOperator, type EtcdStatus } from './cluster.ts';
 import { CliError, oneLine } from './errors.ts';
 import { readKube } from './kube.ts';
 import type { Target } from './target.ts';
@@ -117,11 +117,10 @@ export async function gatherStatus(target: Target, options: StatusOptions = {}):
   const reader = openCluster(target.etcd, target.etcdRoot);
   try {
     const etcd = await etcdStatus(reader);
-    const [operator, agentsRead, nodesRead, healthRead, podCount, kube, health] = await Promise.all([
+    const [operator, agentsRead, nodesRead, podCount, kube, health] = await Promise.all([
       readOperator(reader),
       readAgents(reader),
       readNodes(reader),
-      readHealthEndpoints(reader),
       countPrefix(reader, reader.keys.prefix('pods')),
       target.kubeconfig ? readKube(target.kubeconfig, options.timeoutMs) : Promise.resolve(undefined),
       readHealth(target.healthAddress, options.timeoutMs, options.healthTls),

@@ -134,8 +134,6 @@ function split<T>(items: readonly T[], parts: number): T[][] {
   return out;
 }
 
-const mib = (b: number) => (b / 1024 / 1024).toFixed(0);
-
 export async function runScale(scenario: Scenario, options: RunOptions): Promise<Results> {
   const progress = options.progress ?? (() => undefined);
   const logs = join(options.outDir, 'logs');
@@ -604,7 +602,6 @@ export async function runScale(scenario: Scenario, options: RunOptions): Promise
     const kubeEventsIn = d(opBefore, opAfter, 'kubeEvents');
     const etcdWritesOut = d(opBefore, opAfter, 'writes') + d(opBefore, opAfter, 'deletes');
     const kubeToOperator = d(kubeBefore, kubeAfter, 'watchBytesSent');
-    const watchersTotal = fullNames.length + lightNames.length;
     const lightBytes = lightAfter.lightBytes - lightBefore.lightBytes;
     const lightEvents = lightAfter.lightEvents - lightBefore.lightEvents;
     const perAgentBytes = lightNames.length > 0 ? lightBytes / lightNames.length : 0;
