@@ -109,6 +109,8 @@ interface TargetState {
   endpoint: Evidence;
   /** "ok": an HTTP success to the agent; "failure": a round whose ICMP answered and whose HTTP did not. */
   agentEvidence: Evidence;
+  /** Since when the host has answered without a gap of a staleness window (0: not answering). */
+  answeringSince: number;
   /** Reporters whose latest rounds of this target failed (sparse: deleted at their next success). */
   pairs: Map<string, PairRun>;
   /** Reporters whose latest rounds reached the host but not the agent (sparse: deleted at their next HTTP success). */
@@ -328,6 +330,7 @@ export class Aggregator {
         state.witnesses.delete(reporter);
         state.witnesses.set(reporter, time);
       }
+      if (round.hostOk && (state.answeringSince === 0 || time < state.answeringSince)) state.answeringSince = time;
       record(state.host, reporter, time, round.hostOk);
       if (inOrder) {
         if (round.hostOk) state.pairs.delete(reporter);
@@ -389,7 +392,7 @@ export class Aggregator {
     let state = this.targets.get(name);
     if (!state) {
       state = {
-        witnesses: new Map(), host: evidence(), endpoint: evidence(), agentEvidence: evidence(), pairs: new Map(), agentRuns: new Map(), latest: new Map(),
+        witnesses: new Map(), host: evidence(), endpoint: evidence(), agentEvidence: evidence(), answeringSince: 0, pairs: new Map(), agentRuns: new Map(), latest: new Map(),
         reachability: 'REACHABILITY_UNKNOWN', endpointReachability: 'REACHABILITY_UNKNOWN', agent: 'AGENT_STATE_UNKNOWN', unreachableFrom: [],
         failing: 0, reporters: 0, lastProbe: 0, expiresAt: Number.POSITIVE_INFINITY, view: undefined,
       };
@@ -429,15 +432,17 @@ export class Aggregator {
         !hostAnswers ? 'AGENT_STATE_UNKNOWN'
         : agentFailing >= quorum ? 'AGENT_STATE_NOT_RUNNING'
         : state.agentEvidence.newestOk >= fresh ? 'AGENT_STATE_RUNNING'
-        // No health record (its lease expired): not running, unless its health port answered recently compared
-        // with its host (a service behind its reports sees both age together, and must not read that as a verdict).
-        : info?.agent === false && state.host.newestOk - state.agentEvidence.newestOk >= this.staleMs / 2 ? 'AGENT_STATE_NOT_RUNNING'
+        // No health record (its lease expired): not running once its host has answered for half a staleness window
+        // without its health port answering (a service behind its reports sees both age together, and a node just
+        // seen may not have had its HTTP probe yet: neither is a verdict).
+        : info?.agent === false && state.host.newestOk - Math.max(state.agentEvidence.newestOk, state.answeringSince) >= this.staleMs / 2 ? 'AGENT_STATE_NOT_RUNNING'
         : 'AGENT_STATE_UNKNOWN';
       const unreachableFrom: string[] = [];
       for (const [reporter, run] of state.pairs) {
         if (run.last < fresh) state.pairs.delete(reporter);
-        // Others reached the node after this reporter began failing: not a node failure, a path failure.
-        else if (run.rounds >= this.pairConfirmations && hostAnswers && state.host.newestOk > run.since) unreachableFrom.push(reporter);
+        // Others reached the node after this reporter began failing: not a node failure, a path failure — unless the
+        // reporter is itself cut off (confirmed unreachable): then its failures say nothing about this path.
+        else if (run.rounds >= this.pairConfirmations && hostAnswers && state.host.newestOk > run.since && this.targets.get(reporter)?.reachability !== 'REACHABILITY_UNREACHABLE') unreachableFrom.push(reporter);
       }
       if (unreachableFrom.length > 1) unreachableFrom.sort();
       const previous = state.reachability;
@@ -500,6 +505,7 @@ export class Aggregator {
       }
       state.witnesses.delete(reporter);
     }
+    if (state.host.newestOk < fresh) state.answeringSince = 0;
     for (const e of [state.host, state.endpoint, state.agentEvidence]) {
       if (e.newestOk < fresh) e.newestOk = 0;
       else if (e.newestOk < oldest) oldest = e.newestOk;

@@ -250,4 +250,31 @@ describe('Aggregator', () => {
     aggregator.ingest('node-5', host('node-3', true, now()));
     expect(aggregator.nodeHealth('node-3')?.agent).toBe('AGENT_STATE_RUNNING');
   });
+
+  it('calls a node without a health record "agent not running" only once its host has answered for a while without it', () => {
+    const { aggregator, advance, now } = setup();
+    aggregator.setNodes(nodes(10).map((n) => (n.name === 'node-3' ? { ...n, agent: false } : n)));
+    const icmp = (time: number): ProbeResult[] => [{ target: 'node-3', kind: 'PROBE_KIND_HOST_ICMP', ip: '10.0.0.9', ok: true, rttUs: 300, error: '', timeUnixMs: time }];
+    aggregator.ingest('node-1', icmp(now()));
+    // Just seen: its HTTP probe may not have come yet.
+    expect(aggregator.nodeHealth('node-3')).toMatchObject({ reachability: 'REACHABILITY_REACHABLE', agent: 'AGENT_STATE_UNKNOWN' });
+    advance(4000);
+    aggregator.ingest('node-2', icmp(now()));
+    expect(aggregator.nodeHealth('node-3')?.agent).toBe('AGENT_STATE_UNKNOWN');
+    advance(1000);
+    aggregator.ingest('node-4', icmp(now()));
+    expect(aggregator.nodeHealth('node-3')?.agent).toBe('AGENT_STATE_NOT_RUNNING');
+  });
+
+  it('does not call the failures of a reporter that is itself cut off pair failures', () => {
+    const { aggregator, advance, now } = setup();
+    for (const reporter of ['node-2', 'node-4', 'node-5']) aggregator.ingest(reporter, host('node-1', false, now()));
+    expect(aggregator.nodeHealth('node-1')?.reachability).toBe('REACHABILITY_UNREACHABLE');
+    for (let round = 0; round < 2; round++) {
+      advance(1000);
+      aggregator.ingest('node-1', host('node-3', false, now()));
+      aggregator.ingest('node-2', host('node-3', true, now() + 1));
+    }
+    expect(aggregator.nodeHealth('node-3')).toMatchObject({ reachability: 'REACHABILITY_REACHABLE', unreachableFrom: [] });
+  });
 });

@@ -60,8 +60,10 @@ describe('sluice-health with etcd', () => {
       .toBe(4);
     expect(await client.getNodeHealth('node-1')).toMatchObject({ host: { ip: '10.0.0.1' }, endpoint: { ip: '10.101.0.2' }, reachability: 'REACHABILITY_UNKNOWN' });
     expect((await client.getNodeHealth('node-2')).endpoint.ip).toBe('10.102.0.9');
-    // No agent, but its host answers: a member, shown as such.
-    await client.reportProbes({ reporter: 'node-1', results: [{ target: 'node-5', kind: 'PROBE_KIND_HOST_ICMP', ip: '10.0.0.5', ok: true, rttUs: 50, error: '', timeUnixMs: Date.now() }] });
+    // No agent, but its host has answered for a while (11 s): a member, shown as such.
+    for (const ago of [11_000, 0]) {
+      await client.reportProbes({ reporter: 'node-1', results: [{ target: 'node-5', kind: 'PROBE_KIND_HOST_ICMP', ip: '10.0.0.5', ok: true, rttUs: 50, error: '', timeUnixMs: Date.now() - ago }] });
+    }
     expect(await client.getNodeHealth('node-5')).toMatchObject({ reachability: 'REACHABILITY_REACHABLE', agent: 'AGENT_STATE_NOT_RUNNING' });
     await kv.delete().key(keys.node('node-3'));
     await kv.put(keys.node('node-4')).value(encodeSlimString('node', node(4)));

@@ -25,6 +25,8 @@ describe('an independent client (reflection + raw calls)', () => {
     server.setServing(true);
     expect(await client.check('')).toBe('SERVING');
     expect(await client.check('sluice.health.v1.ClusterHealth')).toBe('SERVING');
+    // node-a has no agent and its host has answered for 31 s (half this aggregator's staleness window and more).
+    aggregator.ingest('node-b', [{ target: 'node-a', kind: 'PROBE_KIND_HOST_ICMP', ok: true, rttUs: 7, error: '', timeUnixMs: Date.now() - 31_000 }]);
     aggregator.ingest('node-b', [{ target: 'node-a', kind: 'PROBE_KIND_HOST_ICMP', ok: true, rttUs: 7, error: '', timeUnixMs: Date.now() }]);
     const view = await client.call('sluice.health.v1.ClusterHealth', 'GetClusterHealth', {});
     expect(view).toMatchObject({
