@@ -55,6 +55,8 @@ export interface LabOptions {
   routing?: 'native' | 'tunnel';
   hostRouting?: 'auto' | 'bpf' | 'legacy';
   masquerade?: boolean;
+  /** The agents' --lb-acceleration (XDP on each node's uplink); default: the agent's (disabled). */
+  lbAcceleration?: 'native' | 'generic' | 'disabled';
   etcdEndpoint: string;
   /**
    * The etcd the lab runs against, as @sluice/etcd-runner started it. With it, every component reaches etcd through
@@ -371,6 +373,7 @@ export async function startLab(options: LabOptions): Promise<Lab> {
       '--metrics-port', '0', '--health-port', String(healthPort), '--cluster-size', String(options.nodes),
       '--log-level', options.agentLogLevel ?? 'info',
       ...(options.masquerade ? ['--masquerade'] : []),
+      ...(options.lbAcceleration ? ['--lb-acceleration', options.lbAcceleration] : []),
       ...(node.cgroup ? ['--cgroup-root', node.cgroup] : []),
       ...(options.healthService ? ['--health-service', options.healthService] : []),
       ...(agentsMakeHealthEndpoints ? ['--health-endpoint-port', String(HEALTH_ENDPOINT_PORT), '--health-endpoint-netns', net.name(`h${node.index}`)] : []),
