@@ -20,7 +20,7 @@ export const VALID_CONDITION = 'sluice.io/valid';
 export const SELECTED_CONDITION = 'sluice.io/selected-nodes';
 
 const MERGE_PATCH = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
-type Any = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+type Any = Record<string, any>;
 
 export interface NodeConfigOptions {
   kube: KubeConfig;

@@ -13,7 +13,7 @@
 import { labelSelectorSchema, matchesLabelSelector, type LabelSelector } from '@sluice/slim';
 import type { NodeConfigRecord } from '@sluice/kvstore';
 
-type Any = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+type Any = Record<string, any>;
 
 /** The agent keys a SluiceNodeConfig may set, their values, and the record field each becomes. */
 export const NODE_CONFIG_KEYS = {
