@@ -56,3 +56,25 @@ export function ipv4Frame(src: string, dst: string, payload = 18): Buffer {
   buf.writeUInt16BE(8 + payload, 38);
   return buf;
 }
+
+/** Ethernet + IPv4 + TCP (a SYN unless `tcpFlags` says otherwise) or UDP with 4 payload bytes; checksums left 0. */
+export function l4Frame(proto: 'tcp' | 'udp', src: string, sport: number, dst: string, dport: number, tcpFlags = 0x02): Buffer {
+  const l4 = proto === 'tcp' ? 20 : 8;
+  const buf = Buffer.alloc(14 + 20 + l4 + 4);
+  buf.writeUInt16BE(0x0800, 12);
+  buf[14] = 0x45;
+  buf.writeUInt16BE(20 + l4 + 4, 16);
+  buf[22] = 64;
+  buf[23] = proto === 'tcp' ? 6 : 17;
+  const put = (ip: string, off: number) => ip.split('.').forEach((o, i) => (buf[off + i] = Number(o)));
+  put(src, 26);
+  put(dst, 30);
+  buf.writeUInt16BE(sport, 34);
+  buf.writeUInt16BE(dport, 36);
+  if (proto === 'tcp') {
+    buf.writeUInt32BE(1000, 38);
+    buf[46] = 5 << 4;
+    buf[47] = tcpFlags;
+  } else buf.writeUInt16BE(8 + 4, 38);
+  return buf;
+}

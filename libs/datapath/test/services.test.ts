@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { BE_F_TERMINATING, HAIRPIN_IP, MAGLEV_M } from '@sluice/bpf';
 import { afterAll, describe, expect, it } from 'vitest';
-import { activeBackends, LbProgrammer, loadDatapath, maglevTable, memoryDatapath, removePins, simpleService, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, testRun, type Datapath, type LbBackend, type LbService } from '../src/index.ts';
+import { activeBackends, LbProgrammer, loadDatapath, maglevTable, memoryDatapath, removePins, simpleService, l4Frame, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, testRun, type Datapath, type LbBackend, type LbService } from '../src/index.ts';
 
 const pinDirs: string[] = [];
 afterAll(() => {
@@ -19,27 +19,7 @@ function load(): Datapath {
   return loadDatapath({ pinDir: dir });
 }
 
-/** Ethernet + IPv4 + TCP (SYN unless flags given) or UDP. */
-function frame(proto: 'tcp' | 'udp', src: string, sport: number, dst: string, dport: number, tcpFlags = 0x02): Buffer {
-  const l4 = proto === 'tcp' ? 20 : 8;
-  const buf = Buffer.alloc(14 + 20 + l4 + 4);
-  buf.writeUInt16BE(0x0800, 12);
-  buf[14] = 0x45;
-  buf.writeUInt16BE(20 + l4 + 4, 16);
-  buf[22] = 64;
-  buf[23] = proto === 'tcp' ? 6 : 17;
-  const put = (ip: string, off: number) => ip.split('.').forEach((o, i) => (buf[off + i] = Number(o)));
-  put(src, 26);
-  put(dst, 30);
-  buf.writeUInt16BE(sport, 34);
-  buf.writeUInt16BE(dport, 36);
-  if (proto === 'tcp') {
-    buf.writeUInt32BE(1000, 38);
-    buf[46] = 5 << 4;
-    buf[47] = tcpFlags;
-  } else buf.writeUInt16BE(8 + 4, 38);
-  return buf;
-}
+const frame = l4Frame;
 const ip = (b: Buffer, off: number) => `${b[off]}.${b[off + 1]}.${b[off + 2]}.${b[off + 3]}`;
 const dstOf = (b: Buffer) => `${ip(b, 30)}:${b.readUInt16BE(36)}`;
 const srcOf = (b: Buffer) => `${ip(b, 26)}:${b.readUInt16BE(34)}`;

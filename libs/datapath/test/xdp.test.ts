@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { NetLab } from '@sluice/netns';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { attachXdp, attachXdpInNetns, detachXdpInNetns, ifindex, inNetns, LbProgrammer, loadDatapath, queryXdp, removePins, TC_ACT_REDIRECT, testRun, XDP_DROP, XDP_PASS, XDP_REDIRECT, type Datapath, type LbService } from '../src/index.ts';
+import { attachXdp, attachXdpInNetns, detachXdpInNetns, ifindex, inNetns, l4Frame, LbProgrammer, loadDatapath, queryXdp, removePins, TC_ACT_REDIRECT, testRun, XDP_DROP, XDP_PASS, XDP_REDIRECT, type Datapath, type LbService } from '../src/index.ts';
 
 const NODE_IP = '192.168.0.1';
 const GW = '192.168.0.2';
@@ -14,29 +14,11 @@ const GW_MAC = '02:00:00:00:00:02';
 const REMOTE = ['10.1.0.7', '10.1.0.8', '10.1.0.9'];
 const LOCAL_BACKEND = '10.0.0.5';
 
+/** l4Frame with some checksums: the programs update them incrementally, and must agree on the result. */
 function frame(proto: 'tcp' | 'udp', src: string, sport: number, dst: string, dport: number, tcpFlags = 0x02): Buffer {
-  const l4 = proto === 'tcp' ? 20 : 8;
-  const buf = Buffer.alloc(14 + 20 + l4 + 4);
-  buf.writeUInt16BE(0x0800, 12);
-  buf[14] = 0x45;
-  buf.writeUInt16BE(20 + l4 + 4, 16);
-  buf[22] = 64;
-  buf[23] = proto === 'tcp' ? 6 : 17;
-  const put = (ip: string, off: number) => ip.split('.').forEach((o, i) => (buf[off + i] = Number(o)));
-  put(src, 26);
-  put(dst, 30);
-  buf.writeUInt16BE(sport, 34);
-  buf.writeUInt16BE(dport, 36);
-  if (proto === 'tcp') {
-    buf.writeUInt32BE(1000, 38);
-    buf[46] = 5 << 4;
-    buf[47] = tcpFlags;
-    buf.writeUInt16BE(0x1234, 50);
-  } else {
-    buf.writeUInt16BE(8 + 4, 38);
-    buf.writeUInt16BE(0xabcd, 40);
-  }
-  buf.writeUInt16BE(0x4321, 24); // some IP checksum: the programs update it incrementally
+  const buf = l4Frame(proto, src, sport, dst, dport, tcpFlags);
+  buf.writeUInt16BE(0x4321, 24);
+  buf.writeUInt16BE(proto === 'tcp' ? 0x1234 : 0xabcd, proto === 'tcp' ? 50 : 40);
   return buf;
 }
 const ip = (b: Buffer, off: number) => `${b[off]}.${b[off + 1]}.${b[off + 2]}.${b[off + 3]}`;
