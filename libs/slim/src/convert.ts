@@ -90,7 +90,8 @@ export function buildSlimPod(pod: V1Pod): SlimPod {
 }
 
 /** The pod has an IP of its own that the kubelet has not released: the sandbox exists and is not torn down. */
-function holdsIP(pod: SlimPod): boolean {
+/** The endpoint rule on the few fields it needs, so that readers decoding only those (the agent) apply the same one. */
+export function holdsIP(pod: Pick<SlimPod, 'podIPs' | 'hostNetwork' | 'phase'>): boolean {
   return pod.podIPs.length > 0 && !pod.hostNetwork && (pod.phase === 'Running' || pod.phase === 'Pending');
 }
 

@@ -21,7 +21,7 @@ import type { Datapath } from '@sluice/datapath';
 import { keySchema, watchPrefix, watchSyncMarkers, type Etcd3, type KeySchema, type PrefixWatch, type SyncMarkers, type WatchEvent } from '@sluice/kvstore';
 import { createLogger, RepeatSuppressor, type Logger } from '@sluice/log';
 import { Gauge, type Registry } from '@sluice/metrics';
-import { decodeSlim, podPhase, SCHEMA_VERSION } from '@sluice/slim';
+import { decodeSlim, holdsIP, podPhase, SCHEMA_VERSION } from '@sluice/slim';
 import { z } from 'zod';
 import ipaddr from 'ipaddr.js';
 import { Reconciler, type ReconcilerStatus, type ReconcileTarget } from './reconciler.ts';
@@ -111,7 +111,6 @@ const podFields = z.object({
   nodeName: z.string(),
   podIPs: z.array(z.string().refine((ip) => ipaddr.isValid(ip) && (ipaddr.IPv4.isValidFourPartDecimal(ip) || ip.includes(':')), { message: 'is not a valid IP address' })),
   hostNetwork: z.boolean(),
-  deleting: z.boolean(),
   phase: podPhase,
 });
 
@@ -131,8 +130,8 @@ export function decodePodEntry(bytes: Uint8Array): PodEntry | null {
     throw new AgentRecordError(`bad pod record: field ${issue.path.map(String).join('.') || '(record)'} ${issue.message}`);
   }
   const pod = result.data;
-  // isEndpoint's rule (@sluice/slim), on the fields read here.
-  if (pod.phase !== 'Running' || pod.podIPs.length === 0 || pod.hostNetwork || pod.deleting) return null;
+  // The operator's endpoint rule: a terminating pod keeps its entries until it releases its IP, so its connections drain.
+  if (!holdsIP(pod)) return null;
   const ip = firstV4(pod.podIPs);
   if (!ip) return null; // IPv6-only pods: not programmed by this IPv4 datapath
   if (!pod.nodeName) throw new AgentRecordError(`pod ${pod.namespace}/${pod.name} is Running with IP ${ip} but has no nodeName`);
