@@ -55,7 +55,7 @@ export function permissionsUsed(srcDir: string): Set<Permission> {
     const text = readFileSync(file, 'utf8');
     // const core = config.makeApiClient(CoreV1Api)
     const clients = new Map<string, string>();
-    for (const m of text.matchAll(/(\w+)\s*=\s*\w+\.makeApiClient\((\w+)\)/g)) {
+    for (const m of text.matchAll(/(\w+)\s*=\s*[\w.]+\.makeApiClient\((\w+)\)/g)) {
       const group = API_GROUPS[m[2]!];
       if (group === undefined) throw new Error(`${file}: unknown client-node API class ${m[2]} (add it to API_GROUPS)`);
       clients.set(m[1]!, group);

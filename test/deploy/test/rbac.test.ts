@@ -38,7 +38,7 @@ describe('RBAC is what the code uses, no more and no less', () => {
       mkdirSync(join(dir, 'src'));
       writeFileSync(join(dir, 'src/x.ts'), [
         "const core = kube.makeApiClient(CoreV1Api);",
-        "const apps = kube.makeApiClient(AppsV1Api);",
+        "this.apps = options.kube.makeApiClient(AppsV1Api);",
         "const custom = kube.makeApiClient(CustomObjectsApi);",
         "await core.patchNode({ name, body });",
         "await core.replaceNamespacedPodStatus({ name, namespace, body });",
