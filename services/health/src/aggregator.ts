@@ -330,7 +330,8 @@ export class Aggregator {
         state.witnesses.delete(reporter);
         state.witnesses.set(reporter, time);
       }
-      if (round.hostOk && (state.answeringSince === 0 || time < state.answeringSince)) state.answeringSince = time;
+      // A host answering again after a staleness window of silence (not pruned yet) starts afresh.
+      if (round.hostOk && (state.answeringSince === 0 || state.host.newestOk < time - this.staleMs || time < state.answeringSince)) state.answeringSince = time;
       record(state.host, reporter, time, round.hostOk);
       if (inOrder) {
         if (round.hostOk) state.pairs.delete(reporter);
@@ -435,7 +436,7 @@ export class Aggregator {
         // No health record (its lease expired): not running once its host has answered for half a staleness window
         // without its health port answering (a service behind its reports sees both age together, and a node just
         // seen may not have had its HTTP probe yet: neither is a verdict).
-        : info?.agent === false && state.host.newestOk - Math.max(state.agentEvidence.newestOk, state.answeringSince) >= this.staleMs / 2 ? 'AGENT_STATE_NOT_RUNNING'
+        : info?.agent === false && state.host.newestOk - Math.max(state.agentEvidence.newestOk >= fresh ? state.agentEvidence.newestOk : 0, state.answeringSince) >= this.staleMs / 2 ? 'AGENT_STATE_NOT_RUNNING'
         : 'AGENT_STATE_UNKNOWN';
       const unreachableFrom: string[] = [];
       for (const [reporter, run] of state.pairs) {

@@ -264,6 +264,10 @@ describe('Aggregator', () => {
     advance(1000);
     aggregator.ingest('node-4', icmp(now()));
     expect(aggregator.nodeHealth('node-3')?.agent).toBe('AGENT_STATE_NOT_RUNNING');
+    // Silent for a staleness window (nothing pruned meanwhile), then answering again: it starts afresh.
+    advance(11_000);
+    aggregator.ingest('node-1', icmp(now()));
+    expect(aggregator.nodeHealth('node-3')?.agent).toBe('AGENT_STATE_UNKNOWN');
   });
 
   it('does not call the failures of a reporter that is itself cut off pair failures', () => {
