@@ -205,7 +205,7 @@ export class Operator {
     const mirrors = this.mirrors;
     this.mirrors = [];
     await within('stopping the informers', Promise.all(mirrors.map((m) => m.stop())), Date.now() + graceMs / 4);
-    await within('stopping LB IPAM', this.lbIpam?.stop() ?? Promise.resolve());
+    await within('stopping LB IPAM', this.lbIpam?.stop() ?? Promise.resolve(), Date.now() + graceMs / 4);
     await within('stopping node config', this.nodeConfig?.stop() ?? Promise.resolve(), Date.now() + graceMs / 4);
     const writer = this.writer;
     if (writer && !(await within('writing what was queued', writer.flush(), Date.now() + graceMs / 2))) {
