@@ -36,8 +36,6 @@ export interface EtcdConfig {
 }
 
 export interface EtcdFlagOptions {
-  /** Default of --etcd-endpoints (the health service keeps its historical local default); none otherwise. */
-  defaultEndpoints?: string;
   /** Extra text after the --etcd-endpoints description (e.g. the CLI's demo fallback). */
   endpointsNote?: string;
 }
@@ -46,7 +44,7 @@ export interface EtcdFlagOptions {
 export function etcdFlags(options: EtcdFlagOptions = {}): Option[] {
   return [
     flag('--etcd-config <file>', 'etcd client configuration file (YAML, like Cilium\'s etcd.config: endpoints, trusted-ca-file, cert-file, key-file, username, password-file)'),
-    flag('--etcd-endpoints <urls>', `etcd client URLs, comma-separated (https:// for TLS)${options.endpointsNote ? `; ${options.endpointsNote}` : ''}`, options.defaultEndpoints),
+    flag('--etcd-endpoints <urls>', `etcd client URLs, comma-separated (https:// for TLS)${options.endpointsNote ? `; ${options.endpointsNote}` : ''}`),
     flag('--etcd-ca-file <file>', 'CA bundle of etcd\'s server certificates (PEM)'),
     flag('--etcd-cert-file <file>', 'client certificate for mutual TLS with etcd (PEM; its CN is the etcd user when etcd runs --client-cert-auth)'),
     flag('--etcd-key-file <file>', 'private key of --etcd-cert-file (PEM)'),

@@ -29,7 +29,7 @@ const program = new Command('sluice-health')
   .addOption(flag('--metrics-host <host>', 'address of /metrics, /status, /healthz, /readyz', '127.0.0.1'))
   .addOption(flag('--metrics-port <port>', 'port of /metrics, /status, /healthz, /readyz (0: none)', '0'))
   .addOption(flag('--log-level <level>', 'log level', 'info'));
-for (const option of etcdFlags({ defaultEndpoints: 'http://127.0.0.1:2379' })) program.addOption(option);
+for (const option of etcdFlags()) program.addOption(option);
 
 const options = parseOptions(
   program,
