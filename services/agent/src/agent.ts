@@ -30,7 +30,7 @@ import type { TlsFiles } from '@sluice/health-api';
 import { createLogger, type Logger } from '@sluice/log';
 import { createRegistry, Gauge, startStatusServer, type StatusServer } from '@sluice/metrics';
 import { startAgentApi, type AgentApi } from './api.ts';
-import { AgentCore, DEFAULT_CLUSTER_CIDR } from './core.ts';
+import { AgentCore, DEFAULT_CLUSTER_CIDR, DEFAULT_SERVICE_CIDR } from './core.ts';
 import { startHealthListener, type HealthListener } from './health-listener.ts';
 import { ownHealthEndpoint, type HealthEndpoint } from './health-endpoint.ts';
 import { startHealthProbing, type HealthProbing } from './health-probing.ts';
@@ -86,6 +86,8 @@ export interface AgentOptions {
   waitForSync?: boolean;
   /** podCIDRs (and every address derived from them) must lie inside it; default DEFAULT_CLUSTER_CIDR. */
   clusterCidr?: string;
+  /** clusterIPs must lie inside it, external and LoadBalancer IPs outside it and the cluster CIDR; default DEFAULT_SERVICE_CIDR. */
+  serviceCidr?: string;
   /** Periodic full reconcile of every target (drift repair), ms; default 60 s. */
   reconcileIntervalMs?: number;
   /** Who may call the local API besides root (SO_PEERCRED). */
@@ -230,7 +232,7 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
     if (!stopping) mode.follow({ client, keys, node: options.nodeName, registry, clusterSize: () => Math.max(1, options.clusterSize ?? 1) });
   }).catch((err: unknown) => log.error({ error: (err as Error).message }, 'iptables masquerading did not start'));
   // Services and EndpointSlices → the load balancer's maps (kube-proxy replacement): a reconciler of its own.
-  const services = startServices({ nodeName: options.nodeName, client, keys, datapath: dp, log, registry, nodeIp, ...(options.clusterSize ? { clusterSize: options.clusterSize } : {}), ...(options.reconcileIntervalMs !== undefined ? { refreshIntervalMs: options.reconcileIntervalMs } : {}) });
+  const services = startServices({ nodeName: options.nodeName, client, keys, datapath: dp, log, registry, nodeIp, frontendPolicy: { serviceCidr: options.serviceCidr ?? DEFAULT_SERVICE_CIDR, clusterCidr, conflicts: core.conflicts }, ...(options.clusterSize ? { clusterSize: options.clusterSize } : {}), ...(options.reconcileIntervalMs !== undefined ? { refreshIntervalMs: options.reconcileIntervalMs } : {}) });
 
   // LoadBalancer/external addresses this node answers ARP for, one node per address (a per-address etcd lease).
   const l2 = startL2Announcer({ nodeName: options.nodeName, client, keys, netns, uplink: options.uplink, log, registry, ...(options.reconcileIntervalMs !== undefined ? { refreshIntervalMs: options.reconcileIntervalMs } : {}) });

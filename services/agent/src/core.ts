@@ -40,6 +40,8 @@ export type { PodEntry } from './tables/pods.ts';
 
 /** kube-sim's (and kube-controller-manager's usual) cluster CIDR; the agent's --cluster-cidr default. */
 export const DEFAULT_CLUSTER_CIDR = '10.128.0.0/9';
+/** Kubernetes' default --service-cluster-ip-range, and kube-sim's. */
+export const DEFAULT_SERVICE_CIDR = '10.96.0.0/12';
 
 export interface Programmed {
   /** Highest etcd revision of the pods / nodes watch whose change is now in every target. */
@@ -186,7 +188,8 @@ export class AgentCore {
   private readonly log: Logger;
   private readonly repeats = new RepeatSuppressor(60_000);
   private readonly endpointsGauge: Gauge<'scope'> | undefined;
-  private readonly conflicts: Conflicts;
+  /** What the tables refused; shared with the agent's other tables (services). */
+  readonly conflicts: Conflicts;
   private readonly nodes: NodeTable;
   private syncMarkers: SyncMarkers | undefined;
   private readonly pods: PodTable;

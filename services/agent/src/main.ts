@@ -6,7 +6,7 @@
 import { Command, configOrExit, etcdFlags, etcdFlagShape, flag, parseOptions, resolveEtcdConfig, schemas, z } from '@sluice/config';
 import { createLogger } from '@sluice/log';
 import { runAgent } from './agent.ts';
-import { DEFAULT_CLUSTER_CIDR } from './core.ts';
+import { DEFAULT_CLUSTER_CIDR, DEFAULT_SERVICE_CIDR } from './core.ts';
 import { parseV4Cidr } from './tables/cidr.ts';
 import { prerequisiteError, unmetPrerequisite } from './tables/host-routing.ts';
 import { parseMasqueradeMode } from './tables/masquerade.ts';
@@ -39,6 +39,7 @@ const program = new Command('sluice-agent')
   .addOption(flag('--health-tls-server-name <name>', 'name to expect in the health service\'s certificate (default: the host of --health-service)'))
   .addOption(flag('--cluster-size <n>', 'nodes in the cluster until the node list arrives (scales etcd reconnect backoff; then the live node count)'))
   .addOption(flag('--cluster-cidr <cidr>', 'the cluster\'s pod range: node podCIDRs (and the addresses in them) outside it are refused', DEFAULT_CLUSTER_CIDR))
+  .addOption(flag('--service-cidr <cidr>', 'the service range (the API server\'s --service-cluster-ip-range): clusterIPs outside it, and external or LoadBalancer IPs inside it or the cluster CIDR, are refused', DEFAULT_SERVICE_CIDR))
   .addOption(flag('--reconcile-interval <duration>', 'full reconcile of every target (maps, routes) that repairs drift, e.g. 30s or 5m (0: only at start)', '1m'))
   .addOption(flag('--shutdown-grace <seconds>', 'on SIGTERM/SIGINT, how long to wait for etcd before abandoning what is pending and exiting', '10'))
   .addOption(flag('--log-level <level>', 'fatal, error, warn, info, debug or trace', 'info'));
@@ -74,6 +75,7 @@ const options = parseOptions(
     healthTlsServerName: z.string().min(1).optional(),
     clusterSize: schemas.positiveInt.optional(),
     clusterCidr: z.string().refine((c) => /^(\d{1,3}\.){3}\d{1,3}\/\d{1,2}$/.test(c) && parseV4Cidr(c)?.text === c, 'must be an IPv4 network like 10.128.0.0/9 (no host bits)'),
+    serviceCidr: z.string().refine((c) => /^(\d{1,3}\.){3}\d{1,3}\/\d{1,2}$/.test(c) && parseV4Cidr(c)?.text === c, 'must be an IPv4 network like 10.96.0.0/12 (no host bits)'),
     reconcileInterval: schemas.duration,
     shutdownGrace: z.coerce.number().min(0).max(3600),
     logLevel: schemas.logLevel,

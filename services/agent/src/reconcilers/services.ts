@@ -15,7 +15,7 @@ import type { Logger } from '@sluice/log';
 import { Counter, type Registry } from '@sluice/metrics';
 import { decodeSlim, type SlimEndpointSlice, type SlimService } from '@sluice/slim';
 import { Reconciler, type ReconcileTarget, type ReconcilerStatus } from '../reconciler.ts';
-import { ServicesTable } from '../tables/services.ts';
+import { ServicesTable, type FrontendPolicy } from '../tables/services.ts';
 
 export function servicesTarget(programmer: LbProgrammer): ReconcileTarget<LbService> {
   return {
@@ -67,6 +67,8 @@ export interface ServicesOptions {
   batchMs?: number;
   /** Conntrack garbage collection interval, ms (0: none). Default 30 s. */
   gcIntervalMs?: number;
+  /** Which frontend addresses records may claim (none given: every address is programmed). */
+  frontendPolicy?: FrontendPolicy;
 }
 
 export interface ServicesStatus {
@@ -89,7 +91,7 @@ export interface Services {
 
 export function startServices(options: ServicesOptions): Services {
   const { log, keys } = options;
-  const table = new ServicesTable(options.nodeName);
+  const table = new ServicesTable(options.nodeName, options.frontendPolicy);
   const programmer = new LbProgrammer(options.datapath);
   programmer.seed();
   const reconciler = new Reconciler<LbService>({

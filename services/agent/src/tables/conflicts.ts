@@ -15,7 +15,9 @@ export type ConflictReason =
   | 'pod_ip_outside_node_cidr'
   | 'pod_ip_claimed_twice'
   | 'health_ip_outside_node_cidr'
-  | 'local_ip_outside_node_cidr';
+  | 'local_ip_outside_node_cidr'
+  | 'service_ip_outside_service_cidr'
+  | 'external_ip_in_cluster_range';
 
 interface ConflictMetrics {
   total: Counter<'reason'>;

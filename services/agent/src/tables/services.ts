@@ -18,6 +18,7 @@ import type { SlimEndpointSlice, SlimService } from '@sluice/slim';
 import ipaddr from 'ipaddr.js';
 import type { DesiredRows } from '../reconciler.ts';
 import type { RowListener } from './table.ts';
+import type { Conflicts } from './conflicts.ts';
 
 const DEFAULT_AFFINITY_TIMEOUT = 10_800;
 const isV4 = (ip: string) => ipaddr.IPv4.isValidFourPartDecimal(ip);
@@ -67,6 +68,41 @@ export function buildLbService(svc: SlimService, slices: Iterable<SlimEndpointSl
   return out.frontends.length ? out : undefined;
 }
 
+/**
+ * Which frontend addresses a Service record may claim on this node. A record that puts a clusterIP outside the service
+ * CIDR, or an external/LoadBalancer IP inside the pod or service ranges, would capture traffic meant for pods or
+ * other services (a frontend wins over the ipcache): such addresses are refused, reported once, never programmed.
+ */
+export interface FrontendPolicy {
+  /** The service CIDR clusterIPs come from (the API server's --service-cluster-ip-range). */
+  serviceCidr: string;
+  /** The pods' range (the agent's --cluster-cidr). */
+  clusterCidr: string;
+  conflicts: Conflicts;
+}
+
+/** The record with the addresses the policy refuses taken out (reported to `conflicts`, cleared when fixed). */
+export function admitFrontends(svc: SlimService, policy: FrontendPolicy): SlimService {
+  const service = ipaddr.parseCIDR(policy.serviceCidr);
+  const cluster = ipaddr.parseCIDR(policy.clusterCidr);
+  const key = `${svc.namespace}/${svc.name}`;
+  const inside = (ip: string, cidr: [ipaddr.IPv4 | ipaddr.IPv6, number]) => {
+    const addr = ipaddr.parse(ip);
+    return addr.kind() === cidr[0].kind() && addr.match(cidr);
+  };
+  const refused: string[] = [];
+  const clusterIPs = svc.clusterIPs.filter((ip) => !isV4(ip) || inside(ip, service) || (refused.push(ip), false));
+  if (refused.length) policy.conflicts.report('service_ip_outside_service_cidr', key, `service ${key}'s clusterIPs ${refused.join(', ')} are outside the service CIDR ${policy.serviceCidr}`);
+  else policy.conflicts.clear('service_ip_outside_service_cidr', key);
+  const external: string[] = [];
+  const admit = (ip: string) => !isV4(ip) || !(inside(ip, service) || inside(ip, cluster)) || (external.push(ip), false);
+  const externalIPs = svc.externalIPs.filter(admit);
+  const loadBalancerIPs = svc.loadBalancerIPs.filter(admit);
+  if (external.length) policy.conflicts.report('external_ip_in_cluster_range', key, `service ${key}'s external addresses ${external.join(', ')} lie inside the pod range ${policy.clusterCidr} or the service CIDR ${policy.serviceCidr}`);
+  else policy.conflicts.clear('external_ip_in_cluster_range', key);
+  return refused.length || external.length ? { ...svc, clusterIPs, externalIPs, loadBalancerIPs } : svc;
+}
+
 /** Services and their slices as etcd holds them, and the rows computed from them. */
 export class ServicesTable implements DesiredRows<LbService> {
   private readonly services = new Map<string, SlimService>();
@@ -77,7 +113,7 @@ export class ServicesTable implements DesiredRows<LbService> {
   /** The highest etcd revision applied. */
   revision = 0;
 
-  constructor(private readonly nodeName: string) {}
+  constructor(private readonly nodeName: string, private readonly policy?: FrontendPolicy) {}
 
   follow(listener: RowListener): this {
     this.listeners.push(listener);
@@ -91,12 +127,15 @@ export class ServicesTable implements DesiredRows<LbService> {
 
   upsertService(svc: SlimService, revision = 0): void {
     const key = `${svc.namespace}/${svc.name}`;
-    this.services.set(key, svc);
+    this.services.set(key, this.policy ? admitFrontends(svc, this.policy) : svc);
     this.changed(key, revision);
   }
 
   deleteService(key: string, revision = 0): void {
-    if (this.services.delete(key)) this.changed(key, revision);
+    if (!this.services.delete(key)) return;
+    this.policy?.conflicts.clear('service_ip_outside_service_cidr', key);
+    this.policy?.conflicts.clear('external_ip_in_cluster_range', key);
+    this.changed(key, revision);
   }
 
   upsertSlice(slice: SlimEndpointSlice, revision = 0): void {
