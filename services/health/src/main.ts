@@ -27,7 +27,8 @@ const program = new Command('sluice-health')
   .addOption(flag('--max-probe-rate <n>', 'probes per second per node the agents are configured for (sets the quorum\'s cap)', '15'))
   .addOption(flag('--cluster-health-max-age <duration>', 'how far GetClusterHealth\'s per-node details (probe times, RTTs) may lag the reports; verdicts are always current (0: always re-encode)', '1s'))
   .addOption(flag('--metrics-host <host>', 'address of /metrics, /status, /healthz, /readyz', '127.0.0.1'))
-  .addOption(flag('--metrics-port <port>', 'port of /metrics, /status, /healthz, /readyz (0: none)', '0'))
+  .addOption(flag('--metrics-port <port>', 'port of /metrics, /status, /healthz, /readyz (0 picks a free one)', '9965'))
+  .addOption(flag('--shutdown-grace <seconds>', 'on SIGTERM/SIGINT, how long to wait for streams and etcd before abandoning them and exiting', '10'))
   .addOption(flag('--log-level <level>', 'log level', 'info'));
 for (const option of etcdFlags()) program.addOption(option);
 
@@ -50,6 +51,7 @@ const options = parseOptions(
       clusterHealthMaxAge: schemas.duration.pipe(z.number().min(0).max(60_000, 'must be at most 60s')),
       metricsHost: z.string().min(1),
       metricsPort: schemas.port,
+      shutdownGrace: schemas.nonNegativeInt,
       logLevel: schemas.logLevel,
     })
     .refine((o) => !!o.tlsCert === !!o.tlsKey, { message: 'needs both --tls-cert and --tls-key', path: ['tlsCert'] })
@@ -83,12 +85,10 @@ const server = await startHealthServer({
 });
 server.setServing(false);
 
-let status: StatusServer | undefined;
-if (options.metricsPort > 0) {
-  const registry = createRegistry({ defaultMetrics: true });
-  registerHealthMetrics(registry, aggregator, { maxTargets: options.metricsMaxTargets, watchers: () => server.stats().watchers });
-  status = await startStatusServer({ registry, host: options.metricsHost, port: options.metricsPort, ready: () => nodesLoaded, routes: { '/status': () => aggregator.summary(), '/stats': () => server.stats() } });
-}
+const registry = createRegistry({ defaultMetrics: true });
+registerHealthMetrics(registry, aggregator, { maxTargets: options.metricsMaxTargets, watchers: () => server.stats().watchers });
+const status: StatusServer = await startStatusServer({ registry, host: options.metricsHost, port: options.metricsPort, ready: () => nodesLoaded, routes: { '/status': () => aggregator.summary(), '/stats': () => server.stats() } });
+log.info({ url: status.url }, 'metrics and status listening');
 
 // Every change of a node's state, once, as it happens (joins and leaves included); the initial verdicts after a
 // start come as changes from UNKNOWN too.
@@ -101,18 +101,32 @@ aggregator.subscribe((change) => {
   }, change.removed ? 'node left the cluster' : 'node health changed');
 });
 
+let stopping = false;
+async function shutdown(): Promise<void> {
+  if (stopping) return;
+  stopping = true;
+  const graceMs = options.shutdownGrace * 1000;
+  log.info({ graceSeconds: options.shutdownGrace }, 'shutting down');
+  // Whatever etcd and the clients do, the process ends within its grace: what has not finished by then is abandoned.
+  const deadline = Date.now() + graceMs;
+  const step = async (what: string, work: () => Promise<unknown>): Promise<void> => {
+    let timer: NodeJS.Timeout | undefined;
+    const left = Math.max(0, deadline - Date.now());
+    const done = await Promise.race([work().then(() => true, () => true), new Promise<false>((r) => (timer = setTimeout(() => r(false), left)))]);
+    clearTimeout(timer);
+    if (!done) log.warn({ step: what }, 'shutdown: abandoned after the grace period');
+  };
+  await step('closing gRPC streams', () => server.stop(Math.min(2000, graceMs)));
+  await step('closing the etcd watches', () => source.stop());
+  await step('closing the metrics listener', () => status.close());
+  process.exit(0);
+}
+process.on('SIGINT', () => void shutdown());
+process.on('SIGTERM', () => void shutdown());
+
 // The watches retry on their own until etcd answers; meanwhile the service answers NOT_SERVING in grpc.health.v1.
 await source.start((nodes) => aggregator.setNodes(nodes));
 nodesLoaded = true;
 server.setServing(true);
 log.info({ nodes: aggregator.summary().total }, 'node list loaded from etcd');
 
-async function shutdown(): Promise<void> {
-  log.info('shutting down');
-  await server.stop();
-  await source.stop();
-  await status?.close();
-  process.exit(0);
-}
-process.on('SIGINT', () => void shutdown());
-process.on('SIGTERM', () => void shutdown());

@@ -39,7 +39,7 @@ beforeAll(async () => {
   await kv.put(keys.health('node-2')).value(JSON.stringify({ ...record(2), healthIP: '10.102.0.9', healthPort: 4240 }));
   const port = await freePort();
   // node --import tsx: one process, so that killing it leaves nothing behind (the tsx CLI would fork a child).
-  service = spawn(process.execPath, ['--import', 'tsx', `${root}services/health/src/main.ts`, '--listen', `127.0.0.1:${port}`, '--etcd-endpoints', etcd.endpoint, '--insecure'], {
+  service = spawn(process.execPath, ['--import', 'tsx', `${root}services/health/src/main.ts`, '--listen', `127.0.0.1:${port}`, '--etcd-endpoints', etcd.endpoint, '--insecure', '--metrics-port', '0'], {
     cwd: root,
     stdio: ['ignore', 'ignore', 'pipe'],
   });

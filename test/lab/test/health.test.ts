@@ -46,7 +46,7 @@ beforeAll(async () => {
   etcd = await startEtcd();
   sim = await startKubeSim({ nodes: 0, services: 0 });
   address = `127.0.0.1:${await freePort()}`;
-  service = spawn(process.execPath, ['--import', 'tsx', `${REPO}services/health/src/main.ts`, '--listen', address, '--etcd-endpoints', etcd.endpoint, '--etcd-prefix', ROOT, '--insecure'], {
+  service = spawn(process.execPath, ['--import', 'tsx', `${REPO}services/health/src/main.ts`, '--listen', address, '--etcd-endpoints', etcd.endpoint, '--etcd-prefix', ROOT, '--insecure', '--metrics-port', '0'], {
     cwd: REPO,
     stdio: ['ignore', 'ignore', 'pipe'],
   });
