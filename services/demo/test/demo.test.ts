@@ -188,9 +188,12 @@ describe('npm start (the demo)', () => {
     const node = state.nodes[0]!;
     const r = await sluice('bpf', 'endpoints', '--node', node.name);
     expect(r.code).toBe(0);
-    for (const p of state.pods.filter((x) => x.node === node.name)) expect(r.stdout).toMatch(new RegExp(`^${p.ip.replace(/\./g, '\\.')}\\s+\\d+\\s`, 'm'));
+    const local = state.pods.filter((x) => x.node === node.name);
+    expect(local.length).toBeGreaterThan(0);
+    for (const p of local) expect(r.stdout).toMatch(new RegExp(`^${p.ip.replace(/\./g, '\\.')}\\s+\\d+\\s`, 'm'));
     const ipcache = await sluice('bpf', 'ipcache', '--node', node.name, '--json');
     const prefixes = (JSON.parse(ipcache.stdout) as Array<{ cidr: string }>).map((e) => e.cidr);
+    expect(state.pods.length).toBeGreaterThan(local.length);
     for (const p of state.pods) expect(prefixes).toContain(`${p.ip}/32`);
   });
 
