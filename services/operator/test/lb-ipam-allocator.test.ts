@@ -32,6 +32,14 @@ describe('LB IPAM allocator', () => {
     expect(ipsOf(a)).toEqual({ older: ['10.0.0.2'], younger: ['10.0.0.1'] });
   });
 
+  it('between two Services created in the same second, the one LB IPAM satisfied keeps the address, whatever their names', () => {
+    const created = '2026-01-03T00:00:00Z';
+    const holder = svc('zz-holder', { created, ingressIPs: ['10.0.0.2'], assigned: true });
+    const copycat = svc('aa-copycat', { created, ingressIPs: ['10.0.0.2'] });
+    const a = allocate([pool('a', [{ cidr: '10.0.0.0/29' }])], [copycat, holder]);
+    expect(ipsOf(a)).toEqual({ 'zz-holder': ['10.0.0.2'], 'aa-copycat': ['10.0.0.1'] });
+  });
+
   it('releases an address no selecting pool contains any more, and one of a Service that is no longer ours', () => {
     const a = allocate(
       [pool('a', [{ cidr: '10.0.0.0/29' }], { serviceSelector: { matchLabels: { app: 'x' } } })],

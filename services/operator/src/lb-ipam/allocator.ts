@@ -6,7 +6,8 @@
  * Rules (Cilium's LB IPAM, minus address sharing):
  * - Services considered: `type: LoadBalancer` with no loadBalancerClass or ours. Others are left alone, except that a
  *   Service that stopped being a LoadBalancer of ours gives back the pool addresses its status still shows.
- * - Services are served oldest first (creationTimestamp, then namespace/name): the first Service to hold an address
+ * - Services are served oldest first (creationTimestamp, then the one LB IPAM already satisfied, then namespace/name):
+ *   the first Service to hold an address
  *   keeps it; a later Service showing the same address loses it and gets another one (a conflict).
  * - An address is kept only while a pool that selects the Service contains it (a disabled pool keeps what it gave).
  * - Requested addresses (`spec.loadBalancerIP`, or the `lbipam.sluice.io/ips` annotation, comma-separated) must lie in
@@ -45,6 +46,12 @@ export interface ServiceInput {
   ipFamilies?: Family[];
   /** The IPs in status.loadBalancer.ingress now. */
   ingressIPs: string[];
+  /**
+   * Its status carries our condition as satisfied: LB IPAM gave it what it shows. creationTimestamp has a resolution of
+   * one second, so between two Services created in the same second this, not their names, says which one held an
+   * address first.
+   */
+  assigned?: boolean;
 }
 
 export interface Condition {
@@ -198,7 +205,8 @@ export function allocate(poolInputs: readonly PoolInput[], serviceInputs: readon
   const key = (family: Family, value: bigint) => `${family}/${value}`;
   const poolOf = (candidates: Pool[], family: Family, value: bigint) => candidates.find((p) => inPool(p, family, value));
 
-  const services = [...serviceInputs].sort(byAge((s) => `${s.namespace}/${s.name}`));
+  const services = [...serviceInputs].sort((a, b) =>
+    a.created !== b.created || !!a.assigned === !!b.assigned ? byAge<ServiceInput>((s) => `${s.namespace}/${s.name}`)(a, b) : a.assigned ? -1 : 1);
   const decisions = new Map<string, ServiceDecision>();
   const id = (s: ServiceInput) => `${s.namespace}/${s.name}`;
 

@@ -75,6 +75,7 @@ export function serviceInput(o: Obj): ServiceInput {
     loadBalancerIP: str(spec.loadBalancerIP),
     ipFamilies: families?.length ? families : undefined,
     ingressIPs: ingress.map((i) => str(i?.ip)).filter((ip): ip is string => ip !== undefined),
+    assigned: Array.isArray((o.status as Any)?.conditions) && ((o.status as Any).conditions as Any[]).some((c) => c?.type === SERVICE_CONDITION && c?.status === 'True'),
   };
 }
 
