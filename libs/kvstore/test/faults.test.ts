@@ -1,6 +1,6 @@
 /**
  * Faults of a real 3-member etcd cluster (mutual TLS) under a writer and a watcher: the leader SIGKILLed during churn,
- * and quorum lost for a while. What must hold is behaviour: no change lost, every event delivered once and in order,
+ * and quorum lost for 30 s. What must hold is behaviour: no change lost, every event delivered once and in order,
  * the watch continues on the remaining members without a relist, nothing is deleted while etcd is unavailable. (How
  * fast writes resume is measured in the kvstore benchmark, not asserted here.)
  */
@@ -108,10 +108,15 @@ describe('a 3-member etcd cluster with TLS: faults under a writer and a watcher'
     await Promise.all([a!.kill(), b!.kill()]);
     for (let i = 0; i < 100; i++) writer.upsert(`quorum/k${i}`, 'during');
     writer.upsert('quorum/new', 'during');
-    await sleep(3000); // the loss (30 s in the scale harness's etcd fault)
-    expect(writer.getStats().pending + writer.getStats().inFlight).toBeGreaterThan(0);
-    expect(reader.deletes()).toBe(0);
-    expect([...reader.held.values()].every((v) => v === 'before')).toBe(true);
+    // Quorum lost for 30 s (issue 17), well past every call deadline and several backoff ceilings: checked every
+    // 5 s that the writer still holds its changes and the watcher's view (what the datapath is built from) is untouched.
+    for (let waited = 0; waited < 30_000; waited += 5000) {
+      await sleep(5000);
+      expect(writer.getStats().pending + writer.getStats().inFlight).toBeGreaterThan(0);
+      expect(reader.deletes()).toBe(0);
+      expect(reader.held.size).toBe(100);
+      expect([...reader.held.values()].every((v) => v === 'before')).toBe(true);
+    }
 
     await Promise.all([a!.resume(), b!.resume()]);
     await writer.flush();
@@ -122,5 +127,5 @@ describe('a 3-member etcd cluster with TLS: faults under a writer and a watcher'
     expect(reader.deletes()).toBe(0);
     writer.close();
     await reader.watch.stop();
-  }, 90_000);
+  }, 150_000);
 });
