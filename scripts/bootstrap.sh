@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # prometheus: for promtool (test/deploy checks every component's /metrics with `promtool check metrics`).
-PACKAGES=(clang llvm libbpf-dev bpftool etcd-server etcd-client iptables iputils-ping iputils-arping iproute2 curl make linux-libc-dev prometheus)
+# iperf3, sockperf: the host-routing bench (pod → remote pod throughput and TCP request/response latency).
+PACKAGES=(clang llvm libbpf-dev bpftool etcd-server etcd-client iptables iputils-ping iputils-arping iproute2 curl make linux-libc-dev prometheus iperf3 sockperf)
 say() { printf 'bootstrap: %s\n' "$*" >&2; }
 
 missing=()

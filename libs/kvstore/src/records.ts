@@ -45,6 +45,8 @@ export const agentStatusRecord = z.strictObject({
   }),
   /** e.g. "BPF [IPv4: Enabled]" or "Disabled". */
   masquerading: z.string(),
+  /** The MTU new pods' veths get: the uplink's, less the tunnel overhead (absent from agents before it). */
+  podMtu: z.number().int().min(68).max(65535).optional(),
   /** The agent has programmed its maps from a complete view of etcd. */
   synced: z.boolean(),
   endpoints: z.strictObject({

@@ -44,6 +44,7 @@ import { iptablesMasquerade, type IptablesMasquerade } from './reconcilers/iptab
 import { masqueradingText, parseMasqueradeMode, type MasqueradeMode } from './tables/masquerade.ts';
 import { withPrerequisites } from './tables/host-routing.ts';
 import { DatapathMode, readStartConfig } from './reconcilers/datapath-mode.ts';
+import { alignTunnelMtu, derivePodMtu, linkMtu, podMtuText, type PodMtu } from './mtu.ts';
 
 const exec = promisify(execFile);
 export const AGENT_VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
@@ -159,6 +160,21 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
     links = await ipJson<IpLink[]>(netns, ['link', 'show']);
   }
   const vx = links.find((l) => l.ifname === vxlan);
+  // The pods' MTU: the uplink's, less the tunnel's overhead (mtu.ts); re-derived at each CNI ADD from the live uplink.
+  let podMtu: PodMtu = derivePodMtu(await linkMtu(netns, options.uplink), routing);
+  const tunnelMtu = vx ? await alignTunnelMtu(netns, vxlan, podMtu) : undefined;
+  if (tunnelMtu) log.info({ device: vxlan, mtu: tunnelMtu }, `${vxlan} MTU set to the pods' ${tunnelMtu}`);
+  log.info({ mtu: podMtu }, `Pod MTU: ${podMtuText(podMtu)}`);
+  const currentPodMtu = async (): Promise<PodMtu> => {
+    const next = derivePodMtu(await linkMtu(netns, options.uplink), routing);
+    if (next.pod !== podMtu.pod) {
+      log.info({ from: podMtu.pod, to: next.pod, uplink: next.uplink }, `Pod MTU changed to ${podMtuText(next)}: new pods get it, existing pods keep theirs until recreated`);
+      if (vx) await alignTunnelMtu(netns, vxlan, next);
+      podMtu = next;
+      publisher?.update();
+    }
+    return podMtu;
+  };
 
   const dp = loadDatapath({ pinDir: options.pinDir, registry, onIncompatible: 'replace' });
   if (dp.replacedMaps.length) log.warn({ replaced: dp.replacedMaps }, 'pinned maps with an old layout were replaced');
@@ -254,7 +270,7 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
     store,
     socket: options.apiSocket,
     port: options.apiPort,
-    info: { pinDir: options.pinDir, netns, nodeIp },
+    info: { pinDir: options.pinDir, netns, nodeIp, podMtu: currentPodMtu },
     ...(options.apiAllow ? { allow: options.apiAllow } : {}),
     log,
     onChange: (ep) => {
@@ -279,6 +295,7 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
       routing,
       hostRouting: mode.hostRouting,
       masquerading: mode.masquerading,
+      mtu: { ...podMtu, status: podMtuText(podMtu) },
       kernel: features,
       maps: dp.fillLevels(),
       kubeProxyReplacement: {
@@ -316,6 +333,7 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
       routing,
       hostRouting: { mode: mode.hostRouting.mode, reason: mode.hostRouting.reason, status: mode.hostRouting.status },
       masquerading: mode.masquerading,
+      podMtu: podMtu.pod,
       synced: s.synced,
       endpoints: s.endpoints,
     };

@@ -6,7 +6,7 @@
  *   GET    /v1/endpoints/<id>   → 200 record | 404
  *   DELETE /v1/endpoints/<id>   → 200 | 404
  *   GET    /v1/endpoints        → records
- *   GET    /v1/node             → {name, ip?, podCIDRs, pinDir, netns?}
+ *   GET    /v1/node             → {name, ip?, podCIDRs, pinDir, netns?, mtu?} (mtu: of new pods' veths, mtu.ts)
  *
  * Who may call it: the socket is created 0600 (0660 with `allow.gids`, group-owned by the first), and every
  * connection's peer credentials (SO_PEERCRED) are checked: root, or a uid/gid in `allow`; anyone else is cut off
@@ -35,7 +35,7 @@ export interface AgentApiOptions {
   /** Unix socket path; or `port` for loopback TCP. */
   socket?: string;
   port?: number;
-  info: { pinDir: string; netns?: string; nodeIp?: string };
+  info: { pinDir: string; netns?: string; nodeIp?: string; podMtu?: () => Promise<{ pod: number }> };
   /** Callers allowed besides root (uid 0). */
   allow?: { uids?: number[]; gids?: number[] };
   /** Most local endpoints the node takes (default 1024). */
@@ -118,7 +118,12 @@ export async function startAgentApi(options: AgentApiOptions): Promise<AgentApi>
         const path = (req.url ?? '/').split('?')[0] ?? '/';
         if (path === '/v1/node' && req.method === 'GET') {
           const n = core.node(core.nodeName);
-          return reply(200, { name: core.nodeName, ip: n?.ip ?? options.info.nodeIp, podCIDRs: n?.validCidrs ?? [], pinDir: options.info.pinDir, netns: options.info.netns, synced: core.isSynced });
+          // Without an MTU the plugin keeps the kernel's default: better than failing every ADD on a bad uplink read.
+          const mtu = await options.info.podMtu?.().then((m) => m.pod, (err: unknown) => {
+            log?.warn({ error: (err as Error).message }, 'local API: the pod MTU could not be derived');
+            return undefined;
+          });
+          return reply(200, { name: core.nodeName, ip: n?.ip ?? options.info.nodeIp, podCIDRs: n?.validCidrs ?? [], pinDir: options.info.pinDir, netns: options.info.netns, synced: core.isSynced, ...(mtu ? { mtu } : {}) });
         }
         if (path === '/v1/endpoints' && req.method === 'GET') return reply(200, store.all());
         const m = /^\/v1\/endpoints\/([^/]+)$/.exec(path);

@@ -7,7 +7,8 @@
  *   { "cniVersion": "1.0.0", "name": "sluice", "type": "sluice-cni",
  *     "agentSocket": "/var/run/sluice/<node>/agent.sock"   (or "agentUrl": "http://127.0.0.1:<port>"),
  *     "nodeNetns": "<node namespace>"                       (optional),
- *     "mtu": 1500                                           (optional),
+ *     "mtu": 1500                                           (optional: else the agent's, derived from the node's
+ *                                                            uplink and routing mode; else the kernel's default),
  *     "ipam": { "dataDir": "/var/lib/sluice-cni/<node>", "subnet": "<podCIDR>" (optional: else the agent's) } }
  * CNI_ARGS: K8S_POD_NAMESPACE, K8S_POD_NAME; SLUICE_HEALTH=true marks the node's health endpoint; IP=<addr> asks
  * for a specific address.
@@ -156,7 +157,7 @@ export async function registerEndpoint(config: NetConfig, endpoint: { id: string
   return res;
 }
 
-const agentNodeSchema = z.object({ name: z.string(), podCIDRs: z.array(z.string()), pinDir: z.string(), synced: z.boolean() });
+const agentNodeSchema = z.object({ name: z.string(), podCIDRs: z.array(z.string()), pinDir: z.string(), synced: z.boolean(), mtu: z.number().int().min(576).max(65535).optional() });
 
 async function ipNode(config: NetConfig, args: string[]): Promise<string> {
   const { stdout } = await exec('ip', [...(config.nodeNetns ? ['-n', config.nodeNetns] : []), ...args], { timeout: 10_000 });
@@ -193,6 +194,11 @@ function subnetOf(config: NetConfig, node: { podCIDRs: string[] }): string {
   return subnet;
 }
 
+/** The pod's veth MTU: the network config's, else the agent's (uplink less tunnel overhead), else the kernel's. */
+export function podMtu(config: Pick<NetConfig, 'mtu'>, node: { mtu?: number | undefined }): number | undefined {
+  return config.mtu ?? node.mtu;
+}
+
 export async function cmdAdd(env: CniEnv, config: NetConfig): Promise<unknown> {
   const node = await nodeInfo(config);
   const subnet = subnetOf(config, node);
@@ -209,7 +215,8 @@ export async function cmdAdd(env: CniEnv, config: NetConfig): Promise<unknown> {
   try {
     // A retried ADD: start from a clean pair.
     await ipNode(config, ['link', 'del', host]).catch(() => undefined);
-    const mtu = config.mtu ? ['mtu', String(config.mtu)] : [];
+    const mtuValue = podMtu(config, node);
+    const mtu = mtuValue ? ['mtu', String(mtuValue)] : [];
     await ipNode(config, ['link', 'add', host, ...mtu, 'type', 'veth', 'peer', 'name', env.ifname, ...mtu, 'netns', env.netns]);
     await ipNode(config, ['link', 'set', host, 'up']);
     const hostLink = await linkJson(ipNode(config, ['-j', 'link', 'show', 'dev', host]));

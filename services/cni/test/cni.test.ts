@@ -52,9 +52,10 @@ beforeAll(async () => {
   stateDir = mkdtempSync(join(tmpdir(), 'sluice-cni-test-'));
   nodeNs = await lab.addNetns(lab.name('node'), { forwarding: true });
   const peer = await lab.addNetns(lab.name('peer'));
-  await lab.addVeth({ ns: nodeNs, name: 'eth0' }, { ns: peer, name: 'eth0' });
+  // A jumbo uplink: pods get its MTU in native routing (not the kernel's 1500).
+  await lab.addVeth({ ns: nodeNs, name: 'eth0', mtu: 9000 }, { ns: peer, name: 'eth0', mtu: 9000 });
   await lab.addAddr(nodeNs, 'eth0', '192.168.201.1/24');
-  for (let i = 0; i < 3; i++) pods.push(await lab.addNetns(lab.name(`p${i}`)));
+  for (let i = 0; i < 4; i++) pods.push(await lab.addNetns(lab.name(`p${i}`)));
   const pinDir = lab.trackPinDir(defaultPinDir(`${lab.id}-node`));
   // The node's record (what the operator would write): the agent takes registrations only inside its podCIDR.
   const writer = createKvClient({ endpoints: [etcd.endpoint] });
@@ -105,6 +106,8 @@ describe('sluice-cni', () => {
     expect((await execIn(pods[0]!, 'ip', ['neigh', 'show', '169.254.1.1'])).stdout).toContain(hostLink.mac);
     expect((await execIn(nodeNs, 'ip', ['route', 'show', '10.201.0.2'])).stdout).toContain(`dev ${host}`);
     expect(agent.datapath.maps.endpoints.lookup({ ip: '10.201.0.2' })).toEqual({ ifindex: hostLink.ifindex, flags: 0, mac: podLink.mac, nodeMac: hostLink.mac });
+    // Native routing: the uplink's MTU on both ends of the pair.
+    expect([hostLink.mtu, podLink.mtu]).toEqual([9000, 9000]);
     // The pod programs are attached to the host-side veth.
     expect((await execIn(nodeNs, 'tc', ['filter', 'show', 'dev', host, 'ingress'])).stdout).toContain('from_container');
     // Persisted for the agent's restart.
@@ -163,5 +166,22 @@ describe('sluice-cni', () => {
       expect(typeof r.json.cniVersion).toBe('string');
     }
     expect(existsSync(join(stateDir, 'ipam2', 'allocations.json'))).toBe(false);
+  });
+
+  it('the pod MTU follows the uplink for new pods (existing ones keep theirs); the network config\'s mtu overrides it', async () => {
+    await execIn(nodeNs, 'ip', ['link', 'set', 'dev', 'eth0', 'mtu', '4000']);
+    try {
+      const r = await cni(env('ADD', 3), JSON.stringify(config));
+      expect(r.code, r.stdout).toBe(0);
+      expect((await linkInfo(pods[3], 'eth0')).mtu).toBe(4000);
+      expect((await linkInfo(nodeNs, hostIfname(`ctr-${lab.id}-3`, 'eth0'))).mtu).toBe(4000);
+      expect((await linkInfo(pods[0], 'eth0')).mtu).toBe(9000);
+      const fixed = await cni(env('ADD', 3), JSON.stringify({ ...config, mtu: 1400 }));
+      expect(fixed.code, fixed.stdout).toBe(0);
+      expect((await linkInfo(pods[3], 'eth0')).mtu).toBe(1400);
+    } finally {
+      await execIn(nodeNs, 'ip', ['link', 'set', 'dev', 'eth0', 'mtu', '9000']);
+      await cni(env('DEL', 3), JSON.stringify(config));
+    }
   });
 });
