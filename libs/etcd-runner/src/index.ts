@@ -7,7 +7,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { hasExited, ownChild, stopChild } from '@sluice/process';
+import { dieWithParent, hasExited, ownChild, stopChild } from '@sluice/process';
 import { createTestPki, type EtcdTls } from './tls.ts';
 
 export { createTestPki, type CertFiles, type EtcdTls } from './tls.ts';
@@ -247,7 +247,8 @@ function member(plan: MemberPlan, cluster: string, options: EtcdOptions, tls: Et
     async spawnProcess() {
       exitError = undefined;
       const logFd = options.logFile ? openSync(options.logFile, 'a') : 'ignore';
-      const started = spawn(options.binary ?? 'etcd', args, { stdio: ['ignore', 'ignore', logFd] });
+      const run = dieWithParent(options.binary ?? 'etcd', args);
+      const started = spawn(run.command, run.args, { stdio: ['ignore', 'ignore', logFd] });
       if (typeof logFd === 'number') closeSync(logFd);
       child = ownChild(started);
       started.once('error', (err) => (exitError = err.message));

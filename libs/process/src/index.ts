@@ -1,4 +1,5 @@
 import type { ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 
 const owned = new Set<ChildProcess>();
 let exitHookInstalled = false;
@@ -18,6 +19,19 @@ export function ownChild(child: ChildProcess): ChildProcess {
   owned.add(child);
   child.once('exit', () => owned.delete(child));
   return child;
+}
+
+const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((path) => existsSync(path));
+
+/**
+ * The argv that runs `command` with the kernel's parent-death signal set (PR_SET_PDEATHSIG through util-linux's
+ * setpriv, which execs, so the pid is the command's): when this process is SIGKILLed — a test runner killing a worker
+ * whose hook timed out — no exit hook runs, and without it etcd, kube-sim and the services it started would outlive
+ * it. Without setpriv the command runs as given; ownChild's exit hook still covers every orderly exit.
+ */
+export function dieWithParent(command: string, args: readonly string[]): { command: string; args: string[] } {
+  if (!SETPRIV) return { command, args: [...args] };
+  return { command: SETPRIV, args: ['--pdeathsig', 'KILL', '--', command, ...args] };
 }
 
 export function hasExited(child: ChildProcess): boolean {

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { hasExited, ownChild, stopChild } from '../src/index.ts';
+import { dieWithParent, hasExited, ownChild, stopChild } from '../src/index.ts';
 
 describe('stopChild', () => {
   it('stops a child that honours SIGTERM', async () => {
@@ -26,6 +26,38 @@ describe('stopChild', () => {
   });
 });
 
+/** A process's state letter from /proc: gone, or a zombie waiting for PID 1 to reap it, means it no longer runs. */
+function runState(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.[0] ?? 'gone';
+  } catch {
+    return 'gone';
+  }
+}
+
+describe('dieWithParent', () => {
+  it('kills the command when its parent is SIGKILLed (no exit hook runs)', async () => {
+    const script = `
+      import { spawn } from 'node:child_process';
+      import { dieWithParent } from ${JSON.stringify(new URL('../src/index.ts', import.meta.url).pathname)};
+      const run = dieWithParent('sleep', ['60']);
+      const c = spawn(run.command, run.args, { detached: true, stdio: 'ignore' });
+      console.log(c.pid);
+      setInterval(() => {}, 1000);
+    `;
+    const parent = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const pid = await new Promise<number>((resolve) => parent.stdout!.once('data', (d) => resolve(Number(String(d).trim()))));
+    expect(pid).toBeGreaterThan(0);
+    // It runs the command itself (setpriv execs), so this pid is the one a caller measures and stops.
+    for (let i = 0; i < 50 && !readFileSync(`/proc/${pid}/cmdline`, 'utf8').startsWith('sleep'); i++) await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[0]).toBe('sleep');
+    parent.kill('SIGKILL');
+    await new Promise((resolve) => parent.once('exit', resolve));
+    for (let i = 0; i < 100 && !['gone', 'Z'].includes(runState(pid)); i++) await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(['gone', 'Z']).toContain(runState(pid));
+  });
+});
+
 describe('ownChild', () => {
   it('kills owned children when the parent exits', async () => {
     // A parent that starts a long sleep, owns it, prints its pid and exits without stopping it.
@@ -43,15 +75,7 @@ import { readFileSync } from 'node:fs';
     await new Promise((resolve) => parent.once('exit', resolve));
     const pid = Number(out.trim());
     expect(pid).toBeGreaterThan(0);
-    // Gone, or a zombie waiting for PID 1 to reap it: either way it no longer runs.
-    const state = () => {
-      try {
-        return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.[0];
-      } catch {
-        return 'gone';
-      }
-    };
-    for (let i = 0; i < 50 && !['gone', 'Z'].includes(state() ?? ''); i++) await new Promise((resolve) => setTimeout(resolve, 20));
-    expect(['gone', 'Z']).toContain(state());
+    for (let i = 0; i < 50 && !['gone', 'Z'].includes(runState(pid)); i++) await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(['gone', 'Z']).toContain(runState(pid));
   });
 });
