@@ -88,6 +88,12 @@ export class CodecMap<K, V> implements MapBackend<K, V> {
     this.timed('update_batch', () => this.raw.updateRaw(raw.keys, raw.values, raw.count));
   }
 
+  /** Writes entries already in the map's byte layout (a caller that builds large values in place). */
+  upsertEncoded(raw: RawEntries): void {
+    if (!raw.count) return;
+    this.timed('update_batch', () => this.raw.updateRaw(raw.keys, raw.values, raw.count));
+  }
+
   deleteBatch(keys: readonly K[]): void {
     if (!keys.length) return;
     const buf = this.encodeKeys(keys);
