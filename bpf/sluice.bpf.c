@@ -340,6 +340,31 @@ static __always_inline int spoofed(struct __sk_buff *skb)
 	return !ep || ep->ifindex != skb->ifindex;
 }
 
+/*
+ * Marks a pod's TCP/UDP packet whose masquerade is BPF's (SL_MARK_SNAT_BPF): with BPF masquerading on, or when the
+ * BPF NAT table maps its flow already. Sluice's iptables chain returns on the mark, so while netfilter's masquerade
+ * rules are still (or again) in place — during a switch, until the flows netfilter's conntrack translates end —
+ * netfilter leaves BPF's flows alone, and BPF leaves netfilter's (to_netdev skips what leaves with the node's IP).
+ */
+static __always_inline void mark_bpf_snat(struct __sk_buff *skb, struct sl_config *cfg)
+{
+	struct sl_snat_key fwd = {};
+	struct l4 l4;
+
+	if (!cfg || parse_l4(skb, &l4) < 0)
+		return;
+	if (!(cfg->flags & SL_CFG_F_MASQUERADE)) {
+		fwd.addr = l4.saddr;
+		fwd.port = l4.sport;
+		fwd.peer_ip = l4.daddr;
+		fwd.peer_port = l4.dport;
+		fwd.proto = l4.proto;
+		if (!bpf_map_lookup_elem(&sl_snat, &fwd))
+			return;
+	}
+	skb->mark |= SL_MARK_SNAT_BPF;
+}
+
 SEC("tc")
 int from_container(struct __sk_buff *skb)
 {
@@ -363,6 +388,7 @@ int from_container(struct __sk_buff *skb)
 	ret = lb_ingress(skb, cfg, 1, &translated);
 	if (ret != TC_ACT_UNSPEC)
 		return ret;
+	mark_bpf_snat(skb, cfg);
 	if (!cfg || !(cfg->flags & SL_CFG_F_BPF_HOST_ROUTING)) {
 		count(SL_CNT_LEGACY, skb);
 		return TC_ACT_OK;
@@ -430,7 +456,9 @@ static __always_inline void snat_rev(struct __sk_buff *skb)
 	struct sl_snat_value *pod;
 	struct l4 l4;
 
-	if (!cfg || !(cfg->flags & SL_CFG_F_MASQUERADE) || parse_l4(skb, &l4) < 0 || l4.daddr != cfg->node_ip)
+	/* Not only with SL_CFG_F_MASQUERADE: a flow BPF masqueraded before a switch to iptables (or off) keeps its
+	 * mapping until it ends; netfilter knows nothing of it. */
+	if (!cfg || parse_l4(skb, &l4) < 0 || l4.daddr != cfg->node_ip)
 		return;
 	key.addr = l4.daddr;
 	key.port = l4.dport;
@@ -494,7 +522,9 @@ int to_netdev(struct __sk_buff *skb)
 	int i;
 
 	count(SL_CNT_TO_NETDEV, skb);
-	if (!cfg || !(cfg->flags & SL_CFG_F_MASQUERADE) || parse_l4(skb, &l4) < 0 || l4.saddr == cfg->node_ip)
+	/* A packet netfilter already masqueraded (iptables mode, or a flow its conntrack owns from before a switch)
+	 * leaves with the node's address: never a second mapping for it. */
+	if (!cfg || parse_l4(skb, &l4) < 0 || l4.saddr == cfg->node_ip)
 		return TC_ACT_OK;
 	if (!bpf_map_lookup_elem(&sl_endpoints, &l4.saddr))
 		return TC_ACT_OK;
@@ -509,8 +539,11 @@ int to_netdev(struct __sk_buff *skb)
 	fwd.proto = l4.proto;
 	nat = bpf_map_lookup_elem(&sl_snat, &fwd);
 	if (nat) {
+		/* Also with masquerading switched to iptables or off: the flow keeps the mapping it started with. */
 		out.addr = nat->addr;
 		out.port = nat->port;
+	} else if (!(cfg->flags & SL_CFG_F_MASQUERADE)) {
+		return TC_ACT_OK;
 	} else {
 		rev.addr = cfg->node_ip;
 		rev.peer_ip = l4.daddr;
@@ -520,7 +553,7 @@ int to_netdev(struct __sk_buff *skb)
 		hash ^= hash >> 15;
 #pragma unroll
 		for (i = 0; i < NAT_PORT_TRIES; i++) {
-			rev.port = bpf_htons(NAT_PORT_MIN + (hash + i * 7919) % NAT_PORT_RANGE);
+			rev.port = bpf_htons(SL_SNAT_PORT_MIN + (hash + i * 7919) % (SL_SNAT_PORT_MAX - SL_SNAT_PORT_MIN + 1));
 			if (!bpf_map_lookup_elem(&sl_snat_rev, &rev))
 				break;
 		}
@@ -640,7 +673,7 @@ int xdp_netdev(struct xdp_md *ctx)
 	reply.proto = l4.proto;
 	if (bpf_map_lookup_elem(&sl_lb_ct, &reply))
 		return xdp_pass(len);
-	if ((cfg->flags & SL_CFG_F_MASQUERADE) && l4.daddr == cfg->node_ip) {
+	if (l4.daddr == cfg->node_ip) {
 		masq.addr = l4.daddr;
 		masq.port = l4.dport;
 		masq.peer_ip = l4.saddr;

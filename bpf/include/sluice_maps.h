@@ -219,6 +219,21 @@ struct sl_snat_value {
 	__u16 pad;
 };
 
+/*
+ * The NAT ports of the masquerade, host order: above the kernel's default ip_local_port_range (32768..60999), so a
+ * masqueraded flow never takes a port the node's own connections or netfilter's masquerade (which keeps a pod's
+ * source port, from that range) already hold. The agent reserves them in the node (ip_local_reserved_ports).
+ */
+#define SL_SNAT_PORT_MIN 61000
+#define SL_SNAT_PORT_MAX 65535
+
+/*
+ * skb->mark bit from_container sets on a pod's packet whose masquerade is BPF's (BPF masquerading on, or a flow the
+ * BPF NAT table already maps): Sluice's iptables chain returns on it, so netfilter never translates a flow BPF does
+ * (while both run, during a switch between the modes and until netfilter's own flows end).
+ */
+#define SL_MARK_SNAT_BPF 0x00100000
+
 /* sl_config: one entry, key 0. */
 struct sl_config {
 	__u32 flags;          /* SL_CFG_F_* */

@@ -611,6 +611,12 @@ export const snatValue: Codec<SnatValue> = {
   decode: (buf, off) => ({ addr: readIpv4(buf, off), port: buf.readUInt16BE(off + 4) }),
 };
 
+/** SL_SNAT_PORT_MIN..SL_SNAT_PORT_MAX: the masquerade's NAT ports, host order (above ip_local_port_range). */
+export const SNAT_PORT_MIN = 61_000;
+export const SNAT_PORT_MAX = 65_535;
+/** SL_MARK_SNAT_BPF: the skb->mark bit of a pod's packet whose masquerade is BPF's (Sluice's iptables chain returns on it). */
+export const SNAT_MARK_BPF = 0x0010_0000;
+
 // ---- sl_config -----------------------------------------------------------------------------------------------
 
 export const CFG_F_BPF_HOST_ROUTING = 0x1;

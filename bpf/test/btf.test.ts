@@ -32,6 +32,9 @@ import {
   MAGLEV_M,
   snatKey,
   snatValue,
+  SNAT_MARK_BPF,
+  SNAT_PORT_MAX,
+  SNAT_PORT_MIN,
   type Codec,
 } from '../src/index.ts';
 
@@ -127,6 +130,19 @@ describe('codecs agree with the C structs (BTF)', () => {
       expect(sizeOf(types.get(member('key').type_id)!.type_id!), spec.name).toBe(spec.key.size);
       expect(sizeOf(types.get(member('value').type_id)!.type_id!), spec.name).toBe(spec.value.size);
     }
+  });
+});
+
+describe('constants agree with the C header', () => {
+  it('NAT port range and the BPF masquerade mark, as the C preprocessor sees them', () => {
+    const include = fileURLToPath(new URL('../include', import.meta.url));
+    const names = ['SL_SNAT_PORT_MIN', 'SL_SNAT_PORT_MAX', 'SL_MARK_SNAT_BPF'];
+    const source = `#include "sluice_maps.h"\n${names.map((n) => `${n}`).join('\n')}\n`;
+    const out = execFileSync('clang', ['-E', '-P', '-I', include, '-x', 'c', '-'], { input: source, encoding: 'utf8' }).trim().split('\n').slice(-names.length);
+    expect(out.map((v) => Number(v))).toEqual([SNAT_PORT_MIN, SNAT_PORT_MAX, SNAT_MARK_BPF]);
+    // Above the kernel's default ip_local_port_range (32768..60999) and inside the port space.
+    expect(SNAT_PORT_MIN).toBeGreaterThan(60_999);
+    expect(SNAT_PORT_MAX).toBeLessThanOrEqual(65_535);
   });
 });
 
