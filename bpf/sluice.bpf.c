@@ -283,17 +283,29 @@ pass:
 
 /*
  * A reply that reverse NAT gave this node's own address as its source (a NodePort's): the kernel would drop it as
- * a martian (a local source arriving on a device), so it is forwarded in BPF in either host-routing mode.
+ * a martian (a local source arriving on a device), so it is forwarded in BPF in either host-routing mode. The
+ * primary node IP, or any other address of the node that has a NodePort frontend (the agent marks those).
  */
 static __always_inline int from_node_address(struct __sk_buff *skb, struct sl_config *cfg)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	struct iphdr *ip = data + sizeof(struct ethhdr);
+	struct sl_service_key sk = {};
+	struct sl_service_value *svc;
+	struct l4 l4;
 
 	if (!cfg || (void *)(ip + 1) > data_end)
 		return 0;
-	return ip->saddr == cfg->node_ip;
+	if (ip->saddr == cfg->node_ip)
+		return 1;
+	if (parse_l4(skb, &l4) < 0)
+		return 0;
+	sk.vip = l4.saddr;
+	sk.port = l4.sport;
+	sk.proto = l4.proto;
+	svc = bpf_map_lookup_elem(&sl_services, &sk);
+	return svc && (svc->flags & SL_SVC_F_NODE_ADDR);
 }
 
 /*

@@ -113,6 +113,8 @@ struct sl_service_value {
 #define SL_SVC_F_EXTERNAL 0x1 /* NodePort, externalIP or LoadBalancer frontend (externalTrafficPolicy applies) */
 #define SL_SVC_F_AFFINITY 0x2 /* sessionAffinity: ClientIP */
 #define SL_SVC_F_DROP 0x4     /* no local backend under a Local traffic policy: drop (as kube-proxy), not reject */
+#define SL_SVC_F_NODE_ADDR 0x8 /* the frontend's address is one of this node's (NodePort on a node IP): replies
+                                  from it are forwarded in BPF, as for the primary node IP */
 
 struct sl_maglev_value {
 	__u32 backend_ids[SL_MAGLEV_M];

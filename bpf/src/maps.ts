@@ -286,6 +286,8 @@ export const serviceKey: Codec<ServiceKey> = {
 export const SVC_F_EXTERNAL = 0x1;
 export const SVC_F_AFFINITY = 0x2;
 export const SVC_F_DROP = 0x4;
+/** The frontend's address is one of this node's (a NodePort on each node IP): the programs forward its replies. */
+export const SVC_F_NODE_ADDR = 0x8;
 export interface ServiceValue {
   /** The agent's id for the backend set: key of its Maglev table (and of its affinity entries). */
   id: number;

@@ -35,6 +35,10 @@ import {
   SNAT_MARK_BPF,
   SNAT_PORT_MAX,
   SNAT_PORT_MIN,
+  SVC_F_AFFINITY,
+  SVC_F_DROP,
+  SVC_F_EXTERNAL,
+  SVC_F_NODE_ADDR,
   type Codec,
 } from '../src/index.ts';
 
@@ -134,6 +138,14 @@ describe('codecs agree with the C structs (BTF)', () => {
 });
 
 describe('constants agree with the C header', () => {
+  it('service frontend flags, as the C preprocessor sees them', () => {
+    const include = fileURLToPath(new URL('../include', import.meta.url));
+    const names = ['SL_SVC_F_EXTERNAL', 'SL_SVC_F_AFFINITY', 'SL_SVC_F_DROP', 'SL_SVC_F_NODE_ADDR'];
+    const source = `#include "sluice_maps.h"\n${names.join('\n')}\n`;
+    const out = execFileSync('clang', ['-E', '-P', '-I', include, '-x', 'c', '-'], { input: source, encoding: 'utf8' }).trim().split('\n').slice(-names.length);
+    expect(out.map((v) => Number(v))).toEqual([SVC_F_EXTERNAL, SVC_F_AFFINITY, SVC_F_DROP, SVC_F_NODE_ADDR]);
+  });
+
   it('NAT port range and the BPF masquerade mark, as the C preprocessor sees them', () => {
     const include = fileURLToPath(new URL('../include', import.meta.url));
     const names = ['SL_SNAT_PORT_MIN', 'SL_SNAT_PORT_MAX', 'SL_MARK_SNAT_BPF'];
