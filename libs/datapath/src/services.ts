@@ -9,8 +9,9 @@
  * (`seed`), because connection-tracking entries name backends and backend sets by id: an id that changed across an
  * agent restart would move established flows.
  */
-import { BE_F_LOCAL, BE_F_TERMINATING, MAGLEV_M, SVC_F_AFFINITY, SVC_F_DROP, SVC_F_EXTERNAL, type BackendValue, type L4Proto, type ServiceKey, type ServiceValue } from '@sluice/bpf';
+import { BE_F_LOCAL, BE_F_TERMINATING, MAGLEV_M, SVC_F_AFFINITY, SVC_F_DROP, SVC_F_EXTERNAL, SVC_F_NODE_ADDR, type BackendValue, type L4Proto, type ServiceKey, type ServiceValue } from '@sluice/bpf';
 import type { Datapath, DatapathMaps } from './datapath.ts';
+import { BpfError } from './libbpf.ts';
 
 export interface LbBackend {
   ip: string;
@@ -41,6 +42,12 @@ export interface LbFrontend {
   proto: L4Proto;
   /** NodePort, externalIP or load-balancer address. */
   external: boolean;
+  /**
+   * The address is one of this node's (a NodePort frontend on one of its IPs): the programs forward its replies
+   * themselves, as for the primary IP, since the kernel drops a packet from one of its own addresses arriving on a
+   * device.
+   */
+  nodeAddress?: boolean;
   /** Name of the backend set in the same service. */
   set: string;
 }
@@ -228,8 +235,27 @@ export class LbProgrammer {
   private readonly claimedSetIds = new Set<number>();
   private nextBackendId = 1;
   private nextSetId = 1;
+  /** Test fault injection (injectFrontendWriteFailures): frontend writes still to fail. */
+  private failFrontendWrites = 0;
 
   constructor(private readonly dp: Pick<Datapath, 'maps'>) {}
+
+  /**
+   * For tests of the retry path only: the next `count` frontend (sl_services) writes fail as a kernel write would
+   * (BpfError EIO), before anything of that write reaches the map. Costs one comparison per write otherwise.
+   */
+  injectFrontendWriteFailures(count: number): void {
+    this.failFrontendWrites = Math.max(0, Math.floor(count));
+  }
+
+  private writeFrontends(entries: ReadonlyArray<readonly [ServiceKey, ServiceValue]>): void {
+    if (!entries.length) return;
+    if (this.failFrontendWrites > 0) {
+      this.failFrontendWrites--;
+      throw new BpfError('bpf_map_update_batch', 5, `${this.dp.maps.services.name}: injected test fault, ${this.failFrontendWrites} more to come`);
+    }
+    this.dp.maps.services.upsertBatch(entries);
+  }
 
   /** Reads ids back from the maps (call once, before the first apply or prune). */
   seed(): void {
@@ -294,7 +320,7 @@ export class LbProgrammer {
       let i = 0;
       for (const f of svc.frontends) {
         if (f.set !== set.name) continue;
-        const flags = (f.external ? SVC_F_EXTERNAL : 0) | (set.affinityTimeout ? SVC_F_AFFINITY : 0) | (set.dropWhenEmpty && !active.length ? SVC_F_DROP : 0);
+        const flags = (f.external ? SVC_F_EXTERNAL : 0) | (f.nodeAddress ? SVC_F_NODE_ADDR : 0) | (set.affinityTimeout ? SVC_F_AFFINITY : 0) | (set.dropWhenEmpty && !active.length ? SVC_F_DROP : 0);
         const key = keys[i++]!;
         out.frontends.set(frontendId(key), [key, { id, count: Math.min(active.length, 0xffff), flags, affinityTimeout: set.affinityTimeout }]);
       }
@@ -321,7 +347,7 @@ export class LbProgrammer {
       maps.backends.upsertBatch(backends.map(([id, v]) => [{ id }, v] as const));
       writeTables(maps.maglev, [...next.tables].filter(([id, t]) => !sameTable(old?.tables.get(id), t)));
       const frontends = [...next.frontends.values()].filter(([k, v]) => !sameFrontend(old?.frontends.get(frontendId(k))?.[1], v));
-      maps.services.upsertBatch(frontends);
+      this.writeFrontends(frontends);
     }
     if (old) {
       maps.services.deleteBatch([...old.frontends].filter(([id]) => !next?.frontends.has(id)).map(([, [k]]) => k));
@@ -380,7 +406,7 @@ export class LbProgrammer {
     try {
       maps.backends.upsertBatch([...backends].map(([id, v]) => [{ id }, v] as const));
       writeTables(maps.maglev, [...tables]);
-      maps.services.upsertBatch([...frontends.values()]);
+      this.writeFrontends([...frontends.values()]);
       maps.services.deleteBatch([...goneFrontends.values()]);
       maps.maglev.deleteBatch([...goneTables]);
     } catch {

@@ -248,7 +248,7 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
     if (!stopping) mode.follow({ client, keys, node: options.nodeName, registry, clusterSize: () => Math.max(1, options.clusterSize ?? 1) });
   }).catch((err: unknown) => log.error({ error: (err as Error).message }, 'iptables masquerading did not start'));
   // Services and EndpointSlices → the load balancer's maps (kube-proxy replacement): a reconciler of its own.
-  const services = startServices({ nodeName: options.nodeName, client, keys, datapath: dp, log, registry, nodeIp, frontendPolicy: { serviceCidr: options.serviceCidr ?? DEFAULT_SERVICE_CIDR, clusterCidr, conflicts: core.conflicts }, ...(options.clusterSize ? { clusterSize: options.clusterSize } : {}), ...(options.reconcileIntervalMs !== undefined ? { refreshIntervalMs: options.reconcileIntervalMs } : {}) });
+  const services = startServices({ nodeName: options.nodeName, client, keys, datapath: dp, log, registry, nodeIp, netns, uplink: options.uplink, frontendPolicy: { serviceCidr: options.serviceCidr ?? DEFAULT_SERVICE_CIDR, clusterCidr, conflicts: core.conflicts }, ...(options.clusterSize ? { clusterSize: options.clusterSize } : {}), ...(options.reconcileIntervalMs !== undefined ? { refreshIntervalMs: options.reconcileIntervalMs } : {}) });
 
   // LoadBalancer/external addresses this node answers ARP for, one node per address (a per-address etcd lease).
   const l2 = startL2Announcer({ nodeName: options.nodeName, client, keys, netns, uplink: options.uplink, log, registry, ...(options.reconcileIntervalMs !== undefined ? { refreshIntervalMs: options.reconcileIntervalMs } : {}) });

@@ -3,13 +3,13 @@
  * the in-memory maps: which frontends a service gets, how named ports and traffic policies pick backends, and that
  * changes, deletions and drift reach the maps.
  */
-import { SVC_F_AFFINITY, SVC_F_DROP, SVC_F_EXTERNAL } from '@sluice/bpf';
+import { SVC_F_AFFINITY, SVC_F_DROP, SVC_F_EXTERNAL, SVC_F_NODE_ADDR } from '@sluice/bpf';
 import { memoryDatapath } from '@sluice/datapath';
 import { createLogger } from '@sluice/log';
 import { SCHEMA_VERSION, type SlimEndpointSlice, type SlimService } from '@sluice/slim';
 import { describe, expect, it } from 'vitest';
 import { Reconciler } from '../src/reconciler.ts';
-import { collectConntrack, servicesTarget } from '../src/reconcilers/services.ts';
+import { collectConntrack, recordAddresses, servicesTarget } from '../src/reconcilers/services.ts';
 import { buildLbService, ServicesTable } from '../src/tables/services.ts';
 import { LbProgrammer } from '@sluice/datapath';
 
@@ -105,6 +105,70 @@ describe('services reconciler (in-memory maps)', () => {
     table.deleteService('default/web', 9);
     await reconciler.flush();
     expect(dp.maps.services.count() + dp.maps.maglev.count() + dp.maps.backends.count()).toBe(0);
+    await reconciler.stop();
+  });
+
+  it('NodePort on every node address: a frontend per address, marked as the node\'s; an address change rewrites only NodePort rows', async () => {
+    const dp = memoryDatapath();
+    const table = new ServicesTable('n1');
+    const programmer = new LbProgrammer(dp);
+    programmer.seed();
+    const reconciler = new Reconciler({ target: servicesTarget(programmer), desired: table, log, refreshIntervalMs: 0, batchMs: 0 });
+    table.follow(reconciler);
+    const np = service({ name: 'np', type: 'NodePort', clusterIPs: ['10.96.0.11'], ports: [{ name: 'http', port: 80, targetPort: 'web', nodePort: 30080, protocol: 'TCP' }] });
+    table.upsertService(np, 5);
+    table.upsertService(service(), 5);
+    table.upsertSlice({ ...slice([ep('10.1.1.2', 'n1')]), name: 'np-abc', service: 'np' }, 6);
+    table.upsertSlice(slice([ep('10.1.1.2', 'n1')]), 6);
+    // From the node record (InternalIP, ExternalIP; IPv6 ignored) and the uplink; duplicates, loopback and 0.0.0.0 dropped.
+    const record = recordAddresses({ addresses: [{ type: 'InternalIP', ip: '192.168.0.5' }, { type: 'ExternalIP', ip: '198.51.100.7' }, { type: 'InternalIP', ip: 'fd00::5' }] });
+    expect(record).toEqual(['192.168.0.5', '198.51.100.7']);
+    expect(table.setNodeAddresses([...record, '192.168.0.5', '192.168.1.9', '127.0.0.1', '0.0.0.0'])).toBe(true);
+    await reconciler.start();
+    const flagsOf = () => new Map(dp.maps.services.entries().map(([k, v]) => [`${k.vip}:${k.port}`, v.flags]));
+    expect(flagsOf()).toEqual(
+      new Map([
+        ['10.96.0.10:80', 0],
+        ['10.96.0.11:80', 0],
+        ['0.0.0.0:30080', SVC_F_EXTERNAL],
+        ['192.168.0.5:30080', SVC_F_EXTERNAL | SVC_F_NODE_ADDR],
+        ['192.168.1.9:30080', SVC_F_EXTERNAL | SVC_F_NODE_ADDR],
+        ['198.51.100.7:30080', SVC_F_EXTERNAL | SVC_F_NODE_ADDR],
+      ]),
+    );
+    // Every node-address frontend shares the NodePort's backend set.
+    const ids = new Set(dp.maps.services.entries().filter(([k]) => k.port === 30080).map(([, v]) => v.id));
+    expect(ids.size).toBe(1);
+    // The same addresses in another order: nothing changes. One gone: its frontend goes, the ClusterIP-only row is not touched.
+    expect(table.setNodeAddresses(['198.51.100.7', '192.168.1.9', '192.168.0.5'])).toBe(false);
+    const writes = reconciler.writes.updated;
+    expect(table.setNodeAddresses(['192.168.0.5', '198.51.100.7'])).toBe(true);
+    await reconciler.flush();
+    expect(reconciler.writes.updated - writes).toBe(1);
+    expect([...flagsOf().keys()].filter((k) => k.endsWith(':30080')).sort()).toEqual(['0.0.0.0:30080', '192.168.0.5:30080', '198.51.100.7:30080']);
+    await reconciler.stop();
+  });
+
+  it('frontend writes that fail (test fault injection) are retried with backoff until they land', async () => {
+    const dp = memoryDatapath();
+    const table = new ServicesTable('n1');
+    const programmer = new LbProgrammer(dp);
+    programmer.seed();
+    programmer.injectFrontendWriteFailures(2);
+    const reconciler = new Reconciler({ target: servicesTarget(programmer), desired: table, log, refreshIntervalMs: 0, batchMs: 0, backoff: { minMs: 5, maxMs: 20 } });
+    table.follow(reconciler);
+    await reconciler.start();
+    table.upsertService(service(), 5);
+    table.upsertSlice(slice([ep('10.1.1.2', 'n2')]), 6);
+    await reconciler.flush();
+    expect(reconciler.rowStatus('default/web')).toMatchObject({ state: 'error', attempts: 1 });
+    expect(reconciler.status().errors[0]!.error).toContain('injected test fault');
+    expect(dp.maps.services.count()).toBe(0);
+    const deadline = Date.now() + 5_000;
+    while (!reconciler.idle && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    expect(reconciler.rowStatus('default/web')).toEqual({ state: 'done' });
+    expect(dp.maps.services.entries()).toEqual([[{ vip: '10.96.0.10', port: 80, proto: 'tcp' }, expect.objectContaining({ count: 1 })]]);
+    expect(reconciler.lowestUndoneRevision()).toBe(Infinity);
     await reconciler.stop();
   });
 

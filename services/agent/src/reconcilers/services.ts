@@ -5,17 +5,43 @@
  * watches listed; the first full pass after that is a diff against what the maps hold (after a restart: nothing),
  * then every change is one row, and the periodic full pass repairs drift.
  *
+ * NodePort frontends go on every address of the node: its record's InternalIP and ExternalIP addresses (watched on its
+ * own key) and the addresses of its uplink (read at start and every `addressPollMs`); a change of either rewrites the
+ * NodePort services' rows.
+ *
  * Connection tracking is LRU with lifetimes checked by the programs; the garbage collection here removes entries
  * past their lifetime so they do not sit in the table until the LRU evicts them.
  */
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { CT_F_HAIRPIN, CT_F_SNAT, HAIRPIN_IP, type LbTuple } from '@sluice/bpf';
 import { LbProgrammer, type Datapath, type LbService } from '@sluice/datapath';
 import { watchPrefix, type Etcd3, type KeySchema, type PrefixWatch, type WatchEvent } from '@sluice/kvstore';
 import type { Logger } from '@sluice/log';
 import { Counter, type Registry } from '@sluice/metrics';
-import { decodeSlim, type SlimEndpointSlice, type SlimService } from '@sluice/slim';
+import { decodeSlim, type SlimEndpointSlice, type SlimNode, type SlimService } from '@sluice/slim';
 import { Reconciler, type ReconcileTarget, type ReconcilerStatus } from '../reconciler.ts';
 import { ServicesTable, type FrontendPolicy } from '../tables/services.ts';
+
+const exec = promisify(execFile);
+
+/**
+ * Test-only fault injection: set in an agent's environment, the first N frontend writes of the services reconciler
+ * fail as a kernel write would (LbProgrammer.injectFrontendWriteFailures), to prove the retry path with real maps.
+ */
+export const FAIL_SERVICE_WRITES_ENV = 'SLUICE_AGENT_TEST_FAIL_SERVICE_WRITES';
+
+/** A node record's IPv4 addresses (InternalIP and ExternalIP). */
+export function recordAddresses(node: Pick<SlimNode, 'addresses'>): string[] {
+  return node.addresses.filter((a) => a.type === 'InternalIP' || a.type === 'ExternalIP').map((a) => a.ip).filter((ip) => !ip.includes(':'));
+}
+
+/** The global-scope IPv4 addresses of a device in a network namespace (`ip -j -4 addr show dev <device>`). */
+export async function deviceAddresses(netns: string | undefined, device: string): Promise<string[]> {
+  const { stdout } = await exec('ip', [...(netns ? ['-n', netns] : []), '-j', '-4', 'addr', 'show', 'dev', device], { timeout: 10_000 });
+  const links = JSON.parse(stdout || '[]') as Array<{ addr_info?: Array<{ family?: string; local?: string; scope?: string }> }>;
+  return links.flatMap((l) => l.addr_info ?? []).filter((a) => a.family === 'inet' && a.scope === 'global' && a.local).map((a) => a.local!);
+}
 
 export function servicesTarget(programmer: LbProgrammer): ReconcileTarget<LbService> {
   return {
@@ -69,6 +95,13 @@ export interface ServicesOptions {
   gcIntervalMs?: number;
   /** Which frontend addresses records may claim (none given: every address is programmed). */
   frontendPolicy?: FrontendPolicy;
+  /** The node's namespace and uplink, whose addresses get NodePort frontends (none: only the record's addresses). */
+  netns?: string;
+  uplink?: string;
+  /** How often the uplink's addresses are read again, ms. Default 5 s. */
+  addressPollMs?: number;
+  /** Frontend writes to fail first (tests of the retry path); default from $SLUICE_AGENT_TEST_FAIL_SERVICE_WRITES. */
+  failFrontendWrites?: number;
 }
 
 export interface ServicesStatus {
@@ -94,6 +127,11 @@ export function startServices(options: ServicesOptions): Services {
   const table = new ServicesTable(options.nodeName, options.frontendPolicy);
   const programmer = new LbProgrammer(options.datapath);
   programmer.seed();
+  const failWrites = options.failFrontendWrites ?? Number(process.env[FAIL_SERVICE_WRITES_ENV] ?? 0);
+  if (Number.isInteger(failWrites) && failWrites > 0) {
+    programmer.injectFrontendWriteFailures(failWrites);
+    log.warn({ writes: failWrites, env: FAIL_SERVICE_WRITES_ENV }, `test fault injection: the next ${failWrites} service frontend writes fail`);
+  }
   const reconciler = new Reconciler<LbService>({
     target: servicesTarget(programmer),
     desired: table,
@@ -123,13 +161,46 @@ export function startServices(options: ServicesOptions): Services {
       ...(options.clusterSize ? { clusterSize: options.clusterSize } : {}),
     });
   };
+  // The node's addresses: its record's and its uplink's, NodePort frontends on each.
+  let fromRecord: string[] = [];
+  let fromDevice: string[] = [];
+  const addressesChanged = (revision: number) => {
+    if (table.setNodeAddresses([...fromRecord, ...fromDevice], revision)) log.info({ addresses: table.nodeAddresses }, `NodePort addresses: ${table.nodeAddresses.join(', ') || 'none'}`);
+  };
+  const nodeKey = keys.node(options.nodeName);
+  const nodeWatch = watchPrefix<SlimNode>(options.client, nodeKey, {
+    name: 'node-addresses',
+    decode: (_k, bytes) => decodeSlim('node', bytes),
+    onEvent: (e: WatchEvent<SlimNode>) => {
+      // A prefix watch of the node's key also sees nodes whose names extend it (node-1 → node-10).
+      if ((e.type !== 'upsert' && e.type !== 'delete') || e.key !== nodeKey) return;
+      fromRecord = e.type === 'upsert' ? recordAddresses(e.value) : [];
+      addressesChanged(e.modRevision);
+    },
+    log,
+    ...(options.registry ? { registry: options.registry } : {}),
+    ...(options.clusterSize ? { clusterSize: options.clusterSize } : {}),
+  });
+  const pollDevice = async () => {
+    if (!options.uplink) return;
+    try {
+      fromDevice = await deviceAddresses(options.netns, options.uplink);
+      addressesChanged(0);
+    } catch (err) {
+      log.warn({ uplink: options.uplink, error: (err as Error).message }, 'could not read the uplink\'s addresses; NodePort frontends keep the last ones');
+    }
+  };
   const watches = [
     watch<SlimService>('services', (b) => decodeSlim('service', b), (v, r) => table.upsertService(v, r), (k, r) => table.deleteService(k, r)),
     watch<SlimEndpointSlice>('endpointslices', (b) => decodeSlim('endpointSlice', b), (v, r) => table.upsertSlice(v, r), (k, r) => table.deleteSlice(k, r)),
+    nodeWatch,
   ];
   let isSynced = false;
   let stopped = false;
-  const ready = Promise.all(watches.map((w) => w.synced)).then(async () => {
+  const pollEvery = options.addressPollMs ?? 5_000;
+  const pollTimer = options.uplink && pollEvery > 0 ? setInterval(() => void pollDevice(), pollEvery) : undefined;
+  pollTimer?.unref();
+  const ready = Promise.all([...watches.map((w) => w.synced), pollDevice()]).then(async () => {
     if (stopped) return;
     await reconciler.start();
     isSynced = true;
@@ -160,6 +231,7 @@ export function startServices(options: ServicesOptions): Services {
     async stop() {
       stopped = true;
       if (gcTimer) clearInterval(gcTimer);
+      if (pollTimer) clearInterval(pollTimer);
       await Promise.all(watches.map((w) => w.stop()));
       await reconciler.stop();
     },

@@ -3,7 +3,9 @@
  * one row per Service ("namespace/name") saying which frontends it has and which backends each balances over, as
  * kube-proxy reads them:
  * - ClusterIP frontends on every IPv4 clusterIP; NodePort ones (type NodePort or LoadBalancer) on every address of
- *   the node (0.0.0.0:nodePort); externalIPs and load-balancer ingress IPs as external frontends. TCP and UDP (SCTP
+ *   the node: one frontend per address the node has (its record's InternalIP and ExternalIP addresses, its uplink's
+ *   addresses), each marked as a node address, plus 0.0.0.0:nodePort, which the programs match for the node's
+ *   primary IP; externalIPs and load-balancer ingress IPs as external frontends. TCP and UDP (SCTP
  *   is not load-balanced). Headless (no clusterIP) and ExternalName services have no row.
  * - A service port's backends come from its slices' port of the same name and protocol (that is how a named
  *   targetPort is resolved: the EndpointSlice controller already put the pod's number there).
@@ -26,7 +28,7 @@ const V4 = /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d
 const isV4 = (ip: string) => V4.test(ip);
 
 /** The load-balancer row of one service on node `nodeName`; undefined when it has nothing to program. */
-export function buildLbService(svc: SlimService, slices: Iterable<SlimEndpointSlice>, nodeName: string): LbService | undefined {
+export function buildLbService(svc: SlimService, slices: Iterable<SlimEndpointSlice>, nodeName: string, nodeAddresses: readonly string[] = []): LbService | undefined {
   if (svc.type === 'ExternalName') return undefined;
   const clusterIPs = svc.clusterIPs.filter(isV4);
   if (!clusterIPs.length) return undefined;
@@ -65,7 +67,10 @@ export function buildLbService(svc: SlimService, slices: Iterable<SlimEndpointSl
     const fe = (vip: string, p: number, isExternal: boolean): LbFrontend => ({ vip, port: p, proto, external: isExternal, set: isExternal ? external.name : internal.name });
     for (const ip of clusterIPs) out.frontends.push(fe(ip, port.port, false));
     for (const ip of externalIPs) out.frontends.push(fe(ip, port.port, true));
-    if (nodePorts && port.nodePort) out.frontends.push(fe('0.0.0.0', port.nodePort, true));
+    if (nodePorts && port.nodePort) {
+      out.frontends.push(fe('0.0.0.0', port.nodePort, true));
+      for (const ip of nodeAddresses) out.frontends.push({ ...fe(ip, port.nodePort, true), nodeAddress: true });
+    }
   }
   return out.frontends.length ? out : undefined;
 }
@@ -120,6 +125,8 @@ export class ServicesTable implements DesiredRows<LbService> {
   private readonly listeners: RowListener[] = [];
   /** The highest etcd revision applied. */
   revision = 0;
+  /** This node's IPv4 addresses (sorted): each NodePort service has a frontend on every one. */
+  private addresses: string[] = [];
 
   constructor(private readonly nodeName: string, private readonly policy?: FrontendPolicy) {}
 
@@ -173,6 +180,22 @@ export class ServicesTable implements DesiredRows<LbService> {
     this.changed(service, revision);
   }
 
+  /**
+   * This node's addresses changed (its record's, or its uplink's): every NodePort service's row changes with them.
+   * Returns whether they did.
+   */
+  setNodeAddresses(addresses: Iterable<string>, revision = 0): boolean {
+    const next = [...new Set([...addresses].filter((ip) => isV4(ip) && ip !== '0.0.0.0' && !ip.startsWith('127.')))].sort();
+    if (next.length === this.addresses.length && next.every((ip, i) => ip === this.addresses[i])) return false;
+    this.addresses = next;
+    for (const [key, svc] of this.services) if (svc.type === 'NodePort' || svc.type === 'LoadBalancer') this.changed(key, revision);
+    return true;
+  }
+
+  get nodeAddresses(): readonly string[] {
+    return this.addresses;
+  }
+
   /** The stored Service record (status, CLI). */
   service(key: string): SlimService | undefined {
     return this.services.get(key);
@@ -184,7 +207,7 @@ export class ServicesTable implements DesiredRows<LbService> {
     const svc = this.services.get(key);
     if (!svc) return undefined;
     const slices = [...(this.slicesOf.get(key) ?? [])].map((k) => this.slices.get(k)!);
-    const row = buildLbService(svc, slices, this.nodeName);
+    const row = buildLbService(svc, slices, this.nodeName, this.addresses);
     this.rows.set(key, row ?? null);
     return row;
   }
