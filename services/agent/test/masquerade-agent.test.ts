@@ -77,9 +77,10 @@ describe('agent with iptables masquerading', () => {
       expect(agent.datapath.getConfig()).toMatchObject({ masquerade: false, bpfHostRouting: false });
 
       await agent.core.synced();
-      await until('SLUICE_POST_nat', async () => (await nat()).length === 4);
+      await until('SLUICE_POST_nat', async () => (await nat()).length === 5);
       expect(await nat()).toEqual([
         '-A POSTROUTING -m comment --comment "sluice-feeder: SLUICE_POST_nat" -j SLUICE_POST_nat',
+        '-A SLUICE_POST_nat -m mark --mark 0x100000/0x100000 -m comment --comment "sluice:bpf-snat" -j RETURN',
         '-A SLUICE_POST_nat -d 192.168.231.1/32 -m comment --comment "sluice:node:192.168.231.1" -j RETURN',
         '-A SLUICE_POST_nat -d 192.168.231.2/32 -m comment --comment "sluice:node:192.168.231.2" -j RETURN',
         '-A SLUICE_POST_nat -s 10.231.1.0/24 ! -d 10.231.0.0/16 -m comment --comment "sluice:masq:10.231.1.0/24" -j MASQUERADE',
@@ -97,7 +98,7 @@ describe('agent with iptables masquerading', () => {
       writer.close();
     }
     // Stopping leaves the rules (flows keep their translation while no agent runs).
-    expect(await nat()).toHaveLength(5);
+    expect(await nat()).toHaveLength(6);
   }, 90_000);
 
   it('switches masquerading and host routing live from the operator\'s record, new path first, and a restart gives the same', async () => {
@@ -108,7 +109,7 @@ describe('agent with iptables masquerading', () => {
     let agent = await start();
     try {
       await agent.core.synced();
-      await until('SLUICE_POST_nat', async () => (await nat()).length === 5);
+      await until('SLUICE_POST_nat', async () => (await nat()).length === 6);
       // The operator resolved a SluiceNodeConfig for this node: BPF masquerading.
       await writer.put(keys.effectiveNodeConfig('mq-1')).value(JSON.stringify({ v: 1, masquerade: 'bpf', hostRouting: 'auto', sources: ['50-ebpf'] }));
       await until('the chain to go', async () => (await nat()).length === 0);
@@ -120,7 +121,7 @@ describe('agent with iptables masquerading', () => {
 
       // And back: the rules first, then the BPF SNAT off and legacy host routing, with the reason.
       await writer.put(keys.effectiveNodeConfig('mq-1')).value(JSON.stringify({ v: 1, masquerade: 'iptables', sources: ['10-base'] }));
-      await until('the chain to come back', async () => (await nat()).length === 5);
+      await until('the chain to come back', async () => (await nat()).length === 6);
       await until('the BPF SNAT off', () => agent.datapath.getConfig()?.masquerade === false && agent.hostRouting.mode === 'Legacy');
       expect(agent.datapath.getConfig()).toMatchObject({ bpfHostRouting: false });
       expect(agent.hostRouting).toMatchObject({ mode: 'Legacy', reason });
@@ -128,12 +129,12 @@ describe('agent with iptables masquerading', () => {
       // The record gone: the flags again (iptables here), nothing to switch.
       await writer.delete().key(keys.effectiveNodeConfig('mq-1'));
       await new Promise((r) => setTimeout(r, 300));
-      expect(await nat()).toHaveLength(5);
+      expect(await nat()).toHaveLength(6);
 
       // A restart with the record already there starts in its mode, and takes away the rules the last run left.
       await agent.stop({ graceMs: 5000 });
       await writer.put(keys.effectiveNodeConfig('mq-1')).value(JSON.stringify({ v: 1, masquerade: 'bpf', sources: ['50-ebpf'] }));
-      expect(await nat()).toHaveLength(5);
+      expect(await nat()).toHaveLength(6);
       agent = await start();
       expect(agent.datapath.getConfig()).toMatchObject({ masquerade: true });
       expect(agent.hostRouting).toEqual(bpfHostRouting);

@@ -7,6 +7,12 @@
  * each agent switches to BPF masquerading live (its record from the operator through etcd). No request fails,
  * the outside server sees node 1's address before and after, and at the end every node reports
  * `Masquerading: BPF`. Then the same in reverse.
+ *
+ * Long-lived connections to the outside server keep exchanging data across the switches: one opened under iptables
+ * masquerading (netfilter's conntrack owns its translation, so after the switch the BPF path must leave its packets
+ * to the stack) and one opened under BPF masquerading before the way back (its mapping lives in the BPF NAT table,
+ * so the BPF SNAT keeps translating it after iptables takes over new flows). The server sees each connection from
+ * node 1's address and the same port all along.
  */
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -14,6 +20,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { SNAT_PORT_MAX, SNAT_PORT_MIN } from '@sluice/bpf';
 import { startEtcd, type EtcdServer } from '@sluice/etcd-runner';
 import { startKubeSim, type KubeSim } from '@sluice/kube-sim';
 import { execIn } from '@sluice/netns';
@@ -33,6 +40,62 @@ const saved = process.env.SLUICE_MASQUERADE;
 
 const kubectl = async (...args: string[]) => (await run('kubectl', ['--kubeconfig', sim.kubeconfigPath, '--cache-dir', join(dir, 'cache'), ...args], { timeout: 30_000 })).stdout;
 const status = async (node: LabNode) => (await (await fetch(`${node.statusUrl}/status`)).json()) as { masquerading: string; hostRouting: { mode: string; reason: string } };
+const natRules = async (node: LabNode) => (await execIn(node.netns, 'iptables-save', ['-t', 'nat'])).stdout.split('\n').filter((l) => l.startsWith('-A') && l.includes('SLUICE_POST_nat'));
+const ECHO_PORT = 7007;
+
+/** A TCP connection from a pod that sends a numbered line every 100 ms; the outside server echoes it with the peer it saw. */
+interface LongLived {
+  name: string;
+  echoes: string[];
+  peers: Set<string>;
+  ended: string | undefined;
+  /** Resolves once `n` more echoes arrived than when called (the connection still carries data both ways). */
+  advances(n?: number, ms?: number): Promise<void>;
+  stop(): void;
+}
+
+function longLived(name: string, pod: LabPod, ip: string): LongLived {
+  const script = `const s = require('node:net').connect(${ECHO_PORT}, '${ip}'); let n = 0, buf = '';
+s.setNoDelay(true);
+s.on('connect', () => { console.log('connected ' + s.localPort); setInterval(() => s.write(n++ + '\\n'), 100); });
+s.on('data', (d) => { buf += d; let i; while ((i = buf.indexOf('\\n')) >= 0) { console.log('echo ' + buf.slice(0, i)); buf = buf.slice(i + 1); } });
+s.on('error', (e) => { console.log('error ' + e.message); process.exit(1); });
+s.on('close', () => { console.log('closed'); process.exit(1); });`;
+  const child = lab.services.spawnIn(pod.netns, process.execPath, ['-e', script]);
+  const conn: LongLived = {
+    name,
+    echoes: [],
+    peers: new Set(),
+    ended: undefined,
+    async advances(n = 5, ms = 10_000) {
+      const from = conn.echoes.length;
+      const end = Date.now() + ms;
+      while (conn.echoes.length < from + n) {
+        if (conn.ended) throw new Error(`${name} ended: ${conn.ended}`);
+        if (Date.now() > end) throw new Error(`${name}: ${conn.echoes.length - from} echoes in ${ms} ms, wanted ${n} (stalled)`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    },
+    stop: () => child.kill('SIGKILL'),
+  };
+  let buf = '';
+  child.stdout!.on('data', (d: Buffer) => {
+    buf += d.toString();
+    let i;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      if (line.startsWith('echo ')) {
+        const [peer, seq] = line.slice(5).split(' ');
+        conn.peers.add(peer!);
+        conn.echoes.push(seq!);
+      } else if (line === 'closed' || line.startsWith('error ')) conn.ended = line;
+    }
+  });
+  child.on('exit', (code, signal) => (conn.ended ??= `exit ${code ?? signal}`));
+  return conn;
+}
+
 const get = async (from: LabPod, ip: string) => {
   const r = await execIn(from.netns, 'curl', ['-s', '-m', '2', `http://${ip}:${WEB_PORT}/`], { timeoutMs: 8_000 });
   return r.code === 0 ? r.stdout.trim() : undefined;
@@ -57,6 +120,15 @@ beforeAll(async () => {
   outside = await lab.services.addClient();
   // The outside server answers with the source address it saw.
   lab.services.spawnIn(outside.netns, process.execPath, ['-e', `require('node:http').createServer((q, r) => r.end(q.socket.remoteAddress + '\\n')).listen(${WEB_PORT}, '0.0.0.0')`]);
+  // And echoes each line of a long-lived connection, prefixed with the address:port it comes from.
+  const echo = lab.services.spawnIn(outside.netns, process.execPath, [
+    '-e',
+    `require('node:net').createServer((s) => { let b = ''; s.on('data', (d) => { b += d; let i; while ((i = b.indexOf('\\n')) >= 0) { s.write(s.remoteAddress + ':' + s.remotePort + ' ' + b.slice(0, i) + '\\n'); b = b.slice(i + 1); } }); s.on('error', () => {}); }).listen(${ECHO_PORT}, '0.0.0.0', () => console.log('listening'))`,
+  ]);
+  await new Promise<void>((resolve, reject) => {
+    echo.stdout!.on('data', (d: Buffer) => d.toString().includes('listening') && resolve());
+    echo.on('exit', (code) => reject(new Error(`the echo server exited (${code})`)));
+  });
 }, 240_000);
 
 afterAll(async () => {
@@ -81,6 +153,9 @@ describe('iptables → BPF masquerading, node by node, without a failed request'
       expect(agentLogLines(node, 'BPF host routing requires').map((l) => l.msg)).toEqual([REASON]);
     }
     await until('the outside server to answer pod 1 (masqueraded)', async () => (await get(client, outside.ip)) === n1.ip);
+    // Opened under iptables masquerading: netfilter's conntrack holds its translation.
+    const underIptables = longLived('connection opened under iptables', client, outside.ip);
+    await underIptables.advances();
 
     const failures: string[] = [];
     let requests = 0;
@@ -103,19 +178,41 @@ describe('iptables → BPF masquerading, node by node, without a failed request'
       await kubectl('label', 'node', node.name, 'sluice.io/enable-ebpf=true');
       await until(`${node.name} on BPF masquerading`, async () => (await status(node)).masquerading.startsWith('BPF '));
       await new Promise((r) => setTimeout(r, 1000)); // a few loop rounds in the mixed cluster
+      await underIptables.advances();
     }
     // Every node on BPF: masquerading and, its prerequisite now met, host routing.
     for (const node of lab.nodes) expect(await status(node)).toMatchObject({ masquerading: expect.stringMatching(/^BPF \[eth0\] \S+ \[IPv4: Enabled, IPv6: Disabled\]$/), hostRouting: { mode: 'BPF', reason: '' } });
     const forward = requests;
     expect(await get(client, outside.ip)).toBe(n1.ip);
+    // Node 1's netfilter still translates the connection it masqueraded, so its rules stay (and keep conntrack
+    // tracking it) while BPF masquerades new flows; nodes 2 and 3 had no such flow and have no rules left.
+    expect(await natRules(n1)).not.toEqual([]);
+    await until('nodes 2 and 3 without iptables masquerade rules', async () => (await natRules(n2)).length + (await natRules(n3)).length === 0);
+    // Opened under BPF masquerading: its mapping is in the BPF NAT table, which netfilter knows nothing of.
+    const underBpf = longLived('connection opened under BPF', client, outside.ip);
+    await underBpf.advances();
 
     for (const node of [n3, n2, n1]) {
       await kubectl('label', 'node', node.name, 'sluice.io/enable-ebpf-');
       await until(`${node.name} back on iptables`, async () => (await status(node)).masquerading.startsWith('IPTables'));
       await new Promise((r) => setTimeout(r, 1000));
+      await Promise.all([underIptables.advances(), underBpf.advances()]);
     }
     looping = false;
     await loop;
+    for (const conn of [underIptables, underBpf]) {
+      conn.stop();
+      expect(conn.ended, conn.name).toBeUndefined();
+      // One connection, one translation: node 1's address and the same port from the first echo to the last.
+      expect([...conn.peers], conn.name).toHaveLength(1);
+      expect([...conn.peers][0]!.split(':')[0], conn.name).toBe(n1.ip);
+      // Whose translation: BPF's NAT ports are above ip_local_port_range; netfilter kept the pod's own port.
+      const port = Number([...conn.peers][0]!.split(':')[1]);
+      expect(port >= SNAT_PORT_MIN && port <= SNAT_PORT_MAX, `${conn.name}: port ${port}`).toBe(conn === underBpf);
+      // Every line came back, in order: nothing lost or duplicated by a switch.
+      expect(conn.echoes.map(Number), conn.name).toEqual(conn.echoes.map((_, i) => i));
+    }
+    console.log(`long-lived: ${underIptables.echoes.length} echoes on the connection opened under iptables, ${underBpf.echoes.length} on the one opened under BPF`);
     console.log(`migration: ${forward} requests during iptables → BPF, ${requests - forward} during BPF → iptables, ${failures.length} failed`);
     expect(forward).toBeGreaterThan(10);
     expect(requests - forward).toBeGreaterThan(10);

@@ -9,8 +9,12 @@
  * - into iptables masquerading: SLUICE_POST_nat is written first, then BPF host routing and the BPF SNAT go off
  *   (legacy host routing sends pod traffic through netfilter, where the rules now are);
  * - out of it: the BPF SNAT (and BPF host routing, if its prerequisites now hold) go on first, then the chain goes.
- * Flows iptables masqueraded keep their conntrack entries in netfilter; replies the BPF path does not know go to the
- * stack, which still translates them. Routing (native/tunnel) is not switched live: it needs a restart (logged).
+ * Established flows keep the translation they started with, whichever way the switch goes: netfilter's rules stay
+ * after leaving iptables until conntrack holds none of the flows it masqueraded (without a rule needing it, the
+ * kernel stops tracking and those flows would leave untranslated and be reset); the BPF path hands what it does not
+ * know to the stack and never maps a packet netfilter already translated; BPF's NAT table keeps translating its own
+ * flows after the switch to iptables, and their packets carry a mark netfilter's chain returns on.
+ * Routing (native/tunnel) is not switched live: it needs a restart (logged).
  */
 import { decideHostRouting, type Datapath, type HostRoutingDecision, type KernelFeatures } from '@sluice/datapath';
 import { decodeRecord, nodeConfigRecord, watchPrefix, type Etcd3, type KeySchema, type NodeConfigRecord, type PrefixWatch, type RoutingMode } from '@sluice/kvstore';

@@ -8,7 +8,10 @@
  * chain is small (one rule per node), so every write renders the whole of it from the desired table: order matters
  * (returns before the masquerade) and the kernel cannot insert by key anyway.
  *
- * With no rule desired (mode off or bpf, or no podCIDR yet) the feeder rule is deleted and the chain removed.
+ * With no rule desired (mode off or bpf, or no podCIDR yet) the feeder rule is deleted and the chain removed — but
+ * leaving iptables mode, only once netfilter's conntrack holds no flow it masqueraded from our podCIDRs any more
+ * (polled from /proc/net/nf_conntrack in the namespace): its rules keep conntrack alive for those flows, and the
+ * mark rule first in the chain keeps every flow BPF masquerades out of netfilter's hands meanwhile.
  * Drift (someone flushed our chain, deleted the feeder, added a rule to our chain) is found by `prune` comparing
  * `iptables-save -t nat` with the rendered rules, verbatim: the rules are written in the form iptables-save prints.
  */
@@ -16,7 +19,25 @@ import type { Logger } from '@sluice/log';
 import type { Registry } from '@sluice/metrics';
 import { run } from '@sluice/netns';
 import { Reconciler, type DesiredRows, type PruneResult, type ReconcileTarget, type RowFailure } from '../reconciler.ts';
+import { cidrContains, ipv4ToInt, parseV4Cidr, type V4Cidr } from '../tables/cidr.ts';
 import { MASQ_CHAIN, MasqueradeTable, ruleOrder, type MasqueradeMode, type MasqueradeRule } from '../tables/masquerade.ts';
+
+/**
+ * How many of conntrack's entries (the text of /proc/net/nf_conntrack) netfilter source-NATed from one of these
+ * CIDRs: the original direction's source is in them and the reply is addressed elsewhere.
+ */
+export function masqueradedFlows(conntrack: string, ownCidrs: readonly string[]): number {
+  const cidrs = ownCidrs.map(parseV4Cidr).filter((c): c is V4Cidr => c !== undefined);
+  let n = 0;
+  for (const line of conntrack.split('\n')) {
+    const src = [...line.matchAll(/ src=(\S+)/g)].map((m) => m[1]);
+    const dst = [...line.matchAll(/ dst=(\S+)/g)].map((m) => m[1]);
+    if (src.length < 2 || dst.length < 2) continue;
+    const orig = ipv4ToInt(src[0]!);
+    if (orig !== undefined && dst[1] !== src[0] && cidrs.some((c) => cidrContains(c, orig))) n++;
+  }
+  return n;
+}
 
 export interface IptablesTargetOptions {
   /** The node's network namespace (under /run/netns), or undefined for the current one. */
@@ -130,6 +151,10 @@ export interface IptablesMasqueradeOptions {
   log: Logger;
   registry?: Registry;
   refreshIntervalMs?: number;
+  /** While draining (see above), how often conntrack is read again. Default 5 s. */
+  drainIntervalMs?: number;
+  /** conntrack's table of the namespace; default: /proc/net/nf_conntrack read in it ('' when there is none). */
+  readConntrack?: () => Promise<string>;
 }
 
 export interface IptablesMasquerade {
@@ -139,14 +164,31 @@ export interface IptablesMasquerade {
   /** The nodes changed: re-derive the rules (coalesced to one pass per macrotask). */
   nodesChanged(): void;
   readonly mode: MasqueradeMode;
+  /** Outside iptables mode, the rules are still in place for flows netfilter masqueraded. */
+  readonly draining: boolean;
   start(): Promise<void>;
   stop(): Promise<void>;
+}
+
+function procConntrack(netns: string | undefined): () => Promise<string> {
+  return async () => {
+    const [c, a] = netns ? ['ip', ['netns', 'exec', netns, 'cat', '/proc/net/nf_conntrack']] : ['cat', ['/proc/net/nf_conntrack']];
+    const r = await run(c, a, { timeoutMs: 30_000 });
+    if (r.code === 0) return r.stdout;
+    if (/No such file/.test(r.stderr)) return ''; // conntrack not loaded: it tracks nothing
+    throw new Error(`reading /proc/net/nf_conntrack: ${r.stderr.trim() || `exit ${r.code}`}`);
+  };
 }
 
 /** The iptables masquerade table and its reconciler, started once the core has synced (its nodes are known). */
 export function iptablesMasquerade(options: IptablesMasqueradeOptions): IptablesMasquerade {
   let mode = options.mode;
-  const table = new MasqueradeTable(() => ({ mode, clusterCidr: options.clusterCidr, ...options.nodes() }));
+  let draining = false;
+  let drainTimer: NodeJS.Timeout | undefined;
+  let stopped = false;
+  let readFailed = false;
+  const readConntrack = options.readConntrack ?? procConntrack(options.netns);
+  const table = new MasqueradeTable(() => ({ mode, clusterCidr: options.clusterCidr, draining, ...options.nodes() }));
   const reconciler = new Reconciler<MasqueradeRule>({
     target: new IptablesMasqueradeTarget({ netns: options.netns, desired: table }),
     desired: table,
@@ -163,16 +205,50 @@ export function iptablesMasquerade(options: IptablesMasqueradeOptions): Iptables
   const refresh = () => {
     for (const key of table.refresh()) reconciler.changed(key);
   };
+  /** Outside iptables mode: are netfilter's masqueraded flows still there? Rules go only once they are not. */
+  const checkDrain = async (): Promise<void> => {
+    clearTimeout(drainTimer);
+    drainTimer = undefined;
+    if (stopped) return;
+    let next = false;
+    if (mode !== 'iptables') {
+      try {
+        next = masqueradedFlows(await readConntrack(), options.nodes().ownCidrs) > 0;
+        readFailed = false;
+      } catch (err) {
+        // Unknown: keep what we have (rules that stay a while longer are harmless, removed ones reset flows).
+        if (!readFailed) options.log.warn({ error: (err as Error).message }, 'cannot read conntrack; iptables masquerade rules kept until it can be read');
+        readFailed = true;
+        next = draining;
+      }
+    }
+    if (next !== draining) {
+      draining = next;
+      if (draining) options.log.info({ mode }, 'netfilter still translates flows it masqueraded: its masquerade rules stay until those flows end');
+      else if (mode !== 'iptables') options.log.info({ mode }, 'the flows netfilter masqueraded have ended: its masquerade rules removed');
+      if (reconciler.isStarted) {
+        refresh();
+        await reconciler.flush();
+      }
+    }
+    if (draining && !stopped) drainTimer = setTimeout(() => void checkDrain().catch(() => undefined), options.drainIntervalMs ?? 5000).unref();
+  };
   return {
     reconciler,
     get mode() {
       return mode;
     },
+    get draining() {
+      return draining;
+    },
     async setMode(next) {
       if (next === mode) return;
+      // Leaving iptables: its rules stay (draining) until conntrack says its flows have ended.
+      if (mode === 'iptables') draining = true;
       mode = next;
       refresh();
       await reconciler.flush();
+      await checkDrain();
     },
     nodesChanged() {
       if (queued || !reconciler.isStarted) return;
@@ -183,9 +259,15 @@ export function iptablesMasquerade(options: IptablesMasqueradeOptions): Iptables
       });
     },
     async start() {
+      // A restart into another mode: flows an earlier iptables run masqueraded keep their rules too.
+      await checkDrain();
       table.refresh();
       await reconciler.start();
     },
-    stop: () => reconciler.stop(),
+    async stop() {
+      stopped = true;
+      clearTimeout(drainTimer);
+      await reconciler.stop();
+    },
   };
 }

@@ -7,10 +7,17 @@
  * anything outside the cluster CIDR is masqueraded to the outgoing interface's address. Pod ↔ pod stays inside the
  * cluster CIDR and is never masqueraded.
  *
- * One row per rule, keyed `jump`, `node:<ip>`, `masq:<podCIDR>`; the rule text is the row's value, in the canonical
+ * First in the chain, a return for packets from_container marked as BPF's to masquerade (SL_MARK_SNAT_BPF): the
+ * chain also stays in other modes while netfilter's conntrack still translates flows it masqueraded (`draining`:
+ * the rules are only consulted for a flow's first packet, so they take no new flow of BPF's, but they keep conntrack
+ * registered in the node's namespace — without any rule needing it the kernel stops tracking, and those flows would
+ * leave untranslated and be reset). BPF's flows carry the mark in every mode, so netfilter never translates them.
+ *
+ * One row per rule, keyed `jump`, `bpf-snat`, `node:<ip>`, `masq:<podCIDR>`; the rule text is the row's value, in the canonical
  * form `iptables-save` prints (the target compares it verbatim to find drift). Rows are few (one per node), so the
  * table stores them and `refresh()` reports exactly the keys whose rule appeared, changed or went.
  */
+import { SNAT_MARK_BPF } from '@sluice/bpf';
 import type { DesiredRows } from '../reconciler.ts';
 
 export type MasqueradeMode = 'off' | 'iptables' | 'bpf';
@@ -47,17 +54,22 @@ export interface MasqueradeInputs {
   nodeIps: Iterable<string>;
   /** The podCIDRs this node owns. */
   ownCidrs: Iterable<string>;
+  /** Outside iptables mode: netfilter still translates flows it masqueraded, so its rules stay until they end. */
+  draining?: boolean;
 }
 
 const comment = (key: string) => `-m comment --comment "sluice:${key}"`;
 
-/** The rules iptables mode wants (none in any other mode). */
+const hex = (n: number) => `0x${n.toString(16)}`;
+
+/** The rules iptables mode wants (none in any other mode, unless draining). */
 export function masqueradeRules(inputs: MasqueradeInputs): Map<string, MasqueradeRule> {
   const rows = new Map<string, MasqueradeRule>();
-  if (inputs.mode !== 'iptables') return rows;
+  if (inputs.mode !== 'iptables' && !inputs.draining) return rows;
   const cidrs = [...inputs.ownCidrs].sort();
   if (!cidrs.length) return rows; // no podCIDR yet: nothing of ours to masquerade
   rows.set('jump', { chain: 'POSTROUTING', rule: `-m comment --comment "${FEEDER_COMMENT}" -j ${MASQ_CHAIN}` });
+  rows.set('bpf-snat', { chain: MASQ_CHAIN, rule: `-m mark --mark ${hex(SNAT_MARK_BPF)}/${hex(SNAT_MARK_BPF)} ${comment('bpf-snat')} -j RETURN` });
   for (const ip of [...new Set(inputs.nodeIps)].sort()) rows.set(`node:${ip}`, { chain: MASQ_CHAIN, rule: `-d ${ip}/32 ${comment(`node:${ip}`)} -j RETURN` });
   for (const cidr of cidrs) rows.set(`masq:${cidr}`, { chain: MASQ_CHAIN, rule: `-s ${cidr} ! -d ${inputs.clusterCidr} ${comment(`masq:${cidr}`)} -j MASQUERADE` });
   return rows;
@@ -65,7 +77,7 @@ export function masqueradeRules(inputs: MasqueradeInputs): Map<string, Masquerad
 
 /** The order rules must have in the chain: returns before masquerades (the first match wins). */
 export function ruleOrder(a: string, b: string): number {
-  const rank = (k: string) => (k.startsWith('node:') ? 0 : 1);
+  const rank = (k: string) => (k === 'bpf-snat' ? 0 : k.startsWith('node:') ? 1 : 2);
   return rank(a) - rank(b) || (a < b ? -1 : a > b ? 1 : 0);
 }
 
