@@ -152,8 +152,9 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
   const nodeIp = uplink.addr_info?.find((a) => a.family === 'inet')?.local;
   if (!nodeIp) throw new Error(`uplink ${options.uplink} has no IPv4 address`);
   let links = await ipJson<IpLink[]>(netns, ['link', 'show']);
-  if (routing === 'tunnel' && !links.some((l) => l.ifname === vxlan)) {
-    // A collect_md device: bpf_skb_set_tunnel_key picks the remote per packet.
+  if (!links.some((l) => l.ifname === vxlan)) {
+    // A collect_md device: bpf_skb_set_tunnel_key picks the remote per packet. Native nodes have one too: in a mixed
+    // cluster a tunnel node sends them VXLAN (its route to every podCIDR is the tunnel), which they must decapsulate.
     const ns = netns ? ['-n', netns] : [];
     await exec('ip', [...ns, 'link', 'add', vxlan, 'type', 'vxlan', 'external', 'dstport', '8472']);
     await exec('ip', [...ns, 'link', 'set', vxlan, 'arp', 'off', 'up']);

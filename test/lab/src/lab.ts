@@ -55,6 +55,13 @@ export interface LabOptions {
   routing?: 'native' | 'tunnel';
   hostRouting?: 'auto' | 'bpf' | 'legacy';
   masquerade?: boolean;
+  /**
+   * Extra agent flags for one node, after the lab's own (the last of a repeated flag wins): a mixed cluster, e.g.
+   * `['--routing', 'tunnel', '--masquerade', 'iptables']` on some nodes. Agents from manifests ignore it.
+   */
+  nodeAgentArgs?: (node: { index: number; name: string }) => readonly string[];
+  /** false: the lab makes no vx0 in its nodes, each agent makes its own, as on a real node (default true). */
+  labVxlan?: boolean;
   /** The agents' --lb-acceleration (XDP on each node's uplink); default: the agent's (disabled). */
   lbAcceleration?: 'native' | 'generic' | 'disabled';
   etcdEndpoint: string;
@@ -377,6 +384,7 @@ export async function startLab(options: LabOptions): Promise<Lab> {
       ...(node.cgroup ? ['--cgroup-root', node.cgroup] : []),
       ...(options.healthService ? ['--health-service', options.healthService] : []),
       ...(agentsMakeHealthEndpoints ? ['--health-endpoint-port', String(HEALTH_ENDPOINT_PORT), '--health-endpoint-netns', net.name(`h${node.index}`)] : []),
+      ...(options.nodeAgentArgs?.({ index: node.index, name: node.name }) ?? []),
     ];
     if (agentsMakeHealthEndpoints && !healthEndpointsDeferred.has(node.name)) {
       // A killed agent leaves its endpoint behind: the lab takes it away with the rest.
@@ -489,7 +497,7 @@ export async function startLab(options: LabOptions): Promise<Lab> {
       await net.addVeth({ ns: underlay, name: underlayIf, mtu: 9000 }, { ns: netns, name: 'eth0', mtu: 9000 });
       await net.setMaster(underlay, underlayIf, 'br0');
       await net.addAddr(netns, 'eth0', `${info.internalIP}/${nodeBits}`);
-      await net.addVxlan(netns, 'vx0', { mtu: 1500 });
+      if (options.labVxlan ?? true) await net.addVxlan(netns, 'vx0', { mtu: 1500 });
       const stateDir = join(stateRoot, name);
       mkdirSync(stateDir, { recursive: true });
       writeFileSync(join(stateDir, 'agent.log'), '');
