@@ -159,6 +159,7 @@ export class Reconciler<V> {
   private lastFullPassAt: Date | undefined;
   private fullBackoff: Backoff | undefined;
   private readonly totals = { updated: 0, deleted: 0 };
+  private readonly passListeners = new Set<() => void>();
 
   constructor(private readonly options: ReconcilerOptions<V>) {
     this.name = options.target.name;
@@ -381,6 +382,16 @@ export class Reconciler<V> {
     this.metrics?.duration.observe({ reconciler: this.name, kind: full ? 'full' : 'incremental' }, Number(process.hrtime.bigint() - started) / 1e9);
     this.updateGauges();
     this.options.onPass?.();
+    for (const listener of this.passListeners) listener();
+  }
+
+  /**
+   * Called after every pass, as the `onPass` option is, for an observer that did not build the reconciler (the scale
+   * harness learns when a service change is programmed: lowestUndoneRevision() moved past it). Returns the unsubscribe.
+   */
+  addPassListener(listener: () => void): () => void {
+    this.passListeners.add(listener);
+    return () => this.passListeners.delete(listener);
   }
 
   private async apply(op: 'update' | 'delete', batch: ReadonlyArray<readonly [string, V]> | readonly string[], failed: Map<string, Error>): Promise<void> {

@@ -102,6 +102,32 @@ for (const [name, make] of backends) {
       }
     });
 
+    it('pass listeners are called after every pass, when the row is in the target, until they unsubscribe', async () => {
+      const { dp, table, reconciler } = setup();
+      try {
+        const seen: Array<[pass: number, inMap: boolean, lowest: number]> = [];
+        let passes = 0;
+        const unsubscribe = reconciler.addPassListener(() => {
+          passes++;
+          seen.push([passes, dp.maps.endpoints.lookup({ ip: '10.0.2.1' }) !== undefined, reconciler.lowestUndoneRevision()]);
+        });
+        await reconciler.start();
+        expect(passes).toBeGreaterThanOrEqual(1);
+        table.set('10.0.2.1', value(21), 80);
+        await reconciler.flush();
+        // The pass that wrote the row reported it in the map and nothing undone below it.
+        expect(seen.at(-1)).toEqual([passes, true, Infinity]);
+        unsubscribe();
+        const before = passes;
+        table.set('10.0.2.2', value(22), 81);
+        await reconciler.flush();
+        expect(passes).toBe(before);
+      } finally {
+        await reconciler.stop();
+        dp.close();
+      }
+    });
+
     it('a failed write is an error row with attempts, retried with backoff until it lands; it holds the revision', async () => {
       const { dp, table, reconciler, registry } = setup();
       try {
