@@ -88,6 +88,37 @@ static __always_inline __u16 csum_fold(__u32 csum)
 	return (__u16)~csum;
 }
 
+/*
+ * A router's TTL decrement, for the paths that forward in BPF (bpf_redirect_peer / _neigh / to the tunnel) instead of
+ * the kernel's ip_forward. 0: decremented, checksum fixed up. -1: TTL <= 1 (or not IPv4): not forwarded in BPF — the
+ * caller hands it to the stack, whose ip_forward drops it and answers ICMP time exceeded as for legacy routing.
+ */
+static __always_inline int ttl_decrement(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = data + sizeof(*eth);
+	__u16 old_word, new_word;
+	__u8 ttl;
+
+	if ((void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return -1;
+	if (ip->ttl <= 1) {
+		count(SL_CNT_TTL_EXCEEDED, skb);
+		return -1;
+	}
+	/* TTL and protocol are one 16-bit word of the header checksum. */
+	old_word = *(__u16 *)&ip->ttl;
+	ttl = ip->ttl - 1;
+	new_word = old_word;
+	*(__u8 *)&new_word = ttl;
+	if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_word, new_word, sizeof(new_word)) < 0 ||
+	    bpf_skb_store_bytes(skb, IP_OFF + offsetof(struct iphdr, ttl), &ttl, sizeof(ttl), 0) < 0)
+		return -1;
+	return 0;
+}
+
 static __always_inline int swap_macs(struct __sk_buff *skb)
 {
 	__u8 macs[12], swapped[12];
@@ -250,6 +281,8 @@ static __always_inline int route(struct __sk_buff *skb, struct sl_config *cfg, _
 		goto pass;
 	ep = bpf_map_lookup_elem(&sl_endpoints, &daddr);
 	if (ep) {
+		if (ttl_decrement(skb) < 0)
+			return TC_ACT_OK;
 		count(local, skb);
 		return deliver_local(skb, ep);
 	}
@@ -261,23 +294,29 @@ static __always_inline int route(struct __sk_buff *skb, struct sl_config *cfg, _
 	}
 	if (!remote || (remote->flags & SL_IPCACHE_F_LOCAL) || remote->node_ip == cfg->node_ip)
 		goto pass;
-
 	if (cfg->flags & SL_CFG_F_TUNNEL) {
 		if (!cfg->tunnel_ifindex || set_tunnel(skb, remote->node_ip, cfg->vni) < 0)
 			goto pass;
+		if (ttl_decrement(skb) < 0)
+			return TC_ACT_OK;
 		count(SL_CNT_FROM_CONTAINER_TUNNEL, skb);
 		return bpf_redirect(cfg->tunnel_ifindex, 0);
 	}
 	if (!cfg->uplink_ifindex)
 		goto pass;
+	if (ttl_decrement(skb) < 0)
+		return TC_ACT_OK;
 	count(SL_CNT_FROM_CONTAINER_NEIGH, skb);
 	/* No neighbour parameters: the kernel looks up the route to the destination (the agent's route to the remote
 	 * podCIDR via the remote node) and resolves the next hop's MAC itself. */
 	return bpf_redirect_neigh(cfg->uplink_ifindex, 0, 0, 0);
 pass:
 	count(pass, skb);
-	if (neigh_fallback && cfg->uplink_ifindex)
+	if (neigh_fallback && cfg->uplink_ifindex) {
+		if (ttl_decrement(skb) < 0)
+			return TC_ACT_SHOT; /* the stack would drop it too: a martian (its source is this node's) */
 		return bpf_redirect_neigh(cfg->uplink_ifindex, 0, 0, 0);
+	}
 	return TC_ACT_OK;
 }
 
@@ -353,7 +392,63 @@ static __always_inline int spoofed(struct __sk_buff *skb)
 }
 
 /*
- * Marks a pod's TCP/UDP packet whose masquerade is BPF's (SL_MARK_SNAT_BPF): with BPF masquerading on, or when the
+ * The masquerade's view of a packet: TCP and UDP as the load balancer parses them, and ICMP echo, whose identifier
+ * plays the port: the request's source port (`dir` 0, leaving), the reply's destination port (`dir` 1, coming back),
+ * the other port 0. 0: parsed; -1: not IPv4 (or too short to tell); -2: IPv4 that cannot be translated (another
+ * protocol or ICMP type, IP options, a fragment) — saddr and daddr are set then.
+ */
+static __always_inline int parse_masq(struct __sk_buff *skb, struct l4 *out, int dir)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = data + sizeof(*eth);
+	__u8 *icmp = data + L4_OFF;
+
+	if ((void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return -1;
+	out->saddr = ip->saddr;
+	out->daddr = ip->daddr;
+	if (parse_l4(skb, out) == 0)
+		return 0;
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	ip = data + sizeof(*eth);
+	icmp = data + L4_OFF;
+	if ((void *)(ip + 1) > data_end)
+		return -1;
+	if (ip->protocol != IPPROTO_ICMP || ip->ihl != 5 || (ip->frag_off & bpf_htons(0x3fff)) || (void *)(icmp + 8) > data_end)
+		return -2;
+	if (icmp[0] != (dir ? 0 : 8)) /* echo reply : echo request */
+		return -2;
+	out->proto = IPPROTO_ICMP;
+	out->tcp_flags = 0;
+	out->csum_off = L4_OFF + 2;
+	out->ip_len = bpf_ntohs(ip->tot_len);
+	out->sport = dir ? 0 : *(__u16 *)(icmp + 4);
+	out->dport = dir ? *(__u16 *)(icmp + 4) : 0;
+	return 0;
+}
+
+/* rewrite() for the masquerade: an ICMP echo's identifier is at its own offset and its checksum has no pseudo-header. */
+static __always_inline int masq_rewrite(struct __sk_buff *skb, struct l4 *l4, int dst, __u32 new_ip, __u16 new_port)
+{
+	__u32 old_ip = dst ? l4->daddr : l4->saddr;
+	__u16 old_id = dst ? l4->dport : l4->sport;
+
+	if (l4->proto != IPPROTO_ICMP)
+		return rewrite(skb, l4, dst, new_ip, new_port);
+	if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_ip, new_ip, sizeof(new_ip)) < 0 ||
+	    bpf_skb_store_bytes(skb, dst ? IP_DST_OFF : IP_SRC_OFF, &new_ip, sizeof(new_ip), 0) < 0 ||
+	    bpf_l4_csum_replace(skb, l4->csum_off, old_id, new_port, sizeof(new_port)) < 0 ||
+	    bpf_skb_store_bytes(skb, L4_OFF + 4, &new_port, sizeof(new_port), 0) < 0)
+		return -1;
+	count(SL_CNT_SNAT_ICMP, skb);
+	return 0;
+}
+
+/*
+ * Marks a pod's TCP/UDP/ICMP echo packet whose masquerade is BPF's (SL_MARK_SNAT_BPF): with BPF masquerading on, or when the
  * BPF NAT table maps its flow already. Sluice's iptables chain returns on the mark, so while netfilter's masquerade
  * rules are still (or again) in place — during a switch, until the flows netfilter's conntrack translates end —
  * netfilter leaves BPF's flows alone, and BPF leaves netfilter's (to_netdev skips what leaves with the node's IP).
@@ -363,7 +458,7 @@ static __always_inline void mark_bpf_snat(struct __sk_buff *skb, struct sl_confi
 	struct sl_snat_key fwd = {};
 	struct l4 l4;
 
-	if (!cfg || parse_l4(skb, &l4) < 0)
+	if (!cfg || parse_masq(skb, &l4, 0) < 0)
 		return;
 	if (!(cfg->flags & SL_CFG_F_MASQUERADE)) {
 		fwd.addr = l4.saddr;
@@ -452,6 +547,8 @@ static __always_inline int ingress_to_local(struct __sk_buff *skb, __u32 seen, _
 	if (daddr) {
 		ep = bpf_map_lookup_elem(&sl_endpoints, &daddr);
 		if (ep) {
+			if (ttl_decrement(skb) < 0)
+				return TC_ACT_OK;
 			count(local, skb);
 			return deliver_local(skb, ep);
 		}
@@ -470,7 +567,7 @@ static __always_inline void snat_rev(struct __sk_buff *skb)
 
 	/* Not only with SL_CFG_F_MASQUERADE: a flow BPF masqueraded before a switch to iptables (or off) keeps its
 	 * mapping until it ends; netfilter knows nothing of it. */
-	if (!cfg || parse_l4(skb, &l4) < 0 || l4.daddr != cfg->node_ip)
+	if (!cfg || parse_masq(skb, &l4, 1) < 0 || l4.daddr != cfg->node_ip)
 		return;
 	key.addr = l4.daddr;
 	key.port = l4.dport;
@@ -478,7 +575,7 @@ static __always_inline void snat_rev(struct __sk_buff *skb)
 	key.peer_port = l4.sport;
 	key.proto = l4.proto;
 	pod = bpf_map_lookup_elem(&sl_snat_rev, &key);
-	if (pod && rewrite(skb, &l4, 1, pod->addr, pod->port) == 0)
+	if (pod && masq_rewrite(skb, &l4, 1, pod->addr, pod->port) == 0)
 		count(SL_CNT_SNAT_REV, skb);
 }
 
@@ -529,20 +626,28 @@ int to_netdev(struct __sk_buff *skb)
 	struct sl_snat_key fwd = {}, rev = {};
 	struct sl_snat_value *nat, out = {}, back = {};
 	struct sl_lpm_key lpm = { .prefixlen = 32 };
-	struct l4 l4;
+	struct l4 l4 = {};
 	__u32 hash;
-	int i;
+	int i, parsed;
 
 	count(SL_CNT_TO_NETDEV, skb);
 	/* A packet netfilter already masqueraded (iptables mode, or a flow its conntrack owns from before a switch)
 	 * leaves with the node's address: never a second mapping for it. */
-	if (!cfg || parse_l4(skb, &l4) < 0 || l4.saddr == cfg->node_ip)
+	parsed = cfg ? parse_masq(skb, &l4, 0) : -1;
+	if (parsed == -1 || l4.saddr == cfg->node_ip)
 		return TC_ACT_OK;
 	if (!bpf_map_lookup_elem(&sl_endpoints, &l4.saddr))
 		return TC_ACT_OK;
 	lpm.ip = l4.daddr;
 	if (bpf_map_lookup_elem(&sl_ipcache_host, &l4.daddr) || bpf_map_lookup_elem(&sl_ipcache, &lpm))
 		return TC_ACT_OK;
+	if (parsed < 0) {
+		/* A pod's packet leaving the cluster that BPF cannot translate: never out with the pod's address. */
+		if (!(cfg->flags & SL_CFG_F_MASQUERADE))
+			return TC_ACT_OK;
+		count(SL_CNT_SNAT_UNSUPPORTED, skb);
+		return TC_ACT_SHOT;
+	}
 
 	fwd.addr = l4.saddr;
 	fwd.port = l4.sport;
@@ -569,9 +674,10 @@ int to_netdev(struct __sk_buff *skb)
 			if (!bpf_map_lookup_elem(&sl_snat_rev, &rev))
 				break;
 		}
+		/* No mapping, no packet: sent on untranslated it would leave with the pod's address. */
 		if (i == NAT_PORT_TRIES) {
 			count(SL_CNT_SNAT_NO_PORT, skb);
-			return TC_ACT_OK;
+			return TC_ACT_SHOT;
 		}
 		back.addr = l4.saddr;
 		back.port = l4.sport;
@@ -580,10 +686,10 @@ int to_netdev(struct __sk_buff *skb)
 		if (bpf_map_update_elem(&sl_snat_rev, &rev, &back, BPF_NOEXIST) < 0 ||
 		    bpf_map_update_elem(&sl_snat, &fwd, &out, BPF_ANY) < 0) {
 			count(SL_CNT_SNAT_NO_PORT, skb);
-			return TC_ACT_OK;
+			return TC_ACT_SHOT;
 		}
 	}
-	if (rewrite(skb, &l4, 0, out.addr, out.port) < 0) {
+	if (masq_rewrite(skb, &l4, 0, out.addr, out.port) < 0) {
 		count(SL_CNT_DROP_MALFORMED, skb);
 		return TC_ACT_SHOT;
 	}
@@ -665,7 +771,9 @@ int xdp_netdev(struct xdp_md *ctx)
 	struct sl_lb_tuple reply = {};
 	struct sl_snat_key masq = {};
 	struct lb_nat nat;
+	struct iphdr *ip;
 	struct l4 l4;
+	__u16 ttl_word;
 	__u32 len = data_end - data;
 	int verdict, i;
 
@@ -710,10 +818,18 @@ int xdp_netdev(struct xdp_md *ctx)
 	fib.ifindex = ctx->ingress_ifindex;
 	if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
 		return xdp_pass(len); /* tc's bpf_redirect_neigh resolves the neighbour, with the entries lb_decide wrote */
+	/* Forwarded here, so the router's TTL decrement is here too; TTL <= 1 goes on to tc, which leaves it to the
+	 * stack (ICMP time exceeded). */
+	ip = data + IP_OFF;
+	if ((void *)(ip + 1) > data_end || ip->ttl <= 1)
+		return xdp_pass(len);
 
 	if (xdp_rewrite(data, data_end, &l4, 1, nat.be_ip, nat.be_port) < 0 ||
 	    xdp_rewrite(data, data_end, &l4, 0, nat.nat_ip, nat.nat_port) < 0)
 		return xdp_pass(len);
+	ttl_word = *(__u16 *)&ip->ttl;
+	ip->ttl--;
+	ip->check = csum_replace(ip->check, ttl_word, *(__u16 *)&ip->ttl, 0);
 	if ((void *)(eth + 1) > data_end)
 		return xdp_pass(len);
 	__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);

@@ -20,7 +20,7 @@
  *   sl_snat       LRU,     65,536 entries  masquerade: (pod, peer) -> node IP and NAT port (stretch)
  *   sl_snat_rev   LRU,     65,536 entries  masquerade: (node IP, NAT port, peer) -> pod address
  *   sl_config     array,        1 entry    this node's datapath settings
- *   sl_counters   percpu array, 32 slots  packet/byte counters per program decision (enum sl_counter_index)
+ *   sl_counters   percpu array, 40 slots  packet/byte counters per program decision (enum sl_counter_index)
  */
 #ifndef SLUICE_MAPS_H
 #define SLUICE_MAPS_H
@@ -31,7 +31,7 @@
 #define SL_MAX_IPCACHE_HOST 262144
 #define SL_MAX_IPCACHE 65536
 #define SL_MAX_TUNNEL 16384
-#define SL_NUM_COUNTERS 32
+#define SL_NUM_COUNTERS 40
 #define SL_MAX_SERVICES 65536
 #define SL_MAX_BACKENDS 262144
 #define SL_MAX_LB_CT 262144
@@ -279,7 +279,7 @@ enum sl_counter_index {
 	SL_CNT_LB_REV_NAT = 18,    /* a reply's source translated back to the service address */
 	SL_CNT_SNAT = 19,          /* masqueraded to the node IP */
 	SL_CNT_SNAT_REV = 20,      /* a reply to a masqueraded flow translated back to the pod */
-	SL_CNT_SNAT_NO_PORT = 21,  /* no free NAT port found: sent unmasqueraded */
+	SL_CNT_SNAT_NO_PORT = 21,  /* no free NAT port found: dropped, never sent with the pod's address */
 	SL_CNT_TO_NETDEV = 22,
 	SL_CNT_LB_REJECT = 23,      /* a service without backends answered with TCP RST / ICMP port unreachable */
 	SL_CNT_LB_DROP_LOCAL = 24,  /* a Local-policy frontend without a local backend: dropped */
@@ -290,6 +290,9 @@ enum sl_counter_index {
 	SL_CNT_XDP = 29,            /* frames seen by xdp_netdev */
 	SL_CNT_XDP_FWD = 30,        /* translated and forwarded in XDP (XDP_TX / redirect) */
 	SL_CNT_XDP_PASS = 31,       /* handed on to the stack and tc unchanged */
+	SL_CNT_TTL_EXCEEDED = 32,   /* TTL <= 1 on a path BPF forwards: left to the stack (ICMP time exceeded) */
+	SL_CNT_SNAT_UNSUPPORTED = 33, /* to masquerade but not translatable (not TCP/UDP/ICMP echo, IP options, fragment): dropped */
+	SL_CNT_SNAT_ICMP = 34,      /* an ICMP echo masqueraded (identifier translated), or its reply translated back */
 };
 
 #endif

@@ -557,13 +557,19 @@ export const affinityValue: Codec<AffinityValue> = {
 
 // ---- masquerade (sl_snat, sl_snat_rev) -----------------------------------------------------------------------
 
+/** The masquerade also translates ICMP echo: its identifier is the pod's "port" (the peer's is 0). */
+export type SnatProto = L4Proto | 'icmp';
+const IPPROTO_ICMP = 1;
+const snatProtoNumber = (p: SnatProto) => (p === 'icmp' ? IPPROTO_ICMP : protoNumber(p));
+const snatProtoName = (n: number): SnatProto => (n === IPPROTO_ICMP ? 'icmp' : protoName(n));
+
 /** Forward {pod, pod port, peer, peer port}; reverse {node IP, NAT port, peer, peer port}. */
 export interface SnatKey {
   addr: string;
   port: number;
   peerIp: string;
   peerPort: number;
-  proto: L4Proto;
+  proto: SnatProto;
 }
 export const snatKey: Codec<SnatKey> = {
   cType: 'sl_snat_key',
@@ -581,7 +587,7 @@ export const snatKey: Codec<SnatKey> = {
     writeIpv4(v.peerIp, buf, off + 4);
     buf.writeUInt16BE(port(v.port), off + 8);
     buf.writeUInt16BE(port(v.peerPort), off + 10);
-    buf[off + 12] = protoNumber(v.proto);
+    buf[off + 12] = snatProtoNumber(v.proto);
     buf.fill(0, off + 13, off + 16);
   },
   decode: (buf, off) => ({
@@ -589,7 +595,7 @@ export const snatKey: Codec<SnatKey> = {
     peerIp: readIpv4(buf, off + 4),
     port: buf.readUInt16BE(off + 8),
     peerPort: buf.readUInt16BE(off + 10),
-    proto: protoName(buf[off + 12] ?? 0),
+    proto: snatProtoName(buf[off + 12] ?? 0),
   }),
 };
 
@@ -629,7 +635,7 @@ export interface NodeConfig {
   bpfHostRouting: boolean;
   /** VXLAN tunnel mode; false = native routing. */
   tunnel: boolean;
-  /** SNAT local pods' TCP/UDP to destinations outside the cluster (not in the ipcache) to nodeIp. Default off. */
+  /** SNAT local pods' TCP/UDP/ICMP echo to destinations outside the cluster (not in the ipcache) to nodeIp. Default off. */
   masquerade?: boolean;
   nodeIp: string;
   uplinkIfindex: number;
@@ -727,6 +733,9 @@ export const COUNTERS = {
   xdp: 29,
   xdpFwd: 30,
   xdpPass: 31,
+  ttlExceeded: 32,
+  snatUnsupported: 33,
+  snatIcmp: 34,
 } as const;
 export type CounterName = keyof typeof COUNTERS;
 
@@ -737,7 +746,7 @@ export const MAX_ENDPOINTS = 131_072;
 export const MAX_IPCACHE_HOST = 262_144;
 export const MAX_IPCACHE = 65_536;
 export const MAX_TUNNEL = 16_384;
-export const NUM_COUNTERS = 32;
+export const NUM_COUNTERS = 40;
 export const MAX_SERVICES = 65_536;
 export const MAX_BACKENDS = 262_144;
 export const MAX_LB_CT = 262_144;

@@ -4,6 +4,7 @@
  * ones the map specs name. Then round trips and rejects of the codecs themselves.
  */
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -33,6 +34,8 @@ import {
   snatKey,
   snatValue,
   SNAT_MARK_BPF,
+  COUNTERS,
+  NUM_COUNTERS,
   SNAT_PORT_MAX,
   SNAT_PORT_MIN,
   SVC_F_AFFINITY,
@@ -138,6 +141,15 @@ describe('codecs agree with the C structs (BTF)', () => {
 });
 
 describe('constants agree with the C header', () => {
+  it('COUNTERS is enum sl_counter_index, name for name (SL_CNT_FROM_CONTAINER_LOCAL: fromContainerLocal), within the map', () => {
+    // An enum only used for its constants has no BTF: read it from the header.
+    const header = readFileSync(fileURLToPath(new URL('../include/sluice_maps.h', import.meta.url)), 'utf8');
+    const body = /enum sl_counter_index \{([^}]*)\}/.exec(header)![1]!;
+    const camel = (n: string) => n.toLowerCase().replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
+    expect(Object.fromEntries([...body.matchAll(/SL_CNT_(\w+) = (\d+)/g)].map((m) => [camel(m[1]!), Number(m[2])]))).toEqual(COUNTERS);
+    expect(Math.max(...Object.values(COUNTERS))).toBeLessThan(NUM_COUNTERS);
+  });
+
   it('service frontend flags, as the C preprocessor sees them', () => {
     const include = fileURLToPath(new URL('../include', import.meta.url));
     const names = ['SL_SVC_F_EXTERNAL', 'SL_SVC_F_AFFINITY', 'SL_SVC_F_DROP', 'SL_SVC_F_NODE_ADDR'];
