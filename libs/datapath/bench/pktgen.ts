@@ -1,9 +1,7 @@
 /**
  * The xdp bench's packet generator (xdp-pktgen.bpf.c): builds and loads its object, runs it with
  * BPF_PROG_TEST_RUN + BPF_F_TEST_XDP_LIVE_FRAMES (frames really transmitted through a veth's ndo_xdp_xmit, in
- * batches, from the calling thread), and reads its counters. Also GRO on a veth (the legacy SIOCETHTOOL
- * ETHTOOL_SGRO, so no ethtool binary is needed): a veth without an XDP program receives xdp_frames from its peer
- * only when its NAPI is on, which GRO turns on — as on a real NIC, where GRO is on by default.
+ * batches, from the calling thread), and reads its counters.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -128,14 +126,6 @@ export function transmit(progFd: number, frame: Buffer, ifindex: number, repeat:
 }
 
 const libc = koffi.load('libc.so.6');
-const EthtoolValue = koffi.struct('sl_ethtool_value', { cmd: 'uint32_t', data: 'uint32_t' });
-koffi.struct('sl_ifreq', { name: koffi.array('char', 16), data: koffi.pointer(EthtoolValue), pad: koffi.array('uint8_t', 16) });
-const socket = libc.func('int socket(int domain, int type, int protocol)') as (d: number, t: number, p: number) => number;
-const ioctl = libc.func('int ioctl(int fd, unsigned long request, sl_ifreq *ifr)') as (fd: number, req: number, ifr: unknown) => number;
-const close = libc.func('int close(int fd)') as (fd: number) => number;
-const SIOCETHTOOL = 0x8946;
-const ETHTOOL_SGRO = 0x2c;
-
 const sched = {
   getcpu: libc.func('int sched_getcpu(void)') as () => number,
   getaffinity: libc.func('int sched_getaffinity(int pid, size_t size, void *mask)') as (pid: number, size: number, mask: Buffer) => number,
@@ -158,16 +148,5 @@ export function onOneCpu<T>(fn: () => T): T {
     return fn();
   } finally {
     sched.setaffinity(0, saved.length, saved);
-  }
-}
-
-/** Turns GRO on or off on device `ifname` of the calling thread's namespace. */
-export function setGro(ifname: string, on: boolean): void {
-  const fd = socket(2, 2, 0); // AF_INET, SOCK_DGRAM: any socket of the namespace carries ethtool ioctls
-  if (fd < 0) throw new BpfError('socket', lastErrno());
-  try {
-    if (ioctl(fd, SIOCETHTOOL, { name: ifname, data: { cmd: ETHTOOL_SGRO, data: on ? 1 : 0 }, pad: new Array(16).fill(0) }) < 0) throw new BpfError('SIOCETHTOOL ETHTOOL_SGRO', lastErrno(), ifname);
-  } finally {
-    close(fd);
   }
 }

@@ -14,7 +14,8 @@
  * instead of the node's work); pps per core is 1 s over it.
  */
 import { attachTcInNetns, attachXdpInNetns, detachTcInNetns, detachXdpInNetns, inNetns } from '../src/index.ts';
-import { loadPktgen, setGro, transmit, type Pktgen } from './pktgen.ts';
+import { setOffload } from '../src/xdp.ts';
+import { loadPktgen, transmit, type Pktgen } from './pktgen.ts';
 
 /**
  * baseline: a bare XDP reflector in the node; xdp: xdp_netdev native; tc: no XDP, GRO + from_netdev;
@@ -84,7 +85,9 @@ export function startLive(setup: LiveSetup): { pktgen: Pktgen; genIndex: number;
     const sink = attachXdpInNetns(setup.gen, setup.genDev, pktgen.programs.sink, 'native');
     if (sink.mode !== 'native') throw new Error(`the sink on ${setup.genDev} got ${sink.mode} XDP, not native`);
     genIndex = sink.ifindex;
-    inNetns(setup.node, () => setGro(setup.uplink, true));
+    // The tc path's uplink has no XDP program: GRO keeps its NAPI on, so the generator's frames reach it (and the
+    // skb path is a real NIC's, where GRO is on by default).
+    inNetns(setup.node, () => setOffload(setup.uplink, 'gro', true));
     attachTcInNetns(setup.node, setup.uplink, 'ingress', setup.tcProg);
   } catch (err) {
     pktgen.close();

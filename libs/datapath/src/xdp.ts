@@ -7,7 +7,8 @@
  * an XDP program on a real device would take the host's own traffic.
  */
 import { statSync } from 'node:fs';
-import { BpfError, bpf, check } from './libbpf.ts';
+import koffi from 'koffi';
+import { BpfError, bpf, check, lastErrno } from './libbpf.ts';
 import { ifindex, inNetns } from './tc.ts';
 
 /** The agent's --lb-acceleration. */
@@ -121,4 +122,43 @@ export function applyLbAcceleration(progFd: number | undefined, uplink: string, 
     return attachXdp(index, progFd, acceleration);
   };
   return netns ? inNetns(netns, act) : act();
+}
+
+const libc = koffi.load('libc.so.6');
+const EthtoolValue = koffi.struct('sl_ethtool_value', { cmd: 'uint32_t', data: 'uint32_t' });
+koffi.struct('sl_ifreq', { name: koffi.array('char', 16), data: koffi.pointer(EthtoolValue), pad: koffi.array('uint8_t', 16) });
+const socket = libc.func('int socket(int domain, int type, int protocol)') as (domain: number, type: number, protocol: number) => number;
+const ioctl = libc.func('int ioctl(int fd, unsigned long request, sl_ifreq *ifr)') as (fd: number, request: number, ifr: unknown) => number;
+const closeSocket = libc.func('int close(int fd)') as (fd: number) => number;
+const SIOCETHTOOL = 0x8946;
+/** The legacy ethtool set commands of the offloads that matter to XDP on a veth. */
+const ETHTOOL_SET = { gro: 0x2c, 'tx-checksumming': 0x17 } as const;
+export type Offload = keyof typeof ETHTOOL_SET;
+
+/**
+ * An offload on or off for a device of the calling thread's namespace (the legacy SIOCETHTOOL requests: no ethtool
+ * binary needed). Where they matter for XDP in driver mode on a veth:
+ * - `gro`: a veth gets the frames a peer transmits with ndo_xdp_xmit (XDP_REDIRECT, a live-frames generator) only
+ *   while its own NAPI is on, which GRO or an XDP program of its own turns on. (A peer's XDP_TX needs the XDP
+ *   program: veth wakes the receiving NAPI after XDP_TX only when one is attached, so with GRO alone the frames
+ *   wait in its ring until other traffic comes.)
+ * - `tx-checksumming`: a sender with it on leaves TCP/UDP checksums partial for the receiver (skb metadata), which
+ *   a frame XDP sends on has lost: such a client must send complete checksums, as anything off a wire does.
+ * Refused in the machine's initial namespace, like every XDP change here.
+ */
+export function setOffload(ifname: string, offload: Offload, on: boolean): void {
+  refuseInitialNetns('setOffload');
+  const fd = socket(2, 2, 0); // AF_INET, SOCK_DGRAM: any socket of the namespace carries ethtool requests
+  if (fd < 0) throw new BpfError('socket', lastErrno());
+  try {
+    const ifr = { name: ifname, data: { cmd: ETHTOOL_SET[offload], data: on ? 1 : 0 }, pad: new Array(16).fill(0) };
+    if (ioctl(fd, SIOCETHTOOL, ifr) < 0) throw new BpfError(`SIOCETHTOOL ${offload}`, lastErrno(), ifname);
+  } finally {
+    closeSocket(fd);
+  }
+}
+
+/** setOffload for a device inside a namespace, by name. */
+export function setOffloadInNetns(netns: string, ifname: string, offload: Offload, on: boolean): void {
+  inNetns(netns, () => setOffload(ifname, offload, on));
 }

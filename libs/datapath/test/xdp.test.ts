@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { NetLab } from '@sluice/netns';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { attachXdp, attachXdpInNetns, detachXdpInNetns, ifindex, inNetns, l4Frame, LbProgrammer, loadDatapath, queryXdp, removePins, TC_ACT_REDIRECT, testRun, XDP_DROP, XDP_PASS, XDP_REDIRECT, type Datapath, type LbService } from '../src/index.ts';
+import { attachXdp, attachXdpInNetns, detachXdpInNetns, ifindex, inNetns, l4Frame, LbProgrammer, loadDatapath, queryXdp, removePins, setOffload, setOffloadInNetns, TC_ACT_REDIRECT, testRun, XDP_DROP, XDP_PASS, XDP_REDIRECT, type Datapath, type LbService } from '../src/index.ts';
 
 const NODE_IP = '192.168.0.1';
 const GW = '192.168.0.2';
@@ -186,5 +186,14 @@ describe('xdp_netdev', () => {
     } finally {
       dp.close();
     }
+  });
+
+  it('turns GRO and TX checksumming on and off on a veth in a namespace, names a missing device, refuses the initial namespace', () => {
+    for (const offload of ['gro', 'tx-checksumming'] as const) {
+      setOffloadInNetns(node, 'up0', offload, false);
+      setOffloadInNetns(node, 'up0', offload, true);
+    }
+    expect(() => setOffloadInNetns(node, 'nosuch0', 'gro', true)).toThrow(/ENODEV/);
+    expect(() => setOffload('lo', 'gro', true)).toThrow(/initial network namespace/);
   });
 });
