@@ -12,6 +12,9 @@
 import { BE_F_LOCAL, BE_F_TERMINATING, MAGLEV_M, SVC_F_AFFINITY, SVC_F_DROP, SVC_F_EXTERNAL, SVC_F_NODE_ADDR, type BackendValue, type L4Proto, type ServiceKey, type ServiceValue } from '@sluice/bpf';
 import type { Datapath, DatapathMaps } from './datapath.ts';
 import { BpfError } from './libbpf.ts';
+import { maglevTable, type MaglevPool } from './maglev.ts';
+
+export { maglevTable, MaglevPool } from './maglev.ts';
 
 export interface LbBackend {
   ip: string;
@@ -72,67 +75,6 @@ function keptBackends(backends: readonly LbBackend[]): LbBackend[] {
   return backends.filter((b) => b.ready || b.serving || b.terminating);
 }
 
-function fnv1a(text: string, seed: number): number {
-  let h = (0x811c9dc5 ^ seed) >>> 0;
-  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  return h >>> 0;
-}
-
-/**
- * Maglev's lookup table (Eisenbud et al., NSDI '16): each backend walks its own permutation of the m slots (offset
- * and skip from two hashes of its name) and takes turns claiming the next free slot, so every backend gets m/n
- * slots ±1 and removing one backend moves only (about) its own slots. `backends`: names and the ids to store.
- */
-export function maglevTable(backends: ReadonlyArray<{ name: string; id: number }>, m = MAGLEV_M, out?: Uint32Array): Uint32Array {
-  const table = out ?? new Uint32Array(m);
-  const n = backends.length;
-  if (!n) {
-    table.fill(0);
-    return table;
-  }
-  const sorted = n === 1 ? backends : [...backends].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-  // Each backend's next position in its permutation (offset + j·skip mod m), advanced by adding skip.
-  const pos = new Uint32Array(n);
-  const skip = new Uint32Array(n);
-  const ids = new Uint32Array(n);
-  for (let i = 0; i < n; i++) {
-    pos[i] = fnv1a(sorted[i]!.name, 0) % m;
-    skip[i] = (fnv1a(sorted[i]!.name, 0x9e3779b9) % (m - 1)) + 1;
-    ids[i] = sorted[i]!.id;
-  }
-  // Backend ids are never 0, so a 0 slot is a free one: the table is its own "filled" array (one less to allocate
-  // and to keep in cache: this loop is most of a cold start's CPU, m·ln m probes per table).
-  const zero = ids.includes(0);
-  const filled = zero ? new Uint8Array(m) : undefined;
-  table.fill(0);
-  let count = 0;
-  for (;;) {
-    for (let i = 0; i < n; i++) {
-      let c = pos[i]!;
-      const step = skip[i]!;
-      if (filled) {
-        while (filled[c]) {
-          c += step;
-          if (c >= m) c -= m;
-        }
-        filled[c] = 1;
-      } else {
-        while (table[c] !== 0) {
-          c += step;
-          if (c >= m) c -= m;
-        }
-      }
-      table[c] = ids[i]!;
-      c += step;
-      pos[i] = c >= m ? c - m : c;
-      if (++count === m) return table;
-    }
-  }
-}
-
 const frontendId = (k: ServiceKey) => `${k.vip}:${k.port}/${k.proto}`;
 const backendName = (ip: string, port: number) => `${ip}:${port}`;
 
@@ -174,20 +116,34 @@ function sameTable(a: TableSpec | undefined, b: TableSpec): boolean {
  * Writes Maglev tables in one batch, each built straight into the batch's value buffer (no table objects, no copy:
  * 20,000 tables are 80 MB of values).
  */
-function writeTables(map: DatapathMaps['maglev'], tables: ReadonlyArray<readonly [number, TableSpec]>): void {
+function writeTables(map: DatapathMaps['maglev'], tables: ReadonlyArray<readonly [number, TableSpec]>, built?: Uint32Array): void {
   if (!tables.length) return;
   const slots = MAGLEV_M;
   const keys = Buffer.alloc(tables.length * 4);
-  const values = Buffer.alloc(tables.length * slots * 4);
-  // Buffer.alloc of this size is never pooled: offset 0, so the Uint32Array view is aligned. Little-endian host,
-  // as the codec assumes.
-  const ids = new Uint32Array(values.buffer, values.byteOffset, tables.length * slots);
-  for (let i = 0; i < tables.length; i++) {
-    const [id, spec] = tables[i]!;
-    keys.writeUInt32LE(id, i * 4);
-    maglevTable(spec.members, slots, ids.subarray(i * slots, (i + 1) * slots));
+  for (let i = 0; i < tables.length; i++) keys.writeUInt32LE(tables[i]![0], i * 4);
+  if (built) {
+    // Built by the pool, in this order (little-endian host, as the codec assumes).
+    map.upsertEncoded({ keys, values: Buffer.from(built.buffer, built.byteOffset, tables.length * slots * 4), count: tables.length });
+    return;
   }
+  const values = Buffer.alloc(tables.length * slots * 4);
+  // Buffer.alloc of this size is never pooled: offset 0, so the Uint32Array view is aligned.
+  const ids = new Uint32Array(values.buffer, values.byteOffset, tables.length * slots);
+  for (let i = 0; i < tables.length; i++) maglevTable(tables[i]![1].members, slots, ids.subarray(i * slots, (i + 1) * slots));
   map.upsertEncoded({ keys, values, count: tables.length });
+}
+
+/** Batches with at least this many tables to build go to the Maglev pool (below it, starting work costs more). */
+const POOL_MIN_TABLES = 256;
+
+/** What applyMany writes for a batch of services. */
+interface BatchPlan {
+  plans: Array<{ key: string; old: Compiled | undefined; next: Compiled | undefined }>;
+  backends: Map<number, BackendValue>;
+  tables: Map<number, TableSpec>;
+  frontends: Map<string, [ServiceKey, ServiceValue]>;
+  goneFrontends: Map<string, ServiceKey>;
+  goneTables: Set<number>;
 }
 
 /** A table in the map holds exactly the spec's backends (a full pass checks this rather than rebuilding every table). */
@@ -238,7 +194,10 @@ export class LbProgrammer {
   /** Test fault injection (injectFrontendWriteFailures): frontend writes still to fail. */
   private failFrontendWrites = 0;
 
-  constructor(private readonly dp: Pick<Datapath, 'maps'>) {}
+  constructor(
+    private readonly dp: Pick<Datapath, 'maps'>,
+    private readonly options: { maglevPool?: MaglevPool } = {},
+  ) {}
 
   /**
    * For tests of the retry path only: the next `count` frontend (sl_services) writes fail as a kernel write would
@@ -387,33 +346,77 @@ export class LbProgrammer {
    */
   applyMany(rows: ReadonlyArray<readonly [string, LbService | undefined]>): Array<{ key: string; error: Error }> {
     if (rows.length <= 1) return rows.flatMap(([key, svc]) => this.tryApply(key, svc));
-    const maps = this.dp.maps;
-    const plans = rows.map(([key, svc]) => ({ key, old: this.programmed.get(key), next: svc ? this.compiledFor(key, svc) : undefined }));
-    const backends = new Map<number, BackendValue>();
-    const tables = new Map<number, TableSpec>();
-    const frontends = new Map<string, [ServiceKey, ServiceValue]>();
-    const goneFrontends = new Map<string, ServiceKey>();
-    const goneTables = new Set<number>();
-    for (const { old, next } of plans) {
-      for (const [id, v] of next?.backends ?? []) if (!sameBackend(old?.backends.get(id), v)) backends.set(id, v);
-      for (const [id, t] of next?.tables ?? []) if (!sameTable(old?.tables.get(id), t)) tables.set(id, t);
-      for (const [id, e] of next?.frontends ?? []) if (!sameFrontend(old?.frontends.get(id)?.[1], e[1])) frontends.set(id, e);
-      for (const [id, [k]] of old?.frontends ?? []) if (!next?.frontends.has(id)) goneFrontends.set(id, k);
-      for (const id of old?.tables.keys() ?? []) if (!next?.tables.has(id)) goneTables.add(id);
-    }
-    for (const id of frontends.keys()) goneFrontends.delete(id);
-    for (const id of tables.keys()) goneTables.delete(id);
+    const plan = this.planMany(rows);
     try {
-      maps.backends.upsertBatch([...backends].map(([id, v]) => [{ id }, v] as const));
-      writeTables(maps.maglev, [...tables]);
-      this.writeFrontends([...frontends.values()]);
-      maps.services.deleteBatch([...goneFrontends.values()]);
-      maps.maglev.deleteBatch([...goneTables]);
+      this.writeBackends(plan);
+    } catch {
+      return rows.flatMap(([key, svc]) => this.tryApply(key, svc));
+    }
+    return this.commitMany(rows, plan);
+  }
+
+  /**
+   * applyMany, with a large batch's Maglev tables built by the pool (when the programmer has one) while this thread
+   * writes the backends. One call at a time (the reconciler's passes are): the batch's plan is settled after the
+   * build.
+   */
+  async applyManyAsync(rows: ReadonlyArray<readonly [string, LbService | undefined]>): Promise<Array<{ key: string; error: Error }>> {
+    const pool = this.options.maglevPool;
+    if (!pool || rows.length <= 1) return this.applyMany(rows);
+    const plan = this.planMany(rows);
+    if (plan.tables.size < POOL_MIN_TABLES) {
+      try {
+        this.writeBackends(plan);
+      } catch {
+        return rows.flatMap(([key, svc]) => this.tryApply(key, svc));
+      }
+      return this.commitMany(rows, plan);
+    }
+    const building = pool.build([...plan.tables.values()].map((t) => t.members)).catch(() => undefined);
+    let backendsFailed = false;
+    try {
+      this.writeBackends(plan);
+    } catch {
+      backendsFailed = true;
+    }
+    // A failed build is built here instead (same function, same tables).
+    const built = await building;
+    if (backendsFailed) return rows.flatMap(([key, svc]) => this.tryApply(key, svc));
+    return this.commitMany(rows, plan, built);
+  }
+
+  private planMany(rows: ReadonlyArray<readonly [string, LbService | undefined]>): BatchPlan {
+    const plans = rows.map(([key, svc]) => ({ key, old: this.programmed.get(key), next: svc ? this.compiledFor(key, svc) : undefined }));
+    const plan: BatchPlan = { plans, backends: new Map(), tables: new Map(), frontends: new Map(), goneFrontends: new Map(), goneTables: new Set() };
+    for (const { old, next } of plans) {
+      for (const [id, v] of next?.backends ?? []) if (!sameBackend(old?.backends.get(id), v)) plan.backends.set(id, v);
+      for (const [id, t] of next?.tables ?? []) if (!sameTable(old?.tables.get(id), t)) plan.tables.set(id, t);
+      for (const [id, e] of next?.frontends ?? []) if (!sameFrontend(old?.frontends.get(id)?.[1], e[1])) plan.frontends.set(id, e);
+      for (const [id, [k]] of old?.frontends ?? []) if (!next?.frontends.has(id)) plan.goneFrontends.set(id, k);
+      for (const id of old?.tables.keys() ?? []) if (!next?.tables.has(id)) plan.goneTables.add(id);
+    }
+    for (const id of plan.frontends.keys()) plan.goneFrontends.delete(id);
+    for (const id of plan.tables.keys()) plan.goneTables.delete(id);
+    return plan;
+  }
+
+  private writeBackends(plan: BatchPlan): void {
+    this.dp.maps.backends.upsertBatch([...plan.backends].map(([id, v]) => [{ id }, v] as const));
+  }
+
+  /** The rest of a batch after its backends: tables, frontends, what went; then the bookkeeping. */
+  private commitMany(rows: ReadonlyArray<readonly [string, LbService | undefined]>, plan: BatchPlan, built?: Uint32Array): Array<{ key: string; error: Error }> {
+    const maps = this.dp.maps;
+    try {
+      writeTables(maps.maglev, [...plan.tables], built);
+      this.writeFrontends([...plan.frontends.values()]);
+      maps.services.deleteBatch([...plan.goneFrontends.values()]);
+      maps.maglev.deleteBatch([...plan.goneTables]);
     } catch {
       return rows.flatMap(([key, svc]) => this.tryApply(key, svc));
     }
     const released = new Set<number>();
-    for (const { key, old, next } of plans) this.settle(key, old, next, released);
+    for (const { key, old, next } of plan.plans) this.settle(key, old, next, released);
     try {
       if (released.size) maps.backends.deleteBatch([...released].map((id) => ({ id })));
     } catch {

@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { BE_F_TERMINATING, HAIRPIN_IP, MAGLEV_M } from '@sluice/bpf';
 import { afterAll, describe, expect, it } from 'vitest';
-import { activeBackends, LbProgrammer, loadDatapath, maglevTable, memoryDatapath, removePins, simpleService, l4Frame, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, testRun, type Datapath, type LbBackend, type LbService } from '../src/index.ts';
+import { activeBackends, LbProgrammer, loadDatapath, MaglevPool, maglevTable, memoryDatapath, removePins, simpleService, l4Frame, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, testRun, type Datapath, type LbBackend, type LbService } from '../src/index.ts';
 
 const pinDirs: string[] = [];
 afterAll(() => {
@@ -55,6 +55,27 @@ describe('Maglev', () => {
     for (let i = 0; i < MAGLEV_M; i++) if (table[i] !== 4 && smaller[i] !== table[i]) moved++;
     // Maglev is not perfectly minimal-disruption, but nearly: a few percent of the other slots at most.
     expect(moved / MAGLEV_M).toBeLessThan(0.05);
+  });
+
+  it('the worker pool builds the very tables maglevTable builds, in order, and an agent-sized batch programs the same maps', async () => {
+    const specs = Array.from({ length: 300 }, (_, t) => Array.from({ length: 1 + (t % 7) }, (_, b) => ({ name: `10.2.${t}.${b}:80`, id: t * 8 + b + 1 })));
+    const pool = new MaglevPool(2, 1_000);
+    try {
+      const built = await pool.build(specs);
+      expect(pool.built).toBe(specs.length);
+      for (let t = 0; t < specs.length; t++) expect(built.subarray(t * MAGLEV_M, (t + 1) * MAGLEV_M), `table ${t}`).toEqual(maglevTable(specs[t]!));
+      // Through the programmer: the same entries as without the pool.
+      const rows = Array.from({ length: 300 }, (_, i) => [`s${i}`, simpleService(`s${i}`, `10.96.9.${i % 250}`, 1000 + i, 'tcp', backends(3, i % 200))] as const);
+      const [a, b] = [memoryDatapath(), memoryDatapath()];
+      expect(new LbProgrammer(a).applyMany(rows)).toEqual([]);
+      expect(await new LbProgrammer(b, { maglevPool: pool }).applyManyAsync(rows)).toEqual([]);
+      expect(pool.built).toBe(2 * specs.length);
+      expect(b.maps.maglev.entries()).toEqual(a.maps.maglev.entries());
+      expect(b.maps.services.entries()).toEqual(a.maps.services.entries());
+      expect(b.maps.backends.entries()).toEqual(a.maps.backends.entries());
+    } finally {
+      pool.close();
+    }
   });
 
   it('takes ready backends; terminating-but-serving ones only when none is ready', () => {

@@ -15,7 +15,7 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { CT_F_HAIRPIN, CT_F_SNAT, HAIRPIN_IP, type LbTuple } from '@sluice/bpf';
-import { LbProgrammer, type Datapath, type LbService } from '@sluice/datapath';
+import { LbProgrammer, MaglevPool, type Datapath, type LbService } from '@sluice/datapath';
 import { watchPrefix, type Etcd3, type KeySchema, type PrefixWatch, type WatchEvent } from '@sluice/kvstore';
 import type { Logger } from '@sluice/log';
 import { Counter, type Registry } from '@sluice/metrics';
@@ -27,7 +27,8 @@ const exec = promisify(execFile);
 
 /**
  * Test-only fault injection: set in an agent's environment, the first N frontend writes of the services reconciler
- * fail as a kernel write would (LbProgrammer.injectFrontendWriteFailures), to prove the retry path with real maps.
+ * after its first full pass fail as a kernel write would (LbProgrammer.injectFrontendWriteFailures), to prove the
+ * retry path with real maps on a change the test makes.
  */
 export const FAIL_SERVICE_WRITES_ENV = 'SLUICE_AGENT_TEST_FAIL_SERVICE_WRITES';
 
@@ -47,7 +48,7 @@ export function servicesTarget(programmer: LbProgrammer): ReconcileTarget<LbServ
   return {
     name: 'services',
     // One batch per map for the whole set of rows (a cold start programs 20,000 services in three writes).
-    update: (rows) => programmer.applyMany(rows),
+    update: (rows) => programmer.applyManyAsync(rows),
     delete: (keys) => programmer.applyMany(keys.map((key) => [key, undefined] as const)),
     prune: (desired) => {
       const r = programmer.prune(desired.entries());
@@ -100,7 +101,7 @@ export interface ServicesOptions {
   uplink?: string;
   /** How often the uplink's addresses are read again, ms. Default 5 s. */
   addressPollMs?: number;
-  /** Frontend writes to fail first (tests of the retry path); default from $SLUICE_AGENT_TEST_FAIL_SERVICE_WRITES. */
+  /** Frontend writes to fail after the first full pass (tests of the retry path); default $SLUICE_AGENT_TEST_FAIL_SERVICE_WRITES. */
   failFrontendWrites?: number;
 }
 
@@ -125,13 +126,15 @@ export interface Services {
 export function startServices(options: ServicesOptions): Services {
   const { log, keys } = options;
   const table = new ServicesTable(options.nodeName, options.frontendPolicy);
-  const programmer = new LbProgrammer(options.datapath);
+  const maglevPool = new MaglevPool();
+  const programmer = new LbProgrammer(options.datapath, { maglevPool });
   programmer.seed();
   const failWrites = options.failFrontendWrites ?? Number(process.env[FAIL_SERVICE_WRITES_ENV] ?? 0);
-  if (Number.isInteger(failWrites) && failWrites > 0) {
+  const armFaults = () => {
+    if (!Number.isInteger(failWrites) || failWrites <= 0) return;
     programmer.injectFrontendWriteFailures(failWrites);
     log.warn({ writes: failWrites, env: FAIL_SERVICE_WRITES_ENV }, `test fault injection: the next ${failWrites} service frontend writes fail`);
-  }
+  };
   const reconciler = new Reconciler<LbService>({
     target: servicesTarget(programmer),
     desired: table,
@@ -203,6 +206,7 @@ export function startServices(options: ServicesOptions): Services {
   const ready = Promise.all([...watches.map((w) => w.synced), pollDevice()]).then(async () => {
     if (stopped) return;
     await reconciler.start();
+    armFaults();
     isSynced = true;
     log.info({ ...table.counts, programmed: programmer.size }, 'services programmed');
   });
@@ -232,6 +236,7 @@ export function startServices(options: ServicesOptions): Services {
       stopped = true;
       if (gcTimer) clearInterval(gcTimer);
       if (pollTimer) clearInterval(pollTimer);
+      maglevPool.close();
       await Promise.all(watches.map((w) => w.stop()));
       await reconciler.stop();
     },
