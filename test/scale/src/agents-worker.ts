@@ -6,20 +6,25 @@
  */
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { readFileSync } from 'node:fs';
-import { AgentCore } from '@sluice/agent';
+import { AgentCore, startServices, type Services } from '@sluice/agent';
 import { memoryDatapath } from '@sluice/datapath';
 import { createKvClient, keySchema, watchPrefix, type Etcd3 } from '@sluice/kvstore';
 import { createLogger } from '@sluice/log';
 import type { WorkerCommand, WorkerInit, WorkerMessage, WorkerSample } from './ipc.ts';
-import { LightWatcher, type LightCounters } from './light-watcher.ts';
+import { LightWatcher, newLightCounters, type LightEpisode } from './light-watcher.ts';
 
 const send = (message: WorkerMessage) => process.send?.(message);
 const log = createLogger({ component: 'scale-agents', level: 'warn' });
 
 const agents: AgentCore[] = [];
+/** The services reconciler of the first `serviceAgents` full agents (same datapath as their AgentCore). */
+const services: Array<Services | undefined> = [];
+let svcProgrammed: Array<[number, number, number]> = [];
+let sliceEvents: Array<[string, 'P' | 'D', number, number]> = [];
 const lights: LightWatcher[] = [];
 const clients: Etcd3[] = [];
-const counters: LightCounters = { events: 0, bytes: 0, retries: 0, errors: {} };
+const counters = newLightCounters();
+let back: LightEpisode[] = [];
 let programmed: Array<[number, number, number]> = [];
 let etcdEvents: Array<[string, 'P' | 'D', number, number]> = [];
 let retries: Array<[number, 'full' | 'light']> = [];
@@ -32,6 +37,10 @@ const flushTimer = setInterval(() => {
   if (etcdEvents.length) send({ type: 'etcdEvents', items: etcdEvents });
   programmed = [];
   etcdEvents = [];
+  if (svcProgrammed.length) send({ type: 'svcProgrammed', items: svcProgrammed });
+  if (sliceEvents.length) send({ type: 'sliceEvents', items: sliceEvents });
+  svcProgrammed = [];
+  sliceEvents = [];
   // Full agents' watch retries, seen by polling their status (the library counts a retry when a stream is lost).
   agents.forEach((agent, i) => {
     const st = agent.status().etcd;
@@ -46,6 +55,8 @@ const flushTimer = setInterval(() => {
   });
   if (retries.length) send({ type: 'retries', items: retries });
   retries = [];
+  if (back.length) send({ type: 'back', items: back });
+  back = [];
 }, 100);
 
 function rchar(): number {
@@ -69,19 +80,24 @@ function sample(gc: boolean): WorkerSample {
   const merged: Record<string, number> = { ...errors };
   for (const [k, v] of Object.entries(counters.errors)) merged[k] = (merged[k] ?? 0) + v;
   return {
-    fullSynced: agents.filter((a) => a.isSynced).length,
+    fullSynced: agents.filter((a, i) => a.isSynced && (services[i]?.status().synced ?? true)).length,
     fullConnected: agents.filter((a) => a.status().etcd.connected).length,
     lightConnected: lights.filter((l) => l.connected).length,
     lightEvents: counters.events,
     lightBytes: counters.bytes,
     fullRetries: agents.reduce((sum, a) => sum + a.status().etcd.retries, 0),
     lightRetries: counters.retries,
+    lightLists: counters.lists,
+    lightListKeys: counters.listKeys,
+    lightListBytes: counters.listBytes,
     errors: merged,
+    unretried: { ...counters.unretried },
     rchar: rchar(),
     heapUsed: mem.heapUsed,
     rss: mem.rss,
     eventLoopMaxMs,
     clusterEndpoints: agents.map((a) => a.status().endpoints.cluster),
+    serviceTables: services.flatMap((s) => (s ? [{ services: s.table.counts.services, slices: s.table.counts.endpointSlices, programmed: s.programmer.size }] : [])),
   };
 }
 
@@ -102,16 +118,42 @@ function init(msg: WorkerInit): void {
         etcdEvents.push([e.key.slice(podsPrefix.length), e.type === 'upsert' ? 'P' : 'D', e.modRevision, Date.now()]);
       },
     });
+    // The same for EndpointSlices: each slice change's revision, for the services propagation.
+    const slicesPrefix = keys.prefix('endpointslices');
+    watchPrefix<null>(shared, slicesPrefix, {
+      name: 'scale-slice-tracker', clusterSize: 1, log, decode: () => null,
+      onEvent: (e) => {
+        if (e.type === 'listDone' || e.modRevision <= msg.startRevision) return;
+        sliceEvents.push([e.key.slice(slicesPrefix.length), e.type === 'upsert' ? 'P' : 'D', e.modRevision, Date.now()]);
+      },
+    });
   }
   msg.full.forEach((nodeName, i) => {
+    const datapath = memoryDatapath();
     const agent = new AgentCore({
-      nodeName, client: shared!, datapath: memoryDatapath(), keys, clusterSize: msg.clusterSize, log,
+      nodeName, client: shared!, datapath, keys, clusterSize: msg.clusterSize, log,
       // Nobody edits these in-memory maps behind the agents' backs: a periodic full pass (drift repair, ~0.4 s at
       // 100,000 pods) would only add CPU to the figures.
       refreshIntervalMs: 0,
       onProgrammed: (p) => programmed.push([i, p.podsRevision, Date.now()]),
     });
     agent.start();
+    if (i < msg.serviceAgents) {
+      // What the agent runs beside its core (agent.ts): Services + EndpointSlices → the load balancer's maps.
+      const svc = startServices({ nodeName, client: shared!, keys, datapath, log, clusterSize: msg.clusterSize, refreshIntervalMs: 0, gcIntervalMs: 0 });
+      // Programmed up to R: every change of the table up to R is in the maps (no row below R pending or in error).
+      let reported = 0;
+      svc.reconciler.addPassListener(() => {
+        if (svc.reconciler.status().fullPasses === 0) return;
+        const low = svc.reconciler.lowestUndoneRevision();
+        const rev = Math.min(svc.table.revision, low === Infinity ? Infinity : low - 1);
+        if (rev > reported) {
+          reported = rev;
+          svcProgrammed.push([i, rev, Date.now()]);
+        }
+      });
+      services[i] = svc;
+    }
     void agent.synced().then(() => {
       if (agents.every((a) => a.isSynced)) send({ type: 'synced', at: Date.now() });
     });
@@ -121,9 +163,11 @@ function init(msg: WorkerInit): void {
   for (let c = 0; c < Math.min(msg.lightClients, msg.light.length); c++) lightClients.push(createKvClient({ endpoints: msg.etcd.split(',') }));
   clients.push(...lightClients);
   msg.light.forEach((_node, i) => {
+    const list = i < msg.lightListers ? msg.lightList : 'none';
     lights.push(new LightWatcher({
       client: lightClients[i % lightClients.length]!, prefixes: [keys.prefix('nodes'), podsPrefix], startRevision: msg.startRevision,
-      clusterSize: msg.clusterSize, counters, onRetry: () => retries.push([Date.now(), 'light']),
+      clusterSize: msg.clusterSize, counters, list,
+      onRetry: () => retries.push([Date.now(), 'light']), onBack: (e) => back.push(e),
     }).start());
   });
   if (msg.full.length === 0) send({ type: 'synced', at: Date.now() });
@@ -137,7 +181,7 @@ process.on('message', (raw) => {
   else if (command.type === 'stop') {
     clearInterval(flushTimer);
     for (const l of lights) l.stop();
-    void Promise.all(agents.map((a) => a.stop())).finally(() => {
+    void Promise.all([...agents.map((a) => a.stop()), ...services.map((s) => s?.stop())]).finally(() => {
       for (const c of clients) c.close();
       process.exit(0);
     });

@@ -11,13 +11,14 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort } from '@sluice/etcd-runner';
 import { startScaleEtcd, type ScaleEtcd } from './etcd.ts';
 import { createKvClient, keySchema, prefixRangeEnd, type Etcd3 } from '@sluice/kvstore';
-import type { HostCommand, HostMessage, KubeSimCounters, PodChange, WorkerCommand, WorkerMessage, WorkerSample } from './ipc.ts';
+import type { HostCommand, HostMessage, KubeSimCounters, PodChange, SliceChange, WorkerCommand, WorkerMessage, WorkerSample } from './ipc.ts';
 import { forkTs, spawnTs, type Child } from './processes.ts';
 import { metricValue, procSample, scrape } from './procstat.ts';
 import type { Scenario } from './scenario.ts';
 import { runHealthPhase } from './health-phase.ts';
 import { lowerBound, summarize } from './stats.ts';
-import type { Results, SeriesPoint } from './results.ts';
+import { TOO_MANY, type LightEpisode } from './light-watcher.ts';
+import type { HerdPhase, Results, SeriesPoint } from './results.ts';
 
 const here = (file: string) => fileURLToPath(new URL(file, import.meta.url));
 const repo = fileURLToPath(new URL('../../../', import.meta.url));
@@ -163,15 +164,20 @@ export async function runScale(scenario: Scenario, options: RunOptions): Promise
       options: {
         nodes: scenario.nodes, podsPerNode: scenario.podsPerNode, services: scenario.services, namespaces: 10,
         heartbeatIntervalMs: scenario.heartbeatInterval, heartbeatJitter: 0.1, churnPerSecond: 0, seed: scenario.seed, heartbeats: true,
+        podStartDelayMs: scenario.podStartDelay,
       },
     });
     const ready = await kube.next((m): m is Extract<HostMessage, { type: 'ready' }> => m.type === 'ready', 600_000, 'ready');
     const kubeSimStartMs = Date.now() - kubeStart;
     const changes: PodChange[] = [];
-    let burst: { started: number; ended: number; pods: number } | undefined;
+    const sliceChanges: SliceChange[] = [];
+    let burst: { started: number; ended: number; pods: number; keys: string[] } | undefined;
     let kubeLoopMaxMs: number | undefined;
     kube.onMessage((m) => {
-      if (m.type === 'changes') for (const c of m.changes) changes.push(c);
+      if (m.type === 'changes') {
+        for (const c of m.changes) changes.push(c);
+        for (const c of m.slices ?? []) sliceChanges.push(c);
+      }
       else if (m.type === 'burstDone') burst = m;
       else if (m.type === 'eventLoop') kubeLoopMaxMs = Math.max(kubeLoopMaxMs ?? 0, m.maxMs);
     });
@@ -219,18 +225,21 @@ export async function runScale(scenario: Scenario, options: RunOptions): Promise
     const fullSplit = split(fullNames, scenario.fullWorkers);
     const lightSplit = split(lightNames, scenario.lightWorkers);
     const lightClientsSplit = split(Array.from({ length: scenario.lightClients }, (_, i) => i), scenario.lightWorkers).map((c) => c.length);
-    const spawnWorker = (name: string, full: string[], light: string[], lightClients: number, trackRevisions: boolean) => {
+    const listers = (light: string[]) => (scenario.lightList === 'none' ? 0 : Math.round(light.length * scenario.lightListShare));
+    const lightListers = lightSplit.reduce((a, names) => a + listers(names), 0);
+    const serviceSplit = split(Array.from({ length: scenario.serviceAgents }, (_, i) => i), scenario.fullWorkers).map((x) => x.length);
+    const spawnWorker = (name: string, full: string[], light: string[], lightClients: number, trackRevisions: boolean, serviceAgents = 0) => {
       const w = forkTs<WorkerCommand, WorkerMessage>(name, here('./agents-worker.ts'), [], join(logs, `${name}.log`), ['--expose-gc', '--max-old-space-size=12288']) as Worker;
       w.full = full;
       w.light = light;
       cleanups.push(() => w.stop());
-      w.send({ type: 'init', etcd: etcd!.endpoints.join(','), root: ROOT, clusterSize: scenario.nodes, full, light, lightClients, trackRevisions, startRevision });
+      w.send({ type: 'init', etcd: etcd!.endpoints.join(','), root: ROOT, clusterSize: scenario.nodes, full, light, lightClients, trackRevisions, startRevision, lightList: scenario.lightList, lightListers: listers(light), serviceAgents: Math.min(serviceAgents, full.length) });
       workers.push(w);
       return w;
     };
     phase(`starting ${fullNames.length} full agents in ${scenario.fullWorkers} process(es), ${lightNames.length} lightweight watchers on ${scenario.lightClients} etcd clients in ${scenario.lightWorkers} process(es)`);
     const agentStart = Date.now();
-    fullSplit.forEach((names, i) => spawnWorker(`agents-full-${i}`, names, [], 0, i === 0));
+    fullSplit.forEach((names, i) => spawnWorker(`agents-full-${i}`, names, [], 0, i === 0, serviceSplit[i] ?? 0));
     lightSplit.forEach((names, i) => spawnWorker(`agents-light-${i}`, [], names, lightClientsSplit[i] ?? 1, false));
     await Promise.all(workers.map(async (w) => {
       const r = await w.next((m): m is Extract<WorkerMessage, { type: 'ready' }> => m.type === 'ready', 120_000, 'ready');
@@ -244,9 +253,16 @@ export async function runScale(scenario: Scenario, options: RunOptions): Promise
       offset += w.full.length;
     }
     const programmedRev: number[][] = fullNames.map(() => []);
+    // The same for the services table of the full agents that run it, and every EndpointSlice change in etcd.
+    const svcRev: number[][] = fullNames.map(() => []);
+    const svcAt: number[][] = fullNames.map(() => []);
+    const svcAgents: number[] = [];
+    for (const w of workers) for (let i = 0; i < Math.min(serviceSplit[workers.indexOf(w)] ?? 0, w.full.length); i++) svcAgents.push(fullOffset.get(w)! + i);
+    const sliceEtcd = new Map<string, Array<[type: 'P' | 'D', rev: number, at: number]>>();
     const programmedAt: number[][] = fullNames.map(() => []);
     const etcdEvents = new Map<string, Array<[type: 'P' | 'D', rev: number, at: number]>>();
     const retries: Array<[number, 'full' | 'light']> = [];
+    const episodes: LightEpisode[] = [];
     const samples = new Map<Worker, WorkerSample>();
     for (const w of workers) {
       const base = fullOffset.get(w)!;
@@ -265,7 +281,22 @@ export async function runScale(scenario: Scenario, options: RunOptions): Promise
             if (!list) etcdEvents.set(key, (list = []));
             list.push([type, rev, at]);
           }
+        } else if (m.type === 'svcProgrammed') {
+          for (const [i, rev, at] of m.items) {
+            const revs = svcRev[base + i]!;
+            if (revs.length === 0 || rev > revs.at(-1)!) {
+              revs.push(rev);
+              svcAt[base + i]!.push(at);
+            }
+          }
+        } else if (m.type === 'sliceEvents') {
+          for (const [key, type, rev, at] of m.items) {
+            let list = sliceEtcd.get(key);
+            if (!list) sliceEtcd.set(key, (list = []));
+            list.push([type, rev, at]);
+          }
         } else if (m.type === 'retries') retries.push(...m.items);
+        else if (m.type === 'back') episodes.push(...m.items);
       });
     }
     let sampleId = 0;
@@ -282,7 +313,10 @@ export async function runScale(scenario: Scenario, options: RunOptions): Promise
       const sum = (f: (s: WorkerSample) => number) => all.reduce((a, s) => a + f(s), 0);
       const errors: Record<string, number> = {};
       for (const s of all) for (const [k, v] of Object.entries(s.errors)) errors[k] = (errors[k] ?? 0) + v;
+      const unretried: Record<string, number> = {};
+      for (const s of all) for (const [k, v] of Object.entries(s.unretried ?? {})) unretried[k] = (unretried[k] ?? 0) + v;
       return {
+        lightLists: sum((s) => s.lightLists), lightListKeys: sum((s) => s.lightListKeys), lightListBytes: sum((s) => s.lightListBytes), unretried,
         fullSynced: sum((s) => s.fullSynced), fullConnected: sum((s) => s.fullConnected), lightConnected: sum((s) => s.lightConnected),
         lightEvents: sum((s) => s.lightEvents), lightBytes: sum((s) => s.lightBytes), fullRetries: sum((s) => s.fullRetries),
         lightRetries: sum((s) => s.lightRetries), errors,
@@ -390,6 +424,7 @@ export async function runScale(scenario: Scenario, options: RunOptions): Promise
     const lightBefore = totals();
     kube.send({ type: 'record', on: true });
     kube.send({ type: 'churn', perSecond: scenario.churnPerSecond });
+    if (scenario.sliceChurnPerSecond > 0 && scenario.services > 0) kube.send({ type: 'sliceChurn', perSecond: scenario.sliceChurnPerSecond });
     phase(`measured phase: ${scenario.churnPerSecond} pod changes/s for ${(scenario.duration / 1000).toFixed(0)} s; burst of ${scenario.burstPods} at ${scenario.burstAt / 1000} s; etcd restart at ${scenario.etcdRestartAt / 1000} s for ${scenario.etcdDowntime / 1000} s`);
     let burstSent = false;
     let restart: { pausedAt: number; resumedAt?: number; revisionAtResume?: number } | undefined;
@@ -428,6 +463,7 @@ export async function runScale(scenario: Scenario, options: RunOptions): Promise
       await sleep(2000);
     }
     kube.send({ type: 'churn', perSecond: 0 });
+    kube.send({ type: 'sliceChurn', perSecond: 0 });
     await restartTask;
     const phaseEnd = Date.now();
     phase('churn stopped; waiting for every change to reach every full agent');
@@ -484,6 +520,44 @@ export async function runScale(scenario: Scenario, options: RunOptions): Promise
       }
       return out;
     };
+    // Services: each EndpointSlice change → the first etcd event of that slice after it (a later change the operator
+    // coalesced with it lands in the same write) → the first services-table revision ≥ it in each agent running it.
+    const svcArrival = (agent: number, rev: number): number | undefined => {
+      const i = lowerBound(svcRev[agent]!, rev);
+      return i < svcRev[agent]!.length ? svcAt[agent]![i] : undefined;
+    };
+    type SliceEval = { c: SliceChange; rev?: number; etcdAt?: number; allAt?: number; perAgent: number[]; missing: number };
+    const evaluateSlices = () => sliceChanges.map((c): SliceEval => {
+      const want = c[1] === 'S' ? 'P' : 'D';
+      const m = sliceEtcd.get(c[0])?.find(([type, , at]) => type === want && at >= c[2]);
+      if (!m) return { c, missing: svcAgents.length, perAgent: [] };
+      const perAgent: number[] = [];
+      let allAt = 0;
+      let missing = 0;
+      for (const a of svcAgents) {
+        const at = svcArrival(a, m[1]);
+        if (at === undefined) missing++;
+        else {
+          perAgent.push(at - c[2]);
+          allAt = Math.max(allAt, at);
+        }
+      }
+      return { c, rev: m[1], etcdAt: m[2], perAgent, missing, ...(missing === 0 ? { allAt } : {}) };
+    });
+    let slicesEvaluated = evaluateSlices();
+    if (svcAgents.length > 0) {
+      await until('every slice change in every services table', () => {
+        slicesEvaluated = evaluateSlices();
+        return slicesEvaluated.every((e) => e.missing === 0);
+      }, 60_000, 1000).catch(() => undefined);
+      slicesEvaluated = evaluateSlices();
+    }
+
+    // The herd after the etcd fault may outlast the churn: wait for every lightweight watcher to be back.
+    await until('every lightweight watcher back', async () => {
+      await sampleWorkers();
+      return totals().lightConnected === lightNames.length;
+    }, 300_000, 2000).catch(() => phase('not every lightweight watcher came back within 300 s'));
     let evaluated = evaluate();
     let receipts = new Map<string, number>();
     await until('every change in every full agent', () => {
@@ -546,6 +620,34 @@ export async function runScale(scenario: Scenario, options: RunOptions): Promise
       };
     }
 
+    // --- the thundering herd: every lightweight watcher's way back (list of nodes and pods, then watch) ---
+    const herdOf = (list: LightEpisode[], zero: number, expected: number): HerdPhase => {
+      const times = list.map((e) => (e.backAt - zero) / 1000).sort((a, b) => a - b);
+      const step = Math.max(1, Math.ceil(times.length / 400));
+      const curve = [{ s: 0, back: 0 }, ...times.flatMap((t, i) => (i % step === 0 || i === times.length - 1 ? [{ s: t, back: i + 1 }] : []))];
+      return {
+        watchers: expected, back: list.length,
+        allBackS: list.length >= expected && times.length > 0 ? times.at(-1)! : null,
+        backS: summarize(times), ownS: summarize(list.map((e) => (e.backAt - e.lostAt) / 1000)),
+        retries: list.reduce((a, e) => a + e.retries, 0), tooMany: list.reduce((a, e) => a + e.tooMany, 0), curve,
+      };
+    };
+    const coldEpisodes = episodes.filter((e) => e.kind === 'cold' && e.listed);
+    const coldZero = Math.min(...coldEpisodes.map((e) => e.lostAt));
+    const faultZero = restart?.resumedAt === undefined ? undefined : scenario.etcdFault === 'leader-kill' ? restart.pausedAt : restart.resumedAt;
+    const faultEpisodes = restart ? episodes.filter((e) => e.kind === 'reconnect' && e.listed && e.lostAt >= restart!.pausedAt - 1000) : [];
+
+    const herd: Results['herd'] = {
+      list: scenario.lightList,
+      listers: lightListers,
+      cold: coldEpisodes.length ? herdOf(coldEpisodes, coldZero, lightListers) : null,
+      fault: faultZero !== undefined ? { ...herdOf(faultEpisodes, faultZero, faultEpisodes.length), zero: scenario.etcdFault === 'leader-kill' ? 'leader killed' : 'etcd serving again', fullAgentsS: summarize(fullNames.map((_, a) => arrival(a, firstRevAfterResume ?? Number.MAX_SAFE_INTEGER)).filter((x): x is number => x !== undefined).map((x) => (x - faultZero) / 1000)) } : null,
+      stillAway: lightNames.length - lightAfter.lightConnected,
+      lists: lightAfter.lightLists, listKeys: lightAfter.lightListKeys, listBytes: lightAfter.lightListBytes,
+      errorsReachingCallers: Object.values(lightAfter.unretried).reduce((a, v) => a + v, 0),
+      unretried: lightAfter.unretried,
+    };
+
     // --- health ---
     let healthResult: Results['health'] = undefined;
     if (scenario.healthPhase > 0) {
@@ -559,19 +661,37 @@ export async function runScale(scenario: Scenario, options: RunOptions): Promise
     // --- figures ---
     const lat = evaluated.filter((e) => e.allAt !== undefined).map((e) => e.allAt! - e.c[2]);
     const outage = restart?.resumedAt ? [restart.pausedAt, (writesResumedAt ?? restart.resumedAt) + 2000] as const : undefined;
-    const burstChanges = burst ? evaluated.filter((e) => e.c[2] >= burst!.started - 100 && e.c[2] <= burst!.ended + 100 && e.c[1] === 'A') : [];
+    const burstKeys = new Set(burst?.keys ?? []);
+    const burstChanges = burst ? evaluated.filter((e) => e.c[1] === 'A' && burstKeys.has(e.c[0])) : [];
     // A perturbation lasts until the backlog it made has drained, not only while it acts: the burst until its last pod
     // is in every full agent; the etcd outage until every change made while the operator could not write is. Changes
     // made in those windows wait behind the backlog; they are the recovery, measured apart, not the steady state.
     const lastArrival = (list: typeof evaluated) => Math.max(0, ...list.filter((e) => e.allAt !== undefined).map((e) => e.allAt!));
     const perturbations: Array<{ name: 'burst' | 'outage'; from: number; to: number }> = [];
-    if (burst) perturbations.push({ name: 'burst', from: burst.started - 100, to: Math.max(burst.ended + 100, lastArrival(burstChanges)) });
+    if (burst) perturbations.push({ name: 'burst', from: burst.started - 100, to: Math.max(burst.ended + 100 + scenario.podStartDelay, lastArrival(burstChanges)) });
     if (outage) {
       const madeWhileDown = evaluated.filter((e) => e.c[2] >= outage[0] - 2000 && e.c[2] <= outage[1]);
       perturbations.push({ name: 'outage', from: outage[0] - 2000, to: Math.max(outage[1], lastArrival(madeWhileDown)) });
     }
     const perturbed = (at: number) => perturbations.some((w) => at >= w.from && at <= w.to);
     const steady = evaluated.filter((e) => e.allAt !== undefined && !perturbed(e.c[2]));
+    const slicesSteady = slicesEvaluated.filter((e) => e.allAt !== undefined && !perturbed(e.c[2]));
+    const lastTables = [...samples.values()].flatMap((x) => x.serviceTables ?? []);
+    const servicesResult: Results['services'] = {
+      services: scenario.services, agents: svcAgents.length, sliceChurnPerSecond: scenario.sliceChurnPerSecond,
+      slicesInCluster: kubeAfter?.objects.endpointslices ?? null,
+      tableServices: summarize(lastTables.map((t) => t.services)), tableSlices: summarize(lastTables.map((t) => t.slices)), programmedServices: summarize(lastTables.map((t) => t.programmed)),
+      changes: sliceChanges.length,
+      reachedEveryAgent: slicesEvaluated.filter((e) => e.allAt !== undefined).length,
+      notInEtcd: slicesEvaluated.filter((e) => e.rev === undefined).length,
+      incomplete: slicesEvaluated.filter((e) => e.missing > 0).length,
+      toAllAgentsMs: summarize(slicesEvaluated.filter((e) => e.allAt !== undefined).map((e) => e.allAt! - e.c[2])),
+      steadyMs: summarize(slicesSteady.map((e) => e.allAt! - e.c[2])),
+      perAgentMs: summarize(slicesEvaluated.flatMap((e) => e.perAgent)),
+      kubeToEtcdMs: summarize(slicesEvaluated.filter((e) => e.etcdAt !== undefined).map((e) => e.etcdAt! - e.c[2])),
+      etcdToAllAgentsMs: summarize(slicesEvaluated.filter((e) => e.allAt !== undefined && e.etcdAt !== undefined).map((e) => e.allAt! - e.etcdAt!)),
+    };
+
     // The split at the operator's receipt; a change the operator never received as such (coalesced, or listed after a
     // relist) has no receipt and is left out of it.
     const splitAtReceipt = (list: typeof evaluated) => {
@@ -610,7 +730,10 @@ export async function runScale(scenario: Scenario, options: RunOptions): Promise
     // watched before 1.5) and so receive what the operator received.
     const counterfactualBytes = scenario.nodes * kubeToOperator;
     const mbit = (bytes: number) => (bytes * 8) / phaseS / 1e6;
-    const tooManyToCallers = Object.entries(lightAfter.errors).filter(([k]) => /too many requests/i.test(k)).reduce((a, [, v]) => a + v, 0);
+    // Reaching a caller: an error the kvstore's retry policy does not retry (what a watcher's consumer would get).
+    // Every other error seen was retried with backoff: counted apart, by kind.
+    const tooManyToCallers = Object.entries(lightAfter.unretried).filter(([k]) => TOO_MANY.test(k)).reduce((a, [, v]) => a + v, 0);
+    const tooManySeen = Object.entries(lightAfter.errors).filter(([k]) => TOO_MANY.test(k)).reduce((a, [, v]) => a + v, 0);
     const operatorLogTooMany = await (async () => {
       const { readFile } = await import('node:fs/promises');
       const text = await readFile(operator.logFile, 'utf8').catch(() => '');
@@ -695,7 +818,9 @@ export async function runScale(scenario: Scenario, options: RunOptions): Promise
         resourceExhaustedReturned: etcdAfter?.resourceExhausted ?? null,
         slowWatchers: etcdAfter?.slowWatchers ?? null,
       },
-      tooManyRequests: { reachingWatchConsumers: tooManyToCallers, operatorLogMentions: operatorLogTooMany, etcdReturnedResourceExhausted: etcdAfter?.resourceExhausted ?? null },
+      tooManyRequests: { reachingWatchConsumers: tooManyToCallers, seenAndRetried: tooManySeen, operatorLogMentions: operatorLogTooMany, etcdReturnedResourceExhausted: etcdAfter?.resourceExhausted ?? null },
+      herd,
+      services: servicesResult,
       errorsSeenByWatchers: lightAfter.errors,
       restart: resync,
       health: healthResult,

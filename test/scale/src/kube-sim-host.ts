@@ -6,7 +6,7 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { startKubeSim, type KubeSim } from '@sluice/kube-sim';
 import { createLogger } from '@sluice/log';
-import type { HostCommand, HostMessage, PodChange } from './ipc.ts';
+import type { HostCommand, HostMessage, PodChange, SliceChange } from './ipc.ts';
 
 const byResource = (watchers: Array<{ resource: string; bytes: number }>) => {
   const out: Record<string, number> = {};
@@ -17,12 +17,42 @@ const send = (message: HostMessage) => process.send?.(message);
 let sim: KubeSim | undefined;
 let recording = false;
 let pending: PodChange[] = [];
+let pendingSlices: SliceChange[] = [];
 
 const flushTimer = setInterval(() => {
-  if (pending.length === 0) return;
-  send({ type: 'changes', changes: pending });
+  if (pending.length === 0 && pendingSlices.length === 0) return;
+  send({ type: 'changes', changes: pending, slices: pendingSlices });
   pending = [];
+  pendingSlices = [];
 }, 200);
+
+// Slice churn: a random running pod's Ready condition flips, as a failing or recovering readiness probe does; its
+// slice's endpoint turns ready: false (or back), which is one EndpointSlice change and no pod record change.
+let flipTimer: NodeJS.Timeout | undefined;
+function startSliceChurn(perSecond: number): void {
+  clearInterval(flipTimer);
+  flipTimer = undefined;
+  if (!sim || perSecond <= 0) return;
+  const s = sim;
+  const keys = s.store.objectsIn('pods').map((p) => p.key);
+  let carry = 0;
+  let last = Date.now();
+  flipTimer = setInterval(() => {
+    const now = Date.now();
+    carry += ((now - last) / 1000) * perSecond;
+    last = now;
+    for (; carry >= 1 && keys.length > 0; carry--) {
+      const [namespace, name] = keys[Math.floor(Math.random() * keys.length)]!.split('/') as [string, string];
+      const pod = s.store.get('pods', namespace, name);
+      if (!pod?.fields['status.podIP']) continue;
+      s.store.mutate('pods', namespace, name, (obj) => {
+        const conditions = ((obj.status as { conditions?: Array<{ type: string; status: string }> } | undefined)?.conditions ?? []);
+        const ready = conditions.find((c) => c.type === 'Ready');
+        if (ready) ready.status = ready.status === 'True' ? 'False' : 'True';
+      });
+    }
+  }, 100);
+}
 
 // The API server's own event-loop delay, sent every 2 s: a stall here delays every watcher at once.
 const loop = monitorEventLoopDelay({ resolution: 10 });
@@ -46,10 +76,14 @@ function onCommand(command: HostCommand): void {
     case 'burst': {
       const names = sim.store.objectsIn('nodes').map((n) => n.name);
       const started = Date.now();
-      for (let i = 0; i < command.pods; i++) sim.cluster.createPod({ nodeName: names[Math.floor(Math.random() * names.length)]! });
-      send({ type: 'burstDone', started, ended: Date.now(), pods: command.pods });
+      const keys: string[] = [];
+      for (let i = 0; i < command.pods; i++) keys.push(sim.cluster.createPod({ nodeName: names[Math.floor(Math.random() * names.length)]! }).key);
+      send({ type: 'burstDone', started, ended: Date.now(), pods: command.pods, keys });
       break;
     }
+    case 'sliceChurn':
+      startSliceChurn(command.perSecond);
+      break;
     case 'stats': {
       const s = sim.stats();
       send({
@@ -74,8 +108,20 @@ process.on('message', (raw) => {
     void startKubeSim({ ...command.options, log, port: 0 }).then((started) => {
       sim = started;
       started.store.onChange((resource, event) => {
-        if (!recording || resource.plural !== 'pods' || event.type === 'MODIFIED') return;
-        pending.push([event.object.key, event.type === 'ADDED' ? 'A' : 'D', Date.now()]);
+        if (!recording) return;
+        if (resource.plural === 'endpointslices') {
+          pendingSlices.push([event.object.key, event.type === 'DELETED' ? 'X' : 'S', Date.now()]);
+          return;
+        }
+        if (resource.plural !== 'pods') return;
+        // A pod is an endpoint (the operator writes it) from the moment it has an IP: created Running with one, or
+        // Pending → Running when its start delay is over. One deleted before it ran was never an endpoint.
+        const hasIP = !!event.object.fields['status.podIP'];
+        if (event.type === 'DELETED') {
+          if (hasIP) pending.push([event.object.key, 'D', Date.now()]);
+        } else if (hasIP && (event.type === 'ADDED' || !event.previous?.fields['status.podIP'])) {
+          pending.push([event.object.key, 'A', Date.now()]);
+        }
       });
       send({ type: 'ready', url: started.url, nodes: started.store.objectsIn('nodes').map((n) => n.name) });
     }, (err: unknown) => {
@@ -88,6 +134,7 @@ process.on('message', (raw) => {
 });
 process.on('disconnect', () => {
   clearInterval(flushTimer);
+  clearInterval(flipTimer);
   clearInterval(loopTimer);
   process.exit(0);
 });

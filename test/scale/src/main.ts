@@ -16,7 +16,9 @@ const program = new Command('sluice-scale')
   .addOption(flag('--smoke', 'the small smoke scenario (500 nodes, 1 minute) as the base instead of the default'))
   .addOption(flag('--nodes <n>', 'simulated nodes (default 5000)'))
   .addOption(flag('--pods-per-node <n>', 'pods per node (default 20)'))
-  .addOption(flag('--services <n>', 'services (default 100)'))
+  .addOption(flag('--services <n>', 'services, each with EndpointSlices over its share of the pods (default 20000)'))
+  .addOption(flag('--slice-churn <perSecond>', 'EndpointSlice changes per second beyond the pods\' (readiness flips; default 10)'))
+  .addOption(flag('--service-agents <n>', 'full agents that also run the services reconciler (default: all)'))
   .addOption(flag('--churn <perSecond>', 'pod creates plus deletes per second (default 20)'))
   .addOption(flag('--duration <duration>', 'measured phase, e.g. 5m (default 5m)'))
   .addOption(flag('--heartbeat-only <duration>', 'heartbeats-only window before it (default 25s)'))
@@ -34,6 +36,9 @@ const program = new Command('sluice-scale')
   .addOption(flag('--health-phase <duration>', 'health phase after the measured one, 0 to skip (default 40s)'))
   .addOption(flag('--health-loss <share>', 'share of the health phase\'s probes lost at random (default 0.01)'))
   .addOption(flag('--health-pair <which>', 'the pair that breaks in the health phase: next, random or none (default next)'))
+  .addOption(flag('--pod-start-delay <duration>', 'churned and burst pods run (get their IP) this long after creation; 0: created Running (default 1s)'))
+  .addOption(flag('--light-list <what>', 'what each lightweight watcher lists at cold start and after a lost stream: values, keys or none (default values)'))
+  .addOption(flag('--light-list-share <share>', 'share of the lightweight watchers that list, 0–1 (default 1: the whole herd)'))
   .addOption(flag('--out <dir>', 'parent folder of the run folder', 'scale-runs'))
   .addOption(flag('--report <runDir>', 'only (re)write the report of an earlier run from its results.json'));
 
@@ -48,6 +53,9 @@ const options = parseOptions(program, z.object({
   lightWatchers: intFlag, lightWorkers: intFlag, lightClients: intFlag, healthPhase: z.string().optional(), out: z.string().min(1),
   healthLoss: z.coerce.number().min(0).max(0.5).optional(), healthPair: z.enum(['next', 'random', 'none']).optional(),
   report: z.string().min(1).optional(),
+  podStartDelay: z.string().optional(), lightList: z.enum(['values', 'keys', 'none']).optional(),
+  lightListShare: z.coerce.number().min(0).max(1).optional(),
+  sliceChurn: z.coerce.number().min(0).optional(), serviceAgents: intFlag,
 }));
 
 if (options.report) {
@@ -72,6 +80,8 @@ try {
     etcdRestartAt: options.etcdRestartAt, etcdDowntime: options.etcdDowntime, fullAgents: options.fullAgents, fullWorkers: options.fullWorkers,
     lightWatchers: options.lightWatchers, lightWorkers: options.lightWorkers, lightClients: options.lightClients, healthPhase: options.healthPhase,
     healthLoss: options.healthLoss, healthPair: options.healthPair, etcdMembers: options.etcdMembers, etcdFault: options.etcdFault,
+    podStartDelay: options.podStartDelay, lightList: options.lightList, lightListShare: options.lightListShare,
+    sliceChurnPerSecond: options.sliceChurn, serviceAgents: options.serviceAgents,
   };
   for (const [k, v] of Object.entries(overrides)) if (v !== undefined) base[k] = v;
   scenario = resolveScenario(base);

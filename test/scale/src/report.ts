@@ -48,6 +48,11 @@ export function goals(r: Results): Goal[] {
       goal: `Propagation p99 at ${fmt(r.scenario.nodes)} nodes / ${fmt(r.memory.podsInCluster)} pods / ${r.scenario.churnPerSecond} changes/s (steady: changes made outside the burst and the etcd outage, each counted until its backlog drained)`,
       target: '≤ 1 s', result: `${fmt(p99)} ms (all changes that arrived: p99 ${fmt(r.propagation.toAllFullAgentsMs.p99)} ms, max ${fmt(r.propagation.toAllFullAgentsMs.max)} ms${r.propagation.incomplete ? `; ${fmt(r.propagation.incomplete)} changes never arrived and are not in these percentiles` : ''})`, met: Number.isFinite(p99) ? p99 <= 1000 : null,
     },
+    ...(r.services && r.services.agents > 0 ? [{
+      goal: `Service change (EndpointSlice) → every services table of ${fmt(r.services.agents)} full agents, ${fmt(r.services.services)} services / ${fmt(r.services.slicesInCluster)} slices / ${fmt(r.memory.podsInCluster)} backends, ${fmt(r.services.sliceChurnPerSecond)} readiness flips/s + the pods' churn (steady)`,
+      target: 'p99 ≤ 1 s', result: `${fmt(r.services.steadyMs.p99)} ms (all: p99 ${fmt(r.services.toAllAgentsMs.p99)} ms, max ${fmt(r.services.toAllAgentsMs.max)} ms; ${fmt(r.services.reachedEveryAgent)} of ${fmt(r.services.changes)} slice changes in every table${r.services.notInEtcd ? `, ${fmt(r.services.notInEtcd)} never written as such (coalesced or unchanged)` : ''})`,
+      met: Number.isFinite(r.services.steadyMs.p99) && r.services.steadyMs.count > 0 ? r.services.steadyMs.p99 <= 1000 : null,
+    }] : []),
     {
       goal: `etcd writes from heartbeats (${fmt(r.heartbeats.windowS)} s of heartbeats only)`, target: '0',
       result: `${r.heartbeats.operatorWrites} writes for ${fmt(r.heartbeats.nodeEventsAtOperator)} node events (${fmt(r.heartbeats.heartbeatsSent)} heartbeats); node keys' max modRevision ${r.heartbeats.nodeKeysMaxModRevision.join(' → ')}`,
@@ -64,7 +69,7 @@ export function goals(r: Results): Goal[] {
       met: r.bytes.reduction === null ? null : r.bytes.reduction >= 100,
     },
     {
-      goal: 'Agent memory per pod in the cluster', target: '≤ 1 KiB',
+      goal: `Agent memory per pod in the cluster${r.services && r.services.agents > 0 ? ` (AgentCore plus the services reconciler's table and load-balancer maps of ${fmt(r.services.services)} services)` : ''}`, target: '≤ 1 KiB',
       result: `${fmt(r.memory.heapBytesPerPod)} B heap, ${fmt(r.memory.rssBytesPerPod)} B RSS per pod (${bytesText(r.memory.fullAgentHeapBytes)} heap per full agent at ${fmt(r.memory.podsInCluster)} pods)`,
       met: r.memory.heapBytesPerPod <= 1024,
     },
@@ -73,6 +78,21 @@ export function goals(r: Results): Goal[] {
       result: `${r.tooManyRequests.reachingWatchConsumers} at watch consumers, ${r.tooManyRequests.operatorLogMentions} in the operator's log (etcd answered ResourceExhausted ${fmt(r.tooManyRequests.etcdReturnedResourceExhausted)} times, since its restart)`,
       met: r.tooManyRequests.reachingWatchConsumers === 0 && r.tooManyRequests.operatorLogMentions === 0,
     },
+    ...(r.herd?.cold ? [{
+      goal: `Thundering herd, cold start: all ${fmt(r.herd.cold.watchers)} lightweight watchers list nodes + pods (${r.herd.list}) and watch`, target: 'all back ≤ 60 s',
+      result: r.herd.cold.allBackS === null ? `${fmt(r.herd.cold.back)} of ${fmt(r.herd.cold.watchers)} back` : `${fmt(r.herd.cold.allBackS, 1)} s (p99 ${fmt(r.herd.cold.backS.p99, 1)} s)`,
+      met: r.herd.cold.allBackS !== null && r.herd.cold.allBackS <= 60,
+    }] : []),
+    ...(r.herd?.fault ? [{
+      goal: `Thundering herd after the etcd fault: the ${fmt(r.herd.fault.watchers)} watchers that lost their stream list again and watch (from ${r.herd.fault.zero})`, target: 'all back ≤ 60 s',
+      result: r.herd.fault.allBackS === null ? `${fmt(r.herd.fault.back)} of ${fmt(r.herd.fault.watchers)} back` : `${fmt(r.herd.fault.allBackS, 1)} s (p99 ${fmt(r.herd.fault.backS.p99, 1)} s)${r.herd.stillAway ? `; ${fmt(r.herd.stillAway)} not connected at the end` : ''}`,
+      met: r.herd.fault.watchers > 0 && r.herd.fault.allBackS !== null && r.herd.fault.allBackS <= 60 && !r.herd.stillAway,
+    }] : []),
+    ...(r.herd ? [{
+      goal: 'Errors reaching a caller (not retried by the kvstore policy) during the herds', target: '0',
+      result: `${fmt(r.herd.errorsReachingCallers)}; ${fmt(r.tooManyRequests.seenAndRetried ?? 0)} "too many requests"/ResourceExhausted seen and retried with backoff`,
+      met: r.herd.errorsReachingCallers === 0,
+    }] : []),
     {
       goal: 'Every change reached every full agent', target: 'all',
       result: `${fmt(r.propagation.reachedEveryFullAgent)} of ${fmt(r.propagation.changes)} changes`, met: r.propagation.incomplete === 0 && r.propagation.changes > 0,
@@ -170,6 +190,20 @@ export async function writeReport(r: Results, outDir: string): Promise<string[]>
       })
     : undefined;
 
+  const herdRows = [
+    ...(r.herd?.cold ? r.herd.cold.curve.map((p) => ({ ...p, wave: 'cold start (s since the first watcher started)' })) : []),
+    ...(r.herd?.fault ? r.herd.fault.curve.map((p) => ({ ...p, wave: `after the etcd fault (s since ${r.herd!.fault!.zero})` })) : []),
+  ];
+  const herdPlot = herdRows.length
+    ? await plot('herd.svg', {
+        width: W, height: H, title: `Thundering herd: lightweight watchers back (listed nodes + pods, watching), ${r.herd!.list === 'keys' ? 'keys only' : 'values'}`,
+        layer: [
+          { data: { values: herdRows }, mark: { type: 'line', interpolate: 'step-after' }, encoding: { x: { field: 's', type: 'quantitative', title: 'seconds' }, y: { field: 'back', type: 'quantitative', title: 'agents back' }, color: { field: 'wave', type: 'nominal', title: null } } },
+          { data: { values: [{ s: 60 }] }, mark: { type: 'rule', color: 'red', strokeDash: [4, 4] }, encoding: { x: { field: 's', type: 'quantitative' } } },
+        ],
+      })
+    : undefined;
+
   const g = goals(r);
   const verdict = (m: boolean | null) => (m === null ? '—' : m ? '✅ met' : '❌ not met');
   const s = r.scenario;
@@ -187,7 +221,7 @@ export async function writeReport(r: Results, outDir: string): Promise<string[]>
   lines.push(`- **operator** (\`services/operator/src/main.ts\`), synced into etcd in ${fmt(r.setup.operatorSyncS, 1)} s after start.`);
   lines.push(`- **health service** (\`services/health/src/main.ts\`), finding nodes through etcd.`);
   lines.push(`- **Full-state agents: ${r.agents.full.count}** — the real \`AgentCore\` (watchers, caches, reconcile) against \`memoryDatapath()\` (same codecs and capacity limits as the BPF maps), in ${r.agents.full.processes} process(es), sharing one etcd client per process. Nodes ${r.agents.full.nodes.slice(0, 3).join(', ')} … ${r.agents.full.nodes.at(-1)}. Each held ${fmt(r.agents.full.endpointsHeld.p50)} cluster endpoints after sync. Synced (list + full reconcile) ${fmt(r.setup.agentsSyncS, 1)} s after start.`);
-  lines.push(`- **Lightweight watchers: ${fmt(r.agents.light.count)}** — one per other node: an etcd watch on the nodes prefix and one on the pods prefix each (from the current revision, no list), counting events and bytes, reconnecting with the same cluster-size-scaled jittered backoff as \`watchPrefix\`; spread over **${fmt(r.agents.light.etcdClients)} etcd clients** in ${r.agents.light.processes} process(es).`);
+  lines.push(`- **Lightweight watchers: ${fmt(r.agents.light.count)}** — one per other node: an etcd watch on the nodes prefix and one on the pods prefix each (${r.herd && r.herd.list !== 'none' ? `each first listed — ${r.herd.list === 'keys' ? 'keys only' : 'values counted, not kept'} — at cold start and after every lost stream, see the thundering herd` : 'from the current revision, no list'}), counting events and bytes, reconnecting with the same cluster-size-scaled jittered backoff as \`watchPrefix\`; spread over **${fmt(r.agents.light.etcdClients)} etcd clients** in ${r.agents.light.processes} process(es).`);
   lines.push(`- etcd3 (the npm client) multiplexes every watcher of one client on a single gRPC bidi \`Watch\` stream over the client's one HTTP/2 connection; so streams = clients: ${fmt(r.agents.clientConnections)} client connections carrying watches here (${fmt(r.agents.light.etcdClients)} lightweight + one per full-agent process + the harness/operator/health clients). etcd reported **${fmt(r.agents.etcdWatchStreams)} watch streams and ${fmt(r.agents.etcdWatchers)} watchers** (etcd_debugging_mvcc_watch_stream_total / _watcher_total).`);
   lines.push('');
   lines.push('## Kubernetes events in, etcd writes out', '');
@@ -219,9 +253,21 @@ export async function writeReport(r: Results, outDir: string): Promise<string[]>
     row('split, all: operator receipt → etcd', pr.split.all.operatorToEtcdMs);
     row('split, all: etcd → every full agent', pr.split.all.etcdToAllAgentsMs);
   }
+  if (r.services && r.services.agents > 0) {
+    const sv = r.services;
+    row(`services: slice change → every full agent's services table (${fmt(sv.agents)} agents), all`, sv.toAllAgentsMs);
+    row('services: steady (outside the same windows)', sv.steadyMs);
+    row('services: per agent (each agent × change)', sv.perAgentMs);
+    row('services: kube-sim → etcd (operator)', sv.kubeToEtcdMs);
+    row('services: etcd → every services table', sv.etcdToAllAgentsMs);
+  }
   lines.push('', `${fmt(pr.changes)} changes recorded, ${fmt(pr.reachedEveryFullAgent)} reached every full agent, ${fmt(pr.incomplete)} did not${pr.notInEtcd ? ` (${fmt(pr.notInEtcd)} never appeared in etcd)` : ''}.` +
     (pr.coalesced ? ` ${fmt(pr.coalesced)} more were pods created and deleted while the operator could not write (a net no-op the writer coalesced; etcd never saw them; not counted as lost).` : '') +
     (pr.burst ? ` The burst: ${fmt(pr.burst.pods)} pods created in ${fmt(pr.burst.createMs)} ms; the last one was in every full agent ${fmt(pr.burst.lastArrivalMs)} ms after the burst began.` : ''), '');
+  if (r.services && r.services.agents > 0) {
+    const sv = r.services;
+    lines.push(`Services: ${fmt(sv.services)} Services whose EndpointSlices (${fmt(sv.slicesInCluster)}) hold every pod (${fmt(r.memory.podsInCluster)} backends); ${fmt(sv.agents)} full agents run the services reconciler of the real agent (\`startServices\`, Services + EndpointSlices → the load balancer's maps of their memoryDatapath) and held ${fmt(sv.tableServices.p50)} services / ${fmt(sv.tableSlices.p50)} slices (${fmt(sv.programmedServices.p50)} services in the maps) at the end. Slice churn: the pods' churn (a pod running or gone changes its slice) plus ${fmt(sv.sliceChurnPerSecond)} readiness flips per second (a pod's Ready condition, so its endpoint's \`ready\`). Each slice change is stamped in kube-sim, matched to the first etcd event of that slice after it (a change coalesced with a later one lands in its write), and counted as programmed in an agent once its services table's programmed revision (table revision, below every row not yet done: the reconciler's pass listener) reached that event's revision. ${fmt(sv.changes)} slice changes, ${fmt(sv.reachedEveryAgent)} in every table${sv.incomplete ? `, ${fmt(sv.incomplete)} not (${fmt(sv.notInEtcd)} had no etcd write of their own)` : ''}.`, '');
+  }
   lines.push('## Memory and CPU', '', `![cpu](${cpuPlot})`, '', `![memory](${rssPlot})`, '', `![etcd db](${dbPlot})`, '');
   lines.push(`- Full agents: ${bytesText(r.memory.fullAgentHeapBytes)} of heap each (worker heap after sync minus before any agent, after a GC, divided by agents) = **${fmt(r.memory.heapBytesPerPod)} B per pod in the cluster** (RSS: ${fmt(r.memory.rssBytesPerPod)} B per pod). That includes the agent's caches, its memoryDatapath maps (the real agent's maps are in the kernel) and its watchers' key → revision maps.`);
   lines.push('', '| process | mean CPU (measured phase, % of one core) | peak RSS | longest event-loop delay (measured phase) | 2 s windows with a delay over 200 ms |', '| --- | --- | --- | --- | --- |');
@@ -240,6 +286,20 @@ export async function writeReport(r: Results, outDir: string): Promise<string[]>
       `Every watcher was connected again within **${r.restart.lightReconnectedMs === null ? 'n/a' : `${fmt(r.restart.lightReconnectedMs / 1000, 1)} s`}** of etcd's return (2 s sampling); ` +
       `full resync — every full agent had programmed that first post-restart change (revision ${fmt(r.restart.firstRevisionAfterResume)}) — **${r.restart.fullResyncMs === null ? 'not reached' : `${fmt(r.restart.fullResyncMs / 1000, 1)} s`}** after etcd was back.`);
     lines.push('', `"too many requests": ${r.tooManyRequests.reachingWatchConsumers} reached a watch consumer, ${r.tooManyRequests.operatorLogMentions} in the operator's log; etcd answered ResourceExhausted ${fmt(r.tooManyRequests.etcdReturnedResourceExhausted)} times since its restart (the writer retries those). Errors recorded by the watchers (the full agents' last watch error, after which the library retried; the lightweight watchers' error events): ${Object.keys(r.errorsSeenByWatchers).length === 0 ? 'none' : errorKinds(r.errorsSeenByWatchers).map(([k, v]) => `\`${k}\` × ${v}`).join(', ')}.`, '');
+  }
+  if (r.herd) {
+    const h = r.herd;
+    lines.push('## Thundering herd', '');
+    if (herdPlot) lines.push(`![herd](${herdPlot})`, '');
+    const wave = (name: string, w: NonNullable<typeof h.cold>) => lines.push(`| ${name} | ${fmt(w.back)} / ${fmt(w.watchers)} | ${w.allBackS === null ? 'not all' : `${fmt(w.allBackS, 1)} s`} | ${fmt(w.backS.p50, 1)} s | ${fmt(w.backS.p99, 1)} s | ${fmt(w.backS.max, 1)} s | ${fmt(w.ownS.p99, 1)} s | ${fmt(w.retries)} | ${fmt(w.tooMany)} |`);
+    lines.push(h.list === 'none'
+      ? 'The lightweight watchers did not list (`lightList: none`): they watched from a revision and resumed from their own.'
+      : `${h.listers !== undefined && h.listers < r.agents.light.count ? `${fmt(h.listers)} of the ${fmt(r.agents.light.count)} lightweight watchers (scenario lightListShare ${r.scenario.lightListShare}; the others only watch and resume)` : 'Every lightweight watcher'} lists the nodes and pods prefixes (${h.list === 'keys' ? 'keys only' : 'values, counted and dropped'}; paginated, ${1000} keys a page at one pinned revision, as the kvstore lists) at cold start, all at once, and again after every lost stream (as Cilium's agents do after an outage), then watches from the list's revision. A failed page restarts the list after the kvstore's jittered backoff scaled by cluster size (${fmt(s.nodes)} nodes). ${fmt(h.lists)} lists, ${fmt(h.listKeys)} keys, ${bytesText(h.listBytes)} listed in the whole run.`, '');
+    lines.push('| wave | back | all back | p50 | p99 | max | p99 from its own loss | retries | of which "too many requests" |', '| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+    if (h.cold) wave('cold start (from the first watcher\'s start)', h.cold);
+    if (h.fault) wave(`after the etcd fault (from ${h.fault.zero})`, h.fault);
+    if (h.fault) lines.push('', `Full agents (the kvstore's watchPrefix: resume, no relist) had programmed the first post-fault change ${fmt(h.fault.fullAgentsS.p50, 1)} s (p50) / ${fmt(h.fault.fullAgentsS.max, 1)} s (max) from ${h.fault.zero}.`);
+    lines.push('', `Errors reaching a caller (not retried by the kvstore's policy, isRetryableEtcdError): **${fmt(h.errorsReachingCallers)}**${h.errorsReachingCallers ? ` (${Object.entries(h.unretried).map(([k, v]) => `\`${k}\` × ${v}`).join(', ')})` : ''}; lightweight watchers not connected at the end: ${fmt(h.stillAway)}.`, '');
   }
   if (r.health) {
     const h = r.health;

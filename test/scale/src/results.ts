@@ -19,6 +19,23 @@ export interface SeriesPoint {
   eventLoopMaxMs?: Record<string, number>;
 }
 
+/** One wave of the thundering herd: lightweight watchers listing nodes and pods and watching again. */
+export interface HerdPhase {
+  /** Watchers expected back (cold: all of them; fault: those that lost their stream) and back. */
+  watchers: number;
+  back: number;
+  /** Seconds from the zero (cold: the first watcher's start; fault: see `zero`) until the last was back; null if one never was. */
+  allBackS: number | null;
+  /** Each watcher's return, in seconds from the zero, and from its own loss (its time-to-back). */
+  backS: Summary;
+  ownS: Summary;
+  retries: number;
+  /** Retries whose error was "too many requests" / ResourceExhausted (retried, not reaching a caller). */
+  tooMany: number;
+  /** Agents back against seconds since the zero (cumulative, ≤ ~400 points). */
+  curve: Array<{ s: number; back: number }>;
+}
+
 export interface Results {
   version: 1;
   startedAt: string;
@@ -106,7 +123,46 @@ export interface Results {
   };
   processes: Record<string, { cpuPercentMean: number | null; peakRssMiB: number; eventLoopMaxMs: number | null; eventLoopWindowsOver200Ms: number | null }>;
   etcd: { dbSizeBytes: number | null; resourceExhaustedReturned: number | null; slowWatchers: number | null };
-  tooManyRequests: { reachingWatchConsumers: number; operatorLogMentions: number; etcdReturnedResourceExhausted: number | null };
+  tooManyRequests: { reachingWatchConsumers: number; seenAndRetried?: number; operatorLogMentions: number; etcdReturnedResourceExhausted: number | null };
+  /**
+   * Services at scale (issue 14): each EndpointSlice change (kube-sim's stamp) → its etcd revision → every services
+   * table of the full agents that run the services reconciler programmed past it.
+   */
+  services?: {
+    services: number;
+    agents: number;
+    sliceChurnPerSecond: number;
+    slicesInCluster: number | null;
+    /** Per agent at the end: services and slices in its table, services in its load-balancer maps. */
+    tableServices: Summary;
+    tableSlices: Summary;
+    programmedServices: Summary;
+    changes: number;
+    reachedEveryAgent: number;
+    notInEtcd: number;
+    incomplete: number;
+    toAllAgentsMs: Summary;
+    steadyMs: Summary;
+    perAgentMs: Summary;
+    kubeToEtcdMs: Summary;
+    etcdToAllAgentsMs: Summary;
+  };
+  /** The thundering herd (issue 17): every lightweight watcher lists at cold start and after the etcd fault. */
+  herd?: {
+    list: 'values' | 'keys' | 'none';
+    /** Lightweight watchers that list (scenario lightListShare); the others only watch. */
+    listers?: number;
+    cold: HerdPhase | null;
+    fault: (HerdPhase & { zero: string; fullAgentsS: Summary }) | null;
+    /** Lightweight watchers not connected at the last sample. */
+    stillAway: number | null;
+    lists: number;
+    listKeys: number;
+    listBytes: number;
+    /** Errors that the kvstore's retry policy would not retry (they would reach an agent's code), and which. */
+    errorsReachingCallers: number;
+    unretried: Record<string, number>;
+  };
   errorsSeenByWatchers: Record<string, number>;
   restart:
     | {

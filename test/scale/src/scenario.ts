@@ -10,7 +10,15 @@ const duration = schemas.duration;
 export const scenarioSchema = z.strictObject({
   nodes: z.number().int().min(10).default(5000),
   podsPerNode: z.number().int().min(1).default(20),
-  services: z.number().int().min(0).default(100),
+  /**
+   * Services (each selecting its share of the pods round-robin, so that their EndpointSlices hold every pod: 20,000
+   * services over 100,000 pods are Cilium 1.5's 20,000 services and 100,000 backends).
+   */
+  services: z.number().int().min(0).default(20_000),
+  /** EndpointSlice churn in the measured phase beyond the pods': readiness flips of random running pods per second. */
+  sliceChurnPerSecond: z.number().min(0).default(10),
+  /** Full agents that also run the services reconciler (the load balancer's maps); default: every full agent. */
+  serviceAgents: z.number().int().min(0).optional(),
   heartbeatInterval: duration.default(10_000),
   seed: z.number().int().default(1),
   /** Pod creates plus deletes per second during the measured phase. */
@@ -47,12 +55,30 @@ export const scenarioSchema = z.strictObject({
   healthLoss: z.number().min(0).max(0.5).default(0.01),
   /** The pair of nodes that stop reaching each other during the health phase (see health-sim.ts). */
   healthPair: z.enum(['next', 'random', 'none']).default('next'),
+  /**
+   * Churned and burst pods are created Pending (scheduled, no IP) and run with an IP this long after, as a kubelet
+   * would (kube-sim's --pod-start-delay); propagation is measured from the moment a pod runs with its IP (when the
+   * operator writes its endpoint). 0: created Running.
+   */
+  podStartDelay: duration.default(1_000),
+  /**
+   * What each lightweight watcher lists, at cold start and after every lost stream (the thundering herd of issue 17:
+   * all agents list the nodes and pods prefixes at once): values (what an agent reads), keys only, or none (watch only,
+   * resumed from its own revision).
+   */
+  lightList: z.enum(['values', 'keys', 'none']).default('values'),
+  /**
+   * Share of the lightweight watchers that list (the rest only watch and resume). 1: the whole herd. One machine
+   * serves and receives every agent's list: 4,950 lists of 100,000 pods (~405 B each) are ~200 GB, beyond what 2
+   * cores move in a minute (~70 MB/s measured), so by default 2 % list (~100 × 42 MB) and the report says so.
+   */
+  lightListShare: z.number().min(0).max(1).default(0.02),
   /** Seconds between progress lines when stdout is not a TTY. */
   progressEvery: duration.default(5_000),
 });
 
 export type ScenarioInput = z.input<typeof scenarioSchema>;
-export type Scenario = z.output<typeof scenarioSchema> & { lightWatchers: number };
+export type Scenario = z.output<typeof scenarioSchema> & { lightWatchers: number; serviceAgents: number };
 
 export class ScenarioError extends Error {}
 
@@ -69,7 +95,8 @@ export function resolveScenario(input: unknown): Scenario {
   if (s.burstAt >= s.duration) throw new ScenarioError(`burstAt must fall inside duration`);
   if (s.etcdRestartAt + s.etcdDowntime >= s.duration) throw new ScenarioError(`the etcd restart must end inside duration`);
   if (s.etcdFault === 'leader-kill' && s.etcdMembers !== 3) throw new ScenarioError('etcdFault leader-kill needs etcdMembers 3');
-  return { ...s, lightWatchers, lightClients: Math.min(s.lightClients, Math.max(1, lightWatchers)) };
+  const serviceAgents = Math.min(s.fullAgents, s.serviceAgents ?? s.fullAgents);
+  return { ...s, lightWatchers, serviceAgents, lightClients: Math.min(s.lightClients, Math.max(1, lightWatchers)) };
 }
 
 export async function loadScenarioFile(path: string): Promise<unknown> {
@@ -88,7 +115,7 @@ export async function loadScenarioFile(path: string): Promise<unknown> {
 
 /** The smoke scenario of `npm test`: every phase, small and short. */
 export const SMOKE: ScenarioInput = {
-  nodes: 500, podsPerNode: 20, services: 20, churnPerSecond: 20, duration: 60_000, heartbeatOnly: 12_000,
+  nodes: 500, podsPerNode: 20, services: 2000, sliceChurnPerSecond: 10, churnPerSecond: 20, duration: 60_000, heartbeatOnly: 12_000,
   burstPods: 300, burstAt: 15_000, etcdRestartAt: 30_000, etcdDowntime: 5_000, fullAgents: 10, fullWorkers: 1,
-  lightWatchers: 490, lightWorkers: 1, lightClients: 100, healthPhase: 15_000, progressEvery: 5_000,
+  lightWatchers: 490, lightWorkers: 1, lightClients: 100, lightListShare: 0.2, healthPhase: 15_000, progressEvery: 5_000,
 };
