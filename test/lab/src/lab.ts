@@ -110,6 +110,12 @@ export interface LabOptions {
   log?: Logger;
 }
 
+/** Extra flags and environment of one agent start (not with agents from manifests). */
+export interface AgentExtras {
+  args?: string[];
+  env?: Record<string, string>;
+}
+
 export interface LabNode {
   name: string;
   index: number;
@@ -161,7 +167,11 @@ export interface Lab {
   /** GET http://ip:8080/ from a pod; the body (the target pod's name) or undefined. */
   httpGet(from: LabPod, toIp: string, timeoutS?: number): Promise<string | undefined>;
   killAgent(node: string, signal?: NodeJS.Signals): Promise<void>;
-  restartAgent(node: string): Promise<void>;
+  /**
+   * Stops the node's agent (SIGTERM) and starts it again; `with` adds flags and environment to that start only
+   * (e.g. a short --reconcile-interval, a test fault injection variable).
+   */
+  restartAgent(node: string, with_?: AgentExtras): Promise<void>;
   /** Takes the node's uplink down on the underlay side (the node is cut off), and back. */
   cutLink(node: string): Promise<void>;
   restoreLink(node: string): Promise<void>;
@@ -369,8 +379,11 @@ export async function startLab(options: LabOptions): Promise<Lab> {
     await waitFor(`agent ${node.name} to sync`, async () => (await fetch(`${node.statusUrl}/readyz`)).ok || undefined, 60_000);
   };
 
-  const startAgent = async (node: LabNode): Promise<void> => {
-    if (options.manifests) return startManifestAgent(node, options.manifests.namespace);
+  const startAgent = async (node: LabNode, extras: AgentExtras = {}): Promise<void> => {
+    if (options.manifests) {
+      if (extras.args?.length || Object.keys(extras.env ?? {}).length) throw new Error('extra agent flags and environment need agents the lab starts itself');
+      return startManifestAgent(node, options.manifests.namespace);
+    }
     const logFile = join(node.stateDir, 'agent.log');
     const args = [
       '--import', TSX_LOADER, AGENT_MAIN,
@@ -392,7 +405,8 @@ export async function startLab(options: LabOptions): Promise<Lab> {
       const netns = net.name(`h${node.index}`);
       net.defer(`netns ${netns}`, () => void execFileSync('ip', ['netns', 'delete', netns], { stdio: 'ignore' }));
     }
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    args.push(...(extras.args ?? []));
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...extras.env } });
     processes.add(child);
     agents.set(node.name, child);
     node.agentPid = child.pid;
@@ -598,9 +612,9 @@ export async function startLab(options: LabOptions): Promise<Lab> {
         child.kill(signal);
         await exited;
       },
-      async restartAgent(nodeName) {
+      async restartAgent(nodeName, extras) {
         await lab.killAgent(nodeName, 'SIGTERM');
-        await startAgent(node(nodeName));
+        await startAgent(node(nodeName), extras);
       },
       async cutLink(nodeName) {
         await net.exec(net.name('u'), 'ip', ['link', 'set', node(nodeName).underlayIf, 'down']);

@@ -56,6 +56,15 @@ export interface LabServices {
   waitFrontend(key: ServiceKey, ok: (value: ServiceValue, node: LabNode) => boolean, timeoutMs?: number): Promise<void>;
   /** A namespace on the underlay bridge with an address in the nodes' subnet (not a node: no agent, no pods). */
   addClient(): Promise<LabClient>;
+  /**
+   * Gives a node another address: on its uplink inside its namespace (`device`, in the nodes' subnet) and/or in its
+   * kube-sim Node's status (`record`: InternalIP or ExternalIP), as a second NIC address or a cloud's public IP would.
+   * An address the lab added is taken away with `removeNodeAddress` (or with the lab).
+   */
+  addNodeAddress(node: LabNode, ip: string, where: { device?: boolean; record?: 'InternalIP' | 'ExternalIP' }): Promise<void>;
+  removeNodeAddress(node: LabNode, ip: string): Promise<void>;
+  /** The nodes' subnet prefix length (an address for addNodeAddress's device needs it). */
+  readonly nodeSubnetBits: number;
   /** Runs a long-lived process in a namespace; it is killed when the lab stops. */
   spawnIn(netns: string, cmd: string, args: readonly string[]): ChildProcess;
   /**
@@ -207,10 +216,34 @@ export function labServices(ctx: Context): LabServices {
         await new Promise((r) => setTimeout(r, 100));
       }
     },
+    get nodeSubnetBits() {
+      return Number(sim.cluster.options.nodeIPCIDR.split('/')[1]);
+    },
+    async addNodeAddress(node, ip, where) {
+      if (where.device) {
+        const r = await net.exec(node.netns, 'ip', ['addr', 'add', `${ip}/${this.nodeSubnetBits}`, 'dev', 'eth0']);
+        if (r.code !== 0) throw new Error(`ip addr add ${ip} in ${node.netns}: ${r.stderr.trim()}`);
+      }
+      if (where.record) {
+        const type = where.record;
+        sim.store.mutate('nodes', '', node.name, (obj) => {
+          const status = ((obj as { status?: { addresses?: Array<{ type: string; address: string }> } }).status ??= {});
+          status.addresses = [...(status.addresses ?? []).filter((a) => a.address !== ip), { type, address: ip }];
+        });
+      }
+    },
+    async removeNodeAddress(node, ip) {
+      // (Not there when only the record had it.)
+      await net.exec(node.netns, 'ip', ['addr', 'del', `${ip}/${this.nodeSubnetBits}`, 'dev', 'eth0']);
+      sim.store.mutate('nodes', '', node.name, (obj) => {
+        const status = (obj as { status?: { addresses?: Array<{ type: string; address: string }> } }).status;
+        if (status?.addresses) status.addresses = status.addresses.filter((a) => a.address !== ip);
+      });
+    },
     async addClient() {
       const nodes = ctx.nodes();
       const first = nodes[0]!;
-      const bits = Number(sim.cluster.options.nodeIPCIDR.split('/')[1]);
+      const bits = this.nodeSubnetBits;
       // The last usable address of the nodes' range: kube-sim hands node addresses out from the bottom.
       const base = first.ip.split('.').map(Number);
       const ip = bits <= 16 ? `${base[0]}.${base[1]}.255.${250 - clients}` : `${base[0]}.${base[1]}.${base[2]}.${250 - clients}`;

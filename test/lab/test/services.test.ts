@@ -5,12 +5,13 @@
  * routing — ClusterIP TCP and UDP, NodePort through another node (SNAT), hairpin.
  */
 import type { ChildProcess } from 'node:child_process';
+import { serviceKey, type ServiceKey } from '@sluice/bpf';
 import { openPinnedMaps } from '@sluice/datapath';
 import { startEtcd, type EtcdServer } from '@sluice/etcd-runner';
 import { startKubeSim, type KubeSim } from '@sluice/kube-sim';
-import { execIn } from '@sluice/netns';
+import { execIn, run } from '@sluice/netns';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startLab, stopAllLabs, type Lab, type LabClient, type LabPod } from '../src/index.ts';
+import { startLab, stopAllLabs, type Lab, type LabClient, type LabNode, type LabPod } from '../src/index.ts';
 
 const ECHO_PORT = 7000;
 const UDP_PORT = 5353;
@@ -121,6 +122,37 @@ async function startServers(lab: Lab): Promise<ChildProcess[]> {
   );
 }
 
+/** Waits until one node's map has (or no longer has) a frontend. */
+async function waitNodeFrontend(lab: Lab, node: LabNode, key: ServiceKey, present: boolean, timeoutMs = 30_000): Promise<void> {
+  const index = lab.nodes.indexOf(node);
+  const deadline = Date.now() + timeoutMs;
+  while ((lab.services.frontends(key)[index] !== undefined) !== present) {
+    if (Date.now() > deadline) throw new Error(`${node.name}: frontend ${key.vip}:${key.port}/${key.proto} still ${present ? 'missing' : 'there'}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/** One sample of an agent's metric (labels as written, e.g. `{reconciler="services"}`), 0 when absent. */
+async function metric(node: LabNode, name: string, labels: string): Promise<number> {
+  const text = await (await fetch(`${node.statusUrl}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${name}${labels} `));
+  return line ? Number(line.split(' ').at(-1)) : 0;
+}
+
+/** The agent's JSON log lines written after `mark` characters. */
+function logSince(node: LabNode, mark: number): Array<Record<string, unknown>> {
+  return node.agentLog
+    .slice(mark)
+    .split('\n')
+    .flatMap((l) => {
+      try {
+        return [JSON.parse(l) as Record<string, unknown>];
+      } catch {
+        return [];
+      }
+    });
+}
+
 function podsByName(lab: Lab): Record<string, LabPod> {
   return Object.fromEntries(lab.pods().map((p) => [p.name, p]));
 }
@@ -172,6 +204,48 @@ function basics(get: () => Lab, prefix: string, base: string) {
     for (const n of lab.nodes) {
       await execIn(client.netns, 'ip', ['route', 'replace', `${externalIP}/32`, 'via', n.ip]);
       expect(await http(client, externalIP, 80), `${externalIP} via ${n.name}`).toEqual({ code: 0, body: backend.name });
+    }
+  });
+
+  it('NodePort on every node address: a second address on a node\'s uplink and an ExternalIP of its record answer a client outside the cluster and a pod; an address taken away stops answering', async () => {
+    const lab = get();
+    const pods = podsByName(lab);
+    const backend = pods[`${prefix}1-2`]!;
+    const [home, away] = [lab.node(backend.node), lab.nodes.find((n) => n.name !== backend.node)!];
+    const name = `${prefix}np-all`;
+    lab.services.apply({ name, type: 'NodePort', clusterIP: `${base}.18`, ports: [{ name: 'http', port: 80, targetPort: 'http', nodePort: 30081 }] });
+    lab.services.setEndpoints(name, [{ pod: backend }], PORTS);
+    // Addresses in the nodes' subnet below the clients' (the lab's clients count down from .250).
+    const octets = away.ip.split('.').map(Number);
+    const subnetAddr = (last: number) => (lab.services.nodeSubnetBits <= 16 ? `${octets[0]}.${octets[1]}.255.${last}` : `${octets[0]}.${octets[1]}.${octets[2]}.${last}`);
+    const second = { [away.name]: subnetAddr(200), [home.name]: subnetAddr(201) };
+    // A public address the node's record lists (as a cloud's ExternalIP): the client routes it through the node.
+    const external = prefix === 'sa-' ? '198.51.100.20' : '198.51.100.21';
+    for (const n of [away, home]) await lab.services.addNodeAddress(n, second[n.name]!, { device: true });
+    await lab.services.addNodeAddress(away, external, { record: 'ExternalIP' });
+    try {
+      for (const n of [away, home]) await waitNodeFrontend(lab, n, { vip: second[n.name]!, port: 30081, proto: 'tcp' }, true);
+      await waitNodeFrontend(lab, away, { vip: external, port: 30081, proto: 'tcp' }, true);
+      const client = await lab.services.addClient();
+      await execIn(client.netns, 'ip', ['route', 'replace', `${external}/32`, 'via', away.ip]);
+      // Through the node without the backend (SNAT to its primary IP, the reply back to the second address) and
+      // through the backend's own node (its reply leaves from the second address).
+      for (const n of [away, home]) {
+        expect(await http(client, n.ip, 30081), `${n.name} ${n.ip}`).toEqual({ code: 0, body: backend.name });
+        expect(await http(client, second[n.name]!, 30081), `${n.name} ${second[n.name]}`).toEqual({ code: 0, body: backend.name });
+      }
+      expect(await http(client, external, 30081), `${away.name} ${external}`).toEqual({ code: 0, body: backend.name });
+      // From a pod on the other node, to the second address.
+      expect((await http(pods[`${prefix}1-1`]!, second[away.name]!, 30081)).body).toBe(backend.name);
+      // Addresses taken away: their frontends go, the primary IP still answers.
+      await lab.services.removeNodeAddress(away, second[away.name]!);
+      await lab.services.removeNodeAddress(away, external);
+      await waitNodeFrontend(lab, away, { vip: second[away.name]!, port: 30081, proto: 'tcp' }, false);
+      await waitNodeFrontend(lab, away, { vip: external, port: 30081, proto: 'tcp' }, false);
+      expect(await http(client, away.ip, 30081)).toEqual({ code: 0, body: backend.name });
+    } finally {
+      for (const n of [away, home]) await lab.services.removeNodeAddress(n, second[n.name]!);
+      await lab.services.removeNodeAddress(away, external);
     }
   });
 
@@ -349,6 +423,76 @@ describe('services, native routing, BPF host routing', () => {
     } finally {
       await lab.exec(spoofer, 'ip', ['addr', 'del', '10.250.0.1/32', 'dev', 'eth0']);
     }
+  });
+  /**
+   * The reconciler's repair paths with real maps, on node 1's agent started again with a short refresh interval and
+   * a test fault injection (its first 3 service frontend writes fail, as a kernel write could).
+   */
+  describe('drift and write failures', () => {
+    const FAULTS = 3;
+    let n1: LabNode;
+    let mark = 0;
+    beforeAll(async () => {
+      n1 = lab.nodes[0]!;
+      mark = n1.agentLog.length;
+      await lab.restartAgent(n1.name, { args: ['--reconcile-interval', '2s'], env: { SLUICE_AGENT_TEST_FAIL_SERVICE_WRITES: String(FAULTS) } });
+    }, 120_000);
+
+    it('a frontend write that fails is retried with backoff until it lands (logged once each way); then the ClusterIP answers', async () => {
+      const pods = podsByName(lab);
+      const vip = '10.96.200.19';
+      lab.services.apply({ name: 'retry', clusterIP: vip, ports: [{ name: 'http', port: 80, targetPort: 'http' }] });
+      lab.services.setEndpoints('retry', [{ pod: pods['sa-2-1']! }], PORTS);
+      await lab.services.waitFrontend({ vip, port: 80, proto: 'tcp' }, (v) => v.count === 1);
+      // The agent's log reaches the lab through a pipe: wait for the line that says the row recovered.
+      const recoveredLine = (l: Record<string, unknown>) => l.msg === 'rows in error reached the target' && l.reconciler === 'services' && (l.keys as string[]).includes('default/retry');
+      const deadline = Date.now() + 10_000;
+      while (!logSince(n1, mark).some(recoveredLine) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      const lines = logSince(n1, mark);
+      expect(lines.some((l) => l.msg === `test fault injection: the next ${FAULTS} service frontend writes fail`)).toBe(true);
+      const failed = lines.filter((l) => l.msg === 'rows failed to reach the target; retrying with backoff' && l.reconciler === 'services');
+      expect(failed.length).toBeGreaterThanOrEqual(1);
+      expect(failed.flatMap((l) => l.keys as string[])).toContain('default/retry');
+      expect(String(failed[0]!.error)).toContain('injected test fault');
+      expect(lines.filter(recoveredLine)).toHaveLength(1);
+      expect(await metric(n1, 'sluice_agent_reconciler_operations_total', '{reconciler="services",op="update",result="error"}')).toBeGreaterThanOrEqual(FAULTS);
+      expect(lab.services.frontends({ vip, port: 80, proto: 'tcp' })[0]).toMatchObject({ count: 1 });
+      for (const client of [pods['sa-1-1']!, pods['sa-1-2']!]) expect(await http(client, vip, 80), client.name).toEqual({ code: 0, body: 'sa-2-1' });
+      // Nothing left in error.
+      const status = (await (await fetch(`${n1.statusUrl}/status`)).json()) as { services?: { reconciler?: { rows?: { error?: number } } } };
+      expect(status.services?.reconciler?.rows?.error ?? 0).toBe(0);
+    });
+
+    it('drift: a frontend deleted with bpftool is written again within the refresh interval (metric, one log line), and the ClusterIP answers again', async () => {
+      const pods = podsByName(lab);
+      const vip = '10.96.200.20';
+      const key = { vip, port: 80, proto: 'tcp' as const };
+      lab.services.apply({ name: 'drift', clusterIP: vip, ports: [{ name: 'http', port: 80, targetPort: 'http' }] });
+      lab.services.setEndpoints('drift', [{ pod: pods['sa-2-2']! }], PORTS);
+      await lab.services.waitFrontend(key, (v) => v.count === 1);
+      expect(await http(pods['sa-1-1']!, vip, 80)).toEqual({ code: 0, body: 'sa-2-2' });
+      const before = await metric(n1, 'sluice_agent_reconciler_drift_repaired_total', '{reconciler="services"}');
+      const driftMark = n1.agentLog.length;
+      const bytes = Buffer.alloc(serviceKey.size);
+      serviceKey.encode(key, bytes, 0);
+      const del = await run('bpftool', ['map', 'delete', 'pinned', `${n1.pinDir}/sl_services`, 'key', 'hex', ...[...bytes].map((b) => b.toString(16).padStart(2, '0'))]);
+      expect(del.code, del.stderr).toBe(0);
+      // Repaired by the next periodic full pass (every 2 s): the metric moves, the entry is back.
+      const deadline = Date.now() + 15_000;
+      while ((await metric(n1, 'sluice_agent_reconciler_drift_repaired_total', '{reconciler="services"}')) <= before) {
+        if (Date.now() > deadline) throw new Error('the services reconciler did not repair the deleted frontend');
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      expect(lab.services.frontends(key)[0]).toMatchObject({ count: 1 });
+      const repairLine = (l: Record<string, unknown>) => l.msg === 'repaired drift: rows changed in the target outside Sluice were rewritten or removed' && l.reconciler === 'services';
+      const logDeadline = Date.now() + 10_000;
+      while (!logSince(n1, driftMark).some(repairLine) && Date.now() < logDeadline) await new Promise((r) => setTimeout(r, 100));
+      // One line for the pass that repaired it (a later pass has nothing to repair).
+      const repaired = logSince(n1, driftMark).filter(repairLine);
+      expect(repaired).toHaveLength(1);
+      expect(repaired[0]!.keys).toContain('default/drift');
+      expect(await http(pods['sa-1-1']!, vip, 80)).toEqual({ code: 0, body: 'sa-2-2' });
+    });
   });
 });
 
