@@ -146,22 +146,35 @@ interface BatchPlan {
   goneTables: Set<number>;
 }
 
+/**
+ * Marks per backend id for tableHolds: a slot's id is wanted when its mark is this call's stamp, and seen once it is
+ * the stamp + 1 (stamps move on by two per call, so nothing is ever cleared). A full pass checks 20,000 tables of
+ * 1,009 slots: one array read per slot.
+ */
+let marks = new Uint32Array(1024);
+let stamp = 0;
+
 /** A table in the map holds exactly the spec's backends (a full pass checks this rather than rebuilding every table). */
 function tableHolds(table: Uint32Array | undefined, spec: TableSpec): boolean {
   if (!table) return false;
   const want = spec.ids;
-  const seen = new Uint8Array(want.length);
+  const top = want.length ? want[want.length - 1]! : 0; // sorted
+  if (top >= marks.length) marks = new Uint32Array(Math.max(top + 1, marks.length * 2));
+  if (stamp >= 0xfffffffd) {
+    marks.fill(0);
+    stamp = 0;
+  }
+  const wanted = (stamp += 2);
+  const seen = wanted + 1;
+  for (const id of want) marks[id] = wanted;
   let seenCount = 0;
-  // Few backends (the usual case): a linear scan of the sorted ids beats a Set; many: a Map from id to index.
-  const index = want.length > 16 ? new Map(want.map((id, i) => [id, i])) : undefined;
   for (let i = 0; i < table.length; i++) {
     const id = table[i]!;
-    const at = index ? (index.get(id) ?? -1) : want.indexOf(id);
-    if (at < 0) return false;
-    if (!seen[at]) {
-      seen[at] = 1;
+    const mark = id < marks.length ? marks[id] : 0;
+    if (mark === wanted) {
+      marks[id] = seen;
       seenCount++;
-    }
+    } else if (mark !== seen) return false;
   }
   return seenCount === want.length;
 }

@@ -221,6 +221,17 @@ describe('the service path in the kernel (BPF_PROG_TEST_RUN)', () => {
       dp.maps.maglev.deleteBatch(dp.maps.maglev.entries().map(([k]) => k));
       expect(again.prune([['web', svc]]).outOfDate).toEqual(['web']);
       again.apply('web', svc);
+      expect(again.prune([['web', svc]]).outOfDate).toEqual([]);
+      // A table that names a backend the service does not have, or misses one of its backends, is out of date too.
+      const [[setId, table]] = dp.maps.maglev.entries() as [[number, Uint32Array]];
+      const ids = [...new Set(table)];
+      dp.maps.maglev.upsertBatch([[setId, table.map((id) => (id === ids[0] ? 999_999 : id))]]);
+      expect(again.prune([['web', svc]]).outOfDate).toEqual(['web']);
+      again.apply('web', svc);
+      dp.maps.maglev.upsertBatch([[setId, table.map((id) => (id === ids[0] ? ids[1]! : id))]]);
+      expect(again.prune([['web', svc]]).outOfDate).toEqual(['web']);
+      again.apply('web', svc);
+      expect(again.prune([['web', svc]]).outOfDate).toEqual([]);
       expect(again.prune([]).removed).toEqual({ frontends: 1, tables: 1, backends: 4 });
     } finally {
       dp.close();
