@@ -557,6 +557,17 @@ static __always_inline int ingress_to_local(struct __sk_buff *skb, __u32 seen, _
 	return TC_ACT_OK;
 }
 
+/* A packet of a masqueraded flow in one direction: when (the GC's idle time), and whether it is closing. */
+static __always_inline void snat_seen(struct sl_snat_value *v, struct l4 *l4)
+{
+	__u32 now = now_s();
+
+	if (v->last_seen != now)
+		v->last_seen = now;
+	if (l4->proto == IPPROTO_TCP && (l4->tcp_flags & (TCP_FIN | TCP_RST)) && !(v->flags & SL_SNAT_F_CLOSING))
+		v->flags |= SL_SNAT_F_CLOSING;
+}
+
 /* A reply to a masqueraded flow: node IP:NAT port -> the pod's address, before anything else looks at it. */
 static __always_inline void snat_rev(struct __sk_buff *skb)
 {
@@ -575,7 +586,10 @@ static __always_inline void snat_rev(struct __sk_buff *skb)
 	key.peer_port = l4.sport;
 	key.proto = l4.proto;
 	pod = bpf_map_lookup_elem(&sl_snat_rev, &key);
-	if (pod && masq_rewrite(skb, &l4, 1, pod->addr, pod->port) == 0)
+	if (!pod)
+		return;
+	snat_seen(pod, &l4);
+	if (masq_rewrite(skb, &l4, 1, pod->addr, pod->port) == 0)
 		count(SL_CNT_SNAT_REV, skb);
 }
 
@@ -657,6 +671,7 @@ int to_netdev(struct __sk_buff *skb)
 	nat = bpf_map_lookup_elem(&sl_snat, &fwd);
 	if (nat) {
 		/* Also with masquerading switched to iptables or off: the flow keeps the mapping it started with. */
+		snat_seen(nat, &l4);
 		out.addr = nat->addr;
 		out.port = nat->port;
 	} else if (!(cfg->flags & SL_CFG_F_MASQUERADE)) {
@@ -683,6 +698,8 @@ int to_netdev(struct __sk_buff *skb)
 		back.port = l4.sport;
 		out.addr = cfg->node_ip;
 		out.port = rev.port;
+		snat_seen(&out, &l4);
+		back.last_seen = out.last_seen;
 		if (bpf_map_update_elem(&sl_snat_rev, &rev, &back, BPF_NOEXIST) < 0 ||
 		    bpf_map_update_elem(&sl_snat, &fwd, &out, BPF_ANY) < 0) {
 			count(SL_CNT_SNAT_NO_PORT, skb);

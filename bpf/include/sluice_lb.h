@@ -110,15 +110,17 @@ struct {
 } sl_lb_affinity SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, SL_MAX_SNAT);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct sl_snat_key);
 	__type(value, struct sl_snat_value);
 } sl_snat SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, SL_MAX_SNAT);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct sl_snat_key);
 	__type(value, struct sl_snat_value);
 } sl_snat_rev SEC(".maps");

@@ -17,8 +17,8 @@
  *   sl_lb_ct      LRU,    262,144 entries  their reverse NAT
  *   sl_lb_affinity LRU,    65,536 entries  sessionAffinity ClientIP
  *   sl_lb_sock    LRU,     65,536 entries  socket LB of unconnected UDP: (socket, backend) -> the frontend it was sent to
- *   sl_snat       LRU,     65,536 entries  masquerade: (pod, peer) -> node IP and NAT port (stretch)
- *   sl_snat_rev   LRU,     65,536 entries  masquerade: (node IP, NAT port, peer) -> pod address
+ *   sl_snat       hash,   131,072 entries  masquerade: (pod, peer) -> node IP and NAT port (entries made on use)
+ *   sl_snat_rev   hash,   131,072 entries  masquerade: (node IP, NAT port, peer) -> pod address
  *   sl_config     array,        1 entry    this node's datapath settings
  *   sl_counters   percpu array, 40 slots  packet/byte counters per program decision (enum sl_counter_index)
  */
@@ -37,7 +37,7 @@
 #define SL_MAX_LB_CT 262144
 #define SL_MAX_AFFINITY 65536
 #define SL_MAX_SOCK_NAT 65536
-#define SL_MAX_SNAT 65536
+#define SL_MAX_SNAT 131072
 
 /* sl_endpoints: pod IPv4 -> where its host-side veth is. */
 struct sl_endpoint_key {
@@ -218,8 +218,23 @@ struct sl_snat_key {
 struct sl_snat_value {
 	__u32 addr;
 	__u16 port;
-	__u16 pad;
+	__u8 flags;      /* SL_SNAT_F_* */
+	__u8 pad;
+	__u32 last_seen; /* CLOCK_MONOTONIC seconds of this direction's last packet (the agent's GC reads it) */
 };
+
+#define SL_SNAT_F_CLOSING 0x1 /* a FIN or RST was seen in this direction */
+
+/*
+ * Both directions live in plain hash maps, so the kernel never evicts one half of a mapping (an LRU map could drop
+ * the reverse entry of a live flow, or keep a forward entry whose port another flow then takes). Only the agent's
+ * garbage collection removes entries, a flow's two halves together, once the flow has been idle past its lifetime
+ * (seconds; TCP as the load balancer's conntrack): a full map drops new flows (counted) rather than corrupting old ones.
+ */
+#define SL_SNAT_LIFETIME_TCP 21600
+#define SL_SNAT_LIFETIME_CLOSING 10
+#define SL_SNAT_LIFETIME_UDP 60
+#define SL_SNAT_LIFETIME_ICMP 30
 
 /*
  * The NAT ports of the masquerade, host order: above the kernel's default ip_local_port_range (32768..60999), so a

@@ -602,22 +602,34 @@ export const snatKey: Codec<SnatKey> = {
 export interface SnatValue {
   addr: string;
   port: number;
+  /** SNAT_F_*; written by the programs (0 when the agent writes an entry). */
+  flags?: number;
+  /** CLOCK_MONOTONIC seconds of this direction's last packet (0 when the agent writes an entry). */
+  lastSeen?: number;
 }
 export const snatValue: Codec<SnatValue> = {
   cType: 'sl_snat_value',
-  size: 8,
+  size: 12,
   fields: [
     { name: 'addr', offset: 0, size: 4 },
     { name: 'port', offset: 4, size: 2 },
-    { name: 'pad', offset: 6, size: 2 },
+    { name: 'flags', offset: 6, size: 1 },
+    { name: 'pad', offset: 7, size: 1 },
+    { name: 'last_seen', offset: 8, size: 4 },
   ],
   encode: (v, buf, off) => {
     writeIpv4(v.addr, buf, off);
     buf.writeUInt16BE(port(v.port), off + 4);
-    buf.writeUInt16LE(0, off + 6);
+    buf[off + 6] = u8(v.flags ?? 0, 'flags');
+    buf[off + 7] = 0;
+    buf.writeUInt32LE(u32(v.lastSeen ?? 0, 'last seen'), off + 8);
   },
-  decode: (buf, off) => ({ addr: readIpv4(buf, off), port: buf.readUInt16BE(off + 4) }),
+  decode: (buf, off) => ({ addr: readIpv4(buf, off), port: buf.readUInt16BE(off + 4), flags: buf[off + 6] ?? 0, lastSeen: buf.readUInt32LE(off + 8) }),
 };
+
+export const SNAT_F_CLOSING = 0x1;
+/** SL_SNAT_LIFETIME_*: seconds a masqueraded flow may stay idle before the agent's GC removes its mapping. */
+export const SNAT_LIFETIME = { tcp: 21_600, closing: 10, udp: 60, icmp: 30 } as const;
 
 /** SL_SNAT_PORT_MIN..SL_SNAT_PORT_MAX: the masquerade's NAT ports, host order (above ip_local_port_range). */
 export const SNAT_PORT_MIN = 61_000;
@@ -752,7 +764,7 @@ export const MAX_BACKENDS = 262_144;
 export const MAX_LB_CT = 262_144;
 export const MAX_AFFINITY = 65_536;
 export const MAX_SOCK_NAT = 65_536;
-export const MAX_SNAT = 65_536;
+export const MAX_SNAT = 131_072;
 
 export const endpointsMap: MapSpec<EndpointKey, EndpointValue> = {
   name: 'sl_endpoints',
@@ -861,8 +873,8 @@ export const sockNatMap: MapSpec<SockKey, SockValue> = {
 };
 
 /** Masquerade state, written by to_netdev (forward) and read by from_netdev (reverse). */
-export const snatMap: MapSpec<SnatKey, SnatValue> = { name: 'sl_snat', type: 'lru_hash', maxEntries: MAX_SNAT, key: snatKey, value: snatValue };
-export const snatRevMap: MapSpec<SnatKey, SnatValue> = { name: 'sl_snat_rev', type: 'lru_hash', maxEntries: MAX_SNAT, key: snatKey, value: snatValue };
+export const snatMap: MapSpec<SnatKey, SnatValue> = { name: 'sl_snat', type: 'hash', maxEntries: MAX_SNAT, noPrealloc: true, key: snatKey, value: snatValue };
+export const snatRevMap: MapSpec<SnatKey, SnatValue> = { name: 'sl_snat_rev', type: 'hash', maxEntries: MAX_SNAT, noPrealloc: true, key: snatKey, value: snatValue };
 
 export const MAPS = [endpointsMap, ipcacheHostMap, ipcacheMap, tunnelMap, configMap, countersMap, servicesMap, maglevMap, backendsMap, lbFwdMap, lbCtMap, affinityMap, sockNatMap, snatMap, snatRevMap] as const;
 

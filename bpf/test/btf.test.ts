@@ -34,6 +34,8 @@ import {
   snatKey,
   snatValue,
   SNAT_MARK_BPF,
+  SNAT_F_CLOSING,
+  SNAT_LIFETIME,
   COUNTERS,
   NUM_COUNTERS,
   SNAT_PORT_MAX,
@@ -158,12 +160,12 @@ describe('constants agree with the C header', () => {
     expect(out.map((v) => Number(v))).toEqual([SVC_F_EXTERNAL, SVC_F_AFFINITY, SVC_F_DROP, SVC_F_NODE_ADDR]);
   });
 
-  it('NAT port range and the BPF masquerade mark, as the C preprocessor sees them', () => {
+  it('NAT port range, the BPF masquerade mark, its flags and lifetimes, as the C preprocessor sees them', () => {
     const include = fileURLToPath(new URL('../include', import.meta.url));
-    const names = ['SL_SNAT_PORT_MIN', 'SL_SNAT_PORT_MAX', 'SL_MARK_SNAT_BPF'];
+    const names = ['SL_SNAT_PORT_MIN', 'SL_SNAT_PORT_MAX', 'SL_MARK_SNAT_BPF', 'SL_SNAT_F_CLOSING', 'SL_SNAT_LIFETIME_TCP', 'SL_SNAT_LIFETIME_CLOSING', 'SL_SNAT_LIFETIME_UDP', 'SL_SNAT_LIFETIME_ICMP'];
     const source = `#include "sluice_maps.h"\n${names.map((n) => `${n}`).join('\n')}\n`;
     const out = execFileSync('clang', ['-E', '-P', '-I', include, '-x', 'c', '-'], { input: source, encoding: 'utf8' }).trim().split('\n').slice(-names.length);
-    expect(out.map((v) => Number(v))).toEqual([SNAT_PORT_MIN, SNAT_PORT_MAX, SNAT_MARK_BPF]);
+    expect(out.map((v) => Number(v))).toEqual([SNAT_PORT_MIN, SNAT_PORT_MAX, SNAT_MARK_BPF, SNAT_F_CLOSING, SNAT_LIFETIME.tcp, SNAT_LIFETIME.closing, SNAT_LIFETIME.udp, SNAT_LIFETIME.icmp]);
     // Above the kernel's default ip_local_port_range (32768..60999) and inside the port space.
     expect(SNAT_PORT_MIN).toBeGreaterThan(60_999);
     expect(SNAT_PORT_MAX).toBeLessThanOrEqual(65_535);
@@ -187,7 +189,7 @@ describe('codecs', () => {
     roundTrip(ipcacheValue, { nodeIp: '192.168.0.1', flags: 1 });
     roundTrip(tunnelValue, { nodeIp: '192.168.0.2', vni: 42 });
     roundTrip(snatKey, { addr: '10.1.1.11', port: 40000, peerIp: '8.8.8.8', peerPort: 53, proto: 'udp' });
-    roundTrip(snatValue, { addr: '192.168.0.1', port: 32768 });
+    expect(roundTrip(snatValue, { addr: '192.168.0.1', port: 61000, flags: SNAT_F_CLOSING, lastSeen: 123456 }).toString('hex')).toBe('c0a80001ee48010040e20100');
     roundTrip(nodeConfig, { bpfHostRouting: true, tunnel: false, masquerade: true, nodeIp: '1.2.3.4', uplinkIfindex: 2, tunnelIfindex: 3, vni: 7, uplinkMac: '02:00:00:00:00:01' });
     roundTrip(counterValue, { packets: 5n, bytes: 2n ** 40n });
     expect(roundTrip(serviceKey, { vip: '10.96.0.10', port: 80, proto: 'tcp' }).toString('hex')).toBe('0a60000a' + '0050' + '06' + '00');

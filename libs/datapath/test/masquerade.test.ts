@@ -114,6 +114,28 @@ describe('BPF masquerade (to_netdev, from_netdev)', () => {
     expect(checksumsValid(u.dataOut)).toBe(true);
   });
 
+  it('stamps each direction of a mapping with its last packet and marks a flow that saw FIN or RST closing (the GC reads both)', async () => {
+    const dp = setup(true);
+    const now = () => Number(process.hrtime.bigint() / 1_000_000_000n);
+    const t0 = now();
+    const port = Number(src(testRun(dp.programs.to_netdev!, tcp(POD, 40000, OUTSIDE, 80, 0x02)).dataOut).split(':')[1]);
+    const fwdKey = { addr: POD, port: 40000, peerIp: OUTSIDE, peerPort: 80, proto: 'tcp' as const };
+    const revKey = { addr: NODE_IP, port, peerIp: OUTSIDE, peerPort: 80, proto: 'tcp' as const };
+    const fwd = dp.maps.snat.lookup(fwdKey)!;
+    const rev = dp.maps.snatRev.lookup(revKey)!;
+    expect(rev).toMatchObject({ addr: POD, port: 40000, flags: 0 });
+    for (const v of [fwd, rev]) expect(v.lastSeen! - t0).toBeGreaterThanOrEqual(0);
+    expect(fwd.flags).toBe(0);
+    // Time passes (the clock has second resolution), a reply comes, then the server closes.
+    await new Promise((r) => setTimeout(r, 1100));
+    testRun(dp.programs.from_netdev!, tcp(OUTSIDE, 80, NODE_IP, port, 0x11)); // FIN+ACK
+    expect(dp.maps.snatRev.lookup(revKey)).toMatchObject({ flags: 1 });
+    expect(dp.maps.snatRev.lookup(revKey)!.lastSeen).toBeGreaterThan(rev.lastSeen!);
+    expect(dp.maps.snat.lookup(fwdKey)).toMatchObject({ flags: 0, lastSeen: fwd.lastSeen });
+    testRun(dp.programs.to_netdev!, tcp(POD, 40000, OUTSIDE, 80, 0x04)); // RST
+    expect(dp.maps.snat.lookup(fwdKey)!.flags).toBe(1);
+  });
+
   it('translates ICMP echo identifiers both ways', () => {
     const dp = setup(true);
     const before = counter(dp, 'snatIcmp');
@@ -123,7 +145,7 @@ describe('BPF masquerade (to_netdev, from_netdev)', () => {
     const id = out.dataOut.readUInt16BE(38);
     expect(id).toBeGreaterThanOrEqual(SNAT_PORT_MIN);
     expect(checksumsValid(out.dataOut)).toBe(true);
-    expect(dp.maps.snat.lookup({ addr: POD, port: 0x1234, peerIp: OUTSIDE, peerPort: 0, proto: 'icmp' })).toEqual({ addr: NODE_IP, port: id });
+    expect(dp.maps.snat.lookup({ addr: POD, port: 0x1234, peerIp: OUTSIDE, peerPort: 0, proto: 'icmp' })).toMatchObject({ addr: NODE_IP, port: id });
 
     const reply = testRun(dp.programs.from_netdev!, icmp(OUTSIDE, NODE_IP, 0, id));
     expect(ip(reply.dataOut, 30)).toBe(POD);

@@ -23,9 +23,11 @@ import type { Registry } from '@sluice/metrics';
 import { withPrerequisites, type HostRoutingRequest } from '../tables/host-routing.ts';
 import { masqueradingText, parseMasqueradeMode, type MasqueradeMode } from '../tables/masquerade.ts';
 import type { IptablesMasquerade } from './iptables.ts';
+import { startSnatGc } from './snat-gc.ts';
 
 export interface DatapathModeOptions {
-  datapath: Pick<Datapath, 'setConfig' | 'getConfig'>;
+  /** With its maps, the BPF masquerade's NAT table is garbage-collected while the mode is followed. */
+  datapath: Pick<Datapath, 'setConfig' | 'getConfig'> & Partial<Pick<Datapath, 'maps'>>;
   masquerade: IptablesMasquerade;
   features: KernelFeatures;
   /** Flags overlaid with the admin's nodeconfig/ record: what applies where the operator's record says nothing. */
@@ -45,6 +47,7 @@ export class DatapathMode {
   private queue: Promise<void> = Promise.resolve();
   private routingWarned = '';
   private watch: PrefixWatch | undefined;
+  private snatGc: { stop(): void } | undefined;
 
   constructor(private readonly options: DatapathModeOptions) {
     this.masqueradeMode = options.current.masquerade;
@@ -99,8 +102,11 @@ export class DatapathMode {
   }
 
   /** Follows the operator's record for this node. */
-  follow(options: { client: Etcd3; keys: KeySchema; node: string; registry?: Registry; clusterSize?: () => number }): void {
+  follow(options: { client: Etcd3; keys: KeySchema; node: string; registry?: Registry; clusterSize?: () => number; snatGcIntervalMs?: number }): void {
     const key = options.keys.effectiveNodeConfig(options.node);
+    // In every mode: BPF's mappings outlive a switch away from BPF masquerading, until their flows end.
+    const maps = this.options.datapath.maps;
+    if (maps && !this.snatGc) this.snatGc = startSnatGc({ maps, log: this.options.log, registry: options.registry, intervalMs: options.snatGcIntervalMs });
     let listed: NodeConfigRecord | undefined;
     let done = false;
     this.watch = watchPrefix<NodeConfigRecord>(options.client, key, {
@@ -125,6 +131,7 @@ export class DatapathMode {
   }
 
   async stop(): Promise<void> {
+    this.snatGc?.stop();
     await this.watch?.stop();
     await this.queue;
   }
