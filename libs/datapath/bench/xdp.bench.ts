@@ -25,7 +25,7 @@ import { randomBytes } from 'node:crypto';
 import { NetLab } from '@sluice/netns';
 import type { Figure } from '../../../bench/run.ts';
 import { linkInfo } from '@sluice/netns';
-import { ifindex, inNetns, LbProgrammer, loadDatapath, removePins, testRun, TC_ACT_REDIRECT, XDP_REDIRECT, type Datapath, type LbService } from '../src/index.ts';
+import { ifindex, inNetns, l4Frame, LbProgrammer, loadDatapath, removePins, testRun, TC_ACT_REDIRECT, XDP_REDIRECT, type Datapath, type LbService } from '../src/index.ts';
 import { onOneCpu } from './pktgen.ts';
 import { runLive, selectPath, startLive, tcpFrame, type LivePath, type LiveSetup } from './xdp-live.ts';
 
@@ -42,22 +42,7 @@ const GW_MAC = '02:00:00:00:00:02';
 const lbIp = (i: number) => `172.16.${(i >> 8) & 255}.${i & 255}`;
 const backendIp = (i: number) => `10.${1 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`;
 
-function frame(src: string, sport: number, dst: string, dport: number, tcpFlags: number): Buffer {
-  const buf = Buffer.alloc(14 + 20 + 20 + 64);
-  buf.writeUInt16BE(0x0800, 12);
-  buf[14] = 0x45;
-  buf.writeUInt16BE(20 + 20 + 64, 16);
-  buf[22] = 64;
-  buf[23] = 6;
-  const put = (ip: string, off: number) => ip.split('.').forEach((o, i) => (buf[off + i] = Number(o)));
-  put(src, 26);
-  put(dst, 30);
-  buf.writeUInt16BE(sport, 34);
-  buf.writeUInt16BE(dport, 36);
-  buf[46] = 5 << 4;
-  buf[47] = tcpFlags;
-  return buf;
-}
+const frame = (src: string, sport: number, dst: string, dport: number, tcpFlags: number) => l4Frame('tcp', src, sport, dst, dport, tcpFlags);
 
 function services(n: number): Array<[string, LbService]> {
   return Array.from({ length: n }, (_, i) => {
