@@ -35,6 +35,8 @@ export interface DemoOptions {
   health: boolean;
   /** How long a part may take to come up. */
   partTimeoutMs: number;
+  /** The agents' masquerading (sluice-agent-config's `masquerade`); default the manifests' (off). */
+  masquerade?: 'off' | 'iptables' | 'bpf';
 }
 
 /** The lab cannot run here (not root): the demo goes on without it and says why. */
@@ -161,7 +163,7 @@ export async function startDemo(options: DemoOptions, progress: Progress): Promi
 
     progress.start('manifests');
     const healthPorts = options.health ? { grpcPort: await freePort(), metricsPort: await freePort() } : undefined;
-    writeDemoKustomization({ dir: manifestsDir, kubeconfig, etcd, kubeServer: sim.url, health: healthPorts });
+    writeDemoKustomization({ dir: manifestsDir, kubeconfig, etcd, kubeServer: sim.url, health: healthPorts, ...(options.masquerade ? { masquerade: options.masquerade } : {}) });
     const applied = await kubectlApply(kubeconfig, manifestsDir);
     const shown = relative(process.cwd(), manifestsDir);
     progress.done('manifests', `kubectl apply -k ${shown && !shown.startsWith('..') ? shown : manifestsDir}  (deploy/overlays/demo: ${applied.length} objects)`);

@@ -16,6 +16,7 @@ const program = new Command('sluice-demo')
   .addOption(flag('--sim-nodes <n>', 'extra nodes simulated by kube-sim (no agent, no datapath)', '0'))
   .addOption(flag('--sim-pods-per-node <n>', 'pods per simulated node', '5'))
   .addOption(flag('--no-health', 'do not start the health service'))
+  .addOption(flag('--masquerade <mode>', 'the agents\' masquerading, cluster-wide (sluice-agent-config): off, iptables (netfilter; host routing falls back to legacy) or bpf; default the manifests\' (off)'))
   .addOption(flag('--part-timeout <duration>', 'how long each part may take to come up', '90s'));
 const options = parseOptions(
   program,
@@ -26,6 +27,7 @@ const options = parseOptions(
     simNodes: schemas.nonNegativeInt,
     simPodsPerNode: schemas.nonNegativeInt,
     health: z.boolean(),
+    masquerade: z.enum(['off', 'iptables', 'bpf']).optional(),
     partTimeout: schemas.duration.pipe(z.number().min(1000, 'must be at least 1s')),
   }),
 );
@@ -93,6 +95,7 @@ try {
       simPodsPerNode: options.simPodsPerNode,
       health: options.health,
       partTimeoutMs: options.partTimeout,
+      ...(options.masquerade ? { masquerade: options.masquerade } : {}),
     },
     new Progress(out),
   );

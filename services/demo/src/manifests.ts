@@ -26,6 +26,8 @@ export interface DemoManifestOptions {
   etcd: Pick<EtcdServer, 'clientFiles'>;
   kubeServer: string;
   health: { grpcPort: number; metricsPort: number } | undefined;
+  /** The agents' masquerading, as the cluster-wide default (`--masquerade iptables`: the seed's starting point). */
+  masquerade?: 'off' | 'iptables' | 'bpf';
 }
 
 /** A Secret holding one etcd identity as deploy/overlays/etcd-tls reads it: etcd.config beside its files. */
@@ -58,6 +60,7 @@ export function writeDemoKustomization(options: DemoManifestOptions): string {
   const patches = [
     patch('ConfigMap', 'sluice-config', [{ op: 'replace', path: '/data/etcd-endpoints', value: options.etcd.clientFiles().endpoints.join(',') }]),
     patch('ConfigMap', 'sluice-operator-config', [{ op: 'add', path: '/data/kube-server', value: options.kubeServer }]),
+    ...(options.masquerade ? [patch('ConfigMap', 'sluice-agent-config', [{ op: 'replace', path: '/data/masquerade', value: options.masquerade }])] : []),
     ...(options.health
       ? [
           patch('ConfigMap', 'sluice-health-config', [
