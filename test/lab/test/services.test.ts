@@ -226,6 +226,9 @@ function basics(get: () => Lab, prefix: string, base: string) {
     try {
       for (const n of [away, home]) await waitNodeFrontend(lab, n, { vip: second[n.name]!, port: 30081, proto: 'tcp' }, true);
       await waitNodeFrontend(lab, away, { vip: external, port: 30081, proto: 'tcp' }, true);
+      // The agent says which addresses it serves NodePorts on (/status), the primary IP among them.
+      const status = (await (await fetch(`${away.statusUrl}/status`)).json()) as { kubeProxyReplacement?: { nodePortAddresses?: string[] } };
+      expect(status.kubeProxyReplacement?.nodePortAddresses).toEqual([away.ip, second[away.name]!, external].sort());
       const client = await lab.services.addClient();
       await execIn(client.netns, 'ip', ['route', 'replace', `${external}/32`, 'via', away.ip]);
       // Through the node without the backend (SNAT to its primary IP, the reply back to the second address) and
@@ -459,8 +462,9 @@ describe('services, native routing, BPF host routing', () => {
       expect(lab.services.frontends({ vip, port: 80, proto: 'tcp' })[0]).toMatchObject({ count: 1 });
       for (const client of [pods['sa-1-1']!, pods['sa-1-2']!]) expect(await http(client, vip, 80), client.name).toEqual({ code: 0, body: 'sa-2-1' });
       // Nothing left in error.
-      const status = (await (await fetch(`${n1.statusUrl}/status`)).json()) as { services?: { reconciler?: { rows?: { error?: number } } } };
-      expect(status.services?.reconciler?.rows?.error ?? 0).toBe(0);
+      const status = (await (await fetch(`${n1.statusUrl}/status`)).json()) as { kubeProxyReplacement?: { reconciler?: { rows?: { done: number; error: number } } } };
+      expect(status.kubeProxyReplacement?.reconciler?.rows).toMatchObject({ error: 0 });
+      expect(status.kubeProxyReplacement?.reconciler?.rows?.done).toBeGreaterThan(0);
     });
 
     it('drift: a frontend deleted with bpftool is written again within the refresh interval (metric, one log line), and the ClusterIP answers again', async () => {

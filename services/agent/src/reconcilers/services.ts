@@ -110,6 +110,8 @@ export interface ServicesStatus {
   services: number;
   endpointSlices: number;
   programmed: number;
+  /** The node's addresses that have NodePort frontends (besides 0.0.0.0, the primary IP's). */
+  nodePortAddresses: string[];
   reconciler: ReconcilerStatus;
 }
 
@@ -231,7 +233,7 @@ export function startServices(options: ServicesOptions): Services {
     reconciler,
     programmer,
     synced: () => ready,
-    status: () => ({ synced: isSynced, ...table.counts, programmed: programmer.size, reconciler: reconciler.status() }),
+    status: () => ({ synced: isSynced, ...table.counts, programmed: programmer.size, nodePortAddresses: [...table.nodeAddresses], reconciler: reconciler.status() }),
     async stop() {
       stopped = true;
       if (gcTimer) clearInterval(gcTimer);
