@@ -458,9 +458,12 @@ static __always_inline void mark_bpf_snat(struct __sk_buff *skb, struct sl_confi
 	struct sl_snat_key fwd = {};
 	struct l4 l4;
 
+	struct sl_lpm_key lpm = { .prefixlen = 32 };
+
 	if (!cfg || parse_masq(skb, &l4, 0) < 0)
 		return;
-	if (!(cfg->flags & SL_CFG_F_MASQUERADE)) {
+	lpm.ip = l4.daddr;
+	if (!(cfg->flags & SL_CFG_F_MASQUERADE) || bpf_map_lookup_elem(&sl_ipmasq, &lpm)) {
 		fwd.addr = l4.saddr;
 		fwd.port = l4.sport;
 		fwd.peer_ip = l4.daddr;
@@ -657,7 +660,7 @@ int to_netdev(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	if (parsed < 0) {
 		/* A pod's packet leaving the cluster that BPF cannot translate: never out with the pod's address. */
-		if (!(cfg->flags & SL_CFG_F_MASQUERADE))
+		if (!(cfg->flags & SL_CFG_F_MASQUERADE) || bpf_map_lookup_elem(&sl_ipmasq, &lpm))
 			return TC_ACT_OK;
 		count(SL_CNT_SNAT_UNSUPPORTED, skb);
 		return TC_ACT_SHOT;
@@ -674,8 +677,8 @@ int to_netdev(struct __sk_buff *skb)
 		snat_seen(nat, &l4);
 		out.addr = nat->addr;
 		out.port = nat->port;
-	} else if (!(cfg->flags & SL_CFG_F_MASQUERADE)) {
-		return TC_ACT_OK;
+	} else if (!(cfg->flags & SL_CFG_F_MASQUERADE) || bpf_map_lookup_elem(&sl_ipmasq, &lpm)) {
+		return TC_ACT_OK; /* not ours to map (masquerading off or netfilter's), or a nonMasqueradeCIDR */
 	} else {
 		rev.addr = cfg->node_ip;
 		rev.peer_ip = l4.daddr;

@@ -126,6 +126,14 @@ struct {
 } sl_snat_rev SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, SL_MAX_IPMASQ);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct sl_lpm_key);
+	__type(value, struct sl_ipmasq_value);
+} sl_ipmasq SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, SL_MAX_SOCK_NAT);
 	__type(key, struct sl_sock_key);

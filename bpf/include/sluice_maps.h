@@ -19,6 +19,7 @@
  *   sl_lb_sock    LRU,     65,536 entries  socket LB of unconnected UDP: (socket, backend) -> the frontend it was sent to
  *   sl_snat       hash,   131,072 entries  masquerade: (pod, peer) -> node IP and NAT port (entries made on use)
  *   sl_snat_rev   hash,   131,072 entries  masquerade: (node IP, NAT port, peer) -> pod address
+ *   sl_ipmasq     LPM,     16,384 entries  ip-masq-agent's nonMasqueradeCIDRs: destinations never masqueraded
  *   sl_config     array,        1 entry    this node's datapath settings
  *   sl_counters   percpu array, 40 slots  packet/byte counters per program decision (enum sl_counter_index)
  */
@@ -38,6 +39,7 @@
 #define SL_MAX_AFFINITY 65536
 #define SL_MAX_SOCK_NAT 65536
 #define SL_MAX_SNAT 131072
+#define SL_MAX_IPMASQ 16384
 
 /* sl_endpoints: pod IPv4 -> where its host-side veth is. */
 struct sl_endpoint_key {
@@ -250,6 +252,15 @@ struct sl_snat_value {
  * (while both run, during a switch between the modes and until netfilter's own flows end).
  */
 #define SL_MARK_SNAT_BPF 0x00100000
+
+/*
+ * sl_ipmasq (key: struct sl_lpm_key): ip-masq-agent's nonMasqueradeCIDRs, from the configuration — a pod's traffic
+ * to them keeps its address, as traffic inside the cluster (the ipcache) does. Only new flows look: a flow mapped
+ * before its destination was added keeps its mapping until it ends.
+ */
+struct sl_ipmasq_value {
+	__u32 flags; /* reserved, 0 */
+};
 
 /* sl_config: one entry, key 0. */
 struct sl_config {

@@ -637,6 +637,20 @@ export const SNAT_PORT_MAX = 65_535;
 /** SL_MARK_SNAT_BPF: the skb->mark bit of a pod's packet whose masquerade is BPF's (Sluice's iptables chain returns on it). */
 export const SNAT_MARK_BPF = 0x0010_0000;
 
+// ---- sl_ipmasq -----------------------------------------------------------------------------------------------
+
+/** sl_ipmasq's value (key: lpmKey): a nonMasqueradeCIDR. */
+export interface IpmasqValue {
+  flags: number;
+}
+export const ipmasqValue: Codec<IpmasqValue> = {
+  cType: 'sl_ipmasq_value',
+  size: 4,
+  fields: [{ name: 'flags', offset: 0, size: 4 }],
+  encode: (v, buf, off) => buf.writeUInt32LE(u32(v.flags, 'flags'), off),
+  decode: (buf, off) => ({ flags: buf.readUInt32LE(off) }),
+};
+
 // ---- sl_config -----------------------------------------------------------------------------------------------
 
 export const CFG_F_BPF_HOST_ROUTING = 0x1;
@@ -765,6 +779,7 @@ export const MAX_LB_CT = 262_144;
 export const MAX_AFFINITY = 65_536;
 export const MAX_SOCK_NAT = 65_536;
 export const MAX_SNAT = 131_072;
+export const MAX_IPMASQ = 16_384;
 
 export const endpointsMap: MapSpec<EndpointKey, EndpointValue> = {
   name: 'sl_endpoints',
@@ -876,7 +891,9 @@ export const sockNatMap: MapSpec<SockKey, SockValue> = {
 export const snatMap: MapSpec<SnatKey, SnatValue> = { name: 'sl_snat', type: 'hash', maxEntries: MAX_SNAT, noPrealloc: true, key: snatKey, value: snatValue };
 export const snatRevMap: MapSpec<SnatKey, SnatValue> = { name: 'sl_snat_rev', type: 'hash', maxEntries: MAX_SNAT, noPrealloc: true, key: snatKey, value: snatValue };
 
-export const MAPS = [endpointsMap, ipcacheHostMap, ipcacheMap, tunnelMap, configMap, countersMap, servicesMap, maglevMap, backendsMap, lbFwdMap, lbCtMap, affinityMap, sockNatMap, snatMap, snatRevMap] as const;
+export const ipmasqMap: MapSpec<LpmKey, IpmasqValue> = { name: 'sl_ipmasq', type: 'lpm_trie', maxEntries: MAX_IPMASQ, noPrealloc: true, key: lpmKey, value: ipmasqValue };
+
+export const MAPS = [endpointsMap, ipcacheHostMap, ipcacheMap, tunnelMap, configMap, countersMap, servicesMap, maglevMap, backendsMap, lbFwdMap, lbCtMap, affinityMap, sockNatMap, snatMap, snatRevMap, ipmasqMap] as const;
 
 /** The programs in the object and where they go. */
 export const PROGRAMS = {

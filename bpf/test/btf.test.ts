@@ -33,6 +33,7 @@ import {
   MAGLEV_M,
   snatKey,
   snatValue,
+  ipmasqValue,
   SNAT_MARK_BPF,
   SNAT_F_CLOSING,
   SNAT_LIFETIME,
@@ -108,6 +109,7 @@ describe('codecs agree with the C structs (BTF)', () => {
     sockValue,
     snatKey,
     snatValue,
+    ipmasqValue,
   ] as Array<Codec<never>>;
   for (const codec of codecs) {
     it(`struct ${codec.cType}`, () => {

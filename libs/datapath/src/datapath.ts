@@ -25,6 +25,7 @@ import {
   sockNatMap,
   snatMap,
   snatRevMap,
+  ipmasqMap,
   type Counter,
   type CounterName,
   type MapSpec,
@@ -74,6 +75,8 @@ export interface DatapathMaps {
   /** Masquerade state written by the programs (LRU): forward and reverse. */
   snat: CodecMap<KeyOf<typeof snatMap>, NodeValue<typeof snatMap>>;
   snatRev: CodecMap<KeyOf<typeof snatRevMap>, NodeValue<typeof snatRevMap>>;
+  /** ip-masq-agent's nonMasqueradeCIDRs. */
+  ipmasq: CodecMap<KeyOf<typeof ipmasqMap>, NodeValue<typeof ipmasqMap>>;
 }
 type KeyOf<S> = S extends MapSpec<infer K, unknown> ? K : never;
 type NodeValue<S> = S extends MapSpec<unknown, infer V> ? V : never;
@@ -112,7 +115,7 @@ export interface LoadOptions {
   onIncompatible?: 'error' | 'replace';
 }
 
-const MAP_SPECS = { endpoints: endpointsMap, ipcacheHost: ipcacheHostMap, ipcache: ipcacheMap, tunnel: tunnelMap, config: configMap, counters: countersMap, services: servicesMap, backends: backendsMap, maglev: maglevMap, lbFwd: lbFwdMap, lbCt: lbCtMap, affinity: affinityMap, sockNat: sockNatMap, snat: snatMap, snatRev: snatRevMap } as const;
+const MAP_SPECS = { endpoints: endpointsMap, ipcacheHost: ipcacheHostMap, ipcache: ipcacheMap, tunnel: tunnelMap, config: configMap, counters: countersMap, services: servicesMap, backends: backendsMap, maglev: maglevMap, lbFwd: lbFwdMap, lbCt: lbCtMap, affinity: affinityMap, sockNat: sockNatMap, snat: snatMap, snatRev: snatRevMap, ipmasq: ipmasqMap } as const;
 
 function buildDatapath(pinDir: string, raws: Record<keyof DatapathMaps, RawMap>, registry: Registry | undefined, programs: Datapath['programs'], reusedMaps: boolean, onClose: () => void): Datapath {
   const metrics = registry ? mapMetrics(registry) : undefined;
@@ -133,6 +136,7 @@ function buildDatapath(pinDir: string, raws: Record<keyof DatapathMaps, RawMap>,
     sockNat: new CodecMap(sockNatMap, raws.sockNat, metrics),
     snat: new CodecMap(snatMap, raws.snat, metrics),
     snatRev: new CodecMap(snatRevMap, raws.snatRev, metrics),
+    ipmasq: new CodecMap(ipmasqMap, raws.ipmasq, metrics),
   };
   if (metrics) for (const m of Object.values(maps)) metrics.capacity.set({ map: m.name }, m.capacity);
   return {

@@ -191,6 +191,17 @@ describe('BPF masquerade (to_netdev, from_netdev)', () => {
     expect(testRun(dp.programs.to_netdev!, timestamp).retval).toBe(TC_ACT_OK);
   });
 
+  it('leaves destinations in nonMasqueradeCIDRs (sl_ipmasq) alone, the rest of the world masqueraded', () => {
+    const dp = setup(true);
+    dp.maps.ipmasq.upsertBatch([[{ cidr: '198.51.100.0/24' }, { flags: 0 }]]);
+    const kept = testRun(dp.programs.to_netdev!, tcp(POD, 40000, '198.51.100.9', 80, 0x02));
+    expect([kept.retval, src(kept.dataOut)]).toEqual([TC_ACT_OK, `${POD}:40000`]);
+    // Not translatable but not to be translated either: passes.
+    expect(testRun(dp.programs.to_netdev!, icmp(POD, '198.51.100.9', 13, 1)).retval).toBe(TC_ACT_OK);
+    expect(dp.maps.snat.count()).toBe(0);
+    expect(ip(testRun(dp.programs.to_netdev!, tcp(POD, 40000, '198.51.101.9', 80, 0x02)).dataOut, 26)).toBe(NODE_IP);
+  });
+
   it('drops and counts a new flow when no NAT port is free for its peer', () => {
     const dp = setup(true);
     const taken: Array<[SnatKey, { addr: string; port: number }]> = [];
