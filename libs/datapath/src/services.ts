@@ -140,6 +140,8 @@ const POOL_MIN_TABLES = 256;
 interface BatchPlan {
   plans: Array<{ key: string; old: Compiled | undefined; next: Compiled | undefined }>;
   backends: Map<number, BackendValue>;
+  /** Backends' terminating counts once the batch is in. */
+  terminating: Map<number, number>;
   tables: Map<number, TableSpec>;
   frontends: Map<string, [ServiceKey, ServiceValue]>;
   goneFrontends: Map<string, ServiceKey>;
@@ -189,6 +191,9 @@ function dumpTables(map: DatapathMaps['maglev']): Map<number, Uint32Array> {
   for (let i = 0; i < dump.count; i++) out.set(dump.keys.readUInt32LE(i * 4), all.subarray(i * slots, (i + 1) * slots));
   return out;
 }
+const isTerminating = (v: BackendValue | undefined) => !!v && (v.flags & BE_F_TERMINATING) !== 0;
+/** A backend entry as the map holds it: shared by every service that has it, terminating when any of them says so. */
+const sharedBackend = (v: BackendValue, terminating: boolean): BackendValue => ({ ip: v.ip, port: v.port, flags: (v.flags & ~BE_F_TERMINATING) | (terminating ? BE_F_TERMINATING : 0) });
 const sameBackend = (a: BackendValue | undefined, b: BackendValue) => !!a && a.ip === b.ip && a.port === b.port && a.flags === b.flags;
 const sameFrontend = (a: ServiceValue | undefined, b: ServiceValue) => !!a && a.id === b.id && a.count === b.count && a.flags === b.flags && a.affinityTimeout === b.affinityTimeout;
 
@@ -197,6 +202,12 @@ export class LbProgrammer {
   /** What a full pass compiled for the services it found out of date: the update that follows reuses it. */
   private readonly prepared = new Map<string, Compiled>();
   private readonly backendRefs = new Map<number, number>();
+  /**
+   * Programmed services that hold a backend as terminating. One entry per backend (ip:port) serves every service
+   * that has it, and two services' slices may disagree about it for a while: the entry is terminating while any of
+   * them says so, whoever wrote last (otherwise each full pass would "repair" one service by breaking the other).
+   */
+  private readonly terminatingRefs = new Map<number, number>();
   private readonly backendIds = new Map<string, number>();
   private readonly setIds = new Map<string, number>();
   /** Frontend → set id found in the maps at seed time, claimed by the first set that has that frontend. */
@@ -314,9 +325,9 @@ export class LbProgrammer {
     const old = this.programmed.get(key);
     const next = svc ? this.compiledFor(key, svc) : undefined;
     const maps = this.dp.maps;
+    const shared = this.backendWrites([{ old, next }]);
+    maps.backends.upsertBatch([...shared.writes].map(([id, v]) => [{ id }, v] as const));
     if (next) {
-      const backends = [...next.backends].filter(([id, v]) => !sameBackend(old?.backends.get(id), v));
-      maps.backends.upsertBatch(backends.map(([id, v]) => [{ id }, v] as const));
       writeTables(maps.maglev, [...next.tables].filter(([id, t]) => !sameTable(old?.tables.get(id), t)));
       const frontends = [...next.frontends.values()].filter(([k, v]) => !sameFrontend(old?.frontends.get(frontendId(k))?.[1], v));
       this.writeFrontends(frontends);
@@ -327,7 +338,59 @@ export class LbProgrammer {
     }
     const released = new Set<number>();
     this.settle(key, old, next, released);
+    for (const [id, n] of shared.terminating) this.setTerminatingRefs(id, n);
     if (released.size) maps.backends.deleteBatch([...released].map((id) => ({ id })));
+  }
+
+  private setTerminatingRefs(id: number, n: number): void {
+    if (n > 0) this.terminatingRefs.set(id, n);
+    else this.terminatingRefs.delete(id);
+  }
+
+  /**
+   * The backend entries a set of service changes has to write: every backend a changed service has (or had, if
+   * others keep it) whose shared entry (sharedBackend) is not what the map holds once the changes are in; and the
+   * new terminating counts of those backends (set after the writes landed).
+   */
+  private backendWrites(changes: ReadonlyArray<{ old: Compiled | undefined; next: Compiled | undefined }>): { writes: Map<number, BackendValue>; terminating: Map<number, number> } {
+    const refsDelta = new Map<number, number>();
+    const termDelta = new Map<number, number>();
+    const value = new Map<number, BackendValue>();
+    const add = (m: Map<number, number>, id: number, d: number) => m.set(id, (m.get(id) ?? 0) + d);
+    for (const { old, next } of changes) {
+      for (const [id, v] of old?.backends ?? []) {
+        add(refsDelta, id, -1);
+        if (isTerminating(v)) add(termDelta, id, -1);
+        if (!value.has(id)) value.set(id, v);
+      }
+      for (const [id, v] of next?.backends ?? []) {
+        add(refsDelta, id, 1);
+        if (isTerminating(v)) add(termDelta, id, 1);
+        value.set(id, v);
+      }
+    }
+    const writes = new Map<number, BackendValue>();
+    const terminating = new Map<number, number>();
+    for (const [id, v] of value) {
+      const refs = this.backendRefs.get(id) ?? 0;
+      const terms = this.terminatingRefs.get(id) ?? 0;
+      const termsAfter = terms + (termDelta.get(id) ?? 0);
+      terminating.set(id, termsAfter);
+      if (refs + (refsDelta.get(id) ?? 0) <= 0) continue; // released: deleted, not written
+      const after = sharedBackend(v, termsAfter > 0);
+      if (refs > 0 && sameBackend(sharedBackend(v, terms > 0), after) && !this.changedAddress(changes, id, v)) continue;
+      writes.set(id, after);
+    }
+    return { writes, terminating };
+  }
+
+  /** A backend id whose compiled address or local flag differs between a change's old and next (never, in practice: ids are per ip:port). */
+  private changedAddress(changes: ReadonlyArray<{ old: Compiled | undefined; next: Compiled | undefined }>, id: number, v: BackendValue): boolean {
+    for (const { old } of changes) {
+      const o = old?.backends.get(id);
+      if (o && (o.ip !== v.ip || o.port !== v.port || (o.flags & BE_F_LOCAL) !== (v.flags & BE_F_LOCAL))) return true;
+    }
+    return false;
   }
 
   /**
@@ -400,9 +463,9 @@ export class LbProgrammer {
 
   private planMany(rows: ReadonlyArray<readonly [string, LbService | undefined]>): BatchPlan {
     const plans = rows.map(([key, svc]) => ({ key, old: this.programmed.get(key), next: svc ? this.compiledFor(key, svc) : undefined }));
-    const plan: BatchPlan = { plans, backends: new Map(), tables: new Map(), frontends: new Map(), goneFrontends: new Map(), goneTables: new Set() };
+    const shared = this.backendWrites(plans);
+    const plan: BatchPlan = { plans, backends: shared.writes, terminating: shared.terminating, tables: new Map(), frontends: new Map(), goneFrontends: new Map(), goneTables: new Set() };
     for (const { old, next } of plans) {
-      for (const [id, v] of next?.backends ?? []) if (!sameBackend(old?.backends.get(id), v)) plan.backends.set(id, v);
       for (const [id, t] of next?.tables ?? []) if (!sameTable(old?.tables.get(id), t)) plan.tables.set(id, t);
       for (const [id, e] of next?.frontends ?? []) if (!sameFrontend(old?.frontends.get(id)?.[1], e[1])) plan.frontends.set(id, e);
       for (const [id, [k]] of old?.frontends ?? []) if (!next?.frontends.has(id)) plan.goneFrontends.set(id, k);
@@ -430,6 +493,7 @@ export class LbProgrammer {
     }
     const released = new Set<number>();
     for (const { key, old, next } of plan.plans) this.settle(key, old, next, released);
+    for (const [id, n] of plan.terminating) this.setTerminatingRefs(id, n);
     try {
       if (released.size) maps.backends.deleteBatch([...released].map((id) => ({ id })));
     } catch {
@@ -468,6 +532,17 @@ export class LbProgrammer {
     this.programmed.clear();
     this.prepared.clear();
     this.backendRefs.clear();
+    this.terminatingRefs.clear();
+    // Each backend's shared entry over every desired service (terminating when any of them says so).
+    const sharedWanted = new Map<number, BackendValue>();
+    for (const c of wanted.values()) {
+      for (const [id, v] of c.backends) {
+        const seen = sharedWanted.get(id);
+        // The compiled value itself, unless another holder says terminating and this one does not (or the reverse).
+        if (!seen) sharedWanted.set(id, v);
+        else if (isTerminating(v) && !isTerminating(seen)) sharedWanted.set(id, sharedBackend(seen, true));
+      }
+    }
     for (const [key, c] of wanted) {
       let current = true;
       for (const [id, [, v]] of c.frontends) {
@@ -478,9 +553,9 @@ export class LbProgrammer {
         wantTables.add(id);
         if (!tableHolds(haveTables.get(id), t)) current = false;
       }
-      for (const [id, v] of c.backends) {
+      for (const id of c.backends.keys()) {
         wantBackends.add(id);
-        if (!sameBackend(haveBackends.get(id), v)) current = false;
+        if (!sameBackend(haveBackends.get(id), sharedWanted.get(id)!)) current = false;
       }
       if (!current) {
         outOfDate.push(key);
@@ -488,7 +563,10 @@ export class LbProgrammer {
         continue;
       }
       this.programmed.set(key, c);
-      for (const id of c.backends.keys()) this.backendRefs.set(id, (this.backendRefs.get(id) ?? 0) + 1);
+      for (const [id, v] of c.backends) {
+        this.backendRefs.set(id, (this.backendRefs.get(id) ?? 0) + 1);
+        if (isTerminating(v)) this.terminatingRefs.set(id, (this.terminatingRefs.get(id) ?? 0) + 1);
+      }
     }
     const extraFrontends = [...haveFrontends].filter(([id]) => !wantFrontends.has(id)).map(([, [k]]) => k);
     const extraTables = [...haveTables.keys()].filter((id) => !wantTables.has(id));

@@ -57,6 +57,30 @@ describe('Maglev', () => {
     expect(moved / MAGLEV_M).toBeLessThan(0.05);
   });
 
+  it('a backend two services share has one entry, terminating while either says so: no service is out of date in a full pass', () => {
+    const dp = memoryDatapath();
+    const lb = new LbProgrammer(dp);
+    const shared = { ip: '10.1.0.9', port: 8080 };
+    const a = simpleService('a', '10.96.8.1', 80, 'tcp', [shared, { ip: '10.1.0.10', port: 8080 }]);
+    const bWith = (terminating: boolean) => simpleService('b', '10.96.8.2', 80, 'tcp', [{ ...shared, terminating }, { ip: '10.1.0.11', port: 8080 }]);
+    const flags = () => dp.maps.backends.entries().find(([, v]) => v.ip === shared.ip)![1].flags;
+    lb.applyMany([['a', a], ['b', bWith(true)]]);
+    expect(flags()).toBe(BE_F_TERMINATING);
+    // Whatever order, the same entry; a full pass finds nothing to rewrite (it used to flip between the two).
+    expect(lb.prune([['a', a], ['b', bWith(true)]]).outOfDate).toEqual([]);
+    expect(lb.prune([['b', bWith(true)], ['a', a]]).outOfDate).toEqual([]);
+    lb.apply('a', simpleService('a', '10.96.8.1', 80, 'tcp', [shared]));
+    expect(flags()).toBe(BE_F_TERMINATING);
+    // The service that said terminating says ready again: the shared entry follows, though the other did not change.
+    lb.apply('b', bWith(false));
+    expect(flags()).toBe(0);
+    lb.apply('b', bWith(true));
+    expect(flags()).toBe(BE_F_TERMINATING);
+    lb.apply('b', undefined);
+    expect(flags()).toBe(0);
+    expect(lb.prune([['a', simpleService('a', '10.96.8.1', 80, 'tcp', [shared])]]).outOfDate).toEqual([]);
+  });
+
   it('the worker pool builds the very tables maglevTable builds, in order, and an agent-sized batch programs the same maps', async () => {
     const specs = Array.from({ length: 300 }, (_, t) => Array.from({ length: 1 + (t % 7) }, (_, b) => ({ name: `10.2.${t}.${b}:80`, id: t * 8 + b + 1 })));
     const pool = new MaglevPool(2, 1_000);
