@@ -18,7 +18,7 @@ import { RepeatSuppressor, type Logger } from '@sluice/log';
 import { Counter, type Registry } from '@sluice/metrics';
 import { SlimError } from '@sluice/slim';
 import type { Mirrored } from './resources.ts';
-import type { EndpointSliceDecoder } from './slice-decoder.ts';
+import type { WatchDecoder } from './json-walk.ts';
 import { UnchangedEventFilter } from './unchanged-filter.ts';
 import { KubeHttpError, listPage, watchOnce, type KubeObject, type WatchEventType } from './watch.ts';
 
@@ -78,7 +78,7 @@ export class KindMirror {
    */
   private readonly lastValue = new Map<string, string>();
   private readonly filter: UnchangedEventFilter | undefined;
-  private readonly decoder: EndpointSliceDecoder | undefined;
+  private readonly decoder: WatchDecoder | undefined;
   private readonly suppressor = new RepeatSuppressor(60_000);
   private readonly backoff: Backoff;
   private readonly controller = new AbortController();

@@ -14,6 +14,7 @@ import {
   type SlimKind,
   type SlimRecord,
 } from '@sluice/slim';
+import type { WatchDecoder } from './json-walk.ts';
 import { EndpointSliceDecoder } from './slice-decoder.ts';
 import type { KubeObject } from './watch.ts';
 
@@ -36,7 +37,7 @@ export interface Mirrored {
   /** Whether its watch events are worth fingerprinting: only kinds whose objects heartbeat (Nodes). */
   heartbeats: boolean;
   /** A selective decoder for its watch events, for kinds whose events are large and mostly unchanged. */
-  decoder?: () => EndpointSliceDecoder;
+  decoder?: () => WatchDecoder;
 }
 
 /** An object's etcd key from its namespace and name; undefined when it has no usable name. */

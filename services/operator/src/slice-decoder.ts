@@ -4,8 +4,10 @@
  * it costs the whole slice every time: most of the operator's CPU under pod churn. Here the endpoints array is split
  * into each endpoint's bytes without reading them: the API server writes an endpoint's fields in struct order, so
  * each element starts with `{"addresses":`, which cannot occur inside a JSON string (its quotes would be escaped) nor
- * as the key of anything nested in an endpoint. An endpoint whose bytes the slice had at its previous event reuses
- * the canonical, validated encoding made then; only new endpoints are parsed (which also proves the split: each piece
+ * as the key of anything nested in an endpoint. Knowing the slice's previous event, the split searches only the
+ * bytes between what the two events share at their start and their end (a few native comparisons find those), since
+ * the elements there lie at the same offsets. An endpoint whose bytes the slice had at its previous event reuses
+ * the canonical, validated encoding made then, and the canonical order made then, placing only new endpoints in it; only new endpoints are parsed (which also proves the split: each piece
  * is a complete JSON object, now or when it was first seen), slimmed and validated. The slice's few other fields
  * (metadata, addressType, ports) are parsed as usual.
  *
@@ -22,101 +24,22 @@ import {
   validateSlimEndpoint,
   type SlimEndpointSlice,
 } from '@sluice/slim';
-import type { KubeObject, WatchEventType } from './watch.ts';
-
-const QUOTE = 0x22;
-const BACKSLASH = 0x5c;
-const LBRACE = 0x7b;
-const RBRACE = 0x7d;
-const LBRACKET = 0x5b;
-const RBRACKET = 0x5d;
-const COMMA = 0x2c;
-const COLON = 0x3a;
-
-function isSpace(c: number | undefined): boolean {
-  return c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09;
-}
+import { COMMA, LBRACKET, RBRACE, RBRACKET, endsEvent, eventFrame, skipSpace, skipValue, walkObject, type DecodedEvent, type WatchDecoder } from './json-walk.ts';
+import type { KubeObject } from './watch.ts';
 
 function bySortKey(a: Endpoint, b: Endpoint): number {
   return a.sortKey < b.sortKey ? -1 : a.sortKey > b.sortKey ? 1 : 0;
 }
 
-function skipSpace(b: Buffer, i: number): number {
-  while (isSpace(b[i])) i++;
-  return i;
-}
-
-/** The index after the string that starts at b[i] (a quote), or -1. */
-function skipString(b: Buffer, i: number): number {
-  let from = i + 1;
-  for (;;) {
-    const quote = b.indexOf(QUOTE, from);
-    if (quote < 0) return -1;
-    let backslashes = 0;
-    for (let k = quote - 1; b[k] === BACKSLASH; k--) backslashes++;
-    if (backslashes % 2 === 0) return quote + 1;
-    from = quote + 1;
-  }
-}
-
-/** The index after the JSON value that starts at b[i], or -1. */
-function skipValue(b: Buffer, i: number): number {
-  const first = b[i];
-  if (first === QUOTE) return skipString(b, i);
-  if (first === LBRACE || first === LBRACKET) {
-    let depth = 0;
-    while (i < b.length) {
-      const c = b[i];
-      if (c === QUOTE) {
-        i = skipString(b, i);
-        if (i < 0) return -1;
-        continue;
-      }
-      if (c === LBRACE || c === LBRACKET) depth++;
-      else if (c === RBRACE || c === RBRACKET) {
-        if (--depth === 0) return i + 1;
-      }
-      i++;
-    }
-    return -1;
-  }
-  const start = i;
-  while (i < b.length && b[i] !== COMMA && b[i] !== RBRACE && b[i] !== RBRACKET && !isSpace(b[i])) i++;
-  return i > start ? i : -1;
-}
-
-/**
- * Calls `member` with each key and its value's byte range; returns the index after the object, or -1. `skip` may
- * find a value's end itself (returning -1 for a value it cannot read).
- */
-function walkObject(b: Buffer, i: number, member: (key: string, start: number, end: number) => void, skip?: (key: string, start: number) => number | undefined): number {
-  if (b[i] !== LBRACE) return -1;
-  i = skipSpace(b, i + 1);
-  if (b[i] === RBRACE) return i + 1;
-  for (;;) {
-    if (b[i] !== QUOTE) return -1;
-    const keyEnd = skipString(b, i);
-    if (keyEnd < 0) return -1;
-    const key = b.toString('latin1', i + 1, keyEnd - 1);
-    i = skipSpace(b, keyEnd);
-    if (b[i] !== COLON) return -1;
-    i = skipSpace(b, i + 1);
-    const end = skip?.(key, i) ?? skipValue(b, i);
-    if (end < 0) return -1;
-    member(key, i, end);
-    i = skipSpace(b, end);
-    if (b[i] === COMMA) i = skipSpace(b, i + 1);
-    else return b[i] === RBRACE ? i + 1 : -1;
-  }
-}
-
 const ENDPOINT_START = Buffer.from('{"addresses":');
+const SLICE_KEYS = ['metadata', 'addressType', 'endpoints', 'ports'];
 
 /**
- * Splits the endpoints array at b[i] into each element's bytes (see the header comment); returns the index after the
- * array, or -1 when its elements do not all start with `{"addresses":` (then the line is decoded as usual).
+ * Splits the endpoints array at b[i] into each element's byte range (see the header comment), pushed to `bounds` as
+ * start, end pairs; returns the index after the array, or -1 when its elements do not all start with
+ * `{"addresses":` (then the line is decoded as usual).
  */
-function splitEndpoints(b: Buffer, i: number, out: string[]): number {
+function splitEndpoints(b: Buffer, i: number, bounds: number[]): number {
   if (b[i] !== LBRACKET) return -1;
   i = skipSpace(b, i + 1);
   if (b[i] === RBRACKET) return i + 1;
@@ -124,21 +47,91 @@ function splitEndpoints(b: Buffer, i: number, out: string[]): number {
     if (b.compare(ENDPOINT_START, 0, ENDPOINT_START.length, i, i + ENDPOINT_START.length) !== 0) return -1;
     const next = b.indexOf(ENDPOINT_START, i + 1);
     if (next > 0 && b[next - 1] === COMMA && b[next - 2] === RBRACE) {
-      out.push(b.toString('latin1', i, next - 1));
+      bounds.push(i, next - 1);
       i = next;
       continue;
     }
     // The last element: the only one read through.
     const end = skipValue(b, i);
     if (end < 0) return -1;
-    out.push(b.toString('latin1', i, end));
+    bounds.push(i, end);
     const close = skipSpace(b, end);
     return b[close] === RBRACKET ? close + 1 : -1;
   }
 }
 
-const TYPE_PREFIX = Buffer.from('{"type":"');
-const OBJECT_MARK = Buffer.from('","object":');
+/** The length of the longest common prefix (or, with `fromEnd`, suffix) of a[0, la) and b[0, lb), at most `limit`. */
+function common(a: Buffer, aStart: number, la: number, b: Buffer, lb: number, limit: number, fromEnd: boolean): number {
+  let low = 0;
+  let high = limit;
+  while (low < high) {
+    const m = (low + high + 1) >>> 1;
+    const equal = fromEnd ? a.compare(b, lb - m, lb, aStart + la - m, aStart + la) === 0 : a.compare(b, 0, m, aStart, aStart + m) === 0;
+    if (equal) low = m;
+    else high = m - 1;
+  }
+  return low;
+}
+
+/**
+ * Splits the endpoints array at line[start] like `splitEndpoints`, knowing the slice's previous event: the bytes
+ * that the two events share at the start and at the end (found by a few native comparisons) hold the same elements
+ * at the same offsets, so only the elements between them are looked for. `bounds` gets the ranges (relative to
+ * `start`) and `hint` the previous element each one is known to repeat (-1: not known). Returns the array's end
+ * (relative), or -1 when the shortcut does not apply (then the array is split in full).
+ */
+function splitAfter(line: Buffer, start: number, previous: SliceState, bounds: number[], hint: number[]): number {
+  const old = previous.raw;
+  const oldBounds = previous.bounds;
+  const count = oldBounds.length / 2;
+  const length = line.length - start;
+  const tail = old.length - previous.arrayEnd;
+  const limit = Math.min(length, old.length);
+  const prefix = common(line, start, length, old, old.length, limit, false);
+  const suffix = common(line, start, length, old, old.length, limit - prefix, true);
+  // What follows the array (ports, the closing braces) changed too, or there is nothing to reuse: split in full.
+  if (suffix < tail || count === 0) return -1;
+  const arrayEnd = length - tail;
+  const shift = length - old.length;
+  // Elements whose bytes and following separator lie in the shared prefix: the full split would cut them the same.
+  let first = 0;
+  while (first < count - 1 && oldBounds[2 * (first + 1)]! + ENDPOINT_START.length <= prefix) first++;
+  // Elements that, with the `},` before them, lie in the shared suffix.
+  let last = count;
+  while (last - 1 > first && last - 1 > 0 && oldBounds[2 * (last - 1)]! - 2 >= old.length - suffix) last--;
+  for (let k = 0; k < first; k++) {
+    bounds.push(oldBounds[2 * k]!, oldBounds[2 * k + 1]!);
+    hint.push(k);
+  }
+  // The elements between, found as the full split finds them.
+  const stop = last < count ? oldBounds[2 * last]! + shift : -1;
+  let i = first > 0 ? oldBounds[2 * first]! : skipSpace(line, start + 1) - start;
+  if (line[start] !== LBRACKET) return -1;
+  if (first === 0 && line[start + i] === RBRACKET) return last < count ? -1 : i + 1 === arrayEnd ? arrayEnd : -1;
+  while (stop < 0 || i < stop) {
+    const at = start + i;
+    if (line.compare(ENDPOINT_START, 0, ENDPOINT_START.length, at, at + ENDPOINT_START.length) !== 0) return -1;
+    const next = line.indexOf(ENDPOINT_START, at + 1);
+    if (next > 0 && line[next - 1] === COMMA && line[next - 2] === RBRACE && (stop < 0 || next - start <= stop)) {
+      bounds.push(i, next - 1 - start);
+      hint.push(-1);
+      i = next - start;
+      continue;
+    }
+    if (stop >= 0) return -1;
+    const end = skipValue(line, at);
+    if (end < 0) return -1;
+    bounds.push(i, end - start);
+    hint.push(-1);
+    const close = skipSpace(line, end);
+    return line[close] === RBRACKET && close + 1 - start === arrayEnd ? arrayEnd : -1;
+  }
+  for (let k = last; k < count; k++) {
+    bounds.push(oldBounds[2 * k]! + shift, oldBounds[2 * k + 1]! + shift);
+    hint.push(k);
+  }
+  return line[start + arrayEnd - 1] === RBRACKET ? arrayEnd : -1;
+}
 
 interface Endpoint {
   /** Canonical bytes of the slim endpoint, validated for the slice's address type. */
@@ -148,17 +141,18 @@ interface Endpoint {
 
 interface SliceState {
   addressType: string;
-  /** The endpoints' bytes as the API server sent them at the slice's last event, and their slim encodings. */
-  raw: string[];
+  /** The slim record without endpoints, as validated. */
+  headerJson: string;
+  /**
+   * The slice's last event from its endpoints array to the end of the line (a copy, so that the socket's buffers are
+   * not kept), where the array ends in it, each element's range in it, and their slim encodings.
+   */
+  raw: Buffer;
+  arrayEnd: number;
+  bounds: number[];
   endpoints: Endpoint[];
-}
-
-export interface DecodedEvent {
-  type: WatchEventType;
-  /** metadata, addressType and ports only (the endpoints are in `value`). */
-  object: KubeObject;
-  /** The canonical slim record (ADDED/MODIFIED), or why the slice cannot be slimmed. */
-  record?: { value: string } | { error: unknown };
+  /** The canonical order of `endpoints` (indices), to be reused while no endpoint moves in it. */
+  order: number[];
 }
 
 export interface SliceDecoderStats {
@@ -166,11 +160,20 @@ export interface SliceDecoderStats {
   reused: number;
   /** Endpoints parsed, slimmed and validated. */
   decoded: number;
+  /** Events whose endpoints were split knowing the slice's previous event (only the changed part searched). */
+  shortcuts: number;
 }
 
-export class EndpointSliceDecoder {
+const EMPTY = Buffer.alloc(0);
+
+function sliceId(metadata: unknown): string | undefined {
+  const { name, namespace } = (metadata ?? {}) as { name?: unknown; namespace?: unknown };
+  return typeof name === 'string' ? `${typeof namespace === 'string' ? namespace : ''}/${name}` : undefined;
+}
+
+export class EndpointSliceDecoder implements WatchDecoder {
   private readonly slices = new Map<string, SliceState>();
-  readonly stats: SliceDecoderStats = { reused: 0, decoded: 0 };
+  readonly stats: SliceDecoderStats = { reused: 0, decoded: 0, shortcuts: 0 };
 
   /** Slices whose endpoints are remembered. */
   get size(): number {
@@ -184,80 +187,148 @@ export class EndpointSliceDecoder {
 
   /** Decodes one watch line, or returns undefined to leave it to the ordinary decoding. */
   decode(line: Buffer): DecodedEvent | undefined {
-    // The API server's framing, `{"type":"…","object":{…}}`; anything else is decoded as usual.
-    if (line.compare(TYPE_PREFIX, 0, TYPE_PREFIX.length, 0, TYPE_PREFIX.length) !== 0) return undefined;
-    const typeEnd = line.indexOf(OBJECT_MARK, TYPE_PREFIX.length);
-    if (typeEnd < 0 || typeEnd > TYPE_PREFIX.length + 10) return undefined;
-    const type = line.toString('latin1', TYPE_PREFIX.length, typeEnd);
-    if (type !== 'ADDED' && type !== 'MODIFIED' && type !== 'DELETED') return undefined;
-    const objectAt = typeEnd + OBJECT_MARK.length;
-
-    const header: string[] = [];
-    const raw: string[] = [];
+    const frame = eventFrame(line);
+    if (!frame) return undefined;
+    const { type } = frame;
+    const object: Record<string, unknown> = {};
+    const bounds: number[] = [];
+    const hint: number[] = [];
+    let arrayStart = -1;
+    let arrayEnd = -1;
+    let unreadable = false;
+    /** The slice whose previous event `hint` refers to. */
+    let hinted: string | undefined;
+    const { slices, stats } = this;
     const objectEnd = walkObject(
       line,
-      objectAt,
+      frame.objectAt,
+      SLICE_KEYS,
       function member(key: string, start: number, stop: number) {
-        if (key === 'metadata' || key === 'addressType' || key === 'ports') header.push(`"${key}":${line.toString('utf8', start, stop)}`);
+        if (key === 'endpoints') return;
+        try {
+          object[key] = JSON.parse(line.toString('utf8', start, stop));
+        } catch {
+          unreadable = true;
+        }
       },
       function endpointsEnd(key: string, start: number): number | undefined {
-        return key === 'endpoints' && line[start] === LBRACKET ? splitEndpoints(line, start, raw) : undefined;
+        if (key !== 'endpoints' || line[start] !== LBRACKET) return undefined;
+        // A second endpoints key (JSON.parse would take the last): start over, as JSON.parse does.
+        bounds.length = 0;
+        hint.length = 0;
+        arrayStart = start;
+        // The API server writes metadata first: then the slice's previous event is known here.
+        hinted = sliceId(object.metadata);
+        const previous = hinted === undefined ? undefined : slices.get(hinted);
+        const end = previous ? splitAfter(line, start, previous, bounds, hint) : -1;
+        if (end >= 0) {
+          stats.shortcuts++;
+          arrayEnd = start + end;
+          return arrayEnd;
+        }
+        bounds.length = 0;
+        hint.length = 0;
+        arrayEnd = splitEndpoints(line, start, bounds);
+        for (let k = 0; k < bounds.length; k++) bounds[k]! -= start;
+        return arrayEnd;
       },
     );
-    if (objectEnd < 0 || line[skipSpace(line, objectEnd)] !== RBRACE) return undefined;
-    let object: V1EndpointSlice;
-    try {
-      object = JSON.parse(`{${header.join(',')}}`) as V1EndpointSlice;
-    } catch {
-      return undefined;
-    }
-    const name = object.metadata?.name;
+    if (unreadable || !endsEvent(line, objectEnd)) return undefined;
+    const slice = object as unknown as V1EndpointSlice;
+    const name = slice.metadata?.name;
     if (typeof name !== 'string' || !name) return undefined;
-    const id = `${object.metadata?.namespace ?? ''}/${name}`;
+    const id = sliceId(slice.metadata)!;
     if (type === 'DELETED') {
       this.slices.delete(id);
       return { type, object: object as KubeObject };
     }
-
-    return { type, object: object as KubeObject, record: this.encode(id, object, raw) };
+    // Hints about another object's elements (metadata given twice) are dropped.
+    if (hinted !== id) hint.length = 0;
+    // The endpoints' part of the line and what follows it are kept, with ranges relative to it.
+    let raw = EMPTY;
+    if (arrayStart >= 0) {
+      raw = Buffer.allocUnsafe(line.length - arrayStart);
+      line.copy(raw, 0, arrayStart);
+    }
+    return { type, object: object as KubeObject, record: this.encode(id, slice, raw, arrayStart < 0 ? 0 : arrayEnd - arrayStart, bounds, hint) };
   }
 
-  private decodeEndpoint(bytes: string, type: SlimEndpointSlice['addressType'], index: number): Endpoint {
+  private decodeEndpoint(raw: Buffer, start: number, end: number, type: SlimEndpointSlice['addressType'], index: number): Endpoint {
     this.stats.decoded++;
-    const slim = buildSlimEndpoint(JSON.parse(Buffer.from(bytes, 'latin1').toString('utf8')) as V1Endpoint);
+    const slim = buildSlimEndpoint(JSON.parse(raw.toString('utf8', start, end)) as V1Endpoint);
     validateSlimEndpoint(type, slim, index);
     return { json: JSON.stringify(slim), sortKey: endpointSortKey(slim) };
   }
 
-  private encode(id: string, object: V1EndpointSlice, raw: string[]): { value: string } | { error: unknown } {
+  private encode(id: string, object: V1EndpointSlice, raw: Buffer, arrayEnd: number, bounds: number[], hint: number[]): { value: string } | { error: unknown } {
     try {
       const headerRecord = buildSlimEndpointSlice({ ...object, endpoints: [] });
-      validateSlim('endpointSlice', headerRecord);
       const previous = this.slices.get(id);
-      const old = previous?.addressType === headerRecord.addressType ? previous : { raw: [] as string[], endpoints: [] as Endpoint[] };
+      // The header (names, address type, ports) rarely changes: validated when its bytes do.
+      const headerJson = JSON.stringify(headerRecord);
+      if (previous?.headerJson !== headerJson) validateSlim('endpointSlice', headerRecord);
+      const old = previous?.addressType === headerRecord.addressType ? previous : undefined;
+      const oldCount = old ? old.endpoints.length : 0;
+      /** Whether new element n has the bytes old element j had. */
+      const same = (n: number, j: number) =>
+        j < oldCount && raw.compare(old!.raw, old!.bounds[2 * j]!, old!.bounds[2 * j + 1]!, bounds[2 * n]!, bounds[2 * n + 1]!) === 0;
       // The controller keeps its endpoints in order and changes a few: walk both lists side by side, comparing bytes
       // (no hashing); only when they lose step is a lookup table built.
       let byBytes: Map<string, Endpoint> | undefined;
+      const count = bounds.length / 2;
       const list: Endpoint[] = [];
-      for (let index = 0, j = 0; index < raw.length; index++) {
-        const bytes = raw[index]!;
+      /** For each new element, the old one it reuses (-1: decoded afresh), to tell whether the order still holds. */
+      const from: number[] = [];
+      let inStep = old !== undefined;
+      for (let n = 0, j = 0; n < count; n++) {
         let endpoint: Endpoint | undefined;
-        if (old.raw[j] === bytes) endpoint = old.endpoints[j++];
-        else if (old.raw[j + 1] === bytes) {
-          endpoint = old.endpoints[j + 1];
+        let source = -1;
+        const known = hint[n] ?? -1;
+        // Known to repeat an old element (the shared prefix or suffix): no comparison needed.
+        if (known >= j && old) {
+          source = known;
+          j = known + 1;
+        } else if (same(n, j)) source = j++;
+        else if (same(n, j + 1)) {
+          source = j + 1;
           j += 2;
-        } else if (raw[index + 1] !== old.raw[j]) {
-          byBytes ??= new Map(old.raw.map((r, i) => [r, old.endpoints[i]!]));
-          endpoint = byBytes.get(bytes);
+        } else if (old && !same(n + 1, j)) {
+          byBytes ??= new Map(old.endpoints.map((e, k) => [old.raw.toString('latin1', old.bounds[2 * k]!, old.bounds[2 * k + 1]!), e]));
+          endpoint = byBytes.get(raw.toString('latin1', bounds[2 * n]!, bounds[2 * n + 1]!));
+          if (endpoint) inStep = false;
         }
+        if (source >= 0) endpoint = old!.endpoints[source];
         if (endpoint) this.stats.reused++;
-        else endpoint = this.decodeEndpoint(bytes, headerRecord.addressType, index);
+        else endpoint = this.decodeEndpoint(raw, bounds[2 * n]!, bounds[2 * n + 1]!, headerRecord.addressType, n);
         list.push(endpoint);
+        from.push(source);
       }
-      // A stable sort by the same key as buildSlimEndpointSlice's, so ties keep the API's order there as here.
-      const sorted = list.slice().sort(bySortKey);
-      const value = joinSlimEndpointSlice(headerRecord, sorted.map((e) => e.json));
-      this.slices.set(id, { addressType: headerRecord.addressType, raw, endpoints: list });
+      // The canonical order is a stable sort by the same key as buildSlimEndpointSlice's (ties keep the API's order),
+      // i.e. by (sort key, position). While the old endpoints kept their relative positions, their old order still
+      // holds among them, and only the new ones are placed into it.
+      const before = (a: number, b: number) => bySortKey(list[a]!, list[b]!) || a - b;
+      let order: number[];
+      if (inStep && old) {
+        const positionOf = new Array<number>(oldCount).fill(-1);
+        for (let n = 0; n < count; n++) if (from[n]! >= 0) positionOf[from[n]!] = n;
+        order = [];
+        for (const k of old.order) if (positionOf[k]! >= 0) order.push(positionOf[k]!);
+        for (let n = 0; n < count; n++) {
+          if (from[n]! >= 0) continue;
+          let low = 0;
+          let high = order.length;
+          while (low < high) {
+            const mid = (low + high) >>> 1;
+            if (before(order[mid]!, n) < 0) low = mid + 1;
+            else high = mid;
+          }
+          order.splice(low, 0, n);
+        }
+      } else {
+        order = list.map((_, n) => n).sort(before);
+      }
+      const value = joinSlimEndpointSlice(headerRecord, order.map((n) => list[n]!.json));
+      this.slices.set(id, { addressType: headerRecord.addressType, headerJson, raw, arrayEnd, bounds, endpoints: list, order });
       return { value };
     } catch (error) {
       return { error };

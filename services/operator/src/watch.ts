@@ -9,7 +9,7 @@
 import { STATUS_CODES, request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { request as httpsRequest, type RequestOptions } from 'node:https';
 import type { KubeConfig } from '@kubernetes/client-node';
-import type { EndpointSliceDecoder } from './slice-decoder.ts';
+import type { WatchDecoder } from './json-walk.ts';
 import { UnchangedEventFilter, type FingerprintedObject } from './unchanged-filter.ts';
 
 /** An object as the API server sends it: only what the operator reads is typed, the rest is unknown. */
@@ -111,7 +111,7 @@ export interface WatchOptions {
   /** A longer line than this ends the watch with an error instead of buffering without bound. */
   maxLineBytes?: number;
   /** Decodes events selectively (EndpointSlices); a line it does not take is decoded as usual. */
-  decoder?: EndpointSliceDecoder;
+  decoder?: WatchDecoder;
 }
 
 const WATCH_TYPES = new Set<string>(['ADDED', 'MODIFIED', 'DELETED', 'BOOKMARK', 'ERROR']);

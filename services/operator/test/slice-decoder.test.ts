@@ -54,6 +54,32 @@ describe('EndpointSliceDecoder', () => {
     // 100 endpoints decoded once, then about one per event.
     expect(decoder.stats.decoded).toBeLessThan(100 + 60 * 2);
     expect(decoder.stats.reused).toBeGreaterThan(50 * 90);
+    // Each event after the first split knowing the one before it.
+    expect(decoder.stats.shortcuts).toBeGreaterThan(50);
+  });
+
+  it('keeps the canonical order when endpoints are inserted, moved, reordered or share an address', () => {
+    const random = seededRandom(11);
+    const decoder = new EndpointSliceDecoder();
+    let current = slice(random, 40);
+    // Ties: several endpoints with one address keep the API's order among them, in the ordinary path as here.
+    for (const i of [3, 9, 17]) current.endpoints[i]!.addresses = ['10.244.1.1'];
+    for (let step = 0; step < 80; step++) {
+      expect(decoder.decode(line(step === 0 ? 'ADDED' : 'MODIFIED', current))?.record).toEqual({ value: reference(current) });
+      const next: V1EndpointSlice = JSON.parse(JSON.stringify(current));
+      const roll = next.endpoints.length ? random() : 0;
+      const i = Math.floor(random() * next.endpoints.length);
+      if (roll < 0.25) next.endpoints.splice(i, 0, { addresses: [random() < 0.5 ? '10.244.1.1' : `10.244.8.${step}`], conditions: {}, nodeName: 'node-8' });
+      else if (roll < 0.5) next.endpoints.push(...next.endpoints.splice(i, 1));
+      else if (roll < 0.6) next.endpoints.reverse();
+      else if (roll < 0.75) next.endpoints.splice(i, 1);
+      else if (roll < 0.8) next.endpoints.splice(0, next.endpoints.length - (step % 3));
+      // What follows the endpoints changes: the ports, or a label (before them) with them.
+      else if (roll < 0.85) next.ports = [{ name: `p${step}`, port: 8000 + step, protocol: 'TCP' }];
+      else if (roll < 0.9) next.metadata!.labels = { ...next.metadata!.labels, step: String(step) };
+      else next.endpoints[i]!.conditions = { ready: false };
+      current = next;
+    }
   });
 
   it('names a bad address like the ordinary validation does, and keeps the slice\'s previous endpoints', () => {
