@@ -10,12 +10,10 @@
  * Nothing is kept between passes but the caches: a new leader's first pass reads the assignment back from the
  * Services' status and changes nothing that is already right.
  */
-import { CoreV1Api, CustomObjectsApi, PatchStrategy, setHeaderOptions, type KubeConfig } from '@kubernetes/client-node';
-import { Backoff } from '@sluice/backoff';
-import { KvWriter, type Etcd3, type KeySchema, type LeaderElection } from '@sluice/kvstore';
-import type { Logger } from '@sluice/log';
-import { Counter, Gauge, type Registry } from '@sluice/metrics';
+import { CoreV1Api, CustomObjectsApi, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
+import { Counter, Gauge } from '@sluice/metrics';
 import { encodeSlimL2Announcement, labelSelectorSchema, matchesLabelSelector, SCHEMA_VERSION, type LabelSelector, type SlimL2Announcement } from '@sluice/slim';
+import { LeaderGatedLoop, type ControllerOptions } from '../leader-gated.ts';
 import { allocate, canonicalIp, isOurs, SERVICE_CONDITION, type Allocation, type Condition, type Family, type PoolInput, type ServiceInput } from './allocator.ts';
 import { ObjectCache, type Obj } from './informer.ts';
 
@@ -23,16 +21,7 @@ export const POOLS_PATH = '/apis/sluice.io/v1alpha1/sluiceloadbalancerippools';
 export const L2_POLICIES_PATH = '/apis/sluice.io/v1alpha1/sluicel2announcementpolicies';
 const SERVICES_PATH = '/api/v1/services';
 
-export interface LbIpamOptions {
-  kube: KubeConfig;
-  etcd: Etcd3;
-  keys: KeySchema;
-  election: LeaderElection;
-  log: Logger;
-  registry?: Registry;
-  /** Coalescing window of changes before a pass, ms. */
-  batchMs?: number;
-}
+export type LbIpamOptions = ControllerOptions;
 
 /** Status writes are merge patches: they replace our fields and leave the rest of the status alone. */
 const MERGE_PATCH = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
@@ -147,24 +136,15 @@ export class LbIpamController {
   private readonly pools: ObjectCache;
   private readonly services: ObjectCache;
   private readonly policies: ObjectCache;
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<void> | undefined;
-  private again = false;
-  private stopped = false;
-  private writer: KvWriter | undefined;
-  private l2Synced = false;
-  private readonly backoff = new Backoff({ minMs: 500, maxMs: 30_000 });
-  private lastError = '';
+  private readonly loop: LeaderGatedLoop;
   private readonly statusWrites: Counter<'kind' | 'result'>;
   private readonly used: Gauge<'pool'>;
-  private unsubscribe: (() => void) | undefined;
   private readonly core: CoreV1Api;
   private readonly custom: CustomObjectsApi;
-  /** What the last L2 pass wrote, by policy name (the writer skips unchanged values itself; this finds deletions). */
-  private l2Written = new Set<string>();
 
   constructor(private readonly options: LbIpamOptions) {
-    const onChange = () => this.schedule();
+    this.loop = new LeaderGatedLoop({ ...options, name: 'LB IPAM', writerSubsystem: 'l2-writer', pass: () => this.pass() });
+    const onChange = () => this.loop.schedule();
     const kube = options.kube;
     this.core = kube.makeApiClient(CoreV1Api);
     this.custom = kube.makeApiClient(CustomObjectsApi);
@@ -181,58 +161,16 @@ export class LbIpamController {
     this.pools.start();
     this.services.start();
     this.policies.start();
-    this.unsubscribe = this.options.election.onChange((leading) => {
-      if (!leading) {
-        this.writer?.close();
-        this.writer = undefined;
-        this.l2Synced = false;
-      }
-      this.schedule();
-    });
+    this.loop.start();
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
-    this.unsubscribe?.();
-    clearTimeout(this.timer);
-    this.writer?.close();
-    await Promise.all([this.pools.stop(), this.services.stop(), this.policies.stop(), this.running]);
+    await Promise.all([this.pools.stop(), this.services.stop(), this.policies.stop(), this.loop.stop()]);
   }
 
   /** The current allocation as the caches see it (for /status and tests). */
   allocation(): Allocation {
     return allocate(this.pools.list().map(poolInput), this.services.list().map(serviceInput));
-  }
-
-  private schedule(delayMs = this.options.batchMs ?? 50): void {
-    if (this.stopped) return;
-    if (this.running) {
-      this.again = true;
-      return;
-    }
-    clearTimeout(this.timer);
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      this.running = this.pass()
-        .then(() => {
-          this.backoff.reset();
-          this.lastError = '';
-        })
-        .catch((err: unknown) => {
-          const message = (err as Error).message;
-          if (message !== this.lastError) this.options.log.warn({ err: message }, 'LB IPAM pass failed; retrying with backoff');
-          this.lastError = message;
-          this.again = true;
-          return this.backoff.nextDelayMs();
-        })
-        .then((retryMs) => {
-          this.running = undefined;
-          if (this.again) {
-            this.again = false;
-            this.schedule(typeof retryMs === 'number' ? retryMs : undefined);
-          }
-        });
-    }, delayMs);
   }
 
   private async pass(): Promise<void> {
@@ -285,32 +223,15 @@ export class LbIpamController {
   }
 
   private async announce(): Promise<void> {
-    const { etcd, keys, election, log, registry } = this.options;
+    const { keys } = this.options;
     const records = l2Records(this.policies.list(), this.services.list());
-    if (!this.writer) {
-      this.writer = new KvWriter({ client: etcd, guard: election, registry, log: log.child({ subsystem: 'l2-writer' }) });
-      this.l2Synced = false;
-    }
-    const writer = this.writer;
-    const prefix = keys.prefix('l2announcements');
-    if (!this.l2Synced) {
-      // A term's first pass marks the prefix and sweeps whatever a previous leader wrote that no policy asks for now.
-      await writer.beginSync(prefix);
-      for (const r of records) writer.upsert(keys.l2Announcement(r.name), encodeSlimL2Announcement(r));
-      await writer.finishSync(prefix);
-      this.l2Synced = true;
-    } else {
-      const names = new Set(records.map((r) => r.name));
-      for (const r of records) writer.upsert(keys.l2Announcement(r.name), encodeSlimL2Announcement(r));
-      for (const name of this.l2Written) if (!names.has(name)) writer.delete(keys.l2Announcement(name));
-      await writer.flush();
-    }
-    this.l2Written = new Set(records.map((r) => r.name));
+    // A term's first pass sweeps whatever a previous leader wrote that no policy asks for now.
+    await this.loop.syncRecords(keys.prefix('l2announcements'), new Map(records.map((r) => [keys.l2Announcement(r.name), encodeSlimL2Announcement(r)])));
   }
 
   /** One merge PATCH of a status subresource; false (logged once per pass) when the API server did not take it. */
   private async patch(kind: 'service' | 'pool', write: () => Promise<unknown>): Promise<boolean> {
-    if (!this.options.election.isLeader) return true;
+    if (!this.loop.isLeader) return true;
     try {
       await write();
       this.statusWrites.inc({ kind, result: 'ok' });

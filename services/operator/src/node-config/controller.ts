@@ -6,12 +6,11 @@
  * SluiceNodeConfig's status — a `sluice.io/valid` condition naming every unknown key and bad value, and
  * `sluice.io/selected-nodes` with the nodes it selects. The rules are in resolve.ts.
  */
-import { CustomObjectsApi, PatchStrategy, setHeaderOptions, type KubeConfig } from '@kubernetes/client-node';
-import { Backoff } from '@sluice/backoff';
-import { KvWriter, RECORD_VERSION, type Etcd3, type KeySchema, type LeaderElection } from '@sluice/kvstore';
-import type { Logger } from '@sluice/log';
-import { Counter, type Registry } from '@sluice/metrics';
+import { CustomObjectsApi, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
+import { RECORD_VERSION } from '@sluice/kvstore';
+import { Counter } from '@sluice/metrics';
 import { ObjectCache, type Obj } from '../lb-ipam/informer.ts';
+import { LeaderGatedLoop, type ControllerOptions } from '../leader-gated.ts';
 import { effectiveRecord, nodeConfigInput, resolveNodeConfigs, type NodeConfigReport, type Resolution } from './resolve.ts';
 
 export const NODE_CONFIGS_PATH = '/apis/sluice.io/v1alpha1/sluicenodeconfigs';
@@ -22,14 +21,7 @@ export const SELECTED_CONDITION = 'sluice.io/selected-nodes';
 const MERGE_PATCH = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
 type Any = Record<string, any>;
 
-export interface NodeConfigOptions {
-  kube: KubeConfig;
-  etcd: Etcd3;
-  keys: KeySchema;
-  election: LeaderElection;
-  log: Logger;
-  registry?: Registry;
-  batchMs?: number;
+export interface NodeConfigOptions extends ControllerOptions {
   /**
    * Where node names and labels come from. The operator passes its Node mirror's (one Node watch for the whole
    * process: a second one would cost every 12 KB heartbeat again); by default a watch of its own.
@@ -71,20 +63,14 @@ export class NodeConfigController {
   private readonly configs: ObjectCache;
   private readonly nodes: NodeSource;
   private readonly custom: CustomObjectsApi;
-  private readonly backoff = new Backoff({ minMs: 500, maxMs: 30_000 });
   private readonly statusWrites: Counter<'result'>;
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<void> | undefined;
-  private again = false;
-  private stopped = false;
-  private lastError = '';
-  private writer: KvWriter | undefined;
-  private synced = false;
-  private written = new Set<string>();
-  private unsubscribe: (() => void) | undefined;
+  private readonly loop: LeaderGatedLoop;
+  /** Nodes whose configuration has been resolved (each is logged when it first is). */
+  private resolved = new Set<string>();
 
   constructor(private readonly options: NodeConfigOptions) {
-    const onChange = () => this.schedule();
+    this.loop = new LeaderGatedLoop({ ...options, name: 'node config', writerSubsystem: 'nodeconfig-writer', pass: () => this.pass() });
+    const onChange = () => this.loop.schedule();
     this.configs = new ObjectCache({ config: options.kube, path: NODE_CONFIGS_PATH, log: options.log, onChange });
     // Only a node's name and labels matter here: heartbeats are recognised undecoded, and nothing else is kept.
     this.nodes = options.nodes?.(onChange) ?? new ObjectCache({
@@ -98,22 +84,11 @@ export class NodeConfigController {
   start(): void {
     this.configs.start();
     this.nodes.start();
-    this.unsubscribe = this.options.election.onChange((leading) => {
-      if (!leading) {
-        this.writer?.close();
-        this.writer = undefined;
-        this.synced = false;
-      }
-      this.schedule();
-    });
+    this.loop.start();
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
-    this.unsubscribe?.();
-    clearTimeout(this.timer);
-    this.writer?.close();
-    await Promise.all([this.configs.stop(), this.nodes.stop(), this.running]);
+    await Promise.all([this.configs.stop(), this.nodes.stop(), this.loop.stop()]);
   }
 
   /** The resolution the caches give now (status, tests). */
@@ -121,62 +96,15 @@ export class NodeConfigController {
     return resolveNodeConfigs(this.configs.list().map(nodeConfigInput), this.nodes.list().map((o) => ({ name: String(o.metadata?.name ?? ''), labels: labelsOf(o) })));
   }
 
-  private schedule(delayMs = this.options.batchMs ?? 50): void {
-    if (this.stopped) return;
-    if (this.running) {
-      this.again = true;
-      return;
-    }
-    clearTimeout(this.timer);
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      this.running = this.pass()
-        .then(() => {
-          this.backoff.reset();
-          this.lastError = '';
-          return undefined;
-        })
-        .catch((err: unknown) => {
-          const message = (err as Error).message;
-          if (message !== this.lastError) this.options.log.warn({ err: message }, 'node config pass failed; retrying with backoff');
-          this.lastError = message;
-          this.again = true;
-          return this.backoff.nextDelayMs();
-        })
-        .then((retryMs) => {
-          this.running = undefined;
-          if (this.again) {
-            this.again = false;
-            this.schedule(retryMs);
-          }
-        });
-    }, delayMs);
-  }
-
   private async pass(): Promise<void> {
-    const { election, etcd, keys, log, registry } = this.options;
+    const { keys, log } = this.options;
     // A partial view would delete the records of nodes not listed yet.
-    if (!election.isLeader || !this.configs.hasSynced || !this.nodes.hasSynced) return;
+    if (!this.loop.isLeader || !this.configs.hasSynced || !this.nodes.hasSynced) return;
     const resolution = this.resolution();
-    if (!this.writer) {
-      this.writer = new KvWriter({ client: etcd, guard: election, registry, log: log.child({ subsystem: 'nodeconfig-writer' }) });
-      this.synced = false;
-    }
-    const writer = this.writer;
-    const encode = (node: string) => JSON.stringify(effectiveRecord(resolution.nodes.get(node)!, RECORD_VERSION));
-    if (!this.synced) {
-      const prefix = keys.prefix('effectiveconfig');
-      await writer.beginSync(prefix);
-      for (const node of resolution.nodes.keys()) writer.upsert(keys.effectiveNodeConfig(node), encode(node));
-      await writer.finishSync(prefix);
-      this.synced = true;
-    } else {
-      for (const node of resolution.nodes.keys()) writer.upsert(keys.effectiveNodeConfig(node), encode(node));
-      for (const node of this.written) if (!resolution.nodes.has(node)) writer.delete(keys.effectiveNodeConfig(node));
-      await writer.flush();
-    }
-    for (const [node, config] of resolution.nodes) if (!this.written.has(node)) log.info({ node, sources: config.sources }, 'node configuration resolved');
-    this.written = new Set(resolution.nodes.keys());
+    const records = new Map([...resolution.nodes].map(([node, config]) => [keys.effectiveNodeConfig(node), JSON.stringify(effectiveRecord(config, RECORD_VERSION))]));
+    await this.loop.syncRecords(keys.prefix('effectiveconfig'), records);
+    for (const [node, config] of resolution.nodes) if (!this.resolved.has(node)) log.info({ node, sources: config.sources }, 'node configuration resolved');
+    this.resolved = new Set(resolution.nodes.keys());
     await this.writeStatus(resolution.reports);
   }
 
@@ -201,7 +129,7 @@ export class NodeConfigController {
         }),
       ];
       const body = { status: { ...(generation !== undefined ? { observedGeneration: generation } : {}), conditions } };
-      if (!this.options.election.isLeader) return;
+      if (!this.loop.isLeader) return;
       try {
         await this.custom.patchClusterCustomObjectStatus({ group: 'sluice.io', version: 'v1alpha1', plural: 'sluicenodeconfigs', name: report.name, body }, MERGE_PATCH);
         this.statusWrites.inc({ result: 'ok' });
