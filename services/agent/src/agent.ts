@@ -42,6 +42,7 @@ import { startServices } from './reconcilers/services.ts';
 import { startL2Announcer } from './reconcilers/l2-announcer.ts';
 import { iptablesMasquerade, type IptablesMasquerade } from './reconcilers/iptables.ts';
 import { masqueradingText, parseMasqueradeMode, type MasqueradeMode } from './tables/masquerade.ts';
+import { syncIpmasq } from './reconcilers/ipmasq.ts';
 import { withPrerequisites } from './tables/host-routing.ts';
 import { DatapathMode, readStartConfig } from './reconcilers/datapath-mode.ts';
 import { alignTunnelMtu, derivePodMtu, linkMtu, podMtuText, type PodMtu } from './mtu.ts';
@@ -64,6 +65,8 @@ export interface AgentOptions {
   hostRouting: HostRoutingRequest;
   /** off, iptables (SLUICE_POST_nat in the node's namespace) or bpf (the datapath's SNAT); true/false: bpf/off. */
   masquerade?: boolean | MasqueradeMode;
+  /** ip-masq-agent's nonMasqueradeCIDRs: destinations never masqueraded (either mode). */
+  nonMasqueradeCidrs?: string[];
   /** cgroup v2 directory to attach the socket load balancer to (host-namespace clients of services). */
   cgroupRoot?: string;
   /** XDP acceleration of NodePort/LoadBalancer traffic on the uplink (native routing only); default disabled. */
@@ -140,7 +143,8 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
   const hostRoutingRequest = config.hostRouting ?? options.hostRouting;
   // (The BPF service load-balancer always runs in this agent: the prerequisite that can be missing is the masquerade.)
   const hostRouting = withPrerequisites(decideHostRouting(features, hostRoutingRequest), hostRoutingRequest, { masquerade: masqueradeMode, bpfServiceLb: true });
-  const masquerading = masqueradingText(masqueradeMode, options.uplink, clusterCidr);
+  const nonMasqueradeCidrs = options.nonMasqueradeCidrs ?? [];
+  const masquerading = masqueradingText(masqueradeMode, options.uplink, clusterCidr, nonMasqueradeCidrs.length > 0);
   // The reason once, on a line of its own: what a user greps for (`BPF host routing requires`).
   log.info({ hostRouting: hostRouting.mode }, `Host Routing: ${hostRouting.mode}`);
   if (hostRouting.reason) log.warn(hostRouting.reason);
@@ -236,10 +240,12 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
   core.start();
   // iptables masquerading (SLUICE_POST_nat): started once the nodes are known, so a restart never takes the rules
   // away for want of this node's podCIDR.
-  masquerade = iptablesMasquerade({ netns, clusterCidr, nodes: () => core.nodeAddresses(), mode: masqueradeMode, log, registry, ...(options.reconcileIntervalMs !== undefined ? { refreshIntervalMs: options.reconcileIntervalMs } : {}) });
+  masquerade = iptablesMasquerade({ netns, clusterCidr, nodes: () => core.nodeAddresses(), mode: masqueradeMode, nonMasqueradeCidrs, log, registry, ...(options.reconcileIntervalMs !== undefined ? { refreshIntervalMs: options.reconcileIntervalMs } : {}) });
+  const ipmasq = syncIpmasq(dp.maps.ipmasq, nonMasqueradeCidrs);
+  if (ipmasq.added.length || ipmasq.removed.length) log.info({ ...ipmasq, nonMasqueradeCidrs }, 'ip-masq-agent: nonMasqueradeCIDRs programmed');
   let stopping = false;
   const mode = new DatapathMode({
-    datapath: dp, masquerade, features, base, current: { masquerade: masqueradeMode, hostRouting }, uplink: options.uplink, clusterCidr, log,
+    datapath: dp, masquerade, features, base, current: { masquerade: masqueradeMode, hostRouting }, uplink: options.uplink, clusterCidr, ipMasqAgent: nonMasqueradeCidrs.length > 0, log,
     onChange: () => publisher?.update(),
   });
   const masqueradeStarted = core.synced().then(async () => {

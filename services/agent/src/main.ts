@@ -21,6 +21,7 @@ const program = new Command('sluice-agent')
   .addOption(flag('--routing <mode>', 'native or tunnel (a nodeconfig record in etcd overrides it)', 'native'))
   .addOption(flag('--host-routing <mode>', 'auto, bpf or legacy (a nodeconfig record in etcd overrides it)', 'auto'))
   .addOption(flag('--masquerade [mode]', 'masquerade pod traffic leaving the cluster to the node IP: off, iptables (netfilter rules in the node\'s namespace) or bpf (a bare --masquerade: bpf; a nodeconfig record in etcd overrides it)', 'off'))
+  .addOption(flag('--non-masquerade-cidrs <cidrs>', 'ip-masq-agent\'s nonMasqueradeCIDRs: comma-separated IPv4 networks pods reach with their own address in either masquerade mode (sluice bpf ipmasq list shows them)'))
   .addOption(flag('--lb-acceleration <mode>', 'XDP acceleration of NodePort and LoadBalancer traffic arriving on the uplink (native routing): native (driver mode, generic where the driver has none), generic or disabled', 'disabled'))
   .addOption(flag('--cgroup-root <dir>', 'cgroup v2 directory whose processes get socket-level load balancing of services (connect() to a ClusterIP goes to a backend): the hierarchy\'s root on a real node; none by default'))
   .addOption(flag('--state-dir <dir>', 'where local endpoints are kept across restarts (default /var/run/sluice/<node>)'))
@@ -74,6 +75,12 @@ const options = parseOptions(
     healthTlsKey: z.string().min(1).optional(),
     healthTlsServerName: z.string().min(1).optional(),
     clusterSize: schemas.positiveInt.optional(),
+    nonMasqueradeCidrs: z
+      .preprocess(
+        (v) => (typeof v === 'string' ? v.split(',').map((c) => c.trim()).filter(Boolean) : v),
+        z.array(z.string().refine((c) => /^(\d{1,3}\.){3}\d{1,3}\/\d{1,2}$/.test(c) && parseV4Cidr(c)?.text === c, 'each must be an IPv4 network like 192.168.0.0/16 (no host bits)')),
+      )
+      .optional(),
     clusterCidr: z.string().refine((c) => /^(\d{1,3}\.){3}\d{1,3}\/\d{1,2}$/.test(c) && parseV4Cidr(c)?.text === c, 'must be an IPv4 network like 10.128.0.0/9 (no host bits)'),
     serviceCidr: z.string().refine((c) => /^(\d{1,3}\.){3}\d{1,3}\/\d{1,2}$/.test(c) && parseV4Cidr(c)?.text === c, 'must be an IPv4 network like 10.96.0.0/12 (no host bits)'),
     reconcileInterval: schemas.duration,

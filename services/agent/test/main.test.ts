@@ -24,6 +24,7 @@ describe('sluice-agent flags', () => {
     [['--node-name', 'n1', '--etcd-endpoints', 'http://127.0.0.1:2379', '--shutdown-grace', '-1'], /--shutdown-grace/],
     [['--node-name', 'n1', '--etcd-endpoints', 'http://127.0.0.1:2379', '--api-group', 'wheel'], /--api-group/],
     [['--node-name', 'n1', '--etcd-endpoints', 'http://127.0.0.1:2379', '--masquerade', 'nft'], /--masquerade: must be off, iptables or bpf/],
+    [['--node-name', 'n1', '--etcd-endpoints', 'http://127.0.0.1:2379', '--non-masquerade-cidrs', '10.0.0.0/8,192.168.1.1/16'], /--non-masquerade-cidrs: each must be an IPv4 network/],
     [['--node-name', 'n1', '--etcd-endpoints', 'http://127.0.0.1:2379', '--lb-acceleration', 'best-effort'], /--lb-acceleration: must be native, generic or disabled/],
     // BPF host routing asked for explicitly with iptables masquerading: an error at start, not a silent fallback.
     [['--node-name', 'n1', '--etcd-endpoints', 'http://127.0.0.1:2379', '--host-routing', 'bpf', '--masquerade', 'iptables'], /--host-routing: BPF host routing requires enable-bpf-masquerade/],

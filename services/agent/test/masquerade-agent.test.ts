@@ -42,10 +42,10 @@ async function until(what: string, check: () => Promise<boolean> | boolean, ms =
 describe('agent with iptables masquerading', () => {
   let nodeNs = '';
   let prefix = '';
-  const start = (log = createLogger({ component: 'agent', level: 'silent' })) => runAgent({
+  const start = (log = createLogger({ component: 'agent', level: 'silent' }), extra: { nonMasqueradeCidrs?: string[] } = {}) => runAgent({
     nodeName: 'mq-1', etcd: [etcd!.endpoint], rootPrefix: prefix, pinDir: lab.trackPinDir(defaultPinDir(`${lab.id}-mq`)), netns: nodeNs, uplink: 'eth0',
     routing: 'native', hostRouting: 'auto', masquerade: 'iptables', stateDir: stateDir!, apiSocket: join(stateDir!, 'agent.sock'), healthPort: 0, clusterCidr: '10.231.0.0/16',
-    reconcileIntervalMs: 0, log,
+    reconcileIntervalMs: 0, log, ...extra,
   });
   const nat = async () => (await must('ip', ['netns', 'exec', nodeNs, 'iptables-save', '-t', 'nat'])).split('\n').filter((l) => l.includes('SLUICE_POST_nat') && l.startsWith('-A'));
 
@@ -140,6 +140,32 @@ describe('agent with iptables masquerading', () => {
       expect(agent.hostRouting).toEqual(bpfHostRouting);
       await agent.core.synced();
       await until('the old run\'s chain to go', async () => (await nat()).length === 0);
+    } finally {
+      await agent.stop({ graceMs: 5000 });
+      writer.close();
+    }
+  }, 120_000);
+
+  it('programs ip-masq-agent\'s nonMasqueradeCIDRs into sl_ipmasq and SLUICE_POST_nat, and a restart with another list replaces them', async () => {
+    const keys = keySchema(prefix);
+    const writer = createKvClient({ endpoints: [etcd!.endpoint] });
+    // Back to the flags' iptables mode (the last test left the operator's bpf record).
+    await writer.delete().key(keys.effectiveNodeConfig('mq-1'));
+    let agent = await start(undefined, { nonMasqueradeCidrs: ['198.51.100.0/24', '10.0.0.0/8'] });
+    try {
+      expect(agent.datapath.maps.ipmasq.entries().map(([k]) => k.cidr).sort()).toEqual(['10.0.0.0/8', '198.51.100.0/24']);
+      await agent.core.synced();
+      await until('the nonMasqueradeCIDRs\' return rules', async () => (await nat()).filter((l) => l.includes('nonmasq:')).length === 2);
+      const chain = (await nat()).filter((l) => l.startsWith('-A SLUICE_POST_nat'));
+      expect(chain.findIndex((l) => l.includes('-d 198.51.100.0/24 -m comment --comment "sluice:nonmasq:198.51.100.0/24" -j RETURN'))).toBeLessThan(chain.findIndex((l) => l.includes('-j MASQUERADE')));
+      await agent.stop({ graceMs: 5000 });
+      agent = await start(undefined, { nonMasqueradeCidrs: ['10.0.0.0/8'] });
+      expect(agent.datapath.maps.ipmasq.entries().map(([k]) => k.cidr)).toEqual(['10.0.0.0/8']);
+      // In BPF mode the status says so, as Cilium's does.
+      await writer.put(keys.effectiveNodeConfig('mq-1')).value(JSON.stringify({ v: 1, masquerade: 'bpf', sources: ['50-ebpf'] }));
+      await agent.core.synced();
+      await until('BPF masquerading', async () => ((await (await fetch(`${agent.status.url}/status`)).json()) as { masquerading: string }).masquerading.startsWith('BPF'));
+      expect(((await (await fetch(`${agent.status.url}/status`)).json()) as { masquerading: string }).masquerading).toBe('BPF (ip-masq-agent) [eth0] 10.231.0.0/16 [IPv4: Enabled, IPv6: Disabled]');
     } finally {
       await agent.stop({ graceMs: 5000 });
       writer.close();

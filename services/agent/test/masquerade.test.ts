@@ -9,7 +9,7 @@ import { createRegistry } from '@sluice/metrics';
 import { NetLab, must } from '@sluice/netns';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { iptablesMasquerade, masqueradedFlows } from '../src/reconcilers/iptables.ts';
-import { masqueradeRules, masqueradingText, parseMasqueradeMode } from '../src/tables/masquerade.ts';
+import { masqueradeRules, masqueradingText, parseMasqueradeMode, ruleOrder } from '../src/tables/masquerade.ts';
 
 const log = createLogger({ component: 'test', level: 'silent' });
 const lab = new NetLab();
@@ -47,6 +47,10 @@ describe('masquerade table', () => {
     for (const mode of ['off', 'bpf'] as const) expect(masqueradeRules({ mode, clusterCidr: '10.128.0.0/9', nodeIps: ['192.168.1.2'], ownCidrs: ['10.128.1.0/24'] }).size).toBe(0);
     // Outside iptables mode while netfilter still translates flows it masqueraded: the same rules.
     expect([...masqueradeRules({ mode: 'bpf', draining: true, clusterCidr: '10.128.0.0/9', nodeIps: ['192.168.1.2'], ownCidrs: ['10.128.1.0/24'] }).keys()]).toEqual(['jump', 'bpf-snat', 'node:192.168.1.2', 'masq:10.128.1.0/24']);
+    // ip-masq-agent's nonMasqueradeCIDRs return before the masquerade.
+    const ipmasq = masqueradeRules({ mode: 'iptables', clusterCidr: '10.128.0.0/9', nodeIps: ['192.168.1.2'], ownCidrs: ['10.128.1.0/24'], nonMasqueradeCidrs: ['198.51.100.0/24'] });
+    expect(ipmasq.get('nonmasq:198.51.100.0/24')!.rule).toBe('-d 198.51.100.0/24 -m comment --comment "sluice:nonmasq:198.51.100.0/24" -j RETURN');
+    expect([...ipmasq.keys()].sort(ruleOrder).at(-1)).toBe('masq:10.128.1.0/24');
     // No podCIDR yet: nothing to masquerade, no chain.
     expect(masqueradeRules({ mode: 'iptables', clusterCidr: '10.128.0.0/9', nodeIps: ['192.168.1.2'], ownCidrs: [] }).size).toBe(0);
   });
@@ -56,6 +60,7 @@ describe('masquerade table', () => {
     expect(masqueradingText('iptables', 'eth0', '10.128.0.0/9')).toBe('IPTables [IPv4: Enabled, IPv6: Disabled]');
     expect(masqueradingText('bpf', 'eth0', '10.128.0.0/9')).toBe('BPF [eth0] 10.128.0.0/9 [IPv4: Enabled, IPv6: Disabled]');
     expect(masqueradingText('off', 'eth0', '10.128.0.0/9')).toBe('Disabled');
+    expect(masqueradingText('bpf', 'eth0', '10.128.0.0/9', true)).toBe('BPF (ip-masq-agent) [eth0] 10.128.0.0/9 [IPv4: Enabled, IPv6: Disabled]');
   });
 });
 

@@ -167,6 +167,27 @@ export function buildProgram(io: Io, setExit: (code: number) => void): Command {
       }
     });
   bpf
+    .command('ipmasq')
+    .description('ip-masq-agent\'s map of a node')
+    .command('list')
+    .description('The nonMasqueradeCIDRs a node\'s BPF masquerade leaves alone (sl_ipmasq), like cilium-dbg bpf ipmasq list')
+    .requiredOption('--node <name>', 'the node')
+    .option('--pin-dir <dir>', 'the node\'s bpffs pin directory (default: from the demo, else /sys/fs/bpf/sluice/<node>)')
+    .option('--json', 'print as JSON')
+    .action(async (_o, cmd: Command) => {
+      const o = opts(cmd, nodeMapsOptions);
+      const t = o.pinDir ? undefined : await target(cmd).catch(() => undefined);
+      const { openNodeMaps, pinDirFor } = await import('./bpf.ts');
+      const { readIpmasq, renderIpmasq } = await import('./ipmasq.ts');
+      const dp = openNodeMaps(o.node, pinDirFor(t, o.node, o.pinDir));
+      try {
+        const cidrs = readIpmasq(dp);
+        io.stdout(o.json ? json(cidrs.map((cidr) => ({ cidr }))) : renderIpmasq(cidrs));
+      } finally {
+        dp.close();
+      }
+    });
+  bpf
     .command('lb')
     .description('The load-balancer maps of a node')
     .command('list')

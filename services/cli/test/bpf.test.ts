@@ -24,6 +24,16 @@ describe('sluice bpf', () => {
       [{ cidr: '10.200.1.0/24' }, { nodeIp: '10.0.0.2', flags: 0 }],
     ]);
     dp.maps.tunnel.upsertBatch([[{ cidr: '10.200.1.0/24' }, { nodeIp: '10.0.0.2', vni: 0 }]]);
+    dp.maps.ipmasq.upsertBatch([[{ cidr: '192.168.0.0/16' }, { flags: 0 }], [{ cidr: '10.0.0.0/8' }, { flags: 0 }], [{ cidr: '169.254.0.0/16' }, { flags: 0 }]]);
+  });
+
+  it('ipmasq list prints the nonMasqueradeCIDRs as cilium-dbg bpf ipmasq list does', async () => {
+    const c = capture();
+    expect(await runCli(['bpf', 'ipmasq', 'list', '--node', 'n1', '--pin-dir', pinDir], c.io)).toBe(0);
+    expect(c.out()).toBe('IP PREFIX/ADDRESS\n10.0.0.0/8\n169.254.0.0/16\n192.168.0.0/16\n');
+    const j = capture();
+    expect(await runCli(['bpf', 'ipmasq', 'list', '--node', 'n1', '--pin-dir', pinDir, '--json'], j.io)).toBe(0);
+    expect(JSON.parse(j.out())).toEqual([{ cidr: '10.0.0.0/8' }, { cidr: '169.254.0.0/16' }, { cidr: '192.168.0.0/16' }]);
   });
 
   afterAll(() => {

@@ -36,6 +36,8 @@ export interface DatapathModeOptions {
   current: { masquerade: MasqueradeMode; hostRouting: HostRoutingDecision };
   uplink: string;
   clusterCidr: string;
+  /** nonMasqueradeCIDRs are configured (status: `BPF (ip-masq-agent)`). */
+  ipMasqAgent?: boolean;
   log: Logger;
   /** After a switch (status publishing). */
   onChange?: () => void;
@@ -63,7 +65,7 @@ export class DatapathMode {
   }
 
   get masquerading(): string {
-    return masqueradingText(this.masqueradeMode, this.options.uplink, this.options.clusterCidr);
+    return masqueradingText(this.masqueradeMode, this.options.uplink, this.options.clusterCidr, this.options.ipMasqAgent);
   }
 
   /** Applies the operator's record (undefined: none, back to the base); switches run one at a time, in order. */

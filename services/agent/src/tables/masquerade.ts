@@ -13,7 +13,9 @@
  * registered in the node's namespace — without any rule needing it the kernel stops tracking, and those flows would
  * leave untranslated and be reset). BPF's flows carry the mark in every mode, so netfilter never translates them.
  *
- * One row per rule, keyed `jump`, `bpf-snat`, `node:<ip>`, `masq:<podCIDR>`; the rule text is the row's value, in the canonical
+ * ip-masq-agent's nonMasqueradeCIDRs return too (`nonmasq:<cidr>`), before the masquerade.
+ *
+ * One row per rule, keyed `jump`, `bpf-snat`, `node:<ip>`, `nonmasq:<cidr>`, `masq:<podCIDR>`; the rule text is the row's value, in the canonical
  * form `iptables-save` prints (the target compares it verbatim to find drift). Rows are few (one per node), so the
  * table stores them and `refresh()` reports exactly the keys whose rule appeared, changed or went.
  */
@@ -40,10 +42,10 @@ export function parseMasqueradeMode(value: unknown): MasqueradeMode | undefined 
   return typeof value === 'string' && (MASQUERADE_MODES as readonly string[]).includes(value) ? (value as MasqueradeMode) : undefined;
 }
 
-/** Cilium's status line, without the "Masquerading: " label. */
-export function masqueradingText(mode: MasqueradeMode, uplink: string, clusterCidr: string): string {
+/** Cilium's status line, without the "Masquerading: " label (`ipMasqAgent`: nonMasqueradeCIDRs are configured). */
+export function masqueradingText(mode: MasqueradeMode, uplink: string, clusterCidr: string, ipMasqAgent = false): string {
   if (mode === 'iptables') return 'IPTables [IPv4: Enabled, IPv6: Disabled]';
-  if (mode === 'bpf') return `BPF [${uplink}] ${clusterCidr} [IPv4: Enabled, IPv6: Disabled]`;
+  if (mode === 'bpf') return `BPF${ipMasqAgent ? ' (ip-masq-agent)' : ''} [${uplink}] ${clusterCidr} [IPv4: Enabled, IPv6: Disabled]`;
   return 'Disabled';
 }
 
@@ -56,6 +58,8 @@ export interface MasqueradeInputs {
   ownCidrs: Iterable<string>;
   /** Outside iptables mode: netfilter still translates flows it masqueraded, so its rules stay until they end. */
   draining?: boolean;
+  /** ip-masq-agent's nonMasqueradeCIDRs: destinations pods reach with their own address. */
+  nonMasqueradeCidrs?: Iterable<string>;
 }
 
 const comment = (key: string) => `-m comment --comment "sluice:${key}"`;
@@ -71,13 +75,14 @@ export function masqueradeRules(inputs: MasqueradeInputs): Map<string, Masquerad
   rows.set('jump', { chain: 'POSTROUTING', rule: `-m comment --comment "${FEEDER_COMMENT}" -j ${MASQ_CHAIN}` });
   rows.set('bpf-snat', { chain: MASQ_CHAIN, rule: `-m mark --mark ${hex(SNAT_MARK_BPF)}/${hex(SNAT_MARK_BPF)} ${comment('bpf-snat')} -j RETURN` });
   for (const ip of [...new Set(inputs.nodeIps)].sort()) rows.set(`node:${ip}`, { chain: MASQ_CHAIN, rule: `-d ${ip}/32 ${comment(`node:${ip}`)} -j RETURN` });
+  for (const cidr of [...new Set(inputs.nonMasqueradeCidrs ?? [])].sort()) rows.set(`nonmasq:${cidr}`, { chain: MASQ_CHAIN, rule: `-d ${cidr} ${comment(`nonmasq:${cidr}`)} -j RETURN` });
   for (const cidr of cidrs) rows.set(`masq:${cidr}`, { chain: MASQ_CHAIN, rule: `-s ${cidr} ! -d ${inputs.clusterCidr} ${comment(`masq:${cidr}`)} -j MASQUERADE` });
   return rows;
 }
 
 /** The order rules must have in the chain: returns before masquerades (the first match wins). */
 export function ruleOrder(a: string, b: string): number {
-  const rank = (k: string) => (k === 'bpf-snat' ? 0 : k.startsWith('node:') ? 1 : 2);
+  const rank = (k: string) => (k === 'bpf-snat' ? 0 : k.startsWith('node:') || k.startsWith('nonmasq:') ? 1 : 2);
   return rank(a) - rank(b) || (a < b ? -1 : a > b ? 1 : 0);
 }
 
