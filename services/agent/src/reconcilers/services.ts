@@ -140,7 +140,8 @@ export function startServices(options: ServicesOptions): Services {
   const reconciler = new Reconciler<LbService>({
     target: servicesTarget(programmer),
     desired: table,
-    log: log.child({ reconciler: 'services' }),
+    // (The reconciler names itself on its lines.)
+    log,
     ...(options.registry ? { registry: options.registry } : {}),
     refreshIntervalMs: options.refreshIntervalMs ?? 60_000,
     batchMs: options.batchMs ?? 10,
