@@ -172,6 +172,12 @@ class PrefixWatcher<T> implements PrefixWatch {
   /** Keys the consumer holds that the last relist did not find, not deleted yet because the view is incomplete. */
   private readonly stale = new Set<string>();
   private listed = false;
+  /**
+   * A list cut short by a failed page: the next attempt resumes at that page, at the same pinned revision, instead of
+   * starting over. Under a thundering herd (thousands of agents listing at once) pages time out; a list that starts
+   * over after each one may never finish, while one that resumes always progresses.
+   */
+  private listCursor: { pinned: number; start: Buffer; seen: Set<string> } | undefined;
   private unsubscribeGate: (() => void) | undefined;
   private probeTimer: NodeJS.Timeout | undefined;
   private probing = false;
@@ -335,6 +341,7 @@ class PrefixWatcher<T> implements PrefixWatch {
         await this.retryAfter('watch stream disconnected');
       } catch (err) {
         if (this.stopped || err instanceof StoppedError) break;
+        if (err instanceof EtcdReplacedError || isWatchCanceledError(err) || isCompactedError(err)) this.listCursor = undefined;
         if (err instanceof EtcdReplacedError) {
           // Revisions of another etcd (or of an older past) mean nothing here: relist and re-deliver every key, and
           // let the completeness gate decide when what is missing may be deleted.
@@ -421,28 +428,31 @@ class PrefixWatcher<T> implements PrefixWatch {
   /** A full list at one pinned revision, diffed against what the consumer holds. */
   private async list(): Promise<void> {
     const pageSize = this.options.pageSize ?? 1000;
-    let pinned = 0;
-    let start = this.key;
-    const seen = new Set<string>();
+    const cursor = (this.listCursor ??= { pinned: 0, start: this.key, seen: new Set<string>() });
+    const seen = cursor.seen;
     for (;;) {
       if (this.stopped) throw new StoppedError();
-      const page = await this.client.kv.range({ key: start, range_end: this.rangeEnd, limit: pageSize, revision: pinned });
+      const page = await this.client.kv.range({ key: cursor.start, range_end: this.rangeEnd, limit: pageSize, revision: cursor.pinned });
       if (this.stopped) throw new StoppedError();
-      if (pinned === 0) {
-        pinned = Number(page.header.revision);
+      if (cursor.pinned === 0) {
+        cursor.pinned = Number(page.header.revision);
         this.clusterId = String(page.header.cluster_id);
+      } else if (String(page.header.cluster_id) !== this.clusterId) {
+        throw new EtcdReplacedError(`cluster id ${this.clusterId} → ${page.header.cluster_id} during a list`);
       }
       for (const kv of page.kvs) {
         const key = kv.key.toString();
         seen.add(key);
         // `held` doubles as the map being built: an entry is rewritten in place, so a list that fails half-way and
-        // restarts still diffs against exactly what the consumer holds.
+        // resumes (or, after a compaction, starts over) still diffs against exactly what the consumer holds.
         this.applyPut(kv, Number(kv.mod_revision), this.held);
       }
       const last = page.kvs[page.kvs.length - 1];
       if (!page.more || !last) break;
-      start = Buffer.concat([last.key, Buffer.from([0])]);
+      cursor.start = Buffer.concat([last.key, Buffer.from([0])]);
     }
+    this.listCursor = undefined;
+    const pinned = cursor.pinned;
     // Without the gate's word that this view is complete, what is missing is kept (stale) instead of deleted.
     const complete = !this.options.completeness || (!this.gateDistrusted && this.options.completeness.isComplete(pinned));
     for (const key of [...this.held.keys()]) {

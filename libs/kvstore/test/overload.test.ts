@@ -72,6 +72,36 @@ describe('etcd answers "too many requests": retried with backoff, never reaching
     await watch.stop();
   });
 
+  it('a list cut short by a refused page resumes at that page at the same revision, not from the start', async () => {
+    const setup = client();
+    for (let i = 0; i < 25; i++) await setup.put(`resume/k${String(i).padStart(2, '0')}`).value(`v${i}`);
+    const c = client();
+    const kv = c.kv as unknown as { range: (req: { key: Buffer; revision?: number | string }, ...rest: unknown[]) => Promise<{ header: { revision: string } }> };
+    const original = kv.range.bind(c.kv);
+    const calls: Array<{ key: string; revision: number }> = [];
+    let firstRevision = 0;
+    kv.range = async (req, ...rest) => {
+      calls.push({ key: req.key.toString(), revision: Number(req.revision ?? 0) });
+      // The second page is refused twice (a herd's timeouts), everything else answered.
+      if (calls.length === 2 || calls.length === 3) throw new GRPCResourceExhastedError('etcdserver: too many requests');
+      const page = await original(req, ...rest);
+      if (calls.length === 1) firstRevision = Number(page.header.revision);
+      return page;
+    };
+    const events: Array<WatchEvent<string>> = [];
+    const watch = watchPrefix<string>(c, 'resume/', { log, pageSize: 10, backoff: { minMs: 5, maxMs: 20 }, decode: (_k, b) => b.toString(), onEvent: (e) => events.push(e) });
+    await watch.synced;
+    const listCalls = calls.filter((x) => x.key.startsWith('resume/'));
+    // Page 1, page 2 refused twice, page 2, page 3: five calls, the retries at page 2's first key, all pinned.
+    expect(listCalls.map((x) => x.key)).toEqual(['resume/', 'resume/k09\u0000', 'resume/k09\u0000', 'resume/k09\u0000', 'resume/k19\u0000']);
+    expect(listCalls.slice(1).every((x) => x.revision === firstRevision)).toBe(true);
+    expect(events.filter((e) => e.type === 'upsert')).toHaveLength(25);
+    expect(new Set(events.flatMap((e) => (e.type === 'upsert' ? [e.key] : []))).size).toBe(25);
+    expect(events.filter((e) => e.type === 'listDone')).toHaveLength(1);
+    expect(watch.status().retries).toBe(2);
+    await watch.stop();
+  });
+
   it('a writer whose transactions are refused retries them until they land; flush resolves', async () => {
     const c = client();
     const writer = new KvWriter({ client: c, log, backoff: { minMs: 5, maxMs: 20 } });
