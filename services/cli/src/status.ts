@@ -57,6 +57,7 @@ export interface StatusReport {
   agents: Section;
   hostRouting: Section;
   masquerading: Section;
+  podMtu: Section;
   kubeProxyReplacement: Section;
   l2Announcements: Section;
   endpoints: Section;
@@ -72,6 +73,7 @@ export const SECTION_LABELS: Record<Exclude<keyof StatusReport, 'node' | 'time'>
   agents: 'Agents',
   hostRouting: 'Host Routing',
   masquerading: 'Masquerading',
+  podMtu: 'Pod MTU',
   kubeProxyReplacement: 'KubeProxyReplacement',
   l2Announcements: 'L2 Announcements',
   endpoints: 'Endpoints',
@@ -152,6 +154,10 @@ export async function gatherStatus(target: Target, options: StatusOptions = {}):
       masquerading: agents.length
         ? { state: 'Ok', summary: byValue(agents, (a) => a.masquerading), data: Object.fromEntries(agents.map((a) => [a.node, a.masquerading])) }
         : { state: 'Disabled', summary: 'unknown (no agent reporting)' },
+      // The MTU new pods' veths get (the uplink's, less the tunnel's overhead in tunnel mode), per agent.
+      podMtu: agents.some((a) => a.podMtu)
+        ? { state: 'Ok', summary: byValue(agents, (a) => (a.podMtu ? String(a.podMtu) : 'unknown')), data: Object.fromEntries(agents.map((a) => [a.node, a.podMtu ?? null])) }
+        : { state: 'Disabled', summary: 'unknown (no agent reports it)' },
       kubeProxyReplacement: kubeProxyReplacementSection(locals, agents.length),
       l2Announcements: l2AnnouncementsSection(locals),
       endpoints: endpointsSection(agents, podCount, options.node),

@@ -65,10 +65,11 @@ describe('sluice status / nodes / endpoints on a real etcd', () => {
     }
     for (const kind of RESOURCE_KINDS) await client.put(keys.synced(kind)).value(syncedMarkerValue(kind));
     await client.put(keys.operatorHeartbeat()).value(JSON.stringify({ identity: 'operator-a', leaderSince: '2026-11-21T22:00:00.000Z', term: 3 }));
-    await client.put(keys.agent('n1')).value(JSON.stringify(agent('n1', { statusUrl: `http://127.0.0.1:${port}` })));
+    await client.put(keys.agent('n1')).value(JSON.stringify(agent('n1', { statusUrl: `http://127.0.0.1:${port}`, podMtu: 8950 })));
     await client.put(keys.agent('n2')).value(JSON.stringify(agent('n2', {
       hostRouting: { mode: 'Legacy', reason: 'BPF host routing requires enable-bpf-masquerade. Falling back to legacy host routing (enable-host-legacy-routing=true).', status: 'Host Routing: Legacy (BPF host routing requires enable-bpf-masquerade. Falling back to legacy host routing (enable-host-legacy-routing=true).)' },
       masquerading: 'IPTables [IPv4: Enabled, IPv6: Disabled]',
+      podMtu: 9000,
       synced: false,
     })));
   });
@@ -89,6 +90,7 @@ describe('sluice status / nodes / endpoints on a real etcd', () => {
     expect(out).toMatch(/^Agents:\s+Warning\s+2\/3 running, version 0\.1\.0, 1 of 3 nodes without an agent, missing: n3$/m);
     expect(out).toMatch(/^Host Routing:\s+BPF on n1; Legacy \(BPF host routing requires enable-bpf-masquerade\. Falling back to legacy host routing \(enable-host-legacy-routing=true\)\.\) on n2$/m);
     expect(out).toMatch(/^Masquerading:\s+BPF \[eth0\] 10\.200\.0\.0\/16 \[IPv4: Enabled, IPv6: Disabled\] on n1; IPTables \[IPv4: Enabled, IPv6: Disabled\] on n2$/m);
+    expect(out).toMatch(/^Pod MTU:\s+8950 on n1; 9000 on n2$/m);
     expect(out).toMatch(/^Endpoints:\s+6 pods in etcd, 4 local endpoints on 2 agents$/m);
     expect(out).toMatch(/^Controller Status:\s+5\/6 healthy \(operator mirrors synced 4\/4, agents synced 1\/2, agent etcd watches: 1\/1 connected, 2 retries, 0 decode errors, record errors 0\)$/m);
     expect(out).toMatch(/^Cluster health:\s+no health service/m);
