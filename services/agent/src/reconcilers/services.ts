@@ -187,13 +187,19 @@ export function startServices(options: ServicesOptions): Services {
     ...(options.registry ? { registry: options.registry } : {}),
     ...(options.clusterSize ? { clusterSize: options.clusterSize } : {}),
   });
+  let pollError: string | undefined;
   const pollDevice = async () => {
     if (!options.uplink) return;
     try {
       fromDevice = await deviceAddresses(options.netns, options.uplink);
+      if (pollError !== undefined) log.info({ uplink: options.uplink }, 'reading the uplink\'s addresses works again');
+      pollError = undefined;
       addressesChanged(0);
     } catch (err) {
-      log.warn({ uplink: options.uplink, error: (err as Error).message }, 'could not read the uplink\'s addresses; NodePort frontends keep the last ones');
+      // Once per kind of failure, not every poll.
+      const message = (err as Error).message;
+      if (message !== pollError) log.warn({ uplink: options.uplink, error: message }, 'could not read the uplink\'s addresses; NodePort frontends keep the last ones');
+      pollError = message;
     }
   };
   const watches = [
