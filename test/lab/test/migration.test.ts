@@ -12,7 +12,9 @@
  * masquerading (netfilter's conntrack owns its translation, so after the switch the BPF path must leave its packets
  * to the stack) and one opened under BPF masquerading before the way back (its mapping lives in the BPF NAT table,
  * so the BPF SNAT keeps translating it after iptables takes over new flows). The server sees each connection from
- * node 1's address and the same port all along.
+ * node 1's address and the same port all along. With every node on BPF, a ping to the outside server (ICMP echo
+ * masqueraded by BPF) is answered, and pings to a pod on node 2 with TTL 1, 2 and 3 show each BPF-forwarding node
+ * decrementing the TTL (time exceeded from node 1, then node 2, then an answer).
  */
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -41,6 +43,7 @@ const saved = process.env.SLUICE_MASQUERADE;
 const kubectl = async (...args: string[]) => (await run('kubectl', ['--kubeconfig', sim.kubeconfigPath, '--cache-dir', join(dir, 'cache'), ...args], { timeout: 30_000 })).stdout;
 const status = async (node: LabNode) => (await (await fetch(`${node.statusUrl}/status`)).json()) as { masquerading: string; hostRouting: { mode: string; reason: string } };
 const natRules = async (node: LabNode) => (await execIn(node.netns, 'iptables-save', ['-t', 'nat'])).stdout.split('\n').filter((l) => l.startsWith('-A') && l.includes('SLUICE_POST_nat'));
+const counters = async (node: LabNode) => (await (await fetch(`${node.statusUrl}/counters`)).json()) as Record<string, { packets: number } | undefined>;
 const ECHO_PORT = 7007;
 
 /** A TCP connection from a pod that sends a numbered line every 100 ms; the outside server echoes it with the peer it saw. */
@@ -188,6 +191,20 @@ describe('iptables → BPF masquerading, node by node, without a failed request'
     // tracking it) while BPF masquerades new flows; nodes 2 and 3 had no such flow and have no rules left.
     expect(await natRules(n1)).not.toEqual([]);
     await until('nodes 2 and 3 without iptables masquerade rules', async () => (await natRules(n2)).length + (await natRules(n3)).length === 0);
+    // ICMP echo to the outside server, masqueraded by BPF (identifier translated both ways), is answered.
+    const icmpBefore = (await counters(n1)).snatIcmp!.packets;
+    const ping = await execIn(client.netns, 'ping', ['-n', '-c', '2', '-W', '2', outside.ip], { timeoutMs: 10_000 });
+    expect(ping.code, ping.stdout).toBe(0);
+    expect((await counters(n1)).snatIcmp!.packets - icmpBefore).toBeGreaterThanOrEqual(4);
+    // BPF host routing forwards pod → remote pod itself, decrementing the TTL at each node as routers do: TTL 1 and
+    // 2 end at node 1 and node 2 with ICMP time exceeded (the stack's answer), TTL 3 reaches the pod.
+    const exceededBefore = (await counters(n1)).ttlExceeded!.packets;
+    for (const ttl of [1, 2]) {
+      const r = await execIn(client.netns, 'ping', ['-n', '-c', '1', '-W', '2', '-t', String(ttl), pod(n2).ip], { timeoutMs: 10_000 });
+      expect(r.stdout, `ttl ${ttl}`).toMatch(/Time to live exceeded/);
+    }
+    expect((await counters(n1)).ttlExceeded!.packets - exceededBefore).toBeGreaterThanOrEqual(1);
+    expect((await execIn(client.netns, 'ping', ['-n', '-c', '1', '-W', '2', '-t', '3', pod(n2).ip], { timeoutMs: 10_000 })).code).toBe(0);
     // Opened under BPF masquerading: its mapping is in the BPF NAT table, which netfilter knows nothing of.
     const underBpf = longLived('connection opened under BPF', client, outside.ip);
     await underBpf.advances();
