@@ -33,8 +33,8 @@
  * which swamps the path's difference) — to be re-run on a quiet machine. UDP's figures are bound by iperf3's one
  * sendmsg per datagram, so they understate the forwarding difference. The agents' CPU stays under 1.3 % of a core
  * and ~100–110 MB resident in both modes: Sluice's iptables mode is one small chain (SLUICE_POST_nat: a RETURN per
- * node and a MASQUERADE of its podCIDR), services are BPF in both, so nothing in the agent grows with services as kube-proxy's
- * iptables rules did in the seed (10 % → 1 %).
+ * node and a MASQUERADE of its podCIDR), services are BPF in both, so nothing in the agent grows with services as
+ * kube-proxy's iptables rules did in the seed (10 % → 1 %).
  */
 import { readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
