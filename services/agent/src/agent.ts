@@ -43,6 +43,7 @@ import { startL2Announcer } from './reconcilers/l2-announcer.ts';
 import { iptablesMasquerade, type IptablesMasquerade } from './reconcilers/iptables.ts';
 import { masqueradingText, parseMasqueradeMode, type MasqueradeMode } from './tables/masquerade.ts';
 import { syncIpmasq } from './reconcilers/ipmasq.ts';
+import { reserveSnatPorts } from './reconcilers/snat-ports.ts';
 import { withPrerequisites } from './tables/host-routing.ts';
 import { DatapathMode, readStartConfig } from './reconcilers/datapath-mode.ts';
 import { alignTunnelMtu, derivePodMtu, linkMtu, podMtuText, type PodMtu } from './mtu.ts';
@@ -241,6 +242,7 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
   // iptables masquerading (SLUICE_POST_nat): started once the nodes are known, so a restart never takes the rules
   // away for want of this node's podCIDR.
   masquerade = iptablesMasquerade({ netns, clusterCidr, nodes: () => core.nodeAddresses(), mode: masqueradeMode, nonMasqueradeCidrs, log, registry, ...(options.reconcileIntervalMs !== undefined ? { refreshIntervalMs: options.reconcileIntervalMs } : {}) });
+  void reserveSnatPorts(netns, log);
   const ipmasq = syncIpmasq(dp.maps.ipmasq, nonMasqueradeCidrs);
   if (ipmasq.added.length || ipmasq.removed.length) log.info({ ...ipmasq, nonMasqueradeCidrs }, 'ip-masq-agent: nonMasqueradeCIDRs programmed');
   let stopping = false;

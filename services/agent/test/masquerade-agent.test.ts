@@ -154,6 +154,8 @@ describe('agent with iptables masquerading', () => {
     let agent = await start(undefined, { nonMasqueradeCidrs: ['198.51.100.0/24', '10.0.0.0/8'] });
     try {
       expect(agent.datapath.maps.ipmasq.entries().map(([k]) => k.cidr).sort()).toEqual(['10.0.0.0/8', '198.51.100.0/24']);
+      // The NAT ports are reserved in the node (its own connections never take one).
+      await until('the NAT ports reserved', async () => (await must('ip', ['netns', 'exec', nodeNs, 'cat', '/proc/sys/net/ipv4/ip_local_reserved_ports'])).includes('61000-65535'));
       await agent.core.synced();
       await until('the nonMasqueradeCIDRs\' return rules', async () => (await nat()).filter((l) => l.includes('nonmasq:')).length === 2);
       const chain = (await nat()).filter((l) => l.startsWith('-A SLUICE_POST_nat'));
