@@ -4,8 +4,8 @@
  * lost stream — paginated at one pinned revision, as @sluice/kvstore's watchPrefix lists — and then watches from the
  * list's revision: 5,000 of them are the thundering herd that etcd must survive. The listed values are counted (bytes,
  * keys), never kept, so that the harness's memory stays that of one agent's counters per node. A failed page is
- * retried, the list restarted, after the same cluster-size-scaled jittered backoff as watchPrefix's; a lost stream
- * the same. `list: 'none'` is the old behaviour: no list, a watch from the given revision resumed from its own.
+ * retried (the list resumes there, at the same revision) after the same cluster-size-scaled jittered backoff as
+ * watchPrefix's; a lost stream the same. `list: 'none'` is the old behaviour: no list, a watch from the given revision resumed from its own.
  */
 import { clusterSizeBackoff, type Backoff } from '@sluice/backoff';
 import { isRetryableEtcdError, prefixRangeEnd } from '@sluice/kvstore';
@@ -84,6 +84,8 @@ class PrefixCounter {
   private readonly key: Buffer;
   private readonly rangeEnd: Buffer;
   private cancel: (() => void) | undefined;
+  /** A list cut short by a failed page resumes there at the same revision, as the kvstore's does. */
+  private cursor: { pinned: number; start: Buffer } | undefined;
 
   constructor(
     private readonly prefix: string,
@@ -118,11 +120,16 @@ class PrefixCounter {
   private async list(): Promise<number> {
     const c = this.options.counters;
     const keysOnly = this.options.list === 'keys';
-    let pinned = 0;
-    let start = this.key;
+    const cursor = (this.cursor ??= { pinned: 0, start: this.key });
     for (;;) {
-      const page = await this.options.client.kv.range({ key: start, range_end: this.rangeEnd, limit: LIST_PAGE_SIZE, revision: String(pinned), keys_only: keysOnly });
-      if (pinned === 0) pinned = Number(page.header.revision);
+      let page;
+      try {
+        page = await this.options.client.kv.range({ key: cursor.start, range_end: this.rangeEnd, limit: LIST_PAGE_SIZE, revision: String(cursor.pinned), keys_only: keysOnly });
+      } catch (err) {
+        if (/compacted/i.test(message(err))) this.cursor = undefined;
+        throw err;
+      }
+      if (cursor.pinned === 0) cursor.pinned = Number(page.header.revision);
       c.listBytes += RESPONSE_OVERHEAD_BYTES;
       for (const kv of page.kvs) {
         c.listKeys++;
@@ -130,11 +137,12 @@ class PrefixCounter {
       }
       const last = page.kvs.at(-1);
       if (!page.more || !last) break;
-      start = Buffer.concat([last.key, Buffer.from([0])]);
+      cursor.start = Buffer.concat([last.key, Buffer.from([0])]);
     }
+    this.cursor = undefined;
     c.lists++;
     this.backoff.reset();
-    return pinned;
+    return cursor.pinned;
   }
 
   private async run(): Promise<void> {
