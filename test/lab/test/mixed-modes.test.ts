@@ -154,4 +154,23 @@ describe('mixed cluster: native and tunnel, BPF and legacy host routing, iptable
     );
     expect(failures).toEqual([]);
   }, 120_000);
+
+  // Last: it changes node 1's mode. Routing is not switched live (datapath-mode.ts): a restart with the new mode.
+  it('a node restarted in tunnel routing gives its new pods the tunnel\'s MTU; its existing pod keeps the MTU it was made with', async () => {
+    const n1 = lab.nodes[0]!;
+    const old = podOn(n1);
+    await lab.restartAgent(n1.name, { args: ['--routing', 'tunnel'] });
+    const s = (await (await fetch(`${n1.statusUrl}/status`)).json()) as { routing: string; mtu: { pod: number } };
+    expect(s).toMatchObject({ routing: 'tunnel', mtu: { pod: UPLINK_MTU - 50 } });
+    expect((await linkInfo(n1.netns, 'vx0')).mtu).toBe(UPLINK_MTU - 50);
+    const fresh = await lab.createPod(n1.name, 'mix-1-tunnel');
+    expect((await linkInfo(fresh.netns, 'eth0')).mtu).toBe(UPLINK_MTU - 50);
+    expect((await linkInfo(old.netns, 'eth0')).mtu).toBe(UPLINK_MTU);
+    // The new pod, through the tunnel now, at its full size, to a native node's pod and a tunnel node's.
+    for (const to of [podOn(lab.nodes[1]!), podOn(lab.nodes[4]!)]) {
+      expect(await get(fresh, to.ip), `${fresh.name} → ${label(to)}`).toBe(to.name);
+      const r = await execIn(fresh.netns, 'ping', ['-c', '1', '-W', '2', '-M', 'do', '-s', String(UPLINK_MTU - 50 - 28), to.ip], { timeoutMs: 8_000 });
+      expect(r.code, `ping ${fresh.name} → ${label(to)}: ${r.stdout}${r.stderr}`).toBe(0);
+    }
+  }, 180_000);
 });
