@@ -23,11 +23,12 @@ import type { Registry } from '@sluice/metrics';
 import { withPrerequisites, type HostRoutingRequest } from '../tables/host-routing.ts';
 import { masqueradingText, parseMasqueradeMode, type MasqueradeMode } from '../tables/masquerade.ts';
 import type { IptablesMasquerade } from './iptables.ts';
+import { registerDatapathCounters } from './datapath-counters.ts';
 import { startSnatGc } from './snat-gc.ts';
 
 export interface DatapathModeOptions {
   /** With its maps, the BPF masquerade's NAT table is garbage-collected while the mode is followed. */
-  datapath: Pick<Datapath, 'setConfig' | 'getConfig'> & Partial<Pick<Datapath, 'maps'>>;
+  datapath: Pick<Datapath, 'setConfig' | 'getConfig'> & Partial<Pick<Datapath, 'maps' | 'readCounters'>>;
   masquerade: IptablesMasquerade;
   features: KernelFeatures;
   /** Flags overlaid with the admin's nodeconfig/ record: what applies where the operator's record says nothing. */
@@ -109,6 +110,9 @@ export class DatapathMode {
     // In every mode: BPF's mappings outlive a switch away from BPF masquerading, until their flows end.
     const maps = this.options.datapath.maps;
     if (maps && !this.snatGc) this.snatGc = startSnatGc({ maps, log: this.options.log, registry: options.registry, intervalMs: options.snatGcIntervalMs });
+    // The programs' counters, the masquerade's drops among them, as metrics.
+    const { readCounters } = this.options.datapath;
+    if (options.registry && readCounters) registerDatapathCounters(options.registry, { readCounters });
     let listed: NodeConfigRecord | undefined;
     let done = false;
     this.watch = watchPrefix<NodeConfigRecord>(options.client, key, {
