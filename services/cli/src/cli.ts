@@ -4,6 +4,7 @@
  */
 import { Command, CommanderError, Option } from 'commander';
 import { addStandardOptions, applyConfigDir, ConfigError, configDirOf, etcdFlags, flag, oneLineError, validate, z } from '@sluice/config';
+import type { Datapath } from '@sluice/datapath';
 import type { ProbeRunner } from './connectivity.ts';
 import { CliError, oneLine } from './errors.ts';
 import { addHealthCommands, healthTlsOptions, healthTlsSchema, type HealthTls } from './health-commands.ts';
@@ -166,48 +167,38 @@ export function buildProgram(io: Io, setExit: (code: number) => void): Command {
         dp?.close();
       }
     });
-  bpf
-    .command('ipmasq')
-    .description('ip-masq-agent\'s map of a node')
-    .command('list')
-    .description('The nonMasqueradeCIDRs a node\'s BPF masquerade leaves alone (sl_ipmasq), like cilium-dbg bpf ipmasq list')
-    .requiredOption('--node <name>', 'the node')
-    .option('--pin-dir <dir>', 'the node\'s bpffs pin directory (default: from the demo, else /sys/fs/bpf/sluice/<node>)')
-    .option('--json', 'print as JSON')
-    .action(async (_o, cmd: Command) => {
-      const o = opts(cmd, nodeMapsOptions);
-      const t = o.pinDir ? undefined : await target(cmd).catch(() => undefined);
-      const { openNodeMaps, pinDirFor } = await import('./bpf.ts');
-      const { readIpmasq, renderIpmasq } = await import('./ipmasq.ts');
-      const dp = openNodeMaps(o.node, pinDirFor(t, o.node, o.pinDir));
-      try {
-        const cidrs = readIpmasq(dp);
-        io.stdout(o.json ? json(cidrs.map((cidr) => ({ cidr }))) : renderIpmasq(cidrs));
-      } finally {
-        dp.close();
-      }
-    });
-  bpf
-    .command('lb')
-    .description('The load-balancer maps of a node')
-    .command('list')
-    .description('Frontends, backends, Maglev tables and connection-tracking counts as the node\'s maps hold them')
-    .requiredOption('--node <name>', 'the node')
-    .option('--pin-dir <dir>', 'the node\'s bpffs pin directory (default: from the demo, else /sys/fs/bpf/sluice/<node>)')
-    .option('--json', 'print as JSON')
-    .action(async (_o, cmd: Command) => {
-      const o = opts(cmd, nodeMapsOptions);
-      const t = o.pinDir ? undefined : await target(cmd).catch(() => undefined);
-      const { openNodeMaps, pinDirFor } = await import('./bpf.ts');
-      const { readLbMaps, renderLbMaps } = await import('./services.ts');
-      const dp = openNodeMaps(o.node, pinDirFor(t, o.node, o.pinDir));
-      try {
-        const view = readLbMaps(dp);
-        io.stdout(o.json ? json(view) : renderLbMaps(view));
-      } finally {
-        dp.close();
-      }
-    });
+  /** A `sluice bpf <group> list` command over one node's pinned maps: `show` gives the JSON value and the table. */
+  const nodeMapsList = (group: string, groupDescription: string, description: string, show: (dp: Datapath) => Promise<{ value: unknown; text: string }>) =>
+    bpf
+      .command(group)
+      .description(groupDescription)
+      .command('list')
+      .description(description)
+      .requiredOption('--node <name>', 'the node')
+      .option('--pin-dir <dir>', 'the node\'s bpffs pin directory (default: from the demo, else /sys/fs/bpf/sluice/<node>)')
+      .option('--json', 'print as JSON')
+      .action(async (_o, cmd: Command) => {
+        const o = opts(cmd, nodeMapsOptions);
+        const t = o.pinDir ? undefined : await target(cmd).catch(() => undefined);
+        const { openNodeMaps, pinDirFor } = await import('./bpf.ts');
+        const dp = openNodeMaps(o.node, pinDirFor(t, o.node, o.pinDir));
+        try {
+          const { value, text } = await show(dp);
+          io.stdout(o.json ? json(value) : text);
+        } finally {
+          dp.close();
+        }
+      });
+  nodeMapsList('ipmasq', 'ip-masq-agent\'s map of a node', 'The nonMasqueradeCIDRs a node\'s BPF masquerade leaves alone (sl_ipmasq), like cilium-dbg bpf ipmasq list', async (dp) => {
+    const { readIpmasq, renderIpmasq } = await import('./ipmasq.ts');
+    const cidrs = readIpmasq(dp);
+    return { value: cidrs.map((cidr) => ({ cidr })), text: renderIpmasq(cidrs) };
+  });
+  nodeMapsList('lb', 'The load-balancer maps of a node', 'Frontends, backends, Maglev tables and connection-tracking counts as the node\'s maps hold them', async (dp) => {
+    const { readLbMaps, renderLbMaps } = await import('./services.ts');
+    const view = readLbMaps(dp);
+    return { value: view, text: renderLbMaps(view) };
+  });
 
   const connectivity = program.command('connectivity').description('Connectivity checks');
   connectivity
