@@ -18,23 +18,23 @@
  * Ratios are BPF over legacy for throughput and packets, legacy over BPF for latency: above 1 means BPF is ahead.
  * The machine's load average is part of the figures: on a shared machine every figure moves with it.
  *
- * What it found: three runs on 2 shared cores at load 10–23 (bench/results/host-routing.json is the last), so a
- * figure moves ±20 % between runs. Clearly and always ahead where the cost is per packet: request/response latency
- * 1.22–1.33× native and 1.30–1.35× tunnel, UDP 64 B packets/s 1.15–1.18× native and 1.13–1.56× tunnel, the BPF
- * masquerade's packets/s 1.09–1.22× iptables'. NOT clearly ahead: single-stream TCP throughput, 0.95×, 0.98× and
- * 1.41× native, 1.29×, 0.95× and 1.13× tunnel (the hand test's 1.11× / no gain) — within the noise. The likely
- * reason: the lab has no NIC; the pods' veths, the uplinks and the bridge pass TCP's 64 KB GSO packets whole, so
- * what BPF host routing saves per packet (netfilter's hooks and conntrack, the routing decision, one backlog hop
- * with bpf_redirect_peer) is spread over 64 KB while the stream is bound by the socket copies on CPUs shared with
- * everything else; the seed's 2× comes from real NICs, where bpf_redirect_neigh keeps the packet's socket so TCP
- * Small Queues gets back-pressure from the driver's queue — a veth has no such queue. The check of that reason, the
- * stream again with 1500-byte packets and no GSO, did not settle it at this load: ~0.3 Gbit/s on both paths, BPF
- * 0.67× native and 1.20× tunnel (one run; each segment then costs tens of µs of scheduling on the loaded cores,
- * which swamps the path's difference) — to be re-run on a quiet machine. UDP's figures are bound by iperf3's one
- * sendmsg per datagram, so they understate the forwarding difference. The agents' CPU stays under 1.3 % of a core
- * and ~100–110 MB resident in both modes: Sluice's iptables mode is one small chain (SLUICE_POST_nat: a RETURN per
- * node and a MASQUERADE of its podCIDR), services are BPF in both, so nothing in the agent grows with services as
- * kube-proxy's iptables rules did in the seed (10 % → 1 %).
+ * What it found: four runs on 2 shared cores at load 10–25 (bench/results/host-routing.json is the last), so a
+ * figure moves ±20 % between runs. Always ahead where the path's length per round trip counts: request/response
+ * latency 1.22–1.33× native and 1.23–1.35× tunnel; UDP 64 B packets/s 1.04–1.18× native and 1.12–1.56× tunnel; the
+ * BPF masquerade's packets/s 1.09–1.43× iptables'. NOT clearly ahead: single-stream TCP throughput, 0.95, 0.98,
+ * 1.41 and 1.06× native, 1.29, 0.95, 1.13 and 0.98× tunnel (the hand test's 1.11× / no gain) — within the noise.
+ * Why: in the lab the forwarding path is not what bounds a stream. There is no NIC: the pods' veths, the uplinks and
+ * the bridge pass TCP's 64 KB GSO packets whole, so what BPF host routing saves per packet (netfilter's hooks and
+ * conntrack, the routing decision, one backlog hop with bpf_redirect_peer) is spread over 64 KB, and the stream is
+ * bound by the socket copies on CPUs shared with everything else. With 1500-byte packets and no GSO the stream is
+ * bound by TCP's per-segment cost at both ends instead: ~0.3 Gbit/s on both paths, 0.67 and 1.05× native, 1.20
+ * and 0.96× tunnel. The seed's 2× comes from real NICs, where bpf_redirect_neigh keeps the packet's socket so TCP
+ * Small Queues gets back-pressure from the driver's queue and redirect_peer spares a softirq round on receive; a
+ * veth has no driver queue to push back. UDP's figures are bound by iperf3's one sendmsg per datagram, so they
+ * understate the forwarding difference. The agents' CPU stays under 1.5 % of a core and ~100–110 MB resident in
+ * both modes: Sluice's iptables mode is one small chain (SLUICE_POST_nat: a RETURN per node and a MASQUERADE of its
+ * podCIDR), services are BPF in both, so nothing in the agent grows with services as kube-proxy's iptables rules
+ * did in the seed (10 % → 1 %).
  */
 import { readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
