@@ -103,7 +103,8 @@ class PrefixCounter {
   }
 
   private record(err: unknown): void {
-    const text = message(err);
+    // By kind: gRPC puts timings and addresses in its messages, which would make each one unique.
+    const text = message(err).replace(/\d+(\.\d+)?s?/g, '…');
     const c = this.options.counters;
     c.errors[text] = (c.errors[text] ?? 0) + 1;
     if (!isRetryableEtcdError(err)) c.unretried[text] = (c.unretried[text] ?? 0) + 1;
