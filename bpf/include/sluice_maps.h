@@ -254,13 +254,15 @@ struct sl_snat_value {
 #define SL_MARK_SNAT_BPF 0x00100000
 
 /*
- * sl_ipmasq (key: struct sl_lpm_key): ip-masq-agent's nonMasqueradeCIDRs, from the configuration — a pod's traffic
- * to them keeps its address, as traffic inside the cluster (the ipcache) does. Only new flows look: a flow mapped
+ * sl_ipmasq (key: struct sl_lpm_key): ip-masq-agent's nonMasqueradeCIDRs, from the configuration, and every cluster
+ * node's IP — a pod's traffic to them keeps its address, as traffic inside the cluster (the ipcache) does. Only new flows look: a flow mapped
  * before its destination was added keeps its mapping until it ends.
  */
 struct sl_ipmasq_value {
-	__u32 flags; /* reserved, 0 */
+	__u32 flags; /* SL_IPMASQ_F_* */
 };
+
+#define SL_IPMASQ_F_NODE 0x1 /* a cluster node's IP (/32), kept by the agent: pod -> node keeps the pod's address */
 
 /* sl_config: one entry, key 0. */
 struct sl_config {

@@ -639,7 +639,9 @@ export const SNAT_MARK_BPF = 0x0010_0000;
 
 // ---- sl_ipmasq -----------------------------------------------------------------------------------------------
 
-/** sl_ipmasq's value (key: lpmKey): a nonMasqueradeCIDR. */
+/** SL_IPMASQ_F_NODE: the entry is a cluster node's IP, kept by the agent (not configuration). */
+export const IPMASQ_F_NODE = 0x1;
+/** sl_ipmasq's value (key: lpmKey): a nonMasqueradeCIDR, or a node's IP (IPMASQ_F_NODE). */
 export interface IpmasqValue {
   flags: number;
 }

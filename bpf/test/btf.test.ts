@@ -35,6 +35,7 @@ import {
   snatValue,
   ipmasqValue,
   SNAT_MARK_BPF,
+  IPMASQ_F_NODE,
   SNAT_F_CLOSING,
   SNAT_LIFETIME,
   COUNTERS,
@@ -164,10 +165,10 @@ describe('constants agree with the C header', () => {
 
   it('NAT port range, the BPF masquerade mark, its flags and lifetimes, as the C preprocessor sees them', () => {
     const include = fileURLToPath(new URL('../include', import.meta.url));
-    const names = ['SL_SNAT_PORT_MIN', 'SL_SNAT_PORT_MAX', 'SL_MARK_SNAT_BPF', 'SL_SNAT_F_CLOSING', 'SL_SNAT_LIFETIME_TCP', 'SL_SNAT_LIFETIME_CLOSING', 'SL_SNAT_LIFETIME_UDP', 'SL_SNAT_LIFETIME_ICMP'];
+    const names = ['SL_IPMASQ_F_NODE', 'SL_SNAT_PORT_MIN', 'SL_SNAT_PORT_MAX', 'SL_MARK_SNAT_BPF', 'SL_SNAT_F_CLOSING', 'SL_SNAT_LIFETIME_TCP', 'SL_SNAT_LIFETIME_CLOSING', 'SL_SNAT_LIFETIME_UDP', 'SL_SNAT_LIFETIME_ICMP'];
     const source = `#include "sluice_maps.h"\n${names.map((n) => `${n}`).join('\n')}\n`;
     const out = execFileSync('clang', ['-E', '-P', '-I', include, '-x', 'c', '-'], { input: source, encoding: 'utf8' }).trim().split('\n').slice(-names.length);
-    expect(out.map((v) => Number(v))).toEqual([SNAT_PORT_MIN, SNAT_PORT_MAX, SNAT_MARK_BPF, SNAT_F_CLOSING, SNAT_LIFETIME.tcp, SNAT_LIFETIME.closing, SNAT_LIFETIME.udp, SNAT_LIFETIME.icmp]);
+    expect(out.map((v) => Number(v))).toEqual([IPMASQ_F_NODE, SNAT_PORT_MIN, SNAT_PORT_MAX, SNAT_MARK_BPF, SNAT_F_CLOSING, SNAT_LIFETIME.tcp, SNAT_LIFETIME.closing, SNAT_LIFETIME.udp, SNAT_LIFETIME.icmp]);
     // Above the kernel's default ip_local_port_range (32768..60999) and inside the port space.
     expect(SNAT_PORT_MIN).toBeGreaterThan(60_999);
     expect(SNAT_PORT_MAX).toBeLessThanOrEqual(65_535);

@@ -42,7 +42,8 @@ import { startServices } from './reconcilers/services.ts';
 import { startL2Announcer } from './reconcilers/l2-announcer.ts';
 import { iptablesMasquerade, type IptablesMasquerade } from './reconcilers/iptables.ts';
 import { masqueradingText, parseMasqueradeMode, type MasqueradeMode } from './tables/masquerade.ts';
-import { syncIpmasq } from './reconcilers/ipmasq.ts';
+import { ipmasqSync, syncIpmasq } from './reconcilers/ipmasq.ts';
+import { IPMASQ_F_NODE } from '@sluice/bpf';
 import { reserveSnatPorts } from './reconcilers/snat-ports.ts';
 import { withPrerequisites } from './tables/host-routing.ts';
 import { DatapathMode, readStartConfig } from './reconcilers/datapath-mode.ts';
@@ -221,6 +222,7 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
 
   let publisher: StatusPublisher | undefined;
   let masquerade: IptablesMasquerade | undefined;
+  let ipmasq: ReturnType<typeof ipmasqSync> | undefined;
   const core = new AgentCore({
     nodeName: options.nodeName,
     client,
@@ -236,15 +238,20 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
     ...(options.clusterCidr ? { clusterCidr: options.clusterCidr } : {}),
     ...(options.reconcileIntervalMs !== undefined ? { refreshIntervalMs: options.reconcileIntervalMs } : {}),
     onProgrammed: () => publisher?.update(),
-    onNodesChanged: () => masquerade?.nodesChanged(),
+    onNodesChanged: () => {
+      masquerade?.nodesChanged();
+      ipmasq?.nodesChanged();
+    },
   });
   core.start();
   // iptables masquerading (SLUICE_POST_nat): started once the nodes are known, so a restart never takes the rules
   // away for want of this node's podCIDR.
   masquerade = iptablesMasquerade({ netns, clusterCidr, nodes: () => core.nodeAddresses(), mode: masqueradeMode, nonMasqueradeCidrs, log, registry, ...(options.reconcileIntervalMs !== undefined ? { refreshIntervalMs: options.reconcileIntervalMs } : {}) });
   void reserveSnatPorts(netns, log);
-  const ipmasq = syncIpmasq(dp.maps.ipmasq, nonMasqueradeCidrs);
-  if (ipmasq.added.length || ipmasq.removed.length) log.info({ ...ipmasq, nonMasqueradeCidrs }, 'ip-masq-agent: nonMasqueradeCIDRs programmed');
+  const programmed = syncIpmasq(dp.maps.ipmasq, nonMasqueradeCidrs, dp.maps.ipmasq.entries().filter(([, v]) => v.flags & IPMASQ_F_NODE).map(([k]) => k.cidr.slice(0, -3)));
+  if (programmed.added.length || programmed.removed.length) log.info({ ...programmed, nonMasqueradeCidrs }, 'ip-masq-agent: nonMasqueradeCIDRs programmed');
+  // Node IPs follow the nodes (kept from the last run until the core knows them).
+  ipmasq = ipmasqSync({ map: dp.maps.ipmasq, cidrs: nonMasqueradeCidrs, nodeIps: () => core.nodeAddresses().nodeIps, log });
   let stopping = false;
   const mode = new DatapathMode({
     datapath: dp, masquerade, features, base, current: { masquerade: masqueradeMode, hostRouting }, uplink: options.uplink, clusterCidr, ipMasqAgent: nonMasqueradeCidrs.length > 0, log,
@@ -252,6 +259,7 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
   });
   const masqueradeStarted = core.synced().then(async () => {
     if (stopping) return;
+    ipmasq?.sync(); // the nodes are known now (their changes before this point came before the sync was set up)
     await masquerade?.start();
     // Live switches once the rules can be derived (the nodes are known).
     if (!stopping) mode.follow({ client, keys, node: options.nodeName, registry, clusterSize: () => Math.max(1, options.clusterSize ?? 1) });

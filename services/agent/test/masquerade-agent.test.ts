@@ -13,6 +13,7 @@ import { startEtcd, type EtcdServer } from '@sluice/etcd-runner';
 import { createKvClient, keySchema } from '@sluice/kvstore';
 import { createLogger } from '@sluice/log';
 import { NetLab, must } from '@sluice/netns';
+import { IPMASQ_F_NODE } from '@sluice/bpf';
 import { afterAll, describe, expect, it } from 'vitest';
 import { runAgent } from '../src/index.ts';
 
@@ -153,7 +154,11 @@ describe('agent with iptables masquerading', () => {
     await writer.delete().key(keys.effectiveNodeConfig('mq-1'));
     let agent = await start(undefined, { nonMasqueradeCidrs: ['198.51.100.0/24', '10.0.0.0/8'] });
     try {
-      expect(agent.datapath.maps.ipmasq.entries().map(([k]) => k.cidr).sort()).toEqual(['10.0.0.0/8', '198.51.100.0/24']);
+      const configured = () => agent.datapath.maps.ipmasq.entries().filter(([, v]) => !(v.flags & IPMASQ_F_NODE)).map(([k]) => k.cidr).sort();
+      const nodeEntries = () => agent.datapath.maps.ipmasq.entries().filter(([, v]) => v.flags & IPMASQ_F_NODE).map(([k]) => k.cidr).sort();
+      expect(configured()).toEqual(['10.0.0.0/8', '198.51.100.0/24']);
+      // Every cluster node's IP too: pod → node keeps the pod's address in BPF masquerading, as in iptables mode.
+      await until('the node IPs in sl_ipmasq', async () => nodeEntries().join() === ['192.168.231.1/32', '192.168.231.2/32', '192.168.231.3/32'].join());
       // The NAT ports are reserved in the node (its own connections never take one).
       await until('the NAT ports reserved', async () => (await must('ip', ['netns', 'exec', nodeNs, 'cat', '/proc/sys/net/ipv4/ip_local_reserved_ports'])).includes('61000-65535'));
       await agent.core.synced();
@@ -162,7 +167,10 @@ describe('agent with iptables masquerading', () => {
       expect(chain.findIndex((l) => l.includes('-d 198.51.100.0/24 -m comment --comment "sluice:nonmasq:198.51.100.0/24" -j RETURN'))).toBeLessThan(chain.findIndex((l) => l.includes('-j MASQUERADE')));
       await agent.stop({ graceMs: 5000 });
       agent = await start(undefined, { nonMasqueradeCidrs: ['10.0.0.0/8'] });
-      expect(agent.datapath.maps.ipmasq.entries().map(([k]) => k.cidr)).toEqual(['10.0.0.0/8']);
+      expect(configured()).toEqual(['10.0.0.0/8']);
+      // A node leaves: its IP goes.
+      await writer.delete().key(keys.node('mq-3'));
+      await until('mq-3\'s IP out of sl_ipmasq', async () => nodeEntries().join() === ['192.168.231.1/32', '192.168.231.2/32'].join());
       // In BPF mode the status says so, as Cilium's does.
       await writer.put(keys.effectiveNodeConfig('mq-1')).value(JSON.stringify({ v: 1, masquerade: 'bpf', sources: ['50-ebpf'] }));
       await agent.core.synced();

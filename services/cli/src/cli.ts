@@ -191,8 +191,8 @@ export function buildProgram(io: Io, setExit: (code: number) => void): Command {
       });
   nodeMapsList('ipmasq', 'ip-masq-agent\'s map of a node', 'The nonMasqueradeCIDRs a node\'s BPF masquerade leaves alone (sl_ipmasq), like cilium-dbg bpf ipmasq list', async (dp) => {
     const { readIpmasq, renderIpmasq } = await import('./ipmasq.ts');
-    const cidrs = readIpmasq(dp);
-    return { value: cidrs.map((cidr) => ({ cidr })), text: renderIpmasq(cidrs) };
+    const entries = readIpmasq(dp);
+    return { value: entries, text: renderIpmasq(entries) };
   });
   nodeMapsList('lb', 'The load-balancer maps of a node', 'Frontends, backends, Maglev tables and connection-tracking counts as the node\'s maps hold them', async (dp) => {
     const { readLbMaps, renderLbMaps } = await import('./services.ts');

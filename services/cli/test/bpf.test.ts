@@ -3,7 +3,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { EP_F_HOST, IPCACHE_F_LOCAL } from '@sluice/bpf';
+import { EP_F_HOST, IPCACHE_F_LOCAL, IPMASQ_F_NODE } from '@sluice/bpf';
 import { BPFFS_ROOT, loadDatapath, removePins, upsertIpcache, type Datapath } from '@sluice/datapath';
 import { writeDemoState } from '@sluice/demo-state';
 import { runCli } from '../src/cli.ts';
@@ -24,7 +24,7 @@ describe('sluice bpf', () => {
       [{ cidr: '10.200.1.0/24' }, { nodeIp: '10.0.0.2', flags: 0 }],
     ]);
     dp.maps.tunnel.upsertBatch([[{ cidr: '10.200.1.0/24' }, { nodeIp: '10.0.0.2', vni: 0 }]]);
-    dp.maps.ipmasq.upsertBatch([[{ cidr: '192.168.0.0/16' }, { flags: 0 }], [{ cidr: '10.0.0.0/8' }, { flags: 0 }], [{ cidr: '169.254.0.0/16' }, { flags: 0 }]]);
+    dp.maps.ipmasq.upsertBatch([[{ cidr: '192.168.0.0/16' }, { flags: 0 }], [{ cidr: '10.0.0.0/8' }, { flags: 0 }], [{ cidr: '169.254.0.0/16' }, { flags: 0 }], [{ cidr: '10.0.0.2/32' }, { flags: IPMASQ_F_NODE }]]);
   });
 
   it('ipmasq list prints the nonMasqueradeCIDRs as cilium-dbg bpf ipmasq list does', async () => {
@@ -33,7 +33,8 @@ describe('sluice bpf', () => {
     expect(c.out()).toBe('IP PREFIX/ADDRESS\n10.0.0.0/8\n169.254.0.0/16\n192.168.0.0/16\n');
     const j = capture();
     expect(await runCli(['bpf', 'ipmasq', 'list', '--node', 'n1', '--pin-dir', pinDir, '--json'], j.io)).toBe(0);
-    expect(JSON.parse(j.out())).toEqual([{ cidr: '10.0.0.0/8' }, { cidr: '169.254.0.0/16' }, { cidr: '192.168.0.0/16' }]);
+    // The node IPs the agent keeps there (never masqueraded) show with --json only.
+    expect(JSON.parse(j.out())).toEqual([{ cidr: '10.0.0.0/8', node: false }, { cidr: '10.0.0.2/32', node: true }, { cidr: '169.254.0.0/16', node: false }, { cidr: '192.168.0.0/16', node: false }]);
   });
 
   afterAll(() => {

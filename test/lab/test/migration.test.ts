@@ -191,6 +191,12 @@ describe('iptables → BPF masquerading, node by node, without a failed request'
     // tracking it) while BPF masquerades new flows; nodes 2 and 3 had no such flow and have no rules left.
     expect(await natRules(n1)).not.toEqual([]);
     await until('nodes 2 and 3 without iptables masquerade rules', async () => (await natRules(n2)).length + (await natRules(n3)).length === 0);
+    // Pod → another node's own address is not masqueraded (node IPs are in sl_ipmasq): node 2 sees the pod.
+    const nodeServer = lab.services.spawnIn(n2.netns, process.execPath, ['-e', `require('node:http').createServer((q, r) => r.end(q.socket.remoteAddress + '\\n')).listen(7008, '${n2.ip}', () => console.log('listening'))`]);
+    await new Promise<void>((resolve) => nodeServer.stdout!.on('data', (d: Buffer) => d.toString().includes('listening') && resolve()));
+    const seen = await execIn(client.netns, 'curl', ['-s', '-m', '2', `http://${n2.ip}:7008/`], { timeoutMs: 8_000 });
+    expect(seen.stdout.trim()).toBe(client.ip);
+    nodeServer.kill('SIGKILL');
     // ICMP echo to the outside server, masqueraded by BPF (identifier translated both ways), is answered.
     const icmpBefore = (await counters(n1)).snatIcmp!.packets;
     const ping = await execIn(client.netns, 'ping', ['-n', '-c', '2', '-W', '2', outside.ip], { timeoutMs: 10_000 });
