@@ -31,6 +31,8 @@ export class KubeHttpError extends Error {
 
 export interface ListPage {
   items: KubeObject[];
+  /** The answer's size. */
+  bytes: number;
   resourceVersion: string;
   continueToken: string | undefined;
 }
@@ -78,6 +80,7 @@ export async function listPage(config: KubeConfig, path: string, query: Query, s
   const metadata = isObject(parsed.metadata) ? parsed.metadata : {};
   return {
     items: parsed.items.filter(isObject) as KubeObject[],
+    bytes: body.length,
     resourceVersion: typeof metadata.resourceVersion === 'string' ? metadata.resourceVersion : '',
     continueToken: typeof metadata.continue === 'string' && metadata.continue ? metadata.continue : undefined,
   };
