@@ -7,9 +7,10 @@
  * as the key of anything nested in an endpoint. Knowing the slice's previous event, the split searches only the
  * bytes between what the two events share at their start and their end (a few native comparisons find those), since
  * the elements there lie at the same offsets. An endpoint whose bytes the slice had at its previous event reuses
- * the canonical, validated encoding made then, and the canonical order made then, placing only new endpoints in it; only new endpoints are parsed (which also proves the split: each piece
- * is a complete JSON object, now or when it was first seen), slimmed and validated. The slice's few other fields
- * (metadata, addressType, ports) are parsed as usual.
+ * the canonical, validated encoding made then (found in the record made then, which the mirror keeps anyway) and
+ * its place in the canonical order made then, into which only new endpoints are placed; only new endpoints are
+ * parsed (which also proves the split: each piece is a complete JSON object, now or when it was first seen), slimmed
+ * and validated. The slice's few other fields (metadata, addressType, ports) are parsed as usual.
  *
  * The result is byte for byte what `JSON.stringify(buildSlimEndpointSlice(JSON.parse(...)))` gives (a test checks
  * it); anything the walk does not recognise (an unexpected shape) is left to the ordinary decoding.
@@ -33,6 +34,7 @@ function bySortKey(a: Endpoint, b: Endpoint): number {
 
 const ENDPOINT_START = Buffer.from('{"addresses":');
 const SLICE_KEYS = ['metadata', 'addressType', 'endpoints', 'ports'];
+const ENDPOINTS_KEY = '"endpoints":[';
 
 /**
  * Splits the endpoints array at b[i] into each element's byte range (see the header comment), pushed to `bounds` as
@@ -134,8 +136,6 @@ function splitAfter(line: Buffer, start: number, previous: SliceState, bounds: n
 }
 
 interface Endpoint {
-  /** Canonical bytes of the slim endpoint, validated for the slice's address type. */
-  json: string;
   sortKey: string;
 }
 
@@ -153,6 +153,12 @@ interface SliceState {
   endpoints: Endpoint[];
   /** The canonical order of `endpoints` (indices), to be reused while no endpoint moves in it. */
   order: number[];
+  /**
+   * The slim record made then (the string the mirror keeps too) and where each endpoint's canonical, validated
+   * encoding lies in it: reused from there rather than kept a second time.
+   */
+  value: string;
+  spans: number[];
 }
 
 export interface SliceDecoderStats {
@@ -253,7 +259,7 @@ export class EndpointSliceDecoder implements WatchDecoder {
     return { type, object: object as KubeObject, record: this.encode(id, slice, raw, arrayStart < 0 ? 0 : arrayEnd - arrayStart, bounds, hint) };
   }
 
-  private decodeEndpoint(raw: Buffer, start: number, end: number, type: SlimEndpointSlice['addressType'], index: number): Endpoint {
+  private decodeEndpoint(raw: Buffer, start: number, end: number, type: SlimEndpointSlice['addressType'], index: number): { json: string; sortKey: string } {
     this.stats.decoded++;
     const slim = buildSlimEndpoint(JSON.parse(raw.toString('utf8', start, end)) as V1Endpoint);
     validateSlimEndpoint(type, slim, index);
@@ -274,14 +280,15 @@ export class EndpointSliceDecoder implements WatchDecoder {
         j < oldCount && raw.compare(old!.raw, old!.bounds[2 * j]!, old!.bounds[2 * j + 1]!, bounds[2 * n]!, bounds[2 * n + 1]!) === 0;
       // The controller keeps its endpoints in order and changes a few: walk both lists side by side, comparing bytes
       // (no hashing); only when they lose step is a lookup table built.
-      let byBytes: Map<string, Endpoint> | undefined;
+      let byBytes: Map<string, number> | undefined;
       const count = bounds.length / 2;
       const list: Endpoint[] = [];
+      /** Each endpoint's canonical encoding. */
+      const jsons: string[] = [];
       /** For each new element, the old one it reuses (-1: decoded afresh), to tell whether the order still holds. */
       const from: number[] = [];
       let inStep = old !== undefined;
       for (let n = 0, j = 0; n < count; n++) {
-        let endpoint: Endpoint | undefined;
         let source = -1;
         const known = hint[n] ?? -1;
         // Known to repeat an old element (the shared prefix or suffix): no comparison needed.
@@ -293,14 +300,22 @@ export class EndpointSliceDecoder implements WatchDecoder {
           source = j + 1;
           j += 2;
         } else if (old && !same(n + 1, j)) {
-          byBytes ??= new Map(old.endpoints.map((e, k) => [old.raw.toString('latin1', old.bounds[2 * k]!, old.bounds[2 * k + 1]!), e]));
-          endpoint = byBytes.get(raw.toString('latin1', bounds[2 * n]!, bounds[2 * n + 1]!));
-          if (endpoint) inStep = false;
+          byBytes ??= new Map(old.endpoints.map((_, k) => [old.raw.toString('latin1', old.bounds[2 * k]!, old.bounds[2 * k + 1]!), k]));
+          const k = byBytes.get(raw.toString('latin1', bounds[2 * n]!, bounds[2 * n + 1]!));
+          if (k !== undefined) {
+            source = k;
+            inStep = false;
+          }
         }
-        if (source >= 0) endpoint = old!.endpoints[source];
-        if (endpoint) this.stats.reused++;
-        else endpoint = this.decodeEndpoint(raw, bounds[2 * n]!, bounds[2 * n + 1]!, headerRecord.addressType, n);
-        list.push(endpoint);
+        if (source >= 0) {
+          this.stats.reused++;
+          list.push(old!.endpoints[source]!);
+          jsons.push(old!.value.slice(old!.spans[2 * source], old!.spans[2 * source + 1]));
+        } else {
+          const { json, sortKey } = this.decodeEndpoint(raw, bounds[2 * n]!, bounds[2 * n + 1]!, headerRecord.addressType, n);
+          list.push({ sortKey });
+          jsons.push(json);
+        }
         from.push(source);
       }
       // The canonical order is a stable sort by the same key as buildSlimEndpointSlice's (ties keep the API's order),
@@ -327,8 +342,17 @@ export class EndpointSliceDecoder implements WatchDecoder {
       } else {
         order = list.map((_, n) => n).sort(before);
       }
-      const value = joinSlimEndpointSlice(headerRecord, order.map((n) => list[n]!.json));
-      this.slices.set(id, { addressType: headerRecord.addressType, headerJson, raw, arrayEnd, bounds, endpoints: list, order });
+      const value = joinSlimEndpointSlice(headerRecord, order.map((n) => jsons[n]!));
+      // The endpoints follow `"endpoints":[` (its first occurrence: in a string a quote would be escaped), a comma apart.
+      const spans = new Array<number>(2 * count);
+      let at = value.indexOf(ENDPOINTS_KEY) + ENDPOINTS_KEY.length;
+      for (const n of order) {
+        spans[2 * n] = at;
+        at += jsons[n]!.length;
+        spans[2 * n + 1] = at;
+        at++;
+      }
+      this.slices.set(id, { addressType: headerRecord.addressType, headerJson, raw, arrayEnd, bounds, endpoints: list, order, value, spans });
       return { value };
     } catch (error) {
       return { error };
