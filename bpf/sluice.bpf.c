@@ -265,6 +265,20 @@ static __always_inline int set_tunnel(struct __sk_buff *skb, __u32 node_ip, __u3
 }
 
 /*
+ * A packet too big for the tunnel: a pod made while the node routed natively has the uplink's MTU, and VXLAN adds
+ * 50 bytes once the node switches to tunnel routing. bpf_redirect to the VXLAN device checks no MTU (the outer packet
+ * would be fragmented, or dropped by a NIC's segmentation), so such packets go to the stack instead, whose route to
+ * the podCIDR via the VXLAN device (MTU uplink - 50) answers ICMP "fragmentation needed": the pod's path MTU narrows
+ * as under legacy host routing. GSO packets are judged by their segments.
+ */
+static __always_inline int too_big_for(struct __sk_buff *skb, __u32 ifindex)
+{
+	__u32 mtu = 0;
+
+	return bpf_check_mtu(skb, ifindex, &mtu, 0, BPF_MTU_CHK_SEGS) != BPF_MTU_CHK_RET_SUCCESS;
+}
+
+/*
  * BPF host routing of a packet whose destination is final (after any service translation): a local pod gets it
  * through bpf_redirect_peer, a pod on another node through the tunnel or bpf_redirect_neigh, anything else goes to
  * the kernel stack — or, with `neigh_fallback`, straight out of the uplink (bpf_redirect_neigh: the kernel's route
@@ -295,7 +309,7 @@ static __always_inline int route(struct __sk_buff *skb, struct sl_config *cfg, _
 	if (!remote || (remote->flags & SL_IPCACHE_F_LOCAL) || remote->node_ip == cfg->node_ip)
 		goto pass;
 	if (cfg->flags & SL_CFG_F_TUNNEL) {
-		if (!cfg->tunnel_ifindex || set_tunnel(skb, remote->node_ip, cfg->vni) < 0)
+		if (!cfg->tunnel_ifindex || too_big_for(skb, cfg->tunnel_ifindex) || set_tunnel(skb, remote->node_ip, cfg->vni) < 0)
 			goto pass;
 		if (ttl_decrement(skb) < 0)
 			return TC_ACT_OK;
