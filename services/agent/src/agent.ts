@@ -172,8 +172,10 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
   const tunnelMtu = vx ? await alignTunnelMtu(netns, vxlan, podMtu) : undefined;
   if (tunnelMtu) log.info({ device: vxlan, mtu: tunnelMtu }, `${vxlan} MTU set to the pods' ${tunnelMtu}`);
   log.info({ mtu: podMtu }, `Pod MTU: ${podMtuText(podMtu)}`);
+  // The routing mode switches live (datapath-mode.ts): new pods get the MTU of the mode that runs now.
+  let currentRouting = (): RoutingMode => routing;
   const currentPodMtu = async (): Promise<PodMtu> => {
-    const next = derivePodMtu(await linkMtu(netns, options.uplink), routing);
+    const next = derivePodMtu(await linkMtu(netns, options.uplink), currentRouting());
     if (next.pod !== podMtu.pod) {
       log.info({ from: podMtu.pod, to: next.pod, uplink: next.uplink }, `Pod MTU changed to ${podMtuText(next)}: new pods get it, existing pods keep theirs until recreated`);
       if (vx) await alignTunnelMtu(netns, vxlan, next);
@@ -220,6 +222,7 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
   if (acceleration !== 'disabled') log.info({ device: options.uplink, mode: acceleration, requested: accelerationRequest }, `XDP Acceleration: ${xdpStatusText(acceleration)}`);
   log.info({ reusedMaps: dp.reusedMaps, endpoints: store.all().length }, dp.reusedMaps ? 'reusing pinned maps (no flush)' : 'created maps');
 
+  const routesTarget = new RoutesTarget({ netns, mode: routing, uplink: options.uplink, vxlan });
   let publisher: StatusPublisher | undefined;
   let masquerade: IptablesMasquerade | undefined;
   let ipmasq: ReturnType<typeof ipmasqSync> | undefined;
@@ -234,7 +237,7 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
     registry,
     log,
     localEndpoints: store.all().map(toCoreEndpoint),
-    routes: new RoutesTarget({ netns, mode: routing, uplink: options.uplink, vxlan }),
+    routes: routesTarget,
     ...(options.clusterCidr ? { clusterCidr: options.clusterCidr } : {}),
     ...(options.reconcileIntervalMs !== undefined ? { refreshIntervalMs: options.reconcileIntervalMs } : {}),
     onProgrammed: () => publisher?.update(),
@@ -254,9 +257,18 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
   ipmasq = ipmasqSync({ map: dp.maps.ipmasq, cidrs: nonMasqueradeCidrs, nodeIps: () => core.nodeAddresses().nodeIps, log });
   let stopping = false;
   const mode = new DatapathMode({
-    datapath: dp, masquerade, features, base, current: { masquerade: masqueradeMode, hostRouting }, uplink: options.uplink, clusterCidr, ipMasqAgent: nonMasqueradeCidrs.length > 0, log,
-    onChange: () => publisher?.update(),
+    datapath: dp, masquerade, features, base, current: { masquerade: masqueradeMode, hostRouting, routing }, uplink: options.uplink, clusterCidr, ipMasqAgent: nonMasqueradeCidrs.length > 0, log,
+    onChange: () => {
+      publisher?.update();
+      // After a routing switch: the pods' MTU of the new mode, in the status now (new pods get it at ADD anyway).
+      void currentPodMtu().catch((err: unknown) => log.warn({ error: (err as Error).message }, 'pod MTU not re-derived'));
+    },
+    routes: { setMode: (m) => routesTarget.setMode(m), resync: () => core.resyncRoutes() },
+    alignTunnel: async (m) => {
+      if (vx) await alignTunnelMtu(netns, vxlan, derivePodMtu(await linkMtu(netns, options.uplink), m));
+    },
   });
+  currentRouting = () => mode.routing;
   const masqueradeStarted = core.synced().then(async () => {
     if (stopping) return;
     ipmasq?.sync(); // the nodes are known now (their changes before this point came before the sync was set up)
@@ -309,7 +321,7 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
       // Every target, the services one included, as `sluice status` sums them.
       reconcilers: [...s.reconcilers, services.status().reconciler, ...(masquerade?.reconciler.isStarted ? [masquerade.reconciler.status()] : [])],
       conflicts: s.conflicts,
-      routing,
+      routing: mode.routing,
       hostRouting: mode.hostRouting,
       masquerading: mode.masquerading,
       mtu: { ...podMtu, status: podMtuText(podMtu) },
@@ -347,7 +359,7 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
       node: options.nodeName,
       statusUrl,
       version: AGENT_VERSION,
-      routing,
+      routing: mode.routing,
       hostRouting: { mode: mode.hostRouting.mode, reason: mode.hostRouting.reason, status: mode.hostRouting.status },
       masquerading: mode.masquerading,
       podMtu: podMtu.pod,
@@ -402,7 +414,9 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
     get hostRouting() {
       return mode.hostRouting;
     },
-    routing,
+    get routing() {
+      return mode.routing;
+    },
     features,
     nodeIp,
     health: probing,

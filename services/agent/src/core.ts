@@ -316,6 +316,11 @@ export class AgentCore {
     return { nodeIps, ownCidrs };
   }
 
+  /** Rewrites every route to another node's podCIDR now (after the routes target's mode changed) and waits. */
+  resyncRoutes(): Promise<void> {
+    return this.reconcilers.routes?.fullPass() ?? Promise.resolve();
+  }
+
   /** A reconciler's view of one row (tests, debugging): 'ipcache' keys are CIDRs, 'endpoints' keys IPs. */
   rowStatus(target: 'endpoints' | 'ipcache' | 'tunnel' | 'routes', key: string) {
     return this.reconcilers[target]?.rowStatus(key);

@@ -1,7 +1,8 @@
 /**
  * The order of a live switch (reconcilers/datapath-mode.ts): the new path is in place before the old one goes —
  * into iptables masquerading the rules first, then the BPF SNAT off; out of it the BPF SNAT first, then the rules
- * removed — and the host routing fallback reason is logged once per change of reason, not per record.
+ * removed — and the host routing fallback reason is logged once per change of reason, not per record. Routing:
+ * into tunnel the VXLAN device's MTU and the flag before the routes move; into native the routes before the flag.
  */
 import { Writable } from 'node:stream';
 import type { Datapath, KernelFeatures } from '@sluice/datapath';
@@ -42,7 +43,7 @@ describe('DatapathMode', () => {
     const mode = new DatapathMode({
       datapath, masquerade, features, uplink: 'eth0', clusterCidr: '10.128.0.0/9', log,
       base: { masquerade: 'iptables', hostRouting: 'auto', routing: 'native' },
-      current: { masquerade: 'iptables', hostRouting: { mode: 'Legacy', reason: fallback, status: `Host Routing: Legacy (${fallback})` } },
+      current: { masquerade: 'iptables', hostRouting: { mode: 'Legacy', reason: fallback, status: `Host Routing: Legacy (${fallback})` }, routing: 'native' },
     });
 
     await mode.apply({ masquerade: 'bpf' });
@@ -61,5 +62,52 @@ describe('DatapathMode', () => {
     await mode.apply(undefined);
     expect(calls).toEqual([]);
     expect(messages.filter((m) => m.startsWith('BPF host routing requires'))).toEqual([fallback]);
+  });
+
+  it('switches routing live: into tunnel the device MTU and the flag before the routes, into native the routes first', async () => {
+    const calls: string[] = [];
+    let config = { masquerade: true, bpfHostRouting: true, tunnel: false, tunnelIfindex: 7, nodeIp: '192.168.1.1' } as unknown as NodeConfig;
+    const datapath = {
+      getConfig: () => config,
+      setConfig: (c: NodeConfig) => {
+        config = c;
+        calls.push(`flag tunnel=${c.tunnel}`);
+      },
+    };
+    const masquerade = { mode: 'bpf', setMode: async () => undefined } as unknown as IptablesMasquerade;
+    let routesMode = 'native';
+    const changes: string[] = [];
+    const mode = new DatapathMode({
+      datapath, masquerade, features, uplink: 'eth0', clusterCidr: '10.128.0.0/9', log: createLogger({ component: 'test', level: 'silent' }),
+      base: { masquerade: 'bpf', hostRouting: 'auto', routing: 'native' },
+      current: { masquerade: 'bpf', hostRouting: { mode: 'BPF', reason: '', status: 'Host Routing: BPF' }, routing: 'native' },
+      routes: {
+        setMode: (m) => {
+          routesMode = m;
+        },
+        resync: async () => {
+          calls.push(`routes ${routesMode}`);
+        },
+      },
+      alignTunnel: async (m) => {
+        calls.push(`vx0 mtu for ${m}`);
+      },
+      onChange: () => changes.push(mode.routing),
+    });
+
+    await mode.apply({ routing: 'tunnel' });
+    expect(calls).toEqual(['vx0 mtu for tunnel', 'flag tunnel=true', 'routes tunnel']);
+    expect(mode.routing).toBe('tunnel');
+    expect(config).toMatchObject({ masquerade: true, bpfHostRouting: true, tunnel: true });
+
+    calls.length = 0;
+    await mode.apply({ routing: 'tunnel', masquerade: 'bpf' });
+    expect(calls).toEqual([]);
+
+    // No record: back to the base (native), the routes first.
+    await mode.apply(undefined);
+    expect(calls).toEqual(['routes native', 'flag tunnel=false']);
+    expect(mode.routing).toBe('native');
+    expect(changes).toEqual(['tunnel', 'native']);
   });
 });

@@ -2,7 +2,8 @@
  * Kernel routes through the reconciler, inside a test namespace: only routes with Sluice's protocol number are
  * replaced or deleted (the default route and a static route to a podCIDR are left alone, the row stays in error
  * until the foreign route is gone), one failing route does not stop the others or the deletions, and a route
- * deleted with `ip route del` comes back within the refresh interval, counted as drift.
+ * deleted with `ip route del` comes back within the refresh interval, counted as drift; a live routing switch
+ * (setMode, then a full pass) moves every route between the uplink and the VXLAN device.
  */
 import { createLogger } from '@sluice/log';
 import { createRegistry } from '@sluice/metrics';
@@ -98,6 +99,30 @@ describe('routes reconciler', () => {
       await reconciler.start();
       const r = (JSON.parse(await ip(ns, ['-j', 'route', 'show', 'proto', String(ROUTE_PROTO)])) as Array<{ dst: string; dev: string; gateway?: string }>).map((x) => [x.dst, x.dev, x.gateway ?? '']);
       expect(r.filter(([dst]) => dst!.startsWith('10.221.')).sort()).toEqual([['10.221.2.0/24', 'vx0', ''], ['10.221.3.0/24', 'vx0', '']]);
+      expect(reconciler.status().rows).toEqual({ done: 2, pending: 0, error: 0 });
+    } finally {
+      await reconciler.stop();
+    }
+  });
+
+  it('a live routing switch: after setMode a full pass moves every route (tunnel → native → tunnel)', async () => {
+    const target = new RoutesTarget({ netns: ns, mode: 'tunnel', uplink: 'eth0', vxlan: 'vx0' });
+    const table = new Table<RouteRow>();
+    const reconciler = new Reconciler({ target, desired: table, log, refreshIntervalMs: 0 });
+    table.follow(reconciler);
+    const ours = async () => (JSON.parse(await ip(ns, ['-j', 'route', 'show', 'proto', String(ROUTE_PROTO)])) as Array<{ dst: string; dev: string; gateway?: string }>).filter((x) => x.dst.startsWith('10.222.')).map((x) => [x.dst, x.dev, x.gateway ?? '']).sort();
+    try {
+      table.set('10.222.2.0/24', { nodeIp: '192.168.220.2' });
+      table.set('10.222.3.0/24', { nodeIp: '192.168.220.3' });
+      await reconciler.start();
+      expect(await ours()).toEqual([['10.222.2.0/24', 'vx0', ''], ['10.222.3.0/24', 'vx0', '']]);
+      target.setMode('native');
+      await reconciler.fullPass();
+      expect(target.mode).toBe('native');
+      expect(await ours()).toEqual([['10.222.2.0/24', 'eth0', '192.168.220.2'], ['10.222.3.0/24', 'eth0', '192.168.220.3']]);
+      target.setMode('tunnel');
+      await reconciler.fullPass();
+      expect(await ours()).toEqual([['10.222.2.0/24', 'vx0', ''], ['10.222.3.0/24', 'vx0', '']]);
       expect(reconciler.status().rows).toEqual({ done: 2, pending: 0, error: 0 });
     } finally {
       await reconciler.stop();

@@ -155,7 +155,7 @@ describe('mixed cluster: native and tunnel, BPF and legacy host routing, iptable
     expect(failures).toEqual([]);
   }, 120_000);
 
-  // Last: it changes node 1's mode. Routing is not switched live (datapath-mode.ts): a restart with the new mode.
+  // Last: it changes node 1's mode, by a restart with the new mode (routing-switch.test.ts switches it live).
   it('a node restarted in tunnel routing gives its new pods the tunnel\'s MTU; its existing pod keeps the MTU it was made with', async () => {
     const n1 = lab.nodes[0]!;
     const old = podOn(n1);

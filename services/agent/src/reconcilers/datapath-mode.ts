@@ -14,7 +14,17 @@
  * kernel stops tracking and those flows would leave untranslated and be reset); the BPF path hands what it does not
  * know to the stack and never maps a packet netfilter already translated; BPF's NAT table keeps translating its own
  * flows after the switch to iptables, and their packets carry a mark netfilter's chain returns on.
- * Routing (native/tunnel) is not switched live: it needs a restart (logged).
+ *
+ * Routing (native ↔ tunnel) switches live too. Every node has its VXLAN device and sl_tunnel in either mode, and
+ * every node takes both plain and encapsulated packets for its pods (mixed clusters), so each step leaves a working
+ * path; what changes is the config's tunnel flag (BPF host routing's choice), the kernel routes to the other
+ * nodes' podCIDRs (the legacy path and what BPF hands to the stack) and the MTU given to new pods:
+ * - into tunnel: vx0 gets the pods' new MTU, then the flag (BPF sends through vx0 with a tunnel key, no kernel
+ *   route needed), then the routes move to vx0;
+ * - into native: the routes move to the uplink first (bpf_redirect_neigh looks them up), then the flag goes.
+ * Pods made in native mode keep the uplink's MTU; their packets too big for the tunnel are left to the stack by
+ * BPF host routing (bpf_check_mtu against vx0), whose route via vx0 answers ICMP "fragmentation needed", so their
+ * path MTU narrows as it does under legacy host routing.
  */
 import { decideHostRouting, type Datapath, type HostRoutingDecision, type KernelFeatures } from '@sluice/datapath';
 import { decodeRecord, nodeConfigRecord, watchPrefix, type Etcd3, type KeySchema, type NodeConfigRecord, type PrefixWatch, type RoutingMode } from '@sluice/kvstore';
@@ -34,7 +44,7 @@ export interface DatapathModeOptions {
   /** Flags overlaid with the admin's nodeconfig/ record: what applies where the operator's record says nothing. */
   base: { masquerade: MasqueradeMode; hostRouting: HostRoutingRequest; routing: RoutingMode };
   /** What runs now (decided at start). */
-  current: { masquerade: MasqueradeMode; hostRouting: HostRoutingDecision };
+  current: { masquerade: MasqueradeMode; hostRouting: HostRoutingDecision; routing: RoutingMode };
   uplink: string;
   clusterCidr: string;
   /** nonMasqueradeCIDRs are configured (status: `BPF (ip-masq-agent)`). */
@@ -42,11 +52,16 @@ export interface DatapathModeOptions {
   log: Logger;
   /** After a switch (status publishing). */
   onChange?: () => void;
+  /** The kernel routes to other nodes' podCIDRs, switched with the routing mode (absent: routing is not switched). */
+  routes?: { setMode(mode: RoutingMode): void; resync(): Promise<void> };
+  /** Gives the VXLAN device the MTU of the pods of that routing mode (mtu.ts), before the tunnel carries them. */
+  alignTunnel?: (routing: RoutingMode) => Promise<void>;
 }
 
 export class DatapathMode {
   private masqueradeMode: MasqueradeMode;
   private decision: HostRoutingDecision;
+  private routingMode: RoutingMode;
   private queue: Promise<void> = Promise.resolve();
   private routingWarned = '';
   private watch: PrefixWatch | undefined;
@@ -55,6 +70,11 @@ export class DatapathMode {
   constructor(private readonly options: DatapathModeOptions) {
     this.masqueradeMode = options.current.masquerade;
     this.decision = options.current.hostRouting;
+    this.routingMode = options.current.routing;
+  }
+
+  get routing(): RoutingMode {
+    return this.routingMode;
   }
 
   get masquerade(): MasqueradeMode {
@@ -76,14 +96,16 @@ export class DatapathMode {
   }
 
   private async switchTo(record: NodeConfigRecord | undefined): Promise<void> {
-    const { base, datapath, masquerade, log } = this.options;
-    if (record?.routing && record.routing !== base.routing && this.routingWarned !== record.routing) {
+    const { base, datapath, masquerade, log, routes } = this.options;
+    const routing = routes ? (record?.routing ?? base.routing) : this.routingMode;
+    if (!routes && record?.routing && record.routing !== this.routingMode && this.routingWarned !== record.routing) {
       this.routingWarned = record.routing;
-      log.warn({ routing: record.routing, running: base.routing }, 'the node configuration asks for another routing mode; routing changes need an agent restart');
+      log.warn({ routing: record.routing, running: this.routingMode }, 'the node configuration asks for another routing mode; routing changes need an agent restart');
     }
     const mode = parseMasqueradeMode(record?.masquerade ?? base.masquerade) ?? 'off';
     const requested = record?.hostRouting ?? base.hostRouting;
     const decision = withPrerequisites(decideHostRouting(this.options.features, requested), requested, { masquerade: mode, bpfServiceLb: true });
+    if (routing !== this.routingMode) await this.switchRouting(routing);
     if (mode === this.masqueradeMode && decision.mode === this.decision.mode && decision.reason === this.decision.reason) return;
     const from = `${this.masqueradeMode}/${this.decision.mode}`;
     const config = datapath.getConfig();
@@ -101,6 +123,29 @@ export class DatapathMode {
     this.decision = decision;
     log.info({ from, to: `${mode}/${decision.mode}` }, `datapath mode switched live: Masquerading: ${this.masquerading}, Host Routing: ${decision.mode}`);
     if (decision.reason && reasonChanged) log.warn(decision.reason);
+    this.options.onChange?.();
+  }
+
+  /** Native ↔ tunnel, the new path in place before the old one goes (see the top of this file). */
+  private async switchRouting(routing: RoutingMode): Promise<void> {
+    const { datapath, routes, alignTunnel, log } = this.options;
+    const config = datapath.getConfig();
+    if (!config || !routes) throw new Error('the datapath has no configuration to change');
+    const setFlag = () => datapath.setConfig({ ...(datapath.getConfig() ?? config), tunnel: routing === 'tunnel' });
+    if (routing === 'tunnel') {
+      if (!config.tunnelIfindex) throw new Error('no VXLAN device: tunnel routing is not possible on this node');
+      await alignTunnel?.(routing);
+      setFlag();
+      routes.setMode(routing);
+      await routes.resync();
+    } else {
+      routes.setMode(routing);
+      await routes.resync();
+      setFlag();
+    }
+    const from = this.routingMode;
+    this.routingMode = routing;
+    log.info({ from, to: routing }, `routing switched live: Routing: ${routing === 'tunnel' ? 'Tunnel [vxlan]' : 'Network: Native'}`);
     this.options.onChange?.();
   }
 

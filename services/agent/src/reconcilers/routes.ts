@@ -39,8 +39,20 @@ const isOurs = (r: KernelRoute) => String(r.protocol) === String(ROUTE_PROTO);
 
 export class RoutesTarget implements ReconcileTarget<RouteRow> {
   readonly name = 'routes';
+  private routing: 'native' | 'tunnel';
 
-  constructor(private readonly options: RoutesTargetOptions) {}
+  constructor(private readonly options: RoutesTargetOptions) {
+    this.routing = options.mode;
+  }
+
+  get mode(): 'native' | 'tunnel' {
+    return this.routing;
+  }
+
+  /** A live routing switch: rows written from now on take the new form; a full pass rewrites the others. */
+  setMode(mode: 'native' | 'tunnel'): void {
+    this.routing = mode;
+  }
 
   private async ip(args: string[], input?: string): Promise<{ code: number; stdout: string; stderr: string }> {
     const ns = this.options.netns ? ['-n', this.options.netns] : [];
@@ -71,7 +83,7 @@ export class RoutesTarget implements ReconcileTarget<RouteRow> {
   }
 
   private want(row: RouteRow): { gateway: string; dev: string } {
-    return this.options.mode === 'native' ? { gateway: row.nodeIp, dev: this.options.uplink } : { gateway: '', dev: this.options.vxlan };
+    return this.routing === 'native' ? { gateway: row.nodeIp, dev: this.options.uplink } : { gateway: '', dev: this.options.vxlan };
   }
 
   private routeArgs(cidr: string, row: RouteRow): string {
