@@ -316,9 +316,16 @@ export class AgentCore {
     return { nodeIps, ownCidrs };
   }
 
-  /** Rewrites every route to another node's podCIDR now (after the routes target's mode changed) and waits. */
+  /**
+   * Rewrites every route to another node's podCIDR now (after the routes target's mode changed) and waits: each
+   * row marked changed rather than a full pass, which would report the routes of the old mode as drift.
+   */
   resyncRoutes(): Promise<void> {
-    return this.reconcilers.routes?.fullPass() ?? Promise.resolve();
+    const routes = this.reconcilers.routes;
+    if (!routes) return Promise.resolve();
+    const revision = Math.min(this.podsRevision, this.nodesRevision);
+    for (const [cidr] of routeRows(this.view).entries()) routes.changed(cidr, revision);
+    return routes.flush();
   }
 
   /** A reconciler's view of one row (tests, debugging): 'ipcache' keys are CIDRs, 'endpoints' keys IPs. */

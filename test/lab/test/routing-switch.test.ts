@@ -21,7 +21,7 @@ import { startEtcd, type EtcdServer } from '@sluice/etcd-runner';
 import { startKubeSim, type KubeSim } from '@sluice/kube-sim';
 import { execIn, linkInfo } from '@sluice/netns';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startLab, stopAllLabs, WEB_PORT, type Lab, type LabNode, type LabPod } from '../src/index.ts';
+import { agentLogLines, startLab, stopAllLabs, WEB_PORT, type Lab, type LabNode, type LabPod } from '../src/index.ts';
 
 const CRDS = fileURLToPath(new URL('../../../deploy/crds', import.meta.url));
 const run = promisify(execFile);
@@ -212,5 +212,8 @@ describe('routing switched live: native → tunnel → native, without a failed 
     console.log(`routing switch: ${requests} requests, ${conn.conn.echoes} echoes on the long-lived connection`);
     expect(requests).toBeGreaterThan(20);
     expect(failures).toEqual([]);
+    // Said once each way, without a restart; the routes the switch rewrote are not taken for drift.
+    expect(agentLogLines(n1, 'routing switched live').map((l) => l.msg)).toEqual(['routing switched live: Routing: Tunnel [vxlan]', 'routing switched live: Routing: Network: Native']);
+    expect(agentLogLines(n1, 'repaired drift')).toEqual([]);
   }, 240_000);
 });
