@@ -8,7 +8,8 @@
  * current MTU, so a node whose uplink or routing mode changed gives its new pods the new value. Existing pods keep
  * the MTU they were made with (their veth is theirs, the agent never reaches into a pod's namespace): they pick up
  * the new one when they are recreated; in the meantime TCP's path MTU discovery (ICMP "fragmentation needed" from
- * the stack) narrows what they send to a tunnel.
+ * the stack) narrows what they send to a tunnel — under BPF host routing too, which leaves packets too big for the
+ * VXLAN device to the stack for that (route() in bpf/sluice.bpf.c) after a live switch to tunnel routing.
  */
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
