@@ -23,6 +23,10 @@ export const nodeConfigRecord = z.strictObject({
   hostRouting: hostRoutingRequest.optional(),
   /** Masquerading of pod traffic leaving the cluster: off, iptables or bpf (to_netdev); the old boolean: bpf/off. */
   masquerade: z.union([z.boolean(), z.enum(['off', 'iptables', 'bpf'])]).optional(),
+  /** ip-masq-agent's nonMasqueradeCIDRs (IPv4): replaces the agent's --non-masquerade-cidrs, live. */
+  nonMasqueradeCidrs: z.array(z.string().regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/).refine((c) => c.split(/[./]/).every((p, i) => Number(p) <= (i === 4 ? 32 : 255)), 'not an IPv4 CIDR')).max(1024).optional(),
+  /** The pods' MTU, over the one derived from the uplink and routing mode; new pods get it. */
+  mtu: z.number().int().min(1280).max(65_535).optional(),
   /** In the operator's record (keys.effectiveNodeConfig): the SluiceNodeConfigs it was resolved from, in order. */
   sources: z.array(z.string()).optional(),
 });

@@ -145,7 +145,10 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
   const hostRoutingRequest = config.hostRouting ?? options.hostRouting;
   // (The BPF service load-balancer always runs in this agent: the prerequisite that can be missing is the masquerade.)
   const hostRouting = withPrerequisites(decideHostRouting(features, hostRoutingRequest), hostRoutingRequest, { masquerade: masqueradeMode, bpfServiceLb: true });
-  const nonMasqueradeCidrs = options.nonMasqueradeCidrs ?? [];
+  // ip-masq-agent's list and the pods' MTU: the node configuration's (live, from the operator's record) over the flags.
+  const flagNonMasq = options.nonMasqueradeCidrs ?? [];
+  let nonMasqueradeCidrs: readonly string[] = config.nonMasqueradeCidrs ?? flagNonMasq;
+  let configuredMtu = config.mtu;
   const masquerading = masqueradingText(masqueradeMode, options.uplink, clusterCidr, nonMasqueradeCidrs.length > 0);
   // The reason once, on a line of its own: what a user greps for (`BPF host routing requires`).
   log.info({ hostRouting: hostRouting.mode }, `Host Routing: ${hostRouting.mode}`);
@@ -168,14 +171,14 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
   }
   const vx = links.find((l) => l.ifname === vxlan);
   // The pods' MTU: the uplink's, less the tunnel's overhead (mtu.ts); re-derived at each CNI ADD from the live uplink.
-  let podMtu: PodMtu = derivePodMtu(await linkMtu(netns, options.uplink), routing);
+  let podMtu: PodMtu = derivePodMtu(await linkMtu(netns, options.uplink), routing, configuredMtu);
   const tunnelMtu = vx ? await alignTunnelMtu(netns, vxlan, podMtu) : undefined;
   if (tunnelMtu) log.info({ device: vxlan, mtu: tunnelMtu }, `${vxlan} MTU set to the pods' ${tunnelMtu}`);
   log.info({ mtu: podMtu }, `Pod MTU: ${podMtuText(podMtu)}`);
   // The routing mode switches live (datapath-mode.ts): new pods get the MTU of the mode that runs now.
   let currentRouting = (): RoutingMode => routing;
   const currentPodMtu = async (): Promise<PodMtu> => {
-    const next = derivePodMtu(await linkMtu(netns, options.uplink), currentRouting());
+    const next = derivePodMtu(await linkMtu(netns, options.uplink), currentRouting(), configuredMtu);
     if (next.pod !== podMtu.pod) {
       log.info({ from: podMtu.pod, to: next.pod, uplink: next.uplink }, `Pod MTU changed to ${podMtuText(next)}: new pods get it, existing pods keep theirs until recreated`);
       if (vx) await alignTunnelMtu(netns, vxlan, next);
@@ -249,15 +252,31 @@ export async function runAgent(options: AgentOptions): Promise<RunningAgent> {
   core.start();
   // iptables masquerading (SLUICE_POST_nat): started once the nodes are known, so a restart never takes the rules
   // away for want of this node's podCIDR.
-  masquerade = iptablesMasquerade({ netns, clusterCidr, nodes: () => core.nodeAddresses(), mode: masqueradeMode, nonMasqueradeCidrs, log, registry, ...(options.reconcileIntervalMs !== undefined ? { refreshIntervalMs: options.reconcileIntervalMs } : {}) });
+  masquerade = iptablesMasquerade({ netns, clusterCidr, nodes: () => core.nodeAddresses(), mode: masqueradeMode, nonMasqueradeCidrs: () => nonMasqueradeCidrs, log, registry, ...(options.reconcileIntervalMs !== undefined ? { refreshIntervalMs: options.reconcileIntervalMs } : {}) });
   void reserveSnatPorts(netns, log);
   const programmed = syncIpmasq(dp.maps.ipmasq, nonMasqueradeCidrs, dp.maps.ipmasq.entries().filter(([, v]) => v.flags & IPMASQ_F_NODE).map(([k]) => k.cidr.slice(0, -3)));
   if (programmed.added.length || programmed.removed.length) log.info({ ...programmed, nonMasqueradeCidrs }, 'ip-masq-agent: nonMasqueradeCIDRs programmed');
   // Node IPs follow the nodes (kept from the last run until the core knows them).
-  ipmasq = ipmasqSync({ map: dp.maps.ipmasq, cidrs: nonMasqueradeCidrs, nodeIps: () => core.nodeAddresses().nodeIps, log });
+  ipmasq = ipmasqSync({ map: dp.maps.ipmasq, cidrs: () => nonMasqueradeCidrs, nodeIps: () => core.nodeAddresses().nodeIps, log });
   let stopping = false;
   const mode = new DatapathMode({
-    datapath: dp, masquerade, features, base, current: { masquerade: masqueradeMode, hostRouting, routing }, uplink: options.uplink, clusterCidr, ipMasqAgent: nonMasqueradeCidrs.length > 0, log,
+    datapath: dp, masquerade, features, base, current: { masquerade: masqueradeMode, hostRouting, routing }, uplink: options.uplink, clusterCidr, ipMasqAgent: () => nonMasqueradeCidrs.length > 0, log,
+    // The keys that are not a mode switch: applied in the same order as the record's switches, before them.
+    onRecord: (record) => {
+      const cidrs = record?.nonMasqueradeCidrs ?? start.admin.nonMasqueradeCidrs ?? flagNonMasq;
+      if (cidrs.join(',') !== nonMasqueradeCidrs.join(',')) {
+        log.info({ from: nonMasqueradeCidrs, to: cidrs }, 'ip-masq-agent: nonMasqueradeCIDRs changed');
+        nonMasqueradeCidrs = cidrs;
+        ipmasq?.sync();
+        masquerade?.nodesChanged();
+        publisher?.update();
+      }
+      const mtu = record?.mtu ?? start.admin.mtu;
+      if (mtu !== configuredMtu) {
+        configuredMtu = mtu;
+        void currentPodMtu().catch((err: unknown) => log.warn({ error: (err as Error).message }, 'pod MTU not re-derived'));
+      }
+    },
     onChange: () => {
       publisher?.update();
       // After a routing switch: the pods' MTU of the new mode, in the status now (new pods get it at ADD anyway).

@@ -30,11 +30,18 @@ export interface PodMtu {
   /** Bytes the routing mode adds to a packet to another node (VXLAN: 50; native: 0). */
   overhead: number;
   routing: RoutingMode;
+  /** Set by the node's configuration (SluiceNodeConfig `mtu`), not derived. */
+  configured?: boolean;
 }
 
-export function derivePodMtu(uplinkMtu: number, routing: RoutingMode): PodMtu {
+/** `configured`: the node configuration's MTU, which wins over the derivation (the admin knows the path beyond the uplink). */
+export function derivePodMtu(uplinkMtu: number, routing: RoutingMode, configured?: number): PodMtu {
   if (!Number.isInteger(uplinkMtu) || uplinkMtu <= 0) throw new Error(`uplink MTU ${uplinkMtu} is not a positive integer`);
   const overhead = routing === 'tunnel' ? VXLAN_OVERHEAD : 0;
+  if (configured !== undefined) {
+    if (!Number.isInteger(configured) || configured < MIN_MTU) throw new Error(`configured MTU ${configured} is below IPv4's minimum ${MIN_MTU}`);
+    return { pod: configured, uplink: uplinkMtu, overhead, routing, configured: true };
+  }
   const pod = uplinkMtu - overhead;
   if (pod < MIN_MTU) throw new Error(`uplink MTU ${uplinkMtu} leaves pods ${pod} bytes in ${routing} routing, below IPv4's minimum ${MIN_MTU}`);
   return { pod, uplink: uplinkMtu, overhead, routing };
@@ -42,6 +49,7 @@ export function derivePodMtu(uplinkMtu: number, routing: RoutingMode): PodMtu {
 
 /** One line, as `sluice status` prints it: `8950 (uplink 9000 − VXLAN 50)` or `9000 (uplink 9000)`. */
 export function podMtuText(m: PodMtu): string {
+  if (m.configured) return `${m.pod} (node configuration; uplink ${m.uplink})`;
   return m.overhead ? `${m.pod} (uplink ${m.uplink} − VXLAN ${m.overhead})` : `${m.pod} (uplink ${m.uplink})`;
 }
 

@@ -181,4 +181,32 @@ describe('agent with iptables masquerading', () => {
       writer.close();
     }
   }, 120_000);
+
+  it('takes nonMasqueradeCIDRs and the pods\' MTU from the node configuration live, and gives the flags\' back when it goes', async () => {
+    const keys = keySchema(prefix);
+    const writer = createKvClient({ endpoints: [etcd!.endpoint] });
+    await writer.delete().key(keys.effectiveNodeConfig('mq-1'));
+    const agent = await start(undefined, { nonMasqueradeCidrs: ['10.0.0.0/8'] });
+    try {
+      const configured = () => agent.datapath.maps.ipmasq.entries().filter(([, v]) => !(v.flags & IPMASQ_F_NODE)).map(([k]) => k.cidr).sort().join();
+      const status = async () => (await (await fetch(`${agent.status.url}/status`)).json()) as { masquerading: string; mtu: { pod: number; status: string } };
+      await agent.core.synced();
+      expect(configured()).toBe('10.0.0.0/8');
+      const derived = (await status()).mtu.pod;
+      // The operator resolves a SluiceNodeConfig with both keys: the map, the chain and new pods' MTU follow.
+      await writer.put(keys.effectiveNodeConfig('mq-1')).value(JSON.stringify({ v: 1, nonMasqueradeCidrs: ['172.16.0.0/12', '198.51.100.0/24'], mtu: 1400, sources: ['60-masq'] }));
+      await until('the configuration\'s CIDRs in sl_ipmasq', () => configured() === '172.16.0.0/12,198.51.100.0/24');
+      await until('their return rules in SLUICE_POST_nat', async () => (await nat()).filter((l) => l.includes('nonmasq:')).map((l) => /-d (\S+)/.exec(l)?.[1]).sort().join() === '172.16.0.0/12,198.51.100.0/24');
+      await until('the configured MTU', async () => (await status()).mtu.pod === 1400);
+      expect((await status()).mtu.status).toBe(`1400 (node configuration; uplink ${derived})`);
+      // The record goes: the flag's list and the derived MTU again.
+      await writer.delete().key(keys.effectiveNodeConfig('mq-1'));
+      await until('the flag\'s CIDRs back', () => configured() === '10.0.0.0/8');
+      await until('the flag\'s return rule back', async () => (await nat()).filter((l) => l.includes('nonmasq:')).map((l) => /-d (\S+)/.exec(l)?.[1]).join() === '10.0.0.0/8');
+      await until('the derived MTU back', async () => (await status()).mtu.pod === derived);
+    } finally {
+      await agent.stop({ graceMs: 5000 });
+      writer.close();
+    }
+  }, 120_000);
 });

@@ -4,7 +4,8 @@
  * and values reported and not applied, an unreadable selector selecting nothing.
  */
 import { describe, expect, it } from 'vitest';
-import { nodeConfigInput, resolveNodeConfigs, type NodeInput } from '../src/node-config/resolve.ts';
+import { nodeConfigRecord } from '@sluice/kvstore';
+import { effectiveRecord, nodeConfigInput, resolveNodeConfigs, type NodeInput } from '../src/node-config/resolve.ts';
 import { reportConditions } from '../src/node-config/controller.ts';
 
 const snc = (name: string, spec: Record<string, unknown>) => nodeConfigInput({ metadata: { name, generation: 1 }, spec });
@@ -39,12 +40,23 @@ describe('resolveNodeConfigs', () => {
 
   it('reports unknown keys and bad values and does not apply them; the valid keys still apply', () => {
     const r = resolveNodeConfigs([snc('odd', { defaults: { masquerade: 'nft', 'enable-foo': 'true', 'host-routing': 'legacy' } })], nodes);
-    expect(r.reports[0]!.problems).toEqual(['unknown key "enable-foo" (known: routing, host-routing, masquerade)', 'masquerade: "nft" is not one of off, iptables, bpf']);
+    expect(r.reports[0]!.problems).toEqual(['unknown key "enable-foo" (known: routing, host-routing, masquerade, non-masquerade-cidrs, mtu)', 'masquerade: "nft" is not one of off, iptables, bpf']);
     expect(r.nodes.get('n1')).toEqual({ sources: ['odd'], hostRouting: 'legacy' });
     const [valid, selected] = reportConditions(r.reports[0]!);
     expect(valid).toMatchObject({ type: 'sluice.io/valid', status: 'False', reason: 'InvalidKeys' });
     expect(valid!.message).toContain('unknown key "enable-foo"');
     expect(selected).toMatchObject({ status: 'True', message: '3 node(s): n1, n2, n3' });
+  });
+
+  it('reads nonMasqueradeCIDRs and the MTU from their strings, and names what is wrong in either', () => {
+    const good = resolveNodeConfigs([snc('masq', { defaults: { 'non-masquerade-cidrs': ' 10.0.0.0/8, 192.168.0.0/16,10.0.0.0/8', mtu: '1450' } })], nodes);
+    expect(good.reports[0]!.problems).toEqual([]);
+    expect(good.nodes.get('n2')).toEqual({ sources: ['masq'], nonMasqueradeCidrs: ['10.0.0.0/8', '192.168.0.0/16'], mtu: 1450 });
+    const bad = resolveNodeConfigs([snc('bad', { defaults: { 'non-masquerade-cidrs': '10.0.0.0/8,10.300.0.0/16', mtu: '9k', masquerade: 'bpf' } })], nodes);
+    expect(bad.reports[0]!.problems).toEqual(['mtu: "9k" is not an MTU (an integer from 1280 to 65535)', 'non-masquerade-cidrs: "10.300.0.0/16" is not an IPv4 CIDR']);
+    expect(bad.nodes.get('n1')).toEqual({ sources: ['bad'], masquerade: 'bpf' });
+    // What the operator writes is what the agent's record schema takes.
+    expect(nodeConfigRecord.parse(effectiveRecord(good.nodes.get('n1')!, 1))).toMatchObject({ nonMasqueradeCidrs: ['10.0.0.0/8', '192.168.0.0/16'], mtu: 1450 });
   });
 
   it('an unreadable selector selects nothing and says so; a node no object sets anything for has no record', () => {

@@ -47,8 +47,10 @@ export interface DatapathModeOptions {
   current: { masquerade: MasqueradeMode; hostRouting: HostRoutingDecision; routing: RoutingMode };
   uplink: string;
   clusterCidr: string;
-  /** nonMasqueradeCIDRs are configured (status: `BPF (ip-masq-agent)`). */
-  ipMasqAgent?: boolean;
+  /** nonMasqueradeCIDRs are configured now (status: `BPF (ip-masq-agent)`); they change live. */
+  ipMasqAgent?: () => boolean;
+  /** Each record as it is applied (undefined: none), for the settings that are not a mode (nonMasqueradeCIDRs, MTU). */
+  onRecord?: (record: NodeConfigRecord | undefined) => void;
   log: Logger;
   /** After a switch (status publishing). */
   onChange?: () => void;
@@ -86,12 +88,15 @@ export class DatapathMode {
   }
 
   get masquerading(): string {
-    return masqueradingText(this.masqueradeMode, this.options.uplink, this.options.clusterCidr, this.options.ipMasqAgent);
+    return masqueradingText(this.masqueradeMode, this.options.uplink, this.options.clusterCidr, this.options.ipMasqAgent?.());
   }
 
   /** Applies the operator's record (undefined: none, back to the base); switches run one at a time, in order. */
   apply(record: NodeConfigRecord | undefined): Promise<void> {
-    this.queue = this.queue.then(() => this.switchTo(record)).catch((err: unknown) => this.options.log.error({ error: (err as Error).message }, 'switching the datapath mode failed'));
+    this.queue = this.queue.then(() => {
+      this.options.onRecord?.(record);
+      return this.switchTo(record);
+    }).catch((err: unknown) => this.options.log.error({ error: (err as Error).message }, 'switching the datapath mode failed'));
     return this.queue;
   }
 

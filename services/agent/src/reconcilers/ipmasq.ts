@@ -23,16 +23,16 @@ export function syncIpmasq(map: Datapath['maps']['ipmasq'], cidrs: readonly stri
   return { added, removed };
 }
 
-/** Keeps sl_ipmasq in step with the configuration and the cluster's nodes (coalesced to one sync per macrotask). */
-export function ipmasqSync(options: { map: Datapath['maps']['ipmasq']; cidrs: readonly string[]; nodeIps: () => string[]; log: Logger }): { sync(): void; nodesChanged(): void } {
+/** Keeps sl_ipmasq in step with the configuration (read at each sync: it changes live) and the cluster's nodes (coalesced to one sync per macrotask). */
+export function ipmasqSync(options: { map: Datapath['maps']['ipmasq']; cidrs: () => readonly string[]; nodeIps: () => string[]; log: Logger }): { sync(): void; nodesChanged(): void } {
   let queued = false;
   let failing = false;
   const sync = () => {
     try {
-      syncIpmasq(options.map, options.cidrs, options.nodeIps());
+      syncIpmasq(options.map, options.cidrs(), options.nodeIps());
       failing = false;
     } catch (err) {
-      if (!failing) options.log.warn({ error: (err as Error).message }, 'sl_ipmasq not updated (retried on the next node change)');
+      if (!failing) options.log.warn({ error: (err as Error).message }, 'sl_ipmasq not updated (retried on the next node or configuration change)');
       failing = true;
     }
   };

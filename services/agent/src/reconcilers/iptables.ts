@@ -151,8 +151,8 @@ export interface IptablesMasqueradeOptions {
   log: Logger;
   registry?: Registry;
   refreshIntervalMs?: number;
-  /** ip-masq-agent's nonMasqueradeCIDRs (returned before the masquerade). */
-  nonMasqueradeCidrs?: readonly string[];
+  /** ip-masq-agent's nonMasqueradeCIDRs (returned before the masquerade); read at each pass, they change live. */
+  nonMasqueradeCidrs?: () => readonly string[];
   /** While draining (see above), how often conntrack is read again. Default 5 s. */
   drainIntervalMs?: number;
   /** conntrack's table of the namespace; default: /proc/net/nf_conntrack read in it ('' when there is none). */
@@ -190,7 +190,7 @@ export function iptablesMasquerade(options: IptablesMasqueradeOptions): Iptables
   let stopped = false;
   let readFailed = false;
   const readConntrack = options.readConntrack ?? procConntrack(options.netns);
-  const table = new MasqueradeTable(() => ({ mode, clusterCidr: options.clusterCidr, draining, nonMasqueradeCidrs: options.nonMasqueradeCidrs ?? [], ...options.nodes() }));
+  const table = new MasqueradeTable(() => ({ mode, clusterCidr: options.clusterCidr, draining, nonMasqueradeCidrs: options.nonMasqueradeCidrs?.() ?? [], ...options.nodes() }));
   const reconciler = new Reconciler<MasqueradeRule>({
     target: new IptablesMasqueradeTarget({ netns: options.netns, desired: table }),
     desired: table,

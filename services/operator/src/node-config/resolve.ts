@@ -15,12 +15,43 @@ import type { NodeConfigRecord } from '@sluice/kvstore';
 
 type Any = Record<string, any>;
 
-/** The agent keys a SluiceNodeConfig may set, their values, and the record field each becomes. */
+/** A key's value as the agent's record holds it, or why the value is refused. */
+type Parsed = { value: string | number | string[] } | { problem: string };
+
+const oneOf = (values: readonly string[]) => (raw: unknown): Parsed => {
+  const value = typeof raw === 'string' ? raw.trim() : raw;
+  return typeof value === 'string' && values.includes(value) ? { value } : { problem: `${JSON.stringify(raw)} is not one of ${values.join(', ')}` };
+};
+
+const IPV4_CIDR = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}\/(3[0-2]|[12]?\d)$/;
+
+/** ip-masq-agent's list: a YAML list of IPv4 CIDRs, or one comma-separated string (as the agent's flag takes it). */
+function cidrList(raw: unknown): Parsed {
+  const items = Array.isArray(raw) ? raw : typeof raw === 'string' ? raw.split(',') : undefined;
+  if (!items) return { problem: `${JSON.stringify(raw)} is not a list of IPv4 CIDRs` };
+  const cidrs: string[] = [];
+  for (const item of items) {
+    const cidr = typeof item === 'string' ? item.trim() : '';
+    if (!IPV4_CIDR.test(cidr)) return { problem: `${JSON.stringify(item)} is not an IPv4 CIDR` };
+    if (!cidrs.includes(cidr)) cidrs.push(cidr);
+  }
+  return { value: cidrs };
+}
+
+/** The pods' MTU, overriding the one derived from the uplink (IPv4's 576 would do; 1280 keeps IPv6 possible). */
+function mtu(raw: unknown): Parsed {
+  const value = typeof raw === 'string' && /^\d+$/.test(raw.trim()) ? Number(raw.trim()) : raw;
+  return typeof value === 'number' && Number.isInteger(value) && value >= 1280 && value <= 65_535 ? { value } : { problem: `${JSON.stringify(raw)} is not an MTU (an integer from 1280 to 65535)` };
+}
+
+/** The agent keys a SluiceNodeConfig may set, how each value is read, and the record field each becomes. */
 export const NODE_CONFIG_KEYS = {
-  routing: { values: ['native', 'tunnel'], field: 'routing' },
-  'host-routing': { values: ['auto', 'bpf', 'legacy'], field: 'hostRouting' },
-  masquerade: { values: ['off', 'iptables', 'bpf'], field: 'masquerade' },
-} as const satisfies Record<string, { values: readonly string[]; field: keyof NodeConfigRecord }>;
+  routing: { parse: oneOf(['native', 'tunnel']), field: 'routing' },
+  'host-routing': { parse: oneOf(['auto', 'bpf', 'legacy']), field: 'hostRouting' },
+  masquerade: { parse: oneOf(['off', 'iptables', 'bpf']), field: 'masquerade' },
+  'non-masquerade-cidrs': { parse: cidrList, field: 'nonMasqueradeCidrs' },
+  mtu: { parse: mtu, field: 'mtu' },
+} as const satisfies Record<string, { parse: (raw: unknown) => Parsed; field: keyof NodeConfigRecord }>;
 export type NodeConfigKey = keyof typeof NODE_CONFIG_KEYS;
 
 export interface NodeConfigInput {
@@ -47,7 +78,7 @@ export interface NodeConfigReport {
 }
 
 /** A node's effective settings (only keys some object set), and which objects they came from, in order. */
-export type EffectiveConfig = Pick<NodeConfigRecord, 'routing' | 'hostRouting' | 'masquerade'> & { sources: string[] };
+export type EffectiveConfig = Pick<NodeConfigRecord, 'routing' | 'hostRouting' | 'masquerade' | 'nonMasqueradeCidrs' | 'mtu'> & { sources: string[] };
 
 export interface Resolution {
   nodes: Map<string, EffectiveConfig>;
@@ -70,21 +101,20 @@ export function nodeConfigInput(o: Any): NodeConfigInput {
 }
 
 /** The valid settings of one object and its problems. */
-export function validateDefaults(defaults: Record<string, unknown>): { settings: Partial<Record<NodeConfigKey, string>>; problems: string[] } {
-  const settings: Partial<Record<NodeConfigKey, string>> = {};
+export function validateDefaults(defaults: Record<string, unknown>): { settings: Partial<Record<NodeConfigKey, string | number | string[]>>; problems: string[] } {
+  const settings: Partial<Record<NodeConfigKey, string | number | string[]>> = {};
   const problems: string[] = [];
   for (const [key, raw] of Object.entries(defaults).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
     if (!isKey(key)) {
       problems.push(`unknown key "${key}" (known: ${Object.keys(NODE_CONFIG_KEYS).join(', ')})`);
       continue;
     }
-    const allowed: readonly string[] = NODE_CONFIG_KEYS[key].values;
-    const value = typeof raw === 'string' ? raw.trim() : raw;
-    if (typeof value !== 'string' || !allowed.includes(value)) {
-      problems.push(`${key}: ${JSON.stringify(raw)} is not one of ${allowed.join(', ')}`);
+    const parsed = NODE_CONFIG_KEYS[key].parse(raw);
+    if ('problem' in parsed) {
+      problems.push(`${key}: ${parsed.problem}`);
       continue;
     }
-    settings[key] = value;
+    settings[key] = parsed.value;
   }
   return { settings, problems };
 }
