@@ -7,7 +7,7 @@ import { formatClusterSummary, type ClusterSummary } from '@sluice/health-api';
 import { healthClientFor, type HealthTls } from './health-commands.ts';
 import { countPrefix, etcdStatus, openCluster, readAgents, readNodes, readOperator, type EtcdStatus } from './cluster.ts';
 import { CliError, oneLine } from './errors.ts';
-import { readKube } from './kube.ts';
+import { readKube, readNodeConfigs, type NodeConfigView } from './kube.ts';
 import type { Target } from './target.ts';
 import { z } from '@sluice/config';
 
@@ -58,6 +58,7 @@ export interface StatusReport {
   hostRouting: Section;
   masquerading: Section;
   podMtu: Section;
+  nodeConfig: Section;
   kubeProxyReplacement: Section;
   l2Announcements: Section;
   endpoints: Section;
@@ -74,6 +75,7 @@ export const SECTION_LABELS: Record<Exclude<keyof StatusReport, 'node' | 'time'>
   hostRouting: 'Host Routing',
   masquerading: 'Masquerading',
   podMtu: 'Pod MTU',
+  nodeConfig: 'Node Config',
   kubeProxyReplacement: 'KubeProxyReplacement',
   l2Announcements: 'L2 Announcements',
   endpoints: 'Endpoints',
@@ -119,13 +121,14 @@ export async function gatherStatus(target: Target, options: StatusOptions = {}):
   const reader = openCluster(target.etcd, target.etcdRoot);
   try {
     const etcd = await etcdStatus(reader);
-    const [operator, agentsRead, nodesRead, podCount, kube, health] = await Promise.all([
+    const [operator, agentsRead, nodesRead, podCount, kube, health, nodeConfigs] = await Promise.all([
       readOperator(reader),
       readAgents(reader),
       readNodes(reader),
       countPrefix(reader, reader.keys.prefix('pods')),
       target.kubeconfig ? readKube(target.kubeconfig, options.timeoutMs) : Promise.resolve(undefined),
       readHealth(target.healthAddress, options.timeoutMs, options.healthTls),
+      target.kubeconfig ? readNodeConfigs(target.kubeconfig, options.timeoutMs) : Promise.resolve(undefined),
     ]);
     let agents = agentsRead.items.sort((a, b) => a.node.localeCompare(b.node));
     const nodeNames = nodesRead.items.map((n) => n.name);
@@ -158,6 +161,7 @@ export async function gatherStatus(target: Target, options: StatusOptions = {}):
       podMtu: agents.some((a) => a.podMtu)
         ? { state: 'Ok', summary: byValue(agents, (a) => (a.podMtu ? String(a.podMtu) : 'unknown')), data: Object.fromEntries(agents.map((a) => [a.node, a.podMtu ?? null])) }
         : { state: 'Disabled', summary: 'unknown (no agent reports it)' },
+      nodeConfig: nodeConfigSection(nodeConfigs),
       kubeProxyReplacement: kubeProxyReplacementSection(locals, agents.length),
       l2Announcements: l2AnnouncementsSection(locals),
       endpoints: endpointsSection(agents, podCount, options.node),
@@ -170,6 +174,18 @@ export async function gatherStatus(target: Target, options: StatusOptions = {}):
   } finally {
     reader.close();
   }
+}
+
+/** SluiceNodeConfigs whose keys the operator refused are a warning, each named with the reason: never silently ignored. */
+export function nodeConfigSection(configs: NodeConfigView[] | string | undefined): Section {
+  if (configs === undefined) return { state: 'Disabled', summary: 'no kubeconfig (pass --kubeconfig)' };
+  if (typeof configs === 'string') return { state: 'Warning', summary: `SluiceNodeConfigs not read: ${configs}` };
+  const invalid = configs.filter((c) => c.valid === false);
+  const pending = configs.filter((c) => c.valid === undefined);
+  const parts = [`${configs.length} SluiceNodeConfig${configs.length === 1 ? '' : 's'}`];
+  if (invalid.length) parts.push(`${invalid.length} with refused keys: ${invalid.map((c) => `${c.name} (${c.message || 'no message'})`).join('; ')}`);
+  if (pending.length) parts.push(`${pending.length} not yet checked by the operator: ${pending.map((c) => c.name).join(', ')}`);
+  return { state: invalid.length ? 'Warning' : 'Ok', summary: parts.join(', '), data: { configs } };
 }
 
 function operatorSection(view: Awaited<ReturnType<typeof readOperator>>): Section {

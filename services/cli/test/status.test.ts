@@ -2,7 +2,7 @@
  * `sluice status`, `nodes` and `endpoints` against a real etcd holding what the operator and the agents write
  * (records written here by hand in their real formats), through a demo state file as a user would find it.
  */
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -94,6 +94,41 @@ describe('sluice status / nodes / endpoints on a real etcd', () => {
     expect(out).toMatch(/^Endpoints:\s+6 pods in etcd, 4 local endpoints on 2 agents$/m);
     expect(out).toMatch(/^Controller Status:\s+5\/6 healthy \(operator mirrors synced 4\/4, agents synced 1\/2, agent etcd watches: 1\/1 connected, 2 retries, 0 decode errors, record errors 0\)$/m);
     expect(out).toMatch(/^Cluster health:\s+no health service/m);
+  });
+
+  it('names the SluiceNodeConfigs whose keys the operator refused (read from the API server)', async () => {
+    // An API server answering the custom-objects list as Kubernetes does, with the operator's conditions.
+    const api = createServer((req, res) => {
+      if (req.url?.startsWith('/apis/sluice.io/v1alpha1/sluicenodeconfigs')) {
+        res.setHeader('content-type', 'application/json');
+        res.end(JSON.stringify({
+          apiVersion: 'sluice.io/v1alpha1', kind: 'SluiceNodeConfigList', metadata: { resourceVersion: '7' },
+          items: [
+            { metadata: { name: '50-ebpf' }, status: { conditions: [{ type: 'sluice.io/valid', status: 'True', reason: 'Valid', message: 'all keys valid' }] } },
+            { metadata: { name: '60-odd' }, status: { conditions: [{ type: 'sluice.io/valid', status: 'False', reason: 'InvalidKeys', message: 'unknown key "enable-foo"' }] } },
+            { metadata: { name: '70-new' } },
+          ],
+        }));
+      } else if (req.url?.startsWith('/version')) {
+        res.setHeader('content-type', 'application/json');
+        res.end(JSON.stringify({ gitVersion: 'v1.31.0', platform: 'linux/amd64' }));
+      } else {
+        res.statusCode = 404;
+        res.end('{}');
+      }
+    });
+    await new Promise<void>((resolve) => api.listen(0, '127.0.0.1', resolve));
+    try {
+      const kubeconfig = join(mkdtempSync(join(tmpdir(), 'sluice-kc-')), 'kubeconfig');
+      const server = `http://127.0.0.1:${(api.address() as { port: number }).port}`;
+      writeFileSync(kubeconfig, `apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: '${server}', insecure-skip-tls-verify: true}}]\nusers: [{name: u, user: {}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n`);
+      const c = capture({ statePath });
+      expect(await runCli(['status', '--kubeconfig', kubeconfig], c.io)).toBe(0);
+      expect(c.out()).toMatch(/^Kubernetes:\s+Ok\s+v1\.31\.0/m);
+      expect(c.out()).toMatch(/^Node Config:\s+3 SluiceNodeConfigs, 1 with refused keys: 60-odd \(unknown key "enable-foo"\), 1 not yet checked by the operator: 70-new$/m);
+    } finally {
+      api.close();
+    }
   });
 
   it('--node narrows the agent lines to one node', async () => {
