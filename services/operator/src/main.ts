@@ -24,7 +24,7 @@ const program = new Command('sluice-operator')
   .addOption(flag('--metrics-host <host>', 'address for /metrics, /healthz, /readyz', '127.0.0.1'))
   .addOption(flag('--metrics-port <port>', 'port for /metrics, /healthz, /readyz (0 picks a free one)', '9963'))
   .addOption(flag('--shutdown-grace <seconds>', 'on SIGTERM/SIGINT, how long to wait for etcd and the API server before abandoning what is pending and exiting', '10'))
-  .addOption(flag('--receipt-log <file>', 'for measurement harnesses: append "<epoch ms> <A|D> <namespace>/<name>" per Pod ADDED/DELETED watch event as it arrives'))
+  .addOption(flag('--receipt-log <file>', 'for measurement harnesses: append "<epoch ms> <A|M|D> <namespace>/<name>" per Pod ADDED/MODIFIED/DELETED watch event as it arrives'))
   .addOption(flag('--log-level <level>', 'fatal, error, warn, info, debug or trace', 'info'));
 for (const option of etcdFlags()) program.addOption(option);
 
@@ -64,7 +64,7 @@ const etcd = createKvClient(etcdConfig.client);
 const receipts = options.receiptLog ? createWriteStream(options.receiptLog, { flags: 'a' }) : undefined;
 const operator = new Operator({
   onReceived: receipts && ((kind, type, namespace, name) => {
-    if (kind === 'Pod' && type !== 'MODIFIED') receipts.write(`${Date.now()} ${type === 'ADDED' ? 'A' : 'D'} ${namespace}/${name}\n`);
+    if (kind === 'Pod') receipts.write(`${Date.now()} ${type === 'ADDED' ? 'A' : type === 'DELETED' ? 'D' : 'M'} ${namespace}/${name}\n`);
   }),
   kube,
   etcd,

@@ -60,15 +60,30 @@ function operatorMetrics(text: string | undefined): OperatorMetrics | undefined 
   };
 }
 
-/** The operator's --receipt-log: "<type> <key>" → when the operator received that watch event. */
-async function readReceipts(file: string): Promise<Map<string, number>> {
+/**
+ * The operator's --receipt-log: "<type> <key>" → when the operator received that watch event. With pods that start
+ * Pending, a pod's creation is measured from when it runs with an IP (the change the operator writes), which reaches
+ * the operator as the first MODIFIED after its ADDED: that receipt is the creation's, not the ADDED's.
+ */
+export function parseReceipts(text: string, podsStartPending: boolean): Map<string, number> {
   const out = new Map<string, number>();
-  const text = await readFile(file, 'utf8').catch(() => '');
+  const awaitingRun = new Set<string>();
   for (const line of text.split('\n')) {
     const [at, type, key] = line.split(' ');
-    if (at && type && key && !out.has(`${type} ${key}`)) out.set(`${type} ${key}`, Number(at));
+    if (!at || !type || !key) continue;
+    if (type === 'M') {
+      if (podsStartPending && awaitingRun.delete(key)) out.set(`A ${key}`, Number(at));
+      continue;
+    }
+    if (out.has(`${type} ${key}`)) continue;
+    if (type === 'A' && podsStartPending) awaitingRun.add(key);
+    else out.set(`${type} ${key}`, Number(at));
   }
   return out;
+}
+
+async function readReceipts(file: string, podsStartPending: boolean): Promise<Map<string, number>> {
+  return parseReceipts(await readFile(file, 'utf8').catch(() => ''), podsStartPending);
 }
 
 interface EtcdMetrics {
@@ -565,7 +580,7 @@ export async function runScale(scenario: Scenario, options: RunOptions): Promise
       return evaluated.every((e) => e.missing === 0);
     }, 120_000, 1000).catch(() => undefined);
     evaluated = evaluate();
-    receipts = await readReceipts(receiptLog);
+    receipts = await readReceipts(receiptLog, scenario.podStartDelay > 0);
     const kubeAfter = await kubeStats();
     const opAfter = operatorMetrics(await scrape(operatorUrl));
     const etcdAfter = etcdMetrics(await scrape(`${etcd.endpoint}/metrics`));
