@@ -193,6 +193,13 @@ function dumpTables(map: DatapathMaps['maglev']): Map<number, Uint32Array> {
 }
 const isTerminating = (v: BackendValue | undefined) => !!v && (v.flags & BE_F_TERMINATING) !== 0;
 /** A backend entry as the map holds it: shared by every service that has it, terminating when any of them says so. */
+/**
+ * A backend several services share has one entry; its terminating flag is set only while every service holding it
+ * says terminating. The flag's one use in the datapath is session affinity (a client's entry is not followed to a
+ * terminating backend); each service's Maglev table already leaves out what that service calls terminating. Set
+ * while any holder said so, one service turning a pod terminating broke the affinity of every other service that
+ * still had it ready (its clients re-hashed on each connection: the lab's affinity test caught it).
+ */
 const sharedBackend = (v: BackendValue, terminating: boolean): BackendValue => ({ ip: v.ip, port: v.port, flags: (v.flags & ~BE_F_TERMINATING) | (terminating ? BE_F_TERMINATING : 0) });
 const sameBackend = (a: BackendValue | undefined, b: BackendValue) => !!a && a.ip === b.ip && a.port === b.port && a.flags === b.flags;
 const sameFrontend = (a: ServiceValue | undefined, b: ServiceValue) => !!a && a.id === b.id && a.count === b.count && a.flags === b.flags && a.affinityTimeout === b.affinityTimeout;
@@ -377,8 +384,9 @@ export class LbProgrammer {
       const termsAfter = terms + (termDelta.get(id) ?? 0);
       terminating.set(id, termsAfter);
       if (refs + (refsDelta.get(id) ?? 0) <= 0) continue; // released: deleted, not written
-      const after = sharedBackend(v, termsAfter > 0);
-      if (refs > 0 && sameBackend(sharedBackend(v, terms > 0), after) && !this.changedAddress(changes, id, v)) continue;
+      const refsAfter = refs + (refsDelta.get(id) ?? 0);
+      const after = sharedBackend(v, termsAfter >= refsAfter);
+      if (refs > 0 && sameBackend(sharedBackend(v, terms >= refs), after) && !this.changedAddress(changes, id, v)) continue;
       writes.set(id, after);
     }
     return { writes, terminating };
@@ -538,9 +546,9 @@ export class LbProgrammer {
     for (const c of wanted.values()) {
       for (const [id, v] of c.backends) {
         const seen = sharedWanted.get(id);
-        // The compiled value itself, unless another holder says terminating and this one does not (or the reverse).
+        // Terminating only while every holder says so (sharedBackend's comment says why).
         if (!seen) sharedWanted.set(id, v);
-        else if (isTerminating(v) && !isTerminating(seen)) sharedWanted.set(id, sharedBackend(seen, true));
+        else if (!isTerminating(v) && isTerminating(seen)) sharedWanted.set(id, sharedBackend(seen, false));
       }
     }
     for (const [key, c] of wanted) {
