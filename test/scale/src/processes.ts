@@ -5,7 +5,7 @@
 import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { ownChild, stopChild } from '@sluice/process';
+import { dieWithParent, ownChild, stopChild } from '@sluice/process';
 
 const require = createRequire(import.meta.url);
 const TSX_LOADER = require.resolve('tsx');
@@ -67,7 +67,10 @@ function wrap<In, Out>(name: string, child: ChildProcess, logFile: string): Chil
 /** A TypeScript child with an IPC channel. */
 export function forkTs<In, Out>(name: string, script: string, args: string[], logFile: string, nodeFlags: string[] = []): Child<In, Out> {
   const fd = openSync(logFile, 'a');
-  const child = fork(script, args, { execArgv: ['--import', TSX_LOADER, ...nodeFlags], stdio: ['ignore', fd, fd, 'ipc'] });
+  // Through setpriv's parent-death signal (it execs node, keeping the IPC descriptor): a harness killed by a test
+  // runner after a hook timeout takes its children with it.
+  const run = dieWithParent(process.execPath, ['--import', TSX_LOADER, ...nodeFlags]);
+  const child = fork(script, args, { execPath: run.command, execArgv: run.args, stdio: ['ignore', fd, fd, 'ipc'] });
   closeSync(fd);
   return wrap<In, Out>(name, child, logFile);
 }
@@ -75,7 +78,8 @@ export function forkTs<In, Out>(name: string, script: string, args: string[], lo
 /** A TypeScript service without IPC (the operator, the health service), its output in a log file. */
 export function spawnTs(name: string, script: string, args: string[], logFile: string, stdout: 'log' | 'pipe' = 'log'): Child<never, never> {
   const fd = openSync(logFile, 'a');
-  const child = spawn(process.execPath, ['--import', TSX_LOADER, script, ...args], { stdio: ['ignore', stdout === 'pipe' ? 'pipe' : fd, fd] });
+  const run = dieWithParent(process.execPath, ['--import', TSX_LOADER, script, ...args]);
+  const child = spawn(run.command, run.args, { stdio: ['ignore', stdout === 'pipe' ? 'pipe' : fd, fd] });
   closeSync(fd);
   return wrap<never, never>(name, child, logFile);
 }
