@@ -7,21 +7,16 @@
  * address over (gratuitous ARP) and the client is served again. A second
  * Service finds the pool exhausted and says so in a condition. The failover times are printed as figures.
  */
-import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
-import { startEtcd, type EtcdServer } from '@sluice/etcd-runner';
-import { startKubeSim, type KubeSim } from '@sluice/kube-sim';
+import { type EtcdServer } from '@sluice/etcd-runner';
+import { type KubeSim } from '@sluice/kube-sim';
 import { execIn } from '@sluice/netns';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startLab, stopAllLabs, type Lab, type LabClient, type LabNode } from '../src/index.ts';
+import { startLab, type Lab, type LabClient, type LabNode } from '../src/index.ts';
+import { startKubeHarness, type KubeHarness } from './kube-harness.ts';
 import { backendsAwayFrom, clientGet, clientNeighbour as neighbourOf, l2Holders, linkMac as mac, loadBalancerManifests, pollFor as poll, servedAgainAfter as servedAfter, underlayPoolAddress } from '../src/l2.ts';
 
-const CRDS = fileURLToPath(new URL('../../../deploy/crds', import.meta.url));
-const run = promisify(execFile);
 
 let etcd: EtcdServer;
 let sim: KubeSim;
@@ -31,7 +26,8 @@ let client: LabClient;
 let lbIp: string;
 let stoppedAgent: string | undefined;
 
-const kubectl = async (...args: string[]) => (await run('kubectl', ['--kubeconfig', sim.kubeconfigPath, '--cache-dir', join(dir, 'cache'), ...args], { timeout: 30_000 })).stdout;
+let kube: KubeHarness;
+const kubectl = (...args: string[]) => kube.kubectl(...args);
 const apply = async (name: string, yaml: string) => {
   const file = join(dir, `${name}.yaml`);
   writeFileSync(file, yaml);
@@ -43,20 +39,14 @@ const get = (ip: string, timeoutS = 2) => clientGet(client, ip, timeoutS);
 const setBackendsAwayFrom = (nodes: LabNode[]) => backendsAwayFrom(lab, client, 'lb-web', lbIp, nodes);
 
 beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'sluice-l2-'));
-  etcd = await startEtcd();
-  sim = await startKubeSim({ nodes: 0, services: 0 });
-  await kubectl('apply', '-k', CRDS);
+  kube = await startKubeHarness('l2');
+  ({ etcd, sim, dir } = kube);
   lab = await startLab({ nodes: 3, podsPerNode: 1, etcdEndpoint: etcd.endpoint, kubeSim: sim, podPrefix: 'l2-', nodePrefix: 'l2-node-', rootPrefix: 'l2/', healthEndpoints: false, healthPort: 0 });
   client = await lab.services.addClient();
 }, 240_000);
 
 afterAll(async () => {
-  await lab?.stop().catch(() => undefined);
-  stopAllLabs();
-  await sim?.close();
-  await etcd?.stop();
-  if (dir) rmSync(dir, { recursive: true, force: true });
+  await kube?.stop(lab);
 });
 
 describe('LB IPAM and L2 announcements in the lab', () => {

@@ -16,21 +16,16 @@
  * masqueraded by BPF) is answered, and pings to a pod on node 2 with TTL 1, 2 and 3 show each BPF-forwarding node
  * decrementing the TTL (time exceeded from node 1, then node 2, then an answer).
  */
-import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { SNAT_PORT_MAX, SNAT_PORT_MIN } from '@sluice/bpf';
-import { startEtcd, type EtcdServer } from '@sluice/etcd-runner';
-import { startKubeSim, type KubeSim } from '@sluice/kube-sim';
+import { type EtcdServer } from '@sluice/etcd-runner';
+import { type KubeSim } from '@sluice/kube-sim';
 import { execIn } from '@sluice/netns';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { agentLogLines, startLab, stopAllLabs, WEB_PORT, type Lab, type LabClient, type LabNode, type LabPod } from '../src/index.ts';
+import { agentLogLines, startLab, WEB_PORT, type Lab, type LabClient, type LabNode, type LabPod } from '../src/index.ts';
+import { startKubeHarness, type KubeHarness } from './kube-harness.ts';
 
-const CRDS = fileURLToPath(new URL('../../../deploy/crds', import.meta.url));
-const run = promisify(execFile);
 const REASON = 'BPF host routing requires enable-bpf-masquerade. Falling back to legacy host routing (enable-host-legacy-routing=true).';
 
 let etcd: EtcdServer;
@@ -40,7 +35,8 @@ let dir: string;
 let outside: LabClient;
 const saved = process.env.SLUICE_MASQUERADE;
 
-const kubectl = async (...args: string[]) => (await run('kubectl', ['--kubeconfig', sim.kubeconfigPath, '--cache-dir', join(dir, 'cache'), ...args], { timeout: 30_000 })).stdout;
+let kube: KubeHarness;
+const kubectl = (...args: string[]) => kube.kubectl(...args);
 const status = async (node: LabNode) => (await (await fetch(`${node.statusUrl}/status`)).json()) as { masquerading: string; hostRouting: { mode: string; reason: string } };
 const natRules = async (node: LabNode) => (await execIn(node.netns, 'iptables-save', ['-t', 'nat'])).stdout.split('\n').filter((l) => l.startsWith('-A') && l.includes('SLUICE_POST_nat'));
 const counters = async (node: LabNode) => (await (await fetch(`${node.statusUrl}/counters`)).json()) as Record<string, { packets: number } | undefined>;
@@ -113,10 +109,8 @@ async function until(what: string, check: () => Promise<boolean>, ms = 60_000): 
 }
 
 beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'sluice-migration-'));
-  etcd = await startEtcd();
-  sim = await startKubeSim({ nodes: 0, services: 0 });
-  await kubectl('apply', '-k', CRDS);
+  kube = await startKubeHarness('migration');
+  ({ etcd, sim, dir } = kube);
   // The agents inherit it: the starting point is iptables masquerading on every node (flags > SLUICE_* > config dir).
   process.env.SLUICE_MASQUERADE = 'iptables';
   lab = await startLab({ nodes: 3, podsPerNode: 1, hostRouting: 'auto', etcdEndpoint: etcd.endpoint, kubeSim: sim, podPrefix: 'mig-', nodePrefix: 'mig-node-', rootPrefix: 'mig/', healthEndpoints: false, healthPort: 0 });
@@ -137,11 +131,7 @@ beforeAll(async () => {
 afterAll(async () => {
   if (saved === undefined) delete process.env.SLUICE_MASQUERADE;
   else process.env.SLUICE_MASQUERADE = saved;
-  await lab?.stop().catch(() => undefined);
-  stopAllLabs();
-  await sim?.close();
-  await etcd?.stop();
-  if (dir) rmSync(dir, { recursive: true, force: true });
+  await kube?.stop(lab);
 });
 
 describe('iptables → BPF masquerading, node by node, without a failed request', () => {

@@ -11,20 +11,15 @@
  * in native mode keeps its 9000-byte MTU: a bulk transfer from it still completes, and its path MTU to the remote
  * pod narrows to the tunnel's (BPF hands packets too big for vx0 to the stack, which answers "fragmentation needed").
  */
-import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
-import { startEtcd, type EtcdServer } from '@sluice/etcd-runner';
-import { startKubeSim, type KubeSim } from '@sluice/kube-sim';
+import { type EtcdServer } from '@sluice/etcd-runner';
+import { type KubeSim } from '@sluice/kube-sim';
 import { execIn, linkInfo } from '@sluice/netns';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { agentLogLines, startLab, stopAllLabs, WEB_PORT, type Lab, type LabNode, type LabPod } from '../src/index.ts';
+import { agentLogLines, startLab, WEB_PORT, type Lab, type LabNode, type LabPod } from '../src/index.ts';
+import { startKubeHarness, type KubeHarness } from './kube-harness.ts';
 
-const CRDS = fileURLToPath(new URL('../../../deploy/crds', import.meta.url));
-const run = promisify(execFile);
 const UPLINK_MTU = 9000;
 const ECHO_PORT = 7007;
 const SINK_PORT = 7009;
@@ -40,7 +35,8 @@ interface Status {
   hostRouting: { mode: string };
   mtu: { pod: number; uplink: number; overhead: number };
 }
-const kubectl = async (...args: string[]) => (await run('kubectl', ['--kubeconfig', sim.kubeconfigPath, '--cache-dir', join(dir, 'cache'), ...args], { timeout: 30_000 })).stdout;
+let kube: KubeHarness;
+const kubectl = (...args: string[]) => kube.kubectl(...args);
 const status = async (node: LabNode) => (await (await fetch(`${node.statusUrl}/status`)).json()) as Status;
 const counters = async (node: LabNode) => (await (await fetch(`${node.statusUrl}/counters`)).json()) as Record<string, { packets: number } | undefined>;
 const podOn = (node: LabNode) => lab.pods().find((p) => p.node === node.name)!;
@@ -115,10 +111,8 @@ s.on('error', (e) => { console.error(e.message); process.exit(1); }); setTimeout
 }
 
 beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'sluice-routing-switch-'));
-  etcd = await startEtcd();
-  sim = await startKubeSim({ nodes: 0, services: 0 });
-  await kubectl('apply', '-k', CRDS);
+  kube = await startKubeHarness('routing-switch');
+  ({ etcd, sim, dir } = kube);
   lab = await startLab({
     nodes: 3, podsPerNode: 1, etcdEndpoint: etcd.endpoint, kubeSim: sim, podPrefix: 'rsw-', nodePrefix: 'rsw-node-', rootPrefix: 'rsw/',
     healthEndpoints: false, healthPort: 0, labVxlan: false,
@@ -135,11 +129,7 @@ net.createServer((s) => { let n = 0; s.on('data', (d) => (n += d.length)); s.on(
 }, 300_000);
 
 afterAll(async () => {
-  await lab?.stop().catch(() => undefined);
-  stopAllLabs();
-  await sim?.close();
-  await etcd?.stop();
-  if (dir) rmSync(dir, { recursive: true, force: true });
+  await kube?.stop(lab);
 });
 
 describe('routing switched live: native → tunnel → native, without a failed request', () => {

@@ -16,21 +16,19 @@
  *   skb metadata, which an XDP_TX frame no longer carries. Anything off a real wire has complete checksums.
  */
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { ifindex, inNetns, openPinnedMaps, queryXdp, setOffloadInNetns } from '@sluice/datapath';
-import { startEtcd, type EtcdServer } from '@sluice/etcd-runner';
-import { startKubeSim, type KubeSim } from '@sluice/kube-sim';
+import { type EtcdServer } from '@sluice/etcd-runner';
+import { type KubeSim } from '@sluice/kube-sim';
 import { execIn } from '@sluice/netns';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from '../../../services/cli/src/cli.ts';
-import { startLab, stopAllLabs, type Lab, type LabClient, type LabNode, type LabPod } from '../src/index.ts';
+import { startLab, type Lab, type LabClient, type LabNode, type LabPod } from '../src/index.ts';
+import { startKubeHarness, type KubeHarness } from './kube-harness.ts';
 import { clientGet, l2Holders, loadBalancerManifests, pollFor, underlayPoolAddress } from '../src/l2.ts';
 
-const CRDS = fileURLToPath(new URL('../../../deploy/crds', import.meta.url));
 const ROOT = 'xdp/';
 const UDP_PORT = 5353;
 const UDP_SERVER = `
@@ -62,13 +60,12 @@ let lbIp: string;
 let mode: Mode = 'disabled';
 const answers: Partial<Record<Mode, Record<string, string>>> = {};
 
-const kubectl = async (...args: string[]) => (await run('kubectl', ['--kubeconfig', sim.kubeconfigPath, '--cache-dir', join(dir, 'cache'), ...args], { timeout: 30_000 })).stdout;
+let kube: KubeHarness;
+const kubectl = (...args: string[]) => kube.kubectl(...args);
 
 beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'sluice-xdp-'));
-  etcd = await startEtcd();
-  sim = await startKubeSim({ nodes: 0, services: 0 });
-  await kubectl('apply', '-k', CRDS);
+  kube = await startKubeHarness('xdp');
+  ({ etcd, sim, dir } = kube);
   lab = await startLab({
     nodes: 2, podsPerNode: 1, etcdEndpoint: etcd.endpoint, kubeSim: sim, routing: 'native', hostRouting: 'bpf', podPrefix: 'xdp-', nodePrefix: 'xdp-node-', rootPrefix: ROOT,
     healthEndpoints: false, healthPort: 0, nodeAgentArgs: () => ['--lb-acceleration', mode],
@@ -106,11 +103,7 @@ beforeAll(async () => {
 }, 300_000);
 
 afterAll(async () => {
-  await lab?.stop().catch(() => undefined);
-  stopAllLabs();
-  await sim?.close();
-  await etcd?.stop();
-  if (dir) rmSync(dir, { recursive: true, force: true });
+  await kube?.stop(lab);
 });
 
 async function mustIn(netns: string, cmd: string, args: string[]): Promise<void> {
