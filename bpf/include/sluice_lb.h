@@ -272,13 +272,8 @@ static __always_inline struct sl_backend_value *lb_select(struct l4 *l4, struct 
 	return be;
 }
 
-/*
- * NodePort SNAT ports: the masquerade's range (SL_SNAT_PORT_MIN..MAX, reserved in the node), never the kernel's
- * ephemeral range, where a node's own connection to the same backend could hold the same tuple and have its
- * replies taken by the reverse translation.
- */
-#define NAT_PORT_MIN SL_SNAT_PORT_MIN
-#define NAT_PORT_RANGE (SL_SNAT_PORT_MAX - SL_SNAT_PORT_MIN + 1)
+#define NAT_PORT_MIN 32768
+#define NAT_PORT_RANGE 28232 /* 32768..60999 */
 #define NAT_PORT_TRIES 8
 
 enum lb_verdict { LB_PASS = 0, LB_DONE = 1, LB_ERROR = -1, LB_REJECT = 2, LB_DROP = 3 };
@@ -389,14 +384,15 @@ static __always_inline int lb_decide(struct sl_config *cfg, struct l4 *l4, int f
 			rev.client_ip = nat_ip;
 		}
 		if (entry.flags & SL_CT_F_SNAT) {
-			/* A few hashed tries in the NAT range, free towards this backend. */
+			/* The client's own port if free towards this backend, else a few hashed tries in the NAT range. */
 			hash = (l4->saddr ^ ((__u32)l4->sport << 16)) * 2654435761u;
 			hash ^= hash >> 15;
+			rev.client_port = l4->sport;
 #pragma unroll
 			for (i = 0; i < NAT_PORT_TRIES; i++) {
-				rev.client_port = bpf_htons(NAT_PORT_MIN + (hash + i * 7919) % NAT_PORT_RANGE);
 				if (bpf_map_update_elem(&sl_lb_ct, &rev, &back, BPF_NOEXIST) == 0)
 					break;
+				rev.client_port = bpf_htons(NAT_PORT_MIN + (hash + i * 7919) % NAT_PORT_RANGE);
 			}
 			if (i == NAT_PORT_TRIES) {
 				count_len(SL_CNT_SNAT_NO_PORT, len);
