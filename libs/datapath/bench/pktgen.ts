@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import koffi from 'koffi';
 import { possibleCpus } from '../src/bpf-map.ts';
-import { bpf, BpfError, check, checkPtr, lastErrno } from '../src/libbpf.ts';
+import { bpf, BpfError, check, checkPtr, lastErrno, type TestRunOpts } from '../src/libbpf.ts';
 
 const SOURCE = fileURLToPath(new URL('./xdp-pktgen.bpf.c', import.meta.url));
 export const BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1;
@@ -18,24 +18,6 @@ const HDR_LEN = 14 + 20 + 20;
 const CFG_SIZE = 16 + HDR_LEN + 2;
 export const CNT = { sent: 0, forwarded: 1, other: 2 } as const;
 
-interface LiveOpts {
-  sz: number;
-  data_in: Buffer;
-  data_out: null;
-  data_size_in: number;
-  data_size_out: number;
-  ctx_in: Buffer;
-  ctx_out: null;
-  ctx_size_in: number;
-  ctx_size_out: number;
-  retval: number;
-  repeat: number;
-  duration: number;
-  flags: number;
-  cpu: number;
-  batch_size: number;
-}
-const testRunOpts = bpf.progTestRun as unknown as (fd: number, opts: LiveOpts) => number;
 
 export interface Pktgen {
   programs: { pktgen: number; sink: number; reflect: number; tcReflect: number };
@@ -104,7 +86,7 @@ export function transmit(progFd: number, frame: Buffer, ifindex: number, repeat:
   const ctx = Buffer.alloc(24); // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex
   ctx.writeUInt32LE(frame.length, 4);
   ctx.writeUInt32LE(ifindex, 12);
-  const opts: LiveOpts = {
+  const opts: TestRunOpts = {
     sz: koffi.sizeof('bpf_test_run_opts'),
     data_in: frame,
     data_out: null,
@@ -121,7 +103,7 @@ export function transmit(progFd: number, frame: Buffer, ifindex: number, repeat:
     cpu: 0,
     batch_size: batch,
   };
-  check('bpf_prog_test_run_opts', testRunOpts(progFd, opts), 'live frames');
+  check('bpf_prog_test_run_opts', bpf.progTestRun(progFd, opts), 'live frames');
   return opts.duration;
 }
 

@@ -81,7 +81,8 @@ export interface TestRunOpts {
   data_out: Buffer | null;
   data_size_in: number;
   data_size_out: number;
-  ctx_in: null;
+  /** XDP's context (xdp_md) for live frames: the ingress ifindex and queue. */
+  ctx_in: Buffer | null;
   ctx_out: null;
   ctx_size_in: number;
   ctx_size_out: number;
