@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { dieWithParent, hasExited, ownChild, stopChild } from '../src/index.ts';
+import { hasExited, ownChild, stopChild } from '../src/index.ts';
 
 describe('stopChild', () => {
   it('stops a child that honours SIGTERM', async () => {
@@ -63,7 +63,6 @@ describe('ownChild', () => {
     // A parent that starts a long sleep, owns it, prints its pid and exits without stopping it.
     const script = `
       import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
       import { ownChild } from ${JSON.stringify(new URL('../src/index.ts', import.meta.url).pathname)};
       const c = ownChild(spawn('sleep', ['60'], { detached: true, stdio: 'ignore' }));
       console.log(c.pid);

@@ -16,7 +16,6 @@ interface Column {
 }
 
 // Printing reads loosely-typed objects that the store has already validated; `any` stays inside this module.
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Any = Record<string, any>;
 
 function age(created: unknown): string {

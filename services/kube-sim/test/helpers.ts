@@ -21,7 +21,7 @@ export async function request(sim: KubeSim, method: string, path: string, body?:
     body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
   });
   const text = await res.text();
-  let json: any; // eslint-disable-line @typescript-eslint/no-explicit-any
+  let json: any;
   try {
     json = JSON.parse(text);
   } catch {
@@ -31,10 +31,10 @@ export async function request(sim: KubeSim, method: string, path: string, body?:
 }
 
 /** Reads a watch stream's events until `until` says stop (or the stream ends); returns them. */
-export async function readWatch(url: string, until: (events: { type: string; object: any }[]) => boolean, timeoutMs = 15_000) { // eslint-disable-line @typescript-eslint/no-explicit-any
+export async function readWatch(url: string, until: (events: { type: string; object: any }[]) => boolean, timeoutMs = 15_000) {
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), timeoutMs);
-  const events: { type: string; object: any }[] = []; // eslint-disable-line @typescript-eslint/no-explicit-any
+  const events: { type: string; object: any }[] = [];
   try {
     const res = await fetch(url, { signal: controller.signal });
     if (!res.body) return events;
