@@ -26,6 +26,8 @@
  * Watcher (agents, health service, scale harness)
  *   const watch = watchPrefix<T>(client, prefix, { decode: (key, bytes: Buffer) => T, onEvent: (e: WatchEvent<T>) => void,
  *                                                 clusterSize?, backoff?, pageSize?, name?, log?, registry? })
+ *   pageSize: a fixed number of keys, or PageSizing (default: pages of ~4 MiB; etcd walks the rest of the prefix
+ *   for every page, so fewer, fuller pages cost it less: pages.ts)
  *   WatchEvent<T> = { type: 'upsert', key, value: T, modRevision } | { type: 'delete', key, modRevision }
  *                 | { type: 'listDone', revision }   // exactly once, after the first full list
  *   await watch.synced; watch.status(): WatchStatus; await watch.stop()
@@ -71,6 +73,7 @@ export {
   type PrefixSync,
 } from './writer.ts';
 export { watchPrefix, prefixRangeEnd, type WatchEvent, type WatchOptions, type WatchStatus, type PrefixWatch } from './watcher.ts';
+export { PageSizer, type PageSizing } from './pages.ts';
 export { watchSyncMarkers, type CompletenessGate, type SyncMarkers, type SyncMarkersOptions } from './sync.ts';
 export { LeaderElection, observeLeader, type LeaderElectionOptions } from './election.ts';
 export { LeasedKeys, type LeasedKeysOptions } from './leased.ts';

@@ -3,6 +3,7 @@ import { RepeatSuppressor, createLogger, type Logger } from '@sluice/log';
 import { Counter, Gauge, type Registry } from '@sluice/metrics';
 import type { Etcd3, IKeyValue, IWatchResponse, Watcher } from 'etcd3';
 import { errorMessage, isCompactedError, isWatchCanceledError } from './errors.ts';
+import { PageSizer, type PageSizing } from './pages.ts';
 import type { CompletenessGate } from './sync.ts';
 
 /** What a consumer of a prefix receives, in etcd's order. */
@@ -30,8 +31,11 @@ export interface WatchOptions<T> {
   completeness?: CompletenessGate;
   /** Reconnect backoff before cluster-size scaling, in ms. Default 200 ms … 1 s (1.7 s … 8.5 s at 5,000 nodes). */
   backoff?: { minMs: number; maxMs: number };
-  /** Keys per page of the list. Default 1,000. */
-  pageSize?: number;
+  /**
+   * Keys per page of the list: a number is a fixed size; by default pages are sized by bytes (pages.ts: 1,000 keys,
+   * then ~4 MiB at the average size seen), since etcd walks the rest of the prefix for every page.
+   */
+  pageSize?: number | PageSizing;
   /** Label of this watch in metrics and logs (e.g. `pods`); the prefix by default. */
   name?: string;
   log?: Logger;
@@ -177,7 +181,7 @@ class PrefixWatcher<T> implements PrefixWatch {
    * starting over. Under a thundering herd (thousands of agents listing at once) pages time out; a list that starts
    * over after each one may never finish, while one that resumes always progresses.
    */
-  private listCursor: { pinned: number; start: Buffer; seen: Set<string> } | undefined;
+  private listCursor: { pinned: number; start: Buffer; seen: Set<string>; pages: PageSizer } | undefined;
   private unsubscribeGate: (() => void) | undefined;
   private probeTimer: NodeJS.Timeout | undefined;
   private probing = false;
@@ -427,12 +431,11 @@ class PrefixWatcher<T> implements PrefixWatch {
 
   /** A full list at one pinned revision, diffed against what the consumer holds. */
   private async list(): Promise<void> {
-    const pageSize = this.options.pageSize ?? 1000;
-    const cursor = (this.listCursor ??= { pinned: 0, start: this.key, seen: new Set<string>() });
+    const cursor = (this.listCursor ??= { pinned: 0, start: this.key, seen: new Set<string>(), pages: new PageSizer(this.options.pageSize) });
     const seen = cursor.seen;
     for (;;) {
       if (this.stopped) throw new StoppedError();
-      const page = await this.client.kv.range({ key: cursor.start, range_end: this.rangeEnd, limit: pageSize, revision: cursor.pinned });
+      const page = await this.client.kv.range({ key: cursor.start, range_end: this.rangeEnd, limit: cursor.pages.limit, revision: cursor.pinned });
       if (this.stopped) throw new StoppedError();
       if (cursor.pinned === 0) {
         cursor.pinned = Number(page.header.revision);
@@ -440,13 +443,16 @@ class PrefixWatcher<T> implements PrefixWatch {
       } else if (String(page.header.cluster_id) !== this.clusterId) {
         throw new EtcdReplacedError(`cluster id ${this.clusterId} → ${page.header.cluster_id} during a list`);
       }
+      let bytes = 0;
       for (const kv of page.kvs) {
+        bytes += kv.key.length + kv.value.length;
         const key = kv.key.toString();
         seen.add(key);
         // `held` doubles as the map being built: an entry is rewritten in place, so a list that fails half-way and
         // resumes (or, after a compaction, starts over) still diffs against exactly what the consumer holds.
         this.applyPut(kv, Number(kv.mod_revision), this.held);
       }
+      cursor.pages.observe(page.kvs.length, bytes);
       const last = page.kvs[page.kvs.length - 1];
       if (!page.more || !last) break;
       cursor.start = Buffer.concat([last.key, Buffer.from([0])]);

@@ -89,8 +89,8 @@ export interface AgentCoreOptions {
   /** Retry backoff of rows in error (default 200 ms … 30 s). */
   retryBackoff?: { minMs: number; maxMs: number };
   /**
-   * Keys per page of the initial lists. Default 10,000: etcd 3.4 counts the rest of the range for every page, so
-   * small pages make a 100,000-pod list quadratic (1,000 → 4.7 s, 10,000 → 1.6 s); a page is ~4 MB.
+   * Keys per page of the lists; by default the kvstore sizes pages by bytes (~4 MiB: ~10,000 slim pods), since etcd
+   * walks the rest of the range for every page and small pages make a 100,000-pod list quadratic.
    */
   listPageSize?: number;
 }
@@ -267,7 +267,7 @@ export class AgentCore {
   start(): void {
     // The live node count scales the reconnect backoff (5,000 agents must not come back in lockstep).
     const clusterSize = () => Math.max(1, this.nodes.size || (this.options.clusterSize ?? 1));
-    const common = { clusterSize, registry: this.options.registry, log: this.log, pageSize: this.options.listPageSize ?? 10_000 };
+    const common = { clusterSize, registry: this.options.registry, log: this.log, pageSize: this.options.listPageSize };
     if (this.options.waitForSync) this.syncMarkers = watchSyncMarkers(this.options.client, this.keys, { log: this.log, registry: this.options.registry, clusterSize });
     const gate = (kind: 'nodes' | 'pods') => (this.syncMarkers ? { completeness: this.syncMarkers.gate(kind) } : {});
     this.watches = [

@@ -8,14 +8,12 @@
  * watchPrefix's; a lost stream the same. `list: 'none'` is the old behaviour: no list, a watch from the given revision resumed from its own.
  */
 import { clusterSizeBackoff, type Backoff } from '@sluice/backoff';
-import { isRetryableEtcdError, prefixRangeEnd } from '@sluice/kvstore';
+import { PageSizer, isRetryableEtcdError, prefixRangeEnd } from '@sluice/kvstore';
 import type { Etcd3, IWatchResponse } from 'etcd3';
 
 /** Per-event and per-response protobuf framing, estimated (mvccpb.Event + KeyValue fields; ResponseHeader + ids). */
 export const EVENT_OVERHEAD_BYTES = 24;
 export const RESPONSE_OVERHEAD_BYTES = 40;
-/** Keys per list page: @sluice/kvstore's watchPrefix default. */
-export const LIST_PAGE_SIZE = 1000;
 
 /** What a lightweight watcher lists at cold start and after a lost stream: values (as an agent does), keys only, nothing. */
 export type LightList = 'values' | 'keys' | 'none';
@@ -85,7 +83,7 @@ class PrefixCounter {
   private readonly rangeEnd: Buffer;
   private cancel: (() => void) | undefined;
   /** A list cut short by a failed page resumes there at the same revision, as the kvstore's does. */
-  private cursor: { pinned: number; start: Buffer } | undefined;
+  private cursor: { pinned: number; start: Buffer; pages: PageSizer } | undefined;
 
   constructor(
     private readonly prefix: string,
@@ -121,21 +119,23 @@ class PrefixCounter {
   private async list(): Promise<number> {
     const c = this.options.counters;
     const keysOnly = this.options.list === 'keys';
-    const cursor = (this.cursor ??= { pinned: 0, start: this.key });
+    // Pages sized as the kvstore's watchPrefix sizes them (the agent's lists).
+    const cursor = (this.cursor ??= { pinned: 0, start: this.key, pages: new PageSizer() });
     for (;;) {
       let page;
       try {
-        page = await this.options.client.kv.range({ key: cursor.start, range_end: this.rangeEnd, limit: LIST_PAGE_SIZE, revision: String(cursor.pinned), keys_only: keysOnly });
+        page = await this.options.client.kv.range({ key: cursor.start, range_end: this.rangeEnd, limit: cursor.pages.limit, revision: String(cursor.pinned), keys_only: keysOnly });
       } catch (err) {
         if (/compacted/i.test(message(err))) this.cursor = undefined;
         throw err;
       }
       if (cursor.pinned === 0) cursor.pinned = Number(page.header.revision);
       c.listBytes += RESPONSE_OVERHEAD_BYTES;
-      for (const kv of page.kvs) {
-        c.listKeys++;
-        c.listBytes += EVENT_OVERHEAD_BYTES + kv.key.length + (kv.value?.length ?? 0);
-      }
+      let bytes = 0;
+      for (const kv of page.kvs) bytes += kv.key.length + (kv.value?.length ?? 0);
+      c.listKeys += page.kvs.length;
+      c.listBytes += EVENT_OVERHEAD_BYTES * page.kvs.length + bytes;
+      cursor.pages.observe(page.kvs.length, bytes);
       const last = page.kvs.at(-1);
       if (!page.more || !last) break;
       cursor.start = Buffer.concat([last.key, Buffer.from([0])]);
