@@ -3,6 +3,7 @@
  * prefix sharing one client, against a local etcd 3.4 (data on tmpfs); and on a 3-member cluster, how long writes stop
  * when the leader is SIGKILLed during churn (the fault tests assert that nothing is lost, not how fast).
  */
+import { readFileSync } from 'node:fs';
 import { startEtcd, startEtcdCluster } from '@sluice/etcd-runner';
 import { createLogger } from '@sluice/log';
 import type { Figure } from '../../../bench/run.ts';
@@ -116,7 +117,67 @@ export default async function bench(): Promise<Figure[]> {
     watchClient.close();
     await etcd.stop();
   }
+  figures.push(...(await herd()));
   figures.push(...(await leaderKill()));
+  return figures;
+}
+
+/** CPU seconds a process has used so far (user + system, from /proc). */
+function cpuSecondsOf(pid: number | undefined): number {
+  if (!pid) return 0;
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/**
+ * The thundering herd's raw cost: N agents list a 100,000-pod prefix of ~400 B values at once (each its own client,
+ * pages sized as watchPrefix sizes them), with nothing else running. What it takes from etcd and from the listing
+ * side per MiB says how long a herd of 5,000 must take on a given machine, whatever the backoff does.
+ */
+export async function herd(): Promise<Figure[]> {
+  const pods = 100_000;
+  const etcd = await startEtcd();
+  const setup = createKvClient({ endpoints: [etcd.endpoint] });
+  const figures: Figure[] = [];
+  try {
+    const writer = new KvWriter({ client: setup, log, maxInFlight: 8, qps: 100_000, burst: 1_000 });
+    const podValue = (i: number) => `${value(i).slice(0, -1)},"uid":"${'0123456789abcdef'.repeat(2)}-${i}","hostIP":"172.20.${(i >> 8) & 255}.${i & 255}","ready":true,"terminating":false,"ports":[{"name":"http","port":8080,"protocol":"TCP"}],"owner":"ReplicaSet/app-${i % 100}-5d8f9c7b6"}`;
+    let bytes = 0;
+    for (let i = 0; i < pods; i++) {
+      const v = podValue(i);
+      bytes += v.length + `bench/herd/pods/default/pod-${i}`.length;
+      writer.upsert(`bench/herd/pods/default/pod-${i}`, v);
+    }
+    await writer.flush();
+    writer.close();
+    const mib = bytes / 1024 / 1024;
+    figures.push({ metric: `herd: one list of ${pods.toLocaleString('en-US')} pods (keys + values)`, value: Math.round(mib * 10) / 10, unit: 'MiB' });
+    for (const listers of [1, 10, 50]) {
+      const clients = Array.from({ length: listers }, () => createKvClient({ endpoints: [etcd.endpoint], callTimeoutMs: 120_000 }));
+      const etcdBefore = cpuSecondsOf(etcd.pid);
+      const selfBefore = process.cpuUsage();
+      const seconds = await timed(async () => {
+        await Promise.all(clients.map(async (c) => {
+          const watch = watchPrefix(c, 'bench/herd/pods/', { decode: (_key, b) => b.length, onEvent: () => undefined, log });
+          await watch.synced;
+          await watch.stop();
+        }));
+      });
+      const self = process.cpuUsage(selfBefore);
+      const etcdCpu = cpuSecondsOf(etcd.pid) - etcdBefore;
+      const total = mib * listers;
+      for (const c of clients) c.close();
+      figures.push(
+        { metric: `herd: ${listers} lister(s) at once, all listed`, value: Math.round(seconds * 1000), unit: 'ms' },
+        { metric: `herd: ${listers} lister(s), MiB listed per second`, value: Math.round((total / seconds) * 10) / 10, unit: 'MiB/s' },
+        { metric: `herd: ${listers} lister(s), etcd CPU per MiB listed`, value: Math.round((etcdCpu / total) * 1e4) / 10, unit: 'ms' },
+        { metric: `herd: ${listers} lister(s), listing side CPU per MiB (one Node process)`, value: Math.round(((self.user + self.system) / 1e6 / total) * 1e4) / 10, unit: 'ms' },
+      );
+    }
+  } finally {
+    setup.close();
+    await etcd.stop();
+  }
   return figures;
 }
 
