@@ -111,6 +111,14 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SL_MAX_AFFINITY_MATCH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct sl_affinity_match_key);
+	__type(value, struct sl_affinity_match_value);
+} sl_lb_affinity_match SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, SL_MAX_SNAT);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct sl_snat_key);

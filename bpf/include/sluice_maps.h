@@ -16,6 +16,11 @@
  *   sl_lb_fwd     LRU,    262,144 entries  forward connection tracking of load-balanced flows through this node
  *   sl_lb_ct      LRU,    262,144 entries  their reverse NAT
  *   sl_lb_affinity LRU,    65,536 entries  sessionAffinity ClientIP
+ *   sl_lb_affinity_match hash, 262,144 entries  (service id, backend id): one per active backend of each backend
+ *                  set with sessionAffinity ClientIP, the sum of those sets' sizes (services x backends at worst);
+ *                  a backend is in few sets (a Local traffic policy's internal and external ones, a pod behind a
+ *                  few services), so every one of the 100,000 backends in affinity sets fits, with sl_backends'
+ *                  slack; no prealloc: only affinity services cost memory
  *   sl_lb_sock    LRU,     65,536 entries  socket LB of unconnected UDP: (socket, backend) -> the frontend it was sent to
  *   sl_snat       hash,   131,072 entries  masquerade: (pod, peer) -> node IP and NAT port (entries made on use)
  *   sl_snat_rev   hash,   131,072 entries  masquerade: (node IP, NAT port, peer) -> pod address
@@ -37,6 +42,7 @@
 #define SL_MAX_BACKENDS 262144
 #define SL_MAX_LB_CT 262144
 #define SL_MAX_AFFINITY 65536
+#define SL_MAX_AFFINITY_MATCH 262144
 #define SL_MAX_SOCK_NAT 65536
 #define SL_MAX_SNAT 131072
 #define SL_MAX_IPMASQ 16384
@@ -89,6 +95,8 @@ struct sl_tunnel_value {
  *   sl_lb_ct       reverse NAT: (client as the backend sees it, backend) -> frontend (and the real client when the
  *                  forward direction was SNATed: NodePort to another node's backend, hairpin)
  *   sl_lb_affinity sessionAffinity ClientIP: (service id, client address) -> backend id, last use
+ *   sl_lb_affinity_match  (service id, backend id) -> present: the backends an affinity service may follow its
+ *                  clients' entries to (Cilium's cilium_lb_affinity_match)
  *
  * A new flow (no live forward entry) is hashed onto the Maglev table, so adding or removing one backend moves only
  * the flows that hashed to its slots, and the forward entry keeps every established flow where it is regardless.
@@ -200,6 +208,19 @@ struct sl_affinity_key {
 struct sl_affinity_value {
 	__u32 backend_id;
 	__u32 last_used; /* CLOCK_MONOTONIC seconds */
+};
+
+/*
+ * sl_lb_affinity_match, written by the agent: exactly the active backends of each backend set with sessionAffinity
+ * (its Maglev table's members), for the programs to follow a client's affinity entry only to a backend its set has.
+ */
+struct sl_affinity_match_key {
+	__u32 service_id; /* sl_service_value.id: the key of the set's Maglev table */
+	__u32 backend_id;
+};
+
+struct sl_affinity_match_value {
+	__u8 pad[4]; /* presence is the value */
 };
 
 /*

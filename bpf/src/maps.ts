@@ -29,7 +29,7 @@ export interface Codec<T> {
 export type MapType = 'hash' | 'lru_hash' | 'lpm_trie' | 'array' | 'percpu_array';
 
 export interface MapSpec<K, V> {
-  /** The map's name in the object (≤ 15 chars) and its pin file name. */
+  /** The map's name in the object and its pin file name (the kernel's own name for it keeps the first 15 chars). */
   readonly name: string;
   readonly type: MapType;
   readonly maxEntries: number;
@@ -234,7 +234,7 @@ export const tunnelValue: Codec<TunnelValue> = {
   decode: (buf, off) => ({ nodeIp: readIpv4(buf, off), vni: buf.readUInt32LE(off + 4) }),
 };
 
-// ---- services (sl_services, sl_lb_maglev, sl_backends, sl_lb_fwd, sl_lb_ct, sl_lb_affinity) ----------------
+// ---- services (sl_services, sl_lb_maglev, sl_backends, sl_lb_fwd, sl_lb_ct, sl_lb_affinity[_match]) ---------
 
 export const IPPROTO_TCP = 6;
 export const IPPROTO_UDP = 17;
@@ -555,6 +555,35 @@ export const affinityValue: Codec<AffinityValue> = {
   decode: (buf, off) => ({ backendId: buf.readUInt32LE(off), lastUsed: buf.readUInt32LE(off + 4) }),
 };
 
+/** sl_lb_affinity_match: a backend an affinity backend set (its id, as in sl_services) has active, in its Maglev table. */
+export interface AffinityMatchKey {
+  serviceId: number;
+  backendId: number;
+}
+export const affinityMatchKey: Codec<AffinityMatchKey> = {
+  cType: 'sl_affinity_match_key',
+  size: 8,
+  fields: [
+    { name: 'service_id', offset: 0, size: 4 },
+    { name: 'backend_id', offset: 4, size: 4 },
+  ],
+  encode: (v, buf, off) => {
+    buf.writeUInt32LE(u32(v.serviceId, 'service id'), off);
+    buf.writeUInt32LE(u32(v.backendId, 'backend id'), off + 4);
+  },
+  decode: (buf, off) => ({ serviceId: buf.readUInt32LE(off), backendId: buf.readUInt32LE(off + 4) }),
+};
+
+/** Presence is the value (4 zero bytes). */
+export type AffinityMatchValue = Record<string, never>;
+export const affinityMatchValue: Codec<AffinityMatchValue> = {
+  cType: 'sl_affinity_match_value',
+  size: 4,
+  fields: [{ name: 'pad', offset: 0, size: 4 }],
+  encode: (_v, buf, off) => void buf.writeUInt32LE(0, off),
+  decode: () => ({}),
+};
+
 // ---- masquerade (sl_snat, sl_snat_rev) -----------------------------------------------------------------------
 
 /** The masquerade also translates ICMP echo: its identifier is the pod's "port" (the peer's is 0). */
@@ -779,6 +808,7 @@ export const MAX_SERVICES = 65_536;
 export const MAX_BACKENDS = 262_144;
 export const MAX_LB_CT = 262_144;
 export const MAX_AFFINITY = 65_536;
+export const MAX_AFFINITY_MATCH = 262_144;
 export const MAX_SOCK_NAT = 65_536;
 export const MAX_SNAT = 131_072;
 export const MAX_IPMASQ = 16_384;
@@ -879,6 +909,18 @@ export const affinityMap: MapSpec<AffinityKey, AffinityValue> = {
   key: affinityKey,
   value: affinityValue,
 };
+/**
+ * The active backends of each backend set with sessionAffinity ClientIP, written by the agent: where the programs
+ * are to follow a client's affinity entry.
+ */
+export const affinityMatchMap: MapSpec<AffinityMatchKey, AffinityMatchValue> = {
+  name: 'sl_lb_affinity_match',
+  type: 'hash',
+  maxEntries: MAX_AFFINITY_MATCH,
+  noPrealloc: true,
+  key: affinityMatchKey,
+  value: affinityMatchValue,
+};
 
 /** Unconnected UDP of the node's own processes (socket LB), written by sock4_sendmsg, read by sock4_recvmsg. */
 export const sockNatMap: MapSpec<SockKey, SockValue> = {
@@ -895,7 +937,7 @@ export const snatRevMap: MapSpec<SnatKey, SnatValue> = { name: 'sl_snat_rev', ty
 
 export const ipmasqMap: MapSpec<LpmKey, IpmasqValue> = { name: 'sl_ipmasq', type: 'lpm_trie', maxEntries: MAX_IPMASQ, noPrealloc: true, key: lpmKey, value: ipmasqValue };
 
-export const MAPS = [endpointsMap, ipcacheHostMap, ipcacheMap, tunnelMap, configMap, countersMap, servicesMap, maglevMap, backendsMap, lbFwdMap, lbCtMap, affinityMap, sockNatMap, snatMap, snatRevMap, ipmasqMap] as const;
+export const MAPS = [endpointsMap, ipcacheHostMap, ipcacheMap, tunnelMap, configMap, countersMap, servicesMap, maglevMap, backendsMap, lbFwdMap, lbCtMap, affinityMap, affinityMatchMap, sockNatMap, snatMap, snatRevMap, ipmasqMap] as const;
 
 /** The programs in the object and where they go. */
 export const PROGRAMS = {

@@ -1,15 +1,17 @@
 /**
  * Services as the load balancer's maps (see bpf/include/sluice_maps.h): each frontend (address, port, protocol) in
  * sl_services points at a backend set's id; the set's Maglev table (sl_lb_maglev) lists backend ids; sl_backends
- * holds their addresses. `LbProgrammer` turns whole services into those entries and keeps them in step, one service
- * at a time, in the order that never leaves a frontend pointing at something unwritten: backends, tables,
- * frontends, then what the service no longer has (frontends, tables, backends no service uses any more).
+ * holds their addresses; for a set with sessionAffinity ClientIP, sl_lb_affinity_match lists (set id, backend id)
+ * of the table's backends (the ones a client's affinity entry is to be followed to). `LbProgrammer` turns whole
+ * services into those entries and keeps them in step, one service at a time, in the order that never leaves a
+ * frontend pointing at something unwritten: backends, the affinity matches the service no longer has, tables, new
+ * matches, frontends, then what the service no longer has (frontends, tables, backends no service uses any more).
  *
  * Ids are chosen here and never reused while the process lives; on start they are read back from the maps
  * (`seed`), because connection-tracking entries name backends and backend sets by id: an id that changed across an
  * agent restart would move established flows.
  */
-import { BE_F_LOCAL, BE_F_TERMINATING, MAGLEV_M, SVC_F_AFFINITY, SVC_F_DROP, SVC_F_EXTERNAL, SVC_F_NODE_ADDR, type BackendValue, type L4Proto, type ServiceKey, type ServiceValue } from '@sluice/bpf';
+import { BE_F_LOCAL, BE_F_TERMINATING, MAGLEV_M, SVC_F_AFFINITY, SVC_F_DROP, SVC_F_EXTERNAL, SVC_F_NODE_ADDR, type AffinityMatchKey, type AffinityMatchValue, type BackendValue, type L4Proto, type ServiceKey, type ServiceValue } from '@sluice/bpf';
 import type { Datapath, DatapathMaps } from './datapath.ts';
 import { BpfError } from './libbpf.ts';
 import { maglevTable, type MaglevPool } from './maglev.ts';
@@ -95,14 +97,16 @@ interface Compiled {
   frontends: Map<string, [ServiceKey, ServiceValue]>;
   tables: Map<number, TableSpec>;
   backends: Map<number, BackendValue>;
+  /** Ids of the sets with sessionAffinity: their tables' backends are their sl_lb_affinity_match entries. */
+  affinity: Set<number>;
 }
 
 export interface LbPruneResult {
   /** Services whose entries are missing or differ in the maps (apply them again). */
   outOfDate: string[];
   /** Map entries removed because no desired service has them. */
-  removed: { frontends: number; tables: number; backends: number };
-  /** The same, named: "frontend 10.96.0.10:80/tcp", "table 7", "backend 12". */
+  removed: { frontends: number; tables: number; backends: number; affinityMatches: number };
+  /** The same, named: "frontend 10.96.0.10:80/tcp", "table 7", "backend 12", "affinity match 7/12". */
   removedKeys: string[];
 }
 
@@ -133,6 +137,36 @@ function writeTables(map: DatapathMaps['maglev'], tables: ReadonlyArray<readonly
   map.upsertEncoded({ keys, values, count: tables.length });
 }
 
+const MATCH: AffinityMatchValue = {};
+const matchId = (k: AffinityMatchKey) => `${k.serviceId}/${k.backendId}`;
+
+/** A set's sl_lb_affinity_match entries: its Maglev table's backends when it has sessionAffinity, else none. */
+function matchesOf(c: Compiled | undefined, setId: number): readonly number[] {
+  return (c?.affinity.has(setId) && c.tables.get(setId)?.ids) || [];
+}
+
+/**
+ * The affinity matches a set of service changes adds and removes. Set ids belong to one service each, so the
+ * changes never disagree about an entry.
+ */
+function matchChanges(changes: ReadonlyArray<{ old: Compiled | undefined; next: Compiled | undefined }>): { added: AffinityMatchKey[]; gone: AffinityMatchKey[] } {
+  const added: AffinityMatchKey[] = [];
+  const gone: AffinityMatchKey[] = [];
+  for (const { old, next } of changes) {
+    if (!old?.affinity.size && !next?.affinity.size) continue;
+    for (const serviceId of new Set([...(old?.affinity ?? []), ...(next?.affinity ?? [])])) {
+      const before = matchesOf(old, serviceId);
+      const after = matchesOf(next, serviceId);
+      if (before === after) continue;
+      const had = new Set(before);
+      const has = new Set(after);
+      for (const backendId of after) if (!had.has(backendId)) added.push({ serviceId, backendId });
+      for (const backendId of before) if (!has.has(backendId)) gone.push({ serviceId, backendId });
+    }
+  }
+  return { added, gone };
+}
+
 /** Batches with at least this many tables to build go to the Maglev pool (below it, starting work costs more). */
 const POOL_MIN_TABLES = 256;
 
@@ -146,6 +180,8 @@ interface BatchPlan {
   frontends: Map<string, [ServiceKey, ServiceValue]>;
   goneFrontends: Map<string, ServiceKey>;
   goneTables: Set<number>;
+  /** sl_lb_affinity_match entries to write (after the tables) and to delete (before them). */
+  matches: { added: AffinityMatchKey[]; gone: AffinityMatchKey[] };
 }
 
 /**
@@ -258,6 +294,8 @@ export class LbProgrammer {
       this.nextSetId = Math.max(this.nextSetId, v.id + 1);
     }
     for (const [id] of this.dp.maps.maglev.entries()) this.nextSetId = Math.max(this.nextSetId, id + 1);
+    // A stale match (removed by the first full pass) must not name a set id given out before then.
+    for (const [k] of this.dp.maps.affinityMatch.entries()) this.nextSetId = Math.max(this.nextSetId, k.serviceId + 1);
   }
 
   private backendId(name: string): number {
@@ -287,12 +325,13 @@ export class LbProgrammer {
 
   /** The entries one service needs on this node. */
   compile(svc: LbService): Compiled {
-    const out: Compiled = { source: svc, frontends: new Map(), tables: new Map(), backends: new Map() };
+    const out: Compiled = { source: svc, frontends: new Map(), tables: new Map(), backends: new Map(), affinity: new Set() };
     for (const set of svc.sets) {
       const keys: ServiceKey[] = [];
       for (const f of svc.frontends) if (f.set === set.name) keys.push({ vip: f.vip, port: f.port, proto: f.proto });
       if (!keys.length) continue;
       const id = this.setId(set.name, keys);
+      if (set.affinityTimeout) out.affinity.add(id);
       // One id lookup per backend (its name is the map key of the id).
       const idOf = new Map<LbBackend, { name: string; id: number }>();
       for (const b of keptBackends(set.backends)) {
@@ -333,9 +372,13 @@ export class LbProgrammer {
     const next = svc ? this.compiledFor(key, svc) : undefined;
     const maps = this.dp.maps;
     const shared = this.backendWrites([{ old, next }]);
+    const matches = matchChanges([{ old, next }]);
     maps.backends.upsertBatch([...shared.writes].map(([id, v]) => [{ id }, v] as const));
+    // A backend the set no longer has active stops being followed before its table changes; a new one once it is in.
+    maps.affinityMatch.deleteBatch(matches.gone);
     if (next) {
       writeTables(maps.maglev, [...next.tables].filter(([id, t]) => !sameTable(old?.tables.get(id), t)));
+      maps.affinityMatch.upsertBatch(matches.added.map((k) => [k, MATCH] as const));
       const frontends = [...next.frontends.values()].filter(([k, v]) => !sameFrontend(old?.frontends.get(frontendId(k))?.[1], v));
       this.writeFrontends(frontends);
     }
@@ -472,7 +515,7 @@ export class LbProgrammer {
   private planMany(rows: ReadonlyArray<readonly [string, LbService | undefined]>): BatchPlan {
     const plans = rows.map(([key, svc]) => ({ key, old: this.programmed.get(key), next: svc ? this.compiledFor(key, svc) : undefined }));
     const shared = this.backendWrites(plans);
-    const plan: BatchPlan = { plans, backends: shared.writes, terminating: shared.terminating, tables: new Map(), frontends: new Map(), goneFrontends: new Map(), goneTables: new Set() };
+    const plan: BatchPlan = { plans, backends: shared.writes, terminating: shared.terminating, tables: new Map(), frontends: new Map(), goneFrontends: new Map(), goneTables: new Set(), matches: matchChanges(plans) };
     for (const { old, next } of plans) {
       for (const [id, t] of next?.tables ?? []) if (!sameTable(old?.tables.get(id), t)) plan.tables.set(id, t);
       for (const [id, e] of next?.frontends ?? []) if (!sameFrontend(old?.frontends.get(id)?.[1], e[1])) plan.frontends.set(id, e);
@@ -492,7 +535,9 @@ export class LbProgrammer {
   private commitMany(rows: ReadonlyArray<readonly [string, LbService | undefined]>, plan: BatchPlan, built?: Uint32Array): Array<{ key: string; error: Error }> {
     const maps = this.dp.maps;
     try {
+      maps.affinityMatch.deleteBatch(plan.matches.gone);
       writeTables(maps.maglev, [...plan.tables], built);
+      maps.affinityMatch.upsertBatch(plan.matches.added.map((k) => [k, MATCH] as const));
       this.writeFrontends([...plan.frontends.values()]);
       maps.services.deleteBatch([...plan.goneFrontends.values()]);
       maps.maglev.deleteBatch([...plan.goneTables]);
@@ -533,7 +578,9 @@ export class LbProgrammer {
     const haveFrontends = new Map(maps.services.entries().map(([k, v]) => [frontendId(k), [k, v] as const]));
     const haveTables = dumpTables(maps.maglev);
     const haveBackends = new Map(maps.backends.entries().map(([k, v]) => [k.id, v]));
+    const haveMatches = new Map(maps.affinityMatch.entries().map(([k]) => [matchId(k), k]));
     const wantFrontends = new Set<string>();
+    const wantMatches = new Set<string>();
     const wantTables = new Set<number>();
     const wantBackends = new Set<number>();
     const outOfDate: string[] = [];
@@ -565,6 +612,13 @@ export class LbProgrammer {
         wantBackends.add(id);
         if (!sameBackend(haveBackends.get(id), sharedWanted.get(id)!)) current = false;
       }
+      for (const serviceId of c.affinity) {
+        for (const backendId of matchesOf(c, serviceId)) {
+          const id = matchId({ serviceId, backendId });
+          wantMatches.add(id);
+          if (!haveMatches.has(id)) current = false;
+        }
+      }
       if (!current) {
         outOfDate.push(key);
         this.prepared.set(key, c);
@@ -579,11 +633,19 @@ export class LbProgrammer {
     const extraFrontends = [...haveFrontends].filter(([id]) => !wantFrontends.has(id)).map(([, [k]]) => k);
     const extraTables = [...haveTables.keys()].filter((id) => !wantTables.has(id));
     const extraBackends = [...haveBackends.keys()].filter((id) => !wantBackends.has(id));
+    const extraMatches = [...haveMatches].filter(([id]) => !wantMatches.has(id));
+    // A stale match first: until it goes, an affinity client may be sent to a backend its service does not have.
+    maps.affinityMatch.deleteBatch(extraMatches.map(([, k]) => k));
     maps.services.deleteBatch(extraFrontends);
     maps.maglev.deleteBatch(extraTables);
     maps.backends.deleteBatch(extraBackends.map((id) => ({ id })));
-    const removedKeys = [...extraFrontends.map((k) => `frontend ${frontendId(k)}`), ...extraTables.map((id) => `table ${id}`), ...extraBackends.map((id) => `backend ${id}`)];
-    return { outOfDate, removed: { frontends: extraFrontends.length, tables: extraTables.length, backends: extraBackends.length }, removedKeys };
+    const removedKeys = [
+      ...extraFrontends.map((k) => `frontend ${frontendId(k)}`),
+      ...extraTables.map((id) => `table ${id}`),
+      ...extraBackends.map((id) => `backend ${id}`),
+      ...extraMatches.map(([id]) => `affinity match ${id}`),
+    ];
+    return { outOfDate, removed: { frontends: extraFrontends.length, tables: extraTables.length, backends: extraBackends.length, affinityMatches: extraMatches.length }, removedKeys };
   }
 
   /** Services programmed (status). */

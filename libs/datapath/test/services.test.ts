@@ -1,10 +1,11 @@
 /**
  * The service load balancer in the kernel (BPF_PROG_TEST_RUN on the real programs, maps written by LbProgrammer):
  * DNAT to a Maglev-chosen backend, the forward entry that pins it across backend changes and terminating, reject of
- * a service without backends, NodePort with SNAT to a remote backend, hairpin; plus Maglev's own properties.
+ * a service without backends, NodePort with SNAT to a remote backend, hairpin, the affinity matches the programmer keeps
+ * (sl_lb_affinity_match); plus Maglev's own properties.
  */
 import { randomBytes } from 'node:crypto';
-import { BE_F_TERMINATING, HAIRPIN_IP, MAGLEV_M } from '@sluice/bpf';
+import { BE_F_TERMINATING, HAIRPIN_IP, MAGLEV_M, type AffinityMatchKey } from '@sluice/bpf';
 import { afterAll, describe, expect, it } from 'vitest';
 import { activeBackends, LbProgrammer, loadDatapath, MaglevPool, maglevTable, memoryDatapath, removePins, simpleService, l4Frame, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, testRun, type Datapath, type LbBackend, type LbService } from '../src/index.ts';
 
@@ -260,7 +261,52 @@ describe('the service path in the kernel (BPF_PROG_TEST_RUN)', () => {
       expect(again.prune([['web', svc]]).outOfDate).toEqual(['web']);
       again.apply('web', svc);
       expect(again.prune([['web', svc]]).outOfDate).toEqual([]);
-      expect(again.prune([]).removed).toEqual({ frontends: 1, tables: 1, backends: 4 });
+      expect(again.prune([]).removed).toEqual({ frontends: 1, tables: 1, backends: 4, affinityMatches: 0 });
+    } finally {
+      dp.close();
+    }
+  });
+});
+
+describe('sl_lb_affinity_match: each affinity set\'s active backends', () => {
+  const sticky = (name: string, vip: string, bes: ReadonlyArray<{ ip: string; port: number; terminating?: boolean }>): LbService => {
+    const svc = simpleService(name, vip, 80, 'tcp', bes);
+    return { ...svc, sets: svc.sets.map((set) => ({ ...set, affinityTimeout: 300 })) };
+  };
+
+  it('drift: a deleted match makes its service out of date and is written again; a stale one is removed; the matches go with affinity', () => {
+    const { dp, lb } = setup();
+    try {
+      const svc = sticky('a', VIP, backends(3));
+      lb.apply('a', svc);
+      const all = () => dp.maps.affinityMatch.entries().map(([k]) => `${k.serviceId}/${k.backendId}`).sort();
+      const want = all();
+      expect(want).toHaveLength(3);
+      expect(lb.prune([['a', svc]])).toMatchObject({ outOfDate: [], removedKeys: [] });
+      const [[victim]] = dp.maps.affinityMatch.entries() as [[AffinityMatchKey, unknown]];
+      dp.maps.affinityMatch.deleteBatch([victim]);
+      expect(lb.prune([['a', svc]]).outOfDate).toEqual(['a']);
+      lb.apply('a', svc);
+      expect(all()).toEqual(want);
+      expect(lb.prune([['a', svc]]).outOfDate).toEqual([]);
+      // Stale: a backend the set does not have, a set that does not exist.
+      dp.maps.affinityMatch.upsertBatch([[{ serviceId: victim.serviceId, backendId: 999 }, {}], [{ serviceId: 4242, backendId: victim.backendId }, {}]]);
+      const r = lb.prune([['a', svc]]);
+      expect(r.outOfDate).toEqual([]);
+      expect(r.removed).toEqual({ frontends: 0, tables: 0, backends: 0, affinityMatches: 2 });
+      expect(r.removedKeys.sort()).toEqual([`affinity match ${victim.serviceId}/999`, `affinity match 4242/${victim.backendId}`].sort());
+      expect(all()).toEqual(want);
+      // A restarted programmer finds them as they are; a set id it gives out is past every one in the map.
+      const again = new LbProgrammer(dp);
+      again.seed();
+      expect(again.prune([['a', svc]])).toMatchObject({ outOfDate: [], removedKeys: [] });
+      // sessionAffinity off: the matches go; on again: the same ones; the service gone: none.
+      again.apply('a', simpleService('a', VIP, 80, 'tcp', backends(3)));
+      expect(all()).toEqual([]);
+      again.apply('a', svc);
+      expect(all()).toEqual(want);
+      again.applyMany([['a', undefined]]);
+      expect(all()).toEqual([]);
     } finally {
       dp.close();
     }
