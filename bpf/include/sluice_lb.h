@@ -242,10 +242,14 @@ static __always_inline __u32 ct_lifetime(struct l4 *l4)
 	return SL_CT_LIFETIME_TCP;
 }
 
-/* A new flow's backend: the client's affinity entry while it lasts and its backend is not terminating, else Maglev. */
+/*
+ * A new flow's backend: the client's affinity entry while it lasts and the service still has its backend active
+ * (sl_lb_affinity_match), else Maglev.
+ */
 static __always_inline struct sl_backend_value *lb_select(struct l4 *l4, struct sl_service_value *svc, __u32 now, __u32 *id)
 {
 	struct sl_affinity_key ak = { .service_id = svc->id, .client_ip = l4->saddr };
+	struct sl_affinity_match_key mk = { .service_id = svc->id };
 	struct sl_affinity_value *aff = 0, fresh;
 	struct sl_backend_value *be;
 	struct sl_maglev_value *table;
@@ -254,8 +258,9 @@ static __always_inline struct sl_backend_value *lb_select(struct l4 *l4, struct 
 	if (svc->flags & SL_SVC_F_AFFINITY) {
 		aff = bpf_map_lookup_elem(&sl_lb_affinity, &ak);
 		if (aff && now - aff->last_used <= svc->affinity_timeout) {
-			be = bpf_map_lookup_elem(&sl_backends, &aff->backend_id);
-			if (be && !(be->flags & SL_BE_F_TERMINATING)) {
+			mk.backend_id = aff->backend_id;
+			be = bpf_map_lookup_elem(&sl_lb_affinity_match, &mk) ? bpf_map_lookup_elem(&sl_backends, &aff->backend_id) : 0;
+			if (be) {
 				*id = aff->backend_id;
 				aff->last_used = now;
 				return be;

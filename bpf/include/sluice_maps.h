@@ -141,7 +141,9 @@ struct sl_backend_value {
 	__u8 pad;
 };
 
-#define SL_BE_F_TERMINATING 0x1 /* keeps its flows, takes no new ones (not in any Maglev table) */
+#define SL_BE_F_TERMINATING 0x1 /* every service holding it says terminating (shown by sluice bpf lb list); the
+                                   programs do not read it: each Maglev table leaves out its service's terminating
+                                   backends, affinity follows only sl_lb_affinity_match */
 #define SL_BE_F_LOCAL 0x2       /* a pod of this node: a NodePort flow to it needs no SNAT */
 
 /* Both connection-tracking maps: forward keys are (client, frontend), reverse keys (client as NATed, backend). */
@@ -212,7 +214,9 @@ struct sl_affinity_value {
 
 /*
  * sl_lb_affinity_match, written by the agent: exactly the active backends of each backend set with sessionAffinity
- * (its Maglev table's members), for the programs to follow a client's affinity entry only to a backend its set has.
+ * (its Maglev table's members). A client's affinity entry is followed only while its backend is there: a backend
+ * the service no longer has (while another service keeps its sl_backends entry), or one this service calls
+ * terminating (while another calls it ready), is not; the client gets a Maglev backend and a new entry.
  */
 struct sl_affinity_match_key {
 	__u32 service_id; /* sl_service_value.id: the key of the set's Maglev table */

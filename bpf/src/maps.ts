@@ -348,6 +348,7 @@ export const backendKey: Codec<BackendKey> = {
   decode: (buf, off) => ({ id: buf.readUInt32LE(off) }),
 };
 
+/** Every service holding the backend says terminating (informational: the programs do not read it). */
 export const BE_F_TERMINATING = 0x1;
 export const BE_F_LOCAL = 0x2;
 export interface BackendValue {
@@ -910,8 +911,8 @@ export const affinityMap: MapSpec<AffinityKey, AffinityValue> = {
   value: affinityValue,
 };
 /**
- * The active backends of each backend set with sessionAffinity ClientIP, written by the agent: where the programs
- * are to follow a client's affinity entry.
+ * The active backends of each backend set with sessionAffinity ClientIP, written by the agent: the programs follow a
+ * client's affinity entry only to a backend listed here for that set.
  */
 export const affinityMatchMap: MapSpec<AffinityMatchKey, AffinityMatchValue> = {
   name: 'sl_lb_affinity_match',

@@ -2,7 +2,7 @@
  * Services as the load balancer's maps (see bpf/include/sluice_maps.h): each frontend (address, port, protocol) in
  * sl_services points at a backend set's id; the set's Maglev table (sl_lb_maglev) lists backend ids; sl_backends
  * holds their addresses; for a set with sessionAffinity ClientIP, sl_lb_affinity_match lists (set id, backend id)
- * of the table's backends (the ones a client's affinity entry is to be followed to). `LbProgrammer` turns whole
+ * of the table's backends, the only ones a client's affinity entry is followed to. `LbProgrammer` turns whole
  * services into those entries and keeps them in step, one service at a time, in the order that never leaves a
  * frontend pointing at something unwritten: backends, the affinity matches the service no longer has, tables, new
  * matches, frontends, then what the service no longer has (frontends, tables, backends no service uses any more).
@@ -228,13 +228,12 @@ function dumpTables(map: DatapathMaps['maglev']): Map<number, Uint32Array> {
   return out;
 }
 const isTerminating = (v: BackendValue | undefined) => !!v && (v.flags & BE_F_TERMINATING) !== 0;
-/** A backend entry as the map holds it: shared by every service that has it, terminating when any of them says so. */
 /**
  * A backend several services share has one entry; its terminating flag is set only while every service holding it
- * says terminating. The flag's one use in the datapath is session affinity (a client's entry is not followed to a
- * terminating backend); each service's Maglev table already leaves out what that service calls terminating. Set
- * while any holder said so, one service turning a pod terminating broke the affinity of every other service that
- * still had it ready (its clients re-hashed on each connection: the lab's affinity test caught it).
+ * says terminating. The programs do not read it (`sluice bpf lb list` shows it): each service's Maglev table leaves
+ * out what that service calls terminating, and session affinity follows a client only to a backend its service
+ * lists in sl_lb_affinity_match. (The flag used to gate affinity: one service's say then decided for every service
+ * holding the backend.)
  */
 const sharedBackend = (v: BackendValue, terminating: boolean): BackendValue => ({ ip: v.ip, port: v.port, flags: (v.flags & ~BE_F_TERMINATING) | (terminating ? BE_F_TERMINATING : 0) });
 const sameBackend = (a: BackendValue | undefined, b: BackendValue) => !!a && a.ip === b.ip && a.port === b.port && a.flags === b.flags;

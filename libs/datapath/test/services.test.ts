@@ -1,8 +1,8 @@
 /**
  * The service load balancer in the kernel (BPF_PROG_TEST_RUN on the real programs, maps written by LbProgrammer):
  * DNAT to a Maglev-chosen backend, the forward entry that pins it across backend changes and terminating, reject of
- * a service without backends, NodePort with SNAT to a remote backend, hairpin, the affinity matches the programmer keeps
- * (sl_lb_affinity_match); plus Maglev's own properties.
+ * a service without backends, NodePort with SNAT to a remote backend, hairpin, session affinity that follows only a
+ * backend its service still has active (sl_lb_affinity_match); plus Maglev's own properties.
  */
 import { randomBytes } from 'node:crypto';
 import { BE_F_TERMINATING, HAIRPIN_IP, MAGLEV_M, type AffinityMatchKey } from '@sluice/bpf';
@@ -66,7 +66,7 @@ describe('Maglev', () => {
     const bWith = (terminating: boolean) => simpleService('b', '10.96.8.2', 80, 'tcp', [{ ...shared, terminating }, { ip: '10.1.0.11', port: 8080 }]);
     const flags = () => dp.maps.backends.entries().find(([, v]) => v.ip === shared.ip)![1].flags;
     lb.applyMany([['a', aWith(false)], ['b', bWith(true)]]);
-    // b calls it terminating, a still ready: a's affinity may keep using it (b's table already leaves it out).
+    // b calls it terminating, a still ready (informational: b's table leaves it out, b's affinity matches too).
     expect(flags()).toBe(0);
     // Whatever order, the same entry; a full pass finds nothing to rewrite (it used to flip between the two).
     expect(lb.prune([['a', aWith(false)], ['b', bWith(true)]]).outOfDate).toEqual([]);
@@ -268,11 +268,91 @@ describe('the service path in the kernel (BPF_PROG_TEST_RUN)', () => {
   });
 });
 
-describe('sl_lb_affinity_match: each affinity set\'s active backends', () => {
+describe('session affinity follows a client only to a backend its service still has active (sl_lb_affinity_match)', () => {
+  const VIP_B = '10.96.0.11';
   const sticky = (name: string, vip: string, bes: ReadonlyArray<{ ip: string; port: number; terminating?: boolean }>): LbService => {
     const svc = simpleService(name, vip, 80, 'tcp', bes);
     return { ...svc, sets: svc.sets.map((set) => ({ ...set, affinityTimeout: 300 })) };
   };
+  const name = (b: { ip: string; port: number }) => `${b.ip}:${b.port}`;
+  const connect = (dp: Datapath, client: string, port: number, vip: string) => dstOf(testRun(dp.programs.from_container!, frame('tcp', client, port, vip, 80)).dataOut);
+  const backendId = (dp: Datapath, address: string) => dp.maps.backends.entries().find(([, v]) => name(v) === address)![0].id;
+  const setId = (dp: Datapath, vip: string) => dp.maps.services.lookup({ vip, port: 80, proto: 'tcp' })!.id;
+  const matched = (dp: Datapath, vip: string) => {
+    const id = setId(dp, vip);
+    const names = new Map(dp.maps.backends.entries().map(([k, v]) => [k.id, name(v)]));
+    return dp.maps.affinityMatch.entries().filter(([k]) => k.serviceId === id).map(([k]) => names.get(k.backendId)).sort();
+  };
+
+  it('a backend removed from the service while another service still holds it: the client\'s next connection goes to a remaining backend', () => {
+    const { dp, lb } = setup();
+    try {
+      const all = backends(3);
+      expect(lb.applyMany([['a', sticky('a', VIP, all)], ['b', simpleService('b', VIP_B, 80, 'tcp', all)]])).toEqual([]);
+      expect(matched(dp, VIP)).toEqual(all.map(name));
+      // Only the affinity service has matches.
+      expect(dp.maps.affinityMatch.count()).toBe(3);
+      const pinned = connect(dp, CLIENT, 40000, VIP);
+      // New connections (other source ports, which Maglev alone would spread) stay with it.
+      for (let p = 40001; p < 40010; p++) expect(connect(dp, CLIENT, p, VIP)).toBe(pinned);
+      const remaining = all.filter((b) => name(b) !== pinned);
+      lb.apply('a', sticky('a', VIP, remaining));
+      // b still has it: its backend entry stays, neither it nor its flags say anything about a.
+      expect(dp.maps.backends.lookup({ id: backendId(dp, pinned) })).toMatchObject({ flags: 0 });
+      expect(matched(dp, VIP)).toEqual(remaining.map(name));
+      const moved = connect(dp, CLIENT, 40100, VIP);
+      expect(remaining.map(name)).toContain(moved);
+      // The client's affinity now follows the backend it moved to.
+      for (let p = 40101; p < 40110; p++) expect(connect(dp, CLIENT, p, VIP)).toBe(moved);
+      // b's clients still reach it; a's established flow keeps it (forward entry).
+      const viaB = new Set<string>();
+      for (let p = 41000; p < 41060; p++) viaB.add(connect(dp, CLIENT, p, VIP_B));
+      expect(viaB.has(pinned)).toBe(true);
+      expect(dstOf(testRun(dp.programs.from_container!, frame('tcp', CLIENT, 40000, VIP, 80, 0x10)).dataOut)).toBe(pinned);
+    } finally {
+      dp.close();
+    }
+  });
+
+  it('a calls a shared backend terminating while b calls it ready: a\'s affinity client leaves it, b\'s stays on it', () => {
+    const { dp, lb } = setup();
+    try {
+      // More clients on BPF_PROG_TEST_RUN's device: one of them gets pinned to the backend through b.
+      const clients = Array.from({ length: 32 }, (_, i) => `10.0.1.${i + 1}`);
+      dp.maps.endpoints.upsertBatch(clients.map((c, i) => [{ ip: c }, { ifindex: 1, flags: 0, mac: '02:aa:bb:cc:de:01', nodeMac: `02:11:22:33:45:${(i + 16).toString(16)}` }] as const));
+      const aBackends = backends(3);
+      lb.apply('a', sticky('a', VIP, aBackends));
+      const x = connect(dp, CLIENT, 40000, VIP);
+      const shared = aBackends.find((b) => name(b) === x)!;
+      const other = { ip: '10.1.0.50', port: 8080 };
+      lb.apply('b', sticky('b', VIP_B, [shared, other]));
+      const bClient = clients.find((c) => connect(dp, c, 40000, VIP_B) === x);
+      expect(bClient).toBeDefined();
+      for (let p = 40001; p < 40010; p++) {
+        expect(connect(dp, CLIENT, p, VIP)).toBe(x);
+        expect(connect(dp, bClient!, p, VIP_B)).toBe(x);
+      }
+      // a says terminating, b ready: the shared entry is not terminating (b's say), which once kept a's client on it.
+      lb.apply('a', sticky('a', VIP, aBackends.map((b) => ({ ...b, terminating: b === shared }))));
+      expect(dp.maps.backends.lookup({ id: backendId(dp, x) })!.flags).toBe(0);
+      expect(matched(dp, VIP)).toEqual(aBackends.filter((b) => b !== shared).map(name));
+      expect(matched(dp, VIP_B)).toEqual([x, name(other)].sort());
+      const moved = connect(dp, CLIENT, 40100, VIP);
+      expect(moved).not.toBe(x);
+      expect(aBackends.map(name)).toContain(moved);
+      for (let p = 40101; p < 40110; p++) {
+        expect(connect(dp, CLIENT, p, VIP)).toBe(moved);
+        expect(connect(dp, bClient!, p, VIP_B)).toBe(x);
+      }
+      // a's established flow to it keeps going (terminating keeps its flows).
+      expect(dstOf(testRun(dp.programs.from_container!, frame('tcp', CLIENT, 40000, VIP, 80, 0x10)).dataOut)).toBe(x);
+      // Every endpoint terminating: the serving ones make the table, and the matches with it.
+      lb.apply('a', sticky('a', VIP, aBackends.map((b) => ({ ...b, terminating: true }))));
+      expect(matched(dp, VIP)).toEqual(aBackends.map(name));
+    } finally {
+      dp.close();
+    }
+  });
 
   it('drift: a deleted match makes its service out of date and is written again; a stale one is removed; the matches go with affinity', () => {
     const { dp, lb } = setup();
