@@ -108,6 +108,40 @@ describe('services reconciler (in-memory maps)', () => {
     await reconciler.stop();
   });
 
+  it('sessionAffinity: each set\'s active backends are its affinity matches, following slice changes; a full pass repairs a deleted match and removes a stale one', async () => {
+    const dp = memoryDatapath();
+    const table = new ServicesTable('n1');
+    const programmer = new LbProgrammer(dp);
+    programmer.seed();
+    const reconciler = new Reconciler({ target: servicesTarget(programmer), desired: table, log, refreshIntervalMs: 0, batchMs: 0 });
+    table.follow(reconciler);
+    table.upsertService(service({ sessionAffinity: 'ClientIP' }), 5);
+    table.upsertSlice(slice([ep('10.1.1.2', 'n1'), ep('10.1.2.2', 'n2'), ep('10.1.3.2', 'n3', { ready: false, serving: true, terminating: true })]), 6);
+    await reconciler.start();
+    const setId = dp.maps.services.entries()[0]![1].id;
+    const matched = () => {
+      const ips = new Map(dp.maps.backends.entries().map(([k, v]) => [k.id, v.ip]));
+      return dp.maps.affinityMatch.entries().map(([k]) => `${k.serviceId} ${ips.get(k.backendId)}`).sort();
+    };
+    expect(matched()).toEqual([`${setId} 10.1.1.2`, `${setId} 10.1.2.2`]);
+    // One turns terminating, one goes, the terminating one is ready again.
+    table.upsertSlice(slice([ep('10.1.1.2', 'n1', { ready: false, serving: true, terminating: true }), ep('10.1.3.2', 'n3')]), 7);
+    await reconciler.flush();
+    expect(matched()).toEqual([`${setId} 10.1.3.2`]);
+    // Drift: the match deleted and a stale one written behind the agent's back; the full pass puts it right.
+    const repaired = reconciler.status().driftRepaired;
+    dp.maps.affinityMatch.deleteBatch(dp.maps.affinityMatch.entries().map(([k]) => k));
+    dp.maps.affinityMatch.upsertBatch([[{ serviceId: setId + 100, backendId: 1 }, {}]]);
+    await reconciler.fullPass();
+    expect(reconciler.status().driftRepaired).toBeGreaterThan(repaired);
+    expect(matched()).toEqual([`${setId} 10.1.3.2`]);
+    // sessionAffinity None: no matches.
+    table.upsertService(service(), 8);
+    await reconciler.flush();
+    expect(dp.maps.affinityMatch.count()).toBe(0);
+    await reconciler.stop();
+  });
+
   it('NodePort on every node address: a frontend per address, marked as the node\'s; an address change rewrites only NodePort rows', async () => {
     const dp = memoryDatapath();
     const table = new ServicesTable('n1');
