@@ -5,7 +5,7 @@
  * routing — ClusterIP TCP and UDP, NodePort through another node (SNAT), hairpin.
  */
 import type { ChildProcess } from 'node:child_process';
-import { serviceKey, type ServiceKey } from '@sluice/bpf';
+import { affinityMatchKey, serviceKey, type AffinityMatchKey, type ServiceKey } from '@sluice/bpf';
 import { openPinnedMaps } from '@sluice/datapath';
 import { startEtcd, type EtcdServer } from '@sluice/etcd-runner';
 import { startKubeSim, type KubeSim } from '@sluice/kube-sim';
@@ -394,6 +394,56 @@ describe('services, native routing, BPF host routing', () => {
     }
   });
 
+  it('sessionAffinity ClientIP follows a client only to a backend its service still has active: not one it lost while another service keeps it, not one it calls terminating while another calls it ready', async () => {
+    const pods = podsByName(lab);
+    const [vipA, vipB] = ['10.96.200.21', '10.96.200.22'];
+    const shared = pods['sa-2-1']!;
+    const client = pods['sa-1-1']!;
+    const answers = async (vip: string, n: number) => {
+      const out: string[] = [];
+      for (let i = 0; i < n; i++) out.push((await http(client, vip, 80)).body);
+      return out;
+    };
+    const waitCount = (vip: string, count: number) => lab.services.waitFrontend({ vip, port: 80, proto: 'tcp' }, (v) => v.count === count);
+    for (const [name, vip] of [['sticky-a', vipA], ['sticky-b', vipB]] as const) {
+      lab.services.apply({ name, clusterIP: vip, sessionAffinity: 'ClientIP', ports: [{ name: 'http', port: 80, targetPort: 'http' }] });
+      lab.services.setEndpoints(name, [{ pod: shared }], PORTS);
+    }
+    await waitCount(vipA, 1);
+    await waitCount(vipB, 1);
+    // The client is pinned to the shared backend in both (it is their only one), then each gets others: it stays.
+    expect(await answers(vipA, 1)).toEqual([shared.name]);
+    expect(await answers(vipB, 1)).toEqual([shared.name]);
+    lab.services.setEndpoints('sticky-a', [{ pod: shared }, { pod: pods['sa-1-2']! }, { pod: pods['sa-2-2']! }], PORTS);
+    lab.services.setEndpoints('sticky-b', [{ pod: shared }, { pod: pods['sa-2-2']! }], PORTS);
+    await waitCount(vipA, 3);
+    await waitCount(vipB, 2);
+    expect(new Set(await answers(vipA, 6))).toEqual(new Set([shared.name]));
+    expect(new Set(await answers(vipB, 6))).toEqual(new Set([shared.name]));
+    // sticky-a no longer has it, sticky-b still does: the next connection to sticky-a goes to one it has, and stays.
+    lab.services.setEndpoints('sticky-a', [{ pod: pods['sa-1-2']! }, { pod: pods['sa-2-2']! }], PORTS);
+    await waitCount(vipA, 2);
+    const moved = await answers(vipA, 6);
+    expect(new Set(moved).size).toBe(1);
+    expect(['sa-1-2', 'sa-2-2']).toContain(moved[0]);
+    expect(new Set(await answers(vipB, 4))).toEqual(new Set([shared.name]));
+    // Pinned to it in sticky-a again (its only backend), then sticky-a calls it terminating while sticky-b calls it ready.
+    lab.services.setEndpoints('sticky-a', [{ pod: shared }], PORTS);
+    await waitCount(vipA, 1);
+    expect(await answers(vipA, 1)).toEqual([shared.name]);
+    lab.services.setEndpoints('sticky-a', [{ pod: shared }, { pod: pods['sa-1-2']! }, { pod: pods['sa-2-2']! }], PORTS);
+    await waitCount(vipA, 3);
+    expect(new Set(await answers(vipA, 4))).toEqual(new Set([shared.name]));
+    lab.services.setEndpoints('sticky-a', [{ pod: shared, terminating: true }, { pod: pods['sa-1-2']! }, { pod: pods['sa-2-2']! }], PORTS);
+    await waitCount(vipA, 2);
+    const away = await answers(vipA, 6);
+    expect(new Set(away).size).toBe(1);
+    expect(['sa-1-2', 'sa-2-2']).toContain(away[0]);
+    expect(new Set(await answers(vipB, 6))).toEqual(new Set([shared.name]));
+    lab.services.delete('sticky-a');
+    lab.services.delete('sticky-b');
+  });
+
   it('internalTrafficPolicy Local: pods reach only their own node’s backends; without one the service does not answer', async () => {
     const pods = podsByName(lab);
     const vip = '10.96.200.17';
@@ -498,6 +548,48 @@ describe('services, native routing, BPF host routing', () => {
       expect(repaired).toHaveLength(1);
       expect(repaired[0]!.keys).toContain('default/drift');
       expect(await http(pods['sa-1-1']!, vip, 80)).toEqual({ code: 0, body: 'sa-2-2' });
+    });
+
+    it('drift: an affinity match deleted with bpftool is written again, and one written with bpftool is removed, by the next refresh', async () => {
+      const pods = podsByName(lab);
+      const vip = '10.96.200.23';
+      const key = { vip, port: 80, proto: 'tcp' as const };
+      lab.services.apply({ name: 'sticky-drift', clusterIP: vip, sessionAffinity: 'ClientIP', ports: [{ name: 'http', port: 80, targetPort: 'http' }] });
+      lab.services.setEndpoints('sticky-drift', [{ pod: pods['sa-2-2']! }], PORTS);
+      await lab.services.waitFrontend(key, (v) => v.count === 1);
+      const setId = lab.services.frontends(key)[0]!.id;
+      const matches = () => {
+        const dp = openPinnedMaps(n1.pinDir);
+        try {
+          return dp.maps.affinityMatch.entries().map(([k]) => k).filter((k) => k.serviceId === setId);
+        } finally {
+          dp.close();
+        }
+      };
+      const waitMatches = async (ok: (ks: AffinityMatchKey[]) => boolean, what: string) => {
+        const deadline = Date.now() + 15_000;
+        while (!ok(matches())) {
+          if (Date.now() > deadline) throw new Error(`node 1's sl_lb_affinity_match: ${what}`);
+          await new Promise((r) => setTimeout(r, 200));
+        }
+      };
+      await waitMatches((ks) => ks.length === 1, 'no match for the service');
+      const [match] = matches() as [AffinityMatchKey];
+      const hex = (k: AffinityMatchKey) => {
+        const bytes = Buffer.alloc(affinityMatchKey.size);
+        affinityMatchKey.encode(k, bytes, 0);
+        return [...bytes].map((b) => b.toString(16).padStart(2, '0'));
+      };
+      const pinned = `${n1.pinDir}/sl_lb_affinity_match`;
+      const del = await run('bpftool', ['map', 'delete', 'pinned', pinned, 'key', 'hex', ...hex(match)]);
+      expect(del.code, del.stderr).toBe(0);
+      const stale = { serviceId: setId, backendId: match.backendId + 1000 };
+      const add = await run('bpftool', ['map', 'update', 'pinned', pinned, 'key', 'hex', ...hex(stale), 'value', 'hex', '00', '00', '00', '00']);
+      expect(add.code, add.stderr).toBe(0);
+      // The periodic full pass (every 2 s) writes the one back and removes the other.
+      await waitMatches((ks) => ks.length === 1 && ks[0]!.backendId === match.backendId, 'not repaired');
+      expect(await http(pods['sa-1-1']!, vip, 80)).toEqual({ code: 0, body: 'sa-2-2' });
+      lab.services.delete('sticky-drift');
     });
   });
 });
