@@ -2,7 +2,8 @@
  * `sluice service list --node <name>` (like `cilium-dbg service list`): every frontend a node load-balances, its
  * type and its backends with their state, from the Services and EndpointSlices in etcd as that node's agent reads
  * them (the same rules: traffic policies, terminating endpoints), with the ids the node's maps use when they can be
- * read. `sluice bpf lb list --node <name>`: the raw load-balancer maps of a node.
+ * read. `sluice bpf lb list --node <name>`: the raw load-balancer maps of a node (with each sessionAffinity set's
+ * active backends, sl_lb_affinity_match).
  */
 import { BE_F_LOCAL, BE_F_TERMINATING, SVC_F_AFFINITY, SVC_F_DROP, SVC_F_EXTERNAL, type ServiceKey } from '@sluice/bpf';
 import { activeBackends, type Datapath, type LbService } from '@sluice/datapath';
@@ -101,6 +102,8 @@ export interface LbMapsView {
   backends: Array<{ id: number; address: string; flags: string[] }>;
   /** Per backend set: how many Maglev slots each backend id holds. */
   maglev: Array<{ id: number; slots: Record<string, number> }>;
+  /** Per backend set with sessionAffinity: the backend ids its clients' affinity may follow (sl_lb_affinity_match). */
+  affinityMatches: Array<{ id: number; backends: number[] }>;
   conntrack: number;
   affinity: number;
 }
@@ -108,6 +111,12 @@ export interface LbMapsView {
 export function readLbMaps(dp: Pick<Datapath, 'maps'>): LbMapsView {
   const svcFlags = (f: number) => [f & SVC_F_EXTERNAL ? 'external' : '', f & SVC_F_AFFINITY ? 'affinity' : '', f & SVC_F_DROP ? 'drop' : ''].filter(Boolean);
   const beFlags = (f: number) => [f & BE_F_TERMINATING ? 'terminating' : '', f & BE_F_LOCAL ? 'local' : ''].filter(Boolean);
+  const matches = new Map<number, number[]>();
+  for (const [k] of dp.maps.affinityMatch.entries()) {
+    let ids = matches.get(k.serviceId);
+    if (!ids) matches.set(k.serviceId, (ids = []));
+    ids.push(k.backendId);
+  }
   return {
     frontends: dp.maps.services
       .entries()
@@ -125,6 +134,7 @@ export function readLbMaps(dp: Pick<Datapath, 'maps'>): LbMapsView {
         return { id, slots };
       })
       .sort((a, b) => a.id - b.id),
+    affinityMatches: [...matches].map(([id, backends]) => ({ id, backends: backends.sort((a, b) => a - b) })).sort((a, b) => a.id - b.id),
     conntrack: dp.maps.lbFwd.count(),
     affinity: dp.maps.affinity.count(),
   };
@@ -139,6 +149,7 @@ export function renderLbMaps(view: LbMapsView): string {
       ? renderTable(['MAGLEV TABLE', 'SLOTS PER BACKEND ID'], view.maglev.map((m) => [String(m.id), Object.entries(m.slots).map(([id, n]) => `${id}:${n}`).join(' ')]))
       : 'No Maglev tables\n',
   );
+  if (view.affinityMatches.length) out.push(renderTable(['AFFINITY SET', 'ACTIVE BACKEND IDS'], view.affinityMatches.map((m) => [String(m.id), m.backends.join(' ')])));
   out.push(`Connection tracking: ${view.conntrack} flows, session affinity: ${view.affinity} clients\n`);
   return out.join('\n');
 }
