@@ -889,19 +889,21 @@ int to_container(struct __sk_buff *skb)
  * Socket-level load balancing for processes of the node itself (host-namespace clients): connect() to a service
  * frontend is rewritten to a backend before the socket exists on the wire, so no per-packet translation and no
  * reverse NAT are needed (TCP, and UDP sockets that connect(); unconnected UDP through sendmsg4/recvmsg4 and
- * sl_lb_sock). Attached to the node's cgroup (cgroup/connect4, sendmsg4, recvmsg4). A
- * backend is drawn at random from the Maglev table (so terminating backends, never in the table, are never drawn);
- * a frontend without backends fails the connect() at once instead of letting it hang.
+ * sl_lb_sock). Attached to the node's cgroup (cgroup/connect4, sendmsg4, recvmsg4). A backend is drawn at random
+ * from the Maglev table (so terminating backends, never in the table, are never drawn), except that a
+ * sessionAffinity ClientIP service keeps a client on its backend as lb_select does, the client being the socket's
+ * network namespace (sl_lb_affinity_sock); a frontend without backends fails the connect() at once instead of
+ * letting it hang.
  */
 /* The backend for a socket's destination, or 0 (not a service: leave it); *reject: a service without backends. */
 static __always_inline struct sl_backend_value *sock_backend(struct bpf_sock_addr *ctx, int *reject)
 {
 	struct sl_config *cfg = config();
 	struct sl_service_key sk = {};
+	struct sl_affinity_sock_key ak = {};
 	struct sl_service_value *svc;
-	struct sl_maglev_value *table;
 	struct sl_backend_value *be;
-	__u32 slot, id;
+	__u32 id;
 
 	*reject = 0;
 	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
@@ -919,15 +921,11 @@ static __always_inline struct sl_backend_value *sock_backend(struct bpf_sock_add
 	*reject = 1;
 	if (!svc->count)
 		return 0;
-	table = bpf_map_lookup_elem(&sl_lb_maglev, &svc->id);
-	if (!table)
-		return 0;
-	slot = bpf_get_prandom_u32() % SL_MAGLEV_M;
-	asm volatile("" : "+r"(slot));
-	if (slot >= SL_MAGLEV_M)
-		return 0;
-	id = table->backend_ids[slot];
-	be = bpf_map_lookup_elem(&sl_backends, &id);
+	if (svc->flags & SL_SVC_F_AFFINITY) {
+		ak.netns_cookie = bpf_get_netns_cookie(ctx);
+		ak.service_id = svc->id;
+	}
+	be = lb_select_backend(&sl_lb_affinity_sock, &ak, svc, bpf_get_prandom_u32(), now_s(), &id);
 	if (be)
 		*reject = 0;
 	return be;

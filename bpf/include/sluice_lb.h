@@ -110,6 +110,13 @@ struct {
 } sl_lb_affinity SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SL_MAX_AFFINITY_SOCK);
+	__type(key, struct sl_affinity_sock_key);
+	__type(value, struct sl_affinity_value);
+} sl_lb_affinity_sock SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, SL_MAX_AFFINITY_MATCH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -243,20 +250,21 @@ static __always_inline __u32 ct_lifetime(struct l4 *l4)
 }
 
 /*
- * A new flow's backend: the client's affinity entry while it lasts and the service still has its backend active
- * (sl_lb_affinity_match), else Maglev.
+ * A new connection's backend, for the per-packet path (lb_select) and the socket LB (sock_backend) alike: the
+ * client's affinity entry (aff_key in aff_map, sl_lb_affinity or sl_lb_affinity_sock) while it lasts and the service
+ * still has its backend active (sl_lb_affinity_match), refreshed; else the Maglev slot `hash` picks, recorded as the
+ * client's entry. Always inlined, so each caller's map is a constant the verifier knows.
  */
-static __always_inline struct sl_backend_value *lb_select(struct l4 *l4, struct sl_service_value *svc, __u32 now, __u32 *id)
+static __always_inline struct sl_backend_value *lb_select_backend(void *aff_map, void *aff_key, struct sl_service_value *svc, __u32 hash, __u32 now, __u32 *id)
 {
-	struct sl_affinity_key ak = { .service_id = svc->id, .client_ip = l4->saddr };
 	struct sl_affinity_match_key mk = { .service_id = svc->id };
-	struct sl_affinity_value *aff = 0, fresh;
+	struct sl_affinity_value *aff, fresh;
 	struct sl_backend_value *be;
 	struct sl_maglev_value *table;
 	__u32 slot;
 
 	if (svc->flags & SL_SVC_F_AFFINITY) {
-		aff = bpf_map_lookup_elem(&sl_lb_affinity, &ak);
+		aff = bpf_map_lookup_elem(aff_map, aff_key);
 		if (aff && now - aff->last_used <= svc->affinity_timeout) {
 			mk.backend_id = aff->backend_id;
 			be = bpf_map_lookup_elem(&sl_lb_affinity_match, &mk) ? bpf_map_lookup_elem(&sl_backends, &aff->backend_id) : 0;
@@ -270,7 +278,7 @@ static __always_inline struct sl_backend_value *lb_select(struct l4 *l4, struct 
 	table = bpf_map_lookup_elem(&sl_lb_maglev, &svc->id);
 	if (!table)
 		return 0;
-	slot = lb_hash(l4) % SL_MAGLEV_M;
+	slot = hash % SL_MAGLEV_M;
 	/* The verifier does not bound a modulo; keep clang from dropping the check it knows is true. */
 	asm volatile("" : "+r"(slot));
 	if (slot >= SL_MAGLEV_M)
@@ -280,9 +288,17 @@ static __always_inline struct sl_backend_value *lb_select(struct l4 *l4, struct 
 	if (be && (svc->flags & SL_SVC_F_AFFINITY)) {
 		fresh.backend_id = *id;
 		fresh.last_used = now;
-		bpf_map_update_elem(&sl_lb_affinity, &ak, &fresh, BPF_ANY);
+		bpf_map_update_elem(aff_map, aff_key, &fresh, BPF_ANY);
 	}
 	return be;
+}
+
+/* A new flow's backend (per packet): affinity by the client's address, else Maglev on the 5-tuple's hash. */
+static __always_inline struct sl_backend_value *lb_select(struct l4 *l4, struct sl_service_value *svc, __u32 now, __u32 *id)
+{
+	struct sl_affinity_key ak = { .service_id = svc->id, .client_ip = l4->saddr };
+
+	return lb_select_backend(&sl_lb_affinity, &ak, svc, lb_hash(l4), now, id);
 }
 
 #define NAT_PORT_MIN 32768

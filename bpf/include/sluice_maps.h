@@ -16,6 +16,9 @@
  *   sl_lb_fwd     LRU,    262,144 entries  forward connection tracking of load-balanced flows through this node
  *   sl_lb_ct      LRU,    262,144 entries  their reverse NAT
  *   sl_lb_affinity LRU,    65,536 entries  sessionAffinity ClientIP
+ *   sl_lb_affinity_sock LRU, 16,384 entries  sessionAffinity ClientIP of the socket LB: one per (network namespace,
+ *                  affinity service) pair that connected through it, the node's own namespace and the few others
+ *                  in its cgroup; the least recently used one goes first (that client only loses its affinity)
  *   sl_lb_affinity_match hash, 262,144 entries  (service id, backend id): one per active backend of each backend
  *                  set with sessionAffinity ClientIP, the sum of those sets' sizes (services x backends at worst);
  *                  a backend is in few sets (a Local traffic policy's internal and external ones, a pod behind a
@@ -43,6 +46,7 @@
 #define SL_MAX_LB_CT 262144
 #define SL_MAX_AFFINITY 65536
 #define SL_MAX_AFFINITY_MATCH 262144
+#define SL_MAX_AFFINITY_SOCK 16384
 #define SL_MAX_SOCK_NAT 65536
 #define SL_MAX_SNAT 131072
 #define SL_MAX_IPMASQ 16384
@@ -95,6 +99,8 @@ struct sl_tunnel_value {
  *   sl_lb_ct       reverse NAT: (client as the backend sees it, backend) -> frontend (and the real client when the
  *                  forward direction was SNATed: NodePort to another node's backend, hairpin)
  *   sl_lb_affinity sessionAffinity ClientIP: (service id, client address) -> backend id, last use
+ *   sl_lb_affinity_sock  the same for the socket LB (host-namespace clients): (network namespace cookie, service
+ *                  id) -> backend id, last use
  *   sl_lb_affinity_match  (service id, backend id) -> present: the backends an affinity service may follow its
  *                  clients' entries to (Cilium's cilium_lb_affinity_match)
  *
@@ -210,6 +216,20 @@ struct sl_affinity_key {
 struct sl_affinity_value {
 	__u32 backend_id;
 	__u32 last_used; /* CLOCK_MONOTONIC seconds */
+};
+
+/*
+ * sl_lb_affinity_sock: sessionAffinity of the socket LB (sock4_connect, sock4_sendmsg). connect() runs before the
+ * socket has a source address, so, as Cilium's socket LB, the client is its network namespace
+ * (bpf_get_netns_cookie): every process of the node's own namespace is one client, as its packets would all carry
+ * the node's address. A key space of its own (a cookie is no address), followed under the same rules as
+ * sl_lb_affinity's entries: within the service's timeout and while sl_lb_affinity_match lists the backend. Value:
+ * struct sl_affinity_value.
+ */
+struct sl_affinity_sock_key {
+	__u64 netns_cookie;
+	__u32 service_id;
+	__u32 pad;
 };
 
 /*

@@ -234,7 +234,7 @@ export const tunnelValue: Codec<TunnelValue> = {
   decode: (buf, off) => ({ nodeIp: readIpv4(buf, off), vni: buf.readUInt32LE(off + 4) }),
 };
 
-// ---- services (sl_services, sl_lb_maglev, sl_backends, sl_lb_fwd, sl_lb_ct, sl_lb_affinity[_match]) ---------
+// ---- services (sl_services, sl_lb_maglev, sl_backends, sl_lb_fwd, sl_lb_ct, sl_lb_affinity[_sock,_match]) ---
 
 export const IPPROTO_TCP = 6;
 export const IPPROTO_UDP = 17;
@@ -556,6 +556,30 @@ export const affinityValue: Codec<AffinityValue> = {
   decode: (buf, off) => ({ backendId: buf.readUInt32LE(off), lastUsed: buf.readUInt32LE(off + 4) }),
 };
 
+/**
+ * sl_lb_affinity_sock: the socket LB's sessionAffinity ClientIP, whose client is the socket's network namespace
+ * (bpf_get_netns_cookie; connect() has no source address yet). Value: affinityValue.
+ */
+export interface AffinitySockKey {
+  netnsCookie: bigint;
+  serviceId: number;
+}
+export const affinitySockKey: Codec<AffinitySockKey> = {
+  cType: 'sl_affinity_sock_key',
+  size: 16,
+  fields: [
+    { name: 'netns_cookie', offset: 0, size: 8 },
+    { name: 'service_id', offset: 8, size: 4 },
+    { name: 'pad', offset: 12, size: 4 },
+  ],
+  encode: (v, buf, off) => {
+    buf.writeBigUInt64LE(v.netnsCookie, off);
+    buf.writeUInt32LE(u32(v.serviceId, 'service id'), off + 8);
+    buf.writeUInt32LE(0, off + 12);
+  },
+  decode: (buf, off) => ({ netnsCookie: buf.readBigUInt64LE(off), serviceId: buf.readUInt32LE(off + 8) }),
+};
+
 /** sl_lb_affinity_match: a backend an affinity backend set (its id, as in sl_services) has active, in its Maglev table. */
 export interface AffinityMatchKey {
   serviceId: number;
@@ -810,6 +834,7 @@ export const MAX_BACKENDS = 262_144;
 export const MAX_LB_CT = 262_144;
 export const MAX_AFFINITY = 65_536;
 export const MAX_AFFINITY_MATCH = 262_144;
+export const MAX_AFFINITY_SOCK = 16_384;
 export const MAX_SOCK_NAT = 65_536;
 export const MAX_SNAT = 131_072;
 export const MAX_IPMASQ = 16_384;
@@ -910,6 +935,14 @@ export const affinityMap: MapSpec<AffinityKey, AffinityValue> = {
   key: affinityKey,
   value: affinityValue,
 };
+/** The socket LB's sessionAffinity entries, (network namespace cookie, service id), written by the cgroup programs. */
+export const affinitySockMap: MapSpec<AffinitySockKey, AffinityValue> = {
+  name: 'sl_lb_affinity_sock',
+  type: 'lru_hash',
+  maxEntries: MAX_AFFINITY_SOCK,
+  key: affinitySockKey,
+  value: affinityValue,
+};
 /**
  * The active backends of each backend set with sessionAffinity ClientIP, written by the agent: the programs follow a
  * client's affinity entry only to a backend listed here for that set.
@@ -938,7 +971,7 @@ export const snatRevMap: MapSpec<SnatKey, SnatValue> = { name: 'sl_snat_rev', ty
 
 export const ipmasqMap: MapSpec<LpmKey, IpmasqValue> = { name: 'sl_ipmasq', type: 'lpm_trie', maxEntries: MAX_IPMASQ, noPrealloc: true, key: lpmKey, value: ipmasqValue };
 
-export const MAPS = [endpointsMap, ipcacheHostMap, ipcacheMap, tunnelMap, configMap, countersMap, servicesMap, maglevMap, backendsMap, lbFwdMap, lbCtMap, affinityMap, affinityMatchMap, sockNatMap, snatMap, snatRevMap, ipmasqMap] as const;
+export const MAPS = [endpointsMap, ipcacheHostMap, ipcacheMap, tunnelMap, configMap, countersMap, servicesMap, maglevMap, backendsMap, lbFwdMap, lbCtMap, affinityMap, affinitySockMap, affinityMatchMap, sockNatMap, snatMap, snatRevMap, ipmasqMap] as const;
 
 /** The programs in the object and where they go. */
 export const PROGRAMS = {

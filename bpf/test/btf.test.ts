@@ -28,6 +28,7 @@ import {
   maglevValue,
   affinityKey,
   affinityValue,
+  affinitySockKey,
   affinityMatchKey,
   affinityMatchValue,
   sockKey,
@@ -108,6 +109,7 @@ describe('codecs agree with the C structs (BTF)', () => {
     maglevValue,
     affinityKey,
     affinityValue,
+    affinitySockKey,
     affinityMatchKey,
     affinityMatchValue,
     sockKey,
@@ -212,6 +214,7 @@ describe('codecs', () => {
     expect(roundTrip(lbRevValue, { vip: '10.96.0.10', vport: 53, clientIp: '192.168.0.9', clientPort: 40000 }).toString('hex')).toBe('0a60000a' + '0035' + '9c40' + 'c0a80009');
     expect(roundTrip(affinityKey, { serviceId: 7, clientIp: '10.1.1.11' }).toString('hex')).toBe('07000000' + '0a01010b');
     roundTrip(affinityValue, { backendId: 5, lastUsed: 123 });
+    expect(roundTrip(affinitySockKey, { netnsCookie: 2n ** 40n + 3n, serviceId: 7 }).toString('hex')).toBe('0300000000010000' + '07000000' + '00000000');
     expect(roundTrip(affinityMatchKey, { serviceId: 7, backendId: 258 }).toString('hex')).toBe('07000000' + '02010000');
     expect(roundTrip(affinityMatchValue, {}).toString('hex')).toBe('00000000');
     expect(roundTrip(sockKey, { cookie: 2n ** 40n + 3n, addr: '10.1.1.11', port: 53 }).toString('hex')).toBe('0300000000010000' + '0a01010b' + '0035' + '0000');

@@ -22,6 +22,7 @@ import {
   lbFwdMap,
   lbCtMap,
   affinityMap,
+  affinitySockMap,
   affinityMatchMap,
   sockNatMap,
   snatMap,
@@ -71,6 +72,8 @@ export interface DatapathMaps {
   lbCt: CodecMap<KeyOf<typeof lbCtMap>, NodeValue<typeof lbCtMap>>;
   /** sessionAffinity ClientIP entries, written by the programs (LRU). */
   affinity: CodecMap<KeyOf<typeof affinityMap>, NodeValue<typeof affinityMap>>;
+  /** The socket LB's sessionAffinity entries, keyed by network namespace cookie, written by the cgroup programs (LRU). */
+  affinitySock: CodecMap<KeyOf<typeof affinitySockMap>, NodeValue<typeof affinitySockMap>>;
   /** Each affinity backend set's active backends (service id, backend id), written by LbProgrammer. */
   affinityMatch: CodecMap<KeyOf<typeof affinityMatchMap>, NodeValue<typeof affinityMatchMap>>;
   /** Socket LB of unconnected UDP: (socket, backend) → frontend, written by the cgroup programs (LRU). */
@@ -118,7 +121,7 @@ export interface LoadOptions {
   onIncompatible?: 'error' | 'replace';
 }
 
-const MAP_SPECS = { endpoints: endpointsMap, ipcacheHost: ipcacheHostMap, ipcache: ipcacheMap, tunnel: tunnelMap, config: configMap, counters: countersMap, services: servicesMap, backends: backendsMap, maglev: maglevMap, lbFwd: lbFwdMap, lbCt: lbCtMap, affinity: affinityMap, affinityMatch: affinityMatchMap, sockNat: sockNatMap, snat: snatMap, snatRev: snatRevMap, ipmasq: ipmasqMap } as const;
+const MAP_SPECS = { endpoints: endpointsMap, ipcacheHost: ipcacheHostMap, ipcache: ipcacheMap, tunnel: tunnelMap, config: configMap, counters: countersMap, services: servicesMap, backends: backendsMap, maglev: maglevMap, lbFwd: lbFwdMap, lbCt: lbCtMap, affinity: affinityMap, affinitySock: affinitySockMap, affinityMatch: affinityMatchMap, sockNat: sockNatMap, snat: snatMap, snatRev: snatRevMap, ipmasq: ipmasqMap } as const;
 
 function buildDatapath(pinDir: string, raws: Record<keyof DatapathMaps, RawMap>, registry: Registry | undefined, programs: Datapath['programs'], reusedMaps: boolean, onClose: () => void): Datapath {
   const metrics = registry ? mapMetrics(registry) : undefined;
@@ -136,6 +139,7 @@ function buildDatapath(pinDir: string, raws: Record<keyof DatapathMaps, RawMap>,
     lbFwd: new CodecMap(lbFwdMap, raws.lbFwd, metrics),
     lbCt: new CodecMap(lbCtMap, raws.lbCt, metrics),
     affinity: new CodecMap(affinityMap, raws.affinity, metrics),
+    affinitySock: new CodecMap(affinitySockMap, raws.affinitySock, metrics),
     affinityMatch: new CodecMap(affinityMatchMap, raws.affinityMatch, metrics),
     sockNat: new CodecMap(sockNatMap, raws.sockNat, metrics),
     snat: new CodecMap(snatMap, raws.snat, metrics),
