@@ -444,6 +444,93 @@ describe('services, native routing, BPF host routing', () => {
     lab.services.delete('sticky-b');
   });
 
+  it('sessionAffinity ClientIP for host-namespace clients (socket LB): a node process keeps its backend, keyed by its network namespace, and leaves it when the service drops it or the entry times out; without affinity its connections spread', async () => {
+    const pods = podsByName(lab);
+    const [vip, plainVip] = ['10.96.200.24', '10.96.200.25'];
+    const three = [pods['sa-1-2']!, pods['sa-2-1']!, pods['sa-2-2']!];
+    for (const [name, clusterIP, sessionAffinity] of [['sticky-host', vip, 'ClientIP'], ['spread-host', plainVip, 'None']] as const) {
+      lab.services.apply({ name, clusterIP, sessionAffinity, ports: [{ name: 'http', port: 80, targetPort: 'http' }] });
+      lab.services.setEndpoints(name, three.map((pod) => ({ pod })), PORTS);
+    }
+    const key = { vip, port: 80, proto: 'tcp' as const };
+    await lab.services.waitFrontend(key, (v) => v.count === 3);
+    await lab.services.waitFrontend({ vip: plainVip, port: 80, proto: 'tcp' }, (v) => v.count === 3);
+    const answers = async (n: LabNode, to: string, count: number) => {
+      const out: string[] = [];
+      for (let i = 0; i < count; i++) {
+        const r = await lab.services.hostExec(n, 'curl', ['-s', '-m', '3', `http://${to}:80/`]);
+        expect(r.code, `${n.name}: ${r.stderr}`).toBe(0);
+        out.push(r.stdout.trim());
+      }
+      return out;
+    };
+    const names = three.map((p) => p.name);
+    for (const n of lab.nodes) {
+      // Every connection of the node's processes goes to one backend; to the service without affinity they spread
+      // (each connect() draws a Maglev slot at random: 12 on one backend of 3 is a 1-in-59,000 chance).
+      const sticky = await answers(n, vip, 12);
+      expect(new Set(sticky).size, `${n.name}: ${sticky.join(' ')}`).toBe(1);
+      expect(names, n.name).toContain(sticky[0]);
+      const spread = await answers(n, plainVip, 12);
+      expect(new Set(spread).size, `${n.name}: ${spread.join(' ')}`).toBeGreaterThan(1);
+    }
+    const n1 = lab.nodes[0]!;
+    const setId = lab.services.frontends(key)[0]!.id;
+    const withMaps = <T>(fn: (dp: ReturnType<typeof openPinnedMaps>) => T): T => {
+      const dp = openPinnedMaps(n1.pinDir);
+      try {
+        return fn(dp);
+      } finally {
+        dp.close();
+      }
+    };
+    // Node 1's entry: one, in sl_lb_affinity_sock under its namespace's cookie; none by address in sl_lb_affinity
+    // (the node's connections never reach the per-packet path with the service address).
+    const entry = () =>
+      withMaps((dp) => {
+        const found = dp.maps.affinitySock.entries().filter(([k]) => k.serviceId === setId);
+        expect(found, 'sl_lb_affinity_sock entries of the service').toHaveLength(1);
+        expect(dp.maps.affinity.entries().filter(([k]) => k.serviceId === setId)).toEqual([]);
+        const [k, v] = found[0]!;
+        const be = dp.maps.backends.lookup({ id: v.backendId });
+        return { key: k, value: v, name: Object.values(pods).find((p) => p.ip === be?.ip)?.name };
+      });
+    const first = entry();
+    expect(first.key.netnsCookie).not.toBe(0n);
+    const pinned = (await answers(n1, vip, 1))[0]!;
+    expect(first.name).toBe(pinned);
+    // The service drops that backend: the next connections go to another one and stay on it.
+    const rest = three.filter((p) => p.name !== pinned);
+    lab.services.setEndpoints('sticky-host', rest.map((pod) => ({ pod })), PORTS);
+    await lab.services.waitFrontend(key, (v) => v.count === 2);
+    const moved = await answers(n1, vip, 10);
+    expect(new Set(moved).size, moved.join(' ')).toBe(1);
+    expect(rest.map((p) => p.name)).toContain(moved[0]);
+    expect(entry().name).toBe(moved[0]);
+    // Back to three backends: it stays where it is.
+    lab.services.setEndpoints('sticky-host', three.map((pod) => ({ pod })), PORTS);
+    await lab.services.waitFrontend(key, (v) => v.count === 3);
+    expect(new Set(await answers(n1, vip, 6))).toEqual(new Set([moved[0]]));
+    // An entry idle past the service's timeout (10,800 s) is not followed: made stale, the next connection draws a
+    // backend afresh and records it. Until one lands elsewhere (1 in 3 stays by chance; 12 tries).
+    const timeout = lab.services.frontends(key)[0]!.affinityTimeout;
+    expect(timeout).toBe(10_800);
+    let changed = false;
+    for (let i = 0; i < 12 && !changed; i++) {
+      const before = entry();
+      const now = Number(process.hrtime.bigint() / 1_000_000_000n); // CLOCK_MONOTONIC, as bpf_ktime_get_ns
+      withMaps((dp) => dp.maps.affinitySock.upsertBatch([[before.key, { backendId: before.value.backendId, lastUsed: (now - timeout - 5) >>> 0 }]]));
+      const [answer] = await answers(n1, vip, 1);
+      const after = entry();
+      expect(after.name, 'the recorded backend is the one that answered').toBe(answer);
+      expect((after.value.lastUsed - now) >>> 0, 'recorded now').toBeLessThan(60);
+      changed = after.value.backendId !== before.value.backendId;
+    }
+    expect(changed, 'a stale entry kept its backend through 12 connections').toBe(true);
+    lab.services.delete('sticky-host');
+    lab.services.delete('spread-host');
+  });
+
   it('internalTrafficPolicy Local: pods reach only their own node’s backends; without one the service does not answer', async () => {
     const pods = podsByName(lab);
     const vip = '10.96.200.17';
