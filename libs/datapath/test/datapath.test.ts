@@ -5,10 +5,11 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, rmdirSync } from 'node:fs';
 import { BPF_DIR } from '@sluice/bpf';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NetLab, ping, run, nsenterArgs } from '@sluice/netns';
-import { attachNode, detachNode, LbProgrammer, simpleService, detachTcInNetns, queryTc, inNetns, ifindex, loadDatapath, type Datapath } from '../src/index.ts';
+import { attachNode, attachSocketLb, detachNode, detachSocketLb, LbProgrammer, simpleService, detachTcInNetns, queryTc, inNetns, ifindex, loadDatapath, type Datapath } from '../src/index.ts';
 import { buildTopology, programMaps, setMode, type Node, type Pod } from './topology.ts';
 
 const PORT = 7070;
@@ -29,6 +30,14 @@ s.on('error', (e) => { console.error(e.message); process.exit(1); });
 const WHO_SERVER = `
 const net = require('node:net');
 net.createServer((s) => s.end(s.remoteAddress.replace('::ffff:', ''))).listen(${PORT}, '0.0.0.0', () => console.log('ready'));
+`;
+// The address a connect() reached, as getpeername() shows it (the backend, after the socket LB).
+const PEER = `
+const net = require('node:net');
+const [host, port] = process.argv.slice(1);
+const s = net.connect(Number(port), host, () => { console.log(s.remoteAddress + ':' + s.remotePort); s.destroy(); });
+s.setTimeout(4000, () => { console.error('timeout'); process.exit(1); });
+s.on('error', (e) => { console.error(e.message); process.exit(1); });
 `;
 const WHO_CLIENT = `
 const net = require('node:net');
@@ -168,6 +177,57 @@ describe('datapath between pods (real kernel, real packets)', () => {
       }
     });
   }
+
+  it('socket LB, sessionAffinity ClientIP: each network namespace of the cgroup is one client (sl_lb_affinity_sock, by its cookie), kept on its backend; without affinity its connections spread', async () => {
+    await setMode(lab, nodes, modes[0]!);
+    const [n1, n2] = nodes as [Node, Node];
+    const backends = [n1.pods[1]!, n2.pods[0]!, n2.pods[1]!];
+    const root = existsSync('/sys/fs/cgroup/cgroup.controllers') ? '/sys/fs/cgroup' : '/sys/fs/cgroup/unified';
+    const cgroup = `${root}/${lab.name('cg')}`;
+    mkdirSync(cgroup);
+    lab.defer(`cgroup ${cgroup}`, () => rmdirSync(cgroup));
+    attachSocketLb(n1.dp.pinDir, cgroup);
+    lab.defer(`socket LB on ${cgroup}`, () => detachSocketLb(n1.dp.pinDir, cgroup));
+    const lb = new LbProgrammer(n1.dp);
+    lb.seed();
+    const [stickyVip, spreadVip] = ['10.96.0.30', '10.96.0.31'];
+    const to = backends.map((b) => ({ ip: b.ip, port: PORT }));
+    const sticky = simpleService('sticky', stickyVip, 80, 'tcp', to);
+    lb.apply('sticky', { ...sticky, sets: sticky.sets.map((set) => ({ ...set, affinityTimeout: 300 })) });
+    lb.apply('spread', simpleService('spread', spreadVip, 80, 'tcp', to));
+    // connect() from a process of the cgroup in `ns`: the address it reached (getpeername shows the backend).
+    const peer = async (ns: string, vip: string) => {
+      const r = await run('sh', ['-c', `echo $$ > ${cgroup}/cgroup.procs && exec nsenter --net=/run/netns/${ns} "$@"`, 'sh', process.execPath, '-e', PEER, vip, '80'], { timeoutMs: 10_000 });
+      expect(r.code, `${ns} -> ${vip}: ${r.stderr}`).toBe(0);
+      return r.stdout.trim();
+    };
+    const setId = n1.dp.maps.services.lookup({ vip: stickyVip, port: 80, proto: 'tcp' })!.id;
+    const seen = new Map<string, string>();
+    try {
+      // The node's own namespace and a pod's: both in the cgroup, two clients.
+      for (const ns of [n1.ns, n1.pods[0]!.ns]) {
+        const kept = new Set<string>();
+        for (let i = 0; i < 10; i++) kept.add(await peer(ns, stickyVip));
+        expect([...kept], ns).toHaveLength(1);
+        expect(to.map((b) => `${b.ip}:${b.port}`), ns).toContain([...kept][0]);
+        seen.set(ns, [...kept][0]!);
+        // A random Maglev slot per connect(): 10 on one backend of 3 is a 1-in-6,500 chance.
+        const spread = new Set<string>();
+        for (let i = 0; i < 10; i++) spread.add(await peer(ns, spreadVip));
+        expect(spread.size, ns).toBeGreaterThan(1);
+      }
+      const names = new Map(n1.dp.maps.backends.entries().map(([k, v]) => [k.id, `${v.ip}:${v.port}`]));
+      const entries = n1.dp.maps.affinitySock.entries().filter(([k]) => k.serviceId === setId);
+      expect(entries).toHaveLength(2);
+      expect(new Set(entries.map(([k]) => k.netnsCookie)).size).toBe(2);
+      expect(new Set(entries.map(([, v]) => names.get(v.backendId)))).toEqual(new Set(seen.values()));
+      // Nothing by address: the connections never reached the per-packet path with the service address.
+      expect(n1.dp.maps.affinity.entries().filter(([k]) => k.serviceId === setId)).toEqual([]);
+    } finally {
+      lb.apply('sticky', undefined);
+      lb.apply('spread', undefined);
+    }
+  });
 
   it('masquerade: pods reach a host outside the cluster as their node IP (BPF and legacy host routing)', async () => {
     const world = await lab.addNetns(lab.name('w'));
