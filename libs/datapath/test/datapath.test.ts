@@ -211,7 +211,7 @@ describe('datapath between pods (real kernel, real packets)', () => {
         expect([...kept], ns).toHaveLength(1);
         expect(to.map((b) => `${b.ip}:${b.port}`), ns).toContain([...kept][0]);
         seen.set(ns, [...kept][0]!);
-        // A random Maglev slot per connect(): 10 on one backend of 3 is a 1-in-6,500 chance.
+        // A random Maglev slot per connect(): all 10 on one backend of 3 is a 1-in-19,700 chance.
         const spread = new Set<string>();
         for (let i = 0; i < 10; i++) spread.add(await peer(ns, spreadVip));
         expect(spread.size, ns).toBeGreaterThan(1);

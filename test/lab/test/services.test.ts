@@ -467,7 +467,7 @@ describe('services, native routing, BPF host routing', () => {
     const names = three.map((p) => p.name);
     for (const n of lab.nodes) {
       // Every connection of the node's processes goes to one backend; to the service without affinity they spread
-      // (each connect() draws a Maglev slot at random: 12 on one backend of 3 is a 1-in-59,000 chance).
+      // (each connect() draws a Maglev slot at random: all 12 on one backend of 3 is a 1-in-177,000 chance).
       const sticky = await answers(n, vip, 12);
       expect(new Set(sticky).size, `${n.name}: ${sticky.join(' ')}`).toBe(1);
       expect(names, n.name).toContain(sticky[0]);
