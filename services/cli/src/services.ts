@@ -106,6 +106,8 @@ export interface LbMapsView {
   affinityMatches: Array<{ id: number; backends: number[] }>;
   conntrack: number;
   affinity: number;
+  /** Socket LB affinity entries: host-namespace (and pod) sockets, keyed by network namespace (sl_lb_affinity_sock). */
+  socketAffinity: number;
 }
 
 export function readLbMaps(dp: Pick<Datapath, 'maps'>): LbMapsView {
@@ -137,6 +139,7 @@ export function readLbMaps(dp: Pick<Datapath, 'maps'>): LbMapsView {
     affinityMatches: [...matches].map(([id, backends]) => ({ id, backends: backends.sort((a, b) => a - b) })).sort((a, b) => a.id - b.id),
     conntrack: dp.maps.lbFwd.count(),
     affinity: dp.maps.affinity.count(),
+    socketAffinity: dp.maps.affinitySock.count(),
   };
 }
 
@@ -150,6 +153,6 @@ export function renderLbMaps(view: LbMapsView): string {
       : 'No Maglev tables\n',
   );
   if (view.affinityMatches.length) out.push(renderTable(['AFFINITY SET', 'ACTIVE BACKEND IDS'], view.affinityMatches.map((m) => [String(m.id), m.backends.join(' ')])));
-  out.push(`Connection tracking: ${view.conntrack} flows, session affinity: ${view.affinity} clients\n`);
+  out.push(`Connection tracking: ${view.conntrack} flows, session affinity: ${view.affinity} clients by address, ${view.socketAffinity} by network namespace (socket LB)\n`);
   return out.join('\n');
 }

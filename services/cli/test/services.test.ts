@@ -74,7 +74,10 @@ describe('sluice service list', () => {
       ['10.1.2.2:8080', ['terminating']],
     ]);
     expect(Object.values(view.maglev[0]!.slots)).toEqual([1009]);
-    expect(renderLbMaps(view)).toContain('Connection tracking: 0 flows');
+    expect(renderLbMaps(view)).toContain('Connection tracking: 0 flows, session affinity: 0 clients by address, 0 by network namespace (socket LB)');
+    // A socket LB entry (the datapath writes them: a host process's connect()) is counted apart from the per-packet ones.
+    dp.maps.affinitySock.upsertBatch([[{ netnsCookie: 4097n, serviceId: view.frontends[0]!.id }, { backendId: 1, lastUsed: 1 }]]);
+    expect(renderLbMaps(readLbMaps(dp))).toContain('session affinity: 0 clients by address, 1 by network namespace (socket LB)');
   });
 });
 
