@@ -14,6 +14,8 @@ import { timestamp, type FieldValidation, type Store, type StoredObject } from '
 import { tableFor, wantsTable } from './table.ts';
 
 const MAX_BODY = 3 * 1024 * 1024;
+const COMMA = Buffer.from(',');
+const LIST_TAIL = Buffer.from(']}');
 
 const includeOf = (req: IncomingMessage) => new URL(req.url ?? '/', 'http://kube-sim').searchParams.get('includeObject') ?? 'PartialObjectMetadata';
 
@@ -45,7 +47,7 @@ interface Route {
 }
 
 function send(res: ServerResponse, stats: ServerStats, code: number, body: unknown, headers: Record<string, string> = {}): void {
-  const text = typeof body === 'string' ? body : JSON.stringify(body);
+  const text = typeof body === 'string' || Buffer.isBuffer(body) ? body : JSON.stringify(body);
   const bytes = Buffer.byteLength(text);
   stats.bytesWritten += bytes;
   res.writeHead(code, { 'Content-Type': 'application/json', 'Content-Length': String(bytes), ...headers });
@@ -326,7 +328,7 @@ export class ApiServer {
   private sendObject(req: IncomingMessage, res: ServerResponse, verb: Verb, code: number, r: ResourceType, obj: StoredObject): void {
     if (wantsTable(req.headers.accept)) return this.ok(res, verb, code, tableFor(r, [obj], String(obj.rv), undefined, includeOf(req)));
     this.count(verb, code);
-    send(res, this.stats, code, obj.json);
+    send(res, this.stats, code, obj.bytes);
   }
 
   /** Answers discovery paths (null: a discovery path that does not exist; undefined: not a discovery path). */
@@ -402,13 +404,22 @@ export class ApiServer {
     const metadata: Record<string, unknown> = { resourceVersion: String(rv) };
     if (meta.continue) metadata.continue = meta.continue;
     if (meta.remainingItemCount !== undefined) metadata.remainingItemCount = meta.remainingItemCount;
-    let chunk = `{"kind":"${r.custom?.listKind ?? `${r.kind}List`}","apiVersion":"${apiVersionOf(r)}","metadata":${JSON.stringify(metadata)},"items":[`;
+    // The stored bytes go out as they are, about 1 MB to a write: no string of the whole list (or of a chunk) is made.
+    let parts: Buffer[] = [Buffer.from(`{"kind":"${r.custom?.listKind ?? `${r.kind}List`}","apiVersion":"${apiVersionOf(r)}","metadata":${JSON.stringify(metadata)},"items":[`)];
+    let size = parts[0]!.length;
     for (let i = 0; i < items.length; i++) {
-      chunk += (i ? ',' : '') + items[i]!.json;
-      if (chunk.length > 1 << 20) {
-        this.stats.bytesWritten += chunk.length;
-        const more = res.write(chunk);
-        chunk = '';
+      if (i) {
+        parts.push(COMMA);
+        size++;
+      }
+      const bytes = items[i]!.bytes;
+      parts.push(bytes);
+      size += bytes.length;
+      if (size > 1 << 20) {
+        this.stats.bytesWritten += size;
+        const more = res.write(Buffer.concat(parts, size));
+        parts = [];
+        size = 0;
         if (!more) {
           await new Promise<void>((resolve) => {
             const done = () => { res.off('drain', done); res.off('close', done); resolve(); };
@@ -419,9 +430,10 @@ export class ApiServer {
         }
       }
     }
-    chunk += ']}';
-    this.stats.bytesWritten += chunk.length;
-    res.end(chunk);
+    parts.push(LIST_TAIL);
+    size += LIST_TAIL.length;
+    this.stats.bytesWritten += size;
+    res.end(Buffer.concat(parts, size));
   }
 
   private watch(req: IncomingMessage, res: ServerResponse, route: Route, q: URLSearchParams): void {
