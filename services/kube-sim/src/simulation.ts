@@ -148,10 +148,17 @@ export class HeartbeatGenerator {
     this.members.delete(name);
   }
 
-  /** Performs every beat due by `now`; returns how many. */
-  tick(now: number): number {
+  /**
+   * Performs every beat due by `now` (with `budgetMs`, only as many as fit in that much real time: the rest stay due
+   * for the next tick, so that a backlog — every node overdue when heartbeats start after a long bulk load — is
+   * spread over event-loop turns instead of stalling one); returns how many.
+   */
+  tick(now: number, budgetMs = Infinity): number {
     let n = 0;
+    const stopAt = performance.now() + budgetMs;
+    let steps = 0;
     for (let top = this.schedule.peek(); top && top.due <= now; top = this.schedule.peek()) {
+      if ((++steps & 15) === 0 && performance.now() > stopAt) break;
       this.schedule.pop();
       if (!this.members.has(top.name)) continue;
       if (!this.beat(top.name, now)) {
@@ -206,6 +213,76 @@ export interface CreatePodOptions {
   assignIP?: boolean;
 }
 
+/** How much of one event-loop turn a timer-driven batch (heartbeats, pod starts) may take before it yields. */
+const TURN_BUDGET_MS = 20;
+
+const TIME_MARK = '\u0000kube-sim heartbeat time\u0000';
+const RV_MARK = '\u0000kube-sim resourceVersion\u0000';
+
+/**
+ * A Node's heartbeat as a byte template: the lengths of the runs that a heartbeat leaves alone, and between them the
+ * slots it rewrites (every condition's lastHeartbeatTime and the kubelet's managedFields times, which heartbeat() in
+ * @sluice/kube-objects sets, and resourceVersion). Valid for the version it was made from or last wrote (`from`): a
+ * heartbeat is then a copy of that version's bytes with the slots filled, instead of a parse, a copy and a stringify
+ * of 12 KB; any other write replaces the version and the next heartbeat makes a new template.
+ */
+interface BeatTemplate {
+  from: StoredObject;
+  runs: number[];
+  /** Per slot: true for a time, false for the resourceVersion. */
+  times: boolean[];
+  /** Byte lengths of the slots' values in `from`. */
+  timeLength: number;
+  rvLength: number;
+}
+
+/** The template of heartbeat(node) (markers where it writes), or undefined when the markers cannot be told apart. */
+function beatLayout(node: V1Node): { runs: number[]; times: boolean[] } | undefined {
+  // heartbeat() writes the Date it is given as is; a marker string in its place shows where the times go.
+  const marked = heartbeat(node, TIME_MARK as unknown as Date);
+  marked.metadata = { ...marked.metadata, resourceVersion: RV_MARK };
+  const bytes = Buffer.from(JSON.stringify(marked));
+  const time = Buffer.from(JSON.stringify(TIME_MARK));
+  const rv = Buffer.from(JSON.stringify(RV_MARK));
+  const runs: number[] = [];
+  const times: boolean[] = [];
+  let at = 0;
+  for (;;) {
+    const t = bytes.indexOf(time, at);
+    const r = bytes.indexOf(rv, at);
+    if (t < 0 && r < 0) break;
+    const isTime = t >= 0 && (r < 0 || t < r);
+    const next = isTime ? t : r;
+    runs.push(next - at);
+    times.push(isTime);
+    at = next + (isTime ? time.length : rv.length);
+  }
+  runs.push(bytes.length - at);
+  return times.filter((x) => !x).length === 1 ? { runs, times } : undefined;
+}
+
+/** `from`'s bytes with the template's slots filled: this heartbeat's time and resourceVersion. */
+function renderBeat(t: BeatTemplate, from: Buffer, now: Date, rv: number, alloc: (size: number) => Buffer = Buffer.allocUnsafe): Buffer {
+  const time = Buffer.from(JSON.stringify(now));
+  const version = Buffer.from(`"${rv}"`);
+  let size = 0;
+  for (const run of t.runs) size += run;
+  for (const isTime of t.times) size += isTime ? time.length : version.length;
+  const out = alloc(size);
+  let src = 0;
+  let dst = 0;
+  for (let i = 0; i < t.times.length; i++) {
+    dst += from.copy(out, dst, src, src + t.runs[i]!);
+    src += t.runs[i]!;
+    dst += (t.times[i] ? time : version).copy(out, dst);
+    src += t.times[i] ? t.timeLength : t.rvLength;
+  }
+  from.copy(out, dst, src, src + t.runs[t.runs.length - 1]!);
+  t.timeLength = time.length;
+  t.rvLength = version.length;
+  return out;
+}
+
 export class Simulation {
   readonly options: SimulationOptions;
   readonly heartbeats: HeartbeatGenerator;
@@ -231,6 +308,10 @@ export class Simulation {
   private starting: { key: string; uid: string; due: number }[] = [];
   private startingHead = 0;
   private startTimer?: NodeJS.Timeout;
+  /** Each node's heartbeat template (see BeatTemplate). */
+  private readonly beatTemplates = new Map<string, BeatTemplate>();
+  /** The nodes the churn places pods on (not the external ones), as an array for a random pick. */
+  private churnNodes?: string[];
   readonly counters = { podsCreated: 0, podsDeleted: 0, podsStarted: 0, leaseRenewals: 0, nodeStatusWrites: 0 };
 
   constructor(readonly store: Store, options: Partial<SimulationOptions> = {}) {
@@ -279,6 +360,8 @@ export class Simulation {
         if (n) this.usedSlots.delete(n.slot);
         this.nodes.delete(e.object.name);
         this.lastNodeStatus.delete(e.object.name);
+        this.beatTemplates.delete(e.object.name);
+        this.churnNodes = undefined;
         // The node lifecycle controller's garbage collection: a node's Lease goes with it.
         if (this.store.get('leases', NODE_LEASE_NAMESPACE, e.object.name)) this.store.delete('leases', NODE_LEASE_NAMESPACE, e.object.name);
       }
@@ -308,6 +391,7 @@ export class Simulation {
     const internalIP = intToIpv4((this.nodeNet.base + 10 + slot) >>> 0);
     const state: NodeState = { name, internalIP, podCIDR, podBase, podSize: 2 ** (32 - podBits), used: new Set(), cursor: 2, slot, external: (options.pods ?? 0) === 0 };
     this.nodes.set(name, state);
+    this.churnNodes = undefined;
     const now = new Date(internal.now ?? Date.now());
     const node = realisticNode({ name, internalIP, podCIDR, labels: options.labels, seed: this.options.seed * 1_000_003 + slot, now });
     const stored = this.store.create('nodes', node as KubeObject, { quiet: internal.quiet ?? false, owned: true });
@@ -425,15 +509,21 @@ export class Simulation {
     if (!node || node.external) return;
     this.starting.push({ key: e.object.key, uid: e.object.uid, due: Date.now() + this.options.podStartDelayMs });
     if (!this.startTimer) {
-      this.startTimer = setInterval(() => this.startDuePods(Date.now()), Math.min(50, this.options.podStartDelayMs));
+      this.startTimer = setInterval(() => this.startDuePods(Date.now(), TURN_BUDGET_MS), Math.min(50, this.options.podStartDelayMs));
       this.startTimer.unref();
     }
   }
 
-  /** Runs every queued pod whose delay is over (exposed for tests driving their own clock). */
-  startDuePods(now: number): number {
+  /**
+   * Runs every queued pod whose delay is over (exposed for tests driving their own clock); with `budgetMs`, only as
+   * many as fit in that much real time (a burst of 2,000 pods created at once is due at once), the rest next turn.
+   */
+  startDuePods(now: number, budgetMs = Infinity): number {
     let n = 0;
+    const stopAt = performance.now() + budgetMs;
+    let steps = 0;
     while (this.startingHead < this.starting.length && this.starting[this.startingHead]!.due <= now) {
+      if ((++steps & 15) === 0 && performance.now() > stopAt) break;
       const { key, uid } = this.starting[this.startingHead++]!;
       const [namespace, name] = key.split('/') as [string, string];
       if (this.startPod(namespace, name, uid, now)) n++;
@@ -453,7 +543,7 @@ export class Simulation {
   private startPod(namespace: string, name: string, uid: string, now: number): boolean {
     const current = this.store.get('pods', namespace, name);
     if (!current || current.uid !== uid || current.fields['status.podIP'] || current.fields['status.phase'] !== 'Pending') return false;
-    if (current.json.includes('"deletionTimestamp"')) return false;
+    if (current.bytes.includes('"deletionTimestamp"')) return false;
     const nodeName = current.fields['spec.nodeName']!;
     const ip = this.allocatePodIP(nodeName);
     if (!ip) return false;
@@ -588,14 +678,39 @@ export class Simulation {
       if (now - (this.lastNodeStatus.get(name) ?? 0) < this.options.nodeStatusReportIntervalMs) return true;
       this.lastNodeStatus.set(name, now);
     }
-    const updated = this.store.mutate('nodes', '', name, (obj) => heartbeat(obj as V1Node, new Date(now)) as KubeObject);
-    if (updated) this.counters.nodeStatusWrites++;
+    const updated = this.store.rewrite('nodes', '', name, (current, rv, alloc) => this.beatBytes(name, current, new Date(now), rv, alloc));
+    if (updated) {
+      this.counters.nodeStatusWrites++;
+      const t = this.beatTemplates.get(name);
+      if (t) t.from = updated;
+    }
     return updated !== undefined;
+  }
+
+  /** A Node's next version after heartbeat(): from its template when the current version is the template's. */
+  private beatBytes(name: string, current: StoredObject, now: Date, rv: number, alloc: (size: number) => Buffer): Buffer {
+    let t = this.beatTemplates.get(name);
+    if (t?.from === current) return renderBeat(t, current.bytes, now, rv, alloc);
+    // Another write came between (or the first heartbeat): the slow way once, and a template for the next ones.
+    const node = JSON.parse(current.json) as V1Node;
+    const layout = beatLayout(node);
+    const beat = heartbeat(node, now);
+    beat.metadata = { ...beat.metadata, resourceVersion: String(rv) };
+    const text = JSON.stringify(beat);
+    const bytes = alloc(Buffer.byteLength(text));
+    bytes.write(text);
+    this.beatTemplates.delete(name);
+    if (layout) {
+      t = { from: current, ...layout, timeLength: Buffer.byteLength(JSON.stringify(now)), rvLength: Buffer.byteLength(`"${rv}"`) };
+      // The template must give back the very bytes the slow way gave (it does unless the object holds a marker).
+      if (renderBeat({ ...t }, bytes, now, rv).equals(bytes)) this.beatTemplates.set(name, t);
+    }
+    return bytes;
   }
 
   startHeartbeats(tickMs = 20): void {
     if (this.heartbeatTimer) return;
-    this.heartbeatTimer = setInterval(() => this.heartbeats.tick(Date.now()), tickMs);
+    this.heartbeatTimer = setInterval(() => this.heartbeats.tick(Date.now(), TURN_BUDGET_MS), tickMs);
     this.heartbeatTimer.unref();
   }
 
@@ -606,7 +721,7 @@ export class Simulation {
 
   /** One churn step: alternately creates a pod on a random node and deletes a random simulated pod. */
   churnOnce(): void {
-    const nodeNames = [...this.nodes.values()].filter((n) => !n.external).map((n) => n.name);
+    const nodeNames = (this.churnNodes ??= [...this.nodes.values()].filter((n) => !n.external).map((n) => n.name));
     const create = this.churnable.length === 0 || (this.counters.podsCreated + this.counters.podsDeleted) % 2 === 0;
     if (create && nodeNames.length > 0) {
       this.createPod({ nodeName: nodeNames[Math.floor(this.random() * nodeNames.length)]! });

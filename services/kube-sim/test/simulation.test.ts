@@ -1,4 +1,6 @@
 import { seededRandom } from '@sluice/backoff';
+import type { V1Node } from '@kubernetes/client-node';
+import { heartbeat } from '@sluice/kube-objects';
 import { describe, expect, it } from 'vitest';
 import { HeartbeatGenerator, Simulation, Store, parseCIDR, intToIpv4 } from '../src/index.ts';
 
@@ -61,6 +63,75 @@ describe('heartbeat generator', () => {
     const ready = (after.status as { conditions: { type: string; lastHeartbeatTime: string }[] }).conditions.find((c) => c.type === 'Ready')!;
     expect(Date.parse(ready.lastHeartbeatTime)).toBeGreaterThan(0);
     sim.stop();
+  });
+});
+
+describe('heartbeat writes', () => {
+  const expected = (previous: string, now: number, rv: number) => {
+    const node = heartbeat(JSON.parse(previous) as V1Node, new Date(now));
+    node.metadata!.resourceVersion = String(rv);
+    return JSON.stringify(node);
+  };
+
+  it('write exactly what heartbeat() and a stringify of the whole Node would, beat after beat and after other writes', () => {
+    const store = new Store();
+    const sim = new Simulation(store, { nodes: 1, podsPerNode: 0, services: 0, heartbeatIntervalMs: 1_000, heartbeatJitter: 0 });
+    sim.populate(new Date(0));
+    const events: string[] = [];
+    store.onChange((r, e) => {
+      if (r.plural === 'nodes') events.push(e.type);
+    });
+    let previous = store.get('nodes', '', 'node-00001')!.json;
+    const check = (now: number) => {
+      sim.heartbeats.tick(now);
+      const stored = store.get('nodes', '', 'node-00001')!;
+      expect(stored.json).toBe(expected(previous, now, stored.rv));
+      previous = stored.json;
+    };
+    // rv 9 → 10 → … → 100+: resourceVersions of other lengths move every later byte.
+    for (let now = 1_000; now <= 20_000; now += 1_000) check(now);
+    for (let i = 0; i < 100; i++) store.create('namespaces', { metadata: { name: `pad-${i}` } });
+    check(21_000);
+    // Another writer between two beats: a label (and with it the bytes' layout), a new condition, a new managed field.
+    sim.labelNode('node-00001', { 'example.com/team': 'a-much-longer-label-value-than-before' });
+    previous = store.get('nodes', '', 'node-00001')!.json;
+    check(22_000);
+    check(23_000);
+    sim.setNodeCondition('node-00001', 'NetworkUnavailable', 'False', 'RouteCreated', 'routes are in place');
+    previous = store.get('nodes', '', 'node-00001')!.json;
+    check(24_000);
+    check(25_000);
+    store.patch('nodes', '', 'node-00001', 'merge', { metadata: { managedFields: [{ manager: 'kubectl', operation: 'Update', time: '2026-01-01T00:00:00Z' }] } });
+    previous = store.get('nodes', '', 'node-00001')!.json;
+    check(26_000);
+    check(27_000);
+    expect(events.every((t) => t === 'MODIFIED')).toBe(true);
+    expect(store.get('nodes', '', 'node-00001')!.labels['example.com/team']).toBe('a-much-longer-label-value-than-before');
+    sim.stop();
+  });
+
+  it('spread a backlog of due beats over ticks when given a time budget', () => {
+    let count = 0;
+    const gen = new HeartbeatGenerator({ intervalMs: 10_000, jitter: 0, random: () => 0.5 }, () => {
+      const until = performance.now() + 0.2;
+      while (performance.now() < until);
+      count++;
+      return true;
+    });
+    for (let i = 0; i < 200; i++) gen.add(`node-${i}`, 0);
+    // Every node is due (a bulk load that took longer than an interval): a 2 ms budget takes a few of them per tick.
+    const first = gen.tick(60_000, 2);
+    expect(first).toBeGreaterThan(0);
+    expect(first).toBeLessThan(200);
+    let ticks = 1;
+    while (count < 200 && ticks < 1_000) {
+      gen.tick(60_000, 2);
+      ticks++;
+    }
+    expect(count).toBe(200);
+    expect(ticks).toBeGreaterThan(1);
+    // Caught up: nothing is due twice.
+    expect(gen.tick(60_000)).toBe(0);
   });
 });
 
