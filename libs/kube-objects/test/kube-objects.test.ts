@@ -39,4 +39,14 @@ describe('realistic endpoint slices', () => {
     const given = realisticEndpointSlice({ namespace: 'shop', service: 'web', endpoints: [{ ip: '10.1.0.3', podName: 'p3', podUid: 'uid-3' }] });
     expect(given.endpoints[0]!.targetRef!.uid).toBe('uid-3');
   });
+
+  it('draws the same identifiers from a seed as ever (uids, digests, IDs: seeded objects stay byte for byte the same)', () => {
+    const n = realisticNode({ name: 'node-1', internalIP: '10.0.0.1', podCIDR: '10.244.1.0/24', seed: 42 });
+    const p = realisticPod({ namespace: 'default', name: 'web-1', podIP: '10.244.1.5', seed: 7 });
+    expect([n.metadata!.uid, n.spec!.providerID, n.status!.images![0]!.names![0], n.status!.nodeInfo!.machineID, p.metadata!.labels!['pod-template-hash'], p.status!.containerStatuses![0]!.containerID]).toEqual([
+      'a7ddaca2-4023-4bc1-a7f8-ecfe5fdcb81e', 'aws:///eu-west-1a/i-0ce672222355833c3',
+      'registry.k8s.io/kube-proxy@sha256:99e1ef7c72c32b8ada3b32c0ab73b0ad2cc09a8a86cec4d345f245149fef4401', '68d818fdcae4b591bd4e7063041ad0f0', '857d6fe767',
+      'containerd://3f5e5c94e0b629e030d7b9b824c6baff2796c04c4a7bc7598c4344aac30a278c',
+    ]);
+  });
 });
