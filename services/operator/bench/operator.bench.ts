@@ -14,6 +14,7 @@ import type { Figure } from '../../../bench/run.ts';
 import { loadKubeConfig } from '../src/kube-client.ts';
 import { Operator } from '../src/operator.ts';
 import { trackApiTraffic } from '../src/traffic.ts';
+import { measureOperatorMemory } from './memory.ts';
 
 const KUBE_SIM = fileURLToPath(new URL('../../kube-sim/src/main.ts', import.meta.url));
 
@@ -176,5 +177,31 @@ export default async function operatorBench(): Promise<Figure[]> {
     ['--nodes', String(failoverNodes), '--pods-per-node', '20', '--services', String(Math.max(20, failoverNodes / 50)), '--no-heartbeats'],
     `failover at ${failoverNodes.toLocaleString('en-US')} nodes, ${(failoverNodes * 20).toLocaleString('en-US')} pods`,
   );
-  return [...statusMode, ...leaseMode, ...churn, ...takeover];
+  return [...statusMode, ...leaseMode, ...churn, ...takeover, ...(await memory())];
+}
+
+/**
+ * The operator's own process (as deploy/ runs it) syncing a cluster and following pod and EndpointSlice churn: its
+ * peak and settled RSS and heap (memory.ts). SLUICE_BENCH_MEMORY_NODES=5000 measures it at 5,000 nodes / 100,000
+ * pods / 20,000 services (the scale goal: peak RSS ≤ 400 MiB; ~4 minutes); 500 nodes by default.
+ */
+async function memory(): Promise<Figure[]> {
+  const nodes = Number(process.env.SLUICE_BENCH_MEMORY_NODES ?? 500);
+  const pods = nodes * 20;
+  const services = nodes * 4;
+  const churnSeconds = Number(process.env.SLUICE_BENCH_MEMORY_CHURN_SECONDS ?? 60);
+  const r = await measureOperatorMemory({ nodes, podsPerNode: 20, services, churnPerSecond: 20, sliceChurnPerSecond: 10, churnSeconds, settleSeconds: 20 });
+  const at = `at ${nodes.toLocaleString('en-US')} nodes / ${pods.toLocaleString('en-US')} pods / ${services.toLocaleString('en-US')} services`;
+  return [
+    { metric: `operator peak RSS ${at} (initial sync)`, value: r.peakRssSync, unit: 'bytes' },
+    { metric: `operator peak RSS ${at} (sync, then ${churnSeconds} s of 20 pods/s and 10 slice changes/s)`, value: r.peakRss, unit: 'bytes' },
+    { metric: `operator RSS ${at}, synced`, value: r.rssSynced, unit: 'bytes' },
+    { metric: `operator RSS ${at}, settled after the churn`, value: r.rssSettled, unit: 'bytes' },
+    { metric: `operator heap used ${at}, synced`, value: r.heapUsedSynced, unit: 'bytes' },
+    { metric: `operator heap used ${at}, settled after the churn`, value: r.heapUsedSettled, unit: 'bytes' },
+    { metric: `operator external memory (Buffers) ${at}, settled`, value: r.externalSettled, unit: 'bytes' },
+    { metric: `operator initial sync ${at}`, value: Math.round(r.syncSeconds * 1000), unit: 'ms' },
+    { metric: `operator longest event-loop delay ${at}, initial sync`, value: Math.round(r.loopMaxMsSync), unit: 'ms' },
+    { metric: `operator longest event-loop delay ${at}, churn and settling`, value: Math.round(r.loopMaxMsAfter), unit: 'ms' },
+  ];
 }
