@@ -1,6 +1,7 @@
 /** LB IPAM's rules as a pure function of pools and Services (the end-to-end behaviour is in lb-ipam.test.ts). */
 import { describe, expect, it } from 'vitest';
 import { allocate, bigIntToIp, canonicalIp, ipToBigInt, type PoolInput, type ServiceInput } from '../src/lb-ipam/allocator.ts';
+import { l2Records, poolInput, serviceInput, trimService } from '../src/lb-ipam/controller.ts';
 
 const pool = (name: string, blocks: PoolInput['blocks'], extra: Partial<PoolInput> = {}): PoolInput => ({ name, created: `2026-01-01T00:00:0${extra.created ?? '0'}Z`, blocks, disabled: false, ...extra, ...(extra.created ? { created: extra.created } : {}) });
 let n = 0;
@@ -98,5 +99,37 @@ describe('L2 announcement records', () => {
     // An address named twice (ingress and externalIPs) is announced once.
     const [both] = l2Records([policy('both', { loadBalancerIPs: true, externalIPs: true })], [service('twice', {}, { type: 'LoadBalancer', externalIPs: ['192.0.2.60'] }, ['192.0.2.60'])]);
     expect(both!.addresses).toEqual([{ ip: '192.0.2.60', service: 'default/twice' }]);
+  });
+
+  it('keeps of a Service everything its decisions read: trimmed Services allocate and announce as whole ones', () => {
+    const whole = (name: string, spec: Record<string, unknown>, status: Record<string, unknown> = {}, annotations: Record<string, string> = {}) => ({
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { namespace: 'default', name, uid: `uid-${name}`, resourceVersion: '7', generation: 3, creationTimestamp: `2026-01-02T00:00:0${name.length % 10}Z`, labels: { app: name, tier: 'web' }, annotations: { 'kubectl.kubernetes.io/last-applied-configuration': '{"big":"blob"}', ...annotations } },
+      spec: { clusterIP: '10.96.0.10', clusterIPs: ['10.96.0.10'], selector: { app: name }, ports: [{ port: 80, protocol: 'TCP', targetPort: 8080 }], sessionAffinity: 'None', ...spec },
+      status,
+    });
+    const ingress = (...ips: string[]) => ({ loadBalancer: { ingress: ips.map((ip) => ({ ip, ipMode: 'VIP' })) } });
+    const services = [
+      whole('kept', { type: 'LoadBalancer', ipFamilies: ['IPv4'] }, { ...ingress('10.0.0.2'), conditions: [{ type: 'sluice.io/lb-ipam-request-satisfied', status: 'True', reason: 'Assigned', message: '' }] }),
+      whole('new', { type: 'LoadBalancer' }),
+      whole('wants', { type: 'LoadBalancer' }, {}, { 'lbipam.sluice.io/ips': '10.0.0.5' }),
+      whole('asks', { type: 'LoadBalancer', loadBalancerIP: '10.0.0.6' }),
+      whole('other-class', { type: 'LoadBalancer', loadBalancerClass: 'example.com/lb' }),
+      whole('was-lb', { type: 'ClusterIP', externalIPs: ['192.0.2.7'] }, ingress('10.0.0.3', '203.0.113.1')),
+      whole('plain', { type: 'ClusterIP' }),
+    ];
+    const trimmed = services.map(trimService);
+    const pools = [poolInput({ metadata: { name: 'a', creationTimestamp: '2026-01-01T00:00:00Z' }, spec: { blocks: [{ cidr: '10.0.0.0/28' }] } })];
+    expect(allocate(pools, trimmed.map(serviceInput))).toEqual(allocate(pools, services.map(serviceInput)));
+    const policies = [{ metadata: { name: 'all' }, spec: { serviceSelector: { matchLabels: { tier: 'web' } }, loadBalancerIPs: true, externalIPs: true } }];
+    expect(l2Records(policies, trimmed)).toEqual(l2Records(policies, services));
+    // What no decision reads is gone.
+    expect(trimmed[0]).toEqual({
+      metadata: { namespace: 'default', name: 'kept', creationTimestamp: services[0]!.metadata.creationTimestamp, generation: 3, labels: { app: 'kept', tier: 'web' } },
+      spec: { type: 'LoadBalancer', ipFamilies: ['IPv4'] },
+      status: services[0]!.status,
+    });
+    expect(trimmed[2]!.metadata!.annotations).toEqual({ 'lbipam.sluice.io/ips': '10.0.0.5' });
   });
 });

@@ -14,7 +14,7 @@ import { CoreV1Api, CustomObjectsApi, PatchStrategy, setHeaderOptions } from '@k
 import { Counter, Gauge } from '@sluice/metrics';
 import { encodeSlimL2Announcement, labelSelectorSchema, matchesLabelSelector, SCHEMA_VERSION, type LabelSelector, type SlimL2Announcement } from '@sluice/slim';
 import { LeaderGatedLoop, type ControllerOptions } from '../leader-gated.ts';
-import { allocate, canonicalIp, isOurs, SERVICE_CONDITION, type Allocation, type Condition, type Family, type PoolInput, type ServiceInput } from './allocator.ts';
+import { allocate, canonicalIp, isOurs, REQUESTED_IPS_ANNOTATION, SERVICE_CONDITION, type Allocation, type Condition, type Family, type PoolInput, type ServiceInput } from './allocator.ts';
 import { ObjectCache, type Obj } from './informer.ts';
 
 export const POOLS_PATH = '/apis/sluice.io/v1alpha1/sluiceloadbalancerippools';
@@ -66,6 +66,35 @@ export function serviceInput(o: Obj): ServiceInput {
     ingressIPs: ingress.map((i) => str(i?.ip)).filter((ip): ip is string => ip !== undefined),
     assigned: Array.isArray((o.status as Any)?.conditions) && ((o.status as Any).conditions as Any[]).some((c) => c?.type === SERVICE_CONDITION && c?.status === 'True'),
   };
+}
+
+/** `fields` without those whose value is undefined. */
+function defined(fields: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined));
+}
+
+/**
+ * What LB IPAM reads of a Service (serviceInput, l2Records, assign) and nothing else: the cache holds every Service of
+ * the cluster (20,000 at scale), and whole ones as parsed cost the operator ~1 KB each for fields never read
+ * (uid, ports, selector, cluster IPs). A change to none of these fields is no change to LB IPAM (no pass).
+ */
+export function trimService(o: Obj): Obj {
+  const m = o.metadata ?? {};
+  const spec = (o.spec ?? {}) as Any;
+  const annotations = typeof m.annotations === 'object' && m.annotations !== null ? (m.annotations as Any) : undefined;
+  const requested = annotations?.[REQUESTED_IPS_ANNOTATION];
+  return defined({
+    metadata: defined({
+      namespace: m.namespace,
+      name: m.name,
+      creationTimestamp: m.creationTimestamp,
+      generation: m.generation,
+      labels: m.labels,
+      annotations: requested === undefined ? undefined : { [REQUESTED_IPS_ANNOTATION]: requested },
+    }),
+    spec: defined({ type: spec.type, loadBalancerClass: spec.loadBalancerClass, loadBalancerIP: spec.loadBalancerIP, ipFamilies: spec.ipFamilies, externalIPs: spec.externalIPs }),
+    status: o.status,
+  }) as Obj;
 }
 
 /** A condition list with ours set (or removed when `condition` is undefined), keeping lastTransitionTime if unchanged. */
@@ -150,7 +179,7 @@ export class LbIpamController {
     this.custom = kube.makeApiClient(CustomObjectsApi);
     const log = options.log;
     this.pools = new ObjectCache({ config: options.kube, path: POOLS_PATH, log, onChange });
-    this.services = new ObjectCache({ config: options.kube, path: SERVICES_PATH, log, onChange });
+    this.services = new ObjectCache({ config: options.kube, path: SERVICES_PATH, log, onChange, trim: trimService });
     this.policies = new ObjectCache({ config: options.kube, path: L2_POLICIES_PATH, log, onChange });
     const registers = options.registry ? [options.registry] : [];
     this.statusWrites = new Counter({ name: 'sluice_operator_lbipam_status_writes_total', help: 'Status PATCHes LB IPAM sent (Services, pools), by result', labelNames: ['kind', 'result'], registers });
