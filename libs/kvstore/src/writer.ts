@@ -43,7 +43,11 @@ export interface KvWriterOptions {
   log?: Logger;
 }
 
-type Op = { kind: 'put'; value: Buffer; hash: string } | { kind: 'delete' };
+/**
+ * A queued write. A string value is kept as the caller's string (the operator's mirrors hold that very string as
+ * their record, so a queue of 100,000 writes after a new term holds no second copy) and encoded when it is sent.
+ */
+type Op = { kind: 'put'; value: string | Buffer; bytes: number; hash: string } | { kind: 'delete' };
 
 interface WriterMetrics {
   rejected: Counter;
@@ -87,7 +91,7 @@ function sameFence(a: Fence, b: Fence): boolean {
   return a.key === b.key && a.createRevision === b.createRevision;
 }
 
-function hashOf(value: Buffer): string {
+function hashOf(value: string | Buffer): string {
   return createHash('sha1').update(value).digest('base64');
 }
 
@@ -124,7 +128,7 @@ const REQUEST_MARGIN_BYTES = 16 * 1024;
 const UNKNOWN_ERROR_ATTEMPTS = 3;
 
 function opBytes(key: string, op: Op): number {
-  return Buffer.byteLength(key) + (op.kind === 'put' ? op.value.length : 0) + OP_OVERHEAD_BYTES;
+  return Buffer.byteLength(key) + (op.kind === 'put' ? op.bytes : 0) + OP_OVERHEAD_BYTES;
 }
 
 /**
@@ -185,7 +189,8 @@ export class KvWriter {
   upsert(key: string, value: string | Uint8Array): void {
     this.assertOpen();
     for (const [prefix, asserted] of this.syncs) if (key.startsWith(prefix)) asserted.add(key);
-    const bytes = toBuffer(value);
+    // A string hashes as its UTF-8 bytes, which are what is sent.
+    const bytes = typeof value === 'string' ? value : toBuffer(value);
     const hash = hashOf(bytes);
     if (this.known.get(key) === hash) {
       // etcd holds these bytes (or will, once the transaction in flight lands, which is retried until it does);
@@ -196,7 +201,7 @@ export class KvWriter {
       this.settleIfIdle();
       return;
     }
-    this.pending.set(key, { kind: 'put', value: bytes, hash });
+    this.pending.set(key, { kind: 'put', value: bytes, bytes: typeof bytes === 'string' ? Buffer.byteLength(bytes) : bytes.length, hash });
     this.schedulePump();
   }
 
@@ -550,7 +555,7 @@ export class KvWriter {
   private async send(batch: Array<[string, Op]>, compare: ICompare[]): Promise<void> {
     const success: IRequestOp[] = batch.map(([key, op]) =>
       op.kind === 'put'
-        ? { request_put: { key: Buffer.from(key), value: op.value } }
+        ? { request_put: { key: Buffer.from(key), value: typeof op.value === 'string' ? Buffer.from(op.value) : op.value } }
         : { request_delete_range: { key: Buffer.from(key) } },
     );
     const backoff = new Backoff({ ...this.backoffOptions });
