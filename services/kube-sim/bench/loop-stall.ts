@@ -5,23 +5,26 @@
  * nodes, pods, services and EndpointSlices, then watches of each), and every 2 s one line with the event loop's
  * worst delay, heap, RSS and CPU. Run it with --trace-gc to put the collector's pauses beside the stalls:
  *
- *   node --max-old-space-size=1536 --trace-gc --import tsx services/kube-sim/bench/loop-stall.ts > /tmp/gc.log 2> /tmp/loop.log
+ *   node --max-old-space-size=1536 --heap-growing-percent=100 --trace-gc --import tsx services/kube-sim/bench/loop-stall.ts > /tmp/gc.log 2> /tmp/loop.log
  *
  * Lines on stderr: `W <t ms> max=<ms> p99=<ms> heap=<MiB> rss=<MiB> ext=<MiB> cpu=<% of a core> load=<1-min>`, t on
  * the clock --trace-gc prints (ms since the process started). Environment: NODES, PODS_PER_NODE, SERVICES,
  * HEARTBEAT_ONLY_S (25), MEASURE_S (180), BURST_AT_S (90), BURST_PODS (2000), CHURN (20), FLIPS (10), POD_START_DELAY_MS (1000).
  *
- * What it found (2 shared cores, load 1.5–5 from other runs; 102 two-second windows of heartbeats and measured phase):
+ * What it found (2 shared cores, others' runs beside it; 102 two-second windows of heartbeats and measured phase):
  * with every object kept as a JS string, the heap grew ~12 MB/s (a new 12 KB Node string per heartbeat, promoted
- * since it lives 10 s) to ~1.1 GB and a mark-compact took it back to ~670 MB every ~31 s, main-thread marking steps
- * of up to 550 ms around each; scavenges averaged 11 ms (up to 220 ms) copying those strings; 4 windows over 200 ms,
- * max 1,490 ms (2,926 ms in the first window after start: 5,000 overdue heartbeats in one tick), heap 878 MB on
- * average, RSS up to 1,398 MiB, 19 % of a core. With the objects' bytes in Buffers (external: never marked or moved),
- * heartbeats spliced into a byte template, the event line shared with watchers and timer batches cut at 20 ms:
- * 2 windows over 200 ms, max 448 ms (both beside a mark-compact's incremental steps, no pause over 30 ms), heap
- * 212 MB, RSS up to 883 MiB, 12 % of a core; mark-compacts every ~6 s now (external memory), ~15 ms each plus
- * ~170 ms of marking steps spread over ~200 ms. The burst itself (2,000 synchronous creates, as the harness sends
- * it) is one turn of 150–300 ms either way.
+ * since it lives 10 s) to ~1.1 GB and a mark-compact took it back to ~670 MB every ~31 s; scavenges copying those
+ * strings averaged 6–11 ms (up to 220 ms). At load ~3.7: 4 windows over 200 ms, max 1,490 ms (a mark-compact with
+ * marking steps up to 550 ms), and 2,926 ms in the first window after start (5,000 overdue heartbeats in one tick,
+ * the first lists); at load ~1.1: 1 window over 200 ms (276 ms), 732 ms after start. Heap 877 MB on average, RSS up to 1,400 MiB,
+ * 14–18 % of a core. With the objects' bytes in Buffers (external: never marked or moved), heartbeats spliced into a
+ * byte template, the event line shared with watchers and timer batches cut at 20 ms: at load ~1.4 no window over
+ * 200 ms (max 113 ms, 78 ms after start), at load ~3.5 2 (max 448 ms, beside mark-compacts' incremental steps); heap
+ * 212 MB, RSS up to 865–889 MiB. V8 then kept the old-generation limit ~35 MB above the live heap, so incremental
+ * marking restarted as soon as a mark-compact ended (one every ~3.6 s, 7.4 s of main-thread GC over 190 s, 15 % of
+ * a core); --heap-growing-percent=100 leaves them to external memory (one every ~10.5 s, 3.5 s of GC, 9.6 % of a
+ * core, heap unchanged), hence the flag in `npm start`. The burst itself (2,000 synchronous creates, as the harness
+ * sends it) is one turn of 100–300 ms either way.
  */
 import { fork } from 'node:child_process';
 import { loadavg } from 'node:os';
