@@ -170,9 +170,9 @@ export async function runScale(scenario: Scenario, options: RunOptions): Promise
     client = createKvClient({ endpoints: etcd.endpoints });
 
     // --- kube-sim ---
-    phase(`starting kube-sim: ${scenario.nodes} nodes × ${scenario.podsPerNode} pods (own process, --max-old-space-size=1536)`);
+    phase(`starting kube-sim: ${scenario.nodes} nodes × ${scenario.podsPerNode} pods (own process, --max-old-space-size=1536 --heap-growing-percent=100)`);
     const kubeStart = Date.now();
-    const kube = forkTs<HostCommand, HostMessage>('kube-sim', here('./kube-sim-host.ts'), [], join(logs, 'kube-sim.log'), ['--max-old-space-size=1536']);
+    const kube = forkTs<HostCommand, HostMessage>('kube-sim', here('./kube-sim-host.ts'), [], join(logs, 'kube-sim.log'), ['--max-old-space-size=1536', '--heap-growing-percent=100']);
     cleanups.push(() => kube.stop());
     kube.send({
       type: 'start',

@@ -217,7 +217,7 @@ export async function writeReport(r: Results, outDir: string): Promise<string[]>
   lines.push('');
   lines.push('## What ran', '');
   lines.push(`- **etcd** 3.4, one member, data on tmpfs (\`@sluice/etcd-runner\`), its own process.`);
-  lines.push(`- **kube-sim** in its own process (\`node --max-old-space-size=1536\`), started in ${fmt(r.setup.kubeSimStartS, 1)} s.`);
+  lines.push(`- **kube-sim** in its own process (\`node --max-old-space-size=1536 --heap-growing-percent=100\`, as kube-sim's own \`npm start\` runs it: services/kube-sim/README.md), started in ${fmt(r.setup.kubeSimStartS, 1)} s.`);
   lines.push(`- **operator** (\`services/operator/src/main.ts\`), synced into etcd in ${fmt(r.setup.operatorSyncS, 1)} s after start.`);
   lines.push(`- **health service** (\`services/health/src/main.ts\`), finding nodes through etcd.`);
   lines.push(`- **Full-state agents: ${r.agents.full.count}** — the real \`AgentCore\` (watchers, caches, reconcile) against \`memoryDatapath()\` (same codecs and capacity limits as the BPF maps), in ${r.agents.full.processes} process(es), sharing one etcd client per process. Nodes ${r.agents.full.nodes.slice(0, 3).join(', ')} … ${r.agents.full.nodes.at(-1)}. Each held ${fmt(r.agents.full.endpointsHeld.p50)} cluster endpoints after sync. Synced (list + full reconcile) ${fmt(r.setup.agentsSyncS, 1)} s after start.`);
