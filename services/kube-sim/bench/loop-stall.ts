@@ -89,25 +89,8 @@ await sleep(HEARTBEAT_ONLY_MS);
 
 phase = 'measured';
 sim.cluster.startChurn(CHURN);
-// The harness's readiness flips (kube-sim-host's startSliceChurn), as written there.
-const keys = sim.store.objectsIn('pods').map((p) => p.key);
-let carry = 0;
-let last = Date.now();
-const flipTimer = setInterval(() => {
-  const now = Date.now();
-  carry += ((now - last) / 1000) * FLIPS;
-  last = now;
-  for (; carry >= 1 && keys.length > 0; carry--) {
-    const [namespace, name] = keys[Math.floor(Math.random() * keys.length)]!.split('/') as [string, string];
-    const pod = sim.store.get('pods', namespace, name);
-    if (!pod?.fields['status.podIP']) continue;
-    sim.store.mutate('pods', namespace, name, (obj) => {
-      const conditions = ((obj.status as { conditions?: Array<{ type: string; status: string }> } | undefined)?.conditions ?? []);
-      const ready = conditions.find((c) => c.type === 'Ready');
-      if (ready) ready.status = ready.status === 'True' ? 'False' : 'True';
-    });
-  }
-}, 100);
+// The harness's readiness flips (kube-sim-host's sliceChurn command).
+sim.cluster.startReadinessFlips(FLIPS);
 const measuredAt = performance.now();
 await sleep(BURST_AT_MS);
 // The harness's burst (kube-sim-host's 'burst' command): every pod created in one turn.
@@ -117,7 +100,7 @@ for (let i = 0; i < BURST_PODS; i++) sim.cluster.createPod({ nodeName: names[Mat
 log(`BURST ${t()} ${BURST_PODS} pods created in ${(performance.now() - burstStart).toFixed(0)} ms`);
 await sleep(Math.max(0, MEASURE_MS - (performance.now() - measuredAt)));
 
-clearInterval(flipTimer);
+sim.cluster.stopReadinessFlips();
 clearInterval(windowTimer);
 const measured = windows.filter((x) => x.phase === 'heartbeats' || x.phase === 'measured');
 const max = Math.max(...measured.map((x) => x.w.max));

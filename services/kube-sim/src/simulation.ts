@@ -299,6 +299,7 @@ export class Simulation {
   private readonly apps: { namespace: string; app: string }[] = [];
   private heartbeatTimer?: NodeJS.Timeout;
   private churnTimer?: NodeJS.Timeout;
+  private flipTimer?: NodeJS.Timeout;
   private churnCarry = 0;
   private churnLast = 0;
   private unsubscribe?: () => void;
@@ -752,9 +753,47 @@ export class Simulation {
     this.churnCarry = 0;
   }
 
+  /**
+   * Readiness flips per second (0 stops): a random running pod of the simulation's own turns its Ready condition over,
+   * which is one EndpointSlice change (its endpoint's `ready`) and no change a slim pod record sees — EndpointSlice
+   * churn beyond the pods' own, as the scale harness and the benchmarks make it.
+   */
+  startReadinessFlips(perSecond: number, tickMs = 100): void {
+    this.stopReadinessFlips();
+    if (perSecond <= 0) return;
+    let carry = 0;
+    let last = Date.now();
+    this.flipTimer = setInterval(() => {
+      const now = Date.now();
+      carry += ((now - last) / 1000) * perSecond;
+      last = now;
+      for (; carry >= 1 && this.churnable.length > 0; carry--) {
+        const [namespace, name] = this.churnable[Math.floor(this.random() * this.churnable.length)]!.split('/') as [string, string];
+        this.flipReadiness(namespace, name);
+      }
+    }, tickMs);
+    this.flipTimer.unref();
+  }
+
+  stopReadinessFlips(): void {
+    clearInterval(this.flipTimer);
+    this.flipTimer = undefined;
+  }
+
+  /** Turns a running pod's Ready condition over (a pod without an IP is left alone); returns the new version. */
+  flipReadiness(namespace: string, name: string): StoredObject | undefined {
+    if (!this.store.get('pods', namespace, name)?.fields['status.podIP']) return undefined;
+    return this.store.mutate('pods', namespace, name, (obj) => {
+      const conditions = (obj.status as { conditions?: Array<{ type: string; status: string }> } | undefined)?.conditions ?? [];
+      const ready = conditions.find((c) => c.type === 'Ready');
+      if (ready) ready.status = ready.status === 'True' ? 'False' : 'True';
+    });
+  }
+
   stop(): void {
     this.stopHeartbeats();
     this.stopChurn();
+    this.stopReadinessFlips();
     clearInterval(this.startTimer);
     this.startTimer = undefined;
     this.endpoints.stop();

@@ -192,6 +192,33 @@ describe('simulated cluster', () => {
     sim.stop();
   });
 
+  it('flips a running pod\'s readiness: its endpoint turns not ready and back, and a pod without an IP is left alone', async () => {
+    const store = new Store();
+    const sim = new Simulation(store, { nodes: 2, podsPerNode: 3, services: 1, namespaces: 1, seed: 5 });
+    sim.populate();
+    const ready = (ip: string) => store.objectsIn('endpointslices', 'ns-0')
+      .flatMap((s) => (JSON.parse(s.json) as { endpoints: { addresses: string[]; conditions: { ready?: boolean } }[] }).endpoints)
+      .find((e) => e.addresses.includes(ip))?.conditions.ready;
+    const pod = store.objectsIn('pods', 'ns-0')[0]!;
+    const ip = pod.fields['status.podIP']!;
+    expect(ready(ip)).toBe(true);
+    expect(sim.flipReadiness(pod.namespace, pod.name)).toBeDefined();
+    expect(ready(ip)).toBe(false);
+    sim.flipReadiness(pod.namespace, pod.name);
+    expect(ready(ip)).toBe(true);
+    const pending = sim.createPod({ nodeName: 'node-00001', phase: 'Pending' });
+    const rv = pending.rv;
+    expect(sim.flipReadiness(pending.namespace, pending.name)).toBeUndefined();
+    expect(store.get('pods', pending.namespace, pending.name)!.rv).toBe(rv);
+    // At 50 flips a second, a fifth of a second makes several EndpointSlice changes.
+    const before = store.objectsIn('endpointslices', 'ns-0').map((s) => s.rv).join();
+    sim.startReadinessFlips(50, 20);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    sim.stopReadinessFlips();
+    expect(store.objectsIn('endpointslices', 'ns-0').map((s) => s.rv).join()).not.toBe(before);
+    sim.stop();
+  });
+
   it('keeps a watch window bounded and answers 410 for resourceVersions that left it', () => {
     const store = new Store({ windowEvents: 10 });
     const sim = new Simulation(store, { nodes: 1, podsPerNode: 0, services: 0 });

@@ -26,34 +26,6 @@ const flushTimer = setInterval(() => {
   pendingSlices = [];
 }, 200);
 
-// Slice churn: a random running pod's Ready condition flips, as a failing or recovering readiness probe does; its
-// slice's endpoint turns ready: false (or back), which is one EndpointSlice change and no pod record change.
-let flipTimer: NodeJS.Timeout | undefined;
-function startSliceChurn(perSecond: number): void {
-  clearInterval(flipTimer);
-  flipTimer = undefined;
-  if (!sim || perSecond <= 0) return;
-  const s = sim;
-  const keys = s.store.objectsIn('pods').map((p) => p.key);
-  let carry = 0;
-  let last = Date.now();
-  flipTimer = setInterval(() => {
-    const now = Date.now();
-    carry += ((now - last) / 1000) * perSecond;
-    last = now;
-    for (; carry >= 1 && keys.length > 0; carry--) {
-      const [namespace, name] = keys[Math.floor(Math.random() * keys.length)]!.split('/') as [string, string];
-      const pod = s.store.get('pods', namespace, name);
-      if (!pod?.fields['status.podIP']) continue;
-      s.store.mutate('pods', namespace, name, (obj) => {
-        const conditions = ((obj.status as { conditions?: Array<{ type: string; status: string }> } | undefined)?.conditions ?? []);
-        const ready = conditions.find((c) => c.type === 'Ready');
-        if (ready) ready.status = ready.status === 'True' ? 'False' : 'True';
-      });
-    }
-  }, 100);
-}
-
 // The API server's own event-loop delay, sent every 2 s: a stall here delays every watcher at once.
 const loop = monitorEventLoopDelay({ resolution: 10 });
 loop.enable();
@@ -89,7 +61,9 @@ function onCommand(command: HostCommand): void {
       break;
     }
     case 'sliceChurn':
-      startSliceChurn(command.perSecond);
+      // A random running pod's Ready condition flips, as a failing or recovering readiness probe does: one
+      // EndpointSlice change and no pod record change.
+      sim.cluster.startReadinessFlips(command.perSecond);
       break;
     case 'stats': {
       const s = sim.stats();
@@ -141,7 +115,7 @@ process.on('message', (raw) => {
 });
 process.on('disconnect', () => {
   clearInterval(flushTimer);
-  clearInterval(flipTimer);
+  sim?.cluster.stopReadinessFlips();
   clearInterval(loopTimer);
   process.exit(0);
 });
