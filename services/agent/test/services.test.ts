@@ -71,14 +71,20 @@ describe('buildLbService', () => {
   });
 });
 
+/** A services table and its reconciler over in-memory maps, refreshed by hand (no timers). */
+function servicesOnMemory() {
+  const dp = memoryDatapath();
+  const table = new ServicesTable('n1');
+  const programmer = new LbProgrammer(dp);
+  programmer.seed();
+  const reconciler = new Reconciler({ target: servicesTarget(programmer), desired: table, log, refreshIntervalMs: 0, batchMs: 0 });
+  table.follow(reconciler);
+  return { dp, table, reconciler };
+}
+
 describe('services reconciler (in-memory maps)', () => {
   it('programs rows, follows slice changes and deletions, and repairs drift in a full pass', async () => {
-    const dp = memoryDatapath();
-    const table = new ServicesTable('n1');
-    const programmer = new LbProgrammer(dp);
-    programmer.seed();
-    const reconciler = new Reconciler({ target: servicesTarget(programmer), desired: table, log, refreshIntervalMs: 0, batchMs: 0 });
-    table.follow(reconciler);
+    const { dp, table, reconciler } = servicesOnMemory();
     table.upsertService(service({ sessionAffinity: 'ClientIP', type: 'NodePort', ports: [{ name: 'http', port: 80, targetPort: 'web', nodePort: 30080, protocol: 'TCP' }] }), 5);
     table.upsertSlice(slice([ep('10.1.1.2', 'n1'), ep('10.1.2.2', 'n2', { ready: false, serving: true, terminating: true })]), 6);
     await reconciler.start();
@@ -109,12 +115,7 @@ describe('services reconciler (in-memory maps)', () => {
   });
 
   it('sessionAffinity: each set\'s active backends are its affinity matches, following slice changes; a full pass repairs a deleted match and removes a stale one', async () => {
-    const dp = memoryDatapath();
-    const table = new ServicesTable('n1');
-    const programmer = new LbProgrammer(dp);
-    programmer.seed();
-    const reconciler = new Reconciler({ target: servicesTarget(programmer), desired: table, log, refreshIntervalMs: 0, batchMs: 0 });
-    table.follow(reconciler);
+    const { dp, table, reconciler } = servicesOnMemory();
     table.upsertService(service({ sessionAffinity: 'ClientIP' }), 5);
     table.upsertSlice(slice([ep('10.1.1.2', 'n1'), ep('10.1.2.2', 'n2'), ep('10.1.3.2', 'n3', { ready: false, serving: true, terminating: true })]), 6);
     await reconciler.start();
@@ -143,12 +144,7 @@ describe('services reconciler (in-memory maps)', () => {
   });
 
   it('NodePort on every node address: a frontend per address, marked as the node\'s; an address change rewrites only NodePort rows', async () => {
-    const dp = memoryDatapath();
-    const table = new ServicesTable('n1');
-    const programmer = new LbProgrammer(dp);
-    programmer.seed();
-    const reconciler = new Reconciler({ target: servicesTarget(programmer), desired: table, log, refreshIntervalMs: 0, batchMs: 0 });
-    table.follow(reconciler);
+    const { dp, table, reconciler } = servicesOnMemory();
     const np = service({ name: 'np', type: 'NodePort', clusterIPs: ['10.96.0.11'], ports: [{ name: 'http', port: 80, targetPort: 'web', nodePort: 30080, protocol: 'TCP' }] });
     table.upsertService(np, 5);
     table.upsertService(service(), 5);
