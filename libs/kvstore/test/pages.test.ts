@@ -2,10 +2,10 @@
  * Lists sized by bytes: etcd walks the rest of the prefix for every page whatever its limit, so a list asks for few,
  * full pages — and a prefix of large values still gets pages of a few MiB, not thousands of its values at once.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startEtcd, type EtcdServer } from '@sluice/etcd-runner';
+import { describe, expect, it } from 'vitest';
 import { createLogger } from '@sluice/log';
-import { PageSizer, createKvClient, watchPrefix, type Etcd3, type WatchEvent } from '../src/index.ts';
+import { PageSizer, watchPrefix, type WatchEvent } from '../src/index.ts';
+import { realEtcd } from './etcd-fixture.ts';
 
 const log = createLogger({ component: 'test', level: 'silent' });
 
@@ -32,18 +32,10 @@ describe('PageSizer', () => {
 });
 
 describe('a watch lists in pages sized by bytes', () => {
-  let etcd: EtcdServer;
-  let client: Etcd3;
-  beforeAll(async () => {
-    etcd = await startEtcd();
-    client = createKvClient({ endpoints: [etcd.endpoint] });
-  });
-  afterAll(async () => {
-    client?.close();
-    await etcd?.stop();
-  });
+  const server = realEtcd();
 
   it('delivers every key once, small and large values alike, with the limits the sizer chose', async () => {
+    const client = server.client;
     const big = 'x'.repeat(50_000);
     for (let i = 0; i < 300; i++) await client.put(`small/k${String(i).padStart(3, '0')}`).value(`v${i}`);
     for (let i = 0; i < 40; i++) await client.put(`large/k${String(i).padStart(2, '0')}`).value(`${big}${i}`);
