@@ -32,18 +32,19 @@ describe('health service shutdown', () => {
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     child.stderr.on('data', (d: Buffer) => (out += d.toString()));
     try {
-      // Up and waiting for etcd: the metrics listener is the last step before the wait.
-      for (let i = 0; i < 300 && !out.includes('metrics and status listening'); i++) await new Promise((r) => setTimeout(r, 100));
-      expect(out).toContain('metrics and status listening');
-      expect(sockets.length).toBeGreaterThan(0);
+      // Up and waiting for etcd: the metrics listener is the last step before the wait, and the client's connection
+      // to the silent etcd is made just after that line, so the test waits for both rather than racing the connect.
+      for (let i = 0; i < 600 && !(out.includes('metrics and status listening') && sockets.length > 0); i++) await new Promise((r) => setTimeout(r, 100));
+      expect(out, out).toContain('metrics and status listening');
+      expect(sockets.length, out).toBeGreaterThan(0);
       const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
       child.kill('SIGTERM');
       const [code, signal] = await exited;
-      expect(signal).toBeNull();
-      expect(code).toBe(0);
-      expect(out).toContain('shutting down');
+      expect(signal, out).toBeNull();
+      expect(code, out).toBe(0);
+      expect(out, out).toContain('shutting down');
     } finally {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     }
-  });
+  }, 120_000);
 });
