@@ -8,6 +8,35 @@ import type { RawEntries, RawMap } from './backend.ts';
  * new key once `capacity` keys are present (E2BIG / ENOSPC, like the kernel), arrays hold every index from the
  * start and refuse deletes (EINVAL). Keys are stored by their exact bytes, as the kernel does.
  */
+/**
+ * Large values (Maglev tables: 4 KB each, 20,000 per agent) shared by content among every map of the process: the
+ * scale harness runs dozens of agents in one process, and each builds the same tables from the same Services, which
+ * a kernel would keep once per node but this stand-in would otherwise keep once per agent (~80 MB each). Counted so
+ * that a value no map holds any more is dropped.
+ */
+const SHARED_VALUE_BYTES = 1024;
+const sharedValues = new Map<string, { value: string; refs: number }>();
+
+function shareValue(value: string): string {
+  const entry = sharedValues.get(value);
+  if (entry) {
+    entry.refs++;
+    return entry.value;
+  }
+  sharedValues.set(value, { value, refs: 1 });
+  return value;
+}
+
+function releaseValue(value: string): void {
+  const entry = sharedValues.get(value);
+  if (entry && --entry.refs === 0) sharedValues.delete(value);
+}
+
+/** Distinct large values held by the process's memory maps (tests of the sharing). */
+export function sharedMemoryValues(): number {
+  return sharedValues.size;
+}
+
 export class MemoryRawMap implements RawMap {
   readonly name: string;
   readonly keySize: number;
@@ -19,6 +48,7 @@ export class MemoryRawMap implements RawMap {
   private readonly array: boolean;
   private readonly fullCode: string;
   private readonly lpm: boolean;
+  private readonly shared: boolean;
 
   constructor(spec: MapSpec<unknown, unknown>, options: { capacity?: number; cpus?: number } = {}) {
     this.name = spec.name;
@@ -28,6 +58,7 @@ export class MemoryRawMap implements RawMap {
     this.capacity = options.capacity ?? spec.maxEntries;
     this.array = spec.type === 'array' || spec.type === 'percpu_array';
     this.lpm = spec.type === 'lpm_trie';
+    this.shared = !this.array && this.valueSize >= SHARED_VALUE_BYTES;
     this.fullCode = this.lpm ? 'ENOSPC' : 'E2BIG';
     if (this.array) {
       for (let i = 0; i < this.capacity; i++) {
@@ -46,13 +77,31 @@ export class MemoryRawMap implements RawMap {
           throw new MapFullError(this.name, this.capacity, i, count, this.fullCode);
         }
       }
-      this.entries.set(id, values.toString('latin1', i * this.valueSize, (i + 1) * this.valueSize));
+      const value = values.toString('latin1', i * this.valueSize, (i + 1) * this.valueSize);
+      if (!this.shared) {
+        this.entries.set(id, value);
+        continue;
+      }
+      const old = this.entries.get(id);
+      if (old === value) continue;
+      this.entries.set(id, shareValue(value));
+      if (old !== undefined) releaseValue(old);
     }
   }
 
   deleteRaw(keys: Buffer, count: number): void {
     if (this.array) throw new BpfError('bpf_map_delete_batch', 22, this.name);
-    for (let i = 0; i < count; i++) this.entries.delete(keys.toString('latin1', i * this.keySize, (i + 1) * this.keySize));
+    for (let i = 0; i < count; i++) {
+      const id = keys.toString('latin1', i * this.keySize, (i + 1) * this.keySize);
+      if (!this.shared) {
+        this.entries.delete(id);
+        continue;
+      }
+      const old = this.entries.get(id);
+      if (old === undefined) continue;
+      this.entries.delete(id);
+      releaseValue(old);
+    }
   }
 
   lookupRaw(key: Buffer): Buffer | undefined {
@@ -87,5 +136,8 @@ export class MemoryRawMap implements RawMap {
     return { keys, values, count };
   }
 
-  close(): void {}
+  close(): void {
+    if (this.shared) for (const value of this.entries.values()) releaseValue(value);
+    this.entries.clear();
+  }
 }

@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BPF_DIR, COUNTERS, IPCACHE_F_LOCAL, type EndpointValue } from '@sluice/bpf';
+import { BPF_DIR, COUNTERS, IPCACHE_F_LOCAL, MAGLEV_M, type EndpointValue } from '@sluice/bpf';
 import { createRegistry } from '@sluice/metrics';
 import {
   BpfError,
@@ -20,6 +20,7 @@ import {
   loadDatapath,
   mapMetrics,
   memoryDatapath,
+  sharedMemoryValues,
   openPinnedMaps,
   planReconcile,
   probeKernel,
@@ -147,6 +148,38 @@ for (const [name, make] of backends) {
     });
   });
 }
+
+describe('in-memory backend: large values shared by content', () => {
+  it('keeps one copy of a Maglev table every agent of the process holds, and drops it once no map holds it', () => {
+    const table = (first: number) => Uint32Array.from({ length: MAGLEV_M }, (_, i) => first + (i % 3));
+    const base = sharedMemoryValues();
+    const a = memoryDatapath();
+    const b = memoryDatapath();
+    try {
+      a.maps.maglev.upsertBatch([[1, table(1)], [2, table(7)]]);
+      b.maps.maglev.upsertBatch([[1, table(1)]]);
+      // Two distinct tables, whatever the number of maps holding them.
+      expect(sharedMemoryValues() - base).toBe(2);
+      expect(Array.from(b.maps.maglev.lookup(1)!)).toEqual(Array.from(table(1)));
+      // Rewriting a key with another table moves it to that table's copy; what each map reads stays its own.
+      b.maps.maglev.upsertBatch([[1, table(7)]]);
+      expect(sharedMemoryValues() - base).toBe(2);
+      expect(Array.from(a.maps.maglev.lookup(1)!)).toEqual(Array.from(table(1)));
+      expect(Array.from(b.maps.maglev.lookup(1)!)).toEqual(Array.from(table(7)));
+      a.maps.maglev.deleteBatch([1]);
+      expect(sharedMemoryValues() - base).toBe(1);
+      expect(a.maps.maglev.lookup(1)).toBeUndefined();
+      a.close();
+      // b still holds table(7).
+      expect(sharedMemoryValues() - base).toBe(1);
+      expect(Array.from(b.maps.maglev.lookup(1)!)).toEqual(Array.from(table(7)));
+    } finally {
+      a.close();
+      b.close();
+    }
+    expect(sharedMemoryValues()).toBe(base);
+  });
+});
 
 describe('pinned maps', () => {
   it('survive a restart: reloading the object reuses them with their contents (no flush)', () => {
