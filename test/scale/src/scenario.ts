@@ -19,8 +19,9 @@ export const scenarioSchema = z.strictObject({
   sliceChurnPerSecond: z.number().min(0).default(10),
   /**
    * Full agents that also run the services reconciler (the load balancer's maps); default 5, one per default worker
-   * process. Each holds the whole services table: at 20,000 services a 1,000-node run synced ~1 such agent a minute
-   * on this 2-core machine (~130 MiB RSS each), so every one of 50 would take most of an hour to start.
+   * process. Each holds the whole services table and does its node's whole services work (a cold pass of ~3 CPU-s,
+   * every slice change): all 50 fit in memory (the in-memory maps share identical Maglev tables) but saturate this
+   * 2-core machine (a run of 50 took 657 s to sync and its slice changes lagged by up to 53 s).
    */
   serviceAgents: z.number().int().min(0).default(5),
   heartbeatInterval: duration.default(10_000),
