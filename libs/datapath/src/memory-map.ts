@@ -4,17 +4,13 @@ import { BpfError } from './libbpf.ts';
 import type { RawEntries, RawMap } from './backend.ts';
 
 /**
- * A userspace stand-in for a kernel map with the same byte layout and capacity rules: hash and LPM maps refuse a
- * new key once `capacity` keys are present (E2BIG / ENOSPC, like the kernel), arrays hold every index from the
- * start and refuse deletes (EINVAL). Keys are stored by their exact bytes, as the kernel does.
- */
-/**
  * Large values (Maglev tables: 4 KB each, 20,000 per agent) shared by content among every map of the process: the
  * scale harness runs dozens of agents in one process, and each builds the same tables from the same Services, which
  * a kernel would keep once per node but this stand-in would otherwise keep once per agent (~80 MB each). Counted so
  * that a value no map holds any more is dropped.
  */
 const SHARED_VALUE_BYTES = 1024;
+// The entry keeps the string itself: a Map hands back its values, never the key instance that would be shared.
 const sharedValues = new Map<string, { value: string; refs: number }>();
 
 function shareValue(value: string): string {
@@ -37,6 +33,11 @@ export function sharedMemoryValues(): number {
   return sharedValues.size;
 }
 
+/**
+ * A userspace stand-in for a kernel map with the same byte layout and capacity rules: hash and LPM maps refuse a
+ * new key once `capacity` keys are present (E2BIG / ENOSPC, like the kernel), arrays hold every index from the
+ * start and refuse deletes (EINVAL). Keys are stored by their exact bytes, as the kernel does.
+ */
 export class MemoryRawMap implements RawMap {
   readonly name: string;
   readonly keySize: number;
