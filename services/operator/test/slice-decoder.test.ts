@@ -82,6 +82,32 @@ describe('EndpointSliceDecoder', () => {
     }
   });
 
+  it('stays in step, decoding only the new endpoint, when one is appended, inserted, changed in place or removed', () => {
+    const decoder = new EndpointSliceDecoder();
+    let current = slice(seededRandom(13), 100);
+    // Kept sorted by address, as an ordered controller keeps them: then an append is an append.
+    current.endpoints.sort((a, b) => (a.addresses[0]! < b.addresses[0]! ? -1 : 1));
+    decoder.decode(line('ADDED', current));
+    const changes: Array<(s: V1EndpointSlice, step: number) => void> = [
+      (s, step) => s.endpoints.push({ addresses: [`10.250.0.${step}`], conditions: { ready: true }, nodeName: 'node-9' }),
+      (s, step) => s.endpoints.splice(40, 0, { addresses: [`10.244.3.${step}`], conditions: { ready: true }, nodeName: 'node-8' }),
+      (s) => {
+        const e = s.endpoints[60]!;
+        e.conditions = e.conditions?.terminating ? { ready: true } : { ready: false, serving: true, terminating: true };
+      },
+      (s) => s.endpoints.splice(20, 1),
+    ];
+    for (let step = 0; step < 40; step++) {
+      const next: V1EndpointSlice = JSON.parse(JSON.stringify(current));
+      changes[step % changes.length]!(next, step);
+      current = next;
+      expect(decoder.decode(line('MODIFIED', current))?.record).toEqual({ value: reference(current) });
+    }
+    expect(decoder.stats.realigned).toBe(0);
+    // The first event's 100, then one per change that brings a new endpoint (removals bring none).
+    expect(decoder.stats.decoded).toBe(100 + 30);
+  });
+
   it('names a bad address like the ordinary validation does, and keeps the slice\'s previous endpoints', () => {
     const decoder = new EndpointSliceDecoder();
     const good = slice(seededRandom(3), 4);
