@@ -47,7 +47,7 @@ export interface KvWriterOptions {
  * A queued write. A string value is kept as the caller's string (the operator's mirrors hold that very string as
  * their record, so a queue of 100,000 writes after a new term holds no second copy) and encoded when it is sent.
  */
-type Op = { kind: 'put'; value: string | Buffer; bytes: number; hash: string } | { kind: 'delete' };
+type Op = { kind: 'put'; value: string | Buffer; bytes: number } | { kind: 'delete' };
 
 interface WriterMetrics {
   rejected: Counter;
@@ -91,8 +91,29 @@ function sameFence(a: Fence, b: Fence): boolean {
   return a.key === b.key && a.createRevision === b.createRevision;
 }
 
-function hashOf(value: string | Buffer): string {
+/**
+ * What the writer knows etcd holds at a key: the very string it wrote (the caller's, which the operator's mirror
+ * holds anyway, so knowing it costs a reference and recognising a repeat costs a comparison rather than hashing 20 KB
+ * per EndpointSlice change), or, for what it only read from etcd or got as bytes, a digest of the bytes.
+ */
+type Known = string | { readonly digest: string };
+
+/** Known to be unknown: matches no value, so that the next write of the key is sent. */
+const UNKNOWN: Known = { digest: '' };
+
+function digest(value: string | Buffer): string {
   return createHash('sha1').update(value).digest('base64');
+}
+
+function digestOf(value: string | Buffer): Known {
+  return { digest: digest(value) };
+}
+
+/** Whether `value` is what `known` says etcd holds (a digest is compared as a digest: a string hashes as its UTF-8). */
+function holds(known: Known | undefined, value: string | Buffer): boolean {
+  if (known === undefined || known === UNKNOWN) return false;
+  if (typeof known === 'string') return typeof value === 'string' ? known === value : Buffer.from(known).equals(value);
+  return known.digest === digest(value);
 }
 
 function toBuffer(value: string | Uint8Array): Buffer {
@@ -153,8 +174,8 @@ export class KvWriter {
   private readonly log: Logger;
   private readonly metrics: WriterMetrics | undefined;
   private readonly repeats = new RepeatSuppressor(30_000);
-  /** key → hash of the value etcd holds (or will hold once the transaction in flight lands). */
-  private readonly known = new Map<string, string>();
+  /** key → the value etcd holds (or will hold once the transaction in flight lands). */
+  private readonly known = new Map<string, Known>();
   /** Prefixes whose whole content is in `known`: a key under them that is not in `known` is absent from etcd. */
   private readonly loadedPrefixes = new Set<string>();
   private readonly syncs = new Map<string, Set<string>>();
@@ -191,8 +212,10 @@ export class KvWriter {
     for (const [prefix, asserted] of this.syncs) if (key.startsWith(prefix)) asserted.add(key);
     // A string hashes as its UTF-8 bytes, which are what is sent.
     const bytes = typeof value === 'string' ? value : toBuffer(value);
-    const hash = hashOf(bytes);
-    if (this.known.get(key) === hash) {
+    const known = this.known.get(key);
+    if (holds(known, bytes)) {
+      // From now on a repeat is recognised by comparing strings, not by hashing.
+      if (typeof bytes === 'string' && typeof known !== 'string') this.known.set(key, bytes);
       // etcd holds these bytes (or will, once the transaction in flight lands, which is retried until it does);
       // a queued different value, if any, is superseded by this one.
       this.pending.delete(key);
@@ -201,7 +224,7 @@ export class KvWriter {
       this.settleIfIdle();
       return;
     }
-    this.pending.set(key, { kind: 'put', value: bytes, bytes: typeof bytes === 'string' ? Buffer.byteLength(bytes) : bytes.length, hash });
+    this.pending.set(key, { kind: 'put', value: bytes, bytes: typeof bytes === 'string' ? Buffer.byteLength(bytes) : bytes.length });
     this.schedulePump();
   }
 
@@ -287,7 +310,7 @@ export class KvWriter {
         await backoff.wait(this.abort.signal);
       }
     }
-    this.known.set(key, 'unknown'); // makes delete() send it
+    this.known.set(key, UNKNOWN); // makes delete() send it
     this.delete(key);
     await this.flush();
   }
@@ -339,7 +362,7 @@ export class KvWriter {
       try {
         const response = await this.client.kv.range({ key: Buffer.from(key) });
         const kv = response.kvs[0];
-        if (kv && !this.pending.has(key) && !this.inFlightKeys.has(key)) this.known.set(key, hashOf(kv.value));
+        if (kv && !this.pending.has(key) && !this.inFlightKeys.has(key)) this.known.set(key, digestOf(kv.value));
         return;
       } catch (err) {
         if (!isRetryableEtcdError(err)) throw err;
@@ -375,7 +398,7 @@ export class KvWriter {
       }
       for (const kv of page.kvs) {
         const k = kv.key.toString();
-        if (!this.pending.has(k) && !this.inFlightKeys.has(k)) this.known.set(k, hashOf(kv.value));
+        if (!this.pending.has(k) && !this.inFlightKeys.has(k)) this.known.set(k, digestOf(kv.value));
         count++;
       }
       const last = page.kvs[page.kvs.length - 1];
@@ -477,7 +500,7 @@ export class KvWriter {
       this.pending.delete(key);
       this.inFlightKeys.add(key);
       // Optimistic: the transaction is retried until it lands, so etcd will hold this.
-      if (op.kind === 'put') this.known.set(key, op.hash);
+      if (op.kind === 'put') this.known.set(key, typeof op.value === 'string' ? op.value : digestOf(op.value));
       else this.known.delete(key);
     }
     return batch;

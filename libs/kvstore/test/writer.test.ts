@@ -77,6 +77,38 @@ describe('KvWriter against a real etcd', () => {
     third.close();
   });
 
+  it('recognises bytes etcd holds, whether they come as a string or as bytes, written by it or read from etcd', async () => {
+    const { client } = env;
+    const prefix = 'same-bytes/';
+    const values = { ascii: 'plain', utf8: 'nöde "ü" ✓', empty: '' };
+    const first = new KvWriter({ client, log });
+    await first.beginSync(prefix);
+    for (const [k, v] of Object.entries(values)) first.upsert(`${prefix}${k}`, v);
+    await first.finishSync(prefix);
+    for (const [k, v] of Object.entries(values)) {
+      first.upsert(`${prefix}${k}`, v);
+      first.upsert(`${prefix}${k}`, Buffer.from(v));
+    }
+    // A value with the same length but other bytes is not taken for the one etcd holds.
+    first.upsert(`${prefix}utf8`, 'nöde "u" ✓');
+    await first.flush();
+    expect(first.getStats()).toMatchObject({ writes: 4, skipped: 6 });
+    first.close();
+
+    // A new writer knows the values only as read from etcd; then as what it compared them with.
+    const second = new KvWriter({ client, log });
+    await second.beginSync(prefix);
+    second.upsert(`${prefix}ascii`, Buffer.from('plain'));
+    second.upsert(`${prefix}utf8`, 'nöde "u" ✓');
+    second.upsert(`${prefix}empty`, '');
+    second.upsert(`${prefix}empty`, '');
+    second.upsert(`${prefix}utf8`, 'nöde "ü" ✓');
+    await second.finishSync(prefix);
+    expect(second.getStats()).toMatchObject({ writes: 1, skipped: 4, deletes: 0 });
+    expect(await client.get(`${prefix}utf8`).string()).toBe('nöde "ü" ✓');
+    second.close();
+  });
+
   it('refuses to write under a fence etcd does not hold, keeps the writes, and writes them under a valid one', async () => {
     const { client } = env;
     // A guard the test controls (the election implements the same interface against etcd).
