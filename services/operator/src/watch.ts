@@ -202,10 +202,16 @@ function onLine(line: Buffer, handlers: WatchHandlers, { filter, decoder }: Watc
   handlers.onEvent(type, object);
 }
 
-/** Newline-delimited frames from a byte stream, without decoding the bytes. */
+/**
+ * Newline-delimited frames from a byte stream, without decoding the bytes. A line is handed over as a view that is
+ * valid only during the call: one that spans chunks is joined in memory the splitter reuses (an EndpointSlice event
+ * is ~20 KB, so a fresh Buffer for each one was garbage V8 reclaims only by full collections), so a handler that keeps
+ * bytes copies them.
+ */
 export class LineSplitter {
   private parts: Buffer[] = [];
   private partBytes = 0;
+  private scratch = Buffer.alloc(0);
 
   constructor(
     readonly maxLineBytes: number,
@@ -217,7 +223,7 @@ export class LineSplitter {
     let start = 0;
     for (let newline = chunk.indexOf(10, start); newline >= 0; newline = chunk.indexOf(10, start)) {
       const piece = chunk.subarray(start, newline);
-      const line = this.parts.length ? Buffer.concat([...this.parts, piece]) : piece;
+      const line = this.parts.length ? this.join(piece) : piece;
       this.parts = [];
       this.partBytes = 0;
       start = newline + 1;
@@ -228,5 +234,17 @@ export class LineSplitter {
       this.partBytes += chunk.length - start;
     }
     return this.partBytes <= this.maxLineBytes;
+  }
+
+  private join(last: Buffer): Buffer {
+    const length = this.partBytes + last.length;
+    // Grown to the longest line seen (with room), and given back when a line of over 1 MiB made it large.
+    if (this.scratch.length < length || (this.scratch.length > 1024 * 1024 && length < this.scratch.length / 4)) {
+      this.scratch = Buffer.allocUnsafeSlow(length + (length >>> 2));
+    }
+    let at = 0;
+    for (const part of this.parts) at += part.copy(this.scratch, at);
+    last.copy(this.scratch, at);
+    return this.scratch.subarray(0, length);
   }
 }
