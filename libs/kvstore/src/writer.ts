@@ -608,8 +608,8 @@ export class KvWriter {
   }
 
   private returnScratch(memory: Buffer): void {
-    // Kept: one per transaction in flight, up to 512 KB each (an initial sync's 1.5 MB transactions are not).
-    if (memory.length <= 512 * 1024 && this.scratch.length < this.maxInFlight) this.scratch.push(memory);
+    // Kept: one per transaction in flight, up to 256 KB each (an initial sync's 1.5 MB transactions are not).
+    if (memory.length <= 256 * 1024 && this.scratch.length < this.maxInFlight) this.scratch.push(memory);
   }
 
   private async sendOps(batch: Array<[string, Op]>, compare: ICompare[], success: IRequestOp[]): Promise<void> {
