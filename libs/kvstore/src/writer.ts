@@ -212,7 +212,7 @@ export class KvWriter {
   upsert(key: string, value: string | Uint8Array): void {
     this.assertOpen();
     for (const [prefix, asserted] of this.syncs) if (key.startsWith(prefix)) asserted.add(key);
-    // A string hashes as its UTF-8 bytes, which are what is sent.
+    // A string stands for its UTF-8 bytes, which are what is sent (and what a digest of etcd's bytes is compared with).
     const bytes = typeof value === 'string' ? value : toBuffer(value);
     const known = this.known.get(key);
     if (holds(known, bytes)) {

@@ -179,10 +179,10 @@ export function joinSlimEndpointSlice(header: SlimEndpointSlice, endpoints: read
   // The first `"endpoints":[]` is the key: inside a string a quote is escaped, so no value can contain it.
   const at = empty.indexOf('"endpoints":[]');
   if (at < 0 || header.endpoints.length > 0) throw new Error('joinSlimEndpointSlice needs a header built without endpoints');
+  if (endpoints.length === 0) return empty;
   const open = at + '"endpoints":['.length;
   const head = empty.slice(0, open);
   const tail = empty.slice(open);
-  if (endpoints.length === 0) return empty;
   // One join, so that the result is one flat string: concatenating around a join makes a rope, which the next
   // search in it flattens into a second copy (20 KB per EndpointSlice change, most of the operator's garbage).
   const parts = endpoints.slice();
