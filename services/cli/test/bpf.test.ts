@@ -1,13 +1,11 @@
 /** `sluice bpf …` reads real pinned maps: a datapath is loaded and pinned here, filled, and read back by the CLI. */
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EP_F_HOST, IPCACHE_F_LOCAL, IPMASQ_F_NODE } from '@sluice/bpf';
 import { BPFFS_ROOT, loadDatapath, removePins, upsertIpcache, type Datapath } from '@sluice/datapath';
 import { writeDemoState } from '@sluice/demo-state';
 import { runCli } from '../src/cli.ts';
-import { capture } from './helpers.ts';
+import { capture, tempDir } from './helpers.ts';
 
 describe('sluice bpf', () => {
   const pinDir = join(BPFFS_ROOT, `cli-test-${process.pid}`, 'n1');
@@ -62,7 +60,7 @@ describe('sluice bpf', () => {
   });
 
   it('finds the pin dir of a lab node through the demo state, and refuses a node the demo does not have', async () => {
-    const path = join(mkdtempSync(join(tmpdir(), 'sluice-bpf-')), 'demo.json');
+    const path = join(tempDir('sluice-bpf-'), 'demo.json');
     await writeDemoState(path, {
       version: 1, phase: 'ready', pid: process.pid, startedAt: 'now', etcd: { endpoints: ['http://127.0.0.1:9'] },
       nodes: [{ name: 'n1', nodeIP: '10.0.0.1', netns: 'sl-t-n1', pinDir }],

@@ -1,9 +1,8 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { runCli } from '../src/cli.ts';
-import { capture, deadPid } from './helpers.ts';
+import { capture, deadPid, tempDir } from './helpers.ts';
 
 describe('sluice: flags, help and errors', () => {
   it('--help on the root and on a subcommand exits 0 and lists the commands and flags', async () => {
@@ -50,7 +49,7 @@ describe('sluice: flags, help and errors', () => {
   });
 
   it('a state file left by a dead demo is called stale, not trusted', async () => {
-    const path = join(mkdtempSync(join(tmpdir(), 'sluice-cli-')), 'demo.json');
+    const path = join(tempDir('sluice-cli-'), 'demo.json');
     const pid = deadPid();
     writeFileSync(path, JSON.stringify({ version: 1, phase: 'ready', pid, startedAt: 'x', etcd: { endpoints: ['http://127.0.0.1:1'] } }));
     const c = capture({ statePath: path });
@@ -59,7 +58,7 @@ describe('sluice: flags, help and errors', () => {
   });
 
   it('a corrupt state file says so', async () => {
-    const path = join(mkdtempSync(join(tmpdir(), 'sluice-cli-')), 'demo.json');
+    const path = join(tempDir('sluice-cli-'), 'demo.json');
     writeFileSync(path, '{"version": 7}');
     const c = capture({ statePath: path });
     expect(await runCli(['nodes'], c.io)).toBe(1);

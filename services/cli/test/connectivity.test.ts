@@ -2,15 +2,13 @@
  * The connectivity command's plan, rendering and exit code. The probes themselves run for real in the demo's
  * end-to-end test (services/demo); here a runner stands in for them so that a failure can be chosen.
  */
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { writeDemoState, type DemoState, type DemoStateInput } from '@sluice/demo-state';
 import { RECORD_VERSION, type HealthEndpointRecord } from '@sluice/kvstore';
 import { runCli } from '../src/cli.ts';
 import { planTests, type Probe } from '../src/connectivity.ts';
-import { capture } from './helpers.ts';
+import { capture, tempDir } from './helpers.ts';
 
 const nodes = ['n1', 'n2', 'n3'];
 const input: DemoStateInput = {
@@ -55,7 +53,7 @@ describe('sluice connectivity test', () => {
   });
 
   it('all probes pass: a ✅ line each, the summary, exit 0', async () => {
-    const path = join(mkdtempSync(join(tmpdir(), 'sluice-conn-')), 'demo.json');
+    const path = join(tempDir('sluice-conn-'), 'demo.json');
     await writeDemoState(path, input);
     const seen: string[] = [];
     const c = capture({ statePath: path, probeRunner: async (p) => (seen.push(describeProbe(p)), { ok: true, detail: 'HTTP 200' }) });
@@ -69,7 +67,7 @@ describe('sluice connectivity test', () => {
   });
 
   it('one failing probe: its ❌ line, the failures listed, exit 1', async () => {
-    const path = join(mkdtempSync(join(tmpdir(), 'sluice-conn-')), 'demo.json');
+    const path = join(tempDir('sluice-conn-'), 'demo.json');
     await writeDemoState(path, input);
     const runner = async (p: Probe) => (p.kind === 'http' && p.url.includes('10.200.2.') ? { ok: false, detail: 'curl: (28) Connection timed out' } : { ok: true, detail: 'HTTP 200' });
     const c = capture({ statePath: path, probeRunner: runner });
@@ -79,7 +77,7 @@ describe('sluice connectivity test', () => {
   });
 
   it('a demo without lab pods cannot be tested, and says why', async () => {
-    const path = join(mkdtempSync(join(tmpdir(), 'sluice-conn-')), 'demo.json');
+    const path = join(tempDir('sluice-conn-'), 'demo.json');
     await writeDemoState(path, { ...input, nodes: [], pods: [], labError: 'the lab needs root' });
     const c = capture({ statePath: path });
     expect(await runCli(['connectivity', 'test'], c.io)).toBe(1);
@@ -89,7 +87,7 @@ describe('sluice connectivity test', () => {
 
 describe('sluice connectivity test: skipped tests', () => {
   it('a skipped test is shown and counted, and does not fail the run', async () => {
-    const path = join(mkdtempSync(join(tmpdir(), 'sluice-conn-')), 'demo.json');
+    const path = join(tempDir('sluice-conn-'), 'demo.json');
     await writeDemoState(path, { ...input, health: { address: '127.0.0.1:9' } });
     const runner = async (p: Probe) => (p.kind === 'health' ? { ok: true, skipped: true, detail: 'skipped: no agent has reported probes to the health service yet' } : { ok: true, detail: 'HTTP 200' });
     const c = capture({ statePath: path, probeRunner: runner });

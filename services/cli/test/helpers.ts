@@ -1,9 +1,23 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { afterAll } from 'vitest';
 import type { Io } from '../src/cli.ts';
 import type { ProbeRunner } from '../src/connectivity.ts';
+
+const made: string[] = [];
+// Registered on the importing file's suite (each test file gets its own module): its folders go when it ends.
+afterAll(() => {
+  for (const dir of made.splice(0)) rmSync(dir, { recursive: true, force: true });
+});
+
+/** A new folder under the system's temporary one, removed when the test file ends. */
+export function tempDir(prefix: string): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  made.push(dir);
+  return dir;
+}
 
 export interface Captured {
   io: Io;
@@ -15,7 +29,7 @@ export interface Captured {
 export function capture(options: { statePath?: string; probeRunner?: ProbeRunner } = {}): Captured {
   let out = '';
   let err = '';
-  const dir = mkdtempSync(join(tmpdir(), 'sluice-cli-test-'));
+  const dir = tempDir('sluice-cli-test-');
   return {
     io: {
       stdout: (t) => (out += t),

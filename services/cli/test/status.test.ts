@@ -2,9 +2,8 @@
  * `sluice status`, `nodes` and `endpoints` against a real etcd holding what the operator and the agents write
  * (records written here by hand in their real formats), through a demo state file as a user would find it.
  */
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeDemoState } from '@sluice/demo-state';
@@ -13,7 +12,7 @@ import { realisticNode, realisticPod } from '@sluice/kube-objects';
 import { createKvClient, keySchema, RECORD_VERSION, RESOURCE_KINDS, syncedMarkerValue, type AgentStatusRecord, type Etcd3 } from '@sluice/kvstore';
 import { encodeSlimString, slimNode, slimPod } from '@sluice/slim';
 import { runCli } from '../src/cli.ts';
-import { capture } from './helpers.ts';
+import { capture, tempDir } from './helpers.ts';
 
 const keys = keySchema();
 
@@ -46,7 +45,7 @@ describe('sluice status / nodes / endpoints on a real etcd', () => {
     await new Promise<void>((resolve) => agentStatus.listen(0, '127.0.0.1', resolve));
     const port = (agentStatus.address() as { port: number }).port;
     client = createKvClient({ endpoints: [etcd.endpoint] });
-    statePath = join(mkdtempSync(join(tmpdir(), 'sluice-status-')), 'demo.json');
+    statePath = join(tempDir('sluice-status-'), 'demo.json');
     await writeDemoState(statePath, {
       version: 1,
       phase: 'ready',
@@ -119,7 +118,7 @@ describe('sluice status / nodes / endpoints on a real etcd', () => {
     });
     await new Promise<void>((resolve) => api.listen(0, '127.0.0.1', resolve));
     try {
-      const kubeconfig = join(mkdtempSync(join(tmpdir(), 'sluice-kc-')), 'kubeconfig');
+      const kubeconfig = join(tempDir('sluice-kc-'), 'kubeconfig');
       const server = `http://127.0.0.1:${(api.address() as { port: number }).port}`;
       writeFileSync(kubeconfig, `apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: '${server}', insecure-skip-tls-verify: true}}]\nusers: [{name: u, user: {}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n`);
       const c = capture({ statePath });
