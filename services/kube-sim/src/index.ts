@@ -3,7 +3,7 @@
  * or behind src/main.ts.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createLogger, type Logger } from '@sluice/log';
@@ -150,7 +150,9 @@ export async function startKubeSim(options: KubeSimOptions = {}): Promise<KubeSi
   });
   const port = await server.listen(options.port ?? 0, host);
   const url = `${tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${port}`;
-  const kubeconfigPath = options.kubeconfigPath ?? join(await mkdtemp(join(tmpdir(), 'kube-sim-')), 'kubeconfig');
+  // A folder kube-sim made for its kubeconfig (none was asked for) is its own to remove when it closes.
+  const ownDir = options.kubeconfigPath ? undefined : await mkdtemp(join(tmpdir(), 'kube-sim-'));
+  const kubeconfigPath = options.kubeconfigPath ?? join(ownDir!, 'kubeconfig');
   const auth = { ...(tls ? { caPem: tls.caPem } : {}), ...(token ? { token } : {}) };
   await writeKubeconfig(kubeconfigPath, url, auth);
   let caPath: string | undefined;
@@ -188,6 +190,7 @@ export async function startKubeSim(options: KubeSimOptions = {}): Promise<KubeSi
     async close() {
       cluster.stop();
       await server.close();
+      if (ownDir) await rm(ownDir, { recursive: true, force: true });
     },
   };
 }
