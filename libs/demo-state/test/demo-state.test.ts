@@ -1,12 +1,18 @@
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { DEMO_STATE_ENV, DemoStateError, demoStatePath, loadDemoState, readDemoStateFile, writeDemoState, type DemoStateInput } from '../src/index.ts';
 
 const ready: DemoStateInput = { version: 1, phase: 'ready', pid: process.pid, startedAt: '2026-11-21T00:00:00.000Z', etcd: { endpoints: ['http://127.0.0.1:2379'] } };
-const tmp = () => mkdtempSync(join(tmpdir(), 'demo-state-'));
+const made: string[] = [];
+const tmp = () => {
+  const dir = mkdtempSync(join(tmpdir(), 'demo-state-'));
+  made.push(dir);
+  return dir;
+};
+afterAll(() => made.forEach((dir) => rmSync(dir, { recursive: true, force: true })));
 
 describe('demo state file', () => {
   it('is found walking up from a subdirectory, stopping at the repository root', () => {

@@ -1,14 +1,21 @@
 import { spawn, execFile } from 'node:child_process';
-import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 
 const run = promisify(execFile);
 const main = fileURLToPath(new URL('../src/main.ts', import.meta.url));
 const tsx = fileURLToPath(new URL('../../../node_modules/.bin/tsx', import.meta.url));
+const made: string[] = [];
+async function tempDir(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'kube-sim-main-'));
+  made.push(dir);
+  return dir;
+}
+afterAll(() => Promise.all(made.map((dir) => rm(dir, { recursive: true, force: true }))));
 
 async function exitOf(args: string[]): Promise<{ code: number; stderr: string; stdout: string }> {
   try {
@@ -34,7 +41,7 @@ describe('kube-sim main', () => {
       expect(code).toBe(2);
       expect(stderr.trim().split('\n').filter((l) => !l.startsWith('npm warn'))).toHaveLength(1);
     }
-    const dir = await mkdtemp(join(tmpdir(), 'kube-sim-main-'));
+    const dir = await tempDir();
     const bad = join(dir, 'bad.json');
     await writeFile(bad, JSON.stringify({ nodes: -1 }));
     const { code, stderr } = await exitOf(['--scenario', bad]);
@@ -43,7 +50,7 @@ describe('kube-sim main', () => {
   });
 
   it('serves a scenario and writes a kubeconfig', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'kube-sim-main-'));
+    const dir = await tempDir();
     const scenario = join(dir, 'scenario.json');
     const kubeconfig = join(dir, 'kubeconfig');
     await writeFile(scenario, JSON.stringify({ nodes: 2, podsPerNode: 3, services: 1, nodeList: [{ name: 'lab-node', pods: 0 }], heartbeatInterval: '1s' }));
@@ -68,7 +75,7 @@ describe('kube-sim main', () => {
   });
 
   it('serves HTTPS with tokens from a token file, lease heartbeats from the scenario, and ends on SIGTERM with a watch open', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'kube-sim-main-'));
+    const dir = await tempDir();
     const scenario = join(dir, 'scenario.json');
     const tokens = join(dir, 'tokens.json');
     const kubeconfig = join(dir, 'kubeconfig');
