@@ -189,8 +189,11 @@ export async function startKubeSim(options: KubeSimOptions = {}): Promise<KubeSi
     },
     async close() {
       cluster.stop();
-      await server.close();
-      if (ownDir) await rm(ownDir, { recursive: true, force: true });
+      try {
+        await server.close();
+      } finally {
+        if (ownDir) await rm(ownDir, { recursive: true, force: true });
+      }
     },
   };
 }
