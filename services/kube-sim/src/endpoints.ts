@@ -20,7 +20,23 @@ interface Endpoint {
   /** The pod has a deletionTimestamp: it stays an endpoint (not ready) for its grace period. */
   terminating: boolean;
   podName: string;
+  /** This endpoint's JSON in a slice, made once: a slice rewrite joins its endpoints' fragments. */
+  json?: string;
 }
+
+/**
+ * A slice's bytes around its resourceVersion and endpoints, taken from the stored version `from`: the next version of
+ * that slice is `pre` + rv + `mid` + endpoints + `post`, with no parse or stringify of the whole slice.
+ */
+interface SliceTemplate {
+  from: StoredObject;
+  pre: string;
+  mid: string;
+  post: string;
+}
+
+const RV_MARK = '\u0000sluice-rv';
+const ENDPOINTS_MARK = '\u0000sluice-endpoints';
 
 interface ServiceState {
   namespace: string;
@@ -29,6 +45,7 @@ interface ServiceState {
   ports: { name?: string; port: number; protocol?: string }[];
   slices: Map<string, Map<string, Endpoint>>;
   podSlice: Map<string, string>;
+  templates: Map<string, SliceTemplate>;
 }
 
 type PodLike = {
@@ -58,6 +75,8 @@ export class EndpointSliceController {
   /** Slice names handed out (a deleted slice's name is not reused, as generateName would not). */
   private readonly reserved = new Set<string>();
   private unsubscribe?: () => void;
+  /** Slice rewrites: from a template (the common case), or the slow way (a slice's first write, or after another writer). */
+  readonly counters = { templated: 0, reencoded: 0 };
 
   constructor(private readonly store: Store, random: () => number) {
     this.random = random;
@@ -122,7 +141,7 @@ export class EndpointSliceController {
     if (existing) this.removeService(namespace, name);
     if (!spec.selector || Object.keys(spec.selector).length === 0) return;
     const state: ServiceState = {
-      namespace, name, selector: spec.selector, slices: new Map(), podSlice: new Map(),
+      namespace, name, selector: spec.selector, slices: new Map(), podSlice: new Map(), templates: new Map(),
       ports: (spec.ports ?? []).map((p) => ({ ...(p.name ? { name: p.name } : {}), port: typeof p.targetPort === 'number' ? p.targetPort : p.port, protocol: p.protocol ?? 'TCP' })),
     };
     this.services.set(key, state);
@@ -186,14 +205,67 @@ export class EndpointSliceController {
     return slice;
   }
 
+  /** The endpoints array of a slice, as JSON.stringify writes sliceObject's, from each endpoint's fragment. */
+  private endpointsJson(state: ServiceState, eps: Map<string, Endpoint>): string {
+    let out = '[';
+    for (const ep of eps.values()) {
+      if (ep.json === undefined) {
+        // sliceObject's endpoint for this one alone: the same fields in the same order.
+        const [made] = this.sliceObject(state, '', new Map([['', ep]])).endpoints;
+        ep.json = JSON.stringify(made);
+      }
+      out += out.length === 1 ? ep.json : `,${ep.json}`;
+    }
+    return `${out}]`;
+  }
+
   private writeSlice(state: ServiceState, sliceName: string, quiet: boolean): void {
     const eps = state.slices.get(sliceName)!;
-    const fresh = this.sliceObject(state, sliceName, eps);
-    const updated = this.store.mutate('endpointslices', state.namespace, sliceName, (obj) => {
-      obj.endpoints = JSON.parse(JSON.stringify(fresh.endpoints)) as unknown;
-      obj.ports = fresh.ports as unknown;
+    const template = state.templates.get(sliceName);
+    let fast = false;
+    const updated = this.store.rewrite('endpointslices', state.namespace, sliceName, (current, rv, alloc) => {
+      if (template?.from !== current) return this.sliceBytes(state, sliceName, eps, current, rv, alloc);
+      fast = true;
+      return writeText(`${template.pre}"${rv}"${template.mid}${this.endpointsJson(state, eps)}${template.post}`, alloc);
     });
-    if (!updated) this.store.create('endpointslices', fresh as unknown as KubeObject, { quiet, owned: true });
+    if (!updated) {
+      state.templates.delete(sliceName);
+      this.store.create('endpointslices', this.sliceObject(state, sliceName, eps) as unknown as KubeObject, { quiet, owned: true });
+    } else if (fast) {
+      template!.from = updated;
+      this.counters.templated++;
+    } else {
+      this.counters.reencoded++;
+      this.learnTemplate(state, sliceName, eps, updated);
+    }
+  }
+
+  /** The slow way: the stored version parsed, its endpoints and ports replaced, all of it written again. */
+  private sliceBytes(state: ServiceState, sliceName: string, eps: Map<string, Endpoint>, current: StoredObject, rv: number, alloc: (size: number) => Buffer): Buffer {
+    const fresh = this.sliceObject(state, sliceName, eps);
+    const obj = JSON.parse(current.json) as KubeObject;
+    obj.endpoints = fresh.endpoints as unknown;
+    obj.ports = fresh.ports as unknown;
+    obj.metadata = { ...obj.metadata, resourceVersion: String(rv) };
+    return writeText(JSON.stringify(obj), alloc);
+  }
+
+  /**
+   * A template from a version the slow way wrote, kept only when it gives back exactly those bytes (it does unless
+   * the slice holds a marker, or its ports changed since).
+   */
+  private learnTemplate(state: ServiceState, sliceName: string, eps: Map<string, Endpoint>, stored: StoredObject): void {
+    state.templates.delete(sliceName);
+    const obj = JSON.parse(stored.json) as KubeObject;
+    obj.metadata = { ...obj.metadata, resourceVersion: RV_MARK };
+    obj.endpoints = ENDPOINTS_MARK;
+    const text = JSON.stringify(obj);
+    const [pre, rest, ...more] = text.split(JSON.stringify(RV_MARK));
+    if (pre === undefined || rest === undefined || more.length) return;
+    const [mid, post, ...others] = rest.split(JSON.stringify(ENDPOINTS_MARK));
+    if (mid === undefined || post === undefined || others.length) return;
+    const template = { from: stored, pre, mid, post };
+    if (`${pre}"${stored.rv}"${mid}${this.endpointsJson(state, eps)}${post}` === stored.json) state.templates.set(sliceName, template);
   }
 
   private upsert(state: ServiceState, podKey: string, endpoint: Endpoint, quiet: boolean): void {
@@ -225,6 +297,7 @@ export class EndpointSliceController {
     eps.delete(podKey);
     if (eps.size === 0 && state.slices.size > 1) {
       state.slices.delete(sliceName);
+      state.templates.delete(sliceName);
       if (this.store.get('endpointslices', state.namespace, sliceName)) this.store.delete('endpointslices', state.namespace, sliceName);
     } else this.writeSlice(state, sliceName, quiet);
   }
@@ -234,6 +307,12 @@ export class EndpointSliceController {
     const state = this.services.get(`${namespace}/${name}`);
     return state ? [...state.slices.values()].flatMap((m) => [...m.values()]) : [];
   }
+}
+
+function writeText(text: string, alloc: (size: number) => Buffer): Buffer {
+  const bytes = alloc(Buffer.byteLength(text));
+  bytes.write(text);
+  return bytes;
 }
 
 export type { StoredObject };
