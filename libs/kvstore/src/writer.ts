@@ -604,12 +604,15 @@ export class KvWriter {
   private takeScratch(size: number): Buffer {
     const at = this.scratch.findIndex((b) => b.length >= size);
     if (at >= 0) return this.scratch.splice(at, 1)[0]!;
-    return Buffer.allocUnsafeSlow(Math.max(size, 64 * 1024));
+    // A power of two from 64 KB, so that transactions of about one size (a burst's, ~0.5 MB of EndpointSlices each)
+    // keep fitting the memory taken for the first of them.
+    return Buffer.allocUnsafeSlow(Math.max(64 * 1024, 2 ** Math.ceil(Math.log2(size))));
   }
 
   private returnScratch(memory: Buffer): void {
-    // Kept: one per transaction in flight, up to 256 KB each (an initial sync's 1.5 MB transactions are not).
-    if (memory.length <= 256 * 1024 && this.scratch.length < this.maxInFlight) this.scratch.push(memory);
+    // Kept: one per transaction in flight, each up to a full request (~6 MB in all with the defaults). Kept only up to
+    // 256 KB, the memory of a burst's 0.5 MB transactions was allocated afresh for each: 15 MB/s at 1,000 pods/s.
+    if (memory.length <= 2 * this.maxRequestBytes && this.scratch.length < this.maxInFlight) this.scratch.push(memory);
   }
 
   private async sendOps(batch: Array<[string, Op]>, compare: ICompare[], success: IRequestOp[]): Promise<void> {
