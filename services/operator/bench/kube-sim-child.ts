@@ -21,5 +21,8 @@ process.on('message', (raw) => {
   } else if (command.type === 'sliceChurn') sim.cluster.startReadinessFlips(command.perSecond);
   else if (command.type === 'stop') void sim.close().then(() => process.exit(0));
 });
-process.on('disconnect', () => process.exit(0));
+// close() also removes the folder kube-sim made for its kubeconfig; a close that hangs does not keep the process.
+const shutdown = () => void Promise.race([sim.close(), new Promise((resolve) => setTimeout(resolve, 2_000))]).finally(() => process.exit(0));
+process.on('disconnect', shutdown);
+process.on('SIGTERM', shutdown);
 process.send?.({ type: 'ready', url: sim.url } satisfies KubeSimChildMessage);

@@ -113,9 +113,14 @@ process.on('message', (raw) => {
   }
   onCommand(command);
 });
-process.on('disconnect', () => {
+/** The harness went (disconnect) or stops this process (SIGTERM). */
+function shutdown(): void {
   clearInterval(flushTimer);
   sim?.cluster.stopReadinessFlips();
   clearInterval(loopTimer);
-  process.exit(0);
-});
+  // close() also removes the folder kube-sim made for its kubeconfig; a close that hangs does not keep the process.
+  const closing = sim ? sim.close() : Promise.resolve();
+  void Promise.race([closing, new Promise((resolve) => setTimeout(resolve, 2_000))]).finally(() => process.exit(0));
+}
+process.on('disconnect', shutdown);
+process.on('SIGTERM', shutdown);
