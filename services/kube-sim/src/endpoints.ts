@@ -223,10 +223,18 @@ export class EndpointSliceController {
     const eps = state.slices.get(sliceName)!;
     const template = state.templates.get(sliceName);
     let fast = false;
+    let learnt: Omit<SliceTemplate, 'from'> | undefined;
     const updated = this.store.rewrite('endpointslices', state.namespace, sliceName, (current, rv, alloc) => {
-      if (template?.from !== current) return this.sliceBytes(state, sliceName, eps, current, rv, alloc);
-      fast = true;
-      return writeText(`${template.pre}"${rv}"${template.mid}${this.endpointsJson(state, eps)}${template.post}`, alloc);
+      fast = template?.from === current;
+      const t = fast ? template : (learnt = this.templateOf(state, current));
+      if (t) return writeText(`${t.pre}"${rv}"${t.mid}${this.endpointsJson(state, eps)}${t.post}`, alloc);
+      // A slice holding a marker (no template can be cut from it): written whole.
+      const fresh = this.sliceObject(state, sliceName, eps);
+      const obj = JSON.parse(current.json) as KubeObject;
+      obj.endpoints = fresh.endpoints as unknown;
+      obj.ports = fresh.ports as unknown;
+      obj.metadata = { ...obj.metadata, resourceVersion: String(rv) };
+      return writeText(JSON.stringify(obj), alloc);
     });
     if (!updated) {
       state.templates.delete(sliceName);
@@ -236,36 +244,25 @@ export class EndpointSliceController {
       this.counters.templated++;
     } else {
       this.counters.reencoded++;
-      this.learnTemplate(state, sliceName, eps, updated);
+      if (learnt) state.templates.set(sliceName, { from: updated, ...learnt });
+      else state.templates.delete(sliceName);
     }
   }
 
-  /** The slow way: the stored version parsed, its endpoints and ports replaced, all of it written again. */
-  private sliceBytes(state: ServiceState, sliceName: string, eps: Map<string, Endpoint>, current: StoredObject, rv: number, alloc: (size: number) => Buffer): Buffer {
-    const fresh = this.sliceObject(state, sliceName, eps);
-    const obj = JSON.parse(current.json) as KubeObject;
-    obj.endpoints = fresh.endpoints as unknown;
-    obj.ports = fresh.ports as unknown;
-    obj.metadata = { ...obj.metadata, resourceVersion: String(rv) };
-    return writeText(JSON.stringify(obj), alloc);
-  }
-
   /**
-   * A template from a version the slow way wrote, kept only when it gives back exactly those bytes (it does unless
-   * the slice holds a marker, or its ports changed since).
+   * The stored version's bytes around its resourceVersion and endpoints (its ports as this service's now), from one
+   * parse and one stringify; undefined when the slice holds a marker.
    */
-  private learnTemplate(state: ServiceState, sliceName: string, eps: Map<string, Endpoint>, stored: StoredObject): void {
-    state.templates.delete(sliceName);
-    const obj = JSON.parse(stored.json) as KubeObject;
+  private templateOf(state: ServiceState, current: StoredObject): Omit<SliceTemplate, 'from'> | undefined {
+    const obj = JSON.parse(current.json) as KubeObject;
+    obj.ports = this.sliceObject(state, '', new Map()).ports as unknown;
     obj.metadata = { ...obj.metadata, resourceVersion: RV_MARK };
     obj.endpoints = ENDPOINTS_MARK;
-    const text = JSON.stringify(obj);
-    const [pre, rest, ...more] = text.split(JSON.stringify(RV_MARK));
-    if (pre === undefined || rest === undefined || more.length) return;
+    const [pre, rest, ...more] = JSON.stringify(obj).split(JSON.stringify(RV_MARK));
+    if (pre === undefined || rest === undefined || more.length) return undefined;
     const [mid, post, ...others] = rest.split(JSON.stringify(ENDPOINTS_MARK));
-    if (mid === undefined || post === undefined || others.length) return;
-    const template = { from: stored, pre, mid, post };
-    if (`${pre}"${stored.rv}"${mid}${this.endpointsJson(state, eps)}${post}` === stored.json) state.templates.set(sliceName, template);
+    if (mid === undefined || post === undefined || others.length) return undefined;
+    return { pre, mid, post };
   }
 
   private upsert(state: ServiceState, podKey: string, endpoint: Endpoint, quiet: boolean): void {
