@@ -170,9 +170,10 @@ export function buildSlimEndpointSlice(slice: V1EndpointSlice): SlimEndpointSlic
 
 /**
  * The canonical bytes of a slice from its parts: `header` is the record built with no endpoints, `endpoints` the
- * canonical bytes of each endpoint (`JSON.stringify(buildSlimEndpoint(e))`), already in canonical order. Equal to
+ * canonical bytes of each endpoint (`JSON.stringify(buildSlimEndpoint(e))`), already in canonical order; a part may
+ * also be a run of consecutive endpoints, comma-joined, cut from an earlier result. Equal to
  * `JSON.stringify(buildSlimEndpointSlice(slice))`: lets a caller that sees one endpoint change in a slice of a hundred
- * re-encode only that one.
+ * re-encode only that one, and join three parts instead of a hundred.
  */
 export function joinSlimEndpointSlice(header: SlimEndpointSlice, endpoints: readonly string[]): string {
   const empty = JSON.stringify(header);

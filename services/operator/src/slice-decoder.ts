@@ -28,8 +28,16 @@ import {
 import { COMMA, LBRACKET, RBRACE, RBRACKET, endsEvent, eventFrame, skipSpace, skipValue, walkObject, type DecodedEvent, type WatchDecoder } from './json-walk.ts';
 import type { KubeObject } from './watch.ts';
 
-function bySortKey(a: Endpoint, b: Endpoint): number {
-  return a.sortKey < b.sortKey ? -1 : a.sortKey > b.sortKey ? 1 : 0;
+/** The canonical order: by sort key, ties in the API's order (buildSlimEndpointSlice's stable sort). */
+function inOrder(list: readonly Endpoint[], a: number, b: number): number {
+  const x = list[a]!.sortKey;
+  const y = list[b]!.sortKey;
+  return x < y ? -1 : x > y ? 1 : a - b;
+}
+
+/** Whether element n of the new event (its ranges in `bounds`) has the bytes element j of the slice's last event had. */
+function sameBytes(raw: Buffer, bounds: readonly number[], n: number, old: SliceState | undefined, j: number): boolean {
+  return old !== undefined && j < old.endpoints.length && 2 * n < bounds.length && raw.compare(old.raw, old.bounds[2 * j]!, old.bounds[2 * j + 1]!, bounds[2 * n]!, bounds[2 * n + 1]!) === 0;
 }
 
 const ENDPOINT_START = Buffer.from('{"addresses":');
@@ -62,13 +70,19 @@ function splitEndpoints(b: Buffer, i: number, bounds: number[]): number {
   }
 }
 
-/** The length of the longest common prefix (or, with `fromEnd`, suffix) of a[0, la) and b[0, lb), at most `limit`. */
+/**
+ * The length of the longest common prefix (or, with `fromEnd`, suffix) of a[aStart, aStart + la) and b[0, lb), at most
+ * `limit`. A binary search whose probes compare only the bytes not yet known equal: about `limit` bytes compared in
+ * all, where probes from the start each time compared half the slice per probe (most of the decoder's native time).
+ */
 function common(a: Buffer, aStart: number, la: number, b: Buffer, lb: number, limit: number, fromEnd: boolean): number {
   let low = 0;
   let high = limit;
   while (low < high) {
     const m = (low + high + 1) >>> 1;
-    const equal = fromEnd ? a.compare(b, lb - m, lb, aStart + la - m, aStart + la) === 0 : a.compare(b, 0, m, aStart, aStart + m) === 0;
+    const equal = fromEnd
+      ? a.compare(b, lb - m, lb - low, aStart + la - m, aStart + la - low) === 0
+      : a.compare(b, low, m, aStart + low, aStart + m) === 0;
     if (equal) low = m;
     else high = m - 1;
   }
@@ -233,7 +247,8 @@ export class EndpointSliceDecoder implements WatchDecoder {
       line,
       frame.objectAt,
       SLICE_KEYS,
-      function member(key: string, start: number, stop: number) {
+      // Anonymous on purpose: tsx keeps function names, which for a named closure costs a property definition per event.
+      (key: string, start: number, stop: number) => {
         if (key === 'endpoints') return;
         try {
           object[key] = JSON.parse(line.toString('utf8', start, stop));
@@ -241,7 +256,7 @@ export class EndpointSliceDecoder implements WatchDecoder {
           unreadable = true;
         }
       },
-      function endpointsEnd(key: string, start: number): number | undefined {
+      (key: string, start: number): number | undefined => {
         if (key !== 'endpoints' || line[start] !== LBRACKET) return undefined;
         // A second endpoints key (JSON.parse would take the last): start over, as JSON.parse does.
         bounds.length = 0;
@@ -296,17 +311,15 @@ export class EndpointSliceDecoder implements WatchDecoder {
       const old = previous?.addressType === headerRecord.addressType ? previous : undefined;
       const oldCount = old ? old.endpoints.length : 0;
       const count = bounds.length / 2;
-      /** Whether new element n has the bytes old element j had. */
-      const same = (n: number, j: number) =>
-        j < oldCount && n < count && raw.compare(old!.raw, old!.bounds[2 * j]!, old!.bounds[2 * j + 1]!, bounds[2 * n]!, bounds[2 * n + 1]!) === 0;
       // The controller keeps its endpoints in order and changes a few: walk both lists side by side, comparing bytes
       // (no hashing); only when they lose step is a lookup table built.
       let byBytes: Map<string, number> | undefined;
-      const list: Endpoint[] = [];
-      /** Each endpoint's canonical encoding. */
-      const jsons: string[] = [];
+      // Sized up front: grown by pushes, the per-event arrays were a third of the decoder's garbage.
+      const list = new Array<Endpoint>(count);
+      /** The canonical encoding of each endpoint decoded afresh (a reused one's lies in the old value). */
+      const jsons = new Array<string | undefined>(count);
       /** For each new element, the old one it reuses (-1: decoded afresh), to tell whether the order still holds. */
-      const from: number[] = [];
+      const from = new Array<number>(count);
       let inStep = old !== undefined;
       for (let n = 0, j = 0; n < count; n++) {
         let source = -1;
@@ -315,13 +328,13 @@ export class EndpointSliceDecoder implements WatchDecoder {
         if (known >= j && old) {
           source = known;
           j = known + 1;
-        } else if (same(n, j)) source = j++;
-        else if (same(n, j + 1)) {
+        } else if (sameBytes(raw, bounds, n, old, j)) source = j++;
+        else if (sameBytes(raw, bounds, n, old, j + 1)) {
           source = j + 1;
           j += 2;
-        } else if (same(n + 1, j)) {
+        } else if (sameBytes(raw, bounds, n + 1, old, j)) {
           // Inserted before old element j: decoded afresh, j stays.
-        } else if (same(n + 1, j + 1)) {
+        } else if (sameBytes(raw, bounds, n + 1, old, j + 1)) {
           // Changed in place (an endpoint turning terminating): decoded afresh, old element j is gone.
           j++;
         } else if (old && j < oldCount) {
@@ -336,19 +349,17 @@ export class EndpointSliceDecoder implements WatchDecoder {
         }
         if (source >= 0) {
           this.stats.reused++;
-          list.push(old!.endpoints[source]!);
-          jsons.push(old!.value.slice(old!.spans[2 * source], old!.spans[2 * source + 1]));
+          list[n] = old!.endpoints[source]!;
         } else {
           const { json, sortKey } = this.decodeEndpoint(raw, bounds[2 * n]!, bounds[2 * n + 1]!, headerRecord.addressType, n);
-          list.push({ sortKey });
-          jsons.push(json);
+          list[n] = { sortKey };
+          jsons[n] = json;
         }
-        from.push(source);
+        from[n] = source;
       }
       // The canonical order is a stable sort by the same key as buildSlimEndpointSlice's (ties keep the API's order),
       // i.e. by (sort key, position). While the old endpoints kept their relative positions, their old order still
       // holds among them, and only the new ones are placed into it.
-      const before = (a: number, b: number) => bySortKey(list[a]!, list[b]!) || a - b;
       let order: number[];
       if (inStep && old) {
         const positionOf = new Array<number>(oldCount).fill(-1);
@@ -361,21 +372,49 @@ export class EndpointSliceDecoder implements WatchDecoder {
           let high = order.length;
           while (low < high) {
             const mid = (low + high) >>> 1;
-            if (before(order[mid]!, n) < 0) low = mid + 1;
+            if (inOrder(list, order[mid]!, n) < 0) low = mid + 1;
             else high = mid;
           }
           order.splice(low, 0, n);
         }
       } else {
-        order = list.map((_, n) => n).sort(before);
+        order = list.map((_, n) => n).sort((a, b) => inOrder(list, a, b));
       }
-      const value = joinSlimEndpointSlice(headerRecord, order.map((n) => jsons[n]!));
+      // Reused endpoints that follow each other in the old value too are taken from it as one run (commas included):
+      // a change of one endpoint joins ~3 parts instead of 100 (the join and its parts were most of the garbage).
+      const parts: string[] = [];
+      /** Per part: the first endpoint's index in `order`, and where the part starts in the old value (-1: fresh). */
+      const partFirst: number[] = [];
+      const partFrom: number[] = [];
+      for (let p = 0; p < count; p++) {
+        const n = order[p]!;
+        const k = from[n]!;
+        if (k < 0) {
+          parts.push(jsons[n]!);
+          partFirst.push(p);
+          partFrom.push(-1);
+          continue;
+        }
+        const previousSource = p > 0 ? from[order[p - 1]!]! : -1;
+        const last = partFrom.length - 1;
+        if (last >= 0 && partFrom[last]! >= 0 && previousSource >= 0 && old!.spans[2 * previousSource + 1]! + 1 === old!.spans[2 * k]!) continue;
+        partFirst.push(p);
+        partFrom.push(old!.spans[2 * k]!);
+        parts.push('');
+      }
+      for (let q = 0; q < parts.length; q++) {
+        if (partFrom[q]! < 0) continue;
+        const lastOfPart = order[(q + 1 < parts.length ? partFirst[q + 1]! : count) - 1]!;
+        parts[q] = old!.value.slice(partFrom[q], old!.spans[2 * from[lastOfPart]! + 1]);
+      }
+      const value = joinSlimEndpointSlice(headerRecord, parts);
       // The endpoints follow `"endpoints":[` (its first occurrence: in a string a quote would be escaped), a comma apart.
       const spans = new Array<number>(2 * count);
       let at = value.indexOf(ENDPOINTS_KEY) + ENDPOINTS_KEY.length;
       for (const n of order) {
+        const k = from[n]!;
         spans[2 * n] = at;
-        at += jsons[n]!.length;
+        at += k < 0 ? jsons[n]!.length : old!.spans[2 * k + 1]! - old!.spans[2 * k]!;
         spans[2 * n + 1] = at;
         at++;
       }
