@@ -92,11 +92,11 @@ function common(a: Buffer, aStart: number, la: number, b: Buffer, lb: number, li
 /**
  * Splits the endpoints array at line[start] like `splitEndpoints`, knowing the slice's previous event: the bytes
  * that the two events share at the start and at the end (found by a few native comparisons) hold the same elements
- * at the same offsets, so only the elements between them are looked for. `bounds` gets the ranges (relative to
- * `start`) and `hint` the previous element each one is known to repeat (-1: not known). Returns the array's end
- * (relative), or -1 when the shortcut does not apply (then the array is split in full).
+ * at the same offsets, so only the elements between them are looked for. Gives the ranges (relative to `start`), the
+ * previous element each one is known to repeat (-1: not known) and the array's end (relative); undefined when the
+ * shortcut does not apply (then the array is split in full). Both lists are allocated at their size, once.
  */
-function splitAfter(line: Buffer, start: number, previous: SliceState, bounds: number[], hint: number[]): number {
+function splitAfter(line: Buffer, start: number, previous: SliceState): { bounds: number[]; hint: number[]; arrayEnd: number } | undefined {
   const old = previous.raw;
   const oldBounds = previous.bounds;
   const count = oldBounds.length / 2;
@@ -106,7 +106,7 @@ function splitAfter(line: Buffer, start: number, previous: SliceState, bounds: n
   const prefix = common(line, start, length, old, old.length, limit, false);
   const suffix = common(line, start, length, old, old.length, limit - prefix, true);
   // What follows the array (ports, the closing braces) changed too, or there is nothing to reuse: split in full.
-  if (suffix < tail || count === 0) return -1;
+  if (suffix < tail || count === 0) return undefined;
   const arrayEnd = length - tail;
   const shift = length - old.length;
   // Elements whose bytes and following separator lie in the shared prefix: the full split would cut them the same.
@@ -115,38 +115,53 @@ function splitAfter(line: Buffer, start: number, previous: SliceState, bounds: n
   // Elements that, with the `},` before them, lie in the shared suffix.
   let last = count;
   while (last - 1 > first && last - 1 > 0 && oldBounds[2 * (last - 1)]! - 2 >= old.length - suffix) last--;
-  for (let k = 0; k < first; k++) {
-    bounds.push(oldBounds[2 * k]!, oldBounds[2 * k + 1]!);
-    hint.push(k);
-  }
+  if (line[start] !== LBRACKET) return undefined;
   // The elements between, found as the full split finds them.
+  const middle: number[] = [];
   const stop = last < count ? oldBounds[2 * last]! + shift : -1;
   let i = first > 0 ? oldBounds[2 * first]! : skipSpace(line, start + 1) - start;
-  if (line[start] !== LBRACKET) return -1;
-  if (first === 0 && line[start + i] === RBRACKET) return last < count ? -1 : i + 1 === arrayEnd ? arrayEnd : -1;
+  if (first === 0 && line[start + i] === RBRACKET) {
+    if (last < count || i + 1 !== arrayEnd) return undefined;
+    return { bounds: [], hint: [], arrayEnd };
+  }
   while (stop < 0 || i < stop) {
     const at = start + i;
-    if (line.compare(ENDPOINT_START, 0, ENDPOINT_START.length, at, at + ENDPOINT_START.length) !== 0) return -1;
+    if (line.compare(ENDPOINT_START, 0, ENDPOINT_START.length, at, at + ENDPOINT_START.length) !== 0) return undefined;
     const next = line.indexOf(ENDPOINT_START, at + 1);
     if (next > 0 && line[next - 1] === COMMA && line[next - 2] === RBRACE && (stop < 0 || next - start <= stop)) {
-      bounds.push(i, next - 1 - start);
-      hint.push(-1);
+      middle.push(i, next - 1 - start);
       i = next - start;
       continue;
     }
-    if (stop >= 0) return -1;
+    if (stop >= 0) return undefined;
     const end = skipValue(line, at);
-    if (end < 0) return -1;
-    bounds.push(i, end - start);
-    hint.push(-1);
+    if (end < 0) return undefined;
+    middle.push(i, end - start);
     const close = skipSpace(line, end);
-    return line[close] === RBRACKET && close + 1 - start === arrayEnd ? arrayEnd : -1;
+    if (line[close] !== RBRACKET || close + 1 - start !== arrayEnd) return undefined;
+    break;
   }
-  for (let k = last; k < count; k++) {
-    bounds.push(oldBounds[2 * k]! + shift, oldBounds[2 * k + 1]! + shift);
-    hint.push(k);
+  if (stop >= 0 && line[start + arrayEnd - 1] !== RBRACKET) return undefined;
+  const total = first + middle.length / 2 + (count - last);
+  const bounds = new Array<number>(2 * total);
+  const hint = new Array<number>(total);
+  let n = 0;
+  for (let k = 0; k < first; k++, n++) {
+    bounds[2 * n] = oldBounds[2 * k]!;
+    bounds[2 * n + 1] = oldBounds[2 * k + 1]!;
+    hint[n] = k;
   }
-  return line[start + arrayEnd - 1] === RBRACKET ? arrayEnd : -1;
+  for (let m = 0; m < middle.length; m += 2, n++) {
+    bounds[2 * n] = middle[m]!;
+    bounds[2 * n + 1] = middle[m + 1]!;
+    hint[n] = -1;
+  }
+  for (let k = last; k < count; k++, n++) {
+    bounds[2 * n] = oldBounds[2 * k]! + shift;
+    bounds[2 * n + 1] = oldBounds[2 * k + 1]! + shift;
+    hint[n] = k;
+  }
+  return { bounds, hint, arrayEnd };
 }
 
 interface Endpoint {
@@ -235,8 +250,8 @@ export class EndpointSliceDecoder implements WatchDecoder {
     if (!frame) return undefined;
     const { type } = frame;
     const object: Record<string, unknown> = {};
-    const bounds: number[] = [];
-    const hint: number[] = [];
+    let bounds: number[] = [];
+    let hint: number[] = [];
     let arrayStart = -1;
     let arrayEnd = -1;
     let unreadable = false;
@@ -259,20 +274,19 @@ export class EndpointSliceDecoder implements WatchDecoder {
       (key: string, start: number): number | undefined => {
         if (key !== 'endpoints' || line[start] !== LBRACKET) return undefined;
         // A second endpoints key (JSON.parse would take the last): start over, as JSON.parse does.
-        bounds.length = 0;
-        hint.length = 0;
         arrayStart = start;
         // The API server writes metadata first: then the slice's previous event is known here.
         hinted = sliceId(object.metadata);
         const previous = hinted === undefined ? undefined : slices.get(hinted);
-        const end = previous ? splitAfter(line, start, previous, bounds, hint) : -1;
-        if (end >= 0) {
+        const split = previous ? splitAfter(line, start, previous) : undefined;
+        if (split) {
           stats.shortcuts++;
-          arrayEnd = start + end;
+          ({ bounds, hint } = split);
+          arrayEnd = start + split.arrayEnd;
           return arrayEnd;
         }
-        bounds.length = 0;
-        hint.length = 0;
+        bounds = [];
+        hint = [];
         arrayEnd = splitEndpoints(line, start, bounds);
         for (let k = 0; k < bounds.length; k++) bounds[k]! -= start;
         return arrayEnd;
