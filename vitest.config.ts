@@ -13,6 +13,8 @@ export default defineConfig({
     hookTimeout: 120_000,
     include: ['test/**/*.test.ts'],
     pool: 'forks',
+    // Builds what changed of the compiled services (scripts/build-services.mjs) that tests run as deploy/ does.
+    globalSetup: [`${root}scripts/vitest-global-setup.mjs`],
     reporters: ['default', ['json', { outputFile: `${root}test-results/${packageName}.json` }]],
   },
 });

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what Sluice needs on a fresh machine, once and quietly: Debian packages, node_modules, the bpffs and the
-# BPF objects. Run by `npm start`, `npm test`, `npm run bench` and `.ci/run`; under 2 s when everything is there.
+# Installs what Sluice needs on a fresh machine, once and quietly: Debian packages, node_modules, the bpffs, the
+# services compiled as deploy/ runs them (services/*/dist) and the BPF objects. Run by `npm start`, `npm test`,
+# `npm run bench` and `.ci/run`; under 2 s when everything is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,6 +47,9 @@ if ! mountpoint -q /sys/fs/bpf 2>/dev/null; then
   fi
   mount -t bpf bpf /sys/fs/bpf
 fi
+
+# Rebuilds only what changed since the last build.
+node scripts/build-services.mjs
 
 if [[ -f bpf/Makefile ]]; then
   make -s -C bpf >/dev/null

@@ -174,7 +174,9 @@ describe('npm start (the demo)', () => {
     expect(running.get('agent')).toHaveLength(state.nodes.length);
     for (const [container, workload] of [['operator', 'sluice-operator'], ['health', 'sluice-health'], ['agent', 'sluice-agent']] as const) {
       const c = byName.get(workload)!.spec.template.spec.containers[0]!;
-      const script = c.command.find((a) => a.endsWith('main.ts'))!;
+      // The compiled service deploy/ runs, not its sources through a loader.
+      const script = c.command.find((a) => a.endsWith('/dist/main.mjs'))!;
+      expect(script, container).toBe(`services/${container}/dist/main.mjs`);
       for (const { cmd, cwd } of running.get(container)!) {
         // The command as the manifest says, in the image's WORKDIR (this checkout), the config from its files.
         expect(cmd, container).toMatch(new RegExp(`^\\S*node ${c.command.slice(1).join(' ')} --config-dir /tmp/sluice-(demo|lab)-\\S+`));

@@ -1,6 +1,6 @@
 /**
  * The operator's memory at scale: a real etcd, kube-sim in a process of its own (kube-sim-child.ts), and the operator
- * as it is deployed (`node --import tsx services/operator/src/main.ts`) in a third process, so that its RSS is the
+ * as it is deployed (`node services/operator/dist/main.mjs`, built by bootstrap) in a third process, so that its RSS is the
  * operator's alone. The operator syncs, then pod churn and EndpointSlice churn (readiness flips) run for a while, then
  * stop and the operator settles. Figures: peak RSS (VmHWM) during the initial sync and over the whole run, RSS and
  * V8 heap used once synced and once settled (its /metrics), the longest event-loop delay it reported.
@@ -22,7 +22,7 @@ import { freePort, startEtcd } from '@sluice/etcd-runner';
 import type { KubeSimChildCommand, KubeSimChildMessage } from './kube-sim-child.ts';
 
 const TSX = createRequire(import.meta.url).resolve('tsx');
-const OPERATOR_MAIN = fileURLToPath(new URL('../src/main.ts', import.meta.url));
+const OPERATOR_MAIN = fileURLToPath(new URL('../dist/main.mjs', import.meta.url));
 const KUBE_SIM_CHILD = fileURLToPath(new URL('./kube-sim-child.ts', import.meta.url));
 
 export interface MemoryScenario {
@@ -42,7 +42,7 @@ export interface MemoryScenario {
   nodeFlags?: string[];
   /** Extra operator flags. */
   operatorArgs?: string[];
-  /** The operator's main.ts (default: this checkout's), e.g. an older checkout's to compare with. */
+  /** The operator's entry point (default: this checkout's build, dist/main.mjs), e.g. an older checkout's main.ts to compare with. */
   operatorMain?: string;
   /** Write heap snapshots (SIGUSR2) into `outDir` after the sync and at the end. */
   snapshots?: boolean;
@@ -156,9 +156,12 @@ export async function measureOperatorMemory(s: MemoryScenario): Promise<MemoryRe
     const operatorLog = join(outDir, 'operator.log');
     const log = createWriteStream(operatorLog);
     const flags = [...(s.nodeFlags ?? []), ...(s.snapshots ? ['--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${outDir}`] : [])];
-    say(`operator: node ${flags.join(' ')} --import tsx main.ts`);
+    const main = s.operatorMain ?? OPERATOR_MAIN;
+    // A TypeScript main (another checkout's sources) runs through tsx; the build as deploy/ runs it.
+    const loader = main.endsWith('.ts') ? ['--import', TSX] : [];
+    say(`operator: node ${[...flags, ...loader].join(' ')} ${main}`);
     const started = Date.now();
-    operator = spawn(process.execPath, [...flags, '--import', TSX, s.operatorMain ?? OPERATOR_MAIN,
+    operator = spawn(process.execPath, [...flags, ...loader, main,
       '--kube-server', sim.url, '--etcd-endpoints', etcd.endpoint, '--metrics-port', String(port), '--log-level', 'info', '--identity', 'memory-bench', ...(s.operatorArgs ?? []),
     ], { stdio: ['ignore', 'pipe', 'pipe'] });
     operator.stdout!.pipe(log);

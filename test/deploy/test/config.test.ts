@@ -3,15 +3,17 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { find, mountedConfigMaps, OVERLAYS, REPO, render, workloads, type KubeObject } from '../src/index.ts';
 
-/** The long flags a binary's --help lists. */
+/** The long flags a binary's --help lists, the binary run as the container's command runs it (`node ...`). */
 const flagsOf = (() => {
   const cache = new Map<string, Set<string>>();
-  return (script: string): Set<string> => {
-    let flags = cache.get(script);
+  return (command: string[]): Set<string> => {
+    const id = command.join(' ');
+    let flags = cache.get(id);
     if (!flags) {
-      const help = execFileSync(process.execPath, ['--import', 'tsx', script, '--help'], { cwd: REPO, encoding: 'utf8', env: { PATH: process.env.PATH } });
+      expect(command[0]).toBe('node');
+      const help = execFileSync(process.execPath, [...command.slice(1), '--help'], { cwd: REPO, encoding: 'utf8', env: { PATH: process.env.PATH } });
       flags = new Set([...help.matchAll(/(?:^|[\s,])--([a-z][a-z0-9-]*)/g)].map((m) => m[1]!));
-      cache.set(script, flags);
+      cache.set(id, flags);
     }
     return flags;
   };
@@ -26,9 +28,8 @@ describe('every setting the manifests give a component is one of its flags', () 
       for (const w of workloads(objects)) {
         const spec = w.spec.template.spec;
         for (const c of spec.containers) {
-          const script = c.command?.find((a) => a.endsWith('main.ts'));
-          if (!script) continue;
-          const flags = flagsOf(script);
+          if (c.command?.[0] !== 'node') continue;
+          const flags = flagsOf(c.command);
           const where = `${dir} ${w.metadata.name}/${c.name}`;
           expect(flags.size, where).toBeGreaterThan(5);
           const args = c.args ?? [];
@@ -48,7 +49,7 @@ describe('every setting the manifests give a component is one of its flags', () 
   }
 
   it('the flag list is read from the binary itself (a made-up flag is not in it)', () => {
-    const flags = flagsOf(join('services/agent/src/main.ts'));
+    const flags = flagsOf(['node', '--import', 'tsx', join('services/agent/src/main.ts')]);
     expect(flags).toContain('metrics-port');
     expect(flags).not.toContain('status-port');
   });

@@ -51,6 +51,13 @@ describe('the Containerfile names only what the repository has', () => {
     for (const c of commands) {
       const make = /^make -C (\S+)/.exec(c);
       if (make) expect(existsSync(join(REPO, make[1]!, 'Makefile')), c).toBe(true);
+      // A script it runs is one the image has: copied before the RUN.
+      const script = /^node (\S+)/.exec(c);
+      if (script) {
+        expect(existsSync(join(REPO, script[1]!)), c).toBe(true);
+        const copies = containerfile.filter((i) => i.op === 'COPY' && !i.args.includes('--from='));
+        expect(copies.some(({ args }) => args.split(/\s+/).slice(0, -1).some((from) => script[1]!.startsWith(from.replace(/\/$/, '')))), `${c}: copied into the build stage`).toBe(true);
+      }
       const apt = /^apt-get install .*?--no-install-recommends (.+)$/.exec(c);
       if (apt) {
         // Each package is one Debian knows (the build image is Debian bookworm, like this machine).
@@ -63,11 +70,15 @@ describe('the Containerfile names only what the repository has', () => {
     expect(commands.join(' ')).toMatch(/clang/);
   });
 
-  it('its CMD runs an entry point that exists, with tsx kept as a dependency', () => {
+  it('its CMD runs a compiled entry point that the build stage makes, without a TypeScript loader', () => {
     const cmd = JSON.parse(containerfile.find((i) => i.op === 'CMD')!.args) as string[];
-    expect(cmd.slice(0, 3)).toEqual(['node', '--import', 'tsx']);
-    expect(existsSync(join(REPO, cmd[3]!))).toBe(true);
-    expect({ ...rootPackage.dependencies, ...rootPackage.devDependencies }.tsx).toBeDefined();
+    expect(cmd[0]).toBe('node');
+    expect(cmd[1]).toMatch(/^services\/[a-z-]+\/dist\/main\.mjs$/);
+    // Built here by scripts/bootstrap.sh, in the image by the RUN that calls the same script.
+    expect(existsSync(join(REPO, cmd[1]!))).toBe(true);
+    const runs = containerfile.filter((i) => i.op === 'RUN').map((i) => i.args).join(' ');
+    expect(runs).toMatch(/node scripts\/build-services\.mjs/);
+    expect({ ...rootPackage.dependencies, ...rootPackage.devDependencies }.esbuild).toBeDefined();
   });
 
   it('the README documents it', () => {

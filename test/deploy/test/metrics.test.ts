@@ -26,7 +26,7 @@ const children: ChildProcess[] = [];
 const dir = mkdtempSync(join(tmpdir(), 'sluice-metrics-'));
 
 function service(main: string, args: string[]): ChildProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(REPO, main), ...args], { cwd: REPO, stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [join(REPO, main), ...args], { cwd: REPO, stdio: ['ignore', 'ignore', 'pipe'] });
   child.stderr!.on('data', (c: Buffer) => writeFileSync(join(dir, `${main.split('/')[1]}.log`), c, { flag: 'a' }));
   children.push(child);
   return child;
@@ -46,8 +46,8 @@ beforeAll(async () => {
   etcd = await startEtcd();
   sim = await startKubeSim({ nodes: 0, podsPerNode: 0, services: 0, kubeconfigPath: join(dir, 'kubeconfig'), log });
   const [operatorPort, healthGrpc, healthMetrics] = [await freePort(), await freePort(), await freePort()];
-  service('services/operator/src/main.ts', ['--etcd-endpoints', etcd.endpoint, '--kube-server', sim.url, '--metrics-host', '0.0.0.0', '--metrics-port', String(operatorPort), '--lease-ttl', '5', '--log-level', 'warn']);
-  service('services/health/src/main.ts', ['--etcd-endpoints', etcd.endpoint, '--listen', `127.0.0.1:${healthGrpc}`, '--insecure', '--metrics-host', '0.0.0.0', '--metrics-port', String(healthMetrics), '--log-level', 'warn']);
+  service('services/operator/dist/main.mjs', ['--etcd-endpoints', etcd.endpoint, '--kube-server', sim.url, '--metrics-host', '0.0.0.0', '--metrics-port', String(operatorPort), '--lease-ttl', '5', '--log-level', 'warn']);
+  service('services/health/dist/main.mjs', ['--etcd-endpoints', etcd.endpoint, '--listen', `127.0.0.1:${healthGrpc}`, '--insecure', '--metrics-host', '0.0.0.0', '--metrics-port', String(healthMetrics), '--log-level', 'warn']);
   // One node with a pod: the agent programs maps, probes (ICMP and HTTP) and reports to the health service.
   lab = await startLab({ nodes: 2, podsPerNode: 1, etcdEndpoint: etcd.endpoint, kubeSim: sim, operator: false, healthService: `127.0.0.1:${healthGrpc}`, log });
   scrapes.set('operator', await scrape(`http://127.0.0.1:${operatorPort}/metrics`, (t) => /^sluice_operator_synced 1$/m.test(t), 'the operator synced'));

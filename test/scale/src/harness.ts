@@ -12,7 +12,7 @@ import { freePort } from '@sluice/etcd-runner';
 import { startScaleEtcd, type ScaleEtcd } from './etcd.ts';
 import { createKvClient, keySchema, prefixRangeEnd, type Etcd3 } from '@sluice/kvstore';
 import type { HostCommand, HostMessage, KubeSimCounters, PodChange, SliceChange, WorkerCommand, WorkerMessage, WorkerSample } from './ipc.ts';
-import { forkTs, spawnTs, type Child } from './processes.ts';
+import { forkTs, spawnService, type Child } from './processes.ts';
 import { metricValue, procSample, scrape } from './procstat.ts';
 import type { Scenario } from './scenario.ts';
 import { runHealthPhase } from './health-phase.ts';
@@ -208,7 +208,7 @@ export async function runScale(scenario: Scenario, options: RunOptions): Promise
     const operatorPort = await freePort();
     const operatorStart = Date.now();
     const receiptLog = join(logs, 'operator-receipts.log');
-    const operator = spawnTs('operator', join(repo, 'services/operator/src/main.ts'), [
+    const operator = spawnService('operator', join(repo, 'services/operator/dist/main.mjs'), [
       '--etcd-endpoints', etcd.endpoints.join(','), '--kube-server', ready.url, '--metrics-port', String(operatorPort), '--log-level', 'info', '--identity', 'scale-operator',
       '--receipt-log', receiptLog,
     ], join(logs, 'operator.log'));
@@ -225,7 +225,7 @@ export async function runScale(scenario: Scenario, options: RunOptions): Promise
     // --- health service ---
     const healthPort = await freePort();
     const healthStatusPort = await freePort();
-    const health = spawnTs('health', join(repo, 'services/health/src/main.ts'), [
+    const health = spawnService('health', join(repo, 'services/health/dist/main.mjs'), [
       // Every node record is a member; the simulated probers report without mutual TLS.
       '--listen', `127.0.0.1:${healthPort}`, '--etcd-endpoints', etcd.endpoints.join(','), '--insecure', '--metrics-port', String(healthStatusPort), '--log-level', 'warn',
     ], join(logs, 'health.log'));

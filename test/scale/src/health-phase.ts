@@ -6,7 +6,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { spawnTs } from './processes.ts';
+import { spawnService } from './processes.ts';
 import { procSample } from './procstat.ts';
 import type { Results } from './results.ts';
 
@@ -28,7 +28,7 @@ export type HealthPhaseResult = NonNullable<Results['health']>;
 
 export async function runHealthPhase(options: HealthPhaseOptions): Promise<HealthPhaseResult | undefined> {
   const victim = options.nodes[Math.floor(options.nodes.length / 2)]!;
-  const sim = spawnTs('health-sim', fileURLToPath(new URL('./health-sim.ts', import.meta.url)), [JSON.stringify({
+  const sim = spawnService('health-sim', fileURLToPath(new URL('./health-sim.ts', import.meta.url)), [JSON.stringify({
     address: options.address, nodes: options.nodes, failAfterMs: options.durationMs / 2, durationMs: options.durationMs, victim,
     lossRate: options.lossRate, pair: options.pair, pairAfterMs: Math.min(options.durationMs * 0.1, 10_000),
   })], options.logFile, 'pipe');

@@ -1,6 +1,7 @@
 /**
  * The harness's child processes. Every TypeScript child runs as `node --import tsx <file>` (never the tsx CLI, whose
- * grandchild would not get our signals), so the pid we hold is the one we measure in /proc and the one we stop.
+ * grandchild would not get our signals), so the pid we hold is the one we measure in /proc and the one we stop; the
+ * operator and the health service run compiled, as deploy/ runs them.
  */
 import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
@@ -75,10 +76,14 @@ export function forkTs<In, Out>(name: string, script: string, args: string[], lo
   return wrap<In, Out>(name, child, logFile);
 }
 
-/** A TypeScript service without IPC (the operator, the health service), its output in a log file. */
-export function spawnTs(name: string, script: string, args: string[], logFile: string, stdout: 'log' | 'pipe' = 'log'): Child<never, never> {
+/**
+ * A service without IPC, its output in a log file: a TypeScript script (the harness's own simulators) through tsx, or
+ * a compiled service (services/<name>/dist/main.mjs: the operator, the health service) as deploy/ runs it.
+ */
+export function spawnService(name: string, script: string, args: string[], logFile: string, stdout: 'log' | 'pipe' = 'log'): Child<never, never> {
   const fd = openSync(logFile, 'a');
-  const run = dieWithParent(process.execPath, ['--import', TSX_LOADER, script, ...args]);
+  const loader = script.endsWith('.ts') ? ['--import', TSX_LOADER] : [];
+  const run = dieWithParent(process.execPath, [...loader, script, ...args]);
   const child = spawn(run.command, run.args, { stdio: ['ignore', stdout === 'pipe' ? 'pipe' : fd, fd] });
   closeSync(fd);
   return wrap<never, never>(name, child, logFile);
