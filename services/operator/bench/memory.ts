@@ -10,19 +10,18 @@
  *     --churn 20 --slice-churn 10 --churn-seconds 60 --settle-seconds 20 [--heartbeat-interval-ms 10000]
  * or through the operator bench: SLUICE_BENCH_MEMORY_NODES=5000 npm run bench -- operator.
  */
-import { fork, spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream } from 'node:fs';
-import { mkdir, readdir, readFile, stat } from 'node:fs/promises';
+import { fork, type ChildProcess } from 'node:child_process';
+import { mkdir, readdir, stat } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { freePort, startEtcd } from '@sluice/etcd-runner';
+import { startEtcd } from '@sluice/etcd-runner';
 import type { KubeSimChildCommand, KubeSimChildMessage } from './kube-sim-child.ts';
+import { cpuSeconds, metric, OPERATOR_MAIN, procStatus, scrape, sleep, startOperatorProcess, waitUntilSynced, type OperatorProcess } from './operator-process.ts';
 
 const TSX = createRequire(import.meta.url).resolve('tsx');
-const OPERATOR_MAIN = fileURLToPath(new URL('../dist/main.mjs', import.meta.url));
 const KUBE_SIM_CHILD = fileURLToPath(new URL('./kube-sim-child.ts', import.meta.url));
 
 export interface MemoryScenario {
@@ -76,39 +75,6 @@ export interface MemoryResult {
   operatorLog: string;
 }
 
-/** CPU seconds the process used so far (user + system; /proc/<pid>/stat counts in ticks of 1/100 s). */
-async function cpuSeconds(pid: number): Promise<number> {
-  const fields = (await readFile(`/proc/${pid}/stat`, 'utf8')).split(')').pop()!.trim().split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100;
-}
-
-interface ProcStatus {
-  rss: number;
-  hwm: number;
-}
-
-async function procStatus(pid: number): Promise<ProcStatus> {
-  const text = await readFile(`/proc/${pid}/status`, 'utf8');
-  const kb = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? 0) * 1024;
-  return { rss: kb('VmRSS'), hwm: kb('VmHWM') };
-}
-
-function metric(text: string, name: string): number | undefined {
-  const match = new RegExp(`^${name}(?:\\{[^}]*\\})? ([-+0-9.e]+)$`, 'm').exec(text);
-  return match ? Number(match[1]) : undefined;
-}
-
-async function scrape(url: string): Promise<string | undefined> {
-  try {
-    const response = await fetch(url, { signal: AbortSignal.timeout(5_000) });
-    return response.ok ? await response.text() : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
 async function startKubeSim(options: object): Promise<{ url: string; child: ChildProcess }> {
   const child = fork(KUBE_SIM_CHILD, [JSON.stringify(options)], { execArgv: ['--max-old-space-size=3072', '--import', TSX], stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
   const url = await new Promise<string>((resolve, reject) => {
@@ -146,29 +112,20 @@ export async function measureOperatorMemory(s: MemoryScenario): Promise<MemoryRe
   const say = (line: string) => progress(`[${((Date.now() - t0) / 1000).toFixed(0).padStart(4)} s] ${line}`);
   const etcd = await startEtcd({ quotaBackendBytes: 8 * 1024 ** 3, startTimeoutMs: 60_000 });
   let sim: { url: string; child: ChildProcess } | undefined;
-  let operator: ChildProcess | undefined;
+  let operator: OperatorProcess | undefined;
   try {
     say(`kube-sim: ${s.nodes} nodes × ${s.podsPerNode} pods, ${s.services} services, ${s.heartbeatIntervalMs ? `heartbeats every ${s.heartbeatIntervalMs} ms` : 'no heartbeats'}`);
     const heartbeats = (s.heartbeatIntervalMs ?? 0) > 0;
     sim = await startKubeSim({ nodes: s.nodes, podsPerNode: s.podsPerNode, services: s.services, namespaces: 10, seed: 1, heartbeats, ...(heartbeats ? { heartbeatIntervalMs: s.heartbeatIntervalMs } : {}) });
-    const port = await freePort();
-    const metricsUrl = `http://127.0.0.1:${port}/metrics`;
     const operatorLog = join(outDir, 'operator.log');
-    const log = createWriteStream(operatorLog);
     const flags = [...(s.nodeFlags ?? []), ...(s.snapshots ? ['--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${outDir}`] : [])];
-    const main = s.operatorMain ?? OPERATOR_MAIN;
-    // A TypeScript main (another checkout's sources) runs through tsx; the build as deploy/ runs it.
-    const loader = main.endsWith('.ts') ? ['--import', TSX] : [];
-    say(`operator: node ${[...flags, ...loader].join(' ')} ${main}`);
+    say(`operator: node ${flags.join(' ')} ${s.operatorMain ?? OPERATOR_MAIN}`);
     const started = Date.now();
-    operator = spawn(process.execPath, [...flags, ...loader, main,
-      '--kube-server', sim.url, '--etcd-endpoints', etcd.endpoint, '--metrics-port', String(port), '--log-level', 'info', '--identity', 'memory-bench', ...(s.operatorArgs ?? []),
-    ], { stdio: ['ignore', 'pipe', 'pipe'] });
-    operator.stdout!.pipe(log);
-    operator.stderr!.pipe(log);
-    const pid = operator.pid!;
-    let exited: string | undefined;
-    operator.once('exit', (code, signal) => (exited = `exited with ${signal ?? code}`));
+    operator = await startOperatorProcess({
+      kubeServer: sim.url, etcdEndpoint: etcd.endpoint, logFile: operatorLog, nodeFlags: flags, identity: 'memory-bench', args: s.operatorArgs ?? [],
+      ...(s.operatorMain ? { main: s.operatorMain } : {}),
+    });
+    const { pid, metricsUrl } = operator;
     let loopMax = 0;
     let phase: 'sync' | 'churn' | 'settle' = 'sync';
     const timeline: MemoryResult['timeline'] = [];
@@ -183,13 +140,7 @@ export async function measureOperatorMemory(s: MemoryScenario): Promise<MemoryRe
       }
       return text;
     };
-    for (;;) {
-      if (exited) throw new Error(`the operator ${exited}; see ${operatorLog}`);
-      if (Date.now() - started > 1_800_000) throw new Error('the operator did not sync within 30 minutes');
-      const text = await sample();
-      if (text && metric(text, 'sluice_operator_synced') === 1) break;
-      await sleep(1_000);
-    }
+    await waitUntilSynced(operator, 1_800_000, sample);
     const syncSeconds = (Date.now() - started) / 1000;
     const synced = await procStatus(pid);
     const cpuSync = await cpuSeconds(pid);
@@ -212,7 +163,7 @@ export async function measureOperatorMemory(s: MemoryScenario): Promise<MemoryRe
       for (const end = Date.now() + s.churnSeconds * 1000; Date.now() < end; ) {
         await sleep(1_000);
         await sample();
-        if (exited) throw new Error(`the operator ${exited}; see ${operatorLog}`);
+        if (operator.exited) throw new Error(`the operator ${operator.exited}; see ${operatorLog}`);
       }
       send({ type: 'churn', perSecond: 0 });
       send({ type: 'sliceChurn', perSecond: 0 });
@@ -225,7 +176,7 @@ export async function measureOperatorMemory(s: MemoryScenario): Promise<MemoryRe
     const settled = await procStatus(pid);
     const cpuEnd = await cpuSeconds(pid);
     const settledText = (await sample())!;
-    const status = (await (await fetch(`http://127.0.0.1:${port}/status`)).json()) as { kinds: Record<string, { records: number }> };
+    const status = (await (await fetch(operator.statusUrl)).json()) as { kinds: Record<string, { records: number }> };
     say(`settled: VmHWM ${(settled.hwm / 2 ** 20).toFixed(0)} MiB, VmRSS ${(settled.rss / 2 ** 20).toFixed(0)} MiB, heap used ${((metric(settledText, 'nodejs_heap_size_used_bytes') ?? 0) / 2 ** 20).toFixed(0)} MiB`);
     if (s.snapshots) {
       const file = await takeSnapshot(pid, outDir, metricsUrl);
@@ -252,12 +203,7 @@ export async function measureOperatorMemory(s: MemoryScenario): Promise<MemoryRe
       operatorLog,
     };
   } finally {
-    if (operator && operator.exitCode === null && operator.signalCode === null) {
-      const gone = new Promise((resolve) => operator!.once('exit', resolve));
-      operator.kill('SIGTERM');
-      await Promise.race([gone, sleep(15_000)]);
-      if (operator.exitCode === null && operator.signalCode === null) operator.kill('SIGKILL');
-    }
+    await operator?.stop();
     sim?.child.kill('SIGTERM');
     await etcd.stop();
   }

@@ -1,20 +1,24 @@
 /**
  * The operator's ingestion cost: node heartbeats (both heartbeat modes) and pod churn from a kube-sim process, into a
- * real etcd, and a warm standby's takeover. The operator runs in this process, so its CPU time is this process's;
- * kube-sim runs apart so it does not share it. On a shared machine the CPU figures move with the load of others.
+ * real etcd, and a warm standby's takeover. For the costs the operator runs as deployed, in a process of its own
+ * (operator-process.ts), so its CPU time is its own; the takeover runs two operators in this process. On a shared
+ * machine the CPU figures move with the load of others.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { startEtcd } from '@sluice/etcd-runner';
 import { createKvClient, keySchema } from '@sluice/kvstore';
 import { createLogger } from '@sluice/log';
-import { createRegistry, type Registry } from '@sluice/metrics';
+import { createRegistry } from '@sluice/metrics';
 import type { Figure } from '../../../bench/run.ts';
 import { loadKubeConfig } from '../src/kube-client.ts';
 import { Operator } from '../src/operator.ts';
-import { trackApiTraffic } from '../src/traffic.ts';
 import { measureOperatorMemory } from './memory.ts';
+import { cpuSeconds, metric, scrape, startOperatorProcess, waitUntilSynced } from './operator-process.ts';
 
 const KUBE_SIM = fileURLToPath(new URL('../../kube-sim/src/main.ts', import.meta.url));
 
@@ -33,18 +37,12 @@ async function startKubeSimProcess(args: string[]): Promise<{ url: string; child
   return { url, child };
 }
 
-async function sum(registry: Registry, name: string, labels: Record<string, string> = {}): Promise<number> {
-  const metric = (await registry.getMetricsAsJSON()).find((m) => m.name === name);
-  const values = (metric?.values ?? []) as { value: number; labels: Record<string, string | number> }[];
-  return values.filter((v) => Object.entries(labels).every(([k, l]) => String(v.labels[k]) === l)).reduce((total, v) => total + v.value, 0);
-}
-
 interface Sample {
   events: number;
   writes: number;
   deletes: number;
   bytesIn: number;
-  cpuMicros: number;
+  cpuSeconds: number;
   heap: number;
   heartbeats: number;
   at: number;
@@ -54,43 +52,48 @@ async function simStats(url: string): Promise<{ heartbeats: number }> {
   return (await (await fetch(`${url}/kube-sim/stats`)).json()) as { heartbeats: number };
 }
 
+/**
+ * One phase: kube-sim in a process of its own, and the operator as deploy/ runs it (its build, in its own process:
+ * operator-process.ts), its CPU read from /proc and its counts from its /metrics.
+ */
 async function phase(name: string, simArgs: string[], eventKind: string, seconds: number, what: string): Promise<Figure[]> {
   const etcd = await startEtcd();
   const sim = await startKubeSimProcess(simArgs);
-  const client = createKvClient({ endpoints: [etcd.endpoint] });
-  const registry = createRegistry();
-  const kube = loadKubeConfig({ server: sim.url });
-  const traffic = trackApiTraffic(new URL(sim.url), registry);
-  const operator = new Operator({ kube, etcd: client, keys: keySchema(), registry, log: createLogger({ component: 'operator', level: 'warn' }) });
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-operator-bench-'));
+  const operator = await startOperatorProcess({ kubeServer: sim.url, etcdEndpoint: etcd.endpoint, logFile: join(dir, 'operator.log'), logLevel: 'warn' });
   try {
-    operator.start();
-    await operator.waitUntilSynced(AbortSignal.timeout(600_000));
-    const sample = async (): Promise<Sample> => ({
-      events: await sum(registry, 'sluice_operator_kube_events_total', { kind: eventKind }),
-      writes: await sum(registry, 'sluice_kv_writes_total'),
-      deletes: await sum(registry, 'sluice_kv_deletes_total'),
-      bytesIn: traffic.bytesIn(),
-      cpuMicros: process.cpuUsage().user + process.cpuUsage().system,
-      heap: process.memoryUsage().heapUsed,
-      heartbeats: (await simStats(sim.url)).heartbeats,
-      at: performance.now(),
-    });
+    await waitUntilSynced(operator, 600_000);
+    const sample = async (): Promise<Sample> => {
+      const text = await scrape(operator.metricsUrl);
+      if (!text) throw new Error(`the operator did not answer at ${operator.metricsUrl}; see ${operator.logFile}`);
+      return {
+        events: metric(text, 'sluice_operator_kube_events_total', { kind: eventKind }) ?? 0,
+        writes: metric(text, 'sluice_kv_writes_total') ?? 0,
+        deletes: metric(text, 'sluice_kv_deletes_total') ?? 0,
+        bytesIn: metric(text, 'sluice_operator_kube_received_bytes_total') ?? 0,
+        cpuSeconds: await cpuSeconds(operator.pid),
+        heap: metric(text, 'nodejs_heap_size_used_bytes') ?? 0,
+        heartbeats: (await simStats(sim.url)).heartbeats,
+        at: performance.now(),
+      };
+    };
     const before = await sample();
     await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
     const after = await sample();
+    const transactions = ((await (await fetch(operator.statusUrl)).json()) as { writes?: { transactions?: number } }).writes?.transactions ?? 0;
     const events = after.events - before.events;
     const beats = after.heartbeats - before.heartbeats;
-    const cpuSeconds = (after.cpuMicros - before.cpuMicros) / 1e6;
+    const cpu = after.cpuSeconds - before.cpuSeconds;
     const etcdOps = after.writes - before.writes + (after.deletes - before.deletes);
     const figures: Figure[] = [
       { metric: `${name}: ${eventKind} watch events received`, value: events, unit: 'events' },
       { metric: `${name}: ${eventKind} watch events received per second`, value: Math.round(events / ((after.at - before.at) / 1000)), unit: 'events/s' },
-      { metric: `${name}: ${eventKind} watch events per CPU-second of the operator (${what})`, value: Math.round(events / cpuSeconds), unit: 'events/s' },
-      { metric: `${name}: operator CPU, share of one core`, value: Math.round((cpuSeconds / ((after.at - before.at) / 1000)) * 1000) / 1000, unit: 'cores' },
+      { metric: `${name}: ${eventKind} watch events per CPU-second of the operator (${what})`, value: Math.round(events / cpu), unit: 'events/s' },
+      { metric: `${name}: operator CPU, share of one core`, value: Math.round((cpu / ((after.at - before.at) / 1000)) * 1000) / 1000, unit: 'cores' },
       // Pod churn also moves EndpointSlices: their writes count here, against Pod events only.
       { metric: `${name}: etcd writes+deletes per 1,000 ${eventKind} watch events`, value: events ? (etcdOps * 1000) / events : 0, unit: 'ops' },
       { metric: `${name}: bytes received from Kubernetes per ${eventKind} watch event (all kinds' bytes)`, value: events ? Math.round((after.bytesIn - before.bytesIn) / events) : 0, unit: 'bytes' },
-      { metric: `${name}: etcd transactions since the start (initial sync included)`, value: operator.status().writes?.transactions ?? 0, unit: 'txns' },
+      { metric: `${name}: etcd transactions since the start (initial sync included)`, value: transactions, unit: 'txns' },
       { metric: `${name}: operator heap used after the window`, value: after.heap, unit: 'bytes' },
     ];
     if (eventKind === 'Node') {
@@ -98,16 +101,15 @@ async function phase(name: string, simArgs: string[], eventKind: string, seconds
         { metric: `${name}: kubelet heartbeats made by kube-sim (Node status writes or Lease renewals)`, value: beats, unit: 'heartbeats' },
         { metric: `${name}: etcd writes+deletes per heartbeat`, value: beats ? etcdOps / beats : 0, unit: 'ops' },
         // The heartbeat path's cost in either mode: in Lease mode the operator does not even see the renewals.
-        { metric: `${name}: kubelet heartbeats per CPU-second of the operator`, value: Math.round(beats / cpuSeconds), unit: 'heartbeats/s' },
+        { metric: `${name}: kubelet heartbeats per CPU-second of the operator`, value: Math.round(beats / cpu), unit: 'heartbeats/s' },
       );
     }
     return figures;
   } finally {
     await operator.stop();
-    traffic.close();
-    client.close();
     sim.child.kill('SIGTERM');
     await etcd.stop();
+    rmSync(dir, { recursive: true, force: true });
   }
 }
 
