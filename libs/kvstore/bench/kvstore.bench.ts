@@ -3,11 +3,11 @@
  * prefix sharing one client, against a local etcd 3.4 (data on tmpfs); and on a 3-member cluster, how long writes stop
  * when the leader is SIGKILLed during churn (the fault tests assert that nothing is lost, not how fast).
  */
-import { readFileSync } from 'node:fs';
 import { startEtcd, startEtcdCluster } from '@sluice/etcd-runner';
 import { createLogger } from '@sluice/log';
 import type { Figure } from '../../../bench/run.ts';
 import { KvWriter, createKvClient, watchPrefix, type PrefixWatch } from '../src/index.ts';
+import { processUsage } from '@sluice/process';
 
 const log = createLogger({ component: 'bench', level: 'warn' });
 const value = (i: number) => JSON.stringify({ v: 1, name: `pod-${i}`, namespace: 'default', ips: [`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`], node: `node-${i % 5000}`, labels: { app: `app-${i % 100}` } });
@@ -122,12 +122,8 @@ export default async function bench(): Promise<Figure[]> {
   return figures;
 }
 
-/** CPU seconds a process has used so far (user + system, from /proc). */
-function cpuSecondsOf(pid: number | undefined): number {
-  if (!pid) return 0;
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100;
-}
+/** CPU seconds a process has used so far. */
+const cpuSecondsOf = (pid: number | undefined): number => (pid ? (processUsage(pid)?.cpuSeconds ?? Number.NaN) : 0);
 
 /**
  * The thundering herd's raw cost: N agents list a 100,000-pod prefix of ~400 B values at once (each its own client,

@@ -84,3 +84,27 @@ export async function startStatusServer(options: StatusServerOptions): Promise<S
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
 }
+
+/** Another process's /metrics as text; undefined while it does not answer. */
+export async function scrapeMetrics(url: string, timeoutMs = 5_000): Promise<string | undefined> {
+  try {
+    const response = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
+    return response.ok ? await response.text() : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The sum of a metric's samples in Prometheus text whose labels include every given pair (0 when it has none). */
+export function metricSum(text: string, name: string, labels: Record<string, string> = {}): number {
+  const wanted = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name) || (line[name.length] !== '{' && line[name.length] !== ' ')) continue;
+    const labelText = line[name.length] === '{' ? line.slice(name.length + 1, line.indexOf('}')) : '';
+    if (!wanted.every((pair) => labelText.split(',').includes(pair))) continue;
+    const value = Number(line.slice(line.lastIndexOf(' ') + 1));
+    if (Number.isFinite(value)) sum += value;
+  }
+  return sum;
+}

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { Counter, createRegistry, startStatusServer, type StatusServer } from '../src/index.ts';
+import { Counter, createRegistry, metricSum, scrapeMetrics, startStatusServer, type StatusServer } from '../src/index.ts';
 
 let server: StatusServer | undefined;
 afterEach(async () => {
@@ -42,5 +42,28 @@ describe('createRegistry', () => {
     expect(text).not.toMatch(/^# TYPE sluice_(process|nodejs)_/m);
     // Only counters end in _total.
     for (const m of text.matchAll(/^# TYPE (\S+_total) (\S+)$/gm)) expect(m[2], m[1]).toBe('counter');
+  });
+});
+
+describe('metricSum and scrapeMetrics', () => {
+  it('sums the samples of one metric whose labels include the given pairs, from a live /metrics', async () => {
+    const registry = createRegistry();
+    const events = new Counter({ name: 'demo_events_total', help: 'events', labelNames: ['kind', 'node'], registers: [registry] });
+    new Counter({ name: 'demo_events_total_other', help: 'a longer name with the same start', registers: [registry] }).inc(100);
+    events.inc({ kind: 'Pod', node: 'a' }, 2);
+    events.inc({ kind: 'Pod', node: 'b' }, 3);
+    events.inc({ kind: 'Node', node: 'a' }, 7);
+    server = await startStatusServer({ port: 0, registry });
+    const url = `${server.url}/metrics`;
+    const text = await scrapeMetrics(url);
+    expect(text).toBeDefined();
+    expect(metricSum(text!, 'demo_events_total')).toBe(12);
+    expect(metricSum(text!, 'demo_events_total', { kind: 'Pod' })).toBe(5);
+    expect(metricSum(text!, 'demo_events_total', { kind: 'Pod', node: 'b' })).toBe(3);
+    expect(metricSum(text!, 'demo_events_total', { kind: 'Po' })).toBe(0);
+    expect(metricSum(text!, 'demo_missing_total')).toBe(0);
+    await server.close();
+    server = undefined;
+    expect(await scrapeMetrics(url, 1_000)).toBeUndefined();
   });
 });

@@ -1,5 +1,5 @@
 import type { ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 
 const owned = new Set<ChildProcess>();
 let exitHookInstalled = false;
@@ -47,3 +47,28 @@ export async function stopChild(child: ChildProcess, options: { signal?: NodeJS.
   await gone;
   clearTimeout(timer);
 }
+
+export interface ProcessUsage {
+  /** utime + stime since the process started. */
+  cpuSeconds: number;
+  rssBytes: number;
+  /** VmHWM: the highest RSS so far. */
+  peakRssBytes: number;
+}
+
+/** What a process has used, from /proc (benches and the scale harness measure the processes they start); undefined once it is gone. */
+export function processUsage(pid: number): ProcessUsage | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The command name may hold spaces and parentheses: the fields after it start past the last ')'.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kiB = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? 0) * 1024;
+    return { cpuSeconds: (Number(fields[11]) + Number(fields[12])) / USER_HZ, rssBytes: kiB('VmRSS'), peakRssBytes: kiB('VmHWM') };
+  } catch {
+    return undefined;
+  }
+}
+
+/** The unit of /proc/<pid>/stat's times on Linux. */
+const USER_HZ = 100;

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { hasExited, ownChild, stopChild } from '../src/index.ts';
+import { hasExited, ownChild, processUsage, stopChild } from '../src/index.ts';
 
 describe('stopChild', () => {
   it('stops a child that honours SIGTERM', async () => {
@@ -76,5 +76,26 @@ describe('ownChild', () => {
     expect(pid).toBeGreaterThan(0);
     for (let i = 0; i < 50 && !['gone', 'Z'].includes(runState(pid)); i++) await new Promise((resolve) => setTimeout(resolve, 20));
     expect(['gone', 'Z']).toContain(runState(pid));
+  });
+});
+
+describe('processUsage', () => {
+  it('reads CPU and memory of a process whose name has spaces and parentheses, and nothing once it is gone', async () => {
+    // A busy loop under a name that would shift the fields of a naive split of /proc/<pid>/stat.
+    const child = ownChild(spawn('bash', ['-c', 'printf "busy (a b) c" > /proc/self/comm; while :; do :; done']));
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 600));
+      const first = processUsage(child.pid!);
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      const second = processUsage(child.pid!);
+      expect(readFileSync(`/proc/${child.pid}/stat`, 'utf8')).toContain('(busy (a b) c)');
+      expect(first!.cpuSeconds).toBeGreaterThan(0.1);
+      expect(second!.cpuSeconds).toBeGreaterThan(first!.cpuSeconds);
+      expect(second!.rssBytes).toBeGreaterThan(100 * 1024);
+      expect(second!.peakRssBytes).toBeGreaterThanOrEqual(second!.rssBytes);
+    } finally {
+      await stopChild(child);
+    }
+    expect(processUsage(child.pid!)).toBeUndefined();
   });
 });

@@ -10,7 +10,6 @@
  *   aggregator's quorum of failures (the detection time), with clock skew, the flush delay and 1 % of nodes down.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import pLimit from 'p-limit';
 import type { Figure } from '../../../bench/run.ts';
@@ -23,6 +22,7 @@ import { encodeSlimString, SCHEMA_VERSION } from '@sluice/slim';
 import { PLAN_DEFAULTS, probePlan, roundRing, type ProbePlan } from '@sluice/prober';
 import { seededRandom } from '@sluice/backoff';
 import { Aggregator, type NodeInfo } from '../src/index.ts';
+import { processUsage } from '@sluice/process';
 const infos: NodeInfo[] = names.map((name, i) => ({ name, hostIP: `10.${(i >> 8) & 255}.${i & 255}.1`, endpointIP: `10.${128 + ((i >> 8) & 127)}.${i & 255}.2` }));
 
 /** Rounds of the report load spread over the round length, during which GetClusterHealth latency is measured. */
@@ -124,11 +124,7 @@ export default async function health(): Promise<Figure[]> {
       if (performance.now() - loadedAt > 60_000) throw new Error('the health service did not load 5,000 nodes from etcd in 60 s');
       await sleep(100);
     }
-    /** CPU seconds of a process (user + system), from /proc. */
-    const cpuSeconds = (pid: number) => {
-      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-      return (Number(fields[11]) + Number(fields[12])) / 100;
-    };
+    const cpuSeconds = (pid: number) => processUsage(pid)?.cpuSeconds ?? Number.NaN;
     const cpuMeter = () => {
       const cpu0 = cpuSeconds(service.pid!);
       const t0 = performance.now();

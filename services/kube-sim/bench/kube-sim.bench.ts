@@ -4,12 +4,13 @@
  * process so that its CPU and memory are measured apart from the watchers'.
  */
 import { spawn } from 'node:child_process';
-import { readFile, mkdtemp } from 'node:fs/promises';
+import { mkdtemp } from 'node:fs/promises';
 import { request as httpGet, type IncomingMessage } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Figure } from '../../../bench/run.ts';
+import { processUsage, type ProcessUsage } from '@sluice/process';
 
 const NODES = Number(process.env.KUBE_SIM_BENCH_NODES ?? 5000);
 const PODS_PER_NODE = Number(process.env.KUBE_SIM_BENCH_PODS_PER_NODE ?? 20);
@@ -17,12 +18,11 @@ const MEASURE_MS = Number(process.env.KUBE_SIM_BENCH_SECONDS ?? 30) * 1000;
 
 const main = fileURLToPath(new URL('../src/main.ts', import.meta.url));
 
-async function procStat(pid: number): Promise<{ cpuMs: number; rssMiB: number; hwmMiB: number }> {
-  const stat = (await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1]!.split(' ');
-  const ticks = Number(stat[11]) + Number(stat[12]);
-  const status = await readFile(`/proc/${pid}/status`, 'utf8');
-  const kb = (key: string) => Number(new RegExp(`${key}:\\s+(\\d+)`).exec(status)?.[1] ?? 0);
-  return { cpuMs: ticks * 10, rssMiB: kb('VmRSS') / 1024, hwmMiB: kb('VmHWM') / 1024 };
+/** The simulator's usage, which it must still be there to give. */
+function procStat(pid: number): ProcessUsage {
+  const usage = processUsage(pid);
+  if (!usage) throw new Error(`kube-sim (pid ${pid}) is gone`);
+  return usage;
 }
 
 function get(url: string): Promise<IncomingMessage> {
@@ -68,7 +68,7 @@ export default async function bench(): Promise<Figure[]> {
     const startupS = (Date.now() - started) / 1000;
     const url = /serving (http:\S+)/.exec(out)![1]!;
     const pid = child.pid!;
-    const initial = await procStat(pid);
+    const initial = procStat(pid);
 
     // A paginated relist of every pod, the way a client-go reflector pages (limit 500).
     const listStart = Date.now();
@@ -89,10 +89,10 @@ export default async function bench(): Promise<Figure[]> {
       counters.push(c);
       stops.push(watch(`${url}${path}?watch=1&allowWatchBookmarks=true&resourceVersion=${rv}`, c));
     }
-    const cpu0 = await procStat(pid);
+    const cpu0 = procStat(pid);
     const t0 = Date.now();
     await new Promise((r) => setTimeout(r, MEASURE_MS));
-    const cpu1 = await procStat(pid);
+    const cpu1 = procStat(pid);
     const seconds = (Date.now() - t0) / 1000;
     const stats1 = await json<{ memory: { heapUsed: number }; heartbeats: number; watchEventsSent: number; eventsPublished: number; droppedWatchers: number; podsCreated: number; podsDeleted: number }>(`${url}/kube-sim/stats`);
     const received = counters.reduce((n, c) => n + c.events, 0);
@@ -101,15 +101,15 @@ export default async function bench(): Promise<Figure[]> {
       { metric: 'nodes', value: NODES, unit: 'count' },
       { metric: 'pods', value: pods, unit: 'count' },
       { metric: 'startup (build cluster + listen)', value: startupS, unit: 's' },
-      { metric: 'RSS after startup', value: Math.round(initial.rssMiB), unit: 'MiB' },
+      { metric: 'RSS after startup', value: Math.round(initial.rssBytes / 2 ** 20), unit: 'MiB' },
       { metric: 'paginated relist of all pods (limit 500)', value: listS, unit: 's' },
       { metric: 'node heartbeats', value: Math.round((stats1.heartbeats - stats0.heartbeats) / seconds), unit: 'updates/s' },
       { metric: 'events published (all types)', value: Math.round((stats1.eventsPublished - stats0.eventsPublished) / seconds), unit: 'events/s' },
       { metric: 'watch events served to 4 watchers', value: Math.round(received / seconds), unit: 'events/s' },
       { metric: 'watch bytes served', value: Math.round(bytes / seconds / 1024 / 1024 * 10) / 10, unit: 'MiB/s' },
-      { metric: 'simulator CPU under load', value: Math.round(((cpu1.cpuMs - cpu0.cpuMs) / (seconds * 1000)) * 100), unit: '% of one core' },
-      { metric: 'simulator RSS under load', value: Math.round(cpu1.rssMiB), unit: 'MiB' },
-      { metric: 'simulator peak RSS', value: Math.round(cpu1.hwmMiB), unit: 'MiB' },
+      { metric: 'simulator CPU under load', value: Math.round(((cpu1.cpuSeconds - cpu0.cpuSeconds) / seconds) * 100), unit: '% of one core' },
+      { metric: 'simulator RSS under load', value: Math.round(cpu1.rssBytes / 2 ** 20), unit: 'MiB' },
+      { metric: 'simulator peak RSS', value: Math.round(cpu1.peakRssBytes / 2 ** 20), unit: 'MiB' },
       { metric: 'simulator JS heap used', value: Math.round(stats1.memory.heapUsed / 1024 / 1024), unit: 'MiB' },
       { metric: 'watchers dropped as too slow', value: stats1.droppedWatchers, unit: 'count' },
     ];

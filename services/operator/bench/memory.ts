@@ -19,7 +19,16 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { startEtcd } from '@sluice/etcd-runner';
 import type { KubeSimChildCommand, KubeSimChildMessage } from './kube-sim-child.ts';
-import { cpuSeconds, metric, OPERATOR_MAIN, procStatus, scrape, sleep, startOperatorProcess, waitUntilSynced, type OperatorProcess } from './operator-process.ts';
+import { metricSum, scrapeMetrics } from '@sluice/metrics';
+import { processUsage, type ProcessUsage } from '@sluice/process';
+import { OPERATOR_MAIN, sleep, startOperatorProcess, waitUntilSynced, type OperatorProcess } from './operator-process.ts';
+
+/** The operator's usage, which it must still be there to give. */
+function usage(pid: number): ProcessUsage {
+  const u = processUsage(pid);
+  if (!u) throw new Error(`the operator (pid ${pid}) is gone`);
+  return u;
+}
 
 const TSX = createRequire(import.meta.url).resolve('tsx');
 const KUBE_SIM_CHILD = fileURLToPath(new URL('./kube-sim-child.ts', import.meta.url));
@@ -98,7 +107,7 @@ async function takeSnapshot(pid: number, dir: string, metricsUrl: string): Promi
     file ??= (await readdir(dir)).find((f) => f.endsWith('.heapsnapshot') && !before.has(f));
     if (!file) continue;
     const now = (await stat(join(dir, file))).size;
-    if (now === size && (await scrape(metricsUrl))) return join(dir, file);
+    if (now === size && (await scrapeMetrics(metricsUrl))) return join(dir, file);
     size = now;
   }
   return file && join(dir, file);
@@ -132,22 +141,22 @@ export async function measureOperatorMemory(s: MemoryScenario): Promise<MemoryRe
     const MiB = (n: number | undefined) => Math.round((n ?? 0) / 2 ** 17) / 8;
     /** Reads the operator's metrics; the event-loop maximum (reset at every scrape) accumulates. */
     const sample = async () => {
-      const text = await scrape(metricsUrl);
+      const text = await scrapeMetrics(metricsUrl);
       if (text) {
-        loopMax = Math.max(loopMax, (metric(text, 'nodejs_eventloop_lag_max_seconds') ?? 0) * 1000);
-        const { rss } = await procStatus(pid).catch(() => ({ rss: 0 }));
-        timeline.push([Math.round((Date.now() - started) / 1000), phase, MiB(rss), MiB(metric(text, 'nodejs_heap_size_used_bytes')), MiB(metric(text, 'nodejs_external_memory_bytes'))]);
+        loopMax = Math.max(loopMax, metricSum(text, 'nodejs_eventloop_lag_max_seconds') * 1000);
+        const rss = processUsage(pid)?.rssBytes ?? 0;
+        timeline.push([Math.round((Date.now() - started) / 1000), phase, MiB(rss), MiB(metricSum(text, 'nodejs_heap_size_used_bytes')), MiB(metricSum(text, 'nodejs_external_memory_bytes'))]);
       }
       return text;
     };
     await waitUntilSynced(operator, 1_800_000, sample);
     const syncSeconds = (Date.now() - started) / 1000;
-    const synced = await procStatus(pid);
-    const cpuSync = await cpuSeconds(pid);
+    const synced = usage(pid);
+    const cpuSync = synced.cpuSeconds;
     const syncedText = (await sample())!;
     const loopMaxMsSync = loopMax;
     loopMax = 0;
-    say(`synced in ${syncSeconds.toFixed(1)} s: VmHWM ${(synced.hwm / 2 ** 20).toFixed(0)} MiB, VmRSS ${(synced.rss / 2 ** 20).toFixed(0)} MiB, heap used ${((metric(syncedText, 'nodejs_heap_size_used_bytes') ?? 0) / 2 ** 20).toFixed(0)} MiB`);
+    say(`synced in ${syncSeconds.toFixed(1)} s: VmHWM ${(synced.peakRssBytes / 2 ** 20).toFixed(0)} MiB, VmRSS ${(synced.rssBytes / 2 ** 20).toFixed(0)} MiB, heap used ${(metricSum(syncedText, 'nodejs_heap_size_used_bytes') / 2 ** 20).toFixed(0)} MiB`);
     const snapshots: string[] = [];
     if (s.snapshots) {
       const file = await takeSnapshot(pid, outDir, metricsUrl);
@@ -173,11 +182,11 @@ export async function measureOperatorMemory(s: MemoryScenario): Promise<MemoryRe
       await sleep(1_000);
       await sample();
     }
-    const settled = await procStatus(pid);
-    const cpuEnd = await cpuSeconds(pid);
+    const settled = usage(pid);
+    const cpuEnd = settled.cpuSeconds;
     const settledText = (await sample())!;
     const status = (await (await fetch(operator.statusUrl)).json()) as { kinds: Record<string, { records: number }> };
-    say(`settled: VmHWM ${(settled.hwm / 2 ** 20).toFixed(0)} MiB, VmRSS ${(settled.rss / 2 ** 20).toFixed(0)} MiB, heap used ${((metric(settledText, 'nodejs_heap_size_used_bytes') ?? 0) / 2 ** 20).toFixed(0)} MiB`);
+    say(`settled: VmHWM ${(settled.peakRssBytes / 2 ** 20).toFixed(0)} MiB, VmRSS ${(settled.rssBytes / 2 ** 20).toFixed(0)} MiB, heap used ${(metricSum(settledText, 'nodejs_heap_size_used_bytes') / 2 ** 20).toFixed(0)} MiB`);
     if (s.snapshots) {
       const file = await takeSnapshot(pid, outDir, metricsUrl);
       if (file) snapshots.push(file);
@@ -185,14 +194,14 @@ export async function measureOperatorMemory(s: MemoryScenario): Promise<MemoryRe
     }
     return {
       syncSeconds,
-      peakRssSync: synced.hwm,
-      peakRss: settled.hwm,
-      rssSynced: synced.rss,
-      rssSettled: settled.rss,
-      heapUsedSynced: metric(syncedText, 'nodejs_heap_size_used_bytes') ?? 0,
-      heapUsedSettled: metric(settledText, 'nodejs_heap_size_used_bytes') ?? 0,
-      heapTotalSettled: metric(settledText, 'nodejs_heap_size_total_bytes') ?? 0,
-      externalSettled: metric(settledText, 'nodejs_external_memory_bytes') ?? 0,
+      peakRssSync: synced.peakRssBytes,
+      peakRss: settled.peakRssBytes,
+      rssSynced: synced.rssBytes,
+      rssSettled: settled.rssBytes,
+      heapUsedSynced: metricSum(syncedText, 'nodejs_heap_size_used_bytes'),
+      heapUsedSettled: metricSum(settledText, 'nodejs_heap_size_used_bytes'),
+      heapTotalSettled: metricSum(settledText, 'nodejs_heap_size_total_bytes'),
+      externalSettled: metricSum(settledText, 'nodejs_external_memory_bytes'),
       loopMaxMsSync,
       loopMaxMsAfter: loopMax,
       cpuSecondsSync: cpuSync,

@@ -5,10 +5,10 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { freePort } from '@sluice/etcd-runner';
+import { metricSum, scrapeMetrics } from '@sluice/metrics';
 
 const TSX = createRequire(import.meta.url).resolve('tsx');
 export const OPERATOR_MAIN = fileURLToPath(new URL('../dist/main.mjs', import.meta.url));
@@ -71,45 +71,14 @@ export async function startOperatorProcess(o: OperatorProcessOptions): Promise<O
 }
 
 /** Polls its /metrics (through `read`, which may record each sample) until it reports a finished sync. */
-export async function waitUntilSynced(operator: OperatorProcess, timeoutMs: number, read = () => scrape(operator.metricsUrl)): Promise<void> {
+export async function waitUntilSynced(operator: OperatorProcess, timeoutMs: number, read = () => scrapeMetrics(operator.metricsUrl)): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (operator.exited) throw new Error(`the operator ${operator.exited}; see ${operator.logFile}`);
     if (Date.now() > deadline) throw new Error(`the operator did not sync within ${Math.round(timeoutMs / 1000)} s; see ${operator.logFile}`);
     const text = await read();
-    if (text && metric(text, 'sluice_operator_synced') === 1) return;
+    if (text && metricSum(text, 'sluice_operator_synced') === 1) return;
     await sleep(1_000);
-  }
-}
-
-/** CPU seconds the process used so far (user + system; /proc/<pid>/stat counts in ticks of 1/100 s). */
-export async function cpuSeconds(pid: number): Promise<number> {
-  const fields = (await readFile(`/proc/${pid}/stat`, 'utf8')).split(')').pop()!.trim().split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100;
-}
-
-export async function procStatus(pid: number): Promise<{ rss: number; hwm: number }> {
-  const text = await readFile(`/proc/${pid}/status`, 'utf8');
-  const kb = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? 0) * 1024;
-  return { rss: kb('VmRSS'), hwm: kb('VmHWM') };
-}
-
-/** The sum of a metric's samples whose labels include every given pair; undefined when it has none. */
-export function metric(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
-  let sum: number | undefined;
-  const wanted = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
-  for (const match of text.matchAll(new RegExp(`^${name}(?:\\{([^}]*)\\})? ([-+0-9.e]+)$`, 'gm'))) {
-    if (wanted.every((pair) => (match[1] ?? '').split(',').includes(pair))) sum = (sum ?? 0) + Number(match[2]);
-  }
-  return sum;
-}
-
-export async function scrape(url: string): Promise<string | undefined> {
-  try {
-    const response = await fetch(url, { signal: AbortSignal.timeout(5_000) });
-    return response.ok ? await response.text() : undefined;
-  } catch {
-    return undefined;
   }
 }
 

@@ -13,12 +13,13 @@ import { fileURLToPath } from 'node:url';
 import { startEtcd } from '@sluice/etcd-runner';
 import { createKvClient, keySchema } from '@sluice/kvstore';
 import { createLogger } from '@sluice/log';
-import { createRegistry } from '@sluice/metrics';
+import { createRegistry, metricSum, scrapeMetrics } from '@sluice/metrics';
 import type { Figure } from '../../../bench/run.ts';
 import { loadKubeConfig } from '../src/kube-client.ts';
 import { Operator } from '../src/operator.ts';
 import { measureOperatorMemory } from './memory.ts';
-import { cpuSeconds, metric, scrape, startOperatorProcess, waitUntilSynced } from './operator-process.ts';
+import { processUsage } from '@sluice/process';
+import { startOperatorProcess, waitUntilSynced } from './operator-process.ts';
 
 const KUBE_SIM = fileURLToPath(new URL('../../kube-sim/src/main.ts', import.meta.url));
 
@@ -64,15 +65,15 @@ async function phase(name: string, simArgs: string[], eventKind: string, seconds
   try {
     await waitUntilSynced(operator, 600_000);
     const sample = async (): Promise<Sample> => {
-      const text = await scrape(operator.metricsUrl);
+      const text = await scrapeMetrics(operator.metricsUrl);
       if (!text) throw new Error(`the operator did not answer at ${operator.metricsUrl}; see ${operator.logFile}`);
       return {
-        events: metric(text, 'sluice_operator_kube_events_total', { kind: eventKind }) ?? 0,
-        writes: metric(text, 'sluice_kv_writes_total') ?? 0,
-        deletes: metric(text, 'sluice_kv_deletes_total') ?? 0,
-        bytesIn: metric(text, 'sluice_operator_kube_received_bytes_total') ?? 0,
-        cpuSeconds: await cpuSeconds(operator.pid),
-        heap: metric(text, 'nodejs_heap_size_used_bytes') ?? 0,
+        events: metricSum(text, 'sluice_operator_kube_events_total', { kind: eventKind }),
+        writes: metricSum(text, 'sluice_kv_writes_total'),
+        deletes: metricSum(text, 'sluice_kv_deletes_total'),
+        bytesIn: metricSum(text, 'sluice_operator_kube_received_bytes_total'),
+        cpuSeconds: processUsage(operator.pid)?.cpuSeconds ?? Number.NaN,
+        heap: metricSum(text, 'nodejs_heap_size_used_bytes'),
         heartbeats: (await simStats(sim.url)).heartbeats,
         at: performance.now(),
       };

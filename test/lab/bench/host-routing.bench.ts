@@ -36,12 +36,12 @@
  * podCIDR), services are BPF in both, so nothing in the agent grows with services as kube-proxy's iptables rules
  * did in the seed (10 % → 1 %).
  */
-import { readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { startEtcd, type EtcdServer } from '@sluice/etcd-runner';
 import { startKubeSim, type KubeSim } from '@sluice/kube-sim';
 import { execIn } from '@sluice/netns';
 import { startLab, stopAllLabs, type Lab, type LabClient, type LabNode, type LabPod } from '../src/index.ts';
+import { processUsage } from '@sluice/process';
 
 interface Figure {
   metric: string;
@@ -102,13 +102,11 @@ async function latency(p: Pair): Promise<number> {
   }
 }
 
-/** The agent's CPU time so far (s) and resident memory (bytes), from /proc. */
+/** The agent's CPU time so far (s) and resident memory (bytes). */
 function agentUsage(node: LabNode): { cpuS: number; rssBytes: number } {
-  const stat = readFileSync(`/proc/${node.agentPid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const ticks = Number(fields[11]) + Number(fields[12]); // utime + stime (fields 14 and 15 of proc(5))
-  const rss = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${node.agentPid}/status`, 'utf8'));
-  return { cpuS: ticks / 100, rssBytes: Number(rss?.[1] ?? 0) * 1024 };
+  const usage = node.agentPid === undefined ? undefined : processUsage(node.agentPid);
+  if (!usage) throw new Error(`the agent of ${node.name} (pid ${node.agentPid}) is gone`);
+  return { cpuS: usage.cpuSeconds, rssBytes: usage.rssBytes };
 }
 
 /** UDP 64-byte packets for SECONDS (iperf3, unlimited rate) from a pod to a server: packets/s the server received. */

@@ -11,9 +11,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort } from '@sluice/etcd-runner';
 import { startScaleEtcd, type ScaleEtcd } from './etcd.ts';
 import { createKvClient, keySchema, prefixRangeEnd, type Etcd3 } from '@sluice/kvstore';
+import { metricSum, scrapeMetrics } from '@sluice/metrics';
+import { processUsage } from '@sluice/process';
 import type { HostCommand, HostMessage, KubeSimCounters, PodChange, SliceChange, WorkerCommand, WorkerMessage, WorkerSample } from './ipc.ts';
 import { forkTs, spawnService, type Child } from './processes.ts';
-import { metricValue, procSample, scrape } from './procstat.ts';
 import type { Scenario } from './scenario.ts';
 import { runHealthPhase } from './health-phase.ts';
 import { lowerBound, summarize } from './stats.ts';
@@ -48,15 +49,15 @@ interface OperatorMetrics {
 function operatorMetrics(text: string | undefined): OperatorMetrics | undefined {
   if (!text) return undefined;
   return {
-    kubeEvents: metricValue(text, 'sluice_operator_kube_events_total'),
-    nodeEvents: metricValue(text, 'sluice_operator_kube_events_total', { kind: 'Node' }),
-    podEvents: metricValue(text, 'sluice_operator_kube_events_total', { kind: 'Pod' }),
-    bytesIn: metricValue(text, 'sluice_operator_kube_received_bytes_total'),
-    writes: metricValue(text, 'sluice_kv_writes_total'),
-    skipped: metricValue(text, 'sluice_kv_writes_skipped_total'),
-    deletes: metricValue(text, 'sluice_kv_deletes_total'),
-    retries: metricValue(text, 'sluice_kv_write_retries_total'),
-    eventLoopMaxMs: metricValue(text, 'nodejs_eventloop_lag_max_seconds') * 1000,
+    kubeEvents: metricSum(text, 'sluice_operator_kube_events_total'),
+    nodeEvents: metricSum(text, 'sluice_operator_kube_events_total', { kind: 'Node' }),
+    podEvents: metricSum(text, 'sluice_operator_kube_events_total', { kind: 'Pod' }),
+    bytesIn: metricSum(text, 'sluice_operator_kube_received_bytes_total'),
+    writes: metricSum(text, 'sluice_kv_writes_total'),
+    skipped: metricSum(text, 'sluice_kv_writes_skipped_total'),
+    deletes: metricSum(text, 'sluice_kv_deletes_total'),
+    retries: metricSum(text, 'sluice_kv_write_retries_total'),
+    eventLoopMaxMs: metricSum(text, 'nodejs_eventloop_lag_max_seconds') * 1000,
   };
 }
 
@@ -99,13 +100,13 @@ interface EtcdMetrics {
 function etcdMetrics(text: string | undefined): EtcdMetrics | undefined {
   if (!text) return undefined;
   return {
-    dbSize: metricValue(text, 'etcd_mvcc_db_total_size_in_bytes'),
-    sentBytes: metricValue(text, 'etcd_network_client_grpc_sent_bytes_total'),
-    receivedBytes: metricValue(text, 'etcd_network_client_grpc_received_bytes_total'),
-    watchers: metricValue(text, 'etcd_debugging_mvcc_watcher_total'),
-    watchStreams: metricValue(text, 'etcd_debugging_mvcc_watch_stream_total'),
-    slowWatchers: metricValue(text, 'etcd_debugging_mvcc_slow_watcher_total'),
-    resourceExhausted: metricValue(text, 'grpc_server_handled_total', { grpc_code: 'ResourceExhausted' }),
+    dbSize: metricSum(text, 'etcd_mvcc_db_total_size_in_bytes'),
+    sentBytes: metricSum(text, 'etcd_network_client_grpc_sent_bytes_total'),
+    receivedBytes: metricSum(text, 'etcd_network_client_grpc_received_bytes_total'),
+    watchers: metricSum(text, 'etcd_debugging_mvcc_watcher_total'),
+    watchStreams: metricSum(text, 'etcd_debugging_mvcc_watch_stream_total'),
+    slowWatchers: metricSum(text, 'etcd_debugging_mvcc_slow_watcher_total'),
+    resourceExhausted: metricSum(text, 'grpc_server_handled_total', { grpc_code: 'ResourceExhausted' }),
   };
 }
 
@@ -216,8 +217,8 @@ export async function runScale(scenario: Scenario, options: RunOptions): Promise
     const operatorUrl = `http://127.0.0.1:${operatorPort}/metrics`;
     await until('operator synced', async () => {
       if (operator.exitReason) throw new Error(`operator ${operator.exitReason}; see ${operator.logFile}`);
-      const text = await scrape(operatorUrl);
-      return !!text && metricValue(text, 'sluice_operator_synced') === 1;
+      const text = await scrapeMetrics(operatorUrl);
+      return !!text && metricSum(text, 'sluice_operator_synced') === 1;
     }, 900_000, 1000);
     const operatorSyncMs = Date.now() - operatorStart;
     phase(`operator synced in ${(operatorSyncMs / 1000).toFixed(1)} s`);
@@ -367,7 +368,7 @@ export async function runScale(scenario: Scenario, options: RunOptions): Promise
     // etcd gets a new pid when it restarts: its CPU is the sum over its pids.
     const etcdCpuByPid = new Map<number, number>();
     const cpuTotal = (name: string, pid: number | undefined): number | undefined => {
-      const s = pid === undefined ? undefined : procSample(pid);
+      const s = pid === undefined ? undefined : processUsage(pid);
       if (!s) return name === 'etcd' && etcdCpuByPid.size > 0 ? [...etcdCpuByPid.values()].reduce((a, b) => a + b, 0) : undefined;
       if (s.rssBytes > (peakRss.get(name) ?? 0)) peakRss.set(name, s.rssBytes);
       if (name !== 'etcd' || pid === undefined) return s.cpuSeconds;
@@ -384,24 +385,24 @@ export async function runScale(scenario: Scenario, options: RunOptions): Promise
         const prev = lastCpu.get(name);
         if (prev !== undefined && dt > 0) point.cpu[name] = Math.max(0, ((total - prev) / dt) * 100);
         lastCpu.set(name, total);
-        const s = pid === undefined ? undefined : procSample(pid);
+        const s = pid === undefined ? undefined : processUsage(pid);
         if (s) point.rssMiB[name] = s.rssBytes / 1024 / 1024;
       }
       lastT = now;
-      const em = etcdMetrics(await scrape(`${etcd!.endpoint}/metrics`));
+      const em = etcdMetrics(await scrapeMetrics(`${etcd!.endpoint}/metrics`));
       if (em) {
         // etcd's counters restart from 0 with the process: a drop is a restart, count what came after it.
         if (lastEtcdMetrics) etcdSentTotal += em.sentBytes >= lastEtcdMetrics.sentBytes ? em.sentBytes - lastEtcdMetrics.sentBytes : em.sentBytes;
         lastEtcdMetrics = em;
         point.etcdDbMiB = em.dbSize / 1024 / 1024;
       }
-      const om = operatorMetrics(await scrape(operatorUrl));
+      const om = operatorMetrics(await scrapeMetrics(operatorUrl));
       if (om) lastOperator = om;
       await sampleWorkers();
       const loops: Record<string, number> = {};
       if (om) loops.operator = om.eventLoopMaxMs;
-      const hm = await scrape(healthMetricsUrl);
-      if (hm) loops.health = metricValue(hm, 'nodejs_eventloop_lag_max_seconds') * 1000;
+      const hm = await scrapeMetrics(healthMetricsUrl);
+      if (hm) loops.health = metricSum(hm, 'nodejs_eventloop_lag_max_seconds') * 1000;
       if (kubeLoopMaxMs !== undefined) loops['kube-sim'] = kubeLoopMaxMs;
       kubeLoopMaxMs = undefined;
       for (const w of workers) {
@@ -420,18 +421,18 @@ export async function runScale(scenario: Scenario, options: RunOptions): Promise
     // --- heartbeats only ---
     phase(`heartbeats only for ${(scenario.heartbeatOnly / 1000).toFixed(0)} s (no churn): node keys must not be written`);
     const hbNodesBefore = await nodeKeysRevision(client);
-    const hbOpBefore = operatorMetrics(await scrape(operatorUrl));
+    const hbOpBefore = operatorMetrics(await scrapeMetrics(operatorUrl));
     const hbKubeBefore = await kubeStats();
     await sleep(scenario.heartbeatOnly);
     const hbNodesAfter = await nodeKeysRevision(client);
-    const hbOpAfter = operatorMetrics(await scrape(operatorUrl));
+    const hbOpAfter = operatorMetrics(await scrapeMetrics(operatorUrl));
     const hbKubeAfter = await kubeStats();
 
     // --- measured phase ---
     const phaseT0 = Date.now();
     const kubeBefore = await kubeStats();
-    const opBefore = operatorMetrics(await scrape(operatorUrl));
-    const etcdBefore = etcdMetrics(await scrape(`${etcd.endpoint}/metrics`));
+    const opBefore = operatorMetrics(await scrapeMetrics(operatorUrl));
+    const etcdBefore = etcdMetrics(await scrapeMetrics(`${etcd.endpoint}/metrics`));
     const revBefore = await currentRevision(client);
     await takeSample(phaseT0);
     const cpuAtPhase = new Map(lastCpu);
@@ -582,8 +583,8 @@ export async function runScale(scenario: Scenario, options: RunOptions): Promise
     evaluated = evaluate();
     receipts = await readReceipts(receiptLog, scenario.podStartDelay > 0);
     const kubeAfter = await kubeStats();
-    const opAfter = operatorMetrics(await scrape(operatorUrl));
-    const etcdAfter = etcdMetrics(await scrape(`${etcd.endpoint}/metrics`));
+    const opAfter = operatorMetrics(await scrapeMetrics(operatorUrl));
+    const etcdAfter = etcdMetrics(await scrapeMetrics(`${etcd.endpoint}/metrics`));
     const revAfter = await currentRevision(client);
     await takeSample(phaseT0);
     const etcdSent = etcdSentTotal - etcdSentAtPhase;

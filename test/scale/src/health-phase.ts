@@ -7,7 +7,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { spawnService } from './processes.ts';
-import { procSample } from './procstat.ts';
+import { processUsage } from '@sluice/process';
 import type { Results } from './results.ts';
 
 export interface HealthPhaseOptions {
@@ -35,7 +35,7 @@ export async function runHealthPhase(options: HealthPhaseOptions): Promise<Healt
   let out = '';
   sim.process.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
   const exited = new Promise<void>((resolve) => sim.process.once('exit', () => resolve()));
-  const sample = () => (options.servicePid ? procSample(options.servicePid) : undefined);
+  const sample = () => (options.servicePid ? processUsage(options.servicePid) : undefined);
   const cpu0 = sample()?.cpuSeconds ?? 0;
   const t0 = Date.now();
   await Promise.race([exited, sleep(options.durationMs + 60_000)]);
