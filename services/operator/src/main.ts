@@ -17,9 +17,12 @@ import { trackApiTraffic } from './traffic.ts';
 // paid for it in RSS. --optimize-for-size makes V8 collect sooner and keep the heap near what is live: at 5,000 nodes
 // / 100,000 pods / 20,000 services with heartbeats and churn (bench/memory.ts), VmHWM 452 → 337 MiB and settled RSS
 // 448 → 321 MiB. The price is CPU: the initial sync took ~26 CPU-seconds instead of ~11, the steady state ~0.10 of a
-// core instead of ~0.08. Set here, at run time (V8 reads it at each collection), so that every way of starting the
-// operator gets it (deploy's `node --import tsx`, the scale harness); --optimize-for-size or --no-optimize-for-size
-// on the command line or in NODE_OPTIONS is left to decide.
+// core instead of ~0.08, and a pod event ~2.7× more (the build, 500 nodes, 1,000 pods/s: 1,145 pod events per
+// CPU-second against 3,162 without it). --heap-growing-percent=50 alone won back most of that CPU (~3,000) but, in a
+// default `npm run scale`, the operator peaked at 446 MiB against 335 MiB with this flag: over the 400 MiB goal. Set
+// here, at run time (V8 reads it at each collection), so that every way of starting the operator gets it (deploy's
+// build, the benches, the scale harness); --optimize-for-size or --no-optimize-for-size on the command line or in
+// NODE_OPTIONS is left to decide.
 if (![...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].some((arg) => /^--(no-)?optimize[-_]for[-_]size$/.test(arg))) setFlagsFromString('--optimize-for-size');
 
 const program = new Command('sluice-operator')
