@@ -4,7 +4,7 @@
  * process so that its CPU and memory are measured apart from the watchers'.
  */
 import { spawn } from 'node:child_process';
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { request as httpGet, type IncomingMessage } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -115,6 +115,9 @@ export default async function bench(): Promise<Figure[]> {
     ];
   } finally {
     for (const stop of stops) stop();
+    const gone = new Promise((resolve) => (child.exitCode !== null || child.signalCode !== null ? resolve(undefined) : child.once('exit', resolve)));
     child.kill('SIGTERM');
+    await gone;
+    await rm(dir, { recursive: true, force: true });
   }
 }
