@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Figure } from '../../../bench/run.ts';
-import { processUsage, type ProcessUsage } from '@sluice/process';
+import { ownChild, processUsage, stopChild, type ProcessUsage } from '@sluice/process';
 
 const NODES = Number(process.env.KUBE_SIM_BENCH_NODES ?? 5000);
 const PODS_PER_NODE = Number(process.env.KUBE_SIM_BENCH_PODS_PER_NODE ?? 20);
@@ -56,6 +56,7 @@ export default async function bench(): Promise<Figure[]> {
   const child = spawn(process.execPath, ['--max-old-space-size=1536', '--import', 'tsx', main, '--nodes', String(NODES), '--pods-per-node', String(PODS_PER_NODE),
     '--services', '500', '--namespaces', '20', '--churn', '20', '--heartbeat-interval', '10s', '--port', '0',
     '--kubeconfig', join(dir, 'kubeconfig'), '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  ownChild(child);
   const stops: (() => void)[] = [];
   try {
     let out = '';
@@ -115,9 +116,7 @@ export default async function bench(): Promise<Figure[]> {
     ];
   } finally {
     for (const stop of stops) stop();
-    const gone = new Promise((resolve) => (child.exitCode !== null || child.signalCode !== null ? resolve(undefined) : child.once('exit', resolve)));
-    child.kill('SIGTERM');
-    await gone;
+    await stopChild(child);
     await rm(dir, { recursive: true, force: true });
   }
 }

@@ -9,6 +9,7 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { freePort } from '@sluice/etcd-runner';
 import { metricSum, scrapeMetrics } from '@sluice/metrics';
+import { ownChild, stopChild } from '@sluice/process';
 
 const TSX = createRequire(import.meta.url).resolve('tsx');
 export const OPERATOR_MAIN = fileURLToPath(new URL('../dist/main.mjs', import.meta.url));
@@ -41,10 +42,10 @@ export async function startOperatorProcess(o: OperatorProcessOptions): Promise<O
   const port = await freePort();
   const main = o.main ?? OPERATOR_MAIN;
   const loader = main.endsWith('.ts') ? ['--import', TSX] : [];
-  const child = spawn(process.execPath, [...(o.nodeFlags ?? []), ...loader, main,
+  const child = ownChild(spawn(process.execPath, [...(o.nodeFlags ?? []), ...loader, main,
     '--kube-server', o.kubeServer, '--etcd-endpoints', o.etcdEndpoint, '--metrics-port', String(port), '--log-level', o.logLevel ?? 'info',
     '--identity', o.identity ?? 'bench', ...(o.args ?? []),
-  ], { stdio: ['ignore', 'pipe', 'pipe'] });
+  ], { stdio: ['ignore', 'pipe', 'pipe'] }));
   const log = createWriteStream(o.logFile);
   child.stdout!.pipe(log);
   child.stderr!.pipe(log);
@@ -60,13 +61,7 @@ export async function startOperatorProcess(o: OperatorProcessOptions): Promise<O
     get exited() {
       return exited;
     },
-    async stop() {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      const gone = new Promise((resolve) => child.once('exit', resolve));
-      child.kill('SIGTERM');
-      await Promise.race([gone, sleep(15_000)]);
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    },
+    stop: () => stopChild(child, { graceMs: 15_000 }),
   };
 }
 
