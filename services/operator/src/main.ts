@@ -3,27 +3,27 @@
  * sluice-operator: mirrors Kubernetes into etcd as slim records. Run two for availability; one leads.
  */
 import { createWriteStream } from 'node:fs';
-import { setFlagsFromString } from 'node:v8';
 import { Command, configOrExit, etcdFlags, etcdFlagShape, flag, parseOptions, resolveEtcdConfig, schemas, z } from '@sluice/config';
 import { createKvClient, keySchema } from '@sluice/kvstore';
 import { createLogger } from '@sluice/log';
 import { createRegistry, startStatusServer } from '@sluice/metrics';
 import { apiServerOrigin, loadKubeConfig } from './kube-client.ts';
+import { HEAP_HEADROOM_BYTES, keepHeapHeadroom } from './heap-headroom.ts';
 import { Operator } from './operator.ts';
 import { trackApiTraffic } from './traffic.ts';
 
-// V8 sizes its heap for the machine, not for this process: on a large host (a ~4 GB heap limit) it lets the heap run
-// well ahead of what is live between full collections, and the operator, whose heap is mostly long-lived records,
-// paid for it in RSS. --optimize-for-size makes V8 collect sooner and keep the heap near what is live: at 5,000 nodes
-// / 100,000 pods / 20,000 services with heartbeats and churn (bench/memory.ts), VmHWM 452 → 337 MiB and settled RSS
-// 448 → 321 MiB. The price is CPU: the initial sync took ~26 CPU-seconds instead of ~11, the steady state ~0.10 of a
-// core instead of ~0.08, and a pod event ~2.7× more (the build, 500 nodes, 1,000 pods/s: 1,145 pod events per
-// CPU-second against 3,162 without it). --heap-growing-percent=50 alone won back most of that CPU (~3,000) but, in a
-// default `npm run scale`, the operator peaked at 446 MiB against 335 MiB with this flag: over the 400 MiB goal. Set
-// here, at run time (V8 reads it at each collection), so that every way of starting the operator gets it (deploy's
-// build, the benches, the scale harness); --optimize-for-size or --no-optimize-for-size on the command line or in
-// NODE_OPTIONS is left to decide.
-if (![...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].some((arg) => /^--(no-)?optimize[-_]for[-_]size$/.test(arg))) setFlagsFromString('--optimize-for-size');
+// V8 sizes its heap for the machine, not for this process: by default it lets the heap run up to 4× past what the last
+// full collection kept, and at 100,000 pods the operator paid for that in RSS (VmHWM 452 MiB). --optimize-for-size
+// bounded it (337 MiB) at a price that grew with churn: it lets the heap grow only ~2.5 % past what is live, and
+// churn promotes the latest bytes of every changed EndpointSlice, so at 500 nodes / 1,000 pods/s it ran a full,
+// compacting collection every ~150 ms, four GC threads spent as much CPU as the operator itself, and a pod event
+// cost ~2.5× more. A fixed headroom of 32 MiB (heap-headroom.ts) bounds both (bench/memory.ts and the pod churn
+// bench, same machine, one after the other): at 5,000 nodes / 100,000 pods / 20,000 services with heartbeats and
+// churn, VmHWM 259 → 317 MiB and the initial sync 29.4 → 14.4 s; at 500 nodes and 1,000 pods/s, 1,034–1,244 →
+// 2,570–2,977 pod events per CPU-second (RSS 178 → 216 MiB). --heap-growing-percent or --optimize-for-size on the
+// command line or in NODE_OPTIONS is left to decide.
+const v8Flags = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)];
+if (!v8Flags.some((arg) => /^--(no-)?(heap[-_]growing[-_]percent|optimize[-_]for[-_]size)/.test(arg))) keepHeapHeadroom(HEAP_HEADROOM_BYTES);
 
 const program = new Command('sluice-operator')
   .description('Mirror Kubernetes Nodes, Pods, Services and EndpointSlices into etcd as slim records (one active instance, leader-elected)')
