@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
@@ -46,8 +46,13 @@ export interface EtcdOptions {
   extraArgs?: string[];
   /** How long to wait for /health before giving up. */
   startTimeoutMs?: number;
-  /** Where etcd's own log goes; discarded by default. A cluster appends every member's log to it. */
+  /**
+   * Where etcd's own log goes (a cluster appends every member's log to it); by default a file in the temporary folder,
+   * removed with it, whose last error a failed start reports.
+   */
   logFile?: string;
+  /** Picks the free ports (tests: a port that another process holds); freePort by default. */
+  pickPort?: () => Promise<number>;
 }
 
 export interface EtcdClusterOptions extends EtcdOptions {
@@ -119,7 +124,10 @@ export interface EtcdCluster {
   stop(): Promise<void>;
 }
 
-/** Asks the kernel for a free loopback port. Another process could take it before etcd binds; start() retries then. */
+/**
+ * Asks the kernel for a free loopback port. Another process can take it before etcd binds it (an outgoing connection
+ * gets its ephemeral port from the same range); startEtcdCluster then starts again on other ports.
+ */
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
@@ -187,6 +195,51 @@ interface MemberPlan {
   dataDir: string;
   endpoint: string;
   peerUrl: string;
+  logFile: string;
+}
+
+/** etcd did not start; `addressInUse` when it could not bind a port it was given. */
+export class EtcdStartError extends Error {
+  constructor(message: string, readonly addressInUse: boolean) {
+    super(message);
+    this.name = 'EtcdStartError';
+  }
+}
+
+/**
+ * The reason etcd gave for stopping, from the end of its log: its zap lines are JSON, and the last error-level line's
+ * message and error say it ("listen tcp 127.0.0.1:…: bind: address already in use").
+ */
+export function lastLoggedError(logFile: string): string | undefined {
+  let text: string;
+  try {
+    const fd = openSync(logFile, 'r');
+    try {
+      const size = fstatSync(fd).size;
+      const length = Math.min(size, 8192);
+      const buffer = Buffer.alloc(length);
+      readSync(fd, buffer, 0, length, size - length);
+      text = buffer.toString('utf8');
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    return undefined;
+  }
+  let last: string | undefined;
+  for (const line of text.split('\n')) {
+    let entry: unknown;
+    try {
+      entry = JSON.parse(line);
+    } catch {
+      continue;
+    }
+    if (typeof entry !== 'object' || entry === null) continue;
+    const { level, msg, error } = entry as { level?: unknown; msg?: unknown; error?: unknown };
+    if (level !== 'error' && level !== 'fatal' && level !== 'panic') continue;
+    last = [msg, error].filter((part) => typeof part === 'string' && part).join(': ');
+  }
+  return last || undefined;
 }
 
 function memberArgs(plan: MemberPlan, cluster: string, options: EtcdOptions, tls: EtcdTls | undefined): string[] {
@@ -246,10 +299,10 @@ function member(plan: MemberPlan, cluster: string, options: EtcdOptions, tls: Et
     },
     async spawnProcess() {
       exitError = undefined;
-      const logFd = options.logFile ? openSync(options.logFile, 'a') : 'ignore';
+      const logFd = openSync(plan.logFile, 'a');
       const run = dieWithParent(options.binary ?? 'etcd', args);
       const started = spawn(run.command, run.args, { stdio: ['ignore', 'ignore', logFd] });
-      if (typeof logFd === 'number') closeSync(logFd);
+      closeSync(logFd);
       child = ownChild(started);
       started.once('error', (err) => (exitError = err.message));
       started.once('exit', (code, signal) => {
@@ -260,7 +313,9 @@ function member(plan: MemberPlan, cluster: string, options: EtcdOptions, tls: Et
       const deadline = Date.now() + timeoutMs;
       while (!(await healthy(plan.endpoint, tls))) {
         if (!child || child.exitCode !== null || child.signalCode !== null || exitError) {
-          throw new Error(`etcd did not start: ${exitError ?? 'exited'}`);
+          // The exit can come before etcd's last line is in the file; the file is complete once the process is gone.
+          const reason = lastLoggedError(plan.logFile);
+          throw new EtcdStartError(`etcd did not start: ${exitError ?? 'exited'}${reason ? `: ${reason}` : ''}`, !!reason?.includes('address already in use'));
         }
         if (Date.now() > deadline) {
           child.kill('SIGKILL');
@@ -289,6 +344,17 @@ function member(plan: MemberPlan, cluster: string, options: EtcdOptions, tls: Et
  * TLS and client-certificate auth, and waits until every member reports healthy.
  */
 export async function startEtcdCluster(options: EtcdClusterOptions = {}): Promise<EtcdCluster> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startEtcdClusterOnce(options);
+    } catch (err) {
+      // A port taken between freePort() and etcd's bind: new ports (a port the caller chose is the caller's to free).
+      if (!(err instanceof EtcdStartError && err.addressInUse) || options.clientPort !== undefined || attempt === 3) throw err;
+    }
+  }
+}
+
+async function startEtcdClusterOnce(options: EtcdClusterOptions): Promise<EtcdCluster> {
   const count = options.members ?? 3;
   if (!Number.isInteger(count) || count < 1) throw new Error(`an etcd cluster needs at least one member, got ${count}`);
   const parent = options.dataDirParent ?? (existsSync('/dev/shm') ? '/dev/shm' : tmpdir());
@@ -318,8 +384,15 @@ export async function startEtcdCluster(options: EtcdClusterOptions = {}): Promis
     for (let i = 0; i < count; i++) {
       const name = count === 1 ? 'sluice' : `sluice-${i}`;
       const dataDir = count === 1 ? join(base, 'data') : join(base, name);
-      const clientPort = i === 0 && options.clientPort ? options.clientPort : await freePort();
-      plans.push({ name, dataDir, endpoint: `${scheme}://127.0.0.1:${clientPort}`, peerUrl: `${scheme}://127.0.0.1:${await freePort()}` });
+      const pickPort = options.pickPort ?? freePort;
+      const clientPort = i === 0 && options.clientPort ? options.clientPort : await pickPort();
+      plans.push({
+        name,
+        dataDir,
+        endpoint: `${scheme}://127.0.0.1:${clientPort}`,
+        peerUrl: `${scheme}://127.0.0.1:${await pickPort()}`,
+        logFile: options.logFile ?? join(base, `${name}.log`),
+      });
     }
     const initialCluster = plans.map((p) => `${p.name}=${p.peerUrl}`).join(',');
     for (const plan of plans) members.push(member(plan, initialCluster, options, tls));

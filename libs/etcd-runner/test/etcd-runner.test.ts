@@ -2,7 +2,8 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { startEtcd, startEtcdCluster } from '../src/index.ts';
+import { createServer, type Server } from 'node:net';
+import { freePort, startEtcd, startEtcdCluster } from '../src/index.ts';
 
 function etcdctl(endpoint: string, ...args: string[]): string {
   return execFileSync('etcdctl', ['--endpoints', endpoint, ...args], { env: { ...process.env, ETCDCTL_API: '3' } }).toString();
@@ -69,6 +70,52 @@ describe('startEtcd', () => {
 
   it('fails clearly when the binary is missing', async () => {
     await expect(startEtcd({ binary: '/nonexistent/etcd', startTimeoutMs: 2000 })).rejects.toThrow(/etcd did not start/);
+  });
+
+  describe('a port taken before etcd binds it', () => {
+    const hold = async (): Promise<{ server: Server; port: number }> => {
+      const server = createServer();
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      const address = server.address();
+      if (typeof address !== 'object' || !address) throw new Error('no address');
+      return { server, port: address.port };
+    };
+
+    it('starts again on other ports', async () => {
+      const taken = await hold();
+      const picked: number[] = [];
+      const pickPort = async () => {
+        const port = picked.length === 0 ? taken.port : await freePort();
+        picked.push(port);
+        return port;
+      };
+      try {
+        const etcd = await startEtcd({ pickPort });
+        try {
+          expect(picked[0]).toBe(taken.port);
+          // client + peer on the first attempt, client + peer on the second
+          expect(picked).toHaveLength(4);
+          expect(etcd.endpoint).toBe(`http://127.0.0.1:${picked[2]}`);
+          etcdctl(etcd.endpoint, 'put', 'k', 'v');
+          expect(etcdctl(etcd.endpoint, 'get', 'k', '--print-value-only').trim()).toBe('v');
+        } finally {
+          await etcd.stop();
+        }
+      } finally {
+        taken.server.close();
+      }
+    });
+
+    it('says so, with etcd\'s own words, for a client port the caller chose', async () => {
+      const taken = await hold();
+      try {
+        await expect(startEtcd({ clientPort: taken.port })).rejects.toThrow(
+          new RegExp(`etcd did not start: etcd exited \\(code 1, signal null\\): .*127\\.0\\.0\\.1:${taken.port}: bind: address already in use`),
+        );
+      } finally {
+        taken.server.close();
+      }
+    });
   });
 });
 
